@@ -1,0 +1,150 @@
+//! Wires the components of `lookout serve` and owns shutdown: on SIGINT/SIGTERM the
+//! listener stops accepting, in-flight requests finish, every acknowledged document is
+//! committed, and the process exits 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::index::IndexStore;
+use crate::index::partition::WriterOptions;
+use crate::index::store::StoreSettings;
+use crate::ingest::event::EventRules;
+use crate::ingest::{Ingest, IngestSettings};
+use crate::server::{self, AppState};
+use crate::telemetry::Telemetry;
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Runs the server until `shutdown` is cancelled (or a signal arrives).
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let token = config.auth.resolve_token().map_err(anyhow::Error::msg)?;
+    if !config.listen.ip().is_loopback() && token.is_none() && !config.auth.insecure {
+        anyhow::bail!(
+            "refusing to listen on non-loopback address {} without authentication: set auth.token_env (or auth.token_file) or pass --insecure",
+            config.listen
+        );
+    }
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let telemetry = Arc::new(Telemetry::default());
+    let settings = StoreSettings {
+        partition_span_micros: micros(config.index.partition_span),
+        retention_micros: micros(config.index.retention),
+        writer: WriterOptions {
+            threads: config.index.writer_threads,
+            memory_bytes: config.index.writer_memory_bytes as usize,
+        },
+        max_open_writers: config.index.max_open_writers,
+    };
+    let indices = data_dir.indices();
+    let started = Instant::now();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || IndexStore::open(&indices, settings))
+            .await
+            .context("opening the index")??,
+    );
+    let ingest_settings = IngestSettings {
+        rules: EventRules {
+            timestamp_fields: config.ingest.timestamp_fields.clone(),
+            max_depth: config.ingest.max_depth,
+            max_line_bytes: config.ingest.max_line_bytes as usize,
+            retention_micros: micros(config.index.retention),
+            future_tolerance_micros: micros(config.ingest.future_tolerance),
+        },
+        source_ttl: config.source_ttl(),
+        agent_timeout: config.ingest.agent_timeout,
+        max_in_flight_bytes: config.ingest.max_in_flight_bytes,
+        wal_segment_bytes: config.ingest.wal_segment_bytes,
+        refresh_interval: config.index.refresh_interval,
+    };
+    let (wal, state_dir, ingest_store, ingest_telemetry) = (
+        data_dir.wal(),
+        data_dir.state(),
+        store.clone(),
+        telemetry.clone(),
+    );
+    let ingest = tokio::task::spawn_blocking(move || {
+        Ingest::open(
+            ingest_store,
+            wal,
+            state_dir,
+            ingest_settings,
+            ingest_telemetry,
+        )
+    })
+    .await
+    .context("replaying the write-ahead log")??;
+    tracing::info!(
+        indices = store.names().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index opened"
+    );
+
+    let tasks = TaskTracker::new();
+    let background = CancellationToken::new();
+    tasks.spawn(ingest.clone().run_refresher(background.clone()));
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        ingest: ingest.clone(),
+        telemetry,
+        token,
+        max_body_bytes: config.ingest.max_body_bytes,
+        scrolls: Default::default(),
+        started: Instant::now(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
+    // tests and scripts wait for this line instead of sleeping
+    println!("listening on {address}");
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = signal() => {}
+            }
+            tracing::info!("shutting down: finishing requests, committing acknowledged documents");
+        })
+        .await?;
+    background.cancel();
+    tasks.close();
+    tasks.wait().await;
+    ingest.close().await?;
+    drop(data_dir);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

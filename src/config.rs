@@ -1,0 +1,328 @@
+//! Typed configuration of `lookout serve`: parsed from TOML with unknown fields rejected,
+//! defaults as associated functions, then [`Config::validate`] collects every error with
+//! its file and field. `config/lookout.toml` documents every option with its default and
+//! is parsed by a test so it never goes stale.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `lookout serve` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the one HTTP listener (ES API, Prometheus API, agent protocol, UI).
+    pub listen: SocketAddr,
+    /// Root of everything Lookout stores: `logs/`, `tsdb/`, `state/`.
+    pub data_dir: PathBuf,
+    /// Saved queries (alert rules), one JSON file each.
+    pub queries_dir: PathBuf,
+    /// Base URL put in links (Slack messages); default `http://<listen>`.
+    pub external_url: Option<String>,
+    pub auth: AuthConfig,
+    pub ingest: IngestConfig,
+    pub index: IndexConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9200)),
+            data_dir: PathBuf::from("data"),
+            queries_dir: PathBuf::from("queries"),
+            external_url: None,
+            auth: AuthConfig::default(),
+            ingest: IngestConfig::default(),
+            index: IndexConfig::default(),
+        }
+    }
+}
+
+/// API authentication. With a token set, every route but `/-/healthy` and `/-/ready`
+/// needs it (`Bearer`, `ApiKey` or `Basic` with any user).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The token itself (prefer `token_env` or `token_file`: config files get shared).
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token.
+    pub token_env: Option<String>,
+    /// File holding the token (trailing newline ignored).
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback `listen` without a token.
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// The configured token, read from wherever it is configured.
+    pub fn resolve_token(&self) -> Result<Option<String>, String> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
+        if let Some(name) = &self.token_env {
+            return std::env::var(name)
+                .map(|token| Some(token.trim().to_string()))
+                .map_err(|_| format!("auth.token_env: environment variable `{name}` is not set"));
+        }
+        if let Some(path) = &self.token_file {
+            return std::fs::read_to_string(path)
+                .map(|token| Some(token.trim().to_string()))
+                .map_err(|error| {
+                    format!("auth.token_file: cannot read `{}`: {error}", path.display())
+                });
+        }
+        Ok(None)
+    }
+}
+
+/// Limits and rules for accepting log lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body accepted (compressed size as sent, and decompressed size).
+    pub max_body_bytes: u64,
+    /// Largest single NDJSON line.
+    pub max_line_bytes: u64,
+    /// Decoded bytes of all requests in flight together; beyond it requests get 429.
+    pub max_in_flight_bytes: u64,
+    /// Deepest JSON nesting accepted in a document.
+    pub max_depth: usize,
+    /// Where the event time is read from, in order.
+    pub timestamp_fields: Vec<String>,
+    /// Event times further than this in the future are replaced by the ingest time.
+    #[serde(with = "crate::duration_serde")]
+    pub future_tolerance: Duration,
+    /// How long per-file high-water marks of the agent protocol are kept (default: the
+    /// retention).
+    #[serde(with = "crate::duration_serde::option")]
+    pub source_ttl: Option<Duration>,
+    /// An agent silent this long is no longer waited for.
+    #[serde(with = "crate::duration_serde")]
+    pub agent_timeout: Duration,
+    /// Size at which the write-ahead log starts a new segment file.
+    pub wal_segment_bytes: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 100 * 1024 * 1024,
+            max_line_bytes: 1024 * 1024,
+            max_in_flight_bytes: 256 * 1024 * 1024,
+            max_depth: 64,
+            timestamp_fields: vec![
+                "@timestamp".into(),
+                "timestamp".into(),
+                "time".into(),
+                "ts".into(),
+            ],
+            future_tolerance: Duration::from_secs(15 * 60),
+            source_ttl: None,
+            agent_timeout: Duration::from_secs(120),
+            wal_segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The tantivy index: partitions, retention, writers, refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Documents older than this (event time) are dropped, a whole partition at a time.
+    #[serde(with = "crate::duration_serde")]
+    pub retention: Duration,
+    /// Event-time span of one partition (must divide a day).
+    #[serde(with = "crate::duration_serde")]
+    pub partition_span: Duration,
+    /// Acknowledged documents become searchable within this time.
+    #[serde(with = "crate::duration_serde")]
+    pub refresh_interval: Duration,
+    /// Indexing memory of one open partition writer, split among its threads.
+    pub writer_memory_bytes: u64,
+    /// Indexing threads of one partition writer.
+    pub writer_threads: usize,
+    /// Partition writers kept open at once (least recently used is closed first).
+    pub max_open_writers: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            partition_span: Duration::from_secs(3600),
+            refresh_interval: Duration::from_millis(500),
+            writer_memory_bytes: 128 * 1024 * 1024,
+            writer_threads: 2,
+            max_open_writers: 4,
+        }
+    }
+}
+
+/// Every problem found in a config file, each naming the file and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .errors.join("\n"))]
+pub struct ConfigError {
+    pub errors: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            errors: vec![format!("{}: cannot read: {error}", path.display())],
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|error| ConfigError {
+            errors: vec![format!(
+                "{}: {}",
+                path.display(),
+                error.to_string().trim_end()
+            )],
+        })?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot; `origin` names the file in messages.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, field: &str, message: &str| {
+            if !ok {
+                errors.push(format!("{origin}: `{field}`: {message}"));
+            }
+        };
+        let span = self.index.partition_span.as_secs();
+        check(
+            span >= 60 && 86_400 % span == 0 && self.index.partition_span.subsec_nanos() == 0,
+            "index.partition_span",
+            "must be whole seconds, at least 1m, and divide a day (e.g. \"1h\", \"6h\", \"1d\")",
+        );
+        check(
+            self.index.retention >= self.index.partition_span,
+            "index.retention",
+            "must be at least one partition_span",
+        );
+        check(
+            self.index.refresh_interval >= Duration::from_millis(10),
+            "index.refresh_interval",
+            "must be at least 10ms",
+        );
+        check(
+            self.index.writer_threads >= 1 && self.index.writer_threads <= 8,
+            "index.writer_threads",
+            "must be between 1 and 8",
+        );
+        check(
+            self.index.writer_memory_bytes / self.index.writer_threads.max(1) as u64
+                >= 15 * 1024 * 1024,
+            "index.writer_memory_bytes",
+            "must give each writer thread at least 15 MiB (tantivy's minimum)",
+        );
+        check(
+            self.index.max_open_writers >= 1,
+            "index.max_open_writers",
+            "must be at least 1",
+        );
+        check(
+            self.ingest.max_line_bytes >= 1024,
+            "ingest.max_line_bytes",
+            "must be at least 1024",
+        );
+        check(
+            self.ingest.max_body_bytes >= self.ingest.max_line_bytes,
+            "ingest.max_body_bytes",
+            "must be at least ingest.max_line_bytes",
+        );
+        check(
+            self.ingest.max_in_flight_bytes >= self.ingest.max_body_bytes,
+            "ingest.max_in_flight_bytes",
+            "must be at least ingest.max_body_bytes, or a maximal request could never be accepted",
+        );
+        check(
+            self.ingest.max_depth >= 1,
+            "ingest.max_depth",
+            "must be at least 1",
+        );
+        check(
+            !self.ingest.timestamp_fields.is_empty(),
+            "ingest.timestamp_fields",
+            "must name at least one field",
+        );
+        if let Some(url) = &self.external_url {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "external_url",
+                "must start with http:// or https://",
+            );
+        }
+        if let Err(error) = self.auth.resolve_token() {
+            errors.push(format!("{origin}: {error}"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+
+    /// How long the agent protocol's high-water marks live.
+    pub fn source_ttl(&self) -> Duration {
+        self.ingest.source_ttl.unwrap_or(self.index.retention)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lookout.toml");
+        let config = Config::load(&path).expect("config/lookout.toml is valid");
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&config).expect("serializes"),
+            serde_json::to_value(&defaults).expect("serializes"),
+            "config/lookout.toml must document the defaults"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_reported_with_file_and_field() {
+        let error = toml::from_str::<Config>("[index]\nretension = \"7d\"\n").expect_err("typo");
+        assert!(error.to_string().contains("retension"), "{error}");
+
+        let config: Config =
+            toml::from_str("[index]\npartition_span = \"7m\"\nretention = \"1m\"\n")
+                .expect("parses");
+        let error = config.validate("lookout.toml").expect_err("invalid");
+        assert_eq!(error.errors.len(), 2, "{error}");
+        assert!(
+            error.errors[0].starts_with("lookout.toml: `index.partition_span`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug_output() {
+        let auth = AuthConfig {
+            token: Some("s3cret".into()),
+            ..AuthConfig::default()
+        };
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+}

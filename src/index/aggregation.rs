@@ -1,0 +1,159 @@
+//! Elasticsearch aggregations, run by tantivy's aggregation engine.
+//!
+//! tantivy's request and result JSON already follow ES; what we add: field names are
+//! rewritten onto the log schema (`service` and `service.keyword` → the body column,
+//! `@timestamp` stays), `calendar_interval` is turned into tantivy's `fixed_interval`
+//! (minute, hour, day, week; months and years have no fixed length and are refused with a
+//! hint), and per-partition results are merged before they are finalized.
+
+use serde_json::{Map, Value};
+use tantivy::Searcher;
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
+use tantivy::aggregation::{
+    AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector,
+};
+
+use super::query::QueryError;
+use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
+
+/// Parses and rewrites an ES `aggs` object.
+pub fn translate(aggs: &Value) -> Result<Aggregations, QueryError> {
+    let mut rewritten = aggs.clone();
+    rewrite_level(&mut rewritten, "aggs")?;
+    serde_json::from_value(rewritten).map_err(|error| QueryError {
+        kind: "x_content_parse_exception",
+        reason: format!("[aggs]: {error}"),
+    })
+}
+
+fn rewrite_level(level: &mut Value, at: &str) -> Result<(), QueryError> {
+    let Value::Object(aggs) = level else {
+        return Err(QueryError::parsing(format!(
+            "[{at}]: expected an object of named aggregations"
+        )));
+    };
+    for (name, definition) in aggs.iter_mut() {
+        let at = format!("{at}][{name}");
+        let Value::Object(definition) = definition else {
+            return Err(QueryError::parsing(format!(
+                "[{at}]: expected an aggregation object"
+            )));
+        };
+        if let Some(sub) = definition.remove("aggregations") {
+            definition.insert("aggs".into(), sub);
+        }
+        for (kind, body) in definition.iter_mut() {
+            if kind == "aggs" {
+                rewrite_level(body, &format!("{at}][aggs"))?;
+                continue;
+            }
+            if kind == "meta" {
+                continue;
+            }
+            let Value::Object(body) = body else { continue };
+            rewrite_field(body);
+            if kind == "date_histogram" {
+                rewrite_interval(body, &at)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rewrite_field(body: &mut Map<String, Value>) {
+    if let Some(Value::String(field)) = body.get_mut("field") {
+        *field = column_name(field);
+    }
+}
+
+/// The fast-field column a user field name refers to.
+pub fn column_name(field: &str) -> String {
+    if field == TIMESTAMP_FIELD || field == "_id" {
+        return field.to_string();
+    }
+    let path = field.strip_suffix(".keyword").unwrap_or(field);
+    format!("{BODY_FIELD}.{path}")
+}
+
+fn rewrite_interval(body: &mut Map<String, Value>, at: &str) -> Result<(), QueryError> {
+    let calendar = body
+        .remove("calendar_interval")
+        .or_else(|| body.remove("interval"));
+    let Some(Value::String(calendar)) = calendar else {
+        return Ok(());
+    };
+    let fixed = match calendar.as_str() {
+        "second" | "1s" => "1s",
+        "minute" | "1m" => "1m",
+        "hour" | "1h" => "1h",
+        "day" | "1d" => "1d",
+        "week" | "1w" => {
+            // weeks start on Monday; the epoch was a Thursday
+            body.insert("offset".into(), Value::String("-3d".into()));
+            "7d"
+        }
+        other
+            if other.ends_with(['s', 'm', 'h', 'd'])
+                && other[..other.len() - 1].parse::<u32>().is_ok() =>
+        {
+            other
+        }
+        other => {
+            return Err(QueryError::parsing(format!(
+                "[{at}][date_histogram]: calendar_interval `{other}` has no fixed length; use fixed_interval such as \"30d\""
+            )));
+        }
+    };
+    body.insert("fixed_interval".into(), Value::String(fixed.to_string()));
+    Ok(())
+}
+
+fn limits() -> AggregationLimitsGuard {
+    AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000))
+}
+
+pub fn collector(
+    aggregations: Aggregations,
+    searcher: &Searcher,
+) -> DistributedAggregationCollector {
+    DistributedAggregationCollector::from_aggs(
+        aggregations,
+        AggContextParams::new(limits(), searcher.index().tokenizers().clone()),
+    )
+}
+
+/// Finalizes merged per-partition results into ES' response JSON.
+pub fn finish(
+    aggregations: Aggregations,
+    merged: Option<IntermediateAggregationResults>,
+) -> Result<Value, tantivy::TantivyError> {
+    let results = merged
+        .unwrap_or_default()
+        .into_final_result(aggregations, limits())?;
+    serde_json::to_value(results)
+        .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_and_calendar_intervals_are_rewritten() {
+        let mut aggs = json!({
+            "per_minute": {"date_histogram": {"field": "@timestamp", "calendar_interval": "minute"},
+                "aggregations": {"services": {"terms": {"field": "service.keyword"}}}}
+        });
+        rewrite_level(&mut aggs, "aggs").expect("valid");
+        assert_eq!(
+            aggs,
+            json!({"per_minute": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1m"},
+                "aggs": {"services": {"terms": {"field": "body.service"}}}}})
+        );
+        let mut monthly =
+            json!({"m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "month"}}});
+        assert!(rewrite_level(&mut monthly, "aggs").is_err());
+    }
+}

@@ -1,0 +1,271 @@
+//! One time partition: a tantivy index holding the events of one index whose event time
+//! falls in `[start, start + span)`.
+//!
+//! Every commit carries, as its payload, the write-ahead-log sequence number up to which
+//! this partition holds every operation; replay at start skips what a partition already
+//! has, which makes replay idempotent per partition.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard};
+
+use tantivy::indexer::IndexWriterOptions;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
+
+use super::document::LogDoc;
+use super::schema::LogSchema;
+
+/// Write-side bookkeeping of a partition.
+#[derive(Debug, Default)]
+struct WriteState {
+    /// Highest WAL sequence whose operations on this partition were handed to the writer.
+    applied_seq: u64,
+    /// Highest WAL sequence fully committed here.
+    committed_seq: u64,
+    /// Lowest WAL sequence applied since the last commit (`None`: nothing pending).
+    first_pending_seq: Option<u64>,
+}
+
+pub struct Partition {
+    pub start_micros: i64,
+    pub end_micros: i64,
+    pub dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter<LogDoc>>>,
+    state: Mutex<WriteState>,
+    /// Tick of the last write, for least-recently-used writer eviction.
+    pub last_write_tick: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("partition `{path}`: {source}")]
+    Tantivy {
+        path: String,
+        #[source]
+        source: tantivy::TantivyError,
+    },
+    #[error("partition `{path}`: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Partition {
+    /// Opens the partition at `dir`, creating it when absent.
+    pub fn open(
+        dir: &Path,
+        schema: &LogSchema,
+        start_micros: i64,
+        span_micros: i64,
+    ) -> Result<Partition, PartitionError> {
+        let tantivy_error = |source| PartitionError::Tantivy {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| PartitionError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir).map_err(tantivy_error)?
+        } else {
+            Index::create_in_dir(dir, schema.schema.clone()).map_err(tantivy_error)?
+        };
+        LogSchema::register_tokenizers(&index);
+        let committed_seq = index
+            .load_metas()
+            .map_err(tantivy_error)?
+            .payload
+            .and_then(|payload| payload.parse::<u64>().ok())
+            .unwrap_or(0);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tantivy_error)?;
+        Ok(Partition {
+            start_micros,
+            end_micros: start_micros + span_micros,
+            dir: dir.to_path_buf(),
+            index,
+            reader,
+            writer: Mutex::new(None),
+            state: Mutex::new(WriteState {
+                applied_seq: committed_seq,
+                committed_seq,
+                first_pending_seq: None,
+            }),
+            last_write_tick: AtomicU64::new(0),
+        })
+    }
+
+    fn error(&self, source: tantivy::TantivyError) -> PartitionError {
+        PartitionError::Tantivy {
+            path: self.dir.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// WAL sequence up to which this partition's commits hold everything.
+    pub fn committed_seq(&self) -> u64 {
+        lock(&self.state).committed_seq
+    }
+
+    /// Lowest WAL sequence not yet committed here, if any.
+    pub fn first_pending_seq(&self) -> Option<u64> {
+        lock(&self.state).first_pending_seq
+    }
+
+    pub fn has_open_writer(&self) -> bool {
+        lock(&self.writer).is_some()
+    }
+
+    fn writer_guard(
+        &self,
+        options: &WriterOptions,
+    ) -> Result<MutexGuard<'_, Option<IndexWriter<LogDoc>>>, PartitionError> {
+        let mut guard = lock(&self.writer);
+        if guard.is_none() {
+            let writer = self
+                .index
+                .writer_with_options(
+                    IndexWriterOptions::builder()
+                        .num_worker_threads(options.threads)
+                        .memory_budget_per_thread(options.memory_bytes / options.threads.max(1))
+                        .build(),
+                )
+                .map_err(|error| self.error(error))?;
+            *guard = Some(writer);
+        }
+        Ok(guard)
+    }
+
+    /// Records that an operation of WAL record `seq` reached the writer (called while the
+    /// writer lock is held, so a concurrent commit sees either both or neither).
+    fn note_applied(&self, seq: u64) {
+        let mut state = lock(&self.state);
+        state.applied_seq = state.applied_seq.max(seq);
+        state.first_pending_seq.get_or_insert(seq);
+    }
+
+    /// Adds `doc` as part of WAL record `seq`; with `replace`, first deletes any document
+    /// with the same `_id` (replay: the record may be partly committed already).
+    pub fn add(
+        &self,
+        doc: LogDoc,
+        replace: Option<Term>,
+        seq: u64,
+        options: &WriterOptions,
+    ) -> Result<(), PartitionError> {
+        let guard = self.writer_guard(options)?;
+        let writer = guard.as_ref().expect("writer_guard opened the writer");
+        if let Some(id_term) = replace {
+            writer.delete_term(id_term);
+        }
+        writer
+            .add_document(doc)
+            .map_err(|error| self.error(error))?;
+        self.note_applied(seq);
+        Ok(())
+    }
+
+    /// Deletes every document with `id` as part of WAL record `seq`.
+    pub fn delete_id(
+        &self,
+        id_term: Term,
+        seq: u64,
+        options: &WriterOptions,
+    ) -> Result<(), PartitionError> {
+        let guard = self.writer_guard(options)?;
+        let writer = guard.as_ref().expect("writer_guard opened the writer");
+        writer.delete_term(id_term);
+        self.note_applied(seq);
+        Ok(())
+    }
+
+    /// Commits what was applied and makes it searchable. `complete_seq` is the highest WAL
+    /// record fully applied before this call (read by the caller *before* committing):
+    /// it is recorded as the payload, so replay re-applies — as upserts — every later
+    /// record, of which the commit may hold a part. Returns whether anything was
+    /// committed. With `close`, the writer is dropped.
+    pub fn commit(&self, complete_seq: u64, close: bool) -> Result<bool, PartitionError> {
+        let mut guard = lock(&self.writer);
+        let (seq, pending) = {
+            let state = lock(&self.state);
+            (
+                complete_seq.max(state.committed_seq),
+                state.first_pending_seq.is_some(),
+            )
+        };
+        let committed = match guard.as_mut() {
+            Some(writer) if pending => {
+                let mut prepared = writer.prepare_commit().map_err(|error| self.error(error))?;
+                prepared.set_payload(&seq.to_string());
+                prepared.commit().map_err(|error| self.error(error))?;
+                true
+            }
+            _ => false,
+        };
+        if close {
+            if let Some(writer) = guard.take() {
+                writer
+                    .wait_merging_threads()
+                    .map_err(|error| self.error(error))?;
+            }
+        }
+        drop(guard);
+        if committed {
+            self.reader.reload().map_err(|error| self.error(error))?;
+            let mut state = lock(&self.state);
+            state.committed_seq = seq;
+            // operations applied after `seq` was read are still pending
+            state.first_pending_seq = (state.applied_seq > seq).then_some(seq + 1);
+        }
+        Ok(committed)
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| entry.metadata().ok())
+                    .map(|metadata| metadata.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// How partition writers are opened.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    pub threads: usize,
+    pub memory_bytes: usize,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the state kept
+/// here stays consistent: every update is a single assignment).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Partition {
+    /// Drops the writer without committing (the partition is being deleted).
+    pub fn discard_writer(&self) {
+        if let Some(mut writer) = lock(&self.writer).take() {
+            let _ = writer.rollback();
+        }
+    }
+}

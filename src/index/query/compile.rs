@@ -1,0 +1,532 @@
+//! [`Query`] → tantivy query on the log schema.
+//!
+//! The mapping (see `index::schema`): a string value is a keyword term
+//! (`path\0s\x01VALUE`) plus word terms; numbers are normalized numeric terms; the event
+//! time is the `@timestamp` date field. An exact `term` therefore matches the keyword *or*
+//! the number *or* the boolean the value reads as, which is what makes `status:500` find
+//! both `500` and `"500"`.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use tantivy::query::{
+    AllQuery, AutomatonWeight, BooleanQuery, EmptyQuery, EnableScoring, Occur, PhraseQuery,
+    Query as TantivyQuery, RangeQuery, TermQuery, Weight,
+};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DateTime, Term};
+use tantivy_fst::Automaton;
+use tantivy_fst::automaton::AlwaysMatch;
+
+use super::{BoolQuery, FieldRef, Number, Operator, Query, QueryError, Scalar};
+use crate::index::schema::LogSchema;
+use crate::index::tokenizer::{KEYWORD_MARK, keyword_token, lowercase_into, words};
+
+type Compiled = Box<dyn TantivyQuery>;
+
+/// Separator of JSON path segments in tantivy's term keys (tantivy keeps it private).
+const JSON_PATH_SEGMENT_SEP: u8 = 1;
+
+/// Compiles `query` for `schema`.
+pub fn compile(query: &Query, schema: &LogSchema) -> Result<Compiled, QueryError> {
+    Compiler { schema }.compile(query)
+}
+
+struct Compiler<'a> {
+    schema: &'a LogSchema,
+}
+
+impl Compiler<'_> {
+    fn compile(&self, query: &Query) -> Result<Compiled, QueryError> {
+        Ok(match query {
+            Query::MatchAll => Box::new(AllQuery),
+            Query::MatchNone => Box::new(EmptyQuery),
+            Query::Term {
+                field,
+                value,
+                case_insensitive,
+            } => self.term(field, value, *case_insensitive)?,
+            Query::Terms { field, values } => union(
+                values
+                    .iter()
+                    .map(|value| self.term(field, value, false))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Query::Match {
+                field,
+                text,
+                operator,
+                minimum_should_match,
+            } => self.text(field, text, *operator, *minimum_should_match, None)?,
+            Query::Phrase { field, text, slop } => {
+                self.text(field, text, Operator::And, None, Some(*slop))?
+            }
+            Query::Range {
+                field,
+                lower,
+                upper,
+            } => self.range(field, lower, upper)?,
+            Query::Exists { field } => self.exists(field),
+            Query::Prefix {
+                field,
+                prefix,
+                case_insensitive,
+            } => {
+                let pattern = format!("{}.*", regex::escape(prefix));
+                self.pattern(field, prefix, &pattern, *case_insensitive)?
+            }
+            Query::Wildcard {
+                field,
+                pattern,
+                case_insensitive,
+            } => {
+                let (literal, regex) = wildcard_to_regex(pattern);
+                self.pattern(field, &literal, &regex, *case_insensitive)?
+            }
+            Query::Regexp {
+                field,
+                pattern,
+                case_insensitive,
+            } => self.pattern(field, "", pattern, *case_insensitive)?,
+            Query::Ids { values } => union(values.iter().map(|id| self.id_term(id)).collect()),
+            Query::Bool(bool_query) => self.boolean(bool_query)?,
+        })
+    }
+
+    fn boolean(&self, query: &BoolQuery) -> Result<Compiled, QueryError> {
+        let mut clauses: Vec<(Occur, Compiled)> = Vec::new();
+        for clause in query.must.iter().chain(&query.filter) {
+            clauses.push((Occur::Must, self.compile(clause)?));
+        }
+        let required = clauses.len();
+        for clause in &query.should {
+            clauses.push((Occur::Should, self.compile(clause)?));
+        }
+        for clause in &query.must_not {
+            clauses.push((Occur::MustNot, self.compile(clause)?));
+        }
+        if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
+        // ES: with no must/filter, at least one should must match; otherwise none need to
+        let minimum = match query.minimum_should_match {
+            Some(minimum) => minimum.resolve(query.should.len()),
+            None if required == 0 && !query.should.is_empty() => 1,
+            None => 0,
+        };
+        if minimum > 0 && required > 0 {
+            // tantivy's minimum applies to should clauses only when musts are present too
+            return Ok(Box::new(BooleanQuery::with_minimum_required_clauses(
+                clauses, minimum,
+            )));
+        }
+        if minimum > 1 {
+            return Ok(Box::new(BooleanQuery::with_minimum_required_clauses(
+                clauses, minimum,
+            )));
+        }
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    fn json_term(&self, path: &str) -> Term {
+        Term::from_field_json_path(self.schema.body, path, true)
+    }
+
+    fn keyword_term(&self, path: &str, value: &str) -> Option<Term> {
+        let mut term = self.json_term(path);
+        term.append_type_and_str(&keyword_token(value)?);
+        Some(term)
+    }
+
+    fn number_term(&self, path: &str, number: Number) -> Term {
+        let mut term = self.json_term(path);
+        match number.normalize() {
+            Number::I64(value) => term.append_type_and_fast_value(value),
+            Number::U64(value) => term.append_type_and_fast_value(value),
+            Number::F64(value) => term.append_type_and_fast_value(value),
+        }
+        term
+    }
+
+    fn id_term(&self, id: &str) -> Compiled {
+        Box::new(TermQuery::new(
+            Term::from_field_text(self.schema.id, id),
+            IndexRecordOption::Basic,
+        ))
+    }
+
+    /// Exact value: keyword, number or boolean, whichever the value can be.
+    fn term(
+        &self,
+        field: &FieldRef,
+        value: &Scalar,
+        case_insensitive: bool,
+    ) -> Result<Compiled, QueryError> {
+        match field {
+            FieldRef::Id => Ok(self.id_term(&value.as_text())),
+            FieldRef::Timestamp => {
+                let micros = match value {
+                    Scalar::I64(millis) => millis.saturating_mul(1000),
+                    other => super::date_math::parse_absolute(&other.as_text(), None)?,
+                };
+                Ok(self.timestamp_range(Bound::Included(micros), Bound::Included(micros)))
+            }
+            FieldRef::All => self.text(field, &value.as_text(), Operator::And, None, Some(0)),
+            FieldRef::Path { path, keyword } => {
+                let text = value.as_text();
+                if case_insensitive {
+                    return self.pattern(field, "", &regex::escape(&text), true);
+                }
+                let mut variants: Vec<Compiled> = Vec::new();
+                if let Some(term) = self.keyword_term(path, &text) {
+                    variants.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+                }
+                if !keyword {
+                    variants.extend(self.typed_variants(path, value));
+                }
+                Ok(union(variants))
+            }
+        }
+    }
+
+    /// The number or boolean a value reads as, as terms on `path`.
+    fn typed_variants(&self, path: &str, value: &Scalar) -> Vec<Compiled> {
+        let mut variants: Vec<Compiled> = Vec::new();
+        if let Some(number) = value.as_number() {
+            variants.push(Box::new(TermQuery::new(
+                self.number_term(path, number),
+                IndexRecordOption::Basic,
+            )));
+        }
+        let flag = match value {
+            Scalar::Bool(flag) => Some(*flag),
+            Scalar::Str(text) => text.parse::<bool>().ok(),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            let mut term = self.json_term(path);
+            term.append_type_and_fast_value(flag);
+            variants.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+        }
+        variants
+    }
+
+    /// Analysed text: words joined by `operator`, or a phrase when `slop` is given.
+    fn text(
+        &self,
+        field: &FieldRef,
+        text: &str,
+        operator: Operator,
+        minimum_should_match: Option<super::MinimumShouldMatch>,
+        slop: Option<u32>,
+    ) -> Result<Compiled, QueryError> {
+        let path = match field {
+            FieldRef::Path { keyword: true, .. } | FieldRef::Id | FieldRef::Timestamp => {
+                return self.term(field, &Scalar::Str(text.to_string()), false);
+            }
+            FieldRef::Path { path, .. } => Some(path.as_str()),
+            FieldRef::All => None,
+        };
+        let mut word = String::new();
+        let terms: Vec<Term> = words(text)
+            .map(|(start, end)| {
+                lowercase_into(&text[start..end], &mut word);
+                match path {
+                    Some(path) => {
+                        let mut term = self.json_term(path);
+                        term.append_type_and_str(&word);
+                        term
+                    }
+                    None => Term::from_field_text(self.schema.all, &word),
+                }
+            })
+            .collect();
+        let words_query: Option<Compiled> = match (terms.len(), slop) {
+            (0, _) => None,
+            (1, _) => Some(Box::new(TermQuery::new(
+                terms[0].clone(),
+                IndexRecordOption::WithFreqs,
+            ))),
+            (_, Some(slop)) => {
+                let mut phrase = PhraseQuery::new(terms);
+                phrase.set_slop(slop);
+                Some(Box::new(phrase))
+            }
+            (count, None) => {
+                let clauses: Vec<Compiled> = terms
+                    .into_iter()
+                    .map(|term| {
+                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)) as Compiled
+                    })
+                    .collect();
+                Some(match (operator, minimum_should_match) {
+                    (Operator::And, _) => Box::new(BooleanQuery::intersection(clauses)),
+                    (Operator::Or, Some(minimum)) => {
+                        Box::new(BooleanQuery::union_with_minimum_required_clauses(
+                            clauses,
+                            minimum.resolve(count).max(1),
+                        ))
+                    }
+                    (Operator::Or, None) => Box::new(BooleanQuery::union(clauses)),
+                })
+            }
+        };
+        let mut variants: Vec<Compiled> = words_query.into_iter().collect();
+        if let Some(path) = path {
+            variants.extend(self.typed_variants(path, &Scalar::Str(text.trim().to_string())));
+        }
+        Ok(union(variants))
+    }
+
+    fn timestamp_range(&self, lower: Bound<i64>, upper: Bound<i64>) -> Compiled {
+        let to_term = |micros: i64| {
+            Term::from_field_date(
+                self.schema.timestamp,
+                DateTime::from_timestamp_micros(micros),
+            )
+        };
+        match (&lower, &upper) {
+            (Bound::Unbounded, Bound::Unbounded) => Box::new(AllQuery),
+            _ => Box::new(RangeQuery::new(lower.map(to_term), upper.map(to_term))),
+        }
+    }
+
+    fn range(
+        &self,
+        field: &FieldRef,
+        lower: &Bound<Scalar>,
+        upper: &Bound<Scalar>,
+    ) -> Result<Compiled, QueryError> {
+        match field {
+            FieldRef::Timestamp => {
+                let micros = |bound: &Bound<Scalar>| -> Result<Bound<i64>, QueryError> {
+                    Ok(match bound {
+                        Bound::Unbounded => Bound::Unbounded,
+                        Bound::Included(Scalar::I64(value)) => Bound::Included(*value),
+                        Bound::Excluded(Scalar::I64(value)) => Bound::Excluded(*value),
+                        Bound::Included(other) | Bound::Excluded(other) => {
+                            return Err(QueryError::parsing(format!(
+                                "failed to parse date field [{}]",
+                                other.as_text()
+                            )));
+                        }
+                    })
+                };
+                Ok(self.timestamp_range(micros(lower)?, micros(upper)?))
+            }
+            FieldRef::Path { path, .. } => {
+                if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
+                    return Ok(self.exists(field));
+                }
+                let numeric = [lower, upper].iter().all(|bound| match bound {
+                    Bound::Unbounded => true,
+                    Bound::Included(value) | Bound::Excluded(value) => value.as_number().is_some(),
+                });
+                if numeric {
+                    // f64 bounds: tantivy converts them into each column's numeric type
+                    let to_term = |value: &Scalar| {
+                        let mut term = self.json_term(path);
+                        term.append_type_and_fast_value(
+                            value.as_number().map_or(0.0, Number::as_f64),
+                        );
+                        term
+                    };
+                    return Ok(Box::new(RangeQuery::new(
+                        lower.as_ref().map(to_term),
+                        upper.as_ref().map(to_term),
+                    )));
+                }
+                let to_term = |value: &Scalar| {
+                    let mut term = self.json_term(path);
+                    term.append_type_and_str(&value.as_text());
+                    term
+                };
+                Ok(Box::new(RangeQuery::new(
+                    lower.as_ref().map(to_term),
+                    upper.as_ref().map(to_term),
+                )))
+            }
+            FieldRef::Id | FieldRef::All => Err(QueryError::shard(
+                "range queries need a field with values, like `status` or `@timestamp`",
+            )),
+        }
+    }
+
+    fn exists(&self, field: &FieldRef) -> Compiled {
+        match field {
+            FieldRef::Path { path, .. } => {
+                let exact = self.json_term(path).serialized_value_bytes().to_vec();
+                // the path itself (any type), or any field below it (`http` exists when
+                // `http.status` does)
+                let mut nested = exact.clone();
+                if let Some(last) = nested.last_mut() {
+                    *last = JSON_PATH_SEGMENT_SEP;
+                }
+                union(vec![
+                    Box::new(KeyRangeQuery::new(self.schema.body, AlwaysMatch, exact)),
+                    Box::new(KeyRangeQuery::new(self.schema.body, AlwaysMatch, nested)),
+                ])
+            }
+            _ => Box::new(AllQuery),
+        }
+    }
+
+    /// A regex over keywords of `field` (or words of `_all`); `literal` is a known
+    /// literal prefix of every match, which narrows the dictionary scan.
+    fn pattern(
+        &self,
+        field: &FieldRef,
+        literal: &str,
+        regex: &str,
+        case_insensitive: bool,
+    ) -> Result<Compiled, QueryError> {
+        let (field_handle, key_prefix) = match field {
+            FieldRef::Path { path, .. } => {
+                let mut term = self.json_term(path);
+                term.append_type_and_str(&KEYWORD_MARK.to_string());
+                (self.schema.body, term.serialized_value_bytes().to_vec())
+            }
+            FieldRef::All => (self.schema.all, Vec::new()),
+            FieldRef::Id => (self.schema.id, Vec::new()),
+            FieldRef::Timestamp => {
+                return Err(QueryError::shard(
+                    "pattern queries do not apply to `@timestamp`; use a range",
+                ));
+            }
+        };
+        let escaped_prefix: String = String::from_utf8_lossy(&key_prefix)
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\x{:02x}", c as u32)
+                } else {
+                    regex::escape(&c.to_string())
+                }
+            })
+            .collect();
+        let flags = if case_insensitive { "(?i)" } else { "" };
+        let full = format!("{escaped_prefix}{flags}(?:{regex})");
+        let automaton = tantivy_fst::Regex::new(&full).map_err(|error| {
+            QueryError::shard(format!("invalid regular expression `{regex}`: {error}"))
+        })?;
+        let mut narrowed = key_prefix;
+        if !case_insensitive {
+            narrowed.extend_from_slice(literal.as_bytes());
+        }
+        Ok(Box::new(KeyRangeQuery::new(
+            field_handle,
+            automaton,
+            narrowed,
+        )))
+    }
+}
+
+/// Keys of `field`'s term dictionary that start with `prefix` and match `automaton`.
+struct KeyRangeQuery<A> {
+    field: Field,
+    automaton: Arc<A>,
+    prefix: Vec<u8>,
+}
+
+impl<A> KeyRangeQuery<A> {
+    fn new(field: Field, automaton: A, prefix: Vec<u8>) -> Self {
+        KeyRangeQuery {
+            field,
+            automaton: Arc::new(automaton),
+            prefix,
+        }
+    }
+}
+
+impl<A> Clone for KeyRangeQuery<A> {
+    fn clone(&self) -> Self {
+        KeyRangeQuery {
+            field: self.field,
+            automaton: self.automaton.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for KeyRangeQuery<A> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KeyRangeQuery")
+            .field("field", &self.field)
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .finish()
+    }
+}
+
+impl<A> TantivyQuery for KeyRangeQuery<A>
+where
+    A: Automaton + Send + Sync + 'static,
+    A::State: Clone,
+{
+    fn weight(&self, _scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(AutomatonWeight::<A>::new_for_json_path(
+            self.field,
+            self.automaton.clone(),
+            &self.prefix,
+        )))
+    }
+}
+
+fn union(mut queries: Vec<Compiled>) -> Compiled {
+    match queries.len() {
+        0 => Box::new(EmptyQuery),
+        1 => queries.remove(0),
+        _ => Box::new(BooleanQuery::union(queries)),
+    }
+}
+
+/// `web-*-01?` → (literal prefix `web-`, regex `web\-.*\-01.`). `\*` stays literal.
+fn wildcard_to_regex(pattern: &str) -> (String, String) {
+    let mut regex = String::new();
+    let mut literal = String::new();
+    let mut in_prefix = true;
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {
+                in_prefix = false;
+                regex.push_str(".*");
+            }
+            '?' => {
+                in_prefix = false;
+                regex.push('.');
+            }
+            '\\' => {
+                let next = chars.next().unwrap_or('\\');
+                if in_prefix {
+                    literal.push(next);
+                }
+                regex.push_str(&regex::escape(&next.to_string()));
+            }
+            c => {
+                if in_prefix {
+                    literal.push(c);
+                }
+                regex.push_str(&regex::escape(&c.to_string()));
+            }
+        }
+    }
+    (literal, regex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_translate_to_anchored_regex_with_literal_prefix() {
+        assert_eq!(
+            wildcard_to_regex("web-*-0?"),
+            ("web-".into(), "web\\-.*\\-0.".into())
+        );
+        assert_eq!(
+            wildcard_to_regex("a\\*b*"),
+            ("a*b".into(), "a\\*b.*".into())
+        );
+    }
+}

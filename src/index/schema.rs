@@ -1,0 +1,98 @@
+//! The one tantivy schema every partition of every log index shares.
+//!
+//! | field | what | how |
+//! |---|---|---|
+//! | `_id` | document id | raw, indexed, stored, fast (for sorting and dedupe) |
+//! | `@timestamp` | event time, microseconds | indexed, fast — windows and partition pruning |
+//! | `_source` | the line as received | stored bytes, returned verbatim |
+//! | `body` | the whole object, dynamic | JSON: keyword + words per string, numbers as numbers, fast columns |
+//! | `_all` | every string value, as words | free text without a field name |
+
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, STORED, STRING,
+    Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::TextAnalyzer;
+
+use super::tokenizer::{
+    BODY_TOKENIZER, BodyTokenizer, KEYWORD_TOKENIZER, KeywordTokenizer, WORD_TOKENIZER,
+    WordTokenizer,
+};
+
+pub const ID_FIELD: &str = "_id";
+pub const TIMESTAMP_FIELD: &str = "@timestamp";
+pub const SOURCE_FIELD: &str = "_source";
+pub const BODY_FIELD: &str = "body";
+pub const ALL_FIELD: &str = "_all";
+
+/// Handles to the fields of [`build_schema`].
+#[derive(Clone, Debug)]
+pub struct LogSchema {
+    pub schema: Schema,
+    pub id: Field,
+    pub timestamp: Field,
+    pub source: Field,
+    pub body: Field,
+    pub all: Field,
+}
+
+impl LogSchema {
+    pub fn new() -> LogSchema {
+        let mut builder = Schema::builder();
+        let id = builder.add_text_field(ID_FIELD, STRING | STORED | tantivy::schema::FAST);
+        let timestamp = builder.add_date_field(
+            TIMESTAMP_FIELD,
+            DateOptions::default()
+                .set_indexed()
+                .set_fast()
+                .set_precision(DateTimePrecision::Microseconds),
+        );
+        let source = builder.add_bytes_field(SOURCE_FIELD, STORED);
+        let body = builder.add_json_field(
+            BODY_FIELD,
+            JsonObjectOptions::default()
+                .set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer(BODY_TOKENIZER)
+                        .set_fieldnorms(false)
+                        .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                )
+                .set_fast(KEYWORD_TOKENIZER)
+                .set_expand_dots_enabled(),
+        );
+        let all = builder.add_text_field(
+            ALL_FIELD,
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(WORD_TOKENIZER)
+                    .set_fieldnorms(false)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
+        );
+        LogSchema {
+            schema: builder.build(),
+            id,
+            timestamp,
+            source,
+            body,
+            all,
+        }
+    }
+
+    /// Registers the tokenizers the schema names; every opened `Index` needs them.
+    pub fn register_tokenizers(index: &tantivy::Index) {
+        let manager = index.tokenizers();
+        manager.register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
+        manager.register(WORD_TOKENIZER, TextAnalyzer::from(WordTokenizer));
+        manager.register(KEYWORD_TOKENIZER, TextAnalyzer::from(KeywordTokenizer));
+        index
+            .fast_field_tokenizer()
+            .register(KEYWORD_TOKENIZER, TextAnalyzer::from(KeywordTokenizer));
+    }
+}
+
+impl Default for LogSchema {
+    fn default() -> Self {
+        LogSchema::new()
+    }
+}

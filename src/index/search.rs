@@ -1,0 +1,704 @@
+//! Search execution over partitions: the ES search request model, one top-K collector
+//! that sorts by score, `_doc`, `@timestamp` or any field, counting, and aggregations
+//! merged across partitions.
+//!
+//! A search opens only the partitions whose time span overlaps the query's `@timestamp`
+//! bounds. Hits are identified across partitions by `(partition, segment, doc)`, which also
+//! orders `_doc` sorting and lets scroll pages continue after the last hit of the previous
+//! page (search-after on pinned searchers), without deep paging.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tantivy::collector::{Collector, Count, SegmentCollector};
+use tantivy::columnar::{Column, ColumnType, StrColumn};
+use tantivy::query::Query as TantivyQuery;
+use tantivy::schema::Value as _;
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument};
+
+use super::aggregation;
+use super::query::{FieldRef, Query, QueryError, compile::compile};
+use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
+use super::store::{IndexStore, LogIndex};
+
+/// Largest `from + size` (Elasticsearch's `index.max_result_window`).
+pub const MAX_RESULT_WINDOW: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Score,
+    Doc,
+    Timestamp,
+    Field(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortField {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrackTotalHits {
+    Exact,
+    UpTo(u64),
+    Off,
+}
+
+/// `_source` filtering: `includes`/`excludes` patterns, or no source at all.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SourceFilter {
+    pub enabled: bool,
+    pub includes: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+impl SourceFilter {
+    pub fn all() -> Self {
+        SourceFilter {
+            enabled: true,
+            includes: Vec::new(),
+            excludes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: Query,
+    pub from: usize,
+    pub size: usize,
+    pub sort: Vec<SortField>,
+    pub source: SourceFilter,
+    pub track_total_hits: TrackTotalHits,
+    pub aggregations: Option<Value>,
+}
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        SearchRequest {
+            query: Query::MatchAll,
+            from: 0,
+            size: 10,
+            sort: Vec::new(),
+            source: SourceFilter::all(),
+            track_total_hits: TrackTotalHits::Exact,
+            aggregations: None,
+        }
+    }
+}
+
+/// Parses a `sort` value: `"@timestamp"`, `{"f": "desc"}`, `{"f": {"order": "asc"}}`, lists
+/// of those, or the URL form `f:desc,g`.
+pub fn parse_sort(value: &Value) -> Result<Vec<SortField>, QueryError> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut sort = Vec::new();
+    for item in items {
+        match item {
+            Value::String(text) => {
+                for part in text.split(',').filter(|part| !part.is_empty()) {
+                    let (name, order) = part.split_once(':').unwrap_or((part, ""));
+                    sort.push(sort_field(name, (!order.is_empty()).then_some(order))?);
+                }
+            }
+            Value::Object(map) => {
+                for (name, options) in map {
+                    let order = match options {
+                        Value::String(order) => Some(order.as_str()),
+                        Value::Object(options) => options.get("order").and_then(Value::as_str),
+                        _ => None,
+                    };
+                    sort.push(sort_field(name, order)?);
+                }
+            }
+            other => {
+                return Err(QueryError::parsing(format!(
+                    "[sort]: expected a field name or {{\"field\": \"asc|desc\"}}, got {other}"
+                )));
+            }
+        }
+    }
+    Ok(sort)
+}
+
+fn sort_field(name: &str, order: Option<&str>) -> Result<SortField, QueryError> {
+    let key = match name {
+        "_score" => SortKey::Score,
+        "_doc" => SortKey::Doc,
+        name => match FieldRef::parse(name, TIMESTAMP_FIELD) {
+            FieldRef::Timestamp => SortKey::Timestamp,
+            FieldRef::Path { path, .. } => SortKey::Field(path),
+            FieldRef::Id => SortKey::Field("_id".into()),
+            FieldRef::All => {
+                return Err(QueryError::parsing(format!(
+                    "[sort]: cannot sort on `{name}`"
+                )));
+            }
+        },
+    };
+    let descending = match order.map(str::to_ascii_lowercase).as_deref() {
+        None => key == SortKey::Score,
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(QueryError::parsing(format!(
+                "[sort]: unknown order `{other}`; use \"asc\" or \"desc\""
+            )));
+        }
+    };
+    Ok(SortField { key, descending })
+}
+
+/// A sort value of one hit for one sort field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    Missing,
+    Number(f64),
+    Text(String),
+}
+
+impl SortValue {
+    fn compare(&self, other: &SortValue, descending: bool) -> Ordering {
+        // missing values sort last in both directions, like ES' default `_last`
+        let ordering = match (self, other) {
+            (SortValue::Missing, SortValue::Missing) => return Ordering::Equal,
+            (SortValue::Missing, _) => return Ordering::Greater,
+            (_, SortValue::Missing) => return Ordering::Less,
+            (SortValue::Number(left), SortValue::Number(right)) => left.total_cmp(right),
+            (SortValue::Text(left), SortValue::Text(right)) => left.cmp(right),
+            (SortValue::Number(_), SortValue::Text(_)) => Ordering::Less,
+            (SortValue::Text(_), SortValue::Number(_)) => Ordering::Greater,
+        };
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            SortValue::Missing => Value::Null,
+            SortValue::Number(value) if value.fract() == 0.0 && value.abs() < 9e15 => {
+                json!(*value as i64)
+            }
+            SortValue::Number(value) => json!(value),
+            SortValue::Text(text) => json!(text),
+        }
+    }
+}
+
+/// Unique position of a hit among the searched partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HitPosition {
+    pub partition: u32,
+    pub segment: SegmentOrdinal,
+    pub doc: DocId,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScoredHit {
+    pub values: Vec<SortValue>,
+    pub score: Score,
+    pub position: HitPosition,
+}
+
+fn compare_hits(sort: &[SortField], left: &ScoredHit, right: &ScoredHit) -> Ordering {
+    for (field, (left_value, right_value)) in sort.iter().zip(left.values.iter().zip(&right.values))
+    {
+        let ordering = left_value.compare(right_value, field.descending);
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    left.position.cmp(&right.position)
+}
+
+/// Keeps the best `limit` hits after `after` in `sort` order.
+struct TopHits {
+    sort: Arc<Vec<SortField>>,
+    limit: usize,
+    partition: u32,
+    after: Option<Arc<ScoredHit>>,
+}
+
+enum SegmentSortColumn {
+    Score,
+    Doc,
+    Timestamp(Column<tantivy::DateTime>),
+    Numeric(Column<u64>, ColumnType),
+    Text(StrColumn),
+    Absent,
+}
+
+struct TopHitsSegment {
+    sort: Arc<Vec<SortField>>,
+    columns: Vec<SegmentSortColumn>,
+    limit: usize,
+    partition: u32,
+    segment: SegmentOrdinal,
+    after: Option<Arc<ScoredHit>>,
+    hits: Vec<ScoredHit>,
+    buffer: String,
+}
+
+impl Collector for TopHits {
+    type Fruit = Vec<ScoredHit>;
+    type Child = TopHitsSegment;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TopHitsSegment> {
+        let fast = reader.fast_fields();
+        let mut columns = Vec::with_capacity(self.sort.len());
+        for field in self.sort.iter() {
+            columns.push(match &field.key {
+                SortKey::Score => SegmentSortColumn::Score,
+                SortKey::Doc => SegmentSortColumn::Doc,
+                SortKey::Timestamp => SegmentSortColumn::Timestamp(fast.date(TIMESTAMP_FIELD)?),
+                SortKey::Field(path) if path == "_id" => match fast.str("_id")? {
+                    Some(column) => SegmentSortColumn::Text(column),
+                    None => SegmentSortColumn::Absent,
+                },
+                SortKey::Field(path) => {
+                    let name = format!("{BODY_FIELD}.{path}");
+                    let numeric = fast.u64_lenient_for_type(
+                        Some(&[
+                            ColumnType::I64,
+                            ColumnType::U64,
+                            ColumnType::F64,
+                            ColumnType::DateTime,
+                            ColumnType::Bool,
+                        ]),
+                        &name,
+                    )?;
+                    match numeric {
+                        Some((column, column_type)) => {
+                            SegmentSortColumn::Numeric(column, column_type)
+                        }
+                        None => match fast.str(&name)? {
+                            Some(column) => SegmentSortColumn::Text(column),
+                            None => SegmentSortColumn::Absent,
+                        },
+                    }
+                }
+            });
+        }
+        Ok(TopHitsSegment {
+            sort: self.sort.clone(),
+            columns,
+            limit: self.limit,
+            partition: self.partition,
+            segment,
+            after: self.after.clone(),
+            hits: Vec::new(),
+            buffer: String::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.sort.iter().any(|field| field.key == SortKey::Score)
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<ScoredHit>>) -> tantivy::Result<Vec<ScoredHit>> {
+        let mut all: Vec<ScoredHit> = fruits.into_iter().flatten().collect();
+        truncate_sorted(&self.sort, &mut all, self.limit);
+        Ok(all)
+    }
+}
+
+fn truncate_sorted(sort: &[SortField], hits: &mut Vec<ScoredHit>, limit: usize) {
+    if hits.len() > limit && limit > 0 {
+        hits.select_nth_unstable_by(limit - 1, |left, right| compare_hits(sort, left, right));
+        hits.truncate(limit);
+    } else if limit == 0 {
+        hits.clear();
+    }
+    hits.sort_by(|left, right| compare_hits(sort, left, right));
+}
+
+impl SegmentCollector for TopHitsSegment {
+    type Fruit = Vec<ScoredHit>;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut values = Vec::with_capacity(self.columns.len());
+        for column in &self.columns {
+            values.push(match column {
+                SegmentSortColumn::Score => SortValue::Number(f64::from(score)),
+                SegmentSortColumn::Doc => SortValue::Missing,
+                SegmentSortColumn::Timestamp(column) => {
+                    column.first(doc).map_or(SortValue::Missing, |date| {
+                        SortValue::Number(date.into_timestamp_micros() as f64 / 1000.0)
+                    })
+                }
+                SegmentSortColumn::Numeric(column, column_type) => {
+                    column.first(doc).map_or(SortValue::Missing, |raw| {
+                        SortValue::Number(decode_numeric(raw, *column_type))
+                    })
+                }
+                SegmentSortColumn::Text(column) => match column.term_ords(doc).next() {
+                    Some(ord) if column.ord_to_str(ord, &mut self.buffer).unwrap_or(false) => {
+                        SortValue::Text(self.buffer.clone())
+                    }
+                    _ => SortValue::Missing,
+                },
+                SegmentSortColumn::Absent => SortValue::Missing,
+            });
+        }
+        let hit = ScoredHit {
+            values,
+            score,
+            position: HitPosition {
+                partition: self.partition,
+                segment: self.segment,
+                doc,
+            },
+        };
+        if let Some(after) = &self.after {
+            if compare_hits(&self.sort, &hit, after) != Ordering::Greater {
+                return;
+            }
+        }
+        self.hits.push(hit);
+        if self.hits.len() >= self.limit.saturating_mul(2).max(64) {
+            truncate_sorted(&self.sort, &mut self.hits, self.limit);
+        }
+    }
+
+    fn harvest(mut self) -> Vec<ScoredHit> {
+        truncate_sorted(&self.sort, &mut self.hits, self.limit);
+        self.hits
+    }
+}
+
+fn decode_numeric(raw: u64, column_type: ColumnType) -> f64 {
+    match column_type {
+        ColumnType::I64 => tantivy::u64_to_i64(raw) as f64,
+        ColumnType::F64 => tantivy::u64_to_f64(raw),
+        ColumnType::DateTime => tantivy::u64_to_i64(raw) as f64 / 1000.0,
+        _ => raw as f64,
+    }
+}
+
+/// One partition to search, pinned (a scroll keeps these searchers).
+#[derive(Clone)]
+pub struct Target {
+    pub index: String,
+    pub searcher: Searcher,
+}
+
+/// The partitions of `indices` that can hold matches of `query`.
+pub fn targets(indices: &[Arc<LogIndex>], query: &Query) -> Vec<Target> {
+    let (lower, upper): (Bound<i64>, Bound<i64>) = query.time_bounds();
+    indices
+        .iter()
+        .flat_map(|index| {
+            index
+                .partitions_overlapping(lower, upper)
+                .into_iter()
+                .map(move |partition| Target {
+                    index: index.name.clone(),
+                    searcher: partition.searcher(),
+                })
+        })
+        .collect()
+}
+
+/// What a search found, before rendering.
+pub struct SearchOutcome {
+    pub total: u64,
+    pub hits: Vec<ScoredHit>,
+    pub aggregations: Option<Value>,
+    pub max_score: Option<Score>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("search failed: {0}")]
+    Engine(#[from] tantivy::TantivyError),
+}
+
+/// Runs `request` over `targets`, returning hits strictly after `after` (scroll).
+pub fn execute(
+    store: &IndexStore,
+    targets: &[Target],
+    request: &SearchRequest,
+    after: Option<Arc<ScoredHit>>,
+) -> Result<SearchOutcome, SearchError> {
+    let window = request.from + request.size;
+    if window > MAX_RESULT_WINDOW && after.is_none() {
+        return Err(QueryError {
+            kind: "illegal_argument_exception",
+            reason: format!(
+                "Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{window}]. Use scroll to page through more results"
+            ),
+        }
+        .into());
+    }
+    let compiled: Box<dyn TantivyQuery> = compile(&request.query, &store.schema)?;
+    let sort = Arc::new(if request.sort.is_empty() {
+        vec![SortField {
+            key: SortKey::Score,
+            descending: true,
+        }]
+    } else {
+        request.sort.clone()
+    });
+    let aggregations = request
+        .aggregations
+        .as_ref()
+        .map(aggregation::translate)
+        .transpose()?;
+    let mut total = 0u64;
+    let mut hits = Vec::new();
+    let mut intermediate: Option<
+        tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults,
+    > = None;
+    for (partition, target) in targets.iter().enumerate() {
+        let top = TopHits {
+            sort: sort.clone(),
+            limit: window,
+            partition: partition as u32,
+            after: after.clone(),
+        };
+        let aggregation_collector = aggregations
+            .as_ref()
+            .map(|request| aggregation::collector(request.clone(), &target.searcher));
+        let (count, partition_hits, partition_aggregations) = target
+            .searcher
+            .search(compiled.as_ref(), &(Count, top, aggregation_collector))?;
+        total += count as u64;
+        hits.extend(partition_hits);
+        if let Some(result) = partition_aggregations {
+            match intermediate.as_mut() {
+                Some(merged) => merged.merge_fruits(result)?,
+                None => intermediate = Some(result),
+            }
+        }
+    }
+    truncate_sorted(&sort, &mut hits, window);
+    let hits: Vec<ScoredHit> = hits.into_iter().skip(request.from).collect();
+    let aggregations = match aggregations {
+        Some(request) => Some(aggregation::finish(request, intermediate)?),
+        None => None,
+    };
+    let scoring = sort.iter().any(|field| field.key == SortKey::Score);
+    let max_score = scoring
+        .then(|| hits.iter().map(|hit| hit.score).fold(f32::NAN, f32::max))
+        .filter(|score| !score.is_nan());
+    Ok(SearchOutcome {
+        total,
+        hits,
+        aggregations,
+        max_score,
+    })
+}
+
+/// Counts matches of `query` over `targets`.
+pub fn count(store: &IndexStore, targets: &[Target], query: &Query) -> Result<u64, SearchError> {
+    let compiled = compile(query, &store.schema)?;
+    let mut total = 0u64;
+    for target in targets {
+        total += target.searcher.search(compiled.as_ref(), &Count)? as u64;
+    }
+    Ok(total)
+}
+
+/// Renders hits in ES' shape, reading `_id` and `_source` from the doc store.
+pub fn render_hits(
+    store: &IndexStore,
+    targets: &[Target],
+    hits: &[ScoredHit],
+    request: &SearchRequest,
+) -> Result<Vec<Value>, SearchError> {
+    let scoring =
+        request.sort.is_empty() || request.sort.iter().any(|field| field.key == SortKey::Score);
+    let mut rendered = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let target = &targets[hit.position.partition as usize];
+        let document: TantivyDocument = target
+            .searcher
+            .doc(DocAddress::new(hit.position.segment, hit.position.doc))?;
+        let id = document
+            .get_first(store.fields.id)
+            .and_then(|value| value.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut object = Map::new();
+        object.insert("_index".into(), json!(target.index));
+        object.insert("_id".into(), json!(id));
+        object.insert(
+            "_score".into(),
+            if scoring && request.sort.iter().all(|field| field.key == SortKey::Score) {
+                json!(hit.score)
+            } else {
+                Value::Null
+            },
+        );
+        if request.source.enabled {
+            let source = document
+                .get_first(store.fields.source)
+                .and_then(|value| value.as_bytes())
+                .unwrap_or(b"{}");
+            let mut value: Value = serde_json::from_slice(source).unwrap_or_else(|_| json!({}));
+            filter_source(&mut value, &request.source);
+            object.insert("_source".into(), value);
+        }
+        if !request.sort.is_empty() {
+            object.insert(
+                "sort".into(),
+                Value::Array(
+                    request
+                        .sort
+                        .iter()
+                        .zip(&hit.values)
+                        .map(|(field, value)| match field.key {
+                            SortKey::Doc => json!(hit.position.doc),
+                            SortKey::Score => json!(hit.score),
+                            // ES renders date sort values as epoch milliseconds
+                            SortKey::Timestamp => match value {
+                                SortValue::Number(millis) => json!(millis.floor() as i64),
+                                other => other.to_json(),
+                            },
+                            _ => value.to_json(),
+                        })
+                        .collect(),
+                ),
+            );
+        }
+        rendered.push(Value::Object(object));
+    }
+    Ok(rendered)
+}
+
+/// Applies `_source` includes/excludes (dotted paths, `*` wildcards) in place.
+pub fn filter_source(value: &mut Value, filter: &SourceFilter) {
+    if filter.includes.is_empty() && filter.excludes.is_empty() {
+        return;
+    }
+    let Value::Object(map) = value else { return };
+    let mut flat = Vec::new();
+    flatten_paths(map, String::new(), &mut flat);
+    let keep = |path: &str| {
+        let matches = |pattern: &String| {
+            super::store::glob_match(pattern, path) || path.starts_with(&format!("{pattern}."))
+        };
+        (filter.includes.is_empty() || filter.includes.iter().any(matches))
+            && !filter.excludes.iter().any(matches)
+    };
+    let mut result = Map::new();
+    for (path, leaf) in flat {
+        if keep(&path) {
+            insert_path(&mut result, &path, leaf);
+        }
+    }
+    *map = result;
+}
+
+fn flatten_paths(map: &Map<String, Value>, prefix: String, out: &mut Vec<(String, Value)>) {
+    for (key, value) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Object(inner) if !inner.is_empty() => flatten_paths(inner, path, out),
+            other => out.push((path, other.clone())),
+        }
+    }
+}
+
+fn insert_path(map: &mut Map<String, Value>, path: &str, leaf: Value) {
+    match path.split_once('.') {
+        None => {
+            map.insert(path.to_string(), leaf);
+        }
+        Some((head, rest)) => {
+            let entry = map
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = entry {
+                insert_path(inner, rest, leaf);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_specs_parse_in_every_es_form() {
+        let sort =
+            parse_sort(&json!([{"@timestamp": {"order": "desc"}}, "_doc", {"http.status": "asc"}]))
+                .expect("valid");
+        assert_eq!(
+            sort,
+            vec![
+                SortField {
+                    key: SortKey::Timestamp,
+                    descending: true
+                },
+                SortField {
+                    key: SortKey::Doc,
+                    descending: false
+                },
+                SortField {
+                    key: SortKey::Field("http.status".into()),
+                    descending: false
+                },
+            ]
+        );
+        assert_eq!(
+            parse_sort(&json!("status:desc,_score"))
+                .expect("url form")
+                .len(),
+            2
+        );
+        assert!(parse_sort(&json!({"status": "up"})).is_err());
+    }
+
+    #[test]
+    fn source_filtering_keeps_and_drops_dotted_paths() {
+        let mut source = json!({"a": 1, "http": {"status": 500, "path": "/x"}, "msg": "m"});
+        filter_source(
+            &mut source,
+            &SourceFilter {
+                enabled: true,
+                includes: vec!["http.*".into(), "a".into()],
+                excludes: vec!["http.path".into()],
+            },
+        );
+        assert_eq!(source, json!({"a": 1, "http": {"status": 500}}));
+    }
+
+    #[test]
+    fn missing_sort_values_sort_last_both_ways() {
+        assert_eq!(
+            SortValue::Missing.compare(&SortValue::Number(1.0), false),
+            Ordering::Greater
+        );
+        assert_eq!(
+            SortValue::Missing.compare(&SortValue::Number(1.0), true),
+            Ordering::Greater
+        );
+        assert_eq!(
+            SortValue::Number(2.0).compare(&SortValue::Number(1.0), true),
+            Ordering::Less
+        );
+    }
+}

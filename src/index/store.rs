@@ -1,0 +1,770 @@
+//! [`IndexStore`]: the user-named indices under `data/logs/indices/`, each a set of
+//! event-time partitions.
+//!
+//! - Writes come from one thread (the ingest log) in WAL order through [`IndexStore::apply`];
+//!   the refresher calls [`IndexStore::commit_all`] on the refresh interval.
+//! - At most `max_open_writers` partition writers are open; opening one more commits and
+//!   closes the least recently written.
+//! - Retention drops whole partitions whose end is older than `now − retention`.
+//! - Index names follow Elasticsearch's rules, which also keeps every path inside the data
+//!   directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::Count;
+use tantivy::query::TermQuery;
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{TantivyDocument, Term};
+
+use super::document::{DocFields, LogDoc};
+use super::partition::{Partition, PartitionError, WriterOptions, lock};
+use super::schema::LogSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error("index `{path}`: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid index name [{name}], {reason}")]
+    InvalidName { name: String, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Checks `name` against Elasticsearch's index-name rules.
+pub fn validate_index_name(name: &str) -> Result<(), StoreError> {
+    let invalid = |reason: &str| {
+        Err(StoreError::InvalidName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return invalid("must not be empty");
+    }
+    if name == "." || name == ".." {
+        return invalid("must not be '.' or '..'");
+    }
+    if name.len() > 255 {
+        return invalid("must not be longer than 255 bytes");
+    }
+    if name.starts_with(['-', '_', '+']) {
+        return invalid("must not start with '_', '-', or '+'");
+    }
+    if name.chars().any(|c| c.is_uppercase()) {
+        return invalid("must be lowercase");
+    }
+    if let Some(bad) = name.chars().find(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+        ) || c.is_control()
+    }) {
+        return invalid(&format!(
+            "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :] (found `{}`)",
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// A write, in WAL order.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// `explicit_id`: the client named the id (tracked until committed, for conflicts).
+    Index {
+        index: String,
+        doc: LogDoc,
+        overwrite: bool,
+        explicit_id: bool,
+    },
+    Delete {
+        index: String,
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexMeta {
+    name: String,
+    uuid: String,
+    created_millis: i64,
+}
+
+/// One user-named index.
+pub struct LogIndex {
+    pub name: String,
+    pub uuid: String,
+    pub created_millis: i64,
+    dir: PathBuf,
+    partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    /// Explicit ids written since their partition's last commit: id → (partition, seq).
+    pending_ids: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl LogIndex {
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Partitions that can hold events in the given event-time bounds (microseconds).
+    pub fn partitions_overlapping(
+        &self,
+        lower: Bound<i64>,
+        upper: Bound<i64>,
+    ) -> Vec<Arc<Partition>> {
+        self.partitions()
+            .into_iter()
+            .filter(|partition| {
+                let after_lower = match lower {
+                    Bound::Unbounded => true,
+                    Bound::Included(value) | Bound::Excluded(value) => partition.end_micros > value,
+                };
+                let before_upper = match upper {
+                    Bound::Unbounded => true,
+                    Bound::Included(value) => partition.start_micros <= value,
+                    Bound::Excluded(value) => partition.start_micros < value,
+                };
+                after_lower && before_upper
+            })
+            .collect()
+    }
+
+    pub fn doc_count(&self) -> u64 {
+        self.partitions()
+            .iter()
+            .map(|partition| partition.searcher().num_docs())
+            .sum()
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.partitions()
+            .iter()
+            .map(|partition| partition.disk_bytes())
+            .sum()
+    }
+}
+
+/// Settings the store runs with (from `IndexConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    pub partition_span_micros: i64,
+    pub retention_micros: i64,
+    pub writer: WriterOptions,
+    pub max_open_writers: usize,
+}
+
+pub struct IndexStore {
+    root: PathBuf,
+    pub schema: LogSchema,
+    pub fields: DocFields,
+    settings: StoreSettings,
+    indices: RwLock<BTreeMap<String, Arc<LogIndex>>>,
+    write_tick: AtomicU64,
+    /// Highest WAL record whose operations have all reached the writers.
+    complete_seq: AtomicU64,
+    /// Serializes commits (the refresher, `?refresh=true`, eviction, shutdown).
+    commit_lock: Mutex<()>,
+}
+
+impl IndexStore {
+    /// Opens every index under `root` (creating `root`).
+    pub fn open(root: &Path, settings: StoreSettings) -> Result<IndexStore, StoreError> {
+        std::fs::create_dir_all(root).map_err(io_error(root))?;
+        let schema = LogSchema::new();
+        let fields = DocFields::from(&schema);
+        let store = IndexStore {
+            root: root.to_path_buf(),
+            schema,
+            fields,
+            settings,
+            indices: RwLock::new(BTreeMap::new()),
+            write_tick: AtomicU64::new(0),
+            complete_seq: AtomicU64::new(0),
+            commit_lock: Mutex::new(()),
+        };
+        let mut indices = BTreeMap::new();
+        for entry in std::fs::read_dir(root).map_err(io_error(root))? {
+            let entry = entry.map_err(io_error(root))?;
+            let meta_path = entry.path().join("index.json");
+            let Ok(text) = std::fs::read_to_string(&meta_path) else {
+                tracing::warn!(path = %entry.path().display(), "directory without index.json in the index root; ignored");
+                continue;
+            };
+            let meta: IndexMeta = serde_json::from_str(&text).map_err(|error| StoreError::Io {
+                path: meta_path.display().to_string(),
+                source: std::io::Error::other(error),
+            })?;
+            let index = store.open_index(meta, entry.path())?;
+            indices.insert(index.name.clone(), Arc::new(index));
+        }
+        *store
+            .indices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = indices;
+        let committed = store.min_committed_seq();
+        store.complete_seq.store(committed, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    fn open_index(&self, meta: IndexMeta, dir: PathBuf) -> Result<LogIndex, StoreError> {
+        let mut partitions = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(start_micros) = parse_partition_dir(&name) else {
+                continue;
+            };
+            let partition = Partition::open(
+                &entry.path(),
+                &self.schema,
+                start_micros,
+                self.settings.partition_span_micros,
+            )?;
+            partitions.insert(start_micros, Arc::new(partition));
+        }
+        Ok(LogIndex {
+            name: meta.name,
+            uuid: meta.uuid,
+            created_millis: meta.created_millis,
+            dir,
+            partitions: RwLock::new(partitions),
+            pending_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// The lowest WAL sequence every partition has committed (replay starts after it).
+    pub fn min_committed_seq(&self) -> u64 {
+        self.all_partitions()
+            .iter()
+            .map(|partition| partition.committed_seq())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The highest WAL sequence any partition has committed (sequences continue after it
+    /// even when every log segment is gone).
+    pub fn max_committed_seq(&self) -> u64 {
+        self.all_partitions()
+            .iter()
+            .map(|partition| partition.committed_seq())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LogIndex>> {
+        self.indices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.indices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Arc<LogIndex>> {
+        self.indices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.all()
+            .iter()
+            .flat_map(|index| index.partitions())
+            .collect()
+    }
+
+    /// Resolves an index expression: names, comma lists, `*` patterns, `_all`. Hidden
+    /// indices (`.name`) match only patterns that start with `.`. With `ignore_missing`
+    /// a concrete name that does not exist is skipped instead of failing.
+    pub fn resolve(
+        &self,
+        expression: &str,
+        ignore_missing: bool,
+    ) -> Result<Vec<Arc<LogIndex>>, String> {
+        let indices = self
+            .indices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found: BTreeMap<String, Arc<LogIndex>> = BTreeMap::new();
+        for part in expression
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
+            let (exclude, pattern) = match part.strip_prefix('-') {
+                Some(rest) if !found.is_empty() => (true, rest),
+                _ => (false, part),
+            };
+            if pattern == "_all" || pattern.contains('*') {
+                let pattern = if pattern == "_all" { "*" } else { pattern };
+                for (name, index) in indices.iter() {
+                    if name.starts_with('.') && !pattern.starts_with('.') {
+                        continue;
+                    }
+                    if glob_match(pattern, name) {
+                        if exclude {
+                            found.remove(name);
+                        } else {
+                            found.insert(name.clone(), index.clone());
+                        }
+                    }
+                }
+            } else if let Some(index) = indices.get(pattern) {
+                if exclude {
+                    found.remove(pattern);
+                } else {
+                    found.insert(pattern.to_string(), index.clone());
+                }
+            } else if !ignore_missing && !exclude {
+                return Err(pattern.to_string());
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Creates `name`; returns `false` when it already exists.
+    pub fn create_index(&self, name: &str) -> Result<bool, StoreError> {
+        validate_index_name(name)?;
+        let mut indices = self
+            .indices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if indices.contains_key(name) {
+            return Ok(false);
+        }
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let meta = IndexMeta {
+            name: name.to_string(),
+            uuid: new_uuid(),
+            created_millis: Utc::now().timestamp_millis(),
+        };
+        let meta_path = dir.join("index.json");
+        write_file_durably(
+            &meta_path,
+            &serde_json::to_vec(&meta).expect("IndexMeta serializes"),
+        )
+        .map_err(io_error(&meta_path))?;
+        let index = self.open_index(meta, dir)?;
+        indices.insert(name.to_string(), Arc::new(index));
+        Ok(true)
+    }
+
+    /// Deletes `name` and its files; returns `false` when it did not exist.
+    pub fn delete_index(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .indices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        let Some(index) = removed else {
+            return Ok(false);
+        };
+        for partition in index.partitions() {
+            // writers hold the directory lock: close them without committing
+            partition.discard_writer();
+        }
+        std::fs::remove_dir_all(&index.dir).map_err(io_error(&index.dir))?;
+        Ok(true)
+    }
+
+    fn partition_start(&self, timestamp_micros: i64) -> i64 {
+        timestamp_micros.div_euclid(self.settings.partition_span_micros)
+            * self.settings.partition_span_micros
+    }
+
+    fn partition_for(
+        &self,
+        index: &LogIndex,
+        timestamp_micros: i64,
+    ) -> Result<Arc<Partition>, StoreError> {
+        let start = self.partition_start(timestamp_micros);
+        if let Some(partition) = index
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&start)
+        {
+            return Ok(partition.clone());
+        }
+        let mut partitions = index
+            .partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(partition) = partitions.get(&start) {
+            return Ok(partition.clone());
+        }
+        let dir = index.dir.join(partition_dir_name(start));
+        let partition = Arc::new(Partition::open(
+            &dir,
+            &self.schema,
+            start,
+            self.settings.partition_span_micros,
+        )?);
+        partitions.insert(start, partition.clone());
+        Ok(partition)
+    }
+
+    fn id_term(&self, id: &str) -> Term {
+        Term::from_field_text(self.fields.id, id)
+    }
+
+    /// Partitions of `index` that hold (or may hold, uncommitted) a document with `id`.
+    pub fn partitions_with_id(&self, index: &LogIndex, id: &str) -> Vec<Arc<Partition>> {
+        let term = self.id_term(id);
+        let query = TermQuery::new(term.clone(), IndexRecordOption::Basic);
+        let mut holding: Vec<Arc<Partition>> = index
+            .partitions()
+            .into_iter()
+            .filter(|partition| {
+                let searcher = partition.searcher();
+                searcher.doc_freq(&term).unwrap_or(0) > 0
+                    && searcher.search(&query, &Count).unwrap_or(0) > 0
+            })
+            .collect();
+        if let Some((start, _)) = lock(&index.pending_ids).get(id).copied() {
+            if !holding
+                .iter()
+                .any(|partition| partition.start_micros == start)
+            {
+                if let Some(partition) = index
+                    .partitions
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&start)
+                {
+                    holding.push(partition.clone());
+                }
+            }
+        }
+        holding
+    }
+
+    /// Whether a document with `id` exists in `index` (committed or pending).
+    pub fn id_exists(&self, index_name: &str, id: &str) -> bool {
+        self.get(index_name)
+            .is_some_and(|index| !self.partitions_with_id(&index, id).is_empty())
+    }
+
+    /// The stored `_source` of the document `id`, newest partition first.
+    pub fn get_source(&self, index: &LogIndex, id: &str) -> Option<Vec<u8>> {
+        let query = TermQuery::new(self.id_term(id), IndexRecordOption::Basic);
+        for partition in index.partitions().iter().rev() {
+            let searcher = partition.searcher();
+            let Ok(hits) = searcher.search(&query, &tantivy::collector::DocSetCollector) else {
+                continue;
+            };
+            if let Some(address) = hits.into_iter().next() {
+                let document: TantivyDocument = searcher.doc(address).ok()?;
+                return document
+                    .get_first(self.fields.source)
+                    .and_then(|value| value.as_bytes())
+                    .map(<[u8]>::to_vec);
+            }
+        }
+        None
+    }
+
+    /// Applies the operations of WAL record `seq`, in order. During `replay`, partitions
+    /// that committed `seq` already are skipped and documents are upserted by `_id`,
+    /// since a commit may hold part of a record.
+    pub fn apply(&self, seq: u64, ops: Vec<WriteOp>, replay: bool) -> Result<(), StoreError> {
+        for op in ops {
+            match op {
+                WriteOp::Index {
+                    index,
+                    doc,
+                    overwrite,
+                    explicit_id,
+                } => {
+                    let log_index = match self.get(&index) {
+                        Some(found) => found,
+                        None => {
+                            self.create_index(&index)?;
+                            self.get(&index).expect("index was just created")
+                        }
+                    };
+                    if overwrite {
+                        for partition in self.partitions_with_id(&log_index, &doc.id) {
+                            if !(replay && partition.committed_seq() >= seq) {
+                                self.touch_writer(&partition)?;
+                                partition.delete_id(
+                                    self.id_term(&doc.id),
+                                    seq,
+                                    &self.settings.writer,
+                                )?;
+                            }
+                        }
+                    }
+                    if explicit_id {
+                        lock(&log_index.pending_ids).insert(
+                            doc.id.clone(),
+                            (self.partition_start(doc.timestamp_micros), seq),
+                        );
+                    }
+                    let partition = self.partition_for(&log_index, doc.timestamp_micros)?;
+                    if replay && partition.committed_seq() >= seq {
+                        continue;
+                    }
+                    self.touch_writer(&partition)?;
+                    let replace = replay.then(|| self.id_term(&doc.id));
+                    partition.add(doc, replace, seq, &self.settings.writer)?;
+                }
+                WriteOp::Delete { index, id } => {
+                    let Some(log_index) = self.get(&index) else {
+                        continue;
+                    };
+                    for partition in self.partitions_with_id(&log_index, &id) {
+                        if !(replay && partition.committed_seq() >= seq) {
+                            self.touch_writer(&partition)?;
+                            partition.delete_id(self.id_term(&id), seq, &self.settings.writer)?;
+                        }
+                    }
+                    lock(&log_index.pending_ids).remove(&id);
+                }
+            }
+        }
+        self.complete_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Marks `partition` as just written; opening its writer may close the least
+    /// recently written one beyond `max_open_writers`.
+    fn touch_writer(&self, partition: &Arc<Partition>) -> Result<(), StoreError> {
+        let tick = self.write_tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let had_writer = partition.has_open_writer();
+        partition.last_write_tick.store(tick, Ordering::Relaxed);
+        if had_writer {
+            return Ok(());
+        }
+        let mut open: Vec<Arc<Partition>> = self
+            .all_partitions()
+            .into_iter()
+            .filter(|other| other.has_open_writer() && !Arc::ptr_eq(other, partition))
+            .collect();
+        if open.len() < self.settings.max_open_writers {
+            return Ok(());
+        }
+        open.sort_by_key(|other| other.last_write_tick.load(Ordering::Relaxed));
+        let _guard = lock(&self.commit_lock);
+        let complete = self.complete_seq.load(Ordering::SeqCst);
+        for victim in &open[..=open.len() - self.settings.max_open_writers] {
+            victim.commit(complete, true)?;
+        }
+        Ok(())
+    }
+
+    /// Commits every partition with pending writes; returns the WAL sequence up to which
+    /// everything is now committed and searchable.
+    pub fn commit_all(&self) -> Result<u64, StoreError> {
+        let _guard = lock(&self.commit_lock);
+        let complete = self.complete_seq.load(Ordering::SeqCst);
+        for index in self.all() {
+            let mut committed_any = false;
+            for partition in index.partitions() {
+                if partition.first_pending_seq().is_some() {
+                    committed_any |= partition.commit(complete, false)?;
+                }
+            }
+            if committed_any {
+                lock(&index.pending_ids).retain(|_, (_, seq)| *seq > complete);
+            }
+        }
+        Ok(self.durable_seq())
+    }
+
+    /// The WAL sequence up to which every operation is committed in tantivy: the log may
+    /// drop records at or below it.
+    pub fn durable_seq(&self) -> u64 {
+        let complete = self.complete_seq.load(Ordering::SeqCst);
+        self.all_partitions()
+            .iter()
+            .filter_map(|partition| partition.first_pending_seq())
+            .map(|seq| seq.saturating_sub(1))
+            .min()
+            .unwrap_or(complete)
+            .min(complete)
+    }
+
+    /// Commits and closes every writer (shutdown).
+    pub fn close(&self) -> Result<(), StoreError> {
+        let _guard = lock(&self.commit_lock);
+        let complete = self.complete_seq.load(Ordering::SeqCst);
+        for partition in self.all_partitions() {
+            partition.commit(complete, true)?;
+        }
+        Ok(())
+    }
+
+    /// Drops partitions whose events are all older than `now − retention`; returns how
+    /// many were dropped.
+    pub fn drop_expired(&self, now_micros: i64) -> Result<usize, StoreError> {
+        let cutoff = now_micros - self.settings.retention_micros;
+        let mut dropped = 0;
+        for index in self.all() {
+            let expired: Vec<Arc<Partition>> = {
+                let mut partitions = index
+                    .partitions
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let keys: Vec<i64> = partitions
+                    .values()
+                    .filter(|partition| partition.end_micros <= cutoff)
+                    .map(|partition| partition.start_micros)
+                    .collect();
+                keys.iter()
+                    .filter_map(|key| partitions.remove(key))
+                    .collect()
+            };
+            for partition in expired {
+                partition.discard_writer();
+                std::fs::remove_dir_all(&partition.dir).map_err(io_error(&partition.dir))?;
+                tracing::info!(index = %index.name, partition = %partition.dir.display(), "retention dropped partition");
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// `20261121T2200Z`-style directory names: readable and sortable.
+fn partition_dir_name(start_micros: i64) -> String {
+    let time = Utc
+        .timestamp_micros(start_micros)
+        .single()
+        .unwrap_or_default();
+    format!("p{}", time.format("%Y%m%dT%H%M%SZ"))
+}
+
+fn parse_partition_dir(name: &str) -> Option<i64> {
+    let text = name.strip_prefix('p')?;
+    chrono::NaiveDateTime::parse_from_str(text, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|time| time.and_utc().timestamp_micros())
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (position, part) in parts.iter().enumerate() {
+        if position == 0 {
+            let Some(stripped) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = stripped;
+        } else if position == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(found) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[found + part.len()..];
+        }
+    }
+    true
+}
+
+/// A random id in ES' style (20 URL-safe base64 characters).
+pub fn new_uuid() -> String {
+    use base64::Engine;
+    let bytes: [u8; 15] = std::array::from_fn(|_| fastrand_byte());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn fastrand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    (hasher.finish() >> 24) as u8
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename.
+pub fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_elasticsearch_rules() {
+        for good in ["logs", "logs-checkout", ".lookout-alerts", "a.b_c"] {
+            assert!(validate_index_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", ".", "..", "Logs", "_logs", "-x", "a/b", "a\\b", "a*", "a?b", "a,b", "a#", "a b",
+            "../etc",
+        ] {
+            assert!(validate_index_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs_match_like_elasticsearch_patterns() {
+        assert!(glob_match("logs-*", "logs-checkout"));
+        assert!(glob_match("*", "logs"));
+        assert!(glob_match("l*s-*t", "logs-checkout"));
+        assert!(!glob_match("logs-*", "logs"));
+        assert!(!glob_match("logs", "logs-a"));
+    }
+
+    #[test]
+    fn partition_dir_names_round_trip() {
+        let start = 1_714_557_600_000_000;
+        assert_eq!(partition_dir_name(start), "p20240501T100000Z");
+        assert_eq!(parse_partition_dir(&partition_dir_name(start)), Some(start));
+    }
+}

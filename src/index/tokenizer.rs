@@ -1,0 +1,245 @@
+//! Tokenizers of the log schema.
+//!
+//! Every string leaf of a log line is indexed twice in one JSON field: once as an exact
+//! keyword (the whole value, marked with [`KEYWORD_MARK`] so it never collides with a word)
+//! and once as lowercased words. `term`, `terms`, `prefix`, `wildcard` and `regexp` use the
+//! keyword; `match` and free text use the words. Keywords longer than
+//! [`KEYWORD_MAX_BYTES`] are not kept as keywords, like Elasticsearch's dynamic mapping
+//! (`ignore_above: 256`), so long messages do not bloat the term dictionary or the
+//! columnar store.
+
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+
+/// Name under which [`BodyTokenizer`] is registered.
+pub const BODY_TOKENIZER: &str = "lookout_body";
+/// Name under which [`KeywordTokenizer`] is registered (fast-field columns).
+pub const KEYWORD_TOKENIZER: &str = "lookout_keyword";
+/// Name under which [`WordTokenizer`] is registered (`_all`).
+pub const WORD_TOKENIZER: &str = "lookout_words";
+
+/// Marks a keyword token in the body field's term dictionary.
+pub const KEYWORD_MARK: char = '\u{1}';
+/// Longest string kept as a keyword, in bytes.
+pub const KEYWORD_MAX_BYTES: usize = 256;
+/// Longest word kept, in bytes (longer ones are noise: hashes, base64).
+const WORD_MAX_BYTES: usize = 255;
+
+/// Splits text into lowercased alphanumeric words, as `match` queries see it.
+///
+/// Hand-written rather than tantivy's `SimpleTokenizer` + `LowerCaser` chain so the body
+/// tokenizer can emit the keyword token and the words from one pass.
+pub fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut chars = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let (start, first) = chars.next()?;
+            if !first.is_alphanumeric() {
+                continue;
+            }
+            let mut end = start + first.len_utf8();
+            while let Some(&(index, next)) = chars.peek() {
+                if !next.is_alphanumeric() {
+                    break;
+                }
+                end = index + next.len_utf8();
+                chars.next();
+            }
+            if end - start <= WORD_MAX_BYTES {
+                return Some((start, end));
+            }
+        }
+    })
+}
+
+/// Lowercases `word` into `out` (ASCII fast path).
+pub fn lowercase_into(word: &str, out: &mut String) {
+    out.clear();
+    if word.is_ascii() {
+        out.push_str(word);
+        out.make_ascii_lowercase();
+    } else {
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+}
+
+/// The keyword form of a string value as stored in the term dictionary, or `None` when the
+/// value is too long to be a keyword.
+pub fn keyword_token(value: &str) -> Option<String> {
+    (value.len() <= KEYWORD_MAX_BYTES).then(|| {
+        let mut token = String::with_capacity(value.len() + 1);
+        token.push(KEYWORD_MARK);
+        token.push_str(value);
+        token
+    })
+}
+
+/// Keyword token (when short enough) followed by lowercased words.
+#[derive(Clone, Default)]
+pub struct BodyTokenizer;
+
+/// Lowercased words only.
+#[derive(Clone, Default)]
+pub struct WordTokenizer;
+
+/// The whole value as one token when short enough, nothing otherwise.
+#[derive(Clone, Default)]
+pub struct KeywordTokenizer;
+
+pub struct WordStream<'a> {
+    text: &'a str,
+    spans: Vec<(usize, usize)>,
+    next: usize,
+    keyword: bool,
+    token: Token,
+}
+
+impl<'a> WordStream<'a> {
+    fn new(text: &'a str, keyword: bool, words_too: bool) -> Self {
+        let keyword = keyword && text.len() <= KEYWORD_MAX_BYTES;
+        WordStream {
+            text,
+            spans: if words_too {
+                words(text).collect()
+            } else {
+                Vec::new()
+            },
+            next: 0,
+            keyword,
+            token: Token::default(),
+        }
+    }
+}
+
+impl TokenStream for WordStream<'_> {
+    fn advance(&mut self) -> bool {
+        if self.keyword {
+            self.keyword = false;
+            self.token.text.clear();
+            self.token.text.push(KEYWORD_MARK);
+            self.token.text.push_str(self.text);
+            self.token.offset_from = 0;
+            self.token.offset_to = self.text.len();
+            self.token.position = 0;
+            return true;
+        }
+        let Some(&(start, end)) = self.spans.get(self.next) else {
+            return false;
+        };
+        lowercase_into(&self.text[start..end], &mut self.token.text);
+        self.token.offset_from = start;
+        self.token.offset_to = end;
+        self.token.position = self.next;
+        self.next += 1;
+        true
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
+}
+
+/// Emits the unmarked raw value (fast-field columns are not shared with words).
+pub struct RawStream<'a> {
+    text: Option<&'a str>,
+    token: Token,
+}
+
+impl TokenStream for RawStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(text) = self.text.take() else {
+            return false;
+        };
+        self.token.text.clear();
+        self.token.text.push_str(text);
+        self.token.offset_from = 0;
+        self.token.offset_to = text.len();
+        self.token.position = 0;
+        true
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
+}
+
+impl Tokenizer for BodyTokenizer {
+    type TokenStream<'a> = WordStream<'a>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
+        WordStream::new(text, true, true)
+    }
+}
+
+impl Tokenizer for WordTokenizer {
+    type TokenStream<'a> = WordStream<'a>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
+        WordStream::new(text, false, true)
+    }
+}
+
+impl Tokenizer for KeywordTokenizer {
+    type TokenStream<'a> = RawStream<'a>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> RawStream<'a> {
+        RawStream {
+            text: (text.len() <= KEYWORD_MAX_BYTES).then_some(text),
+            token: Token::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens<T: Tokenizer>(mut tokenizer: T, text: &str) -> Vec<(String, usize)> {
+        let mut stream = tokenizer.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(token) = stream.next() {
+            out.push((token.text.clone(), token.position));
+        }
+        out
+    }
+
+    #[test]
+    fn body_tokenizer_emits_marked_keyword_then_lowercased_words() {
+        assert_eq!(
+            tokens(BodyTokenizer, "GET /api/Cart 500"),
+            vec![
+                ("\u{1}GET /api/Cart 500".to_string(), 0),
+                ("get".to_string(), 0),
+                ("api".to_string(), 1),
+                ("cart".to_string(), 2),
+                ("500".to_string(), 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_values_are_words_only_and_have_no_fast_keyword() {
+        let long = "word ".repeat(100);
+        let body = tokens(BodyTokenizer, &long);
+        assert_eq!(body.len(), 100);
+        assert!(body.iter().all(|(text, _)| text == "word"));
+        assert!(tokens(KeywordTokenizer, &long).is_empty());
+        assert_eq!(tokens(KeywordTokenizer, "Checkout").len(), 1);
+    }
+
+    #[test]
+    fn unicode_words_are_lowercased() {
+        assert_eq!(
+            tokens(WordTokenizer, "Ärger über Straße"),
+            vec![
+                ("ärger".to_string(), 0),
+                ("über".to_string(), 1),
+                ("straße".to_string(), 2)
+            ]
+        );
+    }
+}

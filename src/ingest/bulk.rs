@@ -1,0 +1,266 @@
+//! `_bulk` NDJSON: action lines paired with source lines.
+//!
+//! Each action (`index`, `create`, `delete`) is followed by one source line, except
+//! `delete`. A malformed action line fails its item and the next line is consumed as its
+//! source, as Elasticsearch does, so one bad line never shifts the pairing of the rest.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Index,
+    Create,
+    Delete,
+}
+
+impl ActionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::Index => "index",
+            ActionKind::Create => "create",
+            ActionKind::Delete => "delete",
+        }
+    }
+}
+
+/// Where a line came from (agent protocol): file identity, truncation generation, and
+/// the byte offset just past the line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePosition {
+    pub source: String,
+    #[serde(rename = "gen")]
+    pub generation: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub index: Option<String>,
+    pub id: Option<String>,
+    pub position: Option<SourcePosition>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionMeta {
+    #[serde(rename = "_index")]
+    index: Option<String>,
+    #[serde(rename = "_id")]
+    id: Option<serde_json::Value>,
+    #[serde(rename = "_lookout")]
+    lookout: Option<SourcePosition>,
+    // accepted for client compatibility, without effect
+    #[serde(rename = "routing", alias = "_routing")]
+    _routing: Option<serde_json::Value>,
+    #[serde(rename = "pipeline")]
+    _pipeline: Option<serde_json::Value>,
+    #[serde(rename = "require_alias")]
+    _require_alias: Option<serde_json::Value>,
+    #[serde(rename = "dynamic_templates")]
+    _dynamic_templates: Option<serde_json::Value>,
+    #[serde(rename = "version")]
+    _version: Option<serde_json::Value>,
+    #[serde(rename = "version_type")]
+    _version_type: Option<serde_json::Value>,
+    #[serde(rename = "if_seq_no")]
+    _if_seq_no: Option<serde_json::Value>,
+    #[serde(rename = "if_primary_term")]
+    _if_primary_term: Option<serde_json::Value>,
+}
+
+/// A bulk item before its document is prepared.
+#[derive(Debug)]
+pub enum Pair<'a> {
+    Ok {
+        action: Action,
+        source: Option<&'a [u8]>,
+    },
+    /// A bad action line (its source line, if any, consumed); `kind` is what the line
+    /// seemed to be.
+    Bad {
+        kind: ActionKind,
+        index: Option<String>,
+        reason: String,
+    },
+}
+
+/// Parses one action line.
+pub fn parse_action(line: &[u8]) -> Result<Action, (ActionKind, String)> {
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|error| {
+        (
+            ActionKind::Index,
+            format!(
+                "malformed action/metadata line [{}:{}]: {error}",
+                error.line(),
+                error.column()
+            ),
+        )
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err((
+            ActionKind::Index,
+            "malformed action/metadata line: expected an object like {\"index\":{}}".into(),
+        ));
+    };
+    if map.len() != 1 {
+        return Err((ActionKind::Index, "malformed action/metadata line: expected exactly one action, like {\"index\":{\"_index\":\"logs\"}}".into()));
+    }
+    let (name, meta) = map.into_iter().next().expect("one entry");
+    let kind = match name.as_str() {
+        "index" => ActionKind::Index,
+        "create" => ActionKind::Create,
+        "delete" => ActionKind::Delete,
+        "update" => {
+            return Err((
+                ActionKind::Index,
+                "action [update] is not supported; use index to replace a document".into(),
+            ));
+        }
+        other => {
+            return Err((
+                ActionKind::Index,
+                format!(
+                    "malformed action/metadata line: unknown action [{other}]; expected index, create or delete"
+                ),
+            ));
+        }
+    };
+    let meta: ActionMeta = serde_json::from_value(meta)
+        .map_err(|error| (kind, format!("malformed action/metadata line: {error}")))?;
+    let id = match meta.id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) if id.is_empty() => {
+            return Err((kind, "_id must not be empty".into()));
+        }
+        Some(serde_json::Value::String(id)) if id.len() > 512 => {
+            return Err((
+                kind,
+                format!(
+                    "_id [{}...] is too long, must be no longer than 512 bytes",
+                    &id[..20]
+                ),
+            ));
+        }
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(serde_json::Value::Number(number)) => Some(number.to_string()),
+        Some(other) => return Err((kind, format!("_id must be a string, got {other}"))),
+    };
+    if kind == ActionKind::Delete && id.is_none() {
+        return Err((kind, "delete requires an _id".into()));
+    }
+    Ok(Action {
+        kind,
+        index: meta.index,
+        id,
+        position: meta.lookout,
+    })
+}
+
+/// Splits `body` into lines (LF or CRLF; blank lines skipped) and pairs them.
+pub fn pair_lines(body: &[u8]) -> Vec<Pair<'_>> {
+    let mut lines = body
+        .split(|byte| *byte == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace));
+    let mut pairs = Vec::new();
+    while let Some(line) = lines.next() {
+        match parse_action(line) {
+            Ok(action) => {
+                let source = if action.kind == ActionKind::Delete {
+                    None
+                } else {
+                    lines.next()
+                };
+                if action.kind != ActionKind::Delete && source.is_none() {
+                    pairs.push(Pair::Bad {
+                        kind: action.kind,
+                        index: action.index,
+                        reason: "the action line is not followed by a document line".into(),
+                    });
+                } else {
+                    pairs.push(Pair::Ok { action, source });
+                }
+            }
+            Err((kind, reason)) => {
+                let index = serde_json::from_slice::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|value| {
+                        value
+                            .as_object()?
+                            .values()
+                            .next()?
+                            .get("_index")?
+                            .as_str()
+                            .map(str::to_string)
+                    });
+                let _consumed_source = lines.next();
+                pairs.push(Pair::Bad {
+                    kind,
+                    index,
+                    reason,
+                });
+            }
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_action_consumes_the_next_line_as_its_source() {
+        let body = b"{\"index\":{}}\n{\"a\":1}\n{\"index\":\n{\"b\":2}\r\n\n{\"create\":{\"_index\":\"x\",\"_id\":7}}\n{\"c\":3}\n{\"delete\":{\"_id\":\"d\"}}\n";
+        let pairs = pair_lines(body);
+        assert_eq!(pairs.len(), 4);
+        assert!(matches!(
+            &pairs[0],
+            Pair::Ok {
+                source: Some(b"{\"a\":1}"),
+                ..
+            }
+        ));
+        assert!(matches!(&pairs[1], Pair::Bad { .. }));
+        match &pairs[2] {
+            Pair::Ok { action, source } => {
+                assert_eq!(action.kind, ActionKind::Create);
+                assert_eq!(action.id.as_deref(), Some("7"));
+                assert_eq!(*source, Some(&b"{\"c\":3}"[..]));
+            }
+            other => panic!("expected create, got {other:?}"),
+        }
+        assert!(matches!(
+            &pairs[3],
+            Pair::Ok {
+                action: Action {
+                    kind: ActionKind::Delete,
+                    ..
+                },
+                source: None
+            }
+        ));
+    }
+
+    #[test]
+    fn lookout_positions_are_read_from_action_lines() {
+        let action = parse_action(br#"{"index":{"_index":"logs","_lookout":{"source":"2049:1234:abcd","gen":1,"offset":4096}}}"#).expect("valid");
+        assert_eq!(
+            action.position,
+            Some(SourcePosition {
+                source: "2049:1234:abcd".into(),
+                generation: 1,
+                offset: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_actions_and_fields_are_rejected() {
+        assert!(parse_action(br#"{"upsert":{}}"#).is_err());
+        assert!(parse_action(br#"{"index":{"_indx":"logs"}}"#).is_err());
+        assert!(parse_action(br#"{"delete":{"_index":"logs"}}"#).is_err());
+    }
+}

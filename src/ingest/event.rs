@@ -1,0 +1,417 @@
+//! One log line → a document ready to index: UTF-8 and JSON checks, nesting depth, the
+//! event time, and the id.
+//!
+//! Event time comes from the first configured field present at the top level (`@timestamp`,
+//! then `timestamp`, `time`, `ts`): RFC 3339 with any offset (or without one, read as UTC),
+//! or epoch seconds, milliseconds, microseconds or nanoseconds told apart by magnitude.
+//! Missing → ingest time, and `@timestamp` is added to the source so every tool sees the
+//! time it was indexed at. Unparsable or outside `[now − retention, now + tolerance]` →
+//! ingest time, with the original kept in `event.original_timestamp`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+/// Why a line was rejected; `kind` is ES' error type, `reason` says what to fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub kind: &'static str,
+    /// Short label for the `lookout_ingest_lines_rejected_total{reason}` counter.
+    pub label: &'static str,
+    pub reason: String,
+}
+
+impl Rejection {
+    fn parse(label: &'static str, reason: String) -> Rejection {
+        Rejection {
+            kind: "document_parsing_exception",
+            label,
+            reason,
+        }
+    }
+}
+
+/// How the event time of a document was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    Event,
+    MissingUsedIngestTime,
+    InvalidUsedIngestTime,
+    OutOfRangeUsedIngestTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRules {
+    pub timestamp_fields: Vec<String>,
+    pub max_depth: usize,
+    pub max_line_bytes: usize,
+    pub retention_micros: i64,
+    pub future_tolerance_micros: i64,
+}
+
+#[derive(Debug)]
+pub struct Event {
+    pub body: Map<String, Value>,
+    /// The source to store: the line itself unless a field had to be added.
+    pub source: Vec<u8>,
+    pub timestamp_micros: i64,
+    pub timestamp_key: Option<String>,
+    pub time_source: TimeSource,
+}
+
+/// Parses and checks one document line. `now_micros` is the ingest time.
+pub fn prepare(line: &[u8], rules: &EventRules, now_micros: i64) -> Result<Event, Rejection> {
+    if line.len() > rules.max_line_bytes {
+        return Err(Rejection::parse(
+            "line_too_long",
+            format!(
+                "document of {} bytes is over max_line_bytes ({}); split it or raise ingest.max_line_bytes",
+                line.len(),
+                rules.max_line_bytes
+            ),
+        ));
+    }
+    if let Err(error) = std::str::from_utf8(line) {
+        return Err(Rejection::parse(
+            "invalid_utf8",
+            format!(
+                "invalid UTF-8 at byte {}; send UTF-8 text",
+                error.valid_up_to()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(line).map_err(|error| {
+        Rejection::parse(
+            "invalid_json",
+            format!(
+                "[{}:{}] failed to parse: {error}",
+                error.line(),
+                error.column()
+            ),
+        )
+    })?;
+    let Value::Object(mut body) = value else {
+        return Err(Rejection::parse(
+            "not_an_object",
+            format!("a document must be a JSON object, got {}", kind_of(&value)),
+        ));
+    };
+    let depth = depth_of(&body);
+    if depth > rules.max_depth {
+        return Err(Rejection::parse(
+            "too_deep",
+            format!(
+                "document nesting depth {depth} is over the limit of {}; flatten it",
+                rules.max_depth
+            ),
+        ));
+    }
+    let found = rules
+        .timestamp_fields
+        .iter()
+        .find_map(|field| body.get(field).map(|value| (field.clone(), value)));
+    let (timestamp_micros, timestamp_key, time_source, rewrite) = match found {
+        None => (
+            now_micros,
+            None,
+            TimeSource::MissingUsedIngestTime,
+            Some(("@timestamp".to_string(), None)),
+        ),
+        Some((key, value)) => match parse_event_time(value) {
+            None => (
+                now_micros,
+                Some(key.clone()),
+                TimeSource::InvalidUsedIngestTime,
+                Some((key, Some(value.clone()))),
+            ),
+            Some(micros)
+                if micros < now_micros - rules.retention_micros
+                    || micros > now_micros + rules.future_tolerance_micros =>
+            {
+                (
+                    now_micros,
+                    Some(key.clone()),
+                    TimeSource::OutOfRangeUsedIngestTime,
+                    Some((key, Some(value.clone()))),
+                )
+            }
+            Some(micros) => (micros, Some(key), TimeSource::Event, None),
+        },
+    };
+    let source = match rewrite {
+        None => line.to_vec(),
+        Some((key, original)) => {
+            body.insert(key, Value::String(format_micros(now_micros)));
+            if let Some(original) = original {
+                set_original_timestamp(&mut body, original);
+            }
+            serde_json::to_vec(&body).expect("a JSON map serializes")
+        }
+    };
+    Ok(Event {
+        body,
+        source,
+        timestamp_micros,
+        timestamp_key,
+        time_source,
+    })
+}
+
+/// Puts `original` at `event.original_timestamp` without overwriting an application key:
+/// nested when `event` is an object or absent, as a dotted key otherwise.
+fn set_original_timestamp(body: &mut Map<String, Value>, original: Value) {
+    match body
+        .entry("event")
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        Value::Object(event) => {
+            event.entry("original_timestamp").or_insert(original);
+        }
+        _ => {
+            body.entry("event.original_timestamp").or_insert(original);
+        }
+    }
+}
+
+pub fn format_micros(micros: i64) -> String {
+    Utc.timestamp_micros(micros)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// RFC 3339 (any offset; none means UTC) or epoch s/ms/µs/ns.
+pub fn parse_event_time(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => {
+            if let Some(integer) = number.as_i64() {
+                Some(epoch_to_micros(integer as f64))
+            } else {
+                number
+                    .as_f64()
+                    .filter(|value| value.is_finite())
+                    .map(epoch_to_micros)
+            }
+        }
+        Value::String(text) => {
+            let text = text.trim();
+            if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+                return Some(time.timestamp_micros());
+            }
+            if let Ok(number) = text.parse::<f64>() {
+                return number.is_finite().then(|| epoch_to_micros(number));
+            }
+            for pattern in [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f%:z",
+            ] {
+                if let Ok(time) = NaiveDateTime::parse_from_str(text, pattern) {
+                    return Some(time.and_utc().timestamp_micros());
+                }
+            }
+            DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z")
+                .ok()
+                .map(|time| time.timestamp_micros())
+        }
+        _ => None,
+    }
+}
+
+/// Seconds below 1e11 (until year 5138), then milliseconds, microseconds, nanoseconds.
+fn epoch_to_micros(value: f64) -> i64 {
+    let magnitude = value.abs();
+    let micros = if magnitude < 1e11 {
+        value * 1e6
+    } else if magnitude < 1e14 {
+        value * 1e3
+    } else if magnitude < 1e17 {
+        value
+    } else {
+        value / 1e3
+    };
+    micros.round() as i64
+}
+
+fn depth_of(map: &Map<String, Value>) -> usize {
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + map.values().map(depth).max().unwrap_or(0)
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Generates ES-style ids: 20 URL-safe characters, unique across restarts (a random
+/// per-process prefix plus a counter that starts at the clock).
+pub struct IdGenerator {
+    prefix: [u8; 5],
+    counter: AtomicU64,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        let random = hasher.finish().to_le_bytes();
+        let start = Utc::now().timestamp_micros() as u64;
+        IdGenerator {
+            prefix: [random[0], random[1], random[2], random[3], random[4]],
+            counter: AtomicU64::new(start << 8),
+        }
+    }
+}
+
+impl IdGenerator {
+    pub fn next_id(&self) -> String {
+        use base64::Engine;
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 15];
+        // counter first, big-endian, so ids of one process sort by arrival
+        bytes[..8].copy_from_slice(&count.to_be_bytes());
+        bytes[8..13].copy_from_slice(&self.prefix);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> EventRules {
+        EventRules {
+            timestamp_fields: vec![
+                "@timestamp".into(),
+                "timestamp".into(),
+                "time".into(),
+                "ts".into(),
+            ],
+            max_depth: 64,
+            max_line_bytes: 1 << 20,
+            retention_micros: 7 * 86_400_000_000,
+            future_tolerance_micros: 15 * 60_000_000,
+        }
+    }
+
+    const NOW: i64 = 1_714_557_600_000_000; // 2024-05-01T10:00:00Z
+
+    #[test]
+    fn event_time_formats_table() {
+        let cases = [
+            (r#"{"@timestamp":"2024-05-01T09:59:00Z"}"#, NOW - 60_000_000),
+            (
+                r#"{"@timestamp":"2024-05-01T11:59:00+02:00"}"#,
+                NOW - 60_000_000,
+            ),
+            (
+                r#"{"@timestamp":"2024-05-01T09:59:00.5"}"#,
+                NOW - 59_500_000,
+            ),
+            (r#"{"timestamp":1714557540}"#, NOW - 60_000_000),
+            (r#"{"time":1714557540000}"#, NOW - 60_000_000),
+            (r#"{"ts":1714557540000000}"#, NOW - 60_000_000),
+            (r#"{"ts":1714557540000000000}"#, NOW - 60_000_000),
+            (r#"{"ts":"1714557540.25"}"#, NOW - 59_750_000),
+        ];
+        for (line, expected) in cases {
+            let event = prepare(line.as_bytes(), &rules(), NOW).expect(line);
+            assert_eq!(event.timestamp_micros, expected, "{line}");
+            assert_eq!(event.time_source, TimeSource::Event, "{line}");
+            assert_eq!(event.source, line.as_bytes(), "source kept verbatim");
+        }
+    }
+
+    #[test]
+    fn out_of_range_time_is_replaced_and_the_original_kept() {
+        let event = prepare(
+            br#"{"@timestamp":"2001-01-01T00:00:00Z","event":{"kind":"x"}}"#,
+            &rules(),
+            NOW,
+        )
+        .expect("valid");
+        assert_eq!(event.timestamp_micros, NOW);
+        assert_eq!(event.time_source, TimeSource::OutOfRangeUsedIngestTime);
+        let source: Value = serde_json::from_slice(&event.source).expect("json");
+        assert_eq!(
+            source["event"]["original_timestamp"],
+            "2001-01-01T00:00:00Z"
+        );
+        assert_eq!(source["event"]["kind"], "x");
+        assert_eq!(source["@timestamp"], "2024-05-01T10:00:00.000000Z");
+
+        let event = prepare(
+            br#"{"@timestamp":"2024-05-01T10:20:00Z","event":"scalar"}"#,
+            &rules(),
+            NOW,
+        )
+        .expect("valid");
+        let source: Value = serde_json::from_slice(&event.source).expect("json");
+        assert_eq!(
+            source["event"], "scalar",
+            "the application's key is not overwritten"
+        );
+        assert_eq!(source["event.original_timestamp"], "2024-05-01T10:20:00Z");
+    }
+
+    #[test]
+    fn missing_time_uses_ingest_time_and_adds_it() {
+        let event = prepare(br#"{"msg":"x"}"#, &rules(), NOW).expect("valid");
+        assert_eq!(event.time_source, TimeSource::MissingUsedIngestTime);
+        let source: Value = serde_json::from_slice(&event.source).expect("json");
+        assert_eq!(source["@timestamp"], "2024-05-01T10:00:00.000000Z");
+    }
+
+    #[test]
+    fn bad_lines_are_rejected_with_a_reason() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"[1,2]".to_vec(), "not_an_object"),
+            (b"\"text\"".to_vec(), "not_an_object"),
+            (b"{\"a\":".to_vec(), "invalid_json"),
+            (
+                vec![b'{', b'"', b'a', b'"', b':', b'"', 0xff, b'"', b'}'],
+                "invalid_utf8",
+            ),
+            (
+                format!("{}1{}", "{\"a\":".repeat(70), "}".repeat(70)).into_bytes(),
+                "too_deep",
+            ),
+            (
+                format!("{{\"a\":\"{}\"}}", "x".repeat(2 << 20)).into_bytes(),
+                "line_too_long",
+            ),
+        ];
+        for (line, label) in cases {
+            let rejection = prepare(&line, &rules(), NOW).expect_err(label);
+            assert_eq!(rejection.label, label);
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_unique_and_es_shaped() {
+        let generator = IdGenerator::default();
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| generator.next_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 20));
+    }
+}

@@ -1,0 +1,742 @@
+//! Ingest: `_bulk` and single-document writes become durable, then searchable.
+//!
+//! ```text
+//!  request ──parse (blocking pool)──▶ decide (one lock: seq, noop by mark, 409 by id)
+//!          ──▶ log thread: append · fdatasync (group commit) · apply to index · ack
+//!          ──▶ response; agent watermark recorded
+//!  refresher: every refresh_interval commit partitions ─▶ searchable seq ─▶ WAL truncation
+//! ```
+//!
+//! Invariants: a response is sent only after its record is fsynced; records are applied in
+//! sequence order; an item at or below its source's high-water mark is `noop`; an I/O
+//! failure of the log stops the process (its state is then only what the disk holds, and a
+//! restart replays it) rather than acknowledging something that is not durable.
+
+pub mod agents;
+pub mod bulk;
+pub mod event;
+pub mod sources;
+pub mod wal;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+
+use crate::index::IndexStore;
+use crate::index::document::LogDoc;
+use crate::index::store::{WriteOp, validate_index_name};
+use crate::telemetry::Telemetry;
+use agents::Agents;
+use bulk::{ActionKind, Pair, SourcePosition};
+use event::{EventRules, IdGenerator, Rejection, TimeSource};
+use sources::SourceMarks;
+use wal::{LoggedDoc, LoggedMark, LoggedOp, Record, WalWriter};
+
+/// What ingest runs with.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub rules: EventRules,
+    pub source_ttl: Duration,
+    pub agent_timeout: Duration,
+    pub max_in_flight_bytes: u64,
+    pub wal_segment_bytes: u64,
+    pub refresh_interval: Duration,
+}
+
+/// One item of a write request, after parsing.
+#[derive(Debug)]
+pub struct Item {
+    pub kind: ActionKind,
+    pub index: Option<String>,
+    pub id: Option<String>,
+    pub position: Option<SourcePosition>,
+    pub prepared: Result<Option<event::Event>, Rejection>,
+}
+
+/// The result of one item, rendered in ES' `_bulk` item shape.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    pub kind: ActionKind,
+    pub index: String,
+    pub id: Option<String>,
+    pub status: u16,
+    pub result: Option<&'static str>,
+    pub error: Option<(&'static str, String)>,
+}
+
+impl ItemResult {
+    fn failed(
+        kind: ActionKind,
+        index: String,
+        id: Option<String>,
+        status: u16,
+        error_kind: &'static str,
+        reason: String,
+    ) -> ItemResult {
+        ItemResult {
+            kind,
+            index,
+            id,
+            status,
+            result: None,
+            error: Some((error_kind, reason)),
+        }
+    }
+
+    pub fn to_json(&self, seq: u64) -> Value {
+        let mut body = json!({ "_index": self.index, "_id": self.id, "status": self.status });
+        if let Some(result) = self.result {
+            body["result"] = json!(result);
+            body["_version"] = json!(1);
+            body["_seq_no"] = json!(seq);
+            body["_primary_term"] = json!(1);
+            body["_shards"] = json!({"total": 1, "successful": 1, "failed": 0});
+        }
+        if let Some((kind, reason)) = &self.error {
+            body["error"] = json!({"type": kind, "reason": reason, "index": self.index});
+        }
+        json!({ self.kind.name(): body })
+    }
+}
+
+/// Parses a `_bulk` body into items; `default_index` comes from the URL.
+pub fn parse_bulk(
+    body: &[u8],
+    default_index: Option<&str>,
+    rules: &EventRules,
+    now_micros: i64,
+) -> Vec<Item> {
+    bulk::pair_lines(body)
+        .into_iter()
+        .map(|pair| match pair {
+            Pair::Ok { action, source } => Item {
+                kind: action.kind,
+                index: action.index.or_else(|| default_index.map(str::to_string)),
+                id: action.id,
+                position: action.position,
+                prepared: match source {
+                    Some(line) => event::prepare(line, rules, now_micros).map(Some),
+                    None => Ok(None),
+                },
+            },
+            Pair::Bad {
+                kind,
+                index,
+                reason,
+            } => Item {
+                kind,
+                index: index.or_else(|| default_index.map(str::to_string)),
+                id: None,
+                position: None,
+                prepared: Err(Rejection {
+                    kind: "illegal_argument_exception",
+                    label: "bad_action",
+                    reason,
+                }),
+            },
+        })
+        .collect()
+}
+
+enum LogMessage {
+    Append {
+        record: Record,
+        ops: Vec<WriteOp>,
+        reply: oneshot::Sender<()>,
+    },
+    Truncate(u64),
+}
+
+struct DecideState {
+    next_seq: u64,
+    marks: SourceMarks,
+    /// `(index, id)` of explicit-id writes on their way through the log.
+    reserved_ids: HashMap<(String, String), u64>,
+}
+
+/// The ingest component; one per server.
+pub struct Ingest {
+    pub store: Arc<IndexStore>,
+    pub settings: IngestSettings,
+    pub agents: Agents,
+    pub telemetry: Arc<Telemetry>,
+    /// Decoded request bytes in flight, in KiB permits.
+    pub in_flight: Arc<Semaphore>,
+    ids: IdGenerator,
+    decide: tokio::sync::Mutex<DecideState>,
+    log: mpsc::Sender<LogMessage>,
+    searchable: watch::Sender<u64>,
+    refresh_now: Notify,
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Store(#[from] crate::index::StoreError),
+    #[error("{0}")]
+    State(String),
+}
+
+/// The outcome of a write request.
+pub struct WriteOutcome {
+    pub seq: u64,
+    pub items: Vec<ItemResult>,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Ingest {
+    /// Replays the log in `wal_dir` into `store`, then starts the log thread.
+    pub fn open(
+        store: Arc<IndexStore>,
+        wal_dir: PathBuf,
+        state_dir: PathBuf,
+        settings: IngestSettings,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Ingest>, IngestError> {
+        std::fs::create_dir_all(&wal_dir).map_err(|error| {
+            IngestError::State(format!("cannot create `{}`: {error}", wal_dir.display()))
+        })?;
+        std::fs::create_dir_all(&state_dir).map_err(|error| {
+            IngestError::State(format!("cannot create `{}`: {error}", state_dir.display()))
+        })?;
+        let mut marks =
+            SourceMarks::load(&state_dir.join("sources.json")).map_err(IngestError::State)?;
+        let committed = store.min_committed_seq();
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        let last_seq = wal::replay(&wal_dir, |record| {
+            for mark in &record.marks {
+                marks.raise(&mark.source, mark.generation, mark.offset, now_micros());
+            }
+            if record.seq <= committed {
+                return Ok(());
+            }
+            let ops = record
+                .ops
+                .into_iter()
+                .filter_map(|op| op_from_log(op, &store, &settings.rules))
+                .collect();
+            store
+                .apply(record.seq, ops, true)
+                .map_err(|error| wal::WalError::Io {
+                    path: wal_dir.display().to_string(),
+                    source: std::io::Error::other(error.to_string()),
+                })?;
+            replayed += 1;
+            Ok(())
+        })?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead log"
+            );
+        }
+        let durable = store.commit_all()?;
+        let next_seq = last_seq.max(store.max_committed_seq()) + 1;
+        let writer = WalWriter::open(&wal_dir, next_seq, settings.wal_segment_bytes)?;
+        marks
+            .save(&state_dir.join("sources.json"))
+            .map_err(|error| {
+                IngestError::State(format!("cannot write sources snapshot: {error}"))
+            })?;
+        writer.truncate(durable)?;
+
+        let (log, log_receiver) = mpsc::channel(1024);
+        let (searchable, _) = watch::channel(durable);
+        let permits =
+            (settings.max_in_flight_bytes / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        let ingest = Arc::new(Ingest {
+            agents: Agents::new(settings.agent_timeout),
+            in_flight: Arc::new(Semaphore::new(permits)),
+            ids: IdGenerator::default(),
+            decide: tokio::sync::Mutex::new(DecideState {
+                next_seq,
+                marks,
+                reserved_ids: HashMap::new(),
+            }),
+            log,
+            searchable,
+            refresh_now: Notify::new(),
+            state_dir,
+            store: store.clone(),
+            settings,
+            telemetry: telemetry.clone(),
+        });
+        std::thread::Builder::new()
+            .name("lookout-wal".into())
+            .spawn(move || run_log(writer, store, log_receiver, telemetry))
+            .map_err(|error| IngestError::State(format!("cannot start the log thread: {error}")))?;
+        Ok(ingest)
+    }
+
+    /// Writes `items`: decides each, logs the accepted ones durably, applies them, and
+    /// returns per-item results in request order.
+    pub async fn write(&self, items: Vec<Item>, watermark: Option<(String, i64)>) -> WriteOutcome {
+        let now = now_micros();
+        let mut results = Vec::with_capacity(items.len());
+        let mut ops = Vec::new();
+        let mut logged = Vec::new();
+        let mut marks: Vec<LoggedMark> = Vec::new();
+        let mut decide = self.decide.lock().await;
+        for item in items {
+            let index = item.index.clone().unwrap_or_default();
+            let result = self.decide_item(
+                item,
+                &index,
+                now,
+                &mut decide,
+                &mut ops,
+                &mut logged,
+                &mut marks,
+            );
+            results.push(result);
+        }
+        let seq = decide.next_seq;
+        if ops.is_empty() && marks.is_empty() && watermark.is_none() {
+            drop(decide);
+            return WriteOutcome {
+                seq,
+                items: results,
+            };
+        }
+        decide.next_seq += 1;
+        for op in &logged {
+            if let LoggedOp::Index(LoggedDoc {
+                index,
+                id,
+                explicit_id: true,
+                ..
+            }) = op
+            {
+                decide.reserved_ids.insert((index.clone(), id.clone()), seq);
+            }
+        }
+        let record = Record {
+            seq,
+            ops: logged,
+            marks,
+            watermark: watermark.clone(),
+        };
+        let (reply, acknowledged) = oneshot::channel();
+        if self
+            .log
+            .send(LogMessage::Append { record, ops, reply })
+            .await
+            .is_err()
+        {
+            fatal("the write-ahead log thread is gone");
+        }
+        drop(decide);
+        if acknowledged.await.is_err() {
+            fatal("the write-ahead log thread stopped before acknowledging");
+        }
+        let mut decide = self.decide.lock().await;
+        decide
+            .reserved_ids
+            .retain(|_, reserved_seq| *reserved_seq != seq);
+        drop(decide);
+        if let Some((agent, micros)) = watermark {
+            self.agents.seen(&agent, Some(micros), Instant::now());
+        }
+        WriteOutcome {
+            seq,
+            items: results,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_item(
+        &self,
+        item: Item,
+        index: &str,
+        now: i64,
+        decide: &mut DecideState,
+        ops: &mut Vec<WriteOp>,
+        logged: &mut Vec<LoggedOp>,
+        marks: &mut Vec<LoggedMark>,
+    ) -> ItemResult {
+        let Item {
+            kind,
+            id,
+            position,
+            prepared,
+            ..
+        } = item;
+        if index.is_empty() {
+            self.telemetry.ingest_rejected.add("no_index", 1);
+            return ItemResult::failed(kind, String::new(), id, 400, "action_request_validation_exception", "Validation Failed: 1: index is missing; name it in the action line or the URL (/logs/_bulk)".into());
+        }
+        if let Err(error) = validate_index_name(index) {
+            self.telemetry.ingest_rejected.add("invalid_index_name", 1);
+            return ItemResult::failed(
+                kind,
+                index.to_string(),
+                id,
+                400,
+                "invalid_index_name_exception",
+                error.to_string(),
+            );
+        }
+        let event = match prepared {
+            Err(rejection) => {
+                self.telemetry.ingest_rejected.add(rejection.label, 1);
+                return ItemResult::failed(
+                    kind,
+                    index.to_string(),
+                    id,
+                    400,
+                    rejection.kind,
+                    rejection.reason,
+                );
+            }
+            Ok(event) => event,
+        };
+        if let Some(position) = &position {
+            let held = decide.marks.get(&position.source, position.generation);
+            if held.is_some_and(|offset| position.offset <= offset) {
+                self.telemetry.ingest_noop.add(1);
+                return ItemResult {
+                    kind,
+                    index: index.to_string(),
+                    id,
+                    status: 200,
+                    result: Some("noop"),
+                    error: None,
+                };
+            }
+        }
+        let explicit_id = id.is_some();
+        let exists = |id: &str| {
+            decide
+                .reserved_ids
+                .contains_key(&(index.to_string(), id.to_string()))
+                || self.store.id_exists(index, id)
+        };
+        let (status, result, op) = match (kind, event) {
+            (ActionKind::Delete, _) => {
+                let id = id.clone().expect("delete actions carry an id");
+                if !exists(&id) {
+                    return ItemResult {
+                        kind,
+                        index: index.to_string(),
+                        id: Some(id),
+                        status: 404,
+                        result: Some("not_found"),
+                        error: None,
+                    };
+                }
+                (
+                    200,
+                    "deleted",
+                    LoggedOp::Delete {
+                        index: index.to_string(),
+                        id,
+                    },
+                )
+            }
+            (_, None) => unreachable!("index and create actions carry a source"),
+            (kind, Some(event)) => {
+                let id = id.clone().unwrap_or_else(|| self.ids.next_id());
+                let existed = explicit_id && exists(&id);
+                if kind == ActionKind::Create && existed {
+                    self.telemetry.ingest_rejected.add("version_conflict", 1);
+                    return ItemResult::failed(
+                        kind,
+                        index.to_string(),
+                        Some(id.clone()),
+                        409,
+                        "version_conflict_engine_exception",
+                        format!(
+                            "[{id}]: version conflict, document already exists (current version [1])"
+                        ),
+                    );
+                }
+                match event.time_source {
+                    TimeSource::Event => {}
+                    TimeSource::MissingUsedIngestTime => {
+                        self.telemetry.ingest_time_replaced.add("missing", 1)
+                    }
+                    TimeSource::InvalidUsedIngestTime => {
+                        self.telemetry.ingest_time_replaced.add("invalid", 1)
+                    }
+                    TimeSource::OutOfRangeUsedIngestTime => {
+                        self.telemetry.ingest_time_replaced.add("out_of_range", 1)
+                    }
+                }
+                self.telemetry.ingest_docs.add(1);
+                self.telemetry.ingest_bytes.add(event.source.len() as u64);
+                let overwrite = existed && kind == ActionKind::Index;
+                ops.push(WriteOp::Index {
+                    index: index.to_string(),
+                    doc: LogDoc {
+                        id: id.clone(),
+                        timestamp_micros: event.timestamp_micros,
+                        source: event.source.clone(),
+                        body: event.body,
+                        timestamp_key: event.timestamp_key,
+                        fields: self.store.fields,
+                    },
+                    overwrite,
+                    explicit_id,
+                });
+                let (status, result) = if existed {
+                    (200, "updated")
+                } else {
+                    (201, "created")
+                };
+                (
+                    status,
+                    result,
+                    LoggedOp::Index(LoggedDoc {
+                        index: index.to_string(),
+                        id,
+                        timestamp_micros: event.timestamp_micros,
+                        overwrite,
+                        explicit_id,
+                        source: event.source,
+                    }),
+                )
+            }
+        };
+        if let LoggedOp::Delete { index, id } = &op {
+            ops.push(WriteOp::Delete {
+                index: index.clone(),
+                id: id.clone(),
+            });
+        }
+        let id = match &op {
+            LoggedOp::Index(doc) => doc.id.clone(),
+            LoggedOp::Delete { id, .. } => id.clone(),
+        };
+        logged.push(op);
+        if let Some(position) = position {
+            decide
+                .marks
+                .raise(&position.source, position.generation, position.offset, now);
+            match marks.iter_mut().find(|mark| {
+                mark.source == position.source && mark.generation == position.generation
+            }) {
+                Some(mark) => mark.offset = mark.offset.max(position.offset),
+                None => marks.push(LoggedMark {
+                    source: position.source,
+                    generation: position.generation,
+                    offset: position.offset,
+                }),
+            }
+        }
+        ItemResult {
+            kind,
+            index: index.to_string(),
+            id: Some(id),
+            status,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// Waits until everything up to `seq` is searchable; with `force`, commits now.
+    pub async fn wait_searchable(&self, seq: u64, force: bool) {
+        let mut receiver = self.searchable.subscribe();
+        if force {
+            self.refresh_now.notify_one();
+        }
+        let _ = receiver.wait_for(|searchable| *searchable >= seq).await;
+    }
+
+    /// Commits pending writes now and waits until they are searchable.
+    pub async fn refresh(&self) {
+        let seq = self.decide.lock().await.next_seq.saturating_sub(1);
+        self.wait_searchable(seq, true).await;
+    }
+
+    /// Commits partitions on the refresh interval (or when asked), publishes what is
+    /// searchable, snapshots the marks and truncates the log. Runs until `shutdown`.
+    pub async fn run_refresher(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut interval = tokio::time::interval(self.settings.refresh_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_maintenance = Instant::now();
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = self.refresh_now.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let store = self.store.clone();
+            let telemetry = self.telemetry.clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let result = store.commit_all();
+                telemetry.commit_seconds.observe(started.elapsed());
+                result
+            })
+            .await;
+            match committed {
+                Ok(Ok(durable)) => {
+                    self.searchable.send_if_modified(|current| {
+                        let changed = durable > *current;
+                        *current = (*current).max(durable);
+                        changed
+                    });
+                    if last_maintenance.elapsed() >= Duration::from_secs(5) {
+                        last_maintenance = Instant::now();
+                        self.maintain(durable).await;
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "index commit failed; retrying at the next refresh")
+                }
+                Err(error) => tracing::error!(%error, "index commit task failed"),
+            }
+        }
+    }
+
+    /// Expires marks and agents, drops partitions past retention, snapshots the marks
+    /// and lets the log drop what the index holds.
+    async fn maintain(&self, durable: u64) {
+        let now = now_micros();
+        let snapshot = {
+            let mut decide = self.decide.lock().await;
+            let expired = decide
+                .marks
+                .expire(now - self.settings.source_ttl.as_micros() as i64);
+            if expired > 0 {
+                tracing::info!(expired, "source high-water marks expired");
+            }
+            decide.marks.clone()
+        };
+        self.agents.expire(Instant::now());
+        let store = self.store.clone();
+        let path = self.state_dir.join("sources.json");
+        let result = tokio::task::spawn_blocking(move || {
+            let dropped = store.drop_expired(now);
+            snapshot.save(&path).map(|()| dropped)
+        })
+        .await;
+        match result {
+            Ok(Ok(Ok(dropped))) => {
+                self.telemetry
+                    .retention_dropped_partitions
+                    .add(dropped as u64);
+                let _ = self.log.send(LogMessage::Truncate(durable)).await;
+            }
+            Ok(Ok(Err(error))) => tracing::error!(%error, "retention failed"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot write the sources snapshot; the log is kept")
+            }
+            Err(error) => tracing::error!(%error, "maintenance task failed"),
+        }
+    }
+
+    /// Flushes everything: the last records are applied, every partition committed.
+    pub async fn close(&self) -> Result<(), IngestError> {
+        // taking the lock waits for in-flight decisions; acknowledged records are applied
+        let _decide = self.decide.lock().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|error| IngestError::State(error.to_string()))??;
+        Ok(())
+    }
+}
+
+/// Rebuilds an index operation from a logged one (replay).
+fn op_from_log(op: LoggedOp, store: &IndexStore, rules: &EventRules) -> Option<WriteOp> {
+    match op {
+        LoggedOp::Delete { index, id } => Some(WriteOp::Delete { index, id }),
+        LoggedOp::Index(doc) => {
+            let serde_json::Value::Object(body) = serde_json::from_slice(&doc.source).ok()? else {
+                return None;
+            };
+            let timestamp_key = rules
+                .timestamp_fields
+                .iter()
+                .find(|field| body.contains_key(*field))
+                .cloned();
+            Some(WriteOp::Index {
+                index: doc.index,
+                doc: LogDoc {
+                    id: doc.id,
+                    timestamp_micros: doc.timestamp_micros,
+                    source: doc.source,
+                    body,
+                    timestamp_key,
+                    fields: store.fields,
+                },
+                overwrite: doc.overwrite,
+                explicit_id: doc.explicit_id,
+            })
+        }
+    }
+}
+
+fn fatal(message: &str) -> ! {
+    tracing::error!("{message}; stopping so a restart replays the write-ahead log");
+    eprintln!("lookout: fatal: {message}");
+    std::process::abort()
+}
+
+/// The log thread: group commit, apply in order, acknowledge.
+fn run_log(
+    mut writer: WalWriter,
+    store: Arc<IndexStore>,
+    mut receiver: mpsc::Receiver<LogMessage>,
+    telemetry: Arc<Telemetry>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < 512 {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut appended = Vec::new();
+        for message in batch.drain(..) {
+            match message {
+                LogMessage::Append { record, ops, reply } => {
+                    if let Err(error) = writer.append(&record) {
+                        fatal(&format!("cannot append to the write-ahead log: {error}"));
+                    }
+                    appended.push((record.seq, ops, reply));
+                }
+                LogMessage::Truncate(durable) => match writer.truncate(durable) {
+                    Ok(deleted) if deleted > 0 => {
+                        tracing::debug!(deleted, durable, "write-ahead log segments deleted")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "cannot delete write-ahead log segments"),
+                },
+            }
+        }
+        if appended.is_empty() {
+            continue;
+        }
+        if let Err(error) = writer.sync() {
+            fatal(&format!("cannot fsync the write-ahead log: {error}"));
+        }
+        telemetry.wal_sync_seconds.observe(started.elapsed());
+        telemetry.wal_records.add(appended.len() as u64);
+        for (seq, ops, reply) in appended {
+            if let Err(error) = store.apply(seq, ops, false) {
+                fatal(&format!("cannot apply record {seq} to the index: {error}"));
+            }
+            let _ = reply.send(());
+        }
+    }
+    if let Err(error) = writer.sync() {
+        tracing::error!(%error, "final write-ahead log sync failed");
+    }
+}

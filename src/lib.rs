@@ -1,0 +1,23 @@
+//! Lookout: JSON logs and Prometheus metrics in, Slack alerts out, in one binary.
+//!
+//! ```text
+//!  app.json ──tail──▶ agent ──POST /_bulk──▶ ingest ──▶ index (tantivy, time-partitioned)
+//!  (files)        checkpoints             WAL + ack         │ count / search / aggs
+//!                                                           ▼
+//!  queries/*.json ──▶ rules ──▶ scheduler ──▶ evaluate ──▶ alert state ──▶ notify ──▶ Slack
+//! ```
+//!
+//! Modules follow the flow: [`ingest`] accepts batches and makes them durable, [`index`]
+//! stores and searches them, [`server`] is the HTTP API, [`app`] wires everything and owns
+//! shutdown.
+
+pub mod app;
+pub mod config;
+pub mod data_dir;
+pub mod duration_serde;
+pub mod error;
+pub mod index;
+pub mod ingest;
+pub mod rules;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,168 @@
+//! The rule file format. One rule per file; the file stem is the rule name. The JSON
+//! Schema shipped as `config/query.schema.json` is generated from these types (a test
+//! fails when it drifts; `LOOKOUT_UPDATE_SCHEMA=1 cargo test` rewrites it).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A saved query: a log count (or a PromQL expression) on a schedule, with a threshold.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// What the rule watches, for people.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Cron: 6 fields with seconds, or classic 5-field crontab (Vixie semantics).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// IANA time zone of the schedule (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Index name or pattern to count in (log rules).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// Lucene query string or an Elasticsearch query DSL object (log rules).
+    #[serde(default)]
+    pub query: Option<serde_json::Value>,
+    /// PromQL expression (metric rules), instead of `query`.
+    #[serde(default)]
+    pub promql: Option<String>,
+    /// Counting window ending at the tick, e.g. "1m".
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Fields whose values split the count into one alert per group.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
+    /// How long the condition must hold before firing.
+    #[serde(default, rename = "for")]
+    pub for_duration: Option<String>,
+    /// How long an alert keeps firing after the condition clears.
+    #[serde(default)]
+    pub keep_firing_for: Option<String>,
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Template, Prometheus syntax (`{{ $count }}`, `{{ $labels.service }}`).
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub runbook_url: Option<String>,
+    /// PromQL expressions evaluated when the alert fires; their values go into the message.
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// Notifier names; when empty, routes decide.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    #[serde(default)]
+    pub repeat_interval: Option<String>,
+    /// Longest wait for agents' watermarks before evaluating a tick.
+    #[serde(default)]
+    pub max_delay: Option<String>,
+    /// How long a group is remembered (and counted as 0 when absent).
+    #[serde(default)]
+    pub group_ttl: Option<String>,
+}
+
+fn default_schedule() -> String {
+    "0 * * * * *".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    pub op: ThresholdOp,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum ThresholdOp {
+    #[serde(rename = ">")]
+    Greater,
+    #[serde(rename = ">=")]
+    GreaterOrEqual,
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = "<=")]
+    LessOrEqual,
+    #[serde(rename = "==")]
+    Equal,
+    #[serde(rename = "!=")]
+    NotEqual,
+}
+
+/// The JSON Schema of [`RuleFile`], pretty-printed.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(RuleFile);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// Reads one rule file, naming the file (and line/column) in errors.
+pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+    serde_json::from_str(&text).map_err(|error| {
+        format!(
+            "{}:{}:{}: {error}",
+            path.display(),
+            error.line(),
+            error.column()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_schema_matches_the_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/query.schema.json");
+        let generated = schema_json();
+        if std::env::var_os("LOOKOUT_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).expect("write schema");
+        }
+        let shipped = std::fs::read_to_string(&path).expect("config/query.schema.json exists");
+        assert_eq!(
+            shipped, generated,
+            "config/query.schema.json is stale: run LOOKOUT_UPDATE_SCHEMA=1 cargo test"
+        );
+    }
+
+    #[test]
+    fn example_rules_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).expect("queries/ exists") {
+            let path = entry.expect("entry").path();
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "json")
+            {
+                let rule = read_rule(&path).expect("example rule is valid");
+                assert_eq!(rule.version, 1);
+                count += 1;
+            }
+        }
+        assert!(count >= 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, "{\"version\": 1,\n \"treshold\": {}}").expect("write");
+        let error = read_rule(&path).expect_err("typo");
+        assert!(
+            error.contains("bad.json:2:") && error.contains("treshold"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Lookout's own routes: the agent protocol (DESIGN §4), health and `/metrics`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /_lookout/info` | version and capabilities; agents use the protocol only when this answers |
+//! | `POST /_lookout/heartbeat` | an idle agent's `X-Lookout-Agent` / `X-Lookout-Watermark` |
+//! | `DELETE /_lookout/agents/{id}` | graceful deregistration |
+//! | `GET /_lookout/agents` | registered agents, their watermarks and liveness |
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::json;
+
+use super::SharedState;
+use super::elastic::agent_watermark;
+use super::response::ok;
+use crate::error::{ApiError, ErrorCode};
+use crate::telemetry::GaugeSample;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_lookout/info", get(info))
+        .route("/_lookout/heartbeat", post(heartbeat))
+        .route("/_lookout/agents", get(agents))
+        .route("/_lookout/agents/{id}", delete(deregister))
+        .route("/-/healthy", get(|| async { "Lookout is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Lookout is Ready.\n" }))
+        .route("/metrics", get(metrics))
+}
+
+async fn info() -> Response {
+    ok(&json!({
+        "name": "lookout",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": PROTOCOL_VERSION,
+        "capabilities": ["source_offsets", "watermarks", "heartbeat", "deregister", "gzip"],
+    }))
+}
+
+async fn heartbeat(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some((agent, watermark)) = agent_watermark(&headers)? else {
+        return Err(ApiError::bad_request(
+            "illegal_argument_exception",
+            "a heartbeat needs the X-Lookout-Agent header (and X-Lookout-Watermark)",
+        ));
+    };
+    state.ingest.agents.seen(&agent, watermark, Instant::now());
+    Ok(ok(&json!({"acknowledged": true, "agent": agent})))
+}
+
+async fn deregister(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.ingest.agents.deregister(&id) {
+        Ok(ok(&json!({"acknowledged": true})))
+    } else {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            "resource_not_found_exception",
+            format!("agent [{id}] is not registered"),
+        ))
+    }
+}
+
+async fn agents(State(state): State<SharedState>) -> Response {
+    ok(&json!({"agents": state.ingest.agents.status(Instant::now())}))
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    let store = state.store.clone();
+    let gauges = tokio::task::spawn_blocking(move || {
+        let mut gauges = Vec::new();
+        for index in store.all() {
+            let partitions = index.partitions();
+            gauges.push(GaugeSample {
+                name: "lookout_index_partitions",
+                help: "Open time partitions per index.",
+                labels: vec![("index", index.name.clone())],
+                value: partitions.len() as f64,
+            });
+            gauges.push(GaugeSample {
+                name: "lookout_index_docs",
+                help: "Searchable documents per index.",
+                labels: vec![("index", index.name.clone())],
+                value: index.doc_count() as f64,
+            });
+            gauges.push(GaugeSample {
+                name: "lookout_index_size_bytes",
+                help: "Bytes on disk per index.",
+                labels: vec![("index", index.name.clone())],
+                value: index.disk_bytes() as f64,
+            });
+        }
+        gauges.sort_by_key(|gauge| gauge.name);
+        gauges
+    })
+    .await
+    .unwrap_or_default();
+    let mut response = (StatusCode::OK, state.telemetry.render(&gauges)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,277 @@
+//! Lookout's own metrics (`GET /metrics`, Prometheus text format 0.0.4).
+//!
+//! Hand-written rather than `prometheus-client`: that crate encodes only OpenMetrics text,
+//! and `/metrics` must be the classic format Prometheus' scraper and `promtool` default
+//! to. Counters and histograms are atomics; gauges about the index are computed when
+//! scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter with one label.
+#[derive(Default)]
+pub struct LabeledCounter(Mutex<BTreeMap<String, u64>>);
+
+impl LabeledCounter {
+    pub fn add(&self, label: &str, value: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(label.to_string())
+            .or_default() += value;
+    }
+    pub fn get(&self, label: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(label)
+            .copied()
+            .unwrap_or(0)
+    }
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Seconds, in fixed buckets from 100 µs to 10 s.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            bounds: SECONDS_BUCKETS,
+            counts: SECONDS_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, duration: std::time::Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {total}"
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+/// Every self-metric of the server.
+#[derive(Default)]
+pub struct Telemetry {
+    pub ingest_docs: Counter,
+    pub ingest_bytes: Counter,
+    pub ingest_noop: Counter,
+    pub ingest_rejected: LabeledCounter,
+    pub ingest_time_replaced: LabeledCounter,
+    pub requests_refused: LabeledCounter,
+    pub wal_sync_seconds: Histogram,
+    pub wal_records: Counter,
+    pub commit_seconds: Histogram,
+    pub query_seconds: Histogram,
+    pub retention_dropped_partitions: Counter,
+}
+
+/// A gauge value computed at scrape time.
+pub struct GaugeSample {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Telemetry {
+    /// Renders every metric plus `gauges`.
+    pub fn render(&self, gauges: &[GaugeSample]) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        let labeled =
+            |out: &mut String, name: &str, help: &str, label: &str, counter: &LabeledCounter| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (value, count) in counter.snapshot() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{label}=\"{}\"}} {count}",
+                        escape_label(&value)
+                    );
+                }
+            };
+        let histogram = |out: &mut String, name: &str, help: &str, histogram: &Histogram| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            histogram.render(out, name, "");
+        };
+        counter(
+            &mut out,
+            "lookout_ingest_docs_total",
+            "Documents accepted and made durable.",
+            self.ingest_docs.get(),
+        );
+        counter(
+            &mut out,
+            "lookout_ingest_bytes_total",
+            "Bytes of accepted documents.",
+            self.ingest_bytes.get(),
+        );
+        counter(
+            &mut out,
+            "lookout_ingest_noop_total",
+            "Items answered noop because the agent protocol's high-water mark already held them.",
+            self.ingest_noop.get(),
+        );
+        labeled(
+            &mut out,
+            "lookout_ingest_lines_rejected_total",
+            "Bulk items rejected, by reason.",
+            "reason",
+            &self.ingest_rejected,
+        );
+        labeled(
+            &mut out,
+            "lookout_ingest_time_replaced_total",
+            "Documents whose event time was replaced by the ingest time, by reason.",
+            "reason",
+            &self.ingest_time_replaced,
+        );
+        labeled(
+            &mut out,
+            "lookout_http_requests_refused_total",
+            "Requests refused before reading them, by reason.",
+            "reason",
+            &self.requests_refused,
+        );
+        counter(
+            &mut out,
+            "lookout_wal_records_total",
+            "Records appended to the ingest write-ahead log.",
+            self.wal_records.get(),
+        );
+        histogram(
+            &mut out,
+            "lookout_wal_sync_seconds",
+            "Time of one write-ahead log group commit (write + fdatasync).",
+            &self.wal_sync_seconds,
+        );
+        histogram(
+            &mut out,
+            "lookout_index_commit_seconds",
+            "Time to commit all partitions with pending writes.",
+            &self.commit_seconds,
+        );
+        histogram(
+            &mut out,
+            "lookout_query_seconds",
+            "Time to execute a search or count.",
+            &self.query_seconds,
+        );
+        counter(
+            &mut out,
+            "lookout_index_retention_dropped_partitions_total",
+            "Partitions dropped by retention.",
+            self.retention_dropped_partitions.get(),
+        );
+        let mut last_name = "";
+        for gauge in gauges {
+            if gauge.name != last_name {
+                let _ = writeln!(
+                    out,
+                    "# HELP {} {}\n# TYPE {} gauge",
+                    gauge.name, gauge.help, gauge.name
+                );
+                last_name = gauge.name;
+            }
+            let labels: Vec<String> = gauge
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{}\"", escape_label(value)))
+                .collect();
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {}", gauge.name, gauge.value);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{}{{{}}} {}",
+                    gauge.name,
+                    labels.join(","),
+                    gauge.value
+                );
+            }
+        }
+        out
+    }
+}

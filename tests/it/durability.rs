@@ -1,0 +1,167 @@
+use serde_json::json;
+
+use crate::support::{Server, ago};
+
+#[tokio::test]
+async fn acknowledged_documents_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let mut body = String::new();
+    for seq in 0..2000 {
+        body.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"logs\"}}}}\n{}\n",
+            json!({"@timestamp": ago(60), "seq": seq, "msg": "crash test"})
+        ));
+    }
+    let (status, result) = server.post_ndjson("/_bulk", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(result["errors"], false);
+    // kill -9 right after the acknowledgment: no refresh, no commit, no shutdown path
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        server.count("logs", "*").await,
+        2000,
+        "every acknowledged document is back after replay"
+    );
+    assert_eq!(server.count("logs", "seq:1999").await, 1);
+    // and replaying again (a second crash) does not duplicate anything
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.count("logs", "*").await, 2000);
+}
+
+#[tokio::test]
+async fn replayed_agent_batches_are_noops_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = |from: u64, to: u64| {
+        let mut body = String::new();
+        for offset in from..to {
+            body.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"logs\",\"_lookout\":{{\"source\":\"2049:77:abc\",\"gen\":0,\"offset\":{}}}}}}}\n{}\n",
+                (offset + 1) * 100,
+                json!({"@timestamp": ago(30), "line": offset})
+            ));
+        }
+        body
+    };
+    let server = Server::start(dir.path(), &[]);
+    let (_, first) = server.post_ndjson("/_bulk", batch(0, 50)).await;
+    assert_eq!(first["items"][0]["index"]["result"], "created");
+    let (_, again) = server.post_ndjson("/_bulk", batch(0, 50)).await;
+    assert!(
+        again["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|item| item["index"]["result"] == "noop" && item["index"]["status"] == 200),
+        "{again}"
+    );
+    server.kill();
+
+    let server = Server::start(dir.path(), &[]);
+    // an agent that crashed before saving its checkpoint resends an overlapping batch
+    let (_, overlap) = server
+        .post_ndjson("/_bulk?refresh=true", batch(40, 60))
+        .await;
+    let results: Vec<&str> = overlap["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["index"]["result"].as_str().expect("result"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|result| **result == "noop").count(),
+        10
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|result| **result == "created")
+            .count(),
+        10
+    );
+    assert_eq!(
+        server.count("logs", "*").await,
+        60,
+        "each line exactly once"
+    );
+
+    // a new truncation generation of the same file starts over
+    let body = format!(
+        "{{\"index\":{{\"_index\":\"logs\",\"_lookout\":{{\"source\":\"2049:77:abc\",\"gen\":1,\"offset\":100}}}}}}\n{}\n",
+        json!({"line": "after copytruncate"})
+    );
+    let (_, result) = server.post_ndjson("/_bulk?refresh=true", body).await;
+    assert_eq!(result["items"][0]["index"]["result"], "created");
+}
+
+#[tokio::test]
+async fn sigterm_commits_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, _) = server
+        .post_json("/logs/_doc", &json!({"msg": "before shutdown"}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(server.terminate(), Some(0));
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.count("logs", "msg:shutdown").await, 1);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Server::start(dir.path(), &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run second server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("in use by another Lookout process"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn agents_heartbeat_and_deregister() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, info) = server.get("/_lookout/info").await;
+    assert_eq!(status, 200);
+    assert_eq!(info["protocol"], 1);
+    let watermark = ago(1);
+    let response = server
+        .client
+        .post(server.url("/_lookout/heartbeat"))
+        .header("X-Lookout-Agent", "host-1")
+        .header("X-Lookout-Watermark", &watermark)
+        .send()
+        .await
+        .expect("heartbeat");
+    assert_eq!(response.status(), 200);
+    let (_, agents) = server.get("/_lookout/agents").await;
+    assert_eq!(agents["agents"][0]["id"], "host-1");
+    assert_eq!(agents["agents"][0]["live"], true);
+    let response = server
+        .client
+        .delete(server.url("/_lookout/agents/host-1"))
+        .send()
+        .await
+        .expect("deregister");
+    assert_eq!(response.status(), 200);
+    let (_, agents) = server.get("/_lookout/agents").await;
+    assert_eq!(agents["agents"], json!([]));
+    let response = server
+        .client
+        .post(server.url("/_lookout/heartbeat"))
+        .header("X-Lookout-Agent", "h")
+        .header("X-Lookout-Watermark", "yesterday")
+        .send()
+        .await
+        .expect("bad");
+    assert_eq!(response.status(), 400);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary over loopback HTTP, real tantivy indexes in temp
+//! directories, real processes killed with SIGKILL.
+
+mod support;
+
+mod bad_input;
+mod durability;
+mod ingest_search;
