@@ -214,12 +214,10 @@ impl Partition {
             }
             _ => false,
         };
-        if close {
-            if let Some(writer) = guard.take() {
-                writer
-                    .wait_merging_threads()
-                    .map_err(|error| self.error(error))?;
-            }
+        if close && let Some(writer) = guard.take() {
+            writer
+                .wait_merging_threads()
+                .map_err(|error| self.error(error))?;
         }
         drop(guard);
         if committed {

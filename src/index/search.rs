@@ -364,10 +364,10 @@ impl SegmentCollector for TopHitsSegment {
                 doc,
             },
         };
-        if let Some(after) = &self.after {
-            if compare_hits(&self.sort, &hit, after) != Ordering::Greater {
-                return;
-            }
+        if let Some(after) = &self.after
+            && compare_hits(&self.sort, &hit, after) != Ordering::Greater
+        {
+            return;
         }
         self.hits.push(hit);
         if self.hits.len() >= self.limit.saturating_mul(2).max(64) {

@@ -459,20 +459,17 @@ impl IndexStore {
                     && searcher.search(&query, &Count).unwrap_or(0) > 0
             })
             .collect();
-        if let Some((start, _)) = lock(&index.pending_ids).get(id).copied() {
-            if !holding
+        if let Some((start, _)) = lock(&index.pending_ids).get(id).copied()
+            && !holding
                 .iter()
                 .any(|partition| partition.start_micros == start)
-            {
-                if let Some(partition) = index
-                    .partitions
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&start)
-                {
-                    holding.push(partition.clone());
-                }
-            }
+            && let Some(partition) = index
+                .partitions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&start)
+        {
+            holding.push(partition.clone());
         }
         holding
     }

@@ -396,7 +396,7 @@ mod tests {
                     index: "logs".into(),
                     id: format!("id-{seq}"),
                     timestamp_micros: 1_700_000_000_000_000 + seq as i64,
-                    overwrite: seq % 2 == 0,
+                    overwrite: seq.is_multiple_of(2),
                     explicit_id: true,
                     source: br#"{"status":500}"#.to_vec(),
                 }),

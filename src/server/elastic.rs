@@ -850,16 +850,15 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
     .await
     .map_err(|error| ApiError::internal("scrolling", error))?
     .map_err(search_error)?;
-    if let Some(last) = outcome.hits.last() {
-        if let Some(context) = state
+    if let Some(last) = outcome.hits.last()
+        && let Some(context) = state
             .scrolls
             .contexts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(id)
-        {
-            context.last = Some(Arc::new(last.clone()));
-        }
+    {
+        context.last = Some(Arc::new(last.clone()));
     }
     Ok(ok(&json!({
         "_scroll_id": id,

@@ -5,7 +5,7 @@ use crate::support::{Server, ago, bulk_body};
 fn log_line(seq: usize, status: Value, service: &str, seconds_ago: i64) -> Value {
     json!({
         "@timestamp": ago(seconds_ago),
-        "level": if seq % 10 == 0 { "error" } else { "info" },
+        "level": if seq.is_multiple_of(10) { "error" } else { "info" },
         "service": service,
         "http": {"method": "GET", "path": format!("/api/{service}/{seq}"), "status": status, "bytes": seq * 10},
         "latency": seq as f64 / 1000.0,

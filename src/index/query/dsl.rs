@@ -463,11 +463,11 @@ fn single_field<'a>(value: &'a Value, at: &str) -> Result<(&'a str, &'a Value), 
     }
 }
 
+/// A clause's value and, when given in object form, its options.
+type ValueWithOptions<'a> = (Scalar, Option<&'a Map<String, Value>>);
+
 /// A scalar given directly (`"error"`) or as `{"query": "error", …options}`.
-fn query_and_options<'a>(
-    value: &'a Value,
-    at: &str,
-) -> Result<(Scalar, Option<&'a Map<String, Value>>), QueryError> {
+fn query_and_options<'a>(value: &'a Value, at: &str) -> Result<ValueWithOptions<'a>, QueryError> {
     value_and_options(value, &["query"], at)
 }
 
@@ -475,7 +475,7 @@ fn value_and_options<'a>(
     value: &'a Value,
     keys: &[&str],
     at: &str,
-) -> Result<(Scalar, Option<&'a Map<String, Value>>), QueryError> {
+) -> Result<ValueWithOptions<'a>, QueryError> {
     if let Some(scalar) = Scalar::from_json(value) {
         return Ok((scalar, None));
     }
