@@ -34,7 +34,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/_cluster/health", get(cluster_health))
         .route("/_cluster/health/{index}", get(cluster_health))
         .route("/_bulk", post(bulk).put(bulk))
-        .route("/{index}/_bulk", post(bulk_index).put(bulk_index))
+        .route("/{index}/_bulk", post(bulk).put(bulk))
         .route("/{index}/_doc", post(create_doc))
         .route(
             "/{index}/_doc/{id}",
@@ -48,8 +48,8 @@ pub fn routes() -> Router<SharedState> {
             "/{index}/_create/{id}",
             put(create_doc_with_id).post(create_doc_with_id),
         )
-        .route("/_search", get(search_all).post(search_all))
-        .route("/{index}/_search", get(search_index).post(search_index))
+        .route("/_search", get(search).post(search))
+        .route("/{index}/_search", get(search).post(search))
         .route(
             "/_search/scroll",
             get(scroll).post(scroll).delete(clear_scroll),
@@ -61,12 +61,12 @@ pub fn routes() -> Router<SharedState> {
                 .delete(clear_scroll_by_path),
         )
         .route("/_msearch", get(msearch).post(msearch))
-        .route("/{index}/_msearch", get(msearch_index).post(msearch_index))
-        .route("/_count", get(count_all).post(count_all))
-        .route("/{index}/_count", get(count_index).post(count_index))
-        .route("/_refresh", get(refresh_all).post(refresh_all))
-        .route("/{index}/_refresh", get(refresh_index).post(refresh_index))
-        .route("/_cat/indices", get(cat_indices_all))
+        .route("/{index}/_msearch", get(msearch).post(msearch))
+        .route("/_count", get(count).post(count))
+        .route("/{index}/_count", get(count).post(count))
+        .route("/_refresh", get(refresh).post(refresh))
+        .route("/{index}/_refresh", get(refresh).post(refresh))
+        .route("/_cat/indices", get(cat_indices))
         .route("/_cat/indices/{index}", get(cat_indices))
         .route(
             "/{index}",
@@ -75,9 +75,9 @@ pub fn routes() -> Router<SharedState> {
                 .delete(delete_index)
                 .get(get_index),
         )
-        .route("/_mapping", get(mapping_all))
+        .route("/_mapping", get(mapping))
         .route("/{index}/_mapping", get(mapping))
-        .route("/_field_caps", get(field_caps_all).post(field_caps_all))
+        .route("/_field_caps", get(field_caps).post(field_caps))
         .route("/{index}/_field_caps", get(field_caps).post(field_caps))
 }
 
@@ -222,23 +222,24 @@ pub fn agent_watermark(headers: &HeaderMap) -> Result<Option<(String, Option<i64
     Ok(Some((agent.to_string(), watermark)))
 }
 
+/// `{index}` of routes that exist with and without it.
+type OptionalIndex = Option<Path<String>>;
+
 async fn bulk(
     state: State<SharedState>,
+    index: OptionalIndex,
     params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    run_bulk(state.0, None, params.0, headers, body).await
-}
-
-async fn bulk_index(
-    state: State<SharedState>,
-    Path(index): Path<String>,
-    params: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    run_bulk(state.0, Some(index), params.0, headers, body).await
+    run_bulk(
+        state.0,
+        index.map(|Path(index)| index),
+        params.0,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn run_bulk(
@@ -786,27 +787,27 @@ fn search_error(error: search::SearchError) -> ApiError {
     }
 }
 
-async fn search_all(
-    state: State<SharedState>,
-    params: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
-    Ok(ok(&run_search(&state.0, "_all", &params.0, body).await?))
+/// The index expression of a route, `default` when the route has no `{index}`.
+fn index_or(index: OptionalIndex, default: &str) -> String {
+    index.map_or_else(|| default.to_string(), |Path(index)| index)
 }
 
-async fn search_index(
+async fn search(
     state: State<SharedState>,
-    Path(index): Path<String>,
+    index: OptionalIndex,
     params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
     let body = parse_json_body(&body.bytes)?;
-    Ok(ok(&run_search(&state.0, &index, &params.0, body).await?))
+    Ok(ok(&run_search(
+        &state.0,
+        &index_or(index, "_all"),
+        &params.0,
+        body,
+    )
+    .await?))
 }
 
 async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>) -> ApiResult {
@@ -958,21 +959,19 @@ async fn clear_scroll_by_path(state: State<SharedState>, Path(id): Path<String>)
 
 async fn msearch(
     state: State<SharedState>,
+    index: OptionalIndex,
     params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    run_msearch(state.0, None, params.0, headers, body).await
-}
-
-async fn msearch_index(
-    state: State<SharedState>,
-    Path(index): Path<String>,
-    params: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    run_msearch(state.0, Some(index), params.0, headers, body).await
+    run_msearch(
+        state.0,
+        index.map(|Path(index)| index),
+        params.0,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn run_msearch(
@@ -1072,40 +1071,24 @@ async fn run_count(
     ))
 }
 
-async fn count_all(
+async fn count(
     state: State<SharedState>,
+    index: OptionalIndex,
     params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
     let body = parse_json_body(&body.bytes)?;
-    run_count(&state.0, "_all", &params.0, body).await
+    run_count(&state.0, &index_or(index, "_all"), &params.0, body).await
 }
 
-async fn count_index(
-    state: State<SharedState>,
-    Path(index): Path<String>,
-    params: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
-    run_count(&state.0, &index, &params.0, body).await
-}
-
-async fn refresh_all(State(state): State<SharedState>) -> Response {
-    state.ingest.refresh().await;
-    ok(&json!({"_shards": {"total": 1, "successful": 1, "failed": 0}}))
-}
-
-async fn refresh_index(
+async fn refresh(
     State(state): State<SharedState>,
-    Path(index): Path<String>,
+    index: OptionalIndex,
     params: Params,
 ) -> ApiResult {
-    resolve(&state, &index, &params.0)?;
+    resolve(&state, &index_or(index, "_all"), &params.0)?;
     state.ingest.refresh().await;
     Ok(ok(
         &json!({"_shards": {"total": 1, "successful": 1, "failed": 0}}),
@@ -1188,16 +1171,8 @@ async fn get_index(
     Ok(ok(&Value::Object(body)))
 }
 
-async fn cat_indices_all(state: State<SharedState>, params: Params) -> ApiResult {
-    cat(&state.0, "*", &params.0)
-}
-
-async fn cat_indices(
-    state: State<SharedState>,
-    Path(index): Path<String>,
-    params: Params,
-) -> ApiResult {
-    cat(&state.0, &index, &params.0)
+async fn cat_indices(state: State<SharedState>, index: OptionalIndex, params: Params) -> ApiResult {
+    cat(&state.0, &index_or(index, "*"), &params.0)
 }
 
 fn human_bytes(bytes: u64) -> String {
@@ -1364,16 +1339,12 @@ fn mapping_of(index: &LogIndex) -> Value {
     json!({"properties": properties})
 }
 
-async fn mapping_all(state: State<SharedState>, params: Params) -> ApiResult {
-    mapping(state, Path("*".into()), params).await
-}
-
 async fn mapping(
     State(state): State<SharedState>,
-    Path(index): Path<String>,
+    index: OptionalIndex,
     params: Params,
 ) -> ApiResult {
-    let indices = resolve(&state, &index, &params.0)?;
+    let indices = resolve(&state, &index_or(index, "*"), &params.0)?;
     let body: Map<String, Value> = indices
         .iter()
         .map(|index| (index.name.clone(), json!({"mappings": mapping_of(index)})))
@@ -1381,16 +1352,12 @@ async fn mapping(
     Ok(ok(&Value::Object(body)))
 }
 
-async fn field_caps_all(state: State<SharedState>, params: Params) -> ApiResult {
-    field_caps(state, Path("*".into()), params).await
-}
-
 async fn field_caps(
     State(state): State<SharedState>,
-    Path(index): Path<String>,
+    index: OptionalIndex,
     params: Params,
 ) -> ApiResult {
-    let indices = resolve(&state, &index, &params.0)?;
+    let indices = resolve(&state, &index_or(index, "*"), &params.0)?;
     let wanted: Vec<String> = params
         .get("fields")
         .map(|fields| fields.split(',').map(str::to_string).collect())
