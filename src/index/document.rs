@@ -34,7 +34,6 @@ pub struct DocFields {
     pub timestamp: Field,
     pub source: Field,
     pub body: Field,
-    pub all: Field,
 }
 
 impl From<&LogSchema> for DocFields {
@@ -44,7 +43,6 @@ impl From<&LogSchema> for DocFields {
             timestamp: schema.timestamp,
             source: schema.source,
             body: schema.body,
-            all: schema.all,
         }
     }
 }
@@ -128,31 +126,9 @@ impl<'a> Iterator for BodyIter<'a> {
     }
 }
 
-/// Depth-first walk over the string leaves of the body, for `_all`.
-pub struct StringLeaves<'a> {
-    stack: Vec<&'a Json>,
-}
-
-impl<'a> Iterator for StringLeaves<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        while let Some(node) = self.stack.pop() {
-            match node {
-                Json::String(text) => return Some(text),
-                Json::Array(items) => self.stack.extend(items.iter().rev()),
-                Json::Object(map) => self.stack.extend(map.values().rev()),
-                _ => {}
-            }
-        }
-        None
-    }
-}
-
 pub struct LogDocFields<'a> {
     doc: &'a LogDoc,
     step: u8,
-    leaves: StringLeaves<'a>,
 }
 
 impl<'a> Iterator for LogDocFields<'a> {
@@ -173,10 +149,7 @@ impl<'a> Iterator for LogDocFields<'a> {
                 fields.body,
                 DocValue::Body(&doc.body, doc.timestamp_key.as_deref()),
             )),
-            _ => self
-                .leaves
-                .next()
-                .map(|text| (fields.all, DocValue::Str(text))),
+            _ => None,
         }
     }
 }
@@ -186,18 +159,6 @@ impl Document for LogDoc {
     type FieldsValuesIter<'a> = LogDocFields<'a>;
 
     fn iter_fields_and_values(&self) -> LogDocFields<'_> {
-        let skip = self.timestamp_key.as_deref();
-        let stack = self
-            .body
-            .iter()
-            .rev()
-            .filter(|entry| skip.is_none_or(|skip| skip != entry.0.as_str()))
-            .map(|(_, value)| value)
-            .collect();
-        LogDocFields {
-            doc: self,
-            step: 0,
-            leaves: StringLeaves { stack },
-        }
+        LogDocFields { doc: self, step: 0 }
     }
 }

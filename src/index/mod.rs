@@ -9,6 +9,7 @@
 
 pub mod aggregation;
 pub mod document;
+pub mod fields;
 pub mod partition;
 pub mod query;
 pub mod schema;

@@ -3,27 +3,26 @@
 //! | field | what | how |
 //! |---|---|---|
 //! | `_id` | document id | raw, indexed, stored, fast (for sorting and dedupe) |
-//! | `@timestamp` | event time, microseconds | indexed, fast — windows and partition pruning |
+//! | `@timestamp` | event time, microseconds | fast only: ranges scan the column, which is what tantivy does for fast fields anyway |
 //! | `_source` | the line as received | stored bytes, returned verbatim |
 //! | `body` | the whole object, dynamic | JSON: keyword + words per string, numbers as numbers, fast columns |
-//! | `_all` | every string value, as words | free text without a field name |
+//!
+//! There is no catch-all `_all` field: free text without a field name expands over the
+//! paths an index has seen (as Elasticsearch's `default_field: *` does), which saves
+//! indexing every string a second time.
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, STORED, STRING,
-    Schema, TextFieldIndexing, TextOptions,
+    Schema, TextFieldIndexing,
 };
 use tantivy::tokenizer::TextAnalyzer;
 
-use super::tokenizer::{
-    BODY_TOKENIZER, BodyTokenizer, KEYWORD_TOKENIZER, KeywordTokenizer, WORD_TOKENIZER,
-    WordTokenizer,
-};
+use super::tokenizer::{BODY_TOKENIZER, BodyTokenizer, KEYWORD_TOKENIZER, KeywordTokenizer};
 
 pub const ID_FIELD: &str = "_id";
 pub const TIMESTAMP_FIELD: &str = "@timestamp";
 pub const SOURCE_FIELD: &str = "_source";
 pub const BODY_FIELD: &str = "body";
-pub const ALL_FIELD: &str = "_all";
 
 /// Handles to the fields of [`build_schema`].
 #[derive(Clone, Debug)]
@@ -33,7 +32,6 @@ pub struct LogSchema {
     pub timestamp: Field,
     pub source: Field,
     pub body: Field,
-    pub all: Field,
 }
 
 impl LogSchema {
@@ -43,7 +41,6 @@ impl LogSchema {
         let timestamp = builder.add_date_field(
             TIMESTAMP_FIELD,
             DateOptions::default()
-                .set_indexed()
                 .set_fast()
                 .set_precision(DateTimePrecision::Microseconds),
         );
@@ -60,22 +57,12 @@ impl LogSchema {
                 .set_fast(KEYWORD_TOKENIZER)
                 .set_expand_dots_enabled(),
         );
-        let all = builder.add_text_field(
-            ALL_FIELD,
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(WORD_TOKENIZER)
-                    .set_fieldnorms(false)
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            ),
-        );
         LogSchema {
             schema: builder.build(),
             id,
             timestamp,
             source,
             body,
-            all,
         }
     }
 
@@ -83,7 +70,6 @@ impl LogSchema {
     pub fn register_tokenizers(index: &tantivy::Index) {
         let manager = index.tokenizers();
         manager.register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
-        manager.register(WORD_TOKENIZER, TextAnalyzer::from(WordTokenizer));
         manager.register(KEYWORD_TOKENIZER, TextAnalyzer::from(KeywordTokenizer));
         index
             .fast_field_tokenizer()

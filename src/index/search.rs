@@ -19,6 +19,7 @@ use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument};
 
 use super::aggregation;
+use super::fields::DefaultFields;
 use super::query::{FieldRef, Query, QueryError, compile::compile};
 use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
 use super::store::{IndexStore, LogIndex};
@@ -397,21 +398,39 @@ pub struct Target {
     pub searcher: Searcher,
 }
 
-/// The partitions of `indices` that can hold matches of `query`.
-pub fn targets(indices: &[Arc<LogIndex>], query: &Query) -> Vec<Target> {
-    let (lower, upper): (Bound<i64>, Bound<i64>) = query.time_bounds();
-    indices
-        .iter()
-        .flat_map(|index| {
-            index
-                .partitions_overlapping(lower, upper)
-                .into_iter()
-                .map(move |partition| Target {
-                    index: index.name.clone(),
-                    searcher: partition.searcher(),
-                })
-        })
-        .collect()
+/// What a search runs over: the partitions that can hold matches, and the fields a query
+/// without a field name searches.
+#[derive(Clone, Default)]
+pub struct Scope {
+    pub targets: Vec<Target>,
+    pub default_fields: DefaultFields,
+}
+
+impl Scope {
+    /// The partitions of `indices` that can hold matches of `query`.
+    pub fn new(indices: &[Arc<LogIndex>], query: &Query) -> Scope {
+        let (lower, upper): (Bound<i64>, Bound<i64>) = query.time_bounds();
+        let mut default_fields = DefaultFields::default();
+        for index in indices {
+            default_fields.merge(index.default_fields());
+        }
+        let targets = indices
+            .iter()
+            .flat_map(|index| {
+                index
+                    .partitions_overlapping(lower, upper)
+                    .into_iter()
+                    .map(move |partition| Target {
+                        index: index.name.clone(),
+                        searcher: partition.searcher(),
+                    })
+            })
+            .collect();
+        Scope {
+            targets,
+            default_fields,
+        }
+    }
 }
 
 /// What a search found, before rendering.
@@ -430,13 +449,14 @@ pub enum SearchError {
     Engine(#[from] tantivy::TantivyError),
 }
 
-/// Runs `request` over `targets`, returning hits strictly after `after` (scroll).
+/// Runs `request` over `scope`, returning hits strictly after `after` (scroll).
 pub fn execute(
     store: &IndexStore,
-    targets: &[Target],
+    scope: &Scope,
     request: &SearchRequest,
     after: Option<Arc<ScoredHit>>,
 ) -> Result<SearchOutcome, SearchError> {
+    let targets = &scope.targets;
     let window = request.from + request.size;
     if window > MAX_RESULT_WINDOW && after.is_none() {
         return Err(QueryError {
@@ -447,7 +467,8 @@ pub fn execute(
         }
         .into());
     }
-    let compiled: Box<dyn TantivyQuery> = compile(&request.query, &store.schema)?;
+    let compiled: Box<dyn TantivyQuery> =
+        compile(&request.query, &store.schema, &scope.default_fields)?;
     let sort = Arc::new(if request.sort.is_empty() {
         vec![SortField {
             key: SortKey::Score,
@@ -506,9 +527,10 @@ pub fn execute(
     })
 }
 
-/// Counts matches of `query` over `targets`.
-pub fn count(store: &IndexStore, targets: &[Target], query: &Query) -> Result<u64, SearchError> {
-    let compiled = compile(query, &store.schema)?;
+/// Counts matches of `query` over `scope`.
+pub fn count(store: &IndexStore, scope: &Scope, query: &Query) -> Result<u64, SearchError> {
+    let compiled = compile(query, &store.schema, &scope.default_fields)?;
+    let targets = &scope.targets;
     let mut total = 0u64;
     for target in targets {
         total += target.searcher.search(compiled.as_ref(), &Count)? as u64;

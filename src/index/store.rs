@@ -23,6 +23,7 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{TantivyDocument, Term};
 
 use super::document::{DocFields, LogDoc};
+use super::fields::{DefaultFields, FieldRegistry};
 use super::partition::{Partition, PartitionError, WriterOptions, lock};
 use super::schema::LogSchema;
 
@@ -116,6 +117,7 @@ pub struct LogIndex {
     partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
     /// Explicit ids written since their partition's last commit: id → (partition, seq).
     pending_ids: Mutex<HashMap<String, (i64, u64)>>,
+    fields: Mutex<FieldRegistry>,
 }
 
 impl LogIndex {
@@ -149,6 +151,15 @@ impl LogIndex {
                 after_lower && before_upper
             })
             .collect()
+    }
+
+    /// The fields this index has seen, with their kinds (`fields::KIND_*`), sorted.
+    pub fn fields(&self) -> Vec<(String, u8)> {
+        lock(&self.fields).all()
+    }
+
+    pub fn default_fields(&self) -> DefaultFields {
+        lock(&self.fields).default_fields()
     }
 
     pub fn doc_count(&self) -> u64 {
@@ -229,6 +240,7 @@ impl IndexStore {
     }
 
     fn open_index(&self, meta: IndexMeta, dir: PathBuf) -> Result<LogIndex, StoreError> {
+        let fields = FieldRegistry::load(&dir.join("fields.json"));
         let mut partitions = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
             let entry = entry.map_err(io_error(&dir))?;
@@ -249,6 +261,7 @@ impl IndexStore {
             uuid: meta.uuid,
             created_millis: meta.created_millis,
             dir,
+            fields: Mutex::new(fields),
             partitions: RwLock::new(partitions),
             pending_ids: Mutex::new(HashMap::new()),
         })
@@ -536,6 +549,7 @@ impl IndexStore {
                             (self.partition_start(doc.timestamp_micros), seq),
                         );
                     }
+                    lock(&log_index.fields).record(&doc.body, doc.timestamp_key.as_deref());
                     let partition = self.partition_for(&log_index, doc.timestamp_micros)?;
                     if replay && partition.committed_seq() >= seq {
                         continue;
@@ -603,6 +617,10 @@ impl IndexStore {
             if committed_any {
                 lock(&index.pending_ids).retain(|_, (_, seq)| *seq > complete);
             }
+            let fields_path = index.dir.join("fields.json");
+            lock(&index.fields)
+                .save_if_changed(&fields_path)
+                .map_err(io_error(&fields_path))?;
         }
         Ok(self.durable_seq())
     }

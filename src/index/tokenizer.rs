@@ -2,7 +2,10 @@
 //!
 //! Every string leaf of a log line is indexed twice in one JSON field: once as an exact
 //! keyword (the whole value, marked with [`KEYWORD_MARK`] so it never collides with a word)
-//! and once as lowercased words. `term`, `terms`, `prefix`, `wildcard` and `regexp` use the
+//! and once as lowercased words — except a value that is one lowercase word (`checkout`,
+//! `info`, a hex trace id): its word would repeat the keyword, so it is left out and word
+//! queries look for the keyword too ([`is_own_keyword`]). Unique ids are the most costly
+//! terms to index; this keeps them to one. `term`, `terms`, `prefix`, `wildcard` and `regexp` use the
 //! keyword; `match` and free text use the words. Keywords longer than
 //! [`KEYWORD_MAX_BYTES`] are not kept as keywords, like Elasticsearch's dynamic mapping
 //! (`ignore_above: 256`), so long messages do not bloat the term dictionary or the
@@ -14,8 +17,6 @@ use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 pub const BODY_TOKENIZER: &str = "lookout_body";
 /// Name under which [`KeywordTokenizer`] is registered (fast-field columns).
 pub const KEYWORD_TOKENIZER: &str = "lookout_keyword";
-/// Name under which [`WordTokenizer`] is registered (`_all`).
-pub const WORD_TOKENIZER: &str = "lookout_words";
 
 /// Marks a keyword token in the body field's term dictionary.
 pub const KEYWORD_MARK: char = '\u{1}';
@@ -51,6 +52,16 @@ pub fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
+/// Whether `value` is a single word that is its own lowercase form: such a value is
+/// indexed as a keyword only, and a word query for it must also match that keyword.
+pub fn is_own_keyword(value: &str) -> bool {
+    value.len() <= KEYWORD_MAX_BYTES
+        && !value.is_empty()
+        && value.chars().all(|c| {
+            c.is_alphanumeric() && !c.is_uppercase() && c.to_lowercase().eq(std::iter::once(c))
+        })
+}
+
 /// Lowercases `word` into `out` (ASCII fast path).
 pub fn lowercase_into(word: &str, out: &mut String) {
     out.clear();
@@ -77,10 +88,6 @@ pub fn keyword_token(value: &str) -> Option<String> {
 #[derive(Clone, Default)]
 pub struct BodyTokenizer;
 
-/// Lowercased words only.
-#[derive(Clone, Default)]
-pub struct WordTokenizer;
-
 /// The whole value as one token when short enough, nothing otherwise.
 #[derive(Clone, Default)]
 pub struct KeywordTokenizer;
@@ -94,17 +101,16 @@ pub struct WordStream<'a> {
 }
 
 impl<'a> WordStream<'a> {
-    fn new(text: &'a str, keyword: bool, words_too: bool) -> Self {
-        let keyword = keyword && text.len() <= KEYWORD_MAX_BYTES;
+    fn new(text: &'a str) -> Self {
         WordStream {
             text,
-            spans: if words_too {
-                words(text).collect()
-            } else {
+            spans: if is_own_keyword(text) {
                 Vec::new()
+            } else {
+                words(text).collect()
             },
             next: 0,
-            keyword,
+            keyword: text.len() <= KEYWORD_MAX_BYTES,
             token: Token::default(),
         }
     }
@@ -173,14 +179,7 @@ impl TokenStream for RawStream<'_> {
 impl Tokenizer for BodyTokenizer {
     type TokenStream<'a> = WordStream<'a>;
     fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
-        WordStream::new(text, true, true)
-    }
-}
-
-impl Tokenizer for WordTokenizer {
-    type TokenStream<'a> = WordStream<'a>;
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
-        WordStream::new(text, false, true)
+        WordStream::new(text)
     }
 }
 
@@ -234,12 +233,25 @@ mod tests {
     #[test]
     fn unicode_words_are_lowercased() {
         assert_eq!(
-            tokens(WordTokenizer, "Ärger über Straße"),
+            tokens(BodyTokenizer, "Ärger über"),
             vec![
+                ("\u{1}Ärger über".to_string(), 0),
                 ("ärger".to_string(), 0),
                 ("über".to_string(), 1),
-                ("straße".to_string(), 2)
             ]
         );
+    }
+
+    #[test]
+    fn a_single_lowercase_word_is_indexed_as_its_keyword_only() {
+        assert_eq!(
+            tokens(BodyTokenizer, "checkout"),
+            vec![("\u{1}checkout".to_string(), 0)]
+        );
+        assert_eq!(tokens(BodyTokenizer, "Checkout").len(), 2);
+        assert_eq!(tokens(BodyTokenizer, "check-out").len(), 3);
+        assert!(is_own_keyword("4bf92f3577b34da6"));
+        assert!(!is_own_keyword("Ärger"));
+        assert!(!is_own_keyword("a b"));
     }
 }

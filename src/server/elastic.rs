@@ -20,7 +20,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::index::query::dsl::{ParseContext, parse_query};
 use crate::index::query::lucene::{self, LuceneOptions};
 use crate::index::query::{Operator, Query as LogQuery};
-use crate::index::search::{self, ScoredHit, SearchRequest, SourceFilter, Target, TrackTotalHits};
+use crate::index::search::{self, ScoredHit, SearchRequest, SourceFilter, TrackTotalHits};
 use crate::index::store::LogIndex;
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::{Item, event};
@@ -672,7 +672,7 @@ pub struct Scrolls {
 }
 
 struct ScrollContext {
-    targets: Arc<Vec<Target>>,
+    scope: Arc<search::Scope>,
     request: SearchRequest,
     last: Option<Arc<ScoredHit>>,
     total: u64,
@@ -714,12 +714,17 @@ async fn run_search(
         .get("rest_total_hits_as_int")
         .is_some_and(|value| value == "true");
     let store = state.store.clone();
-    let targets = Arc::new(search::targets(&indices, &request.query));
-    let search_targets = targets.clone();
+    let scope = Arc::new(search::Scope::new(&indices, &request.query));
+    let search_scope = scope.clone();
     let search_request = request.clone();
     let (outcome, hits) = tokio::task::spawn_blocking(move || {
-        let outcome = search::execute(&store, &search_targets, &search_request, None)?;
-        let hits = search::render_hits(&store, &search_targets, &outcome.hits, &search_request)?;
+        let outcome = search::execute(&store, &search_scope, &search_request, None)?;
+        let hits = search::render_hits(
+            &store,
+            &search_scope.targets,
+            &outcome.hits,
+            &search_request,
+        )?;
         Ok::<_, search::SearchError>((outcome, hits))
     })
     .await
@@ -729,7 +734,7 @@ async fn run_search(
     let mut response = json!({
         "took": started.elapsed().as_millis() as u64,
         "timed_out": false,
-        "_shards": {"total": targets.len().max(1), "successful": targets.len().max(1), "skipped": 0, "failed": 0},
+        "_shards": {"total": scope.targets.len().max(1), "successful": scope.targets.len().max(1), "skipped": 0, "failed": 0},
         "hits": {"max_score": outcome.max_score, "hits": hits},
     });
     if let Some(total) = total_json(outcome.total, &request.track_total_hits, as_int) {
@@ -761,7 +766,7 @@ async fn run_search(
         contexts.insert(
             id.clone(),
             ScrollContext {
-                targets,
+                scope,
                 request,
                 last,
                 total: outcome.total,
@@ -813,7 +818,7 @@ async fn search(
 async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>) -> ApiResult {
     let started = Instant::now();
     let keep_alive = keep_alive.map(parse_keep_alive).transpose()?;
-    let (targets, request, last, total) = {
+    let (scope, request, last, total) = {
         let mut contexts = state
             .scrolls
             .contexts
@@ -834,18 +839,23 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
         }
         context.expires = Instant::now() + context.keep_alive;
         (
-            context.targets.clone(),
+            context.scope.clone(),
             context.request.clone(),
             context.last.clone(),
             context.total,
         )
     };
     let store = state.store.clone();
-    let search_targets = targets.clone();
+    let search_scope = scope.clone();
     let search_request = request.clone();
     let (outcome, hits) = tokio::task::spawn_blocking(move || {
-        let outcome = search::execute(&store, &search_targets, &search_request, last)?;
-        let hits = search::render_hits(&store, &search_targets, &outcome.hits, &search_request)?;
+        let outcome = search::execute(&store, &search_scope, &search_request, last)?;
+        let hits = search::render_hits(
+            &store,
+            &search_scope.targets,
+            &outcome.hits,
+            &search_request,
+        )?;
         Ok::<_, search::SearchError>((outcome, hits))
     })
     .await
@@ -865,7 +875,7 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
         "_scroll_id": id,
         "took": started.elapsed().as_millis() as u64,
         "timed_out": false,
-        "_shards": {"total": targets.len().max(1), "successful": targets.len().max(1), "skipped": 0, "failed": 0},
+        "_shards": {"total": scope.targets.len().max(1), "successful": scope.targets.len().max(1), "skipped": 0, "failed": 0},
         "hits": {"total": {"value": total, "relation": "eq"}, "max_score": Value::Null, "hits": hits},
     })))
 }
@@ -1059,9 +1069,9 @@ async fn run_count(
         None => query,
     };
     let store = state.store.clone();
-    let targets = search::targets(&indices, &query);
-    let shards = targets.len().max(1);
-    let count = tokio::task::spawn_blocking(move || search::count(&store, &targets, &query))
+    let scope = search::Scope::new(&indices, &query);
+    let shards = scope.targets.len().max(1);
+    let count = tokio::task::spawn_blocking(move || search::count(&store, &scope, &query))
         .await
         .map_err(|error| ApiError::internal("counting", error))?
         .map_err(search_error)?;
@@ -1273,32 +1283,24 @@ fn cat(state: &SharedState, expression: &str, params: &HashMap<String, String>) 
     Ok(response)
 }
 
-/// The ES type names of each field path seen in `index` (newest partitions first, at
-/// most 24 of them, so a mapping request stays cheap).
+/// The ES type names of each field path seen in `index`.
 pub fn field_types(index: &LogIndex) -> BTreeMap<String, BTreeSet<&'static str>> {
+    use crate::index::fields::{KIND_BOOLEAN, KIND_DOUBLE, KIND_LONG, KIND_TEXT};
     let mut fields: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
     fields
         .entry("@timestamp".into())
         .or_default()
         .insert("date");
-    for partition in index.partitions().iter().rev().take(24) {
-        for segment in partition.searcher().segment_readers() {
-            let Ok(metadata) = segment.fields_metadata() else {
-                continue;
-            };
-            for field in metadata {
-                let Some(path) = field.field_name.strip_prefix("body.") else {
-                    continue;
-                };
-                let kind = match field.typ {
-                    tantivy::schema::Type::Str => "text",
-                    tantivy::schema::Type::I64 | tantivy::schema::Type::U64 => "long",
-                    tantivy::schema::Type::F64 => "double",
-                    tantivy::schema::Type::Bool => "boolean",
-                    tantivy::schema::Type::Date => "date",
-                    _ => continue,
-                };
-                fields.entry(path.to_string()).or_default().insert(kind);
+    for (path, kinds) in index.fields() {
+        let entry = fields.entry(path).or_default();
+        for (bit, name) in [
+            (KIND_TEXT, "text"),
+            (KIND_LONG, "long"),
+            (KIND_DOUBLE, "double"),
+            (KIND_BOOLEAN, "boolean"),
+        ] {
+            if kinds & bit != 0 {
+                entry.insert(name);
             }
         }
     }

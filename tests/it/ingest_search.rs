@@ -104,6 +104,20 @@ async fn bulk_then_count_is_exact_and_status_matches_numbers_and_strings() {
         300
     );
     assert_eq!(server.count("logs", "@timestamp:<now-5m").await, 0);
+    // no field: every field the index has seen, like ES' default_field `*`
+    assert_eq!(server.count("logs", "handled").await, 300);
+    assert_eq!(
+        server.count("logs", "checkout").await,
+        150,
+        "a one-word value is found as its keyword"
+    );
+    assert_eq!(server.count("logs", "CHECKOUT").await, 150);
+    assert_eq!(server.count("logs", "\"request 7 handled\"").await, 1);
+    assert_eq!(
+        server.count("logs", "2990").await,
+        1,
+        "numbers are searched when the text is one"
+    );
 }
 
 #[tokio::test]

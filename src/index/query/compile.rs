@@ -4,7 +4,9 @@
 //! (`path\0s\x01VALUE`) plus word terms; numbers are normalized numeric terms; the event
 //! time is the `@timestamp` date field. An exact `term` therefore matches the keyword *or*
 //! the number *or* the boolean the value reads as, which is what makes `status:500` find
-//! both `500` and `"500"`.
+//! both `500` and `"500"`. A word also matches the keyword of a value that is that one
+//! lowercase word (such values carry no separate word term, see `tokenizer`). No field
+//! name (`FieldRef::All`) expands over the index's [`DefaultFields`].
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -19,25 +21,42 @@ use tantivy_fst::Automaton;
 use tantivy_fst::automaton::AlwaysMatch;
 
 use super::{BoolQuery, FieldRef, Number, Operator, Query, QueryError, Scalar};
+use crate::index::fields::DefaultFields;
 use crate::index::schema::LogSchema;
-use crate::index::tokenizer::{KEYWORD_MARK, keyword_token, lowercase_into, words};
+use crate::index::tokenizer::{KEYWORD_MARK, is_own_keyword, keyword_token, lowercase_into, words};
+
+/// Most fields a field-less query expands to (Elasticsearch's `max_clause_count` for
+/// `default_field: *` is 1024 as well).
+const MAX_EXPANDED_FIELDS: usize = 1024;
 
 type Compiled = Box<dyn TantivyQuery>;
 
 /// Separator of JSON path segments in tantivy's term keys (tantivy keeps it private).
 const JSON_PATH_SEGMENT_SEP: u8 = 1;
 
-/// Compiles `query` for `schema`.
-pub fn compile(query: &Query, schema: &LogSchema) -> Result<Compiled, QueryError> {
-    Compiler { schema }.compile(query)
+/// Compiles `query` for `schema`; field-less clauses search `default_fields`.
+pub fn compile(
+    query: &Query,
+    schema: &LogSchema,
+    default_fields: &DefaultFields,
+) -> Result<Compiled, QueryError> {
+    Compiler {
+        schema,
+        default_fields,
+    }
+    .compile(query)
 }
 
 struct Compiler<'a> {
     schema: &'a LogSchema,
+    default_fields: &'a DefaultFields,
 }
 
 impl Compiler<'_> {
     fn compile(&self, query: &Query) -> Result<Compiled, QueryError> {
+        if let Some(expanded) = self.expand_all(query)? {
+            return Ok(expanded);
+        }
         Ok(match query {
             Query::MatchAll => Box::new(AllQuery),
             Query::MatchNone => Box::new(EmptyQuery),
@@ -91,6 +110,58 @@ impl Compiler<'_> {
             Query::Ids { values } => union(values.iter().map(|id| self.id_term(id)).collect()),
             Query::Bool(bool_query) => self.boolean(bool_query)?,
         })
+    }
+
+    /// A leaf query without a field, run on every default field; `None` for other queries.
+    fn expand_all(&self, query: &Query) -> Result<Option<Compiled>, QueryError> {
+        let (field, text) = match query {
+            Query::Term { field, value, .. } => (field, value.as_text()),
+            Query::Terms { field, .. }
+            | Query::Wildcard { field, .. }
+            | Query::Regexp { field, .. } => (field, String::new()),
+            Query::Match { field, text, .. } | Query::Phrase { field, text, .. } => {
+                (field, text.clone())
+            }
+            Query::Prefix { field, prefix, .. } => (field, prefix.clone()),
+            _ => return Ok(None),
+        };
+        if *field != FieldRef::All {
+            return Ok(None);
+        }
+        let typed = Number::parse(text.trim()).is_some() || text.trim().parse::<bool>().is_ok();
+        let paths: Vec<&String> = self
+            .default_fields
+            .text
+            .iter()
+            .chain(self.default_fields.other.iter().filter(|_| typed))
+            .collect();
+        if paths.len() > MAX_EXPANDED_FIELDS {
+            return Err(QueryError::shard(format!(
+                "a query without a field would search {} fields, more than {MAX_EXPANDED_FIELDS}; name the field, like `message:{text}`",
+                paths.len()
+            )));
+        }
+        let per_field = paths
+            .into_iter()
+            .map(|path| {
+                let mut named = query.clone();
+                if let Query::Term { field, .. }
+                | Query::Terms { field, .. }
+                | Query::Match { field, .. }
+                | Query::Phrase { field, .. }
+                | Query::Prefix { field, .. }
+                | Query::Wildcard { field, .. }
+                | Query::Regexp { field, .. } = &mut named
+                {
+                    *field = FieldRef::Path {
+                        path: path.clone(),
+                        keyword: false,
+                    };
+                }
+                self.compile(&named)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(union(per_field)))
     }
 
     fn boolean(&self, query: &BoolQuery) -> Result<Compiled, QueryError> {
@@ -221,44 +292,63 @@ impl Compiler<'_> {
         slop: Option<u32>,
     ) -> Result<Compiled, QueryError> {
         let path = match field {
-            FieldRef::Path { keyword: true, .. } | FieldRef::Id | FieldRef::Timestamp => {
-                return self.term(field, &Scalar::Str(text.to_string()), false);
+            FieldRef::Path {
+                path,
+                keyword: false,
+            } => path.as_str(),
+            FieldRef::All => {
+                let query = Query::Match {
+                    field: FieldRef::All,
+                    text: text.to_string(),
+                    operator,
+                    minimum_should_match,
+                };
+                return Ok(self
+                    .expand_all(&query)?
+                    .unwrap_or_else(|| Box::new(EmptyQuery)));
             }
-            FieldRef::Path { path, .. } => Some(path.as_str()),
-            FieldRef::All => None,
+            _ => return self.term(field, &Scalar::Str(text.to_string()), false),
         };
         let mut word = String::new();
-        let terms: Vec<Term> = words(text)
+        let words_found: Vec<String> = words(text)
             .map(|(start, end)| {
                 lowercase_into(&text[start..end], &mut word);
-                match path {
-                    Some(path) => {
-                        let mut term = self.json_term(path);
-                        term.append_type_and_str(&word);
-                        term
-                    }
-                    None => Term::from_field_text(self.schema.all, &word),
-                }
+                word.clone()
             })
             .collect();
-        let words_query: Option<Compiled> = match (terms.len(), slop) {
-            (0, _) => None,
-            (1, _) => Some(Box::new(TermQuery::new(
-                terms[0].clone(),
+        let word_term = |word: &str| {
+            let mut term = self.json_term(path);
+            term.append_type_and_str(word);
+            term
+        };
+        // a value that is exactly one lowercase word is indexed as its keyword only
+        let word_or_keyword = |word: &String| -> Compiled {
+            let word_query: Compiled = Box::new(TermQuery::new(
+                word_term(word),
                 IndexRecordOption::WithFreqs,
-            ))),
+            ));
+            match self
+                .keyword_term(path, word)
+                .filter(|_| is_own_keyword(word))
+            {
+                Some(keyword) => union(vec![
+                    word_query,
+                    Box::new(TermQuery::new(keyword, IndexRecordOption::Basic)),
+                ]),
+                None => word_query,
+            }
+        };
+        let words_query: Option<Compiled> = match (words_found.len(), slop) {
+            (0, _) => None,
+            (1, _) => Some(word_or_keyword(&words_found[0])),
             (_, Some(slop)) => {
-                let mut phrase = PhraseQuery::new(terms);
+                let mut phrase =
+                    PhraseQuery::new(words_found.iter().map(|word| word_term(word)).collect());
                 phrase.set_slop(slop);
                 Some(Box::new(phrase))
             }
             (count, None) => {
-                let clauses: Vec<Compiled> = terms
-                    .into_iter()
-                    .map(|term| {
-                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)) as Compiled
-                    })
-                    .collect();
+                let clauses: Vec<Compiled> = words_found.iter().map(word_or_keyword).collect();
                 Some(match (operator, minimum_should_match) {
                     (Operator::And, _) => Box::new(BooleanQuery::intersection(clauses)),
                     (Operator::Or, Some(minimum)) => {
@@ -272,9 +362,7 @@ impl Compiler<'_> {
             }
         };
         let mut variants: Vec<Compiled> = words_query.into_iter().collect();
-        if let Some(path) = path {
-            variants.extend(self.typed_variants(path, &Scalar::Str(text.trim().to_string())));
-        }
+        variants.extend(self.typed_variants(path, &Scalar::Str(text.trim().to_string())));
         Ok(union(variants))
     }
 
@@ -386,7 +474,16 @@ impl Compiler<'_> {
                 term.append_type_and_str(&KEYWORD_MARK.to_string());
                 (self.schema.body, term.serialized_value_bytes().to_vec())
             }
-            FieldRef::All => (self.schema.all, Vec::new()),
+            FieldRef::All => {
+                let query = Query::Regexp {
+                    field: FieldRef::All,
+                    pattern: regex.to_string(),
+                    case_insensitive,
+                };
+                return Ok(self
+                    .expand_all(&query)?
+                    .unwrap_or_else(|| Box::new(EmptyQuery)));
+            }
             FieldRef::Id => (self.schema.id, Vec::new()),
             FieldRef::Timestamp => {
                 return Err(QueryError::shard(

@@ -1,0 +1,343 @@
+//! Ingest benchmark: ≥ 2 M synthetic ~370 B JSON log lines through HTTP `_bulk` into a
+//! running `lookout serve` until durable and searchable, side by side with a naive loader
+//! (serde_json + a bare tantivy index with a JSON field and a fast date field, 2 threads,
+//! one commit) over the same lines.
+//!
+//! `cargo bench --bench ingest` (env: `LINES`, default 2 000 000; `CONNECTIONS`, default 2;
+//! `BATCH_BYTES`, default 4 MiB; `WRAPPER`, a profiler command;
+//! `SERVER_ARGS`, extra `lookout serve` arguments such as `--config FILE`). The load generator shares the machine's cores with the
+//! server: the output gives the wall-clock rate and the server's rate per CPU-second (its
+//! CPU time from /proc), and leads with the ratio to the naive loader.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TextFieldIndexing,
+};
+use tantivy::{Index, TantivyDocument};
+
+const SERVICES: [&str; 6] = ["checkout", "cart", "search", "catalog", "payments", "auth"];
+const PATHS: [&str; 8] = [
+    "/api/cart",
+    "/api/checkout",
+    "/api/search",
+    "/api/items/{id}",
+    "/api/login",
+    "/health",
+    "/api/orders",
+    "/api/pay",
+];
+const MESSAGES: [&str; 5] = [
+    "request completed",
+    "upstream timeout talking to payment backend",
+    "cache miss, loading from database",
+    "user session refreshed",
+    "slow query detected on orders table",
+];
+
+/// A small deterministic generator (xorshift), so runs are comparable.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// Writes `lines` realistic log lines spread over the last 20 hours; returns bytes.
+fn generate(path: &Path, lines: usize) -> u64 {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create data file"));
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let now = chrono::Utc::now().timestamp_millis();
+    let span_ms = 20 * 3600 * 1000;
+    let mut bytes = 0u64;
+    for seq in 0..lines {
+        let time = now - span_ms + (seq as i64 * span_ms) / lines as i64;
+        let status = match random.below(100) {
+            0..=1 => 500,
+            2..=4 => 404,
+            5 => 503,
+            _ => 200,
+        };
+        let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
+        let level = if status >= 500 {
+            "error"
+        } else if status >= 400 {
+            "warn"
+        } else {
+            "info"
+        };
+        let line = format!(
+            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"web-{:02}.eu-west-1.internal\",\"http\":{{\"method\":\"{}\",\"path\":\"{}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{:.3},\"trace_id\":\"{:016x}{:016x}\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\",\"message\":\"{}\"}}\n",
+            chrono::DateTime::from_timestamp_millis(time)
+                .expect("valid time")
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            random.below(24),
+            if random.below(5) == 0 { "POST" } else { "GET" },
+            PATHS[random.below(PATHS.len() as u64) as usize],
+            random.below(50_000),
+            random.below(2_000_000) as f64 / 1000.0,
+            random.next(),
+            random.next(),
+            MESSAGES[random.below(MESSAGES.len() as u64) as usize],
+        );
+        bytes += line.len() as u64;
+        out.write_all(line.as_bytes()).expect("write");
+    }
+    out.flush().expect("flush");
+    bytes
+}
+
+/// The naive loader of DESIGN §9: serde_json → bare tantivy (JSON field + fast date).
+fn naive_load(data: &Path, dir: &Path) -> Duration {
+    let started = Instant::now();
+    let mut builder = Schema::builder();
+    let body = builder.add_json_field(
+        "body",
+        JsonObjectOptions::default()
+            .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default"))
+            .set_fast("raw"),
+    );
+    let timestamp = builder.add_date_field(
+        "timestamp",
+        DateOptions::default()
+            .set_fast()
+            .set_indexed()
+            .set_precision(DateTimePrecision::Milliseconds),
+    );
+    let index = Index::create_in_dir(dir, builder.build()).expect("index");
+    let mut writer = index
+        .writer_with_num_threads::<TantivyDocument>(2, 256 << 20)
+        .expect("writer");
+    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(data).expect("open data"));
+    for line in reader.lines() {
+        let line = line.expect("line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        let time = value["@timestamp"]
+            .as_str()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map_or(0, |time| time.timestamp_millis());
+        let mut document = TantivyDocument::default();
+        document.add_field_value(body, &value);
+        document.add_date(timestamp, tantivy::DateTime::from_timestamp_millis(time));
+        writer.add_document(document).expect("add");
+    }
+    writer.commit().expect("commit");
+    started.elapsed()
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Peak RSS (VmHWM) of `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing heavy then
+    if !std::env::args().any(|argument| argument == "--bench") {
+        println!("ingest benchmark: run it with `cargo bench --bench ingest`");
+        return;
+    }
+    let lines = env_or("LINES", 2_000_000);
+    let connections = env_or("CONNECTIONS", 2);
+    let batch_bytes = env_or("BATCH_BYTES", 4 << 20);
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("lines.ndjson");
+    let bytes = generate(&data, lines);
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "data: {lines} lines, {mb:.1} MB, {:.0} B/line",
+        bytes as f64 / lines as f64
+    );
+
+    let naive_dir = work.path().join("naive");
+    std::fs::create_dir_all(&naive_dir).expect("naive dir");
+    let naive = naive_load(&data, &naive_dir);
+    let naive_rate = mb / naive.as_secs_f64();
+    println!(
+        "naive loader (serde_json + tantivy, 2 threads, one commit): {:.2} s, {naive_rate:.1} MB/s, {:.0} docs/s",
+        naive.as_secs_f64(),
+        lines as f64 / naive.as_secs_f64()
+    );
+    std::fs::remove_dir_all(&naive_dir).ok();
+
+    // the server
+    // WRAPPER runs the server under a profiler, e.g. WRAPPER="perf record -g -o /tmp/perf.data --"
+    // (its CPU figure is then the wrapper's)
+    let wrapper: Vec<String> = std::env::var("WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(env!("CARGO_BIN_EXE_lookout"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_lookout")),
+    };
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(work.path().join("data"))
+        .args(
+            std::env::var("SERVER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .env("LOOKOUT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn lookout");
+    let pid = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        stdout.read_line(&mut line).expect("read stdout");
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            break address.to_string();
+        }
+    };
+    let base = format!("http://{address}");
+
+    // batches of `_bulk` bodies, prepared before the clock starts
+    let text = std::fs::read_to_string(&data).expect("read data");
+    let mut batches: Vec<Vec<u8>> = Vec::new();
+    let mut current = Vec::with_capacity(batch_bytes + 4096);
+    for doc in text.lines() {
+        current.extend_from_slice(b"{\"index\":{}}\n");
+        current.extend_from_slice(doc.as_bytes());
+        current.push(b'\n');
+        if current.len() >= batch_bytes {
+            batches.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    drop(text);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let count = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let queue = Arc::new(tokio::sync::Mutex::new(batches.into_iter()));
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (client, queue, url) =
+                (client.clone(), queue.clone(), format!("{base}/logs/_bulk"));
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Some(batch) = queue.lock().await.next() else {
+                        break;
+                    };
+                    loop {
+                        let response = client
+                            .post(&url)
+                            .header("content-type", "application/x-ndjson")
+                            .body(batch.clone())
+                            .send()
+                            .await
+                            .expect("bulk");
+                        if response.status() == 429 {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        assert!(
+                            response.status().is_success(),
+                            "bulk failed: {}",
+                            response.status()
+                        );
+                        let body: serde_json::Value = response.json().await.expect("bulk json");
+                        assert_eq!(body["errors"], false, "bulk item errors");
+                        break;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("loader task");
+        }
+        client
+            .post(format!("{base}/logs/_refresh"))
+            .send()
+            .await
+            .expect("refresh");
+        let count: serde_json::Value = client
+            .get(format!("{base}/logs/_count"))
+            .send()
+            .await
+            .expect("count")
+            .json()
+            .await
+            .expect("count json");
+        count["count"].as_u64().unwrap_or(0)
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let rss = peak_rss_mib(pid);
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(count, lines as u64, "every line is searchable");
+    let rate = mb / elapsed;
+    println!(
+        "lookout _bulk → durable → searchable ({connections} connections, {:.1} MiB batches): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s wall clock; server CPU {cpu:.1} s = {:.1} MB per CPU-second; peak RSS {rss:.0} MiB",
+        batch_bytes as f64 / 1048576.0,
+        lines as f64 / elapsed,
+        mb / cpu.max(0.001),
+    );
+    println!(
+        "ratio to the naive loader (wall clock): {:.2}×",
+        rate / naive_rate
+    );
+}
