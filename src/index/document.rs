@@ -19,8 +19,9 @@ pub struct LogDoc {
     pub id: String,
     /// Event time in microseconds since the epoch.
     pub timestamp_micros: i64,
-    /// The line as it will be returned in `_source`.
-    pub source: Vec<u8>,
+    /// The line as it will be returned in `_source` (shared with the request body and
+    /// the write-ahead log record, not copied).
+    pub source: bytes::Bytes,
     pub body: Map<String, Json>,
     /// The top-level key that held the event time (not indexed in the body).
     pub timestamp_key: Option<String>,

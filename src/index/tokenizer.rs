@@ -55,6 +55,13 @@ pub fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// Whether `value` is a single word that is its own lowercase form: such a value is
 /// indexed as a keyword only, and a word query for it must also match that keyword.
 pub fn is_own_keyword(value: &str) -> bool {
+    if value.is_ascii() {
+        return !value.is_empty()
+            && value.len() <= KEYWORD_MAX_BYTES
+            && value
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
+    }
     value.len() <= KEYWORD_MAX_BYTES
         && !value.is_empty()
         && value.chars().all(|c| {

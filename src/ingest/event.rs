@@ -54,14 +54,18 @@ pub struct EventRules {
 pub struct Event {
     pub body: Map<String, Value>,
     /// The source to store: the line itself unless a field had to be added.
-    pub source: Vec<u8>,
+    pub source: bytes::Bytes,
     pub timestamp_micros: i64,
     pub timestamp_key: Option<String>,
     pub time_source: TimeSource,
 }
 
 /// Parses and checks one document line. `now_micros` is the ingest time.
-pub fn prepare(line: &[u8], rules: &EventRules, now_micros: i64) -> Result<Event, Rejection> {
+pub fn prepare(
+    line: &bytes::Bytes,
+    rules: &EventRules,
+    now_micros: i64,
+) -> Result<Event, Rejection> {
     if line.len() > rules.max_line_bytes {
         return Err(Rejection::parse(
             "line_too_long",
@@ -140,13 +144,13 @@ pub fn prepare(line: &[u8], rules: &EventRules, now_micros: i64) -> Result<Event
         },
     };
     let source = match rewrite {
-        None => line.to_vec(),
+        None => line.clone(),
         Some((key, original)) => {
             body.insert(key, Value::String(format_micros(now_micros)));
             if let Some(original) = original {
                 set_original_timestamp(&mut body, original);
             }
-            serde_json::to_vec(&body).expect("a JSON map serializes")
+            bytes::Bytes::from(serde_json::to_vec(&body).expect("a JSON map serializes"))
         }
     };
     Ok(Event {
@@ -334,7 +338,12 @@ mod tests {
             (r#"{"ts":"1714557540.25"}"#, NOW - 59_750_000),
         ];
         for (line, expected) in cases {
-            let event = prepare(line.as_bytes(), &rules(), NOW).expect(line);
+            let event = prepare(
+                &bytes::Bytes::copy_from_slice(line.as_bytes()),
+                &rules(),
+                NOW,
+            )
+            .expect(line);
             assert_eq!(event.timestamp_micros, expected, "{line}");
             assert_eq!(event.time_source, TimeSource::Event, "{line}");
             assert_eq!(event.source, line.as_bytes(), "source kept verbatim");
@@ -344,7 +353,9 @@ mod tests {
     #[test]
     fn out_of_range_time_is_replaced_and_the_original_kept() {
         let event = prepare(
-            br#"{"@timestamp":"2001-01-01T00:00:00Z","event":{"kind":"x"}}"#,
+            &bytes::Bytes::from_static(
+                br#"{"@timestamp":"2001-01-01T00:00:00Z","event":{"kind":"x"}}"#,
+            ),
             &rules(),
             NOW,
         )
@@ -360,7 +371,9 @@ mod tests {
         assert_eq!(source["@timestamp"], "2024-05-01T10:00:00.000000Z");
 
         let event = prepare(
-            br#"{"@timestamp":"2024-05-01T10:20:00Z","event":"scalar"}"#,
+            &bytes::Bytes::from_static(
+                br#"{"@timestamp":"2024-05-01T10:20:00Z","event":"scalar"}"#,
+            ),
             &rules(),
             NOW,
         )
@@ -375,7 +388,8 @@ mod tests {
 
     #[test]
     fn missing_time_uses_ingest_time_and_adds_it() {
-        let event = prepare(br#"{"msg":"x"}"#, &rules(), NOW).expect("valid");
+        let event =
+            prepare(&bytes::Bytes::from_static(br#"{"msg":"x"}"#), &rules(), NOW).expect("valid");
         assert_eq!(event.time_source, TimeSource::MissingUsedIngestTime);
         let source: Value = serde_json::from_slice(&event.source).expect("json");
         assert_eq!(source["@timestamp"], "2024-05-01T10:00:00.000000Z");
@@ -401,7 +415,7 @@ mod tests {
             ),
         ];
         for (line, label) in cases {
-            let rejection = prepare(&line, &rules(), NOW).expect_err(label);
+            let rejection = prepare(&bytes::Bytes::from(line), &rules(), NOW).expect_err(label);
             assert_eq!(rejection.label, label);
         }
     }

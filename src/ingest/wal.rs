@@ -26,7 +26,7 @@ pub struct LoggedDoc {
     pub overwrite: bool,
     /// The id was given by the client (tracked for `create` conflicts).
     pub explicit_id: bool,
-    pub source: Vec<u8>,
+    pub source: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +141,7 @@ impl Record {
                     let id = reader.string()?;
                     let timestamp_micros = reader.u64()? as i64;
                     let flags = reader.u8()?;
-                    let source = reader.bytes()?.to_vec();
+                    let source = bytes::Bytes::copy_from_slice(reader.bytes()?);
                     LoggedOp::Index(LoggedDoc {
                         index,
                         id,
@@ -398,7 +398,7 @@ mod tests {
                     timestamp_micros: 1_700_000_000_000_000 + seq as i64,
                     overwrite: seq.is_multiple_of(2),
                     explicit_id: true,
-                    source: br#"{"status":500}"#.to_vec(),
+                    source: bytes::Bytes::from_static(br#"{"status":500}"#),
                 }),
                 LoggedOp::Delete {
                     index: "logs".into(),

@@ -16,7 +16,7 @@ use crate::telemetry::Telemetry;
 
 /// A body in memory with the in-flight budget it holds until dropped.
 pub struct ReadBody {
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -149,7 +149,7 @@ pub async fn read(
     }
     if !gzip {
         return Ok(ReadBody {
-            bytes: raw,
+            bytes: raw.into(),
             _permits: budget.permits,
         });
     }
@@ -187,7 +187,7 @@ pub async fn read(
     })?;
     drop(raw);
     Ok(ReadBody {
-        bytes: out,
+        bytes: out.into(),
         _permits: budget.permits,
     })
 }

@@ -263,11 +263,19 @@ async fn run_bulk(
     .map_err(|error| ApiError::internal("parsing a bulk body", error))?;
     let outcome = write_items(&state, items, agent, refresh).await;
     let errors = outcome.items.iter().any(|item| item.error.is_some());
-    Ok(ok(&json!({
-        "took": started.elapsed().as_millis() as u64,
-        "errors": errors,
-        "items": outcome.items.iter().map(|item| item.to_json(outcome.seq)).collect::<Vec<_>>(),
-    })))
+    let mut text = String::with_capacity(64 + outcome.items.len() * 200);
+    text.push_str(&format!(
+        "{{\"took\":{},\"errors\":{errors},\"items\":[",
+        started.elapsed().as_millis()
+    ));
+    for (position, item) in outcome.items.iter().enumerate() {
+        if position > 0 {
+            text.push(',');
+        }
+        item.write_json(outcome.seq, &mut text);
+    }
+    text.push_str("]}");
+    Ok(super::response::json_text(StatusCode::OK, text))
 }
 
 async fn write_items(

@@ -33,6 +33,16 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     response
 }
 
+/// A response whose JSON text is already written.
+pub fn json_text(status: StatusCode, text: String) -> Response {
+    let mut response = (status, text).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 pub fn ok(body: &Value) -> Response {
     json_response(StatusCode::OK, body)
 }
