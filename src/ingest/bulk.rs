@@ -4,6 +4,7 @@
 //! `delete`. A malformed action line fails its item and the next line is consumed as its
 //! source, as Elasticsearch does, so one bad line never shifts the pairing of the rest.
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +73,10 @@ struct ActionMeta {
 
 /// A bulk item before its document is prepared.
 #[derive(Debug)]
-pub enum Pair<'a> {
+pub enum Pair {
     Ok {
         action: Action,
-        source: Option<&'a [u8]>,
+        source: Option<Bytes>,
     },
     /// A bad action line (its source line, if any, consumed); `kind` is what the line
     /// seemed to be.
@@ -158,15 +159,12 @@ pub fn parse_action(line: &[u8]) -> Result<Action, (ActionKind, String)> {
     })
 }
 
-/// Splits `body` into lines (LF or CRLF; blank lines skipped) and pairs them.
-pub fn pair_lines(body: &[u8]) -> Vec<Pair<'_>> {
-    let mut lines = body
-        .split(|byte| *byte == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace));
+/// Pairs the non-blank lines of a body (see `ReadBody::lines`) into items.
+pub fn pair_lines(lines: &[Bytes]) -> Vec<Pair> {
+    let mut lines = lines.iter().cloned();
     let mut pairs = Vec::new();
     while let Some(line) = lines.next() {
-        match parse_action(line) {
+        match parse_action(&line) {
             Ok(action) => {
                 let source = if action.kind == ActionKind::Delete {
                     None
@@ -184,7 +182,7 @@ pub fn pair_lines(body: &[u8]) -> Vec<Pair<'_>> {
                 }
             }
             Err((kind, reason)) => {
-                let index = serde_json::from_slice::<serde_json::Value>(line)
+                let index = serde_json::from_slice::<serde_json::Value>(&line)
                     .ok()
                     .and_then(|value| {
                         value
@@ -213,22 +211,22 @@ mod tests {
 
     #[test]
     fn malformed_action_consumes_the_next_line_as_its_source() {
-        let body = b"{\"index\":{}}\n{\"a\":1}\n{\"index\":\n{\"b\":2}\r\n\n{\"create\":{\"_index\":\"x\",\"_id\":7}}\n{\"c\":3}\n{\"delete\":{\"_id\":\"d\"}}\n";
-        let pairs = pair_lines(body);
+        let body = b"{\"index\":{}}\n{\"a\":1}\n{\"index\":\n{\"b\":2}\n{\"create\":{\"_index\":\"x\",\"_id\":7}}\n{\"c\":3}\n{\"delete\":{\"_id\":\"d\"}}";
+        let lines: Vec<Bytes> = body
+            .split(|byte| *byte == b'\n')
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let pairs = pair_lines(&lines);
         assert_eq!(pairs.len(), 4);
-        assert!(matches!(
-            &pairs[0],
-            Pair::Ok {
-                source: Some(b"{\"a\":1}"),
-                ..
-            }
-        ));
+        assert!(
+            matches!(&pairs[0], Pair::Ok { source: Some(line), .. } if line == &b"{\"a\":1}"[..])
+        );
         assert!(matches!(&pairs[1], Pair::Bad { .. }));
         match &pairs[2] {
             Pair::Ok { action, source } => {
                 assert_eq!(action.kind, ActionKind::Create);
                 assert_eq!(action.id.as_deref(), Some("7"));
-                assert_eq!(*source, Some(&b"{\"c\":3}"[..]));
+                assert_eq!(source.as_deref(), Some(&b"{\"c\":3}"[..]));
             }
             other => panic!("expected create, got {other:?}"),
         }

@@ -131,12 +131,12 @@ impl ItemResult {
 
 /// Parses a `_bulk` body into items; `default_index` comes from the URL.
 pub fn parse_bulk(
-    body: &bytes::Bytes,
+    lines: &[bytes::Bytes],
     default_index: Option<&str>,
     rules: &EventRules,
     now_micros: i64,
 ) -> Vec<Item> {
-    bulk::pair_lines(body)
+    bulk::pair_lines(lines)
         .into_iter()
         .map(|pair| match pair {
             Pair::Ok { action, source } => Item {
@@ -145,9 +145,7 @@ pub fn parse_bulk(
                 id: action.id,
                 position: action.position,
                 prepared: match source {
-                    Some(line) => {
-                        event::prepare(&body.slice_ref(line), rules, now_micros).map(Some)
-                    }
+                    Some(line) => event::prepare(&line, rules, now_micros).map(Some),
                     None => Ok(None),
                 },
             },

@@ -1,4 +1,5 @@
-//! Request bodies: read as a stream, never more than `max_body_bytes` (413 as soon as the
+//! Request bodies: read as a stream of chunks kept as they arrive (lines are cut out of
+//! them without copying, see [`ReadBody::lines`]), never more than `max_body_bytes` (413 as soon as the
 //! declared or received size passes it), charged against the server-wide in-flight budget
 //! (429 when it is spent), and gunzipped with the decompressed size bounded too, so a
 //! zip bomb or a burst of large bodies cannot exhaust memory.
@@ -8,16 +9,71 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::Telemetry;
 
-/// A body in memory with the in-flight budget it holds until dropped.
+/// A body in memory, as the chunks it arrived in, with the in-flight budget it holds
+/// until dropped.
 pub struct ReadBody {
-    pub bytes: bytes::Bytes,
+    chunks: Vec<Bytes>,
     _permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl ReadBody {
+    fn concat(chunks: &[Bytes]) -> Bytes {
+        match chunks {
+            [] => Bytes::new(),
+            [only] => only.clone(),
+            many => Bytes::from(many.concat()),
+        }
+    }
+
+    /// The whole body in one piece (copied only when it arrived in several chunks).
+    pub fn contiguous(&self) -> Bytes {
+        ReadBody::concat(&self.chunks)
+    }
+
+    /// The body's lines (LF or CRLF, blank lines left out), each a zero-copy slice of the
+    /// chunk holding it; only a line that spans chunks is copied.
+    pub fn lines(&self) -> Vec<Bytes> {
+        let mut lines = Vec::new();
+        let mut carry: Vec<u8> = Vec::new();
+        let push = |line: Bytes, lines: &mut Vec<Bytes>| {
+            let line = match line.strip_suffix(b"\r") {
+                Some(stripped) => line.slice(..stripped.len()),
+                None => line,
+            };
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line);
+            }
+        };
+        for chunk in &self.chunks {
+            let mut start = 0;
+            while let Some(newline) = memchr_newline(&chunk[start..]) {
+                let end = start + newline;
+                if carry.is_empty() {
+                    push(chunk.slice(start..end), &mut lines);
+                } else {
+                    carry.extend_from_slice(&chunk[start..end]);
+                    push(Bytes::from(std::mem::take(&mut carry)), &mut lines);
+                }
+                start = end + 1;
+            }
+            carry.extend_from_slice(&chunk[start..]);
+        }
+        if !carry.is_empty() {
+            push(Bytes::from(carry), &mut lines);
+        }
+        lines
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|byte| *byte == b'\n')
 }
 
 fn too_large(limit: u64, what: &str) -> ApiError {
@@ -127,7 +183,8 @@ pub async fn read(
         charged_kib: 0,
         charged_bytes: 0,
     };
-    let mut raw = Vec::with_capacity(declared.unwrap_or(0).min(max_body_bytes) as usize);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
@@ -137,7 +194,7 @@ pub async fn read(
                 format!("could not read the request body: {error}"),
             )
         })?;
-        if raw.len() as u64 + chunk.len() as u64 > max_body_bytes {
+        if received + chunk.len() as u64 > max_body_bytes {
             telemetry.requests_refused.add("body_too_large", 1);
             return Err(too_large(max_body_bytes, "the request body"));
         }
@@ -145,17 +202,19 @@ pub async fn read(
             telemetry.requests_refused.add("in_flight", 1);
             return Err(error);
         }
-        raw.extend_from_slice(&chunk);
+        received += chunk.len() as u64;
+        chunks.push(chunk);
     }
     if !gzip {
         return Ok(ReadBody {
-            bytes: raw.into(),
+            chunks,
             _permits: budget.permits,
         });
     }
+    let raw = ReadBody::concat(&chunks);
     let (result, sink_error, out) = {
         let mut sink = BoundedSink {
-            out: Vec::with_capacity(raw.len() * 4),
+            out: Vec::with_capacity(raw.len().saturating_mul(4).min(max_body_bytes as usize)),
             limit: max_body_bytes,
             budget: &mut budget,
             error: None,
@@ -187,7 +246,37 @@ pub async fn read(
     })?;
     drop(raw);
     Ok(ReadBody {
-        bytes: out.into(),
+        chunks: vec![Bytes::from(out)],
         _permits: budget.permits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_across_chunk_boundaries_without_losing_bytes() {
+        let text = b"{\"a\":1}\r\n\n  \n{\"b\":2}\n{\"c\":3}";
+        for split in 0..text.len() {
+            for second in split..text.len() {
+                let chunks = vec![
+                    Bytes::copy_from_slice(&text[..split]),
+                    Bytes::copy_from_slice(&text[split..second]),
+                    Bytes::copy_from_slice(&text[second..]),
+                ];
+                let body = ReadBody {
+                    chunks,
+                    _permits: Vec::new(),
+                };
+                let lines: Vec<Bytes> = body.lines();
+                assert_eq!(
+                    lines,
+                    vec![&b"{\"a\":1}"[..], &b"{\"b\":2}"[..], &b"{\"c\":3}"[..]],
+                    "split at {split}/{second}"
+                );
+                assert_eq!(body.contiguous(), &text[..]);
+            }
+        }
+    }
 }

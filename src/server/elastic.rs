@@ -255,7 +255,8 @@ async fn run_bulk(
     let body = read_body(&state, &headers, body).await?;
     let rules = state.ingest.settings.rules.clone();
     let items = tokio::task::spawn_blocking(move || {
-        let items = crate::ingest::parse_bulk(&body.bytes, index.as_deref(), &rules, now_micros());
+        let items =
+            crate::ingest::parse_bulk(&body.lines(), index.as_deref(), &rules, now_micros());
         drop(body);
         items
     })
@@ -315,7 +316,7 @@ async fn write_one(
     } else {
         let body = read_body(&state, &headers, body).await?;
         let rules = state.ingest.settings.rules.clone();
-        let bytes = body.bytes.clone();
+        let bytes = body.contiguous();
         tokio::task::spawn_blocking(move || event::prepare(&bytes, &rules, now_micros()).map(Some))
             .await
             .map_err(|error| ApiError::internal("parsing a document", error))?
@@ -813,7 +814,7 @@ async fn search(
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
+    let body = parse_json_body(&body.contiguous())?;
     Ok(ok(&run_search(
         &state.0,
         &index_or(index, "_all"),
@@ -910,7 +911,7 @@ async fn scroll(
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
+    let body = parse_json_body(&body.contiguous())?;
     let id = scroll_ids(body.as_ref(), &params.0)
         .into_iter()
         .next()
@@ -967,7 +968,7 @@ async fn clear_scroll(
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
+    let body = parse_json_body(&body.contiguous())?;
     Ok(clear(&state.0, scroll_ids(body.as_ref(), &params.0)))
 }
 
@@ -1001,16 +1002,17 @@ async fn run_msearch(
 ) -> ApiResult {
     let started = Instant::now();
     let body = read_body(&state, &headers, body).await?;
-    let mut lines = body
-        .bytes
-        .split(|byte| *byte == b'\n')
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace));
+    let lines = body.lines();
+    let mut lines = lines.iter();
     let mut responses = Vec::new();
     while let Some(header_line) = lines.next() {
         let body_line = lines.next();
         let result = async {
             let header = parse_json_body(header_line)?.unwrap_or_else(|| json!({}));
-            let body = body_line.map(parse_json_body).transpose()?.flatten();
+            let body = body_line
+                .map(|line| parse_json_body(line))
+                .transpose()?
+                .flatten();
             let expression = match header.get("index") {
                 Some(Value::String(name)) => name.clone(),
                 Some(Value::Array(names)) => names
@@ -1097,7 +1099,7 @@ async fn count(
     body: Body,
 ) -> ApiResult {
     let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.bytes)?;
+    let body = parse_json_body(&body.contiguous())?;
     run_count(&state.0, &index_or(index, "_all"), &params.0, body).await
 }
 
