@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TextFieldIndexing,
+    DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT,
 };
 use tantivy::{Index, TantivyDocument};
 
@@ -104,9 +104,8 @@ fn generate(path: &Path, lines: usize) -> u64 {
 fn naive_load(data: &Path, dir: &Path, stored: bool) -> Duration {
     let started = Instant::now();
     let mut builder = Schema::builder();
-    let mut options = JsonObjectOptions::default()
-        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default"))
-        .set_fast("raw");
+    // tantivy's standard TEXT flags (words with frequencies and positions), plus fast
+    let mut options = JsonObjectOptions::from(TEXT).set_fast("raw");
     if stored {
         options = options.set_stored();
     }

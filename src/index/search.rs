@@ -134,7 +134,11 @@ fn sort_field(name: &str, order: Option<&str>) -> Result<SortField, QueryError> 
         name => match FieldRef::parse(name, TIMESTAMP_FIELD) {
             FieldRef::Timestamp => SortKey::Timestamp,
             FieldRef::Path { path, .. } => SortKey::Field(path),
-            FieldRef::Id => SortKey::Field("_id".into()),
+            FieldRef::Id => {
+                return Err(QueryError::parsing(
+                    "[sort]: sorting on `_id` is not supported (as in Elasticsearch 8); sort on a field or `_doc`",
+                ));
+            }
             FieldRef::All => {
                 return Err(QueryError::parsing(format!(
                     "[sort]: cannot sort on `{name}`"
@@ -264,10 +268,7 @@ impl Collector for TopHits {
                 SortKey::Score => SegmentSortColumn::Score,
                 SortKey::Doc => SegmentSortColumn::Doc,
                 SortKey::Timestamp => SegmentSortColumn::Timestamp(fast.date(TIMESTAMP_FIELD)?),
-                SortKey::Field(path) if path == "_id" => match fast.str("_id")? {
-                    Some(column) => SegmentSortColumn::Text(column),
-                    None => SegmentSortColumn::Absent,
-                },
+                SortKey::Field(path) if path == "_id" => SegmentSortColumn::Absent,
                 SortKey::Field(path) => {
                     let name = format!("{BODY_FIELD}.{path}");
                     let numeric = fast.u64_lenient_for_type(
