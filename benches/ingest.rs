@@ -15,9 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tantivy::schema::{
-    DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT,
-};
+use tantivy::schema::{DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT};
 use tantivy::{Index, TantivyDocument};
 
 const SERVICES: [&str; 6] = ["checkout", "cart", "search", "catalog", "payments", "auth"];
