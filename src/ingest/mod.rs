@@ -182,6 +182,10 @@ struct DecideState {
     marks: SourceMarks,
     /// `(index, id)` of explicit-id writes on their way through the log.
     reserved_ids: HashMap<(String, String), u64>,
+    /// Whether an id exists after the items decided so far in the current request (so a
+    /// `create` after an `index` of the same id in one `_bulk` conflicts, and a `delete`
+    /// in between frees it).
+    batch_ids: HashMap<(String, String), bool>,
 }
 
 /// The ingest component; one per server.
@@ -290,6 +294,7 @@ impl Ingest {
                 next_seq,
                 marks,
                 reserved_ids: HashMap::new(),
+                batch_ids: HashMap::new(),
             }),
             log,
             searchable,
@@ -315,6 +320,7 @@ impl Ingest {
         let mut logged = Vec::new();
         let mut marks: Vec<LoggedMark> = Vec::new();
         let mut decide = self.decide.lock().await;
+        decide.batch_ids.clear();
         for item in items {
             let index = item.index.clone().unwrap_or_default();
             let result = self.decide_item(
@@ -444,10 +450,11 @@ impl Ingest {
         }
         let explicit_id = id.is_some();
         let exists = |id: &str| {
-            decide
-                .reserved_ids
-                .contains_key(&(index.to_string(), id.to_string()))
-                || self.store.id_exists(index, id)
+            let key = (index.to_string(), id.to_string());
+            match decide.batch_ids.get(&key) {
+                Some(exists) => *exists,
+                None => decide.reserved_ids.contains_key(&key) || self.store.id_exists(index, id),
+            }
         };
         let (status, result, op) = match (kind, event) {
             (ActionKind::Delete, _) => {
@@ -545,6 +552,12 @@ impl Ingest {
             LoggedOp::Index(doc) => doc.id.clone(),
             LoggedOp::Delete { id, .. } => id.clone(),
         };
+        if explicit_id || kind == ActionKind::Delete {
+            let exists_now = !matches!(op, LoggedOp::Delete { .. });
+            decide
+                .batch_ids
+                .insert((index.to_string(), id.clone()), exists_now);
+        }
         logged.push(op);
         if let Some(position) = position {
             decide

@@ -5,5 +5,6 @@ mod support;
 
 mod bad_input;
 mod durability;
+mod golden;
 mod ingest_search;
 mod tooling;
