@@ -76,7 +76,7 @@ fn generate(path: &Path, lines: usize) -> u64 {
             "info"
         };
         let line = format!(
-            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"web-{:02}.eu-west-1.internal\",\"http\":{{\"method\":\"{}\",\"path\":\"{}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{:.3},\"trace_id\":\"{:016x}{:016x}\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\",\"message\":\"{}\"}}\n",
+            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"web-{:02}.eu-west-1.internal\",\"http\":{{\"method\":\"{}\",\"path\":\"{}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{:.3},\"trace_id\":\"{:016x}{:016x}\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\",\"env\":\"production\",\"region\":\"eu-west-1\",\"message\":\"{}\"}}\n",
             chrono::DateTime::from_timestamp_millis(time)
                 .expect("valid time")
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ"),

@@ -15,6 +15,7 @@ pub mod query;
 pub mod schema;
 pub mod search;
 pub mod store;
+pub mod time_window;
 pub mod tokenizer;
 
 pub use store::{IndexStore, StoreError};

@@ -7,13 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tantivy::indexer::IndexWriterOptions;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
 
 use super::document::LogDoc;
 use super::schema::LogSchema;
+use super::time_window::TimeBlockWarmer;
 
 /// Write-side bookkeeping of a partition.
 #[derive(Debug, Default)]
@@ -32,6 +33,9 @@ pub struct Partition {
     pub dir: PathBuf,
     index: Index,
     reader: IndexReader,
+    /// Keeps the time block indexes of this partition's segments (the reader holds it
+    /// weakly).
+    _time_blocks: Arc<TimeBlockWarmer>,
     writer: Mutex<Option<IndexWriter<LogDoc>>>,
     state: Mutex<WriteState>,
     /// Tick of the last write, for least-recently-used writer eviction.
@@ -82,9 +86,12 @@ impl Partition {
             .payload
             .and_then(|payload| payload.parse::<u64>().ok())
             .unwrap_or(0);
+        let time_blocks = Arc::new(TimeBlockWarmer::default());
+        let warmer: Arc<dyn tantivy::Warmer> = time_blocks.clone();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            .warmers(vec![Arc::downgrade(&warmer)])
             .try_into()
             .map_err(tantivy_error)?;
         Ok(Partition {
@@ -93,6 +100,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             index,
             reader,
+            _time_blocks: time_blocks,
             writer: Mutex::new(None),
             state: Mutex::new(WriteState {
                 applied_seq: committed_seq,

@@ -11,18 +11,19 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+use tantivy::Term;
 use tantivy::query::{
     AllQuery, AutomatonWeight, BooleanQuery, EmptyQuery, EnableScoring, Occur, PhraseQuery,
     Query as TantivyQuery, RangeQuery, TermQuery, Weight,
 };
 use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::{DateTime, Term};
 use tantivy_fst::Automaton;
 use tantivy_fst::automaton::AlwaysMatch;
 
 use super::{BoolQuery, FieldRef, Number, Operator, Query, QueryError, Scalar};
 use crate::index::fields::DefaultFields;
 use crate::index::schema::LogSchema;
+use crate::index::time_window::TimeWindowQuery;
 use crate::index::tokenizer::{KEYWORD_MARK, is_own_keyword, keyword_token, lowercase_into, words};
 
 /// Most fields a field-less query expands to (Elasticsearch's `max_clause_count` for
@@ -366,17 +367,22 @@ impl Compiler<'_> {
         Ok(union(variants))
     }
 
+    /// An event-time window, through the sparse block index (see `time_window`).
     fn timestamp_range(&self, lower: Bound<i64>, upper: Bound<i64>) -> Compiled {
-        let to_term = |micros: i64| {
-            Term::from_field_date(
-                self.schema.timestamp,
-                DateTime::from_timestamp_micros(micros),
-            )
+        let lower = match lower {
+            Bound::Unbounded => i64::MIN,
+            Bound::Included(micros) => micros,
+            Bound::Excluded(micros) => micros.saturating_add(1),
         };
-        match (&lower, &upper) {
-            (Bound::Unbounded, Bound::Unbounded) => Box::new(AllQuery),
-            _ => Box::new(RangeQuery::new(lower.map(to_term), upper.map(to_term))),
+        let upper = match upper {
+            Bound::Unbounded => i64::MAX,
+            Bound::Included(micros) => micros.saturating_add(1),
+            Bound::Excluded(micros) => micros,
+        };
+        if lower == i64::MIN && upper == i64::MAX {
+            return Box::new(AllQuery);
         }
+        Box::new(TimeWindowQuery { lower, upper })
     }
 
     fn range(

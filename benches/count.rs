@@ -1,0 +1,279 @@
+//! Count latency: `status:500 AND service:checkout` in 1-minute windows over an index of
+//! `DOCS` (default 10 M) log lines spanning 24 h, through Lookout's store and query path
+//! (partitioned index, Lucene query compiled onto the log schema, `search::count`), side by
+//! side with a naive single tantivy index (JSON field + fast date, plain range query).
+//!
+//! `cargo bench --bench count` (env: `DOCS`, `QUERIES`, default 2000). Prints p50/p90/p99.
+//! The index is built through `IndexStore::apply`, the path the server's log thread uses
+//! (without HTTP and the write-ahead log, which are measured by the ingest benchmark).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout::index::IndexStore;
+use lookout::index::document::LogDoc;
+use lookout::index::partition::WriterOptions;
+use lookout::index::query::dsl::ParseContext;
+use lookout::index::query::lucene::{self, LuceneOptions};
+use lookout::index::search::{self, Scope};
+use lookout::index::store::{StoreSettings, WriteOp};
+use tantivy::collector::Count;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, IndexRecordOption, JsonObjectOptions, Schema, TEXT,
+};
+use tantivy::{Index, TantivyDocument, Term};
+
+const SERVICES: [&str; 6] = ["checkout", "cart", "search", "catalog", "payments", "auth"];
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// One document of the data set, in time order: `(micros, json)`.
+fn document(
+    seq: u64,
+    docs: u64,
+    start_micros: i64,
+    random: &mut Random,
+) -> (i64, serde_json::Value) {
+    let micros = start_micros + (seq as i64 * 24 * HOUR_MICROS) / docs as i64;
+    let status = match random.below(100) {
+        0..=1 => 500,
+        2..=4 => 404,
+        _ => 200,
+    };
+    let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
+    let body = serde_json::json!({
+        "@timestamp": chrono::DateTime::from_timestamp_micros(micros).expect("time").to_rfc3339(),
+        "level": if status == 500 { "error" } else { "info" },
+        "service": service,
+        "status": status,
+        "http": {"method": "GET", "path": "/api/items", "bytes": random.below(50_000)},
+        "latency_ms": random.below(2_000_000) as f64 / 1000.0,
+        "trace_id": format!("{:016x}{:016x}", random.next(), random.next()),
+        "message": "request completed",
+    });
+    (micros, body)
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |fraction: f64| {
+        samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)]
+    };
+    format!(
+        "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.9).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3
+    )
+}
+
+fn build_lookout(dir: &Path, docs: u64, start_micros: i64) -> Arc<IndexStore> {
+    let settings = StoreSettings {
+        partition_span_micros: HOUR_MICROS,
+        retention_micros: 7 * 24 * HOUR_MICROS,
+        writer: WriterOptions {
+            threads: 2,
+            memory_bytes: 256 << 20,
+        },
+        max_open_writers: 2,
+    };
+    let store = Arc::new(IndexStore::open(dir, settings).expect("store"));
+    let mut random = Random(0x2545_F491_4F6C_DD1D);
+    let mut seq = 0u64;
+    let mut batch = Vec::new();
+    for doc_seq in 0..docs {
+        let (micros, body) = document(doc_seq, docs, start_micros, &mut random);
+        let serde_json::Value::Object(body) = body else {
+            unreachable!()
+        };
+        let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
+        batch.push(WriteOp::Index {
+            index: "logs".into(),
+            doc: LogDoc {
+                id: format!("{doc_seq:016x}"),
+                timestamp_micros: micros,
+                source,
+                body,
+                timestamp_key: Some("@timestamp".into()),
+                fields: store.fields,
+            },
+            overwrite: false,
+            explicit_id: false,
+        });
+        if batch.len() == 10_000 {
+            seq += 1;
+            store
+                .apply(seq, std::mem::take(&mut batch), false)
+                .expect("apply");
+        }
+        if doc_seq % 500_000 == 499_999 {
+            store.commit_all().expect("commit");
+        }
+    }
+    seq += 1;
+    store.apply(seq, batch, false).expect("apply");
+    store.close().expect("close");
+    store
+}
+
+fn build_naive(
+    dir: &Path,
+    docs: u64,
+    start_micros: i64,
+) -> (Index, tantivy::schema::Field, tantivy::schema::Field) {
+    let mut builder = Schema::builder();
+    let body = builder.add_json_field("body", JsonObjectOptions::from(TEXT).set_fast("raw"));
+    let timestamp = builder.add_date_field(
+        "timestamp",
+        DateOptions::default()
+            .set_fast()
+            .set_indexed()
+            .set_precision(DateTimePrecision::Microseconds),
+    );
+    let index = Index::create_in_dir(dir, builder.build()).expect("index");
+    let mut writer = index
+        .writer_with_num_threads::<TantivyDocument>(2, 256 << 20)
+        .expect("writer");
+    let mut random = Random(0x2545_F491_4F6C_DD1D);
+    for doc_seq in 0..docs {
+        let (micros, body_value) = document(doc_seq, docs, start_micros, &mut random);
+        let mut document = TantivyDocument::default();
+        document.add_field_value(body, &body_value);
+        document.add_date(timestamp, tantivy::DateTime::from_timestamp_micros(micros));
+        writer.add_document(document).expect("add");
+    }
+    writer.commit().expect("commit");
+    writer.wait_merging_threads().expect("merges");
+    (index, body, timestamp)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|argument| argument == "--bench") {
+        println!("count benchmark: run it with `cargo bench --bench count`");
+        return;
+    }
+    let docs = env_or("DOCS", 10_000_000);
+    let queries = env_or("QUERIES", 2000) as usize;
+    let work = tempfile::tempdir().expect("tempdir");
+    // the data ends an hour ago, so every window is inside retention
+    let end_micros = (chrono::Utc::now().timestamp_micros() / HOUR_MICROS - 1) * HOUR_MICROS;
+    let start_micros = end_micros - 24 * HOUR_MICROS;
+
+    let started = Instant::now();
+    let store = build_lookout(&work.path().join("lookout"), docs, start_micros);
+    println!(
+        "lookout index: {docs} docs over 24 h built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let (naive, body, timestamp) =
+        build_naive(&work.path().join("naive").tap_create(), docs, start_micros);
+    println!(
+        "naive index: built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // random minute-aligned window ends over the 24 h
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let windows: Vec<i64> = (0..queries)
+        .map(|_| start_micros + (1 + random.below(24 * 60 - 1) as i64) * 60_000_000)
+        .collect();
+
+    let indices = store.resolve("logs", false).expect("index");
+    let mut lookout_samples = Vec::with_capacity(queries);
+    let mut lookout_total = 0u64;
+    for &end in &windows {
+        let began = Instant::now();
+        let context = ParseContext {
+            now_micros: end,
+            timestamp_field: "@timestamp".into(),
+        };
+        let query = lucene::parse(
+            "status:500 AND service:checkout AND @timestamp:[now-1m TO now}",
+            &context,
+            &LuceneOptions::default(),
+        )
+        .expect("query");
+        let scope = Scope::new(&indices, &query);
+        lookout_total += search::count(&store, &scope, &query).expect("count");
+        lookout_samples.push(began.elapsed());
+    }
+    println!(
+        "lookout count, 1-minute window (parse + partition pruning + count), {queries} queries: {} (total matches {lookout_total})",
+        percentiles(lookout_samples)
+    );
+
+    let reader = naive.reader().expect("reader");
+    let searcher = reader.searcher();
+    let mut naive_samples = Vec::with_capacity(queries);
+    let mut naive_total = 0u64;
+    for &end in &windows {
+        let began = Instant::now();
+        let json_term = |path: &str| Term::from_field_json_path(body, path, true);
+        let mut status = json_term("status");
+        status.append_type_and_fast_value(500i64);
+        let mut service = json_term("service");
+        service.append_type_and_str("checkout");
+        let date = |micros: i64| {
+            Term::from_field_date(timestamp, tantivy::DateTime::from_timestamp_micros(micros))
+        };
+        let query = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(status, IndexRecordOption::Basic)) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(service, IndexRecordOption::Basic)),
+            ),
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(date(end - 60_000_000)),
+                    std::ops::Bound::Excluded(date(end)),
+                )),
+            ),
+        ]);
+        naive_total += searcher.search(&query, &Count).expect("count") as u64;
+        naive_samples.push(began.elapsed());
+    }
+    println!(
+        "naive count (one tantivy index, plain range query), {queries} queries: {} (total matches {naive_total})",
+        percentiles(naive_samples)
+    );
+    assert_eq!(lookout_total, naive_total, "both count the same documents");
+}
+
+trait TapCreate {
+    fn tap_create(self) -> Self;
+}
+
+impl TapCreate for std::path::PathBuf {
+    fn tap_create(self) -> Self {
+        std::fs::create_dir_all(&self).expect("create dir");
+        self
+    }
+}
