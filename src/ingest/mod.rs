@@ -584,6 +584,12 @@ impl Ingest {
         }
     }
 
+    /// Decoded request bytes currently held (in KiB permits, reported in bytes).
+    pub fn in_flight_bytes(&self) -> u64 {
+        let total = (self.settings.max_in_flight_bytes / 1024).min(Semaphore::MAX_PERMITS as u64);
+        (total - self.in_flight.available_permits() as u64) * 1024
+    }
+
     /// Waits until everything up to `seq` is searchable; with `force`, commits now.
     pub async fn wait_searchable(&self, seq: u64, force: bool) {
         let mut receiver = self.searchable.subscribe();

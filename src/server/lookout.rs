@@ -79,6 +79,7 @@ async fn agents(State(state): State<SharedState>) -> Response {
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     let store = state.store.clone();
+    let in_flight_bytes = state.ingest.in_flight_bytes();
     let gauges = tokio::task::spawn_blocking(move || {
         let mut gauges = Vec::new();
         for index in store.all() {
@@ -102,6 +103,12 @@ async fn metrics(State(state): State<SharedState>) -> Response {
                 value: index.disk_bytes() as f64,
             });
         }
+        gauges.push(GaugeSample {
+            name: "lookout_ingest_in_flight_bytes",
+            help: "Decoded request bytes held in memory right now (beyond ingest.max_in_flight_bytes requests get 429).",
+            labels: Vec::new(),
+            value: in_flight_bytes as f64,
+        });
         gauges.sort_by_key(|gauge| gauge.name);
         gauges
     })

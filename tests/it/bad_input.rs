@@ -295,3 +295,80 @@ async fn non_loopback_listen_needs_auth_and_auth_is_enforced() {
         .expect("basic");
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tight.toml");
+    std::fs::write(&config, "[ingest]\nmax_body_bytes = 1048576\nmax_line_bytes = 65536\nmax_in_flight_bytes = 1048576\n").expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf8")],
+    );
+    let line = "{\"index\":{}}\n{\"filler\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n";
+    let half: String = line.repeat(600_000 / line.len());
+    // the first request sends half its body, then waits
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    sender
+        .send(Ok(half.clone().into_bytes()))
+        .await
+        .expect("first half");
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let slow = server
+        .client
+        .post(server.url("/logs/_bulk"))
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let slow = tokio::spawn(slow);
+    // wait until the server holds that half (observable through its own metric)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let held = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("lookout_ingest_in_flight_bytes "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if held >= 500_000.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never held the first half ({held} bytes)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = server.post_ndjson("/logs/_bulk", half.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "es_rejected_execution_exception");
+    // the first request finishes normally, and then there is room again
+    drop(sender);
+    let response = slow.await.expect("join").expect("first request");
+    assert_eq!(response.status(), 200);
+    let (status, _) = server.post_ndjson("/logs/_bulk?refresh=true", half).await;
+    assert_eq!(status, 200);
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("lookout_http_requests_refused_total{reason=\"in_flight\"} 1"),
+        "{metrics}"
+    );
+}

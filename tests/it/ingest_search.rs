@@ -446,3 +446,74 @@ async fn cluster_info_cat_indices_mapping_and_index_lifecycle() {
     assert!(metrics.contains("lookout_ingest_docs_total 1"), "{metrics}");
     assert!(metrics.contains("# TYPE lookout_wal_sync_seconds histogram"));
 }
+
+#[tokio::test]
+async fn acknowledged_documents_become_searchable_without_an_explicit_refresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, _) = server
+        .post_ndjson(
+            "/_bulk",
+            bulk_body("logs", &[json!({"fresh": true, "@timestamp": ago(1)})]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let acknowledged = std::time::Instant::now();
+    // the default refresh interval is 500 ms; allow CI some slack, but not forever
+    while server
+        .client
+        .get(server.url("/logs/_count?q=fresh:true"))
+        .send()
+        .await
+        .expect("count")
+        .json::<Value>()
+        .await
+        .map(|body| body["count"] == 1)
+        .unwrap_or(false)
+        == false
+    {
+        assert!(
+            acknowledged.elapsed() < std::time::Duration::from_secs(3),
+            "not searchable 3 s after the acknowledgment"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(acknowledged.elapsed() < std::time::Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn msearch_and_field_caps_answer_in_es_shapes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let docs: Vec<Value> = (0..10)
+        .map(|seq| log_line(seq, json!(if seq < 4 { 500 } else { 200 }), "checkout", 30))
+        .collect();
+    server
+        .post_ndjson("/logs/_bulk?refresh=true", bulk_body("logs", &docs))
+        .await;
+    let body = "{\"index\":\"logs\"}\n{\"query\":{\"term\":{\"http.status\":500}},\"size\":0}\n{}\n{\"query\":{\"match_all\":{}},\"size\":1}\n{\"index\":\"missing\"}\n{}\n";
+    let (status, result) = server.post_ndjson("/_msearch", body).await;
+    assert_eq!(status, 200, "{result}");
+    let responses = result["responses"].as_array().expect("responses");
+    assert_eq!(responses[0]["hits"]["total"]["value"], 4);
+    assert_eq!(responses[0]["status"], 200);
+    assert_eq!(
+        responses[1]["hits"]["hits"].as_array().expect("hits").len(),
+        1
+    );
+    assert_eq!(responses[2]["status"], 404);
+    assert_eq!(responses[2]["error"]["type"], "index_not_found_exception");
+
+    let (status, caps) = server.get("/logs/_field_caps?fields=http.*,service*").await;
+    assert_eq!(status, 200);
+    assert_eq!(caps["indices"], json!(["logs"]));
+    assert_eq!(caps["fields"]["http.status"]["long"]["aggregatable"], true);
+    assert_eq!(
+        caps["fields"]["service.keyword"]["keyword"]["type"],
+        "keyword"
+    );
+    assert!(
+        caps["fields"].get("message").is_none(),
+        "only the requested fields"
+    );
+}
