@@ -460,18 +460,11 @@ async fn acknowledged_documents_become_searchable_without_an_explicit_refresh() 
     assert_eq!(status, 200);
     let acknowledged = std::time::Instant::now();
     // the default refresh interval is 500 ms; allow CI some slack, but not forever
-    while server
-        .client
-        .get(server.url("/logs/_count?q=fresh:true"))
-        .send()
-        .await
-        .expect("count")
-        .json::<Value>()
-        .await
-        .map(|body| body["count"] == 1)
-        .unwrap_or(false)
-        == false
-    {
+    loop {
+        let (_, body) = server.get("/logs/_count?q=fresh:true").await;
+        if body["count"] == 1 {
+            break;
+        }
         assert!(
             acknowledged.elapsed() < std::time::Duration::from_secs(3),
             "not searchable 3 s after the acknowledgment"
