@@ -372,3 +372,59 @@ async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
         "{metrics}"
     );
 }
+
+#[test]
+fn lookout_check_reports_every_error_with_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good_rule =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/checkout_5xx.json");
+    let good_config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lookout.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("check")
+        .arg(&good_rule)
+        .arg(&good_config)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 file(s) OK"));
+
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_config,
+        "[index]\npartition_span = \"7m\"\nretention = \"1m\"\n",
+    )
+    .expect("write");
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[ingest]\nmax_body_byte = 1\n").expect("write");
+    let bad_rule = dir.path().join("bad_rule.json");
+    std::fs::write(
+        &bad_rule,
+        "{\"version\": 1,\n \"threshold\": {\"op\": \"=>\", \"value\": 1}}",
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("check")
+        .args([&bad_config, &typo, &bad_rule])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml: `index.partition_span`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml: `index.retention`"), "{stderr}");
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("max_body_byte"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad_rule.json:2:") && stderr.contains("=>"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 error(s) in 3 file(s)"), "{stderr}");
+}
