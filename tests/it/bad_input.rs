@@ -72,15 +72,7 @@ async fn bad_bulk_lines_fail_only_their_own_item() {
         "the good neighbours are all indexed"
     );
     assert_eq!(server.count("logs", "eaten:true").await, 0);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("lookout_ingest_lines_rejected_total{reason=\"too_deep\"} 1"),
         "{metrics}"
@@ -326,15 +318,7 @@ async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
     // wait until the server holds that half (observable through its own metric)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let metrics = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = server.metrics().await;
         let held = metrics
             .lines()
             .find_map(|line| line.strip_prefix("lookout_ingest_in_flight_bytes "))
@@ -358,15 +342,7 @@ async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
     assert_eq!(response.status(), 200);
     let (status, _) = server.post_ndjson("/logs/_bulk?refresh=true", half).await;
     assert_eq!(status, 200);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("lookout_http_requests_refused_total{reason=\"in_flight\"} 1"),
         "{metrics}"

@@ -434,15 +434,7 @@ async fn cluster_info_cat_indices_mapping_and_index_lifecycle() {
         "files are removed"
     );
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(metrics.contains("lookout_ingest_docs_total 1"), "{metrics}");
     assert!(metrics.contains("# TYPE lookout_wal_sync_seconds histogram"));
 }

@@ -83,6 +83,18 @@ impl Server {
         decode(response).await
     }
 
+    /// Lookout's own `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn count(&self, index: &str, query: &str) -> u64 {
         let (status, body) = self
             .get(&format!("/{index}/_count?q={}", urlencode(query)))

@@ -182,15 +182,7 @@ async fn retention_drops_whole_old_partitions() {
         1,
         "the whole partition directory is gone"
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("lookout_index_retention_dropped_partitions_total 1"),
         "{metrics}"
