@@ -336,9 +336,12 @@ impl Ingest {
         }
         let seq = decide.next_seq;
         if ops.is_empty() && marks.is_empty() && watermark.is_none() {
+            // nothing to log (all noops or failures): report the last record logged, which
+            // is what `?refresh` must wait for — `seq` itself is never written
+            let logged_before = seq - 1;
             drop(decide);
             return WriteOutcome {
-                seq,
+                seq: logged_before,
                 items: results,
             };
         }

@@ -165,3 +165,70 @@ async fn agents_heartbeat_and_deregister() {
         .expect("bad");
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn the_write_ahead_log_is_truncated_behind_commits_without_losing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("small-wal.toml");
+    std::fs::write(&config, "[ingest]\nwal_segment_bytes = 4096\n").expect("config");
+    let data = dir.path().join("data");
+    let config_arg = config.to_str().expect("utf8").to_string();
+    let server = Server::start(&data, &["--config", &config_arg]);
+    let batch = |from: u64| {
+        let mut body = String::new();
+        for offset in from..from + 20 {
+            body.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"logs\",\"_lookout\":{{\"source\":\"wal-test\",\"gen\":0,\"offset\":{}}}}}}}\n{}\n",
+                offset + 1,
+                json!({"@timestamp": ago(10), "line": offset, "padding": "p".repeat(200)})
+            ));
+        }
+        body
+    };
+    for round in 0..30 {
+        let (status, result) = server.post_ndjson("/_bulk", batch(round * 20)).await;
+        assert_eq!(status, 200);
+        assert_eq!(result["errors"], false);
+    }
+    let wal_segments = || {
+        std::fs::read_dir(data.join("logs/wal"))
+            .expect("wal dir")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".wal"))
+            .count()
+    };
+    let written = wal_segments();
+    assert!(written > 10, "small segments rotate: {written}");
+    // maintenance (every few seconds) deletes segments the index has committed
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while wal_segments() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segments were not truncated: {} left",
+            wal_segments()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // one more batch after truncation, then a crash
+    let (_, result) = server.post_ndjson("/_bulk", batch(600)).await;
+    assert_eq!(result["errors"], false);
+    server.kill();
+
+    let server = Server::start(&data, &["--config", &config_arg]);
+    assert_eq!(
+        server.count("logs", "*").await,
+        620,
+        "every line is there once after truncation, crash and replay"
+    );
+    // the high-water marks survived truncation through the snapshot
+    let (_, again) = server.post_ndjson("/_bulk?refresh=true", batch(0)).await;
+    assert!(
+        again["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|item| item["index"]["result"] == "noop"),
+        "{again}"
+    );
+    assert_eq!(server.count("logs", "*").await, 620);
+}
