@@ -232,3 +232,43 @@ async fn the_write_ahead_log_is_truncated_behind_commits_without_losing_anything
     );
     assert_eq!(server.count("logs", "*").await, 620);
 }
+
+#[tokio::test]
+async fn overwrites_across_partitions_survive_a_crash_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = std::sync::Arc::new(Server::start(dir.path(), &[]));
+    // 4 writers, each owning 50 ids, each id written 3 times with event times in three
+    // different hours (three partitions); the last version must be the one that remains
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            for version in 1..=3 {
+                let mut body = String::new();
+                for key in 0..50 {
+                    body.push_str(&format!(
+                        "{{\"index\":{{\"_index\":\"logs\",\"_id\":\"w{writer}-k{key}\"}}}}\n{}\n",
+                        json!({"@timestamp": ago(version * 3600 + 60), "version": version, "writer": writer})
+                    ));
+                }
+                let (status, result) = server.post_ndjson("/_bulk", body).await;
+                assert_eq!(status, 200);
+                assert_eq!(result["errors"], false, "{result}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let server = std::sync::Arc::into_inner(server).expect("no other owners");
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.count("logs", "*").await, 200, "one document per id");
+    assert_eq!(
+        server.count("logs", "version:3").await,
+        200,
+        "the last version of each id"
+    );
+    let (_, doc) = server.get("/logs/_doc/w2-k7").await;
+    assert_eq!(doc["_source"]["version"], 3);
+}
