@@ -11,7 +11,9 @@
 //! stores and searches them, [`server`] is the HTTP API, [`app`] wires everything and owns
 //! shutdown.
 
+pub mod agent;
 pub mod app;
+pub mod atomic_file;
 pub mod config;
 pub mod data_dir;
 pub mod duration_serde;

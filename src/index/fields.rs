@@ -149,7 +149,7 @@ impl FieldRegistry {
         }
         let bytes =
             serde_json::to_vec(&self.kinds).expect("a map of strings to numbers serializes");
-        super::store::write_file_durably(path, &bytes)?;
+        crate::atomic_file::write(path, &bytes)?;
         self.changed = false;
         Ok(())
     }

@@ -390,7 +390,7 @@ impl IndexStore {
             created_millis: Utc::now().timestamp_millis(),
         };
         let meta_path = dir.join("index.json");
-        write_file_durably(
+        crate::atomic_file::write(
             &meta_path,
             &serde_json::to_vec(&meta).expect("IndexMeta serializes"),
         )
@@ -735,20 +735,6 @@ fn fastrand_byte() -> u8 {
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
-pub fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -102,7 +102,7 @@ impl SourceMarks {
                 .map(|((source, generation), mark)| (source.clone(), *generation, *mark))
                 .collect(),
         };
-        crate::index::store::write_file_durably(
+        crate::atomic_file::write(
             path,
             &serde_json::to_vec(&snapshot).expect("snapshot serializes"),
         )
