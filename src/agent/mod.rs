@@ -1,9 +1,11 @@
 //! The agent (`lookout ship`): tails JSON log files and ships every complete line exactly
 //! once through rotation, restarts, crashes and outages (DESIGN §4, issue 3).
 //!
-//! Built so far: [`fingerprint`] (file identity that survives renames and detects reuse)
+//! Built so far: [`fingerprint`] (file identity that survives renames and detects reuse),
+//! [`lines`] (complete lines with their offsets)
 //! and [`checkpoint`] (acknowledged offsets, persisted atomically). The tailer, shipper and
 //! `lookout ship` command build on them.
 
 pub mod checkpoint;
 pub mod fingerprint;
+pub mod lines;
