@@ -7,6 +7,9 @@
 //! The index is built through `IndexStore::apply`, the path the server's log thread uses
 //! (without HTTP and the write-ahead log, which are measured by the ingest benchmark).
 
+mod common;
+
+use common::{Random, env_or};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,20 +30,6 @@ use tantivy::{Index, TantivyDocument, Term};
 
 const SERVICES: [&str; 6] = ["checkout", "cart", "search", "catalog", "payments", "auth"];
 const HOUR_MICROS: i64 = 3_600_000_000;
-
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 /// One document of the data set, in time order: `(micros, json)`.
 fn document(
@@ -163,16 +152,8 @@ fn build_naive(
     (index, body, timestamp)
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    if !std::env::args().any(|argument| argument == "--bench") {
-        println!("count benchmark: run it with `cargo bench --bench count`");
+    if !common::invoked_as_benchmark("count") {
         return;
     }
     let docs = env_or("DOCS", 10_000_000);

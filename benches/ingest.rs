@@ -9,6 +9,9 @@
 //! server: the output gives the wall-clock rate and the server's rate per CPU-second (its
 //! CPU time from /proc), and leads with the ratio to the naive loader.
 
+mod common;
+
+use common::{Random, env_or};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,21 +39,6 @@ const MESSAGES: [&str; 5] = [
     "user session refreshed",
     "slow query detected on orders table",
 ];
-
-/// A small deterministic generator (xorshift), so runs are comparable.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 /// Writes `lines` realistic log lines spread over the last 20 hours; returns bytes.
 fn generate(path: &Path, lines: usize) -> u64 {
@@ -167,22 +155,13 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing heavy then
-    if !std::env::args().any(|argument| argument == "--bench") {
-        println!("ingest benchmark: run it with `cargo bench --bench ingest`");
+    if !common::invoked_as_benchmark("ingest") {
         return;
     }
-    let lines = env_or("LINES", 2_000_000);
-    let connections = env_or("CONNECTIONS", 2);
-    let batch_bytes = env_or("BATCH_BYTES", 4 << 20);
+    let lines = env_or("LINES", 2_000_000) as usize;
+    let connections = env_or("CONNECTIONS", 2) as usize;
+    let batch_bytes = env_or("BATCH_BYTES", 4 << 20) as usize;
     let work = tempfile::tempdir().expect("tempdir");
     let data = work.path().join("lines.ndjson");
     let bytes = generate(&data, lines);
