@@ -108,12 +108,25 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // tests and scripts wait for this line instead of sleeping
     println!("listening on {address}");
     tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
-    let stop = shutdown.clone();
+    let stopping = CancellationToken::new();
+    {
+        let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = signal() => {}
+            }
+            stopping.cancel();
+        });
+    }
+    let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = signal() => {}
+            stopping.cancelled().await;
+            // the in-process agent ships what it read and deregisters through this
+            // listener, so it stops first
+            if let Some(agent) = agent {
+                let _ = agent.await;
             }
             tracing::info!("shutting down: finishing requests, committing acknowledged documents");
         })
@@ -124,6 +137,55 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     ingest.close().await?;
     drop(data_dir);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts `[[agent.inputs]]` in-process, shipping to this server over loopback through
+/// the same exactly-once protocol as `lookout ship`.
+fn in_process_agent(
+    config: &Config,
+    address: SocketAddr,
+    data_dir: &DataDir,
+    stopping: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.agent.inputs.is_empty() {
+        return None;
+    }
+    let mut agent = config.agent.clone();
+    if agent.to.is_none() {
+        let host = if address.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], address.port()))
+        } else {
+            address
+        };
+        agent.to = Some(format!("http://{host}"));
+    }
+    if agent.token.is_none() && agent.token_env.is_none() && agent.token_file.is_none() {
+        agent.token = config
+            .auth
+            .resolve_token()
+            .ok()
+            .flatten()
+            .map(crate::config::Secret);
+    }
+    let state_dir = data_dir.state().join("agent");
+    Some(tokio::spawn(async move {
+        if let Err(error) = crate::agent::run(agent, state_dir, stopping).await {
+            tracing::error!(%error, "in-process agent stopped");
+        }
+    }))
+}
+
+/// Runs `lookout ship` until SIGINT/SIGTERM, then ships what was read and deregisters.
+pub async fn ship(config: crate::agent::config::AgentConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("stopping: shipping what was read, then saving checkpoints");
+        trigger.cancel();
+    });
+    crate::agent::run(config, crate::agent::default_state_dir(), cancel).await?;
     Ok(())
 }
 

@@ -24,6 +24,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub ingest: IngestConfig,
     pub index: IndexConfig,
+    /// Files `lookout serve` tails itself (`[[agent.inputs]]`), shipped to this server
+    /// through the agent protocol; the options are those of `config/agent.toml`.
+    pub agent: crate::agent::config::AgentConfig,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             ingest: IngestConfig::default(),
             index: IndexConfig::default(),
+            agent: crate::agent::config::AgentConfig::default(),
         }
     }
 }
@@ -71,22 +75,56 @@ impl std::fmt::Debug for AuthConfig {
 impl AuthConfig {
     /// The configured token, read from wherever it is configured.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
-        if let Some(token) = &self.token {
-            return Ok(Some(token.clone()));
-        }
-        if let Some(name) = &self.token_env {
-            return std::env::var(name)
-                .map(|token| Some(token.trim().to_string()))
-                .map_err(|_| format!("auth.token_env: environment variable `{name}` is not set"));
-        }
-        if let Some(path) = &self.token_file {
-            return std::fs::read_to_string(path)
-                .map(|token| Some(token.trim().to_string()))
-                .map_err(|error| {
-                    format!("auth.token_file: cannot read `{}`: {error}", path.display())
-                });
-        }
-        Ok(None)
+        resolve_secret(
+            self.token.as_deref(),
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )
+        .map_err(|(field, error)| format!("auth.{field}: {error}"))
+    }
+}
+
+/// A secret configured directly, through an environment variable or in a file, in that
+/// order; an error names the field (`token_env`, `token_file`) and what is wrong.
+pub fn resolve_secret(
+    value: Option<&str>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>, (&'static str, String)> {
+    if let Some(value) = value {
+        return Ok(Some(value.to_string()));
+    }
+    if let Some(name) = env {
+        return std::env::var(name)
+            .map(|value| Some(value.trim().to_string()))
+            .map_err(|_| {
+                (
+                    "token_env",
+                    format!("environment variable `{name}` is not set"),
+                )
+            });
+    }
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|value| Some(value.trim().to_string()))
+            .map_err(|error| {
+                (
+                    "token_file",
+                    format!("cannot read `{}`: {error}", path.display()),
+                )
+            });
+    }
+    Ok(None)
+}
+
+/// A secret string: redacted in `Debug`, never serialized back.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("<redacted>")
     }
 }
 
@@ -271,6 +309,9 @@ impl Config {
         }
         if let Err(error) = self.auth.resolve_token() {
             errors.push(format!("{origin}: {error}"));
+        }
+        if let Err(agent_errors) = self.agent.validate(origin, "agent.") {
+            errors.extend(agent_errors);
         }
         if errors.is_empty() {
             Ok(())

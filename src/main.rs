@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 // `cargo bench --bench ingest`); mimalloc is the standard drop-in for such workloads.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use lookout::agent::config::{AgentConfig, InputConfig};
 use lookout::config::Config;
 
 #[derive(Parser)]
@@ -43,6 +44,38 @@ enum Command {
         /// Allow a non-loopback --listen without auth.token.
         #[arg(long)]
         insecure: bool,
+    },
+    /// Run the agent: tail JSON log files and ship every complete line exactly once to
+    /// Lookout (or any Elasticsearch-compatible `_bulk` endpoint).
+    Ship {
+        /// TOML config file (see config/agent.toml); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Glob of files to tail (`*`, `?`, `**`); repeat for more. Adds one input to
+        /// those of the config file.
+        #[arg(long = "path", value_name = "GLOB")]
+        paths: Vec<String>,
+        /// Glob of files to skip, for the --path input; repeat for more.
+        #[arg(long = "exclude", value_name = "GLOB")]
+        excludes: Vec<String>,
+        /// Static field added to every event of the --path input, KEY=VALUE; repeat for more.
+        #[arg(long = "field", value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+        /// Base URL of Lookout or an Elasticsearch-compatible server.
+        #[arg(long)]
+        to: Option<String>,
+        /// Index to ship to (default `logs`).
+        #[arg(long)]
+        index: Option<String>,
+        /// Where checkpoints and dead letters are kept (default ./agent-state).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Bearer token for the server.
+        #[arg(long, env = "LOOKOUT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Serve the agent's metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Validate config and rule files; every error with file and field; exit 1 on any.
     Check {
@@ -88,32 +121,112 @@ fn main() -> ExitCode {
                 config.queries_dir = queries;
             }
             config.auth.insecure |= insecure;
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("lookout: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(lookout::app::serve(
+            run(lookout::app::serve(
                 config,
                 tokio_util::sync::CancellationToken::new(),
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("lookout: {error:#}");
-                    ExitCode::FAILURE
+            ))
+        }
+        Command::Ship {
+            config,
+            paths,
+            excludes,
+            fields,
+            to,
+            index,
+            state_dir,
+            token,
+            metrics_listen,
+        } => {
+            let mut config = match config {
+                Some(path) => match AgentConfig::load(&path) {
+                    Ok(config) => config,
+                    Err(errors) => {
+                        for error in errors {
+                            eprintln!("{error}");
+                        }
+                        return ExitCode::from(2);
+                    }
+                },
+                None => AgentConfig::default(),
+            };
+            if !paths.is_empty() {
+                let mut static_fields = serde_json::Map::new();
+                for field in &fields {
+                    let Some((key, value)) = field.split_once('=') else {
+                        eprintln!(
+                            "--field `{field}`: expected KEY=VALUE, e.g. --field service=checkout"
+                        );
+                        return ExitCode::from(2);
+                    };
+                    static_fields.insert(key.to_string(), value.into());
                 }
+                config.inputs.push(InputConfig {
+                    paths,
+                    exclude: excludes,
+                    fields: static_fields,
+                    ..InputConfig::default()
+                });
+            } else if !excludes.is_empty() || !fields.is_empty() {
+                eprintln!("--exclude and --field apply to the --path input; add --path");
+                return ExitCode::from(2);
             }
+            if to.is_some() {
+                config.to = to;
+            }
+            if let Some(index) = index {
+                config.index = index;
+            }
+            if state_dir.is_some() {
+                config.state_dir = state_dir;
+            }
+            if let Some(token) = token {
+                config.token = Some(lookout::config::Secret(token));
+            }
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
+            if let Err(errors) = config.validate("command line", "") {
+                for error in errors {
+                    eprintln!("{error}");
+                }
+                return ExitCode::from(2);
+            }
+            run(lookout::app::ship(config))
         }
         Command::Check { paths } => check(paths),
     }
+}
+
+fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lookout: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lookout: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An agent config has `[[inputs]]` or `to` at the top level; a server config has neither.
+fn is_agent_config(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|table| table.contains_key("inputs") || table.contains_key("to"))
 }
 
 fn check(paths: Vec<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         vec![
             PathBuf::from("config/lookout.toml"),
+            PathBuf::from("config/agent.toml"),
             PathBuf::from("queries"),
         ]
     } else {
@@ -143,6 +256,7 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
         for file in files {
             checked += 1;
             let result = match file.extension().and_then(|extension| extension.to_str()) {
+                Some("toml") if is_agent_config(&file) => AgentConfig::load(&file).map(|_| ()),
                 Some("toml") => Config::load(&file)
                     .map(|_| ())
                     .map_err(|error| error.errors),

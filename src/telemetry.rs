@@ -144,7 +144,38 @@ pub struct GaugeSample {
     pub value: f64,
 }
 
-fn escape_label(value: &str) -> String {
+/// Writes one counter with its HELP and TYPE lines.
+pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+/// Writes a one-label counter with its HELP and TYPE lines.
+pub fn write_labeled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    counter: &LabeledCounter,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in counter.snapshot() {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\"}} {count}",
+            escape_label(&value)
+        );
+    }
+}
+
+/// Writes the HELP and TYPE lines of a gauge.
+pub fn write_gauge_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+pub fn escape_label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -155,23 +186,8 @@ impl Telemetry {
     /// Renders every metric plus `gauges`.
     pub fn render(&self, gauges: &[GaugeSample]) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        let labeled =
-            |out: &mut String, name: &str, help: &str, label: &str, counter: &LabeledCounter| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (value, count) in counter.snapshot() {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{label}=\"{}\"}} {count}",
-                        escape_label(&value)
-                    );
-                }
-            };
+        let counter = write_counter;
+        let labeled = write_labeled_counter;
         let histogram = |out: &mut String, name: &str, help: &str, histogram: &Histogram| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             histogram.render(out, name, "");
@@ -248,11 +264,7 @@ impl Telemetry {
         let mut last_name = "";
         for gauge in gauges {
             if gauge.name != last_name {
-                let _ = writeln!(
-                    out,
-                    "# HELP {} {}\n# TYPE {} gauge",
-                    gauge.name, gauge.help, gauge.name
-                );
+                write_gauge_header(&mut out, gauge.name, gauge.help);
                 last_name = gauge.name;
             }
             let labels: Vec<String> = gauge

@@ -11,11 +11,20 @@
 //!   configured); one that is JSON but not an object, or not UTF-8, is dead-lettered with
 //!   its reason.
 
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use super::dead_letter::DeadLetterRecord;
+use super::fingerprint::FileIdentity;
 
 /// Where a line came from.
 #[derive(Debug, Clone)]
 pub struct LinePosition<'a> {
+    pub identity: FileIdentity,
     /// `FileIdentity::source_id()`.
     pub source: &'a str,
     pub generation: u64,
@@ -30,7 +39,8 @@ pub enum Target {
     PlainElasticsearch,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NonJson {
     Wrap,
     DeadLetter,
@@ -44,84 +54,234 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// Builds one `_bulk` body.
+/// What one input adds to its lines: the index they go to and static fields.
+#[derive(Debug)]
+pub struct InputFields {
+    pub index: String,
+    pub static_fields: Map<String, Value>,
+    /// `,"key":value` for every static field, serialized once.
+    static_json: String,
+}
+
+impl InputFields {
+    pub fn new(index: &str, static_fields: Map<String, Value>) -> InputFields {
+        let mut static_json = String::new();
+        for (key, value) in &static_fields {
+            static_json.push(',');
+            static_json.push_str(&Value::String(key.clone()).to_string());
+            static_json.push(':');
+            static_json.push_str(&value.to_string());
+        }
+        InputFields {
+            index: index.to_string(),
+            static_fields,
+            static_json,
+        }
+    }
+}
+
+/// One shipped line inside a batch body.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Byte range of the action line and the document line (both newlines included).
+    pub start: usize,
+    pub document_start: usize,
+    pub end: usize,
+    /// Index into [`Batch::files`].
+    pub file: usize,
+    pub generation: u64,
+    /// Offset just past the line in its file.
+    pub offset: u64,
+}
+
+/// How far a batch takes one file: every line up to `offset` is in it or dead-lettered.
+#[derive(Debug, Clone)]
+pub struct FileProgress {
+    pub identity: FileIdentity,
+    pub source: String,
+    pub generation: u64,
+    pub offset: u64,
+    pub path: PathBuf,
+}
+
+/// A `_bulk` body with what the shipper needs to acknowledge, retry or dead-letter it.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// NDJSON, uncompressed.
+    pub body: Vec<u8>,
+    pub items: Vec<BatchItem>,
+    pub files: Vec<FileProgress>,
+    /// Lines refused before sending; written once the batch is acknowledged.
+    pub dead_letters: Vec<DeadLetterRecord>,
+    /// Set when every tailed file was at its end at this time with all it held before in
+    /// this batch or earlier ones: once the batch is acknowledged, this is the agent's
+    /// watermark.
+    pub eof_time: Option<SystemTime>,
+}
+
+impl Batch {
+    /// The document line of `item` (without its newline).
+    pub fn document(&self, item: &BatchItem) -> &[u8] {
+        &self.body[item.document_start..item.end - 1]
+    }
+}
+
+/// Builds one [`Batch`].
 #[derive(Debug)]
 pub struct BatchBuilder {
-    index: String,
-    host_name: String,
-    static_fields: Map<String, Value>,
+    /// The host name as a JSON string literal.
+    host_json: String,
     target: Target,
     non_json: NonJson,
-    body: Vec<u8>,
-    lines: usize,
+    batch: Batch,
 }
 
 impl BatchBuilder {
-    pub fn new(
-        index: &str,
-        host_name: &str,
-        static_fields: Map<String, Value>,
-        target: Target,
-        non_json: NonJson,
-    ) -> BatchBuilder {
+    pub fn new(host_name: &str, target: Target, non_json: NonJson) -> BatchBuilder {
         BatchBuilder {
-            index: index.to_string(),
-            host_name: host_name.to_string(),
-            static_fields,
+            host_json: Value::String(host_name.to_string()).to_string(),
             target,
             non_json,
-            body: Vec::new(),
-            lines: 0,
+            batch: Batch::default(),
         }
     }
 
     pub fn len_bytes(&self) -> usize {
-        self.body.len()
+        self.batch.body.len()
     }
 
     pub fn lines(&self) -> usize {
-        self.lines
+        self.batch.items.len()
     }
 
-    /// Takes the body built so far, leaving the builder empty.
-    pub fn take(&mut self) -> Vec<u8> {
-        self.lines = 0;
-        std::mem::take(&mut self.body)
+    /// Whether there is anything to ship or to dead-letter.
+    pub fn is_empty(&self) -> bool {
+        self.batch.items.is_empty() && self.batch.dead_letters.is_empty()
     }
 
-    /// Adds one line, or says why it must be dead-lettered (the batch is unchanged then).
-    pub fn push(&mut self, line: &[u8], position: &LinePosition<'_>) -> Result<(), DeadLetter> {
+    /// Whether the batch records progress of any file (even with no line to ship, e.g.
+    /// when every line was dead-lettered).
+    pub fn has_progress(&self) -> bool {
+        !self.batch.files.is_empty()
+    }
+
+    /// Takes the batch built so far, leaving the builder empty.
+    pub fn take(&mut self, eof_time: Option<SystemTime>) -> Batch {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.eof_time = eof_time;
+        batch
+    }
+
+    /// Adds one line, or says why it must be dead-lettered (nothing is added then; the
+    /// caller passes it to [`BatchBuilder::dead_letter`]).
+    pub fn push(
+        &mut self,
+        line: &[u8],
+        position: &LinePosition<'_>,
+        input: &InputFields,
+    ) -> Result<(), DeadLetter> {
         let text = std::str::from_utf8(line).map_err(|error| DeadLetter {
             label: "invalid_utf8",
             reason: format!("not UTF-8 (invalid byte at {})", error.valid_up_to()),
         })?;
-        let mut document = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
+        let start = self.batch.body.len();
+        self.write_action(position, input);
+        let document_start = self.batch.body.len();
+        match scan(text, &input.static_fields) {
+            Scan::Object { entries, conflict } if !conflict => {
+                // the fast path: the line is a JSON object with no key we add, so our
+                // fields are spliced in before its closing brace, without re-encoding it
+                let object = text.trim_end();
+                let body = &mut self.batch.body;
+                body.extend_from_slice(&object.as_bytes()[..object.len() - 1]);
+                if entries > 0 {
+                    body.push(b',');
+                }
+                let line_start = position.offset.saturating_sub(line.len() as u64 + 1);
+                let _ = write!(
+                    body,
+                    r#""host":{{"name":{}}},"log":{{"file":{{"path":{}}},"offset":{line_start}}}{}}}"#,
+                    self.host_json,
+                    Value::String(position.path.to_string()),
+                    input.static_json
+                );
+                body.push(b'\n');
+            }
+            Scan::Object { .. } => {
+                let Ok(Value::Object(document)) = serde_json::from_str::<Value>(text) else {
+                    unreachable!("scanned as an object")
+                };
+                self.write_merged(document, line, position, input);
+            }
+            Scan::Other(kind) => {
+                self.batch.body.truncate(start);
                 return Err(DeadLetter {
                     label: "not_an_object",
                     reason: format!(
-                        "a JSON {} is not a log event; log one JSON object per line",
-                        kind_of(&other)
+                        "a JSON {kind} is not a log event; log one JSON object per line"
                     ),
                 });
             }
-            Err(error) if self.non_json == NonJson::DeadLetter => {
+            Scan::NotJson(error) if self.non_json == NonJson::DeadLetter => {
+                self.batch.body.truncate(start);
                 return Err(DeadLetter {
                     label: "not_json",
                     reason: format!("not JSON: {error}"),
                 });
             }
-            Err(_) => {
-                let mut map = Map::new();
-                map.insert("message".into(), Value::String(text.to_string()));
-                map
+            Scan::NotJson(_) => {
+                let mut document = Map::new();
+                document.insert("message".into(), Value::String(text.to_string()));
+                self.write_merged(document, line, position, input);
             }
+        }
+        let file = self.progress(position);
+        self.batch.items.push(BatchItem {
+            start,
+            document_start,
+            end: self.batch.body.len(),
+            file,
+            generation: position.generation,
+            offset: position.offset,
+        });
+        Ok(())
+    }
+
+    /// Records a line that goes to the dead-letter file; its file's progress moves past it.
+    pub fn dead_letter(&mut self, record: DeadLetterRecord, position: &LinePosition<'_>) {
+        self.progress(position);
+        self.batch.dead_letters.push(record);
+    }
+
+    fn write_action(&mut self, position: &LinePosition<'_>, input: &InputFields) {
+        let body = &mut self.batch.body;
+        let _ = match self.target {
+            Target::Lookout => writeln!(
+                body,
+                r#"{{"index":{{"_index":"{}","_lookout":{{"source":"{}","gen":{},"offset":{}}}}}}}"#,
+                input.index, position.source, position.generation, position.offset
+            ),
+            Target::PlainElasticsearch => writeln!(
+                body,
+                r#"{{"create":{{"_index":"{}","_id":"{}"}}}}"#,
+                input.index,
+                deterministic_id(position)
+            ),
         };
+    }
+
+    /// The slow path: merges our fields into a parsed document.
+    fn write_merged(
+        &mut self,
+        mut document: Map<String, Value>,
+        line: &[u8],
+        position: &LinePosition<'_>,
+        input: &InputFields,
+    ) {
         add_if_absent(
             &mut document,
             &["host", "name"],
-            Value::String(self.host_name.clone()),
+            serde_json::from_str(&self.host_json).expect("a JSON string"),
         );
         add_if_absent(
             &mut document,
@@ -130,23 +290,145 @@ impl BatchBuilder {
         );
         let line_start = position.offset.saturating_sub(line.len() as u64 + 1);
         add_if_absent(&mut document, &["log", "offset"], Value::from(line_start));
-        for (key, value) in &self.static_fields {
+        for (key, value) in &input.static_fields {
             document.entry(key.clone()).or_insert_with(|| value.clone());
         }
-        let action = match self.target {
-            Target::Lookout => {
-                serde_json::json!({"index": {"_index": self.index, "_lookout": {"source": position.source, "gen": position.generation, "offset": position.offset}}})
+        serde_json::to_writer(&mut self.batch.body, &document).expect("a document serializes");
+        self.batch.body.push(b'\n');
+    }
+
+    /// Moves `position`'s file forward in this batch; returns its index in `files`.
+    fn progress(&mut self, position: &LinePosition<'_>) -> usize {
+        let files = &mut self.batch.files;
+        if let Some(index) = files
+            .iter()
+            .rposition(|file| file.identity == position.identity)
+        {
+            let file = &mut files[index];
+            if (position.generation, position.offset) > (file.generation, file.offset) {
+                file.generation = position.generation;
+                file.offset = position.offset;
             }
-            Target::PlainElasticsearch => {
-                serde_json::json!({"create": {"_index": self.index, "_id": deterministic_id(position)}})
-            }
-        };
-        serde_json::to_writer(&mut self.body, &action).expect("an action serializes");
-        self.body.push(b'\n');
-        serde_json::to_writer(&mut self.body, &document).expect("a document serializes");
-        self.body.push(b'\n');
-        self.lines += 1;
-        Ok(())
+            return index;
+        }
+        files.push(FileProgress {
+            identity: position.identity,
+            source: position.source.to_string(),
+            generation: position.generation,
+            offset: position.offset,
+            path: PathBuf::from(position.path),
+        });
+        files.len() - 1
+    }
+}
+
+/// What a line is, found without building it.
+enum Scan {
+    /// A JSON object; `conflict` when one of its top-level keys is one we would add.
+    Object {
+        entries: usize,
+        conflict: bool,
+    },
+    /// Valid JSON but not an object.
+    Other(&'static str),
+    NotJson(serde_json::Error),
+}
+
+/// Validates `text` as JSON with `IgnoredAny` (no allocation) and looks at the top-level
+/// keys only.
+fn scan(text: &str, static_fields: &Map<String, Value>) -> Scan {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let result = TopLevel { static_fields }
+        .deserialize(&mut deserializer)
+        .and_then(|scan| deserializer.end().map(|()| scan));
+    match result {
+        Ok(scan) => scan,
+        Err(error) => Scan::NotJson(error),
+    }
+}
+
+struct TopLevel<'a> {
+    static_fields: &'a Map<String, Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Scan;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Scan, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Scan;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scan, A::Error> {
+        let mut entries = 0;
+        let mut conflict = false;
+        while let Some(is_ours) = map.next_key_seed(KeyCheck {
+            static_fields: self.static_fields,
+        })? {
+            map.next_value::<IgnoredAny>()?;
+            entries += 1;
+            conflict |= is_ours;
+        }
+        Ok(Scan::Object { entries, conflict })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scan, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scan::Other("array"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scan, E> {
+        Ok(Scan::Other("boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Scan, E> {
+        Ok(Scan::Other("number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Scan, E> {
+        Ok(Scan::Other("number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Scan, E> {
+        Ok(Scan::Other("number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Scan, E> {
+        Ok(Scan::Other("string"))
+    }
+    fn visit_unit<E>(self) -> Result<Scan, E> {
+        Ok(Scan::Other("null"))
+    }
+}
+
+/// Whether a top-level key is one the agent adds (then the slow path merges instead of
+/// splicing). Dotted keys count too: the index expands `host.name` into `host` → `name`.
+struct KeyCheck<'a> {
+    static_fields: &'a Map<String, Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyCheck<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyCheck<'_> {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        let root = key.split('.').next().unwrap_or(key);
+        Ok(root == "host"
+            || root == "log"
+            || self.static_fields.contains_key(key)
+            || self.static_fields.contains_key(root))
     }
 }
 
@@ -185,17 +467,6 @@ pub fn deterministic_id(position: &LinePosition<'_>) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +474,12 @@ mod tests {
 
     fn position(offset: u64) -> LinePosition<'static> {
         LinePosition {
+            identity: FileIdentity {
+                device: 2049,
+                inode: 77,
+                head_length: 12,
+                head_crc: 0xabcd,
+            },
             source: "2049:77:12:abcd",
             generation: 0,
             offset,
@@ -227,14 +504,38 @@ mod tests {
         let mut statics = Map::new();
         statics.insert("env".into(), json!("prod"));
         statics.insert("service".into(), json!("default-service"));
-        let mut batch = BatchBuilder::new("logs", "web-1", statics, Target::Lookout, NonJson::Wrap);
+        let input = InputFields::new("logs", statics);
+        let mut batch = BatchBuilder::new("web-1", Target::Lookout, NonJson::Wrap);
         batch
             .push(
                 br#"{"service":"checkout","host":{"ip":"10.0.0.1"},"log":"app-level"}"#,
                 &position(70),
+                &input,
             )
             .expect("pushed");
-        let pairs = pairs(&batch.take());
+        batch
+            .push(br#"{"msg":"fast path"}  "#, &position(95), &input)
+            .expect("pushed");
+        batch.push(b"{}", &position(98), &input).expect("pushed");
+        let built = batch.take(None);
+        assert_eq!(built.files.len(), 1);
+        assert_eq!(built.files[0].offset, 98, "progress is the last line's end");
+        assert_eq!(built.items.len(), 3);
+        let pairs = pairs(&built.body);
+        assert_eq!(
+            pairs[1].1,
+            json!({"msg": "fast path", "host": {"name": "web-1"}, "log": {"file": {"path": "/var/log/app.json"}, "offset": 73}, "env": "prod", "service": "default-service"}),
+            "spliced in without re-encoding"
+        );
+        assert_eq!(
+            pairs[2].1,
+            json!({"host": {"name": "web-1"}, "log": {"file": {"path": "/var/log/app.json"}, "offset": 95}, "env": "prod", "service": "default-service"})
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(built.document(&built.items[1])).expect("json"),
+            pairs[1].1,
+            "items locate their documents"
+        );
         let (action, document) = &pairs[0];
         assert_eq!(
             action,
@@ -254,21 +555,20 @@ mod tests {
             document["log"], "app-level",
             "a scalar is not replaced by ECS fields"
         );
-        assert_eq!(batch.lines(), 0, "take empties the builder");
+        assert!(batch.is_empty(), "take empties the builder");
     }
 
     #[test]
     fn plain_elasticsearch_gets_create_with_a_stable_id() {
-        let mut batch = BatchBuilder::new(
-            "logs",
-            "web-1",
-            Map::new(),
-            Target::PlainElasticsearch,
-            NonJson::Wrap,
-        );
-        batch.push(br#"{"a":1}"#, &position(8)).expect("pushed");
-        batch.push(br#"{"a":2}"#, &position(16)).expect("pushed");
-        let pairs = pairs(&batch.take());
+        let input = InputFields::new("logs", Map::new());
+        let mut batch = BatchBuilder::new("web-1", Target::PlainElasticsearch, NonJson::Wrap);
+        batch
+            .push(br#"{"a":1}"#, &position(8), &input)
+            .expect("pushed");
+        batch
+            .push(br#"{"a":2}"#, &position(16), &input)
+            .expect("pushed");
+        let pairs = pairs(&batch.take(None).body);
         let id = |pair: &(Value, Value)| pair.0["create"]["_id"].as_str().expect("id").to_string();
         assert_ne!(id(&pairs[0]), id(&pairs[1]));
         assert_eq!(
@@ -284,41 +584,38 @@ mod tests {
 
     #[test]
     fn bad_lines_are_wrapped_or_dead_lettered_with_a_reason() {
-        let mut wrap = BatchBuilder::new("logs", "h", Map::new(), Target::Lookout, NonJson::Wrap);
-        wrap.push(b"plain text line", &position(16))
+        let input = InputFields::new("logs", Map::new());
+        let mut wrap = BatchBuilder::new("h", Target::Lookout, NonJson::Wrap);
+        wrap.push(b"plain text line", &position(16), &input)
             .expect("wrapped");
-        assert_eq!(pairs(&wrap.take())[0].1["message"], "plain text line");
-        let mut strict = BatchBuilder::new(
-            "logs",
-            "h",
-            Map::new(),
-            Target::Lookout,
-            NonJson::DeadLetter,
+        assert_eq!(
+            pairs(&wrap.take(None).body)[0].1["message"],
+            "plain text line"
         );
+        let mut strict = BatchBuilder::new("h", Target::Lookout, NonJson::DeadLetter);
         assert_eq!(
             strict
-                .push(b"plain text line", &position(16))
+                .push(b"plain text line", &position(16), &input)
                 .expect_err("dead letter")
                 .label,
             "not_json"
         );
         assert_eq!(
             strict
-                .push(b"[1,2]", &position(22))
+                .push(b"[1,2]", &position(22), &input)
                 .expect_err("dead letter")
                 .label,
             "not_an_object"
         );
         assert_eq!(
             strict
-                .push(b"{\"a\":\"\xff\"}", &position(32))
+                .push(b"{\"a\":\"\xff\"}", &position(32), &input)
                 .expect_err("dead letter")
                 .label,
             "invalid_utf8"
         );
-        assert_eq!(
-            strict.lines(),
-            0,
+        assert!(
+            strict.is_empty() && strict.len_bytes() == 0,
             "nothing of a dead-lettered line enters the batch"
         );
     }

@@ -35,7 +35,7 @@ impl FileIdentity {
 
     /// Whether the open `file` (at its current state) is still this file: same device
     /// and inode, and the same bytes where the checksum was taken.
-    pub fn matches(&self, file: &mut File) -> std::io::Result<bool> {
+    pub fn matches(&self, file: &File) -> std::io::Result<bool> {
         let metadata = file.metadata()?;
         if metadata.dev() != self.device
             || metadata.ino() != self.inode
@@ -47,13 +47,12 @@ impl FileIdentity {
     }
 }
 
-fn read_prefix_crc(file: &mut File, length: u64) -> std::io::Result<Option<u32>> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(0))?;
+fn read_prefix_crc(file: &File, length: u64) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::FileExt;
     let mut buffer = vec![0u8; length as usize];
     let mut filled = 0;
     while filled < buffer.len() {
-        let read = file.read(&mut buffer[filled..])?;
+        let read = file.read_at(&mut buffer[filled..], filled as u64)?;
         if read == 0 {
             return Ok(None);
         }
@@ -134,15 +133,15 @@ mod tests {
         );
         let rotated = dir.path().join("app.json.1");
         std::fs::rename(&path, &rotated).expect("rename");
-        let mut file = File::open(&rotated).expect("open");
+        let file = File::open(&rotated).expect("open");
         assert!(
-            identity.matches(&mut file).expect("check"),
+            identity.matches(&file).expect("check"),
             "a renamed file is the same file"
         );
         // same inode, different first bytes: a truncated and rewritten file is not the same
         std::fs::write(&rotated, b"{\"line\":2}\n").expect("rewrite");
-        let mut file = File::open(&rotated).expect("open");
-        assert!(!identity.matches(&mut file).expect("check"));
+        let file = File::open(&rotated).expect("open");
+        assert!(!identity.matches(&file).expect("check"));
         assert_ne!(
             identify_path(&rotated)
                 .expect("read")

@@ -73,12 +73,28 @@ impl LineReader {
         self.offset
     }
 
+    /// Offset of the next byte to read (past a pending incomplete line): a file shorter
+    /// than this has been truncated.
+    pub fn read_position(&self) -> u64 {
+        self.offset
+            + self.pending.len() as u64
+            + self.skipping.as_ref().map_or(0, |(length, _)| *length)
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Gives the file back.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// Reads what is available now, up to `buffer_bytes`, and returns the complete lines
     /// in it. The file may keep growing; call again later.
     pub fn read_available(&mut self) -> std::io::Result<ReadResult> {
-        let consumed =
-            self.pending.len() as u64 + self.skipping.as_ref().map_or(0, |(length, _)| *length);
-        self.file.seek(SeekFrom::Start(self.offset + consumed))?;
+        self.file.seek(SeekFrom::Start(self.read_position()))?;
         let mut chunk = vec![0u8; self.buffer_bytes];
         let mut read = 0;
         while read < chunk.len() {
