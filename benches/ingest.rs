@@ -256,6 +256,7 @@ fn main() {
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let count = runtime.block_on(async {
+        lookout::install_tls_provider();
         let client = reqwest::Client::new();
         let queue = Arc::new(tokio::sync::Mutex::new(batches.into_iter()));
         let mut tasks = Vec::new();

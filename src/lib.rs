@@ -23,3 +23,9 @@ pub mod ingest;
 pub mod rules;
 pub mod server;
 pub mod telemetry;
+
+/// Installs rustls' `ring` provider for every HTTPS client of the process (reqwest is
+/// built without a default provider, to avoid compiling aws-lc). Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

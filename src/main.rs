@@ -85,13 +85,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator_for_the_agent();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOOKOUT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    lookout::install_tls_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -195,6 +198,35 @@ fn main() -> ExitCode {
         }
         Command::Check { paths } => check(paths),
     }
+}
+
+/// mimalloc commits memory eagerly for every thread that allocates and returns freed
+/// pages late: right for the server's indexing, but it triples the agent's resident memory
+/// (measured on a 64 MiB backlog: 60 MiB RSS, against 24 MiB with these two options off).
+/// mimalloc reads its options from the environment when the process starts, so `ship`
+/// re-executes itself once with them set (same pid, same arguments).
+fn tune_allocator_for_the_agent() {
+    use std::os::unix::process::CommandExt;
+    const OPTIONS: [(&str, &str); 2] = [
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+        ("MIMALLOC_PURGE_DELAY", "0"),
+    ];
+    if std::env::args_os()
+        .nth(1)
+        .is_none_or(|command| command != "ship")
+        || std::env::var_os(OPTIONS[0].0).is_some()
+    {
+        return;
+    }
+    let Ok(executable) = std::env::current_exe() else {
+        return;
+    };
+    let error = std::process::Command::new(executable)
+        .args(std::env::args_os().skip(1))
+        .envs(OPTIONS)
+        .exec();
+    // exec returns only when it failed: run as we are
+    eprintln!("lookout: cannot re-execute with allocator options ({error}); continuing");
 }
 
 fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -41,9 +41,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(base: &str, token: Option<String>, timeout: Duration) -> reqwest::Result<Endpoint> {
-        // reqwest is built without a default TLS provider (see Cargo.toml); install ring
-        // once (a second install fails harmlessly)
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent;
 mod bad_input;
 mod durability;
 mod golden;

@@ -19,8 +19,15 @@ pub struct Server {
 impl Server {
     /// Starts `lookout serve` on `data_dir` with extra arguments.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `lookout serve` on a given address (to restart a server where its agents
+    /// expect it).
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        lookout::install_tls_provider();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("LOOKOUT_LOG", "warn")
@@ -53,6 +60,61 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `host:port` the server listens on.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Waits until an agent's acknowledged watermark passes `time` — every line written
+    /// before `time` is then durable in the server — and makes it searchable.
+    pub async fn wait_caught_up(&self, time: chrono::DateTime<chrono::Utc>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (_, body) = self.get("/_lookout/agents").await;
+            let caught_up = body["agents"].as_array().is_some_and(|agents| {
+                agents.iter().any(|agent| {
+                    agent["watermark"]
+                        .as_str()
+                        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+                        .is_some_and(|watermark| watermark > time)
+                })
+            });
+            if caught_up {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no agent caught up with {time} within 90 s: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = self.post_json("/_refresh", &serde_json::json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// How many times each `seq` of `index` is stored, per value of `file`.
+    pub async fn seqs(&self, index: &str) -> std::collections::BTreeMap<(String, i64), usize> {
+        let (status, body) = self
+            .post_json(
+                &format!("/{index}/_search"),
+                &serde_json::json!({"size": 10000, "_source": ["seq", "file"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let hits = body["hits"]["hits"].as_array().expect("hits");
+        assert!(hits.len() < 10000, "too many documents for one page");
+        let mut seqs = std::collections::BTreeMap::new();
+        for hit in hits {
+            let source = &hit["_source"];
+            let key = (
+                source["file"].as_str().unwrap_or("").to_string(),
+                source["seq"].as_i64().expect("seq"),
+            );
+            *seqs.entry(key).or_insert(0) += 1;
+        }
+        seqs
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -156,4 +218,165 @@ pub fn bulk_body(index: &str, docs: &[Value]) -> String {
         ));
     }
     body
+}
+
+/// A running `lookout ship`, its stderr kept for assertions.
+pub struct Agent {
+    pub child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts `lookout ship --config CONFIG` and waits until it has found its server.
+    pub fn start(config: &Path) -> Agent {
+        Agent::spawn(Command::new(env!("CARGO_BIN_EXE_lookout")), config, true)
+    }
+
+    /// Starts the agent through `command` (e.g. `setpriv ... lookout`), waiting for it to
+    /// find its server when `wait` is set.
+    pub fn spawn(mut command: Command, config: &Path, wait: bool) -> Agent {
+        let mut child = command
+            .args(["ship", "--config"])
+            .arg(config)
+            .env("LOOKOUT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lookout ship");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (sender, receiver) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("agent started") {
+                    let _ = sender.send(());
+                }
+                eprintln!("agent: {line}");
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        if wait {
+            receiver
+                .recv_timeout(Duration::from_secs(60))
+                .expect("agent logged `agent started`");
+        }
+        Agent { child, log }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|line| line.contains(needle))
+    }
+
+    /// The address the agent serves `/metrics` on, from its log.
+    pub fn metrics_address(&self) -> Option<String> {
+        let log = self.log.lock().expect("log lock");
+        log.iter()
+            .filter(|line| line.contains("agent metrics at /metrics"))
+            .find_map(|line| line.split("address=").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap_or(rest).to_string())
+    }
+
+    /// Peak resident memory so far, KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// `kill -9`.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().ok().and_then(|status| status.code())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `config/agent.toml`-style config tuned for tests (fast polls, short backoff).
+pub fn agent_config(dir: &Path, to: &str, paths: &[&str], extra: &str) -> PathBuf {
+    let path = dir.join("agent.toml");
+    let patterns: Vec<String> = paths.iter().map(|pattern| format!("{pattern:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "to = {to:?}\nstate_dir = {:?}\npoll_interval = \"50ms\"\nrescan_interval = \"500ms\"\nrotate_wait = \"1s\"\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nheartbeat_interval = \"200ms\"\n{extra}\n[[inputs]]\npaths = [{}]\n",
+            dir.join("state").display().to_string(),
+            patterns.join(", ")
+        ),
+    )
+    .expect("write agent config");
+    path
+}
+
+/// Appends lines `{"seq": N, "file": FILE, ...}` for `seqs` to `path`.
+pub fn append_lines(path: &Path, file: &str, seqs: std::ops::Range<i64>) {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log file");
+    let mut text = String::new();
+    for seq in seqs {
+        text.push_str(&format!(
+            "{{\"@timestamp\":\"{}\",\"seq\":{seq},\"file\":\"{file}\",\"message\":\"line {seq} of {file}\"}}\n",
+            chrono::Utc::now().to_rfc3339()
+        ));
+    }
+    out.write_all(text.as_bytes()).expect("append");
+}
+
+/// Asserts each `(file, seq)` of `expected` is stored exactly once and nothing else is.
+pub fn assert_exactly_once(
+    stored: &std::collections::BTreeMap<(String, i64), usize>,
+    expected: &[(&str, std::ops::Range<i64>)],
+) {
+    let mut want = std::collections::BTreeMap::new();
+    for (file, seqs) in expected {
+        for seq in seqs.clone() {
+            want.insert((file.to_string(), seq), 1usize);
+        }
+    }
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|key| !stored.contains_key(*key))
+        .take(10)
+        .collect();
+    let duplicated: Vec<_> = stored
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .take(10)
+        .collect();
+    let unexpected: Vec<_> = stored
+        .keys()
+        .filter(|key| !want.contains_key(*key))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty() && duplicated.is_empty() && unexpected.is_empty(),
+        "missing {missing:?}, duplicated {duplicated:?}, unexpected {unexpected:?} (stored {}, expected {})",
+        stored.len(),
+        want.len()
+    );
 }

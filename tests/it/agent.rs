@@ -1,0 +1,552 @@
+//! `lookout ship` against a real `lookout serve`: rotation, truncation, deletion, restarts,
+//! `kill -9`, bad input, outages and a plain Elasticsearch — every complete line indexed
+//! exactly once. The server's `/_lookout/agents` watermark says when the agent has
+//! everything acknowledged, so the tests wait on that, never on a sleep.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::support::{Agent, Server, agent_config, append_lines, assert_exactly_once};
+
+#[tokio::test]
+async fn ships_every_line_once_through_rename_rotation_restart_and_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let pattern = logs.join("*.json").display().to_string();
+    let config = agent_config(dir.path(), &server.base, &[&pattern], "");
+    let app = logs.join("app.json");
+    append_lines(&app, "a", 0..100);
+    let agent = Agent::start(&config);
+    let after_first = chrono::Utc::now();
+    server.wait_caught_up(after_first).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("a", 0..100)]);
+
+    // rename rotation: the writer still appends to the old file through its handle
+    // for a moment, then a new app.json starts
+    let rotated = logs.join("app.json.1");
+    let mut old_handle = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&app)
+        .expect("open");
+    std::fs::rename(&app, &rotated).expect("rotate");
+    {
+        use std::io::Write;
+        for seq in 100..150 {
+            writeln!(old_handle, r#"{{"seq":{seq},"file":"a"}}"#).expect("late write");
+        }
+    }
+    append_lines(&app, "b", 0..70);
+    let after_rotation = chrono::Utc::now();
+    server.wait_caught_up(after_rotation).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("a", 0..150), ("b", 0..70)]);
+
+    // kill -9, more lines while it is down, restart: resumes exactly where it was
+    agent.kill();
+    append_lines(&app, "b", 70..100);
+    let agent = Agent::start(&config);
+    let after_restart = chrono::Utc::now();
+    server.wait_caught_up(after_restart).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("a", 0..150), ("b", 0..100)]);
+    let (_, found) = server
+        .post_json(
+            "/logs/_search",
+            &json!({"size": 1, "query": {"bool": {"filter": [{"term": {"seq": 5}}, {"term": {"file": "a"}}]}}}),
+        )
+        .await;
+    let document = &found["hits"]["hits"][0]["_source"];
+    assert_eq!(
+        document["log"]["file"]["path"],
+        app.display().to_string(),
+        "ECS fields name the file: {document}"
+    );
+    assert!(document["host"]["name"].is_string(), "{document}");
+    assert!(document["log"]["offset"].is_u64(), "{document}");
+
+    // a graceful stop deregisters
+    assert_eq!(agent.terminate(), Some(0));
+    let (_, agents) = server.get("/_lookout/agents").await;
+    assert_eq!(agents["agents"], json!([]), "deregistered on SIGTERM");
+}
+
+#[tokio::test]
+async fn copytruncate_reads_the_new_content_under_a_new_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &server.base, &[&app.display().to_string()], "");
+    // the same first line before and after the truncation: same identity, so only the
+    // generation tells the new offsets from the old ones
+    let header = "{\"seq\":-1,\"file\":\"header\"}\n";
+    std::fs::write(&app, header).expect("write");
+    append_lines(&app, "first", 0..100);
+    let _agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    std::fs::copy(&app, dir.path().join("app.json.1")).expect("copy");
+    std::fs::write(&app, header).expect("truncate and rewrite");
+    append_lines(&app, "second", 0..40);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    let stored = server.seqs("logs").await;
+    assert_eq!(
+        stored.get(&("header".to_string(), -1)),
+        Some(&2),
+        "the header line is in both generations"
+    );
+    let mut without_header = stored.clone();
+    without_header.remove(&("header".to_string(), -1));
+    assert_exactly_once(&without_header, &[("first", 0..100), ("second", 0..40)]);
+}
+
+#[tokio::test]
+async fn deleted_file_is_finished_through_its_handle_and_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &server.base, &[&app.display().to_string()], "");
+    append_lines(&app, "gone", 0..10);
+    let agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    let mut handle = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&app)
+        .expect("open");
+    std::fs::remove_file(&app).expect("delete");
+    {
+        use std::io::Write;
+        for seq in 10..30 {
+            writeln!(handle, r#"{{"seq":{seq},"file":"gone"}}"#).expect("write after delete");
+        }
+    }
+    drop(handle);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("gone", 0..30)]);
+    // released once idle for rotate_wait (1 s here)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !agent.log_contains("releasing it") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleted file never released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_lines_are_dead_lettered_with_reasons_and_their_neighbours_ship() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("looks-like-a-file.json")).expect("a directory");
+    let config = agent_config(
+        dir.path(),
+        &server.base,
+        &[&logs.join("*.json").display().to_string()],
+        "non_json = \"dead_letter\"\nmetrics_listen = \"127.0.0.1:0\"",
+    );
+    let mut content = Vec::new();
+    content.extend_from_slice(b"{\"seq\":0,\"file\":\"bad\"}\n");
+    content.extend_from_slice(b"\x00\x01\x02binary\xfe garbage\n");
+    content.extend_from_slice(b"{\"seq\":1,\"file\":\"bad\"}\r\n");
+    content.extend_from_slice(b"{\"text\":\"\xff invalid utf-8\"}\n");
+    content.extend_from_slice(b"\n\n\r\n");
+    content.extend_from_slice(b"[1,2,3]\n");
+    let long_line = format!("{{\"big\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    content.extend_from_slice(long_line.as_bytes());
+    content.push(b'\n');
+    content.extend_from_slice(b"not json at all\n");
+    content.extend_from_slice(b"{\"seq\":2,\"file\":\"bad\"}\n");
+    content.extend_from_slice(b"{\"seq\":3,\"file\":\"bad\"}"); // partial: waits for its newline
+    std::fs::write(logs.join("app.json"), &content).expect("write");
+    let agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("bad", 0..3)]);
+
+    let dead = std::fs::read_to_string(dir.path().join("state/dead-letter/dead-letter.ndjson"))
+        .expect("dead-letter file");
+    let records: Vec<Value> = dead
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("record is JSON"))
+        .collect();
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|record| record["reason_code"].as_str().expect("reason_code"))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "invalid_utf8",
+            "invalid_utf8",
+            "not_an_object",
+            "too_long",
+            "not_json"
+        ],
+        "{dead}"
+    );
+    let too_long = &records[3];
+    assert!(
+        too_long["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("over max_line_bytes"),
+        "{too_long}"
+    );
+    let kept = std::fs::read(
+        dir.path()
+            .join("state/dead-letter")
+            .join(too_long["line_file"].as_str().expect("line_file")),
+    )
+    .expect("long line kept");
+    assert_eq!(kept, long_line.as_bytes(), "the long line is kept whole");
+    assert!(
+        records[0]["line_base64"].is_string(),
+        "binary kept as base64"
+    );
+    assert_eq!(records[4]["line"], "not json at all");
+
+    // the directory that matched the glob is reported, and counted
+    assert!(
+        agent.log_contains("is a directory"),
+        "directory not reported"
+    );
+    let metrics_text = metrics_of(&agent).await;
+    assert!(
+        metrics_text.contains("lookout_agent_dead_lettered_lines_total{reason=\"too_long\"} 1"),
+        "{metrics_text}"
+    );
+    assert!(
+        metrics_text.contains("lookout_agent_file_errors_total{reason=\"is_a_directory\"} 1"),
+        "{metrics_text}"
+    );
+
+    // the partial line ships once completed
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("app.json"))
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"\n"))
+        .expect("complete the line");
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("bad", 0..4)]);
+}
+
+/// The agent's `/metrics`, from the address it logged.
+async fn metrics_of(agent: &Agent) -> String {
+    let address = agent
+        .metrics_address()
+        .expect("agent logged its metrics address");
+    reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("agent metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn unreadable_file_is_reported_and_the_others_ship() {
+    // tests run as root, which reads anything: the agent runs as `nobody` here
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir.path(), logs.as_path(), state.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let config = agent_config(
+        dir.path(),
+        &server.base,
+        &[&logs.join("*.json").display().to_string()],
+        "",
+    );
+    append_lines(&logs.join("open.json"), "open", 0..20);
+    append_lines(&logs.join("secret.json"), "secret", 0..20);
+    for (name, mode) in [("open.json", 0o644), ("secret.json", 0o600)] {
+        std::fs::set_permissions(logs.join(name), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_lookout"));
+    let agent = Agent::spawn(command, &config, true);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("open", 0..20)]);
+    assert!(
+        agent.log_contains("permission_denied") && agent.log_contains("secret.json"),
+        "the unreadable file is named with its reason"
+    );
+}
+
+/// A proxy in front of the real server that fails requests on demand.
+#[derive(Default)]
+struct Faults {
+    /// Statuses to answer the next `_bulk` requests with, instead of forwarding them.
+    bulk_failures: std::collections::VecDeque<u16>,
+    /// Answer `/_lookout/info` with 404, like Elasticsearch.
+    hide_lookout: bool,
+    /// Answer every `_bulk` with 503 while set.
+    refuse_all: bool,
+    /// Acknowledge `_bulk` without forwarding (a discarding endpoint): items counted.
+    discard: bool,
+    discarded_items: u64,
+    bulk_requests: u64,
+}
+
+async fn start_proxy(upstream: Option<String>, faults: Arc<Mutex<Faults>>) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    lookout::install_tls_provider();
+    let client = reqwest::Client::new();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, faults, upstream) = (client.clone(), faults.clone(), upstream.clone());
+        async move {
+            let path = uri.path().to_string();
+            {
+                let mut faults = faults.lock().expect("faults");
+                if path == "/_lookout/info" && faults.hide_lookout {
+                    return (StatusCode::NOT_FOUND, "{}").into_response();
+                }
+                if path.ends_with("/_bulk") {
+                    faults.bulk_requests += 1;
+                    if faults.refuse_all {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+                    }
+                    if let Some(status) = faults.bulk_failures.pop_front() {
+                        return (
+                            StatusCode::from_u16(status).expect("status"),
+                            r#"{"error":{"type":"busy","reason":"try later"},"status":429}"#,
+                        )
+                            .into_response();
+                    }
+                    if faults.discard {
+                        let mut decoder = flate2::read::GzDecoder::new(&body[..]);
+                        let mut text = Vec::new();
+                        std::io::Read::read_to_end(&mut decoder, &mut text).expect("gzip");
+                        let lines = text.iter().filter(|byte| **byte == b'\n').count() / 2;
+                        faults.discarded_items += lines as u64;
+                        let items: Vec<Value> = (0..lines)
+                            .map(|_| json!({"index": {"status": 201, "result": "created"}}))
+                            .collect();
+                        return axum::Json(json!({"errors": false, "items": items}))
+                            .into_response();
+                    }
+                }
+            }
+            let Some(upstream) = upstream else {
+                return (StatusCode::OK, r#"{"name":"discard"}"#).into_response();
+            };
+            let mut request = client.request(
+                reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"),
+                format!("{upstream}{uri}"),
+            );
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    request = request.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let response = request.body(body).send().await.expect("upstream");
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.expect("upstream body");
+            (
+                StatusCode::from_u16(status).expect("status"),
+                [("content-type", "application/json")],
+                bytes,
+            )
+                .into_response()
+        }
+    };
+    let router = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("proxy");
+    });
+    format!("http://{address}")
+}
+
+// the proxy runs in this process while `Agent::start` blocks one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_429_and_503_for_a_while_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    faults.lock().expect("faults").bulk_failures = [429, 503, 429, 429, 503, 500, 429, 503]
+        .into_iter()
+        .collect();
+    let proxy = start_proxy(Some(server.base.clone()), faults.clone()).await;
+    let app = dir.path().join("app.json");
+    let config = agent_config(
+        dir.path(),
+        &proxy,
+        &[&app.display().to_string()],
+        "batch_max_lines = 100",
+    );
+    append_lines(&app, "busy", 0..2000);
+    let agent = Agent::start(&config);
+    // more lines while the agent is retrying
+    append_lines(&app, "busy", 2000..3000);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("busy", 0..3000)]);
+    assert!(
+        faults.lock().expect("faults").bulk_failures.is_empty(),
+        "every planned failure was served"
+    );
+    assert!(agent.log_contains("retrying"), "retries are logged");
+}
+
+// the proxy runs in this process while `Agent::start` blocks one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_while_the_server_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(Mutex::new(Faults {
+        refuse_all: true,
+        ..Faults::default()
+    }));
+    let proxy = start_proxy(None, faults.clone()).await;
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &proxy, &[&app.display().to_string()], "");
+    // 64 MiB of lines waiting while every request is refused
+    let lines = 230_000i64;
+    let padding = "p".repeat(256);
+    let mut text = String::with_capacity(80 * 1024 * 1024);
+    for seq in 0..lines {
+        text.push_str(&format!(
+            "{{\"seq\":{seq},\"file\":\"big\",\"padding\":\"{padding}\"}}\n"
+        ));
+    }
+    std::fs::write(&app, text).expect("write");
+    let size = std::fs::metadata(&app).expect("size").len();
+    assert!(size > 60 * 1024 * 1024, "{size}");
+    let agent = Agent::start(&config);
+    let refused_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < refused_until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        faults.lock().expect("faults").bulk_requests >= 2,
+        "retrying"
+    );
+    let peak_refused = agent.peak_rss_kib();
+    {
+        let mut faults = faults.lock().expect("faults");
+        faults.refuse_all = false;
+        faults.discard = true;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while faults.lock().expect("faults").discarded_items < lines as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all lines shipped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let peak = agent.peak_rss_kib();
+    assert_eq!(
+        faults.lock().expect("faults").discarded_items,
+        lines as u64,
+        "nothing lost, nothing sent twice"
+    );
+    // the files are the buffer: a 64 MiB backlog does not become 64 MiB of memory (a
+    // debug build's code alone is ~14 MiB of it; `cargo bench --bench agent` measures the
+    // release binary against the 32 MiB target)
+    assert!(
+        peak_refused < 40 * 1024 && peak < 40 * 1024,
+        "peak RSS {peak_refused} KiB while refused, {peak} KiB overall"
+    );
+}
+
+// the proxy runs in this process while `Agent::start` blocks one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_elasticsearch_gets_deterministic_ids_and_resends_are_deduplicated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let faults = Arc::new(Mutex::new(Faults {
+        hide_lookout: true,
+        ..Faults::default()
+    }));
+    let proxy = start_proxy(Some(server.base.clone()), faults.clone()).await;
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &proxy, &[&app.display().to_string()], "");
+    append_lines(&app, "es", 0..500);
+    let agent = Agent::start(&config);
+    assert!(agent.log_contains("Elasticsearch-compatible"));
+    // no watermarks without the protocol: wait for the count, then for the checkpoint
+    wait_for_count(&server, 500).await;
+    agent.kill();
+    // forget the checkpoints: everything is resent, and 409s keep it single
+    std::fs::remove_file(dir.path().join("state/checkpoints.json")).ok();
+    append_lines(&app, "es", 500..600);
+    let agent = Agent::start(&config);
+    wait_for_count(&server, 600).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.path().join("state/checkpoints.json"))
+        .is_ok_and(|text| text.contains(&std::fs::metadata(&app).expect("size").len().to_string()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint never reached the end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.post_json("/_refresh", &json!({})).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("es", 0..600)]);
+    drop(agent);
+}
+
+async fn wait_for_count(server: &Server, expected: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        server.post_json("/_refresh", &json!({})).await;
+        let (status, body) = server.get("/logs/_count").await;
+        // 404 until the first line created the index
+        let count = if status == 404 {
+            0
+        } else {
+            body["count"].as_u64().expect("count")
+        };
+        if count >= expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "count stuck at {count}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_tails_its_own_agent_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app.json");
+    append_lines(&app, "inproc", 0..50);
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nindex = \"logs\"\nheartbeat_interval = \"200ms\"\npoll_interval = \"50ms\"\n[[agent.inputs]]\npaths = [{:?}]\nfields = {{ service = \"checkout\" }}\n",
+            app.display().to_string()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("inproc", 0..50)]);
+    assert_eq!(server.count("logs", "service:checkout").await, 50);
+    let checkpoints = server.data_dir.join("state/agent/checkpoints.json");
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        checkpoints.exists(),
+        "the agent's state lives in the data directory, saved on shutdown"
+    );
+}
