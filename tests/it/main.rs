@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod bad_input;
+mod chaos;
 mod durability;
 mod golden;
 mod ingest_search;

@@ -96,23 +96,36 @@ impl Server {
 
     /// How many times each `seq` of `index` is stored, per value of `file`.
     pub async fn seqs(&self, index: &str) -> std::collections::BTreeMap<(String, i64), usize> {
-        let (status, body) = self
+        let mut seqs = std::collections::BTreeMap::new();
+        let (status, mut body) = self
             .post_json(
-                &format!("/{index}/_search"),
-                &serde_json::json!({"size": 10000, "_source": ["seq", "file"]}),
+                &format!("/{index}/_search?scroll=1m"),
+                &serde_json::json!({"size": 5000, "_source": ["seq", "file"]}),
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        let hits = body["hits"]["hits"].as_array().expect("hits");
-        assert!(hits.len() < 10000, "too many documents for one page");
-        let mut seqs = std::collections::BTreeMap::new();
-        for hit in hits {
-            let source = &hit["_source"];
-            let key = (
-                source["file"].as_str().unwrap_or("").to_string(),
-                source["seq"].as_i64().expect("seq"),
-            );
-            *seqs.entry(key).or_insert(0) += 1;
+        loop {
+            let hits = body["hits"]["hits"].as_array().expect("hits").clone();
+            if hits.is_empty() {
+                break;
+            }
+            for hit in &hits {
+                let source = &hit["_source"];
+                let key = (
+                    source["file"].as_str().unwrap_or("").to_string(),
+                    source["seq"].as_i64().expect("seq"),
+                );
+                *seqs.entry(key).or_insert(0) += 1;
+            }
+            let scroll_id = body["_scroll_id"].as_str().expect("scroll id").to_string();
+            let (status, next) = self
+                .post_json(
+                    "/_search/scroll",
+                    &serde_json::json!({"scroll": "1m", "scroll_id": scroll_id}),
+                )
+                .await;
+            assert_eq!(status, 200, "{next}");
+            body = next;
         }
         seqs
     }
