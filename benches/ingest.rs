@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::{Random, env_or};
-use std::io::{BufRead, BufReader, Write};
+use common::{cpu_seconds, env_or, generate, peak_rss_mib};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -20,69 +20,6 @@ use std::time::{Duration, Instant};
 
 use tantivy::schema::{DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT};
 use tantivy::{Index, TantivyDocument};
-
-const SERVICES: [&str; 6] = ["checkout", "cart", "search", "catalog", "payments", "auth"];
-const PATHS: [&str; 8] = [
-    "/api/cart",
-    "/api/checkout",
-    "/api/search",
-    "/api/items/{id}",
-    "/api/login",
-    "/health",
-    "/api/orders",
-    "/api/pay",
-];
-const MESSAGES: [&str; 5] = [
-    "request completed",
-    "upstream timeout talking to payment backend",
-    "cache miss, loading from database",
-    "user session refreshed",
-    "slow query detected on orders table",
-];
-
-/// Writes `lines` realistic log lines spread over the last 20 hours; returns bytes.
-fn generate(path: &Path, lines: usize) -> u64 {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create data file"));
-    let mut random = Random(0x9E37_79B9_7F4A_7C15);
-    let now = chrono::Utc::now().timestamp_millis();
-    let span_ms = 20 * 3600 * 1000;
-    let mut bytes = 0u64;
-    for seq in 0..lines {
-        let time = now - span_ms + (seq as i64 * span_ms) / lines as i64;
-        let status = match random.below(100) {
-            0..=1 => 500,
-            2..=4 => 404,
-            5 => 503,
-            _ => 200,
-        };
-        let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
-        let level = if status >= 500 {
-            "error"
-        } else if status >= 400 {
-            "warn"
-        } else {
-            "info"
-        };
-        let line = format!(
-            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"web-{:02}.eu-west-1.internal\",\"http\":{{\"method\":\"{}\",\"path\":\"{}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{:.3},\"trace_id\":\"{:016x}{:016x}\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\",\"env\":\"production\",\"region\":\"eu-west-1\",\"message\":\"{}\"}}\n",
-            chrono::DateTime::from_timestamp_millis(time)
-                .expect("valid time")
-                .format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            random.below(24),
-            if random.below(5) == 0 { "POST" } else { "GET" },
-            PATHS[random.below(PATHS.len() as u64) as usize],
-            random.below(50_000),
-            random.below(2_000_000) as f64 / 1000.0,
-            random.next(),
-            random.next(),
-            MESSAGES[random.below(MESSAGES.len() as u64) as usize],
-        );
-        bytes += line.len() as u64;
-        out.write_all(line.as_bytes()).expect("write");
-    }
-    out.flush().expect("flush");
-    bytes
-}
 
 /// The naive loader of DESIGN §9: serde_json → bare tantivy (JSON field + fast date, 2
 /// threads, one commit). `stored` keeps the documents (a log store must return them);
@@ -122,37 +59,6 @@ fn naive_load(data: &Path, dir: &Path, stored: bool) -> Duration {
     }
     writer.commit().expect("commit");
     started.elapsed()
-}
-
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Peak RSS (VmHWM) of `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn main() {

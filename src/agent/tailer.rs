@@ -355,11 +355,7 @@ impl Tailer {
         for (key, tailed) in &mut self.files {
             tailed.matched = matched.contains(key);
         }
-        self.pending
-            .retain(|key, pending| pending.truncated_from.is_some() || matched.contains(key));
-        for (key, pending) in &mut self.pending {
-            pending.matched = matched.contains(key);
-        }
+        self.pending.retain(|key, _| matched.contains(key));
         let now = now_micros();
         let mut checkpoints = self.lock_checkpoints();
         for tailed in self.files.values() {
@@ -484,11 +480,8 @@ impl Tailer {
         for key in keys {
             all_at_end &= self.read_file(key)?;
         }
-        Ok(all_at_end
-            && self
-                .pending
-                .values()
-                .all(|pending| pending.truncated_from.is_none()))
+        // a pending file has no complete line yet: nothing of it is unread
+        Ok(all_at_end)
     }
 
     /// Pending files whose identity can now be taken start being read.

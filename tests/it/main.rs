@@ -4,6 +4,7 @@
 mod support;
 
 mod agent;
+mod agent_model;
 mod bad_input;
 mod chaos;
 mod durability;
