@@ -11,7 +11,8 @@
 //!    poll that counts it. Reported: p50/p99/max.
 //!
 //! `cargo bench --bench agent` (env: `LINES`, default 1 000 000; `RUNS`, default 3;
-//! `RATE`, default 5000; `SECONDS`, default 20).
+//! `RATE`, default 5000; `SECONDS`, default 20; `ONLY=throughput|freshness`; `WRAPPER`, a
+//! profiler command for the agent — its CPU figure is then the wrapper's).
 
 mod common;
 
@@ -33,13 +34,32 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    throughput(&runtime);
-    freshness(&runtime);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    if only.is_empty() || only == "throughput" {
+        throughput(&runtime);
+    }
+    if only.is_empty() || only == "freshness" {
+        freshness(&runtime);
+    }
 }
 
-/// Starts `lookout ship` and returns it with the address of its metrics.
+/// Starts `lookout ship` (under `WRAPPER` if set, e.g. `perf record -g -o FILE --`) and
+/// returns it with the address of its metrics.
 fn start_agent(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let wrapper: Vec<String> = std::env::var("WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(env!("CARGO_BIN_EXE_lookout"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_lookout")),
+    };
+    let mut child = command
         .arg("ship")
         .args(args)
         .args(["--metrics-listen", "127.0.0.1:0"])
@@ -70,6 +90,14 @@ fn start_agent(args: &[&str]) -> (Child, String) {
     // keep draining its log so it never blocks on a full pipe
     std::thread::spawn(move || for _ in stderr.lines() {});
     (child, address)
+}
+
+/// SIGTERM and wait (a profiler wrapping the process then writes its data).
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -123,8 +151,7 @@ fn throughput(runtime: &tokio::runtime::Runtime) {
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(agent.id());
         let peak = peak_rss_mib(agent.id());
-        let _ = agent.kill();
-        let _ = agent.wait();
+        stop(&mut agent);
         let rate = bytes as f64 / 1048576.0 / elapsed;
         println!(
             "  run {run}: {rate:.0} MiB/s wall, {:.2} CPU-s/GiB ({:.0} MiB per CPU-s), peak RSS {peak:.1} MiB",
@@ -289,8 +316,6 @@ fn freshness(runtime: &tokio::runtime::Runtime) {
         at(0.99),
         latencies[latencies.len() - 1]
     );
-    let _ = agent.kill();
-    let _ = server.kill();
-    let _ = agent.wait();
-    let _ = server.wait();
+    stop(&mut agent);
+    stop(&mut server);
 }

@@ -131,6 +131,9 @@ impl Batch {
 pub struct BatchBuilder {
     /// The host name as a JSON string literal.
     host_json: String,
+    /// The last line's path, and it as a JSON string literal (lines come in runs per file).
+    path_text: String,
+    path_json: String,
     target: Target,
     non_json: NonJson,
     batch: Batch,
@@ -140,6 +143,8 @@ impl BatchBuilder {
     pub fn new(host_name: &str, target: Target, non_json: NonJson) -> BatchBuilder {
         BatchBuilder {
             host_json: Value::String(host_name.to_string()).to_string(),
+            path_text: String::new(),
+            path_json: "\"\"".to_string(),
             target,
             non_json,
             batch: Batch::default(),
@@ -188,26 +193,13 @@ impl BatchBuilder {
         self.write_action(position, input);
         let document_start = self.batch.body.len();
         match scan(text, &input.static_fields) {
-            Scan::Object { entries, conflict } if !conflict => {
-                // the fast path: the line is a JSON object with no key we add, so our
-                // fields are spliced in before its closing brace, without re-encoding it
-                let object = text.trim_end();
-                let body = &mut self.batch.body;
-                body.extend_from_slice(&object.as_bytes()[..object.len() - 1]);
-                if entries > 0 {
-                    body.push(b',');
-                }
+            Scan::Object(object) if !object.merge => {
+                // the fast path: the line is a JSON object whose keys leave room for ours,
+                // so they are spliced in before its closing brace without re-encoding it
                 let line_start = position.offset.saturating_sub(line.len() as u64 + 1);
-                let _ = write!(
-                    body,
-                    r#""host":{{"name":{}}},"log":{{"file":{{"path":{}}},"offset":{line_start}}}{}}}"#,
-                    self.host_json,
-                    Value::String(position.path.to_string()),
-                    input.static_json
-                );
-                body.push(b'\n');
+                self.splice(text, &object, position.path, line_start, input);
             }
-            Scan::Object { .. } => {
+            Scan::Object(_) => {
                 let Ok(Value::Object(document)) = serde_json::from_str::<Value>(text) else {
                     unreachable!("scanned as an object")
                 };
@@ -251,6 +243,69 @@ impl BatchBuilder {
     pub fn dead_letter(&mut self, record: DeadLetterRecord, position: &LinePosition<'_>) {
         self.progress(position);
         self.batch.dead_letters.push(record);
+    }
+
+    /// Writes `text` (a JSON object) with our fields added before its closing brace,
+    /// leaving out the ones the application already has.
+    fn splice(
+        &mut self,
+        text: &str,
+        object: &ObjectScan,
+        path: &str,
+        line_start: u64,
+        input: &InputFields,
+    ) {
+        if self.path_text != path {
+            self.path_text = path.to_string();
+            self.path_json = Value::String(path.to_string()).to_string();
+        }
+        let trimmed = text.trim_end();
+        let body = &mut self.batch.body;
+        body.extend_from_slice(&trimmed.as_bytes()[..trimmed.len() - 1]);
+        let mut separator = object.entries > 0;
+        let mut field = |body: &mut Vec<u8>| {
+            if separator {
+                body.push(b',');
+            }
+            separator = true;
+        };
+        if !object.has_host_name {
+            field(body);
+            let _ = write!(body, r#""host":{{"name":{}}}"#, self.host_json);
+        }
+        match (object.has_log_path, object.has_log_offset) {
+            (false, false) => {
+                field(body);
+                let _ = write!(
+                    body,
+                    r#""log":{{"file":{{"path":{}}},"offset":{line_start}}}"#,
+                    self.path_json
+                );
+            }
+            (false, true) => {
+                field(body);
+                let _ = write!(body, r#""log":{{"file":{{"path":{}}}}}"#, self.path_json);
+            }
+            (true, false) => {
+                field(body);
+                let _ = write!(body, r#""log":{{"offset":{line_start}}}"#);
+            }
+            (true, true) => {}
+        }
+        if object.static_keys_present == 0 {
+            if !input.static_json.is_empty() {
+                field(body);
+                body.extend_from_slice(&input.static_json.as_bytes()[1..]);
+            }
+        } else {
+            for (number, (key, value)) in input.static_fields.iter().enumerate() {
+                if object.static_keys_present & (1 << number.min(63)) == 0 {
+                    field(body);
+                    let _ = write!(body, "{}:{value}", Value::String(key.clone()));
+                }
+            }
+        }
+        body.extend_from_slice(b"}\n");
     }
 
     fn write_action(&mut self, position: &LinePosition<'_>, input: &InputFields) {
@@ -324,14 +379,25 @@ impl BatchBuilder {
 
 /// What a line is, found without building it.
 enum Scan {
-    /// A JSON object; `conflict` when one of its top-level keys is one we would add.
-    Object {
-        entries: usize,
-        conflict: bool,
-    },
+    Object(ObjectScan),
     /// Valid JSON but not an object.
     Other(&'static str),
     NotJson(serde_json::Error),
+}
+
+/// What the top level of an object holds of the fields the agent adds.
+#[derive(Default)]
+struct ObjectScan {
+    entries: usize,
+    /// `host` is an object, or `log`/`log.file` is: ours must be merged into it (the
+    /// slow path).
+    merge: bool,
+    /// The application has `host.name` (or a scalar `host`, which cannot take one).
+    has_host_name: bool,
+    has_log_path: bool,
+    has_log_offset: bool,
+    /// Bit n: the n-th static field's key is taken.
+    static_keys_present: u64,
 }
 
 /// Validates `text` as JSON with `IgnoredAny` (no allocation) and looks at the top-level
@@ -358,6 +424,18 @@ impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
     }
 }
 
+/// A top-level key, as far as the agent's fields are concerned.
+enum Key {
+    Other,
+    Host,
+    HostName,
+    Log,
+    LogFile,
+    LogFilePath,
+    LogOffset,
+    Static(usize),
+}
+
 impl<'de> Visitor<'de> for TopLevel<'_> {
     type Value = Scan;
 
@@ -366,16 +444,34 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scan, A::Error> {
-        let mut entries = 0;
-        let mut conflict = false;
-        while let Some(is_ours) = map.next_key_seed(KeyCheck {
+        let mut object = ObjectScan::default();
+        while let Some(key) = map.next_key_seed(KeyCheck {
             static_fields: self.static_fields,
         })? {
-            map.next_value::<IgnoredAny>()?;
-            entries += 1;
-            conflict |= is_ours;
+            object.entries += 1;
+            let is_object = match key {
+                Key::Other | Key::Static(_) => {
+                    map.next_value::<IgnoredAny>()?;
+                    false
+                }
+                _ => map.next_value_seed(IsObject)?,
+            };
+            match key {
+                Key::Other => {}
+                Key::Static(number) => object.static_keys_present |= 1 << number.min(63),
+                Key::HostName => object.has_host_name = true,
+                Key::Host if is_object => object.merge = true,
+                Key::Host => object.has_host_name = true,
+                Key::Log | Key::LogFile if is_object => object.merge = true,
+                Key::Log => {
+                    object.has_log_path = true;
+                    object.has_log_offset = true;
+                }
+                Key::LogFile | Key::LogFilePath => object.has_log_path = true,
+                Key::LogOffset => object.has_log_offset = true,
+            }
         }
-        Ok(Scan::Object { entries, conflict })
+        Ok(Scan::Object(object))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scan, A::Error> {
@@ -403,32 +499,84 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 }
 
-/// Whether a top-level key is one the agent adds (then the slow path merges instead of
-/// splicing). Dotted keys count too: the index expands `host.name` into `host` → `name`.
+/// Classifies a top-level key. Dotted keys count: the index expands `host.name` into
+/// `host` → `name`.
 struct KeyCheck<'a> {
     static_fields: &'a Map<String, Value>,
 }
 
 impl<'de> DeserializeSeed<'de> for KeyCheck<'_> {
-    type Value = bool;
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+    type Value = Key;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for KeyCheck<'_> {
-    type Value = bool;
+    type Value = Key;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("a key")
     }
 
-    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
-        let root = key.split('.').next().unwrap_or(key);
-        Ok(root == "host"
-            || root == "log"
-            || self.static_fields.contains_key(key)
-            || self.static_fields.contains_key(root))
+    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "host" => Key::Host,
+            "host.name" => Key::HostName,
+            "log" => Key::Log,
+            "log.file" => Key::LogFile,
+            "log.file.path" => Key::LogFilePath,
+            "log.offset" => Key::LogOffset,
+            _ => match self.static_fields.keys().position(|name| name == key) {
+                Some(number) => Key::Static(number),
+                None => Key::Other,
+            },
+        })
+    }
+}
+
+/// Consumes a value, saying whether it is an object.
+struct IsObject;
+
+impl<'de> DeserializeSeed<'de> for IsObject {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IsObject {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
     }
 }
 
@@ -617,6 +765,47 @@ mod tests {
         assert!(
             strict.is_empty() && strict.len_bytes() == 0,
             "nothing of a dead-lettered line enters the batch"
+        );
+    }
+
+    #[test]
+    fn the_fast_path_adds_exactly_what_merging_would() {
+        let mut statics = Map::new();
+        statics.insert("env".into(), json!("prod"));
+        statics.insert("service".into(), json!("default"));
+        let input = InputFields::new("logs", statics);
+        for line in [
+            r#"{"host":"web-1","msg":"scalar host"}"#,
+            r#"{"log":"plain","msg":"scalar log"}"#,
+            r#"{"service":"mine","n":[1,{"host":{}}]}"#,
+            r#"{"log":{"level":"info"},"host":{"ip":"10.0.0.1"}}"#,
+            r#"{"a":{"b":{"c":"\u00e9\n"}}}   "#,
+            "{}",
+        ] {
+            let mut fast = BatchBuilder::new("web-9", Target::Lookout, NonJson::Wrap);
+            fast.push(line.as_bytes(), &position(100), &input)
+                .expect("pushed");
+            let mut slow = BatchBuilder::new("web-9", Target::Lookout, NonJson::Wrap);
+            let Ok(Value::Object(document)) = serde_json::from_str::<Value>(line) else {
+                panic!("an object")
+            };
+            slow.write_merged(document, line.as_bytes(), &position(100), &input);
+            let fast_document = pairs(&fast.take(None).body)[0].1.clone();
+            let slow_document: Value =
+                serde_json::from_slice(slow.take(None).body.trim_ascii_end()).expect("json");
+            assert_eq!(fast_document, slow_document, "{line}");
+        }
+        // dotted keys are the application's too (the index expands them)
+        let mut fast = BatchBuilder::new("web-9", Target::Lookout, NonJson::Wrap);
+        fast.push(
+            br#"{"host.name":"h2","log.offset":5}"#,
+            &position(100),
+            &input,
+        )
+        .expect("pushed");
+        assert_eq!(
+            pairs(&fast.take(None).body)[0].1,
+            json!({"host.name": "h2", "log.offset": 5, "log": {"file": {"path": "/var/log/app.json"}}, "env": "prod", "service": "default"})
         );
     }
 }

@@ -54,6 +54,7 @@ pub struct LineReader {
     pending: Vec<u8>,
     /// Bytes of an over-long line being skipped, if one is.
     skipping: Option<(u64, Vec<u8>)>,
+    chunk: Vec<u8>,
 }
 
 impl LineReader {
@@ -65,6 +66,7 @@ impl LineReader {
             buffer_bytes: buffer_bytes.max(4096),
             pending: Vec::new(),
             skipping: None,
+            chunk: Vec::new(),
         }
     }
 
@@ -95,7 +97,9 @@ impl LineReader {
     /// in it. The file may keep growing; call again later.
     pub fn read_available(&mut self) -> std::io::Result<ReadResult> {
         self.file.seek(SeekFrom::Start(self.read_position()))?;
-        let mut chunk = vec![0u8; self.buffer_bytes];
+        // the read buffer is reused: a fresh one per call cost page faults on every read
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(self.buffer_bytes, 0);
         let mut read = 0;
         while read < chunk.len() {
             let count = self.file.read(&mut chunk[read..])?;
@@ -152,6 +156,7 @@ impl LineReader {
             }
             start = piece_end + 1;
         }
+        self.chunk = chunk;
         Ok(ReadResult { lines, at_end })
     }
 }

@@ -285,13 +285,17 @@ impl Tailer {
                     .rescan_interval
                     .saturating_sub(last_rescan.elapsed()),
             );
+            // behind on some file: read on at once (only the stop and rescan flags count)
+            if !all_at_end {
+                timeout = Duration::ZERO;
+            }
             let flags = self.wake.wait(timeout);
             if flags.stop {
                 let _ = self.flush(None);
                 self.publish_status();
                 return;
             }
-            if flags.changed || flags.rescan {
+            if all_at_end && (flags.changed || flags.rescan) {
                 // coalesce bursts of events into one pass
                 let since = last_pass.elapsed();
                 if since < MIN_PASS_SPACING {
