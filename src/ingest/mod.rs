@@ -666,16 +666,19 @@ impl Ingest {
         self.agents.expire(Instant::now());
         let store = self.store.clone();
         let path = self.state_dir.join("sources.json");
+        let telemetry = self.telemetry.clone();
         let result = tokio::task::spawn_blocking(move || {
             let dropped = store.drop_expired(now);
+            // counted as soon as the partitions are gone (a regression: a scrape between
+            // the drop and the snapshot saw the data gone but the counter still at 0)
+            if let Ok(dropped) = &dropped {
+                telemetry.retention_dropped_partitions.add(*dropped as u64);
+            }
             snapshot.save(&path).map(|()| dropped)
         })
         .await;
         match result {
-            Ok(Ok(Ok(dropped))) => {
-                self.telemetry
-                    .retention_dropped_partitions
-                    .add(dropped as u64);
+            Ok(Ok(Ok(_))) => {
                 let _ = self.log.send(LogMessage::Truncate(durable)).await;
             }
             Ok(Ok(Err(error))) => tracing::error!(%error, "retention failed"),
