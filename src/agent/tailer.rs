@@ -525,7 +525,17 @@ impl Tailer {
                 }
                 (None, None) => match self.inputs[pending.input].read_from {
                     ReadFrom::Beginning => (0, 0),
-                    ReadFrom::End => (0, end_of_last_line(&pending.file, length)),
+                    ReadFrom::End => {
+                        let offset = end_of_last_line(&pending.file, length);
+                        // saved at once: after a crash this file is no longer new, and
+                        // what was appended meanwhile must not be skipped as "before"
+                        let mut checkpoints = self.lock_checkpoints();
+                        checkpoints.acknowledge(identity, 0, offset, &pending.path, now_micros());
+                        if let Err(error) = checkpoints.save() {
+                            tracing::error!(%error, "cannot save checkpoints");
+                        }
+                        (0, offset)
+                    }
                 },
             };
             tracing::debug!(path = %pending.path.display(), source = %identity.source_id(), generation, offset, "tailing file");

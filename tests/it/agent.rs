@@ -294,6 +294,62 @@ struct Faults {
     discard: bool,
     discarded_items: u64,
     bulk_requests: u64,
+    /// For this many `_bulk` requests, answer every 5th item 429 and items containing
+    /// `poison` 400 (like an Elasticsearch mapping conflict) without forwarding them;
+    /// the rest is forwarded and the answers merged in order.
+    item_faults: u32,
+}
+
+/// Answers some items of a `_bulk` body itself (429, or 400 for `poison`) and forwards the
+/// others, merging the answers in request order.
+async fn item_faults(
+    client: &reqwest::Client,
+    upstream: Option<&str>,
+    body: &[u8],
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut text).expect("gzip");
+    let lines: Vec<&[u8]> = text
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
+    let mut answers: Vec<Option<Value>> = Vec::new();
+    let mut forwarded = Vec::new();
+    for (number, pair) in lines.chunks(2).enumerate() {
+        let document = String::from_utf8_lossy(pair[1]);
+        if number % 5 == 1 {
+            answers.push(Some(json!({"create": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}})));
+        } else if document.contains("poison") {
+            answers.push(Some(json!({"create": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [poison]"}}})));
+        } else {
+            answers.push(None);
+            forwarded.extend_from_slice(pair[0]);
+            forwarded.push(b'\n');
+            forwarded.extend_from_slice(pair[1]);
+            forwarded.push(b'\n');
+        }
+    }
+    let mut upstream_items = Vec::new();
+    if !forwarded.is_empty() {
+        let response: Value = client
+            .post(format!("{}/_bulk", upstream.expect("an upstream")))
+            .header("content-type", "application/x-ndjson")
+            .body(forwarded)
+            .send()
+            .await
+            .expect("upstream")
+            .json()
+            .await
+            .expect("json");
+        upstream_items = response["items"].as_array().expect("items").clone();
+    }
+    let mut upstream_items = upstream_items.into_iter();
+    let items: Vec<Value> = answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| upstream_items.next().expect("an answer")))
+        .collect();
+    axum::Json(json!({"errors": true, "items": items})).into_response()
 }
 
 async fn start_proxy(upstream: Option<String>, faults: Arc<Mutex<Faults>>) -> String {
@@ -306,7 +362,7 @@ async fn start_proxy(upstream: Option<String>, faults: Arc<Mutex<Faults>>) -> St
         let (client, faults, upstream) = (client.clone(), faults.clone(), upstream.clone());
         async move {
             let path = uri.path().to_string();
-            {
+            let faulty_items = {
                 let mut faults = faults.lock().expect("faults");
                 if path == "/_lookout/info" && faults.hide_lookout {
                     return (StatusCode::NOT_FOUND, "{}").into_response();
@@ -323,7 +379,10 @@ async fn start_proxy(upstream: Option<String>, faults: Arc<Mutex<Faults>>) -> St
                         )
                             .into_response();
                     }
-                    if faults.discard {
+                    if faults.item_faults > 0 {
+                        faults.item_faults -= 1;
+                        true
+                    } else if faults.discard {
                         let mut decoder = flate2::read::GzDecoder::new(&body[..]);
                         let mut text = Vec::new();
                         std::io::Read::read_to_end(&mut decoder, &mut text).expect("gzip");
@@ -334,8 +393,15 @@ async fn start_proxy(upstream: Option<String>, faults: Arc<Mutex<Faults>>) -> St
                             .collect();
                         return axum::Json(json!({"errors": false, "items": items}))
                             .into_response();
+                    } else {
+                        false
                     }
+                } else {
+                    false
                 }
+            };
+            if faulty_items {
+                return item_faults(&client, upstream.as_deref(), &body).await;
             }
             let Some(upstream) = upstream else {
                 return (StatusCode::OK, r#"{"name":"discard"}"#).into_response();
@@ -549,4 +615,100 @@ async fn serve_tails_its_own_agent_inputs() {
         checkpoints.exists(),
         "the agent's state lives in the data directory, saved on shutdown"
     );
+}
+
+// the proxy runs in this process while `Agent::start` blocks one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_failures_in_a_200_are_retried_or_dead_lettered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Elasticsearch mode: Lookout never answers items 429 (its back-pressure is the whole
+    // request), a plain cluster does
+    let faults = Arc::new(Mutex::new(Faults {
+        hide_lookout: true,
+        item_faults: u32::MAX,
+        ..Faults::default()
+    }));
+    let proxy = start_proxy(Some(server.base.clone()), faults.clone()).await;
+    let app = dir.path().join("app.json");
+    let config = agent_config(
+        dir.path(),
+        &proxy,
+        &[&app.display().to_string()],
+        "batch_max_lines = 100\nmetrics_listen = \"127.0.0.1:0\"",
+    );
+    let mut text = String::new();
+    for seq in 0..300 {
+        if seq % 100 == 42 {
+            text.push_str(&format!(
+                "{{\"seq\":{seq},\"file\":\"poisoned\",\"poison\":true}}\n"
+            ));
+        } else {
+            text.push_str(&format!("{{\"seq\":{seq},\"file\":\"items\"}}\n"));
+        }
+    }
+    std::fs::write(&app, text).expect("write");
+    let agent = Agent::start(&config);
+    wait_for_count(&server, 297).await;
+    let dead_letters = dir.path().join("state/dead-letter/dead-letter.ndjson");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&dead_letters).map_or(0, |text| text.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poisoned lines not dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let records = std::fs::read_to_string(&dead_letters).expect("dead letters");
+    for record in records.lines() {
+        let record: Value = serde_json::from_str(record).expect("json");
+        assert_eq!(record["reason_code"], "rejected_by_server");
+        assert!(
+            record["reason"]
+                .as_str()
+                .expect("reason")
+                .contains("mapper_parsing_exception"),
+            "{record}"
+        );
+        assert!(record["line"].as_str().expect("line").contains("poison"));
+    }
+    server.post_json("/_refresh", &json!({})).await;
+    let expected: Vec<i64> = (0..300).filter(|seq| seq % 100 != 42).collect();
+    let stored = server.seqs("logs").await;
+    assert_eq!(stored.len(), expected.len(), "{stored:?}");
+    for seq in expected {
+        assert_eq!(
+            stored.get(&("items".to_string(), seq)),
+            Some(&1),
+            "seq {seq}"
+        );
+    }
+    let metrics_text = metrics_of(&agent).await;
+    assert!(
+        metrics_text.contains("lookout_agent_retries_total{reason=\"item_429\"}"),
+        "{metrics_text}"
+    );
+}
+
+#[tokio::test]
+async fn read_from_end_skips_what_was_there_before_the_first_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &server.base, &[&app.display().to_string()], "");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("read_from = \"end\"\n");
+    std::fs::write(&config, text).expect("config");
+    append_lines(&app, "old", 0..10);
+    let agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    append_lines(&app, "new", 0..5);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("new", 0..5)]);
+    // after a restart the checkpoint rules, not read_from
+    agent.kill();
+    append_lines(&app, "new", 5..8);
+    let _agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("new", 0..8)]);
 }
