@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{cpu_seconds, env_or, generate, median, peak_rss_mib};
+use common::{
+    cpu_seconds, env_or, generate, lookout_command, median, peak_rss_mib, wait_listening,
+};
 
 fn main() {
     if !common::invoked_as_benchmark("agent") {
@@ -46,20 +48,7 @@ fn main() {
 /// Starts `lookout ship` (under `WRAPPER` if set, e.g. `perf record -g -o FILE --`) and
 /// returns it with the address of its metrics.
 fn start_agent(args: &[&str]) -> (Child, String) {
-    let wrapper: Vec<String> = std::env::var("WRAPPER")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut command = match wrapper.split_first() {
-        Some((program, arguments)) => {
-            let mut command = Command::new(program);
-            command.args(arguments).arg(env!("CARGO_BIN_EXE_lookout"));
-            command
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_lookout")),
-    };
-    let mut child = command
+    let mut child = lookout_command()
         .arg("ship")
         .args(args)
         .args(["--metrics-listen", "127.0.0.1:0"])
@@ -217,15 +206,7 @@ fn freshness(runtime: &tokio::runtime::Runtime) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn lookout serve");
-    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let base = loop {
-        line.clear();
-        stdout.read_line(&mut line).expect("read stdout");
-        if let Some(address) = line.trim().strip_prefix("listening on ") {
-            break format!("http://{address}");
-        }
-    };
+    let base = wait_listening(&mut server);
     let file = work.path().join("fresh.json");
     std::fs::write(&file, "").expect("create");
     let path = file.display().to_string();

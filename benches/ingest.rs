@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{cpu_seconds, env_or, generate, peak_rss_mib};
+use common::{cpu_seconds, env_or, generate, lookout_command, peak_rss_mib, wait_listening};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -99,21 +99,7 @@ fn main() {
     }
 
     // WRAPPER runs the server under a profiler, e.g. WRAPPER="perf record -g -o /tmp/perf.data --"
-    // (its CPU figure is then the wrapper's)
-    let wrapper: Vec<String> = std::env::var("WRAPPER")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut command = match wrapper.split_first() {
-        Some((program, arguments)) => {
-            let mut command = Command::new(program);
-            command.args(arguments).arg(env!("CARGO_BIN_EXE_lookout"));
-            command
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_lookout")),
-    };
-    let mut child = command
+    let mut child = lookout_command()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(work.path().join("data"))
         .args(
@@ -126,16 +112,7 @@ fn main() {
         .spawn()
         .expect("spawn lookout");
     let pid = child.id();
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let address = loop {
-        line.clear();
-        stdout.read_line(&mut line).expect("read stdout");
-        if let Some(address) = line.trim().strip_prefix("listening on ") {
-            break address.to_string();
-        }
-    };
-    let base = format!("http://{address}");
+    let base = wait_listening(&mut child);
 
     // batches of `_bulk` bodies, prepared before the clock starts
     let text = std::fs::read_to_string(&data).expect("read data");

@@ -140,3 +140,38 @@ pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// The `lookout` binary as a command, under `WRAPPER` when set (a profiler command such
+/// as `perf record -g -o FILE --`; CPU figures are then the wrapper's).
+pub fn lookout_command() -> std::process::Command {
+    let wrapper: Vec<String> = std::env::var("WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(arguments).arg(env!("CARGO_BIN_EXE_lookout"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_lookout")),
+    }
+}
+
+/// Reads a child's stdout until `listening on ADDR`; returns `http://ADDR`.
+pub fn wait_listening(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("read stdout") > 0,
+            "server exited before listening"
+        );
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            return format!("http://{address}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Server, agent_config, append_lines, assert_exactly_once};
+use crate::support::{Agent, Server, agent_config, append_lines, assert_exactly_once, wait_until};
 
 #[tokio::test]
 async fn ships_every_line_once_through_rename_rotation_restart_and_kill() {
@@ -123,14 +123,10 @@ async fn deleted_file_is_finished_through_its_handle_and_released() {
     server.wait_caught_up(chrono::Utc::now()).await;
     assert_exactly_once(&server.seqs("logs").await, &[("gone", 0..30)]);
     // released once idle for rotate_wait (1 s here)
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !agent.log_contains("releasing it") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deleted file never released"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until("the deleted file is released", 30, || async {
+        agent.log_contains("releasing it")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -268,10 +264,15 @@ async fn unreadable_file_is_reported_and_the_others_ship() {
         std::fs::set_permissions(logs.join(name), std::fs::Permissions::from_mode(mode))
             .expect("chmod");
     }
+    // a copy of the binary `nobody` can run wherever the checkout lives (e.g. under a
+    // private /root)
+    let binary = dir.path().join("lookout");
+    std::fs::copy(env!("CARGO_BIN_EXE_lookout"), &binary).expect("copy binary");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut command = std::process::Command::new("setpriv");
     command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_lookout"));
+        .arg(&binary);
     let agent = Agent::spawn(command, &config, true);
     server.wait_caught_up(chrono::Utc::now()).await;
     assert_exactly_once(&server.seqs("logs").await, &[("open", 0..20)]);
@@ -505,14 +506,10 @@ async fn memory_stays_bounded_while_the_server_refuses() {
         faults.refuse_all = false;
         faults.discard = true;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while faults.lock().expect("faults").discarded_items < lines as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not all lines shipped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until("every line shipped", 120, || async {
+        faults.lock().expect("faults").discarded_items >= lines as u64
+    })
+    .await;
     let peak = agent.peak_rss_kib();
     assert_eq!(
         faults.lock().expect("faults").discarded_items,
@@ -551,41 +548,25 @@ async fn plain_elasticsearch_gets_deterministic_ids_and_resends_are_deduplicated
     append_lines(&app, "es", 500..600);
     let agent = Agent::start(&config);
     wait_for_count(&server, 600).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_to_string(dir.path().join("state/checkpoints.json"))
-        .is_ok_and(|text| text.contains(&std::fs::metadata(&app).expect("size").len().to_string()))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "checkpoint never reached the end"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let end = std::fs::metadata(&app).expect("size").len().to_string();
+    wait_until("the checkpoint reaches the end", 60, || async {
+        std::fs::read_to_string(dir.path().join("state/checkpoints.json"))
+            .is_ok_and(|text| text.contains(&end))
+    })
+    .await;
     server.post_json("/_refresh", &json!({})).await;
     assert_exactly_once(&server.seqs("logs").await, &[("es", 0..600)]);
     drop(agent);
 }
 
 async fn wait_for_count(server: &Server, expected: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
+    wait_until(&format!("{expected} lines counted"), 60, || async {
         server.post_json("/_refresh", &json!({})).await;
         let (status, body) = server.get("/logs/_count").await;
         // 404 until the first line created the index
-        let count = if status == 404 {
-            0
-        } else {
-            body["count"].as_u64().expect("count")
-        };
-        if count >= expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "count stuck at {count}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        status == 200 && body["count"].as_u64() >= Some(expected)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -651,14 +632,10 @@ async fn item_failures_in_a_200_are_retried_or_dead_lettered() {
     let agent = Agent::start(&config);
     wait_for_count(&server, 297).await;
     let dead_letters = dir.path().join("state/dead-letter/dead-letter.ndjson");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&dead_letters).map_or(0, |text| text.lines().count()) < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "poisoned lines not dead-lettered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until("the poisoned lines are dead-lettered", 60, || async {
+        std::fs::read_to_string(&dead_letters).map_or(0, |text| text.lines().count()) >= 3
+    })
+    .await;
     let records = std::fs::read_to_string(&dead_letters).expect("dead letters");
     for record in records.lines() {
         let record: Value = serde_json::from_str(record).expect("json");

@@ -183,22 +183,32 @@ impl Server {
 
     /// `kill -9`: no shutdown path runs.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().ok().and_then(|status| status.code())
+        terminate(&mut self.child)
     }
+}
+
+/// `kill -9` and reap.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGTERM, wait, and the exit code.
+fn terminate(child: &mut Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().ok().and_then(|status| status.code())
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 }
 
@@ -310,22 +320,18 @@ impl Agent {
 
     /// `kill -9`.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().ok().and_then(|status| status.code())
+        terminate(&mut self.child)
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 }
 
@@ -395,4 +401,21 @@ pub fn assert_exactly_once(
         stored.len(),
         want.len()
     );
+}
+
+/// Polls `condition` every 50 ms until it holds; fails with `what` after `seconds`.
+/// (Waiting on an observable outcome, bounded — not sleeping and hoping.)
+pub async fn wait_until<F, Fut>(what: &str, seconds: u64, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {seconds} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
