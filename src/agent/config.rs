@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub token_env: Option<String>,
     /// File holding the token (trailing newline ignored).
     pub token_file: Option<PathBuf>,
+    /// Extra CA certificate(s) to trust for an `https://` server, PEM (the system's
+    /// trusted roots are always used).
+    pub tls_ca_file: Option<PathBuf>,
     /// `host.name` added to every event (default: this machine's host name).
     pub host_name: Option<String>,
     /// A batch is sent once it holds this many bytes (uncompressed NDJSON) ...
@@ -118,6 +121,7 @@ impl Default for AgentConfig {
             token: None,
             token_env: None,
             token_file: None,
+            tls_ca_file: None,
             host_name: None,
             batch_max_bytes: 1024 * 1024,
             batch_max_lines: 10_000,
@@ -238,6 +242,21 @@ impl AgentConfig {
                     &field("index"),
                     "must be a valid index name",
                 );
+            }
+        }
+        if let Some(path) = &self.tls_ca_file {
+            match std::fs::read(path) {
+                Ok(pem) => check(
+                    reqwest::Certificate::from_pem_bundle(&pem)
+                        .is_ok_and(|certificates| !certificates.is_empty()),
+                    "tls_ca_file",
+                    &format!("`{}` holds no PEM certificate", path.display()),
+                ),
+                Err(error) => check(
+                    false,
+                    "tls_ca_file",
+                    &format!("cannot read `{}`: {error}", path.display()),
+                ),
             }
         }
         if let Err(error) = self.resolve_token() {

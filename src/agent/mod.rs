@@ -91,7 +91,19 @@ pub async fn run(
     let dead_letters = dead_letter::DeadLetterFile::open(&state_dir).map_err(state_error)?;
     let agent_id = shipper::agent_id(&state_dir, &host_name).map_err(state_error)?;
     let token = config.resolve_token().map_err(AgentError::Config)?;
-    let endpoint = Endpoint::new(&to, token, config.request_timeout)
+    let extra_roots = match &config.tls_ca_file {
+        Some(path) => std::fs::read(path)
+            .ok()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok())
+            .ok_or_else(|| {
+                AgentError::Config(format!(
+                    "tls_ca_file `{}` holds no PEM certificate",
+                    path.display()
+                ))
+            })?,
+        None => Vec::new(),
+    };
+    let endpoint = Endpoint::new(&to, token, config.request_timeout, extra_roots)
         .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?;
     let metrics = Arc::new(AgentMetrics::default());
     if let Some(address) = config.metrics_listen {

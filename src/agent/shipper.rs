@@ -40,13 +40,21 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> reqwest::Result<Endpoint> {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> reqwest::Result<Endpoint> {
         crate::install_tls_provider();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("lookout-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("lookout-agent/", env!("CARGO_PKG_VERSION")));
+        for certificate in extra_roots {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder.build()?;
         Ok(Endpoint {
             client,
             base: base.trim_end_matches('/').to_string(),
@@ -97,7 +105,7 @@ pub async fn detect_target(
                 return Some(Target::PlainElasticsearch);
             }
             Ok(response) => format!("server answered {}", response.status()),
-            Err(error) => format!("server unreachable: {}", error.without_url()),
+            Err(error) => format!("server unreachable: {}", describe(error)),
         };
         let delay = backoff.next();
         tracing::warn!(server = %endpoint.base, retry_in = ?delay, "{problem}");
@@ -482,7 +490,7 @@ impl Shipper {
                 } else {
                     "unreachable"
                 };
-                tracing::warn!(server = %self.endpoint.base, error = %error.without_url(), "bulk request failed; retrying");
+                tracing::warn!(server = %self.endpoint.base, error = %describe(error), "bulk request failed; retrying");
                 return Delivery::Retry(reason);
             }
         };
@@ -563,6 +571,20 @@ fn item_reason(status: u16, error: Option<&serde_json::Value>) -> String {
         ),
         None => format!("server rejected the line ({status})"),
     }
+}
+
+/// A transport error with its causes (reqwest's own text is only "error sending
+/// request"; the cause says connection refused, or which certificate check failed).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The agent's id, kept in the state directory so a restarted agent is the same agent to

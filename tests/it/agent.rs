@@ -689,3 +689,223 @@ async fn read_from_end_skips_what_was_there_before_the_first_start() {
     server.wait_caught_up(chrono::Utc::now()).await;
     assert_exactly_once(&server.seqs("logs").await, &[("new", 0..8)]);
 }
+
+#[tokio::test]
+async fn globs_reach_nested_directories_excludes_skip_and_a_returning_file_is_not_reread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("x/y")).expect("mkdir");
+    let config = agent_config(
+        dir.path(),
+        &server.base,
+        &[&logs.join("**/*.json").display().to_string()],
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "exclude = [{:?}]\n",
+        logs.join("**/skip-*.json").display().to_string()
+    ));
+    std::fs::write(&config, text).expect("config");
+    append_lines(&logs.join("a.json"), "a", 0..10);
+    append_lines(&logs.join("x/b.json"), "b", 0..10);
+    append_lines(&logs.join("x/y/c.json"), "c", 0..10);
+    append_lines(&logs.join("x/skip-d.json"), "d", 0..10);
+    let _agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    // a directory created later, deeper down
+    std::fs::create_dir_all(logs.join("new/deep")).expect("mkdir");
+    append_lines(&logs.join("new/deep/e.json"), "e", 0..10);
+    wait_until("the new nested file is shipped", 30, || async {
+        server.post_json("/_refresh", &json!({})).await;
+        server.count("logs", "file:e").await == 10
+    })
+    .await;
+    // a.json leaves the patterns and comes back: the same identity, not read again
+    std::fs::rename(logs.join("a.json"), logs.join("a.json.away")).expect("rename");
+    append_lines(&logs.join("x/b.json"), "b", 10..12);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    std::fs::rename(logs.join("a.json.away"), logs.join("a.json")).expect("rename back");
+    append_lines(&logs.join("a.json"), "a", 10..15);
+    wait_until("the returned file's new lines are shipped", 30, || async {
+        server.post_json("/_refresh", &json!({})).await;
+        server.count("logs", "file:a").await >= 15
+    })
+    .await;
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(
+        &server.seqs("logs").await,
+        &[("a", 0..15), ("b", 0..12), ("c", 0..10), ("e", 0..10)],
+    );
+}
+
+#[tokio::test]
+async fn a_token_is_sent_and_a_wrong_one_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_config = dir.path().join("lookout.toml");
+    std::fs::write(&server_config, "[auth]\ntoken = \"s3cret-token\"\n").expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &server_config.display().to_string()],
+    );
+    let app = dir.path().join("app.json");
+    append_lines(&app, "auth", 0..20);
+    let wrong = agent_config(
+        dir.path(),
+        &server.base,
+        &[&app.display().to_string()],
+        "token = \"wrong\"",
+    );
+    let refused = Agent::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lookout")),
+        &wrong,
+        false,
+    );
+    wait_until("the refused token is reported", 30, || async {
+        refused.log_contains("check the agent's token")
+    })
+    .await;
+    assert!(
+        !refused.log_contains("wrong"),
+        "the token itself is never logged"
+    );
+    refused.kill();
+    let right = agent_config(
+        dir.path(),
+        &server.base,
+        &[&app.display().to_string()],
+        "token_env = \"LOOKOUT_TEST_AGENT_TOKEN\"",
+    );
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command.env("LOOKOUT_TEST_AGENT_TOKEN", "s3cret-token");
+    let _agent = Agent::spawn(command, &right, true);
+    let client = reqwest::Client::new();
+    wait_until("lines shipped with the token", 60, || async {
+        let response = client
+            .get(server.url("/logs/_count"))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .expect("count");
+        response.status() == 200
+            && response.json::<Value>().await.expect("json")["count"].as_u64() == Some(20)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ships_over_https_to_a_server_with_a_private_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // a private CA and a server certificate it signed, for 127.0.0.1
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (ca, ca_key, cert, key) = (
+        path("ca.pem"),
+        path("ca.key"),
+        path("cert.pem"),
+        path("key.pem"),
+    );
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    for arguments in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lookout test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &path("leaf.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &path("leaf.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &path("leaf.ext"),
+            "-out",
+            &cert,
+        ],
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args(&arguments)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {arguments:?}");
+    }
+    let count_file = dir.path().join("received");
+    let mut tls_server = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/agent/tls_bulk_server.py"
+            ))
+            .args([&cert, &key])
+            .arg(&count_file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(tls_server.0.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        line.trim().trim_start_matches("listening on ").to_string()
+    };
+    let app = dir.path().join("app.json");
+    append_lines(&app, "tls", 0..50);
+    let config = agent_config(
+        dir.path(),
+        &format!("https://127.0.0.1:{port}"),
+        &[&app.display().to_string()],
+        &format!("tls_ca_file = {ca:?}"),
+    );
+    let agent = Agent::start(&config);
+    wait_until("50 lines received over TLS", 60, || async {
+        std::fs::read_to_string(&count_file).is_ok_and(|count| count == "50")
+    })
+    .await;
+    drop(agent);
+}
+
+/// A helper process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
