@@ -155,9 +155,20 @@ async fn bad_lines_are_dead_lettered_with_reasons_and_their_neighbours_ship() {
     content.extend_from_slice(b"{\"seq\":2,\"file\":\"bad\"}\n");
     content.extend_from_slice(b"{\"seq\":3,\"file\":\"bad\"}"); // partial: waits for its newline
     std::fs::write(logs.join("app.json"), &content).expect("write");
+    append_lines(&logs.join("replaced.json"), "replaced", 0..5);
     let agent = Agent::start(&config);
     server.wait_caught_up(chrono::Utc::now()).await;
-    assert_exactly_once(&server.seqs("logs").await, &[("bad", 0..3)]);
+    assert_exactly_once(
+        &server.seqs("logs").await,
+        &[("bad", 0..3), ("replaced", 0..5)],
+    );
+    // a tailed file replaced by a directory: reported, and the rest keeps shipping
+    std::fs::remove_file(logs.join("replaced.json")).expect("delete");
+    std::fs::create_dir(logs.join("replaced.json")).expect("mkdir");
+    wait_until("the directory is reported", 30, || async {
+        agent.log_contains_all(&["replaced.json", "is a directory"])
+    })
+    .await;
 
     let dead = std::fs::read_to_string(dir.path().join("state/dead-letter/dead-letter.ndjson"))
         .expect("dead-letter file");
@@ -212,7 +223,7 @@ async fn bad_lines_are_dead_lettered_with_reasons_and_their_neighbours_ship() {
         "{metrics_text}"
     );
     assert!(
-        metrics_text.contains("lookout_agent_file_errors_total{reason=\"is_a_directory\"} 1"),
+        metrics_text.contains("lookout_agent_file_errors_total{reason=\"is_a_directory\"} 2"),
         "{metrics_text}"
     );
 
@@ -223,7 +234,10 @@ async fn bad_lines_are_dead_lettered_with_reasons_and_their_neighbours_ship() {
         .and_then(|mut file| std::io::Write::write_all(&mut file, b"\n"))
         .expect("complete the line");
     server.wait_caught_up(chrono::Utc::now()).await;
-    assert_exactly_once(&server.seqs("logs").await, &[("bad", 0..4)]);
+    assert_exactly_once(
+        &server.seqs("logs").await,
+        &[("bad", 0..4), ("replaced", 0..5)],
+    );
 }
 
 /// The agent's `/metrics`, from the address it logged.
@@ -908,4 +922,33 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+// the proxy runs in this process while `Agent::start` blocks one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_with_a_4xx_is_dead_lettered_not_retried_forever() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    faults.lock().expect("faults").bulk_failures = [400].into_iter().collect();
+    let proxy = start_proxy(Some(server.base.clone()), faults.clone()).await;
+    let app = dir.path().join("app.json");
+    let config = agent_config(dir.path(), &proxy, &[&app.display().to_string()], "");
+    append_lines(&app, "refused", 0..10);
+    let agent = Agent::start(&config);
+    let dead_letters = dir.path().join("state/dead-letter/dead-letter.ndjson");
+    wait_until("the refused batch is dead-lettered", 30, || async {
+        std::fs::read_to_string(&dead_letters).map_or(0, |text| text.lines().count()) == 10
+    })
+    .await;
+    let records = std::fs::read_to_string(&dead_letters).expect("dead letters");
+    assert!(
+        records.contains("try later"),
+        "the server's reason is kept: {records}"
+    );
+    assert!(agent.log_contains("batch refused"));
+    // what comes after ships normally
+    append_lines(&app, "after", 0..5);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("after", 0..5)]);
 }

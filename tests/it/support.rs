@@ -298,6 +298,15 @@ impl Agent {
             .any(|line| line.contains(needle))
     }
 
+    /// Whether one log line contains every one of `needles`.
+    pub fn log_contains_all(&self, needles: &[&str]) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|line| needles.iter().all(|needle| line.contains(needle)))
+    }
+
     /// The address the agent serves `/metrics` on, from its log.
     pub fn metrics_address(&self) -> Option<String> {
         let log = self.log.lock().expect("log lock");
