@@ -108,14 +108,38 @@ pub fn schema_json() -> String {
 pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-    serde_json::from_str(&text).map_err(|error| {
+    let rule: RuleFile = serde_json::from_str(&text).map_err(|error| {
         format!(
             "{}:{}:{}: {error}",
             path.display(),
             error.line(),
             error.column()
         )
-    })
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("");
+    if stem.is_empty()
+        || !stem
+            .chars()
+            .all(|char| char.is_ascii_alphanumeric() || char == '_' || char == '-')
+    {
+        return Err(format!(
+            "{}: the file name is the rule name and must be [A-Za-z0-9_-]+ (rename the file)",
+            path.display()
+        ));
+    }
+    if let Err(error) =
+        crate::scheduler::schedule::Schedule::parse(&rule.schedule, rule.timezone.as_deref())
+    {
+        let field = match error {
+            crate::scheduler::schedule::ScheduleError::Timezone(_) => "timezone",
+            _ => "schedule",
+        };
+        return Err(format!("{}: `{field}`: {error}", path.display()));
+    }
+    Ok(rule)
 }
 
 #[cfg(test)]
@@ -134,6 +158,42 @@ mod tests {
             shipped, generated,
             "config/query.schema.json is stale: run LOOKOUT_UPDATE_SCHEMA=1 cargo test"
         );
+    }
+
+    #[test]
+    fn bad_schedules_and_names_are_reported_with_file_and_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/checkout_5xx.json"),
+        )
+        .expect("example");
+        let mut rule: serde_json::Value = serde_json::from_str(&example).expect("json");
+        rule["schedule"] = "61 * * * *".into();
+        let path = dir.path().join("bad_cron.json");
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(
+            error.contains("bad_cron.json: `schedule`: schedule `61 * * * *`"),
+            "{error}"
+        );
+        rule["schedule"] = "0 9 * * 1-5".into();
+        rule["timezone"] = "Nowhere/Land".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(
+            read_rule(&path)
+                .expect_err("invalid")
+                .contains("`timezone`")
+        );
+        rule["timezone"] = "Europe/Berlin".into();
+        let renamed = dir.path().join("bad name.json");
+        std::fs::write(&renamed, rule.to_string()).expect("write");
+        assert!(
+            read_rule(&renamed)
+                .expect_err("invalid")
+                .contains("[A-Za-z0-9_-]+")
+        );
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(read_rule(&path).is_ok());
     }
 
     #[test]
