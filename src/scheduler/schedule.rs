@@ -96,10 +96,10 @@ impl Schedule {
         for alternative in &self.alternatives {
             for candidate in alternative.after(&Utc.from_utc_datetime(&start)) {
                 let wall = candidate.naive_utc();
-                if let Some(best) = best {
-                    if wall > best.with_timezone(&self.timezone).naive_local() + slack {
-                        break;
-                    }
+                if let Some(best) = best
+                    && wall > best.with_timezone(&self.timezone).naive_local() + slack
+                {
+                    break;
                 }
                 for instant in self.instants(wall) {
                     if instant > after && best.is_none_or(|best| instant < best) {
