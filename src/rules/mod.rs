@@ -1,6 +1,8 @@
 //! Saved queries and alert rules (`queries/*.json`, DESIGN §5).
 //!
-//! This module holds the file format ([`model`]) and its loader with validation. The
-//! scheduler, evaluation and alert lifecycle build on it.
+//! This module holds the file format ([`model`]) and its loader with validation, and the
+//! alert lifecycle as a pure state machine ([`alert_state`]). Evaluation, persistence
+//! and notification build on them.
 
+pub mod alert_state;
 pub mod model;
