@@ -20,6 +20,7 @@ pub mod duration_serde;
 pub mod error;
 pub mod index;
 pub mod ingest;
+pub mod notify;
 pub mod rules;
 pub mod scheduler;
 pub mod server;

@@ -10,4 +10,5 @@ mod chaos;
 mod durability;
 mod golden;
 mod ingest_search;
+mod slack;
 mod tooling;

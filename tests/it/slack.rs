@@ -1,0 +1,186 @@
+//! Slack delivery against a mock Slack on loopback that answers what each test scripts
+//! and rejects any payload outside Slack's limits, like Slack does.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use lookout::config::Secret;
+use lookout::notify::slack::{Outcome, SlackWebhook, check_limits};
+
+#[derive(Default)]
+struct MockSlack {
+    /// (status, Retry-After, body) for the next requests; then 200 "ok".
+    script: VecDeque<(u16, Option<u64>, &'static str)>,
+    /// When each request arrived, and its payload.
+    received: Vec<(Instant, Value)>,
+}
+
+async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
+    let handler = move |body: axum::body::Bytes| {
+        let mock = mock.clone();
+        async move {
+            let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut mock = mock.lock().expect("mock");
+            mock.received.push((Instant::now(), payload.clone()));
+            if let Err(reason) = check_limits(&payload) {
+                eprintln!("mock slack: invalid payload: {reason}");
+                return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+            }
+            match mock.script.pop_front() {
+                Some((status, retry_after, body)) => {
+                    let mut response =
+                        (StatusCode::from_u16(status).expect("status"), body).into_response();
+                    if let Some(seconds) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert("retry-after", seconds.to_string().parse().expect("header"));
+                    }
+                    response
+                }
+                None => (StatusCode::OK, "ok").into_response(),
+            }
+        }
+    };
+    let router =
+        axum::Router::new().route("/services/T000/B000/s3cr3t", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}/services/T000/B000/s3cr3t")
+}
+
+fn message(text: &str) -> Value {
+    json!({
+        "text": text,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": text}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*count* 30 > 20"}}
+        ]
+    })
+}
+
+fn deadline(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after() {
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    mock.lock()
+        .expect("mock")
+        .script
+        .push_back((429, Some(3), "rate_limited"));
+    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
+    assert_eq!(outcome, Outcome::Delivered { attempts: 2 });
+    let received = &mock.lock().expect("mock").received;
+    let gap = received[1].0 - received[0].0;
+    assert!(gap >= Duration::from_secs(3), "retried after {gap:?}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_growing_backoff() {
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    mock.lock()
+        .expect("mock")
+        .script
+        .extend([(500, None, "oops"), (503, None, "busy")]);
+    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
+    assert_eq!(outcome, Outcome::Delivered { attempts: 3 });
+    let received = &mock.lock().expect("mock").received;
+    let gaps: Vec<Duration> = received
+        .windows(2)
+        .map(|pair| pair[1].0 - pair[0].0)
+        .collect();
+    // one message per second at most, and a backoff of at least half its window
+    assert!(
+        gaps.iter().all(|gap| *gap >= Duration::from_millis(950)),
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_payload_is_final_and_keeps_slacks_reason() {
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let too_big: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
+    let outcome = webhook
+        .deliver(&json!({"text": "x", "blocks": too_big}), deadline(30))
+        .await;
+    assert_eq!(
+        outcome,
+        Outcome::Rejected {
+            attempts: 1,
+            status: 400,
+            reason: "invalid_payload".into()
+        }
+    );
+    assert_eq!(mock.lock().expect("mock").received.len(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn messages_to_one_webhook_go_out_at_most_one_per_second() {
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = Arc::new(SlackWebhook::new(Secret(start_mock(mock.clone()).await)));
+    let sends: Vec<_> = (0..4)
+        .map(|number| {
+            let webhook = webhook.clone();
+            tokio::spawn(async move {
+                webhook
+                    .deliver(&message(&format!("alert {number}")), deadline(30))
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        assert!(matches!(
+            send.await.expect("task"),
+            Outcome::Delivered { attempts: 1 }
+        ));
+    }
+    let mut times: Vec<Instant> = mock
+        .lock()
+        .expect("mock")
+        .received
+        .iter()
+        .map(|(time, _)| *time)
+        .collect();
+    times.sort();
+    let gaps: Vec<Duration> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= Duration::from_millis(950)),
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_webhook_gives_up_at_the_deadline_without_revealing_its_url() {
+    // a port nothing listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/services/T000/B000/s3cr3t");
+    let webhook = SlackWebhook::new(Secret(url));
+    let outcome = webhook.deliver(&message("firing"), deadline(2)).await;
+    let Outcome::GaveUp {
+        attempts,
+        last_error,
+    } = outcome
+    else {
+        panic!("expected to give up: {outcome:?}")
+    };
+    assert!(attempts >= 2, "retried before the deadline");
+    assert!(!last_error.contains("s3cr3t"), "{last_error}");
+    assert!(!format!("{webhook:?}").contains("s3cr3t"));
+}
