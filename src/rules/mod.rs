@@ -1,8 +1,9 @@
 //! Saved queries and alert rules (`queries/*.json`, DESIGN §5).
 //!
 //! This module holds the file format ([`model`]) and its loader with validation, and the
-//! alert lifecycle as a pure state machine ([`alert_state`]). Evaluation, persistence
-//! and notification build on them.
+//! alert lifecycle as a pure state machine ([`alert_state`]), and the count of a rule's
+//! window ([`evaluate`]). The manager, persistence and notification build on them.
 
 pub mod alert_state;
+pub mod evaluate;
 pub mod model;
