@@ -7,3 +7,4 @@
 pub mod alert_state;
 pub mod evaluate;
 pub mod model;
+pub mod template;

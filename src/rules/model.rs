@@ -139,6 +139,17 @@ pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
         };
         return Err(format!("{}: `{field}`: {error}", path.display()));
     }
+    let labels = rule.promql.is_none().then_some(rule.group_by.as_slice());
+    for (field, text) in [
+        ("summary", &rule.summary),
+        ("description", &rule.description),
+    ] {
+        if let Some(text) = text
+            && let Err(error) = super::template::Template::parse(text, labels)
+        {
+            return Err(format!("{}: `{field}`: {error}", path.display()));
+        }
+    }
     Ok(rule)
 }
 
@@ -194,6 +205,13 @@ mod tests {
         );
         std::fs::write(&path, rule.to_string()).expect("write");
         assert!(read_rule(&path).is_ok());
+        rule["summary"] = "{{ $count }} on {{ $labels.host }}".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(
+            error.contains("bad_cron.json: `summary`: column 20: `$labels.host` is not a label"),
+            "{error}"
+        );
     }
 
     #[test]

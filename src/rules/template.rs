@@ -1,0 +1,664 @@
+//! Alert templates in Prometheus' syntax (a Go `text/template` subset): `{{ $labels.NAME }}`,
+//! `{{ $value }}`, `{{ $count }}`, `{{ $window }}`, `{{ $threshold }}`, `{{ $rule }}`,
+//! pipelines (`{{ $value | humanize }}`), and Prometheus' functions `humanize`,
+//! `humanize1024`, `humanizeDuration`, `humanizePercentage`, `printf`, `toUpper`,
+//! `toLower`, `title`; `{{-`/`-}}` trim whitespace.
+//!
+//! Hand-written: the Go-template crates on crates.io are unmaintained (gtmpl: last release
+//! 2021, `printf` unfinished) and know nothing of Prometheus' functions. Templates are
+//! parsed when a rule is loaded, so `lookout check` reports an unknown variable, function
+//! or label at its column instead of an alert rendering `<no value>` at 3 a.m.
+
+use std::collections::BTreeMap;
+
+/// A parse error at a character column (1-based) of the template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {message}")]
+pub struct TemplateError {
+    pub column: usize,
+    pub message: String,
+}
+
+/// What a template can refer to.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateData {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub count: u64,
+    pub window: String,
+    pub threshold: String,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Action(Vec<Command>),
+}
+
+/// `function arguments…`, or a lone operand (first command of a pipeline only).
+#[derive(Debug, Clone)]
+struct Command {
+    function: Option<Function>,
+    arguments: Vec<Operand>,
+}
+
+#[derive(Debug, Clone)]
+enum Operand {
+    Labels(Option<String>),
+    Value,
+    Count,
+    Window,
+    Threshold,
+    Rule,
+    Text(String),
+    Number(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Function {
+    Humanize,
+    Humanize1024,
+    HumanizeDuration,
+    HumanizePercentage,
+    Printf,
+    ToUpper,
+    ToLower,
+    Title,
+}
+
+const FUNCTIONS: &[(&str, Function)] = &[
+    ("humanize", Function::Humanize),
+    ("humanize1024", Function::Humanize1024),
+    ("humanizeDuration", Function::HumanizeDuration),
+    ("humanizePercentage", Function::HumanizePercentage),
+    ("printf", Function::Printf),
+    ("toUpper", Function::ToUpper),
+    ("toLower", Function::ToLower),
+    ("title", Function::Title),
+];
+
+const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule";
+
+#[derive(Debug, Clone)]
+enum Val {
+    Text(String),
+    Number(f64),
+}
+
+impl Val {
+    fn text(&self) -> String {
+        match self {
+            Val::Text(text) => text.clone(),
+            Val::Number(number) => format_number(*number),
+        }
+    }
+    fn number(&self) -> f64 {
+        match self {
+            Val::Number(number) => *number,
+            Val::Text(text) => text.trim().parse().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+impl Template {
+    /// Parses `text`. With `labels`, `$labels.NAME` must name one of them (a log rule's
+    /// `group_by`); without, any label is allowed.
+    pub fn parse(text: &str, labels: Option<&[String]>) -> Result<Template, TemplateError> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut position = 0;
+        while position < chars.len() {
+            if chars[position] == '{' && chars.get(position + 1) == Some(&'{') {
+                let open = position;
+                let mut start = position + 2;
+                if chars.get(start) == Some(&'-')
+                    && chars.get(start + 1).is_some_and(|c| c.is_whitespace())
+                {
+                    literal.truncate(literal.trim_end().len());
+                    start += 1;
+                }
+                let close = (start..chars.len().saturating_sub(1))
+                    .find(|at| chars[*at] == '}' && chars[at + 1] == '}')
+                    .ok_or_else(|| TemplateError {
+                        column: open + 1,
+                        message: "`{{` without its closing `}}`".into(),
+                    })?;
+                let (mut end, mut trim_after) = (close, false);
+                if close > start
+                    && chars[close - 1] == '-'
+                    && chars
+                        .get(close.wrapping_sub(2))
+                        .is_some_and(|c| c.is_whitespace())
+                {
+                    end = close - 1;
+                    trim_after = true;
+                }
+                if !literal.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut literal)));
+                }
+                parts.push(Part::Action(parse_pipeline(&chars, start, end, labels)?));
+                position = close + 2;
+                if trim_after {
+                    while position < chars.len() && chars[position].is_whitespace() {
+                        position += 1;
+                    }
+                }
+            } else {
+                literal.push(chars[position]);
+                position += 1;
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn render(&self, data: &TemplateData) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Action(commands) => {
+                    let mut result: Option<Val> = None;
+                    for command in commands {
+                        let mut arguments: Vec<Val> = command
+                            .arguments
+                            .iter()
+                            .map(|operand| operand_value(operand, data))
+                            .collect();
+                        if let Some(previous) = result.take() {
+                            arguments.push(previous);
+                        }
+                        result = Some(match command.function {
+                            None => arguments.pop().unwrap_or(Val::Text(String::new())),
+                            Some(function) => call(function, &arguments),
+                        });
+                    }
+                    if let Some(result) = result {
+                        out.push_str(&result.text());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn operand_value(operand: &Operand, data: &TemplateData) -> Val {
+    match operand {
+        Operand::Labels(Some(name)) => {
+            Val::Text(data.labels.get(name).cloned().unwrap_or_default())
+        }
+        Operand::Labels(None) => Val::Text(
+            data.labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Operand::Value => Val::Number(data.value),
+        Operand::Count => Val::Number(data.count as f64),
+        Operand::Window => Val::Text(data.window.clone()),
+        Operand::Threshold => Val::Text(data.threshold.clone()),
+        Operand::Rule => Val::Text(data.rule.clone()),
+        Operand::Text(text) => Val::Text(text.clone()),
+        Operand::Number(number) => Val::Number(*number),
+    }
+}
+
+/// Parses the inside of one `{{ … }}` (characters `start..end`).
+fn parse_pipeline(
+    chars: &[char],
+    start: usize,
+    end: usize,
+    labels: Option<&[String]>,
+) -> Result<Vec<Command>, TemplateError> {
+    let error = |at: usize, message: String| TemplateError {
+        column: at + 1,
+        message,
+    };
+    let mut commands = Vec::new();
+    let mut command = Command {
+        function: None,
+        arguments: Vec::new(),
+    };
+    let mut at = start;
+    let mut expect_command_start = true;
+    loop {
+        while at < end && chars[at].is_whitespace() {
+            at += 1;
+        }
+        if at >= end {
+            break;
+        }
+        let token_start = at;
+        match chars[at] {
+            '|' => {
+                if expect_command_start {
+                    return Err(error(at, "`|` needs something before it".into()));
+                }
+                commands.push(std::mem::replace(
+                    &mut command,
+                    Command {
+                        function: None,
+                        arguments: Vec::new(),
+                    },
+                ));
+                expect_command_start = true;
+                at += 1;
+                continue;
+            }
+            '"' => {
+                let mut text = String::new();
+                at += 1;
+                loop {
+                    match chars.get(at) {
+                        Some('"') if at < end => break,
+                        Some('\\') if at + 1 < end => {
+                            text.push(match chars[at + 1] {
+                                'n' => '\n',
+                                't' => '\t',
+                                other => other,
+                            });
+                            at += 2;
+                        }
+                        Some(other) if at < end => {
+                            text.push(*other);
+                            at += 1;
+                        }
+                        _ => return Err(error(token_start, "unterminated string".into())),
+                    }
+                }
+                at += 1;
+                command.arguments.push(Operand::Text(text));
+            }
+            '$' => {
+                at += 1;
+                let name_start = at;
+                while at < end
+                    && (chars[at].is_alphanumeric() || chars[at] == '_' || chars[at] == '.')
+                {
+                    at += 1;
+                }
+                let name: String = chars[name_start..at].iter().collect();
+                let (variable, field) = match name.split_once('.') {
+                    Some((variable, field)) => (variable.to_string(), Some(field.to_string())),
+                    None => (name.clone(), None),
+                };
+                let operand = match (variable.as_str(), &field) {
+                    ("labels", field) => {
+                        if let (Some(field), Some(allowed)) = (field, labels)
+                            && !allowed.iter().any(|label| label == field)
+                        {
+                            return Err(error(
+                                token_start,
+                                format!(
+                                    "`$labels.{field}` is not a label of this rule (its labels come from `group_by`: {})",
+                                    if allowed.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        allowed.join(", ")
+                                    }
+                                ),
+                            ));
+                        }
+                        Operand::Labels(field.clone())
+                    }
+                    ("value", None) => Operand::Value,
+                    ("count", None) => Operand::Count,
+                    ("window", None) => Operand::Window,
+                    ("threshold", None) => Operand::Threshold,
+                    ("rule", None) => Operand::Rule,
+                    _ => {
+                        return Err(error(
+                            token_start,
+                            format!("unknown variable `${name}`; known: {VARIABLES}"),
+                        ));
+                    }
+                };
+                command.arguments.push(operand);
+            }
+            character if character.is_ascii_digit() || character == '-' => {
+                while at < end
+                    && (chars[at].is_ascii_alphanumeric() || matches!(chars[at], '.' | '-' | '+'))
+                {
+                    at += 1;
+                }
+                let text: String = chars[token_start..at].iter().collect();
+                let number = text
+                    .parse::<f64>()
+                    .map_err(|_| error(token_start, format!("`{text}` is not a number")))?;
+                command.arguments.push(Operand::Number(number));
+            }
+            character if character.is_alphabetic() => {
+                while at < end && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                    at += 1;
+                }
+                let name: String = chars[token_start..at].iter().collect();
+                if !expect_command_start {
+                    return Err(error(
+                        token_start,
+                        format!("`{name}` must start a command (after `{{{{` or `|`)"),
+                    ));
+                }
+                let function = FUNCTIONS
+                    .iter()
+                    .find(|(known, _)| *known == name)
+                    .map(|(_, function)| *function)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = FUNCTIONS.iter().map(|(name, _)| *name).collect();
+                        error(
+                            token_start,
+                            format!("unknown function `{name}`; known: {}", known.join(", ")),
+                        )
+                    })?;
+                command.function = Some(function);
+            }
+            other => return Err(error(at, format!("unexpected `{other}`"))),
+        }
+        expect_command_start = false;
+    }
+    if expect_command_start {
+        return Err(error(
+            start,
+            if commands.is_empty() {
+                "empty action `{{ }}`".into()
+            } else {
+                "`|` needs a command after it".into()
+            },
+        ));
+    }
+    commands.push(command);
+    for (number, command) in commands.iter().enumerate() {
+        if command.function.is_none() && (number > 0 || command.arguments.len() != 1) {
+            return Err(error(
+                start,
+                "an action is one value, or a function with its arguments".into(),
+            ));
+        }
+    }
+    Ok(commands)
+}
+
+fn call(function: Function, arguments: &[Val]) -> Val {
+    let first = arguments
+        .first()
+        .cloned()
+        .unwrap_or(Val::Text(String::new()));
+    match function {
+        Function::Humanize => Val::Text(humanize(
+            first.number(),
+            1000.0,
+            &["k", "M", "G", "T", "P", "E", "Z", "Y"],
+            true,
+        )),
+        Function::Humanize1024 => Val::Text(humanize(
+            first.number(),
+            1024.0,
+            &["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+            false,
+        )),
+        Function::HumanizePercentage => {
+            Val::Text(format!("{}%", significant(first.number() * 100.0, 4)))
+        }
+        Function::HumanizeDuration => Val::Text(humanize_duration(first.number())),
+        Function::ToUpper => Val::Text(first.text().to_uppercase()),
+        Function::ToLower => Val::Text(first.text().to_lowercase()),
+        Function::Title => Val::Text(
+            first
+                .text()
+                .split(' ')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars.next().map_or_else(String::new, |first| {
+                        first.to_uppercase().chain(chars).collect()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Function::Printf => Val::Text(printf(&first.text(), &arguments[1.min(arguments.len())..])),
+    }
+}
+
+/// Prometheus' `humanize`: SI prefixes, 4 significant digits (`1.235k`, `12.5m`).
+fn humanize(value: f64, base: f64, prefixes: &[&str], small: bool) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return format_number(value);
+    }
+    let mut scaled = value;
+    if value.abs() >= 1.0 || !small {
+        let mut prefix = "";
+        for next in prefixes {
+            if scaled.abs() < base {
+                break;
+            }
+            scaled /= base;
+            prefix = next;
+        }
+        return format!("{}{prefix}", significant(scaled, 4));
+    }
+    let mut prefix = "";
+    for next in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if scaled.abs() >= 1.0 {
+            break;
+        }
+        scaled *= 1000.0;
+        prefix = next;
+    }
+    format!("{}{prefix}", significant(scaled, 4))
+}
+
+/// Prometheus' `humanizeDuration`: `1d 2h 3m 4s`, or `123.4ms` below a second.
+fn humanize_duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return format_number(seconds);
+    }
+    if seconds.abs() < 1.0 {
+        if seconds == 0.0 {
+            return "0s".into();
+        }
+        let (scaled, unit) = if seconds.abs() >= 1e-3 {
+            (seconds * 1e3, "ms")
+        } else {
+            (seconds * 1e6, "us")
+        };
+        return format!("{}{unit}", significant(scaled, 4));
+    }
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    let total = seconds.abs();
+    let whole = total.trunc() as u64;
+    let (days, hours, minutes) = (whole / 86_400, whole / 3600 % 24, whole / 60 % 60);
+    let rest = total - (whole - whole % 60) as f64;
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(format!("{days}d"));
+    }
+    if hours > 0 {
+        parts.push(format!("{hours}h"));
+    }
+    if minutes > 0 {
+        parts.push(format!("{minutes}m"));
+    }
+    parts.push(format!("{}s", significant(rest, 4)));
+    format!("{sign}{}", parts.join(" "))
+}
+
+/// `%.{digits}g`-like: `digits` significant digits, no trailing zeros.
+fn significant(value: f64, digits: i32) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return format_number(value);
+    }
+    let magnitude = value.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).max(0) as usize;
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// Numbers as Go prints them: integers without a fraction.
+fn format_number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// A `printf` for what alert templates use: `%s %v %d %f %.Nf %g %%`.
+fn printf(format: &str, arguments: &[Val]) -> String {
+    let mut out = String::new();
+    let mut arguments = arguments.iter();
+    let mut chars = format.chars().peekable();
+    while let Some(character) = chars.next() {
+        if character != '%' {
+            out.push(character);
+            continue;
+        }
+        let mut precision: Option<usize> = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut digits = String::new();
+            while let Some(digit) = chars.peek().filter(|c| c.is_ascii_digit()) {
+                digits.push(*digit);
+                chars.next();
+            }
+            precision = digits.parse().ok();
+        }
+        let verb = chars.next();
+        let mut take = || arguments.next().cloned();
+        match verb {
+            Some('%') => out.push('%'),
+            Some('s' | 'v') => {
+                out.push_str(&take().map_or("%!v(MISSING)".into(), |value| value.text()))
+            }
+            Some('d') => out.push_str(&take().map_or("%!d(MISSING)".into(), |value| {
+                format!("{}", value.number().round() as i64)
+            })),
+            Some('f') => {
+                let precision = precision.unwrap_or(6);
+                out.push_str(&take().map_or("%!f(MISSING)".into(), |value| {
+                    format!("{:.precision$}", value.number())
+                }))
+            }
+            Some('g') => out.push_str(
+                &take().map_or("%!g(MISSING)".into(), |value| format_number(value.number())),
+            ),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> TemplateData {
+        TemplateData {
+            labels: BTreeMap::from([("service".to_string(), "checkout".to_string())]),
+            value: 1234.5678,
+            count: 31,
+            window: "1m".into(),
+            threshold: "> 20".into(),
+            rule: "checkout_5xx".into(),
+        }
+    }
+
+    fn render(text: &str) -> String {
+        Template::parse(text, Some(&["service".to_string()]))
+            .expect("valid")
+            .render(&data())
+    }
+
+    #[test]
+    fn renders_like_prometheus() {
+        let table = [
+            (
+                "{{ $count }} HTTP 500s in the last {{ $window }} on {{ $labels.service }}",
+                "31 HTTP 500s in the last 1m on checkout",
+            ),
+            (
+                "{{ $rule }}: {{ $value }} {{ $threshold }}",
+                "checkout_5xx: 1234.5678 > 20",
+            ),
+            ("{{ $value | humanize }}", "1.235k"),
+            ("{{ humanize 0.0125 }}", "12.5m"),
+            ("{{ humanize1024 1048576 }}", "1Mi"),
+            ("{{ humanizePercentage 0.1234 }}", "12.34%"),
+            ("{{ humanizeDuration 93784 }}", "1d 2h 3m 4s"),
+            ("{{ humanizeDuration 0.25 }}", "250ms"),
+            ("{{ printf \"%.2f\" $value }}", "1234.57"),
+            ("{{ $value | printf \"%.1f req/s\" }}", "1234.6 req/s"),
+            (
+                "{{ printf \"%d errors on %s\" $count $labels.service }}",
+                "31 errors on checkout",
+            ),
+            ("{{ $labels.service | toUpper }}", "CHECKOUT"),
+            ("{{ title \"payment backend\" }}", "Payment Backend"),
+            ("a  {{- $count -}}  b", "a31b"),
+            ("{{ $labels }}", "service=checkout"),
+        ];
+        for (template, expected) in table {
+            assert_eq!(render(template), expected, "{template}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_found_at_their_column() {
+        let error = |text: &str| {
+            Template::parse(text, Some(&["service".to_string()])).expect_err("invalid")
+        };
+        let unknown = error("count: {{ $cuont }}");
+        assert_eq!(unknown.column, 11);
+        assert!(
+            unknown.message.contains("unknown variable `$cuont`"),
+            "{unknown}"
+        );
+        let label = error("{{ $labels.host }}");
+        assert!(
+            label
+                .message
+                .contains("`$labels.host` is not a label of this rule"),
+            "{label}"
+        );
+        assert!(label.message.contains("`group_by`: service"), "{label}");
+        assert!(
+            error("{{ humanise $value }}")
+                .message
+                .contains("unknown function `humanise`")
+        );
+        assert!(error("{{ $value ").message.contains("without its closing"));
+        assert!(error("{{ }}").message.contains("empty action"));
+        assert!(
+            error("{{ $value | }}")
+                .message
+                .contains("needs a command after it")
+        );
+        // without a label list (metric rules), any label goes
+        assert!(Template::parse("{{ $labels.job }}", None).is_ok());
+    }
+}
