@@ -1,0 +1,326 @@
+//! Alert messages as Slack payloads: a `text` fallback plus Block Kit blocks, always within
+//! Slack's limits (checked by [`super::slack::check_limits`] in the tests for the worst
+//! inputs: long summaries, huge sample lines, sixty alerts at once).
+//!
+//! One message per rule and tick: the alerts of a rule that change at the same tick are
+//! listed together, the first [`MAX_LISTED`] in full and the rest as "+N more". A message
+//! carries severity, rule, count against threshold, window, the group labels, up to five
+//! sample lines (truncated), the runbook link and a link to the UI search for exactly that
+//! query and window (DESIGN §6).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::slack::{MAX_HEADER_TEXT, MAX_SECTION_TEXT};
+
+/// Alerts listed in full in one message.
+pub const MAX_LISTED: usize = 10;
+/// Sample log lines in one message, and how much of each.
+pub const MAX_SAMPLES: usize = 5;
+pub const MAX_SAMPLE_CHARS: usize = 400;
+/// One listed alert's line (labels, value): ten of them leave room for everything else
+/// within the 40 000-character message limit.
+pub const MAX_ALERT_LINE_CHARS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Firing,
+    Repeat,
+    Resolved,
+}
+
+/// One alert (group) in a message.
+#[derive(Debug, Clone)]
+pub struct AlertLine {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    /// For a resolved alert: how long it fired; `reason` when not the condition.
+    pub fired_for: Option<Duration>,
+    pub reason: Option<String>,
+}
+
+/// Everything a message says.
+#[derive(Debug, Clone)]
+pub struct AlertMessage {
+    pub kind: MessageKind,
+    pub rule: String,
+    pub severity: String,
+    /// The rendered `summary` template.
+    pub summary: String,
+    pub threshold: String,
+    pub window: String,
+    pub alerts: Vec<AlertLine>,
+    /// Matching log lines, newest first.
+    pub samples: Vec<String>,
+    pub runbook_url: Option<String>,
+    pub search_url: Option<String>,
+}
+
+/// The UI search link of DESIGN §6: `/ui/search?index=I&q=LUCENE&from=T&to=T`, or `&dsl=`
+/// with the query as JSON.
+pub fn search_url(
+    external_url: &str,
+    index: &str,
+    query: &Value,
+    from: &str,
+    to: &str,
+) -> Option<String> {
+    let base = format!("{}/ui/search", external_url.trim_end_matches('/'));
+    let query_parameter = match query {
+        Value::String(text) => ("q", text.clone()),
+        other => ("dsl", other.to_string()),
+    };
+    reqwest::Url::parse_with_params(
+        &base,
+        [
+            ("index", index.to_string()),
+            query_parameter,
+            ("from", from.to_string()),
+            ("to", to.to_string()),
+        ],
+    )
+    .ok()
+    .map(String::from)
+}
+
+/// Cuts `text` to `limit` characters, marking the cut.
+fn truncate(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn format_value(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, seconds / 60 % 60),
+    }
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "(no group)".into();
+    }
+    labels
+        .iter()
+        .map(|(key, value)| format!("`{}={}`", escape(key), escape(value)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Slack payload of `message`.
+pub fn slack_payload(message: &AlertMessage) -> Value {
+    let (emoji, status) = match message.kind {
+        MessageKind::Firing => ("🔥", "FIRING"),
+        MessageKind::Repeat => ("🔁", "STILL FIRING"),
+        MessageKind::Resolved => ("✅", "RESOLVED"),
+    };
+    let count = message.alerts.len();
+    let title = format!(
+        "{emoji} [{status}{}] {}",
+        if count > 1 {
+            format!(" ×{count}")
+        } else {
+            String::new()
+        },
+        message.rule
+    );
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER_TEXT), "emoji": true}
+    })];
+    if !message.summary.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": truncate(&escape(&message.summary), MAX_SECTION_TEXT)}
+        }));
+    }
+    let first_value = message.alerts.first().map_or(0.0, |alert| alert.value);
+    blocks.push(json!({
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))},
+            {"type": "mrkdwn", "text": format!("*Count*\n{} (threshold {})", format_value(first_value), truncate(&escape(&message.threshold), 100))},
+            {"type": "mrkdwn", "text": format!("*Window*\n{}", truncate(&escape(&message.window), 100))},
+            {"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))},
+        ]
+    }));
+    for alert in message.alerts.iter().take(MAX_LISTED) {
+        let mut line = format!(
+            "{} — *{}*",
+            labels_text(&alert.labels),
+            format_value(alert.value)
+        );
+        if let Some(fired_for) = alert.fired_for {
+            line.push_str(&format!(" — fired for {}", format_duration(fired_for)));
+        }
+        if let Some(reason) = &alert.reason {
+            line.push_str(&format!(" ({})", escape(reason)));
+        }
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": truncate(&line, MAX_ALERT_LINE_CHARS)}
+        }));
+    }
+    if count > MAX_LISTED {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!("+{} more", count - MAX_LISTED)}]
+        }));
+    }
+    if message.kind != MessageKind::Resolved && !message.samples.is_empty() {
+        // a code block of at most five lines, each cut, the whole within a section
+        let budget = MAX_SECTION_TEXT - "*Sample lines*\n``````".len();
+        let mut samples = String::new();
+        for sample in message.samples.iter().take(MAX_SAMPLES) {
+            let line = truncate(&escape(&sample.replace("```", "'''")), MAX_SAMPLE_CHARS);
+            if samples.chars().count() + line.chars().count() + 1 > budget {
+                break;
+            }
+            samples.push_str(&line);
+            samples.push('\n');
+        }
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("*Sample lines*\n```{samples}```")}
+        }));
+    }
+    let mut links = Vec::new();
+    if let Some(url) = &message.runbook_url {
+        links.push(format!("<{url}|Runbook>"));
+    }
+    if let Some(url) = &message.search_url {
+        links.push(format!("<{url}|Search these logs>"));
+    }
+    if !links.is_empty() {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": truncate(&links.join("  ·  "), MAX_SECTION_TEXT)}]
+        }));
+    }
+    let text = truncate(
+        &format!("[{status}] {}: {}", message.rule, message.summary),
+        MAX_SECTION_TEXT,
+    );
+    json!({"text": text, "blocks": blocks})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::slack::check_limits;
+
+    fn message(kind: MessageKind, alerts: usize) -> AlertMessage {
+        AlertMessage {
+            kind,
+            rule: "checkout_5xx".into(),
+            severity: "critical".into(),
+            summary: "31 HTTP 500s in the last 1m on checkout".into(),
+            threshold: "> 20".into(),
+            window: "1m".into(),
+            alerts: (0..alerts)
+                .map(|number| AlertLine {
+                    labels: BTreeMap::from([("service".to_string(), format!("svc-{number}"))]),
+                    value: 31.0,
+                    fired_for: (kind == MessageKind::Resolved).then(|| Duration::from_secs(754)),
+                    reason: None,
+                })
+                .collect(),
+            samples: vec![
+                r#"{"status":500,"service":"checkout","message":"payment <backend> timeout"}"#
+                    .into(),
+            ],
+            runbook_url: Some("https://runbooks.example/checkout-5xx".into()),
+            search_url: search_url(
+                "http://127.0.0.1:9200",
+                "logs",
+                &json!("status:500 AND service:checkout"),
+                "2026-11-22T09:59:00Z",
+                "2026-11-22T10:00:00Z",
+            ),
+        }
+    }
+
+    #[test]
+    fn a_firing_message_says_what_fired_and_links_to_the_logs() {
+        let payload = slack_payload(&message(MessageKind::Firing, 1));
+        check_limits(&payload).expect("within Slack's limits");
+        let text = payload.to_string();
+        assert!(text.contains("[FIRING] checkout_5xx"), "{text}");
+        assert!(text.contains("31 (threshold &gt; 20)"), "{text}");
+        assert!(text.contains("`service=svc-0`"), "{text}");
+        assert!(
+            text.contains("payment &lt;backend&gt; timeout"),
+            "escaped for mrkdwn: {text}"
+        );
+        assert!(text.contains("<https://runbooks.example/checkout-5xx|Runbook>"));
+        assert!(
+            text.contains("http://127.0.0.1:9200/ui/search?index=logs&q=status%3A500+AND+service%3Acheckout&from=2026-11-22T09%3A59%3A00Z&to=2026-11-22T10%3A00%3A00Z"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_resolved_message_says_how_long_it_fired() {
+        let payload = slack_payload(&message(MessageKind::Resolved, 1));
+        check_limits(&payload).expect("within Slack's limits");
+        let text = payload.to_string();
+        assert!(text.contains("[RESOLVED] checkout_5xx"));
+        assert!(text.contains("fired for 12m 34s"), "{text}");
+        assert!(!text.contains("Sample lines"), "no samples when resolved");
+    }
+
+    #[test]
+    fn the_worst_inputs_stay_within_slacks_limits() {
+        let mut worst = message(MessageKind::Firing, 60);
+        worst.summary = "s".repeat(10_000);
+        worst.rule = "r".repeat(500);
+        worst.samples = (0..20).map(|_| "x".repeat(100_000)).collect();
+        worst.alerts[0].labels = (0..200)
+            .map(|number| (format!("label_{number}"), "v".repeat(100)))
+            .collect();
+        let payload = slack_payload(&worst);
+        check_limits(&payload).expect("within Slack's limits");
+        let text = payload.to_string();
+        assert!(text.contains("+50 more"), "sixty alerts, ten listed");
+        assert!(text.contains("[FIRING ×60]"));
+    }
+
+    #[test]
+    fn a_dsl_query_goes_into_the_link_as_json() {
+        let url = search_url(
+            "https://lookout.example/",
+            "logs-*",
+            &json!({"term": {"status": 500}}),
+            "now-5m",
+            "now",
+        )
+        .expect("url");
+        assert_eq!(
+            url,
+            "https://lookout.example/ui/search?index=logs-*&dsl=%7B%22term%22%3A%7B%22status%22%3A500%7D%7D&from=now-5m&to=now"
+        );
+    }
+}
