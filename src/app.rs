@@ -120,6 +120,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
+    start_rules(&config, address, &store, &ingest, &data_dir, &background);
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(async move {
             stopping.cancelled().await;
@@ -138,6 +139,39 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads the rules of `queries/` and runs them on their schedules.
+fn start_rules(
+    config: &Config,
+    address: SocketAddr,
+    store: &Arc<IndexStore>,
+    ingest: &Arc<Ingest>,
+    data_dir: &DataDir,
+    background: &CancellationToken,
+) {
+    let (rules, errors) = crate::rules::manager::load_dir(&config.queries_dir);
+    for error in &errors {
+        tracing::error!(%error, "rule not loaded");
+    }
+    if rules.is_empty() {
+        return;
+    }
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    let notifier = crate::rules::manager::Notifier::from_environment();
+    let manager = Arc::new(crate::rules::manager::RuleManager::new(
+        store.clone(),
+        ingest.clone(),
+        notifier,
+        data_dir.state(),
+        external_url,
+    ));
+    let runner =
+        crate::scheduler::runner::Runner::new(Arc::new(crate::scheduler::runner::SystemClock), 16);
+    manager.start(rules, &runner, background);
 }
 
 /// Starts `[[agent.inputs]]` in-process, shipping to this server over loopback through

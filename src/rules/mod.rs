@@ -6,5 +6,6 @@
 
 pub mod alert_state;
 pub mod evaluate;
+pub mod manager;
 pub mod model;
 pub mod template;

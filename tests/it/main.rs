@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod agent_model;
+mod alerting;
 mod bad_input;
 mod chaos;
 mod durability;

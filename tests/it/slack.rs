@@ -14,14 +14,15 @@ use lookout::config::Secret;
 use lookout::notify::slack::{Outcome, SlackWebhook, check_limits};
 
 #[derive(Default)]
-struct MockSlack {
+pub struct MockSlack {
     /// (status, Retry-After, body) for the next requests; then 200 "ok".
-    script: VecDeque<(u16, Option<u64>, &'static str)>,
+    pub script: VecDeque<(u16, Option<u64>, &'static str)>,
     /// When each request arrived, and its payload.
-    received: Vec<(Instant, Value)>,
+    pub received: Vec<(Instant, Value)>,
 }
 
-async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
+/// Starts the mock; returns its webhook URL.
+pub async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
     let handler = move |body: axum::body::Bytes| {
         let mock = mock.clone();
         async move {

@@ -25,8 +25,19 @@ impl Server {
     /// Starts `lookout serve` on a given address (to restart a server where its agents
     /// expect it).
     pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, listen, extra, &[])
+    }
+
+    /// Starts `lookout serve` with extra environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         lookout::install_tls_provider();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .envs(env.iter().copied())
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)

@@ -1,0 +1,521 @@
+//! Runs the log rules of `queries/`: at each tick T of a rule, wait for every live agent's
+//! watermark to pass T (at most `max_delay`), make everything acknowledged searchable,
+//! count `[T − window, T)` per group (zero-filling groups seen within `group_ttl`), step
+//! each alert's lifecycle, send what the transitions call for, and persist the state.
+//!
+//! What this first version leaves to the next (issue 4 stays open): hot reload of
+//! `queries/`, the rules API and dry run, silences, routes and webhook notifiers, the
+//! `.lookout-alerts` history, delivery records that survive restarts, PromQL rules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::alert_state::{AlertState, Notice, ResolveReason, Timing};
+use super::evaluate::{GroupCount, Window, count_window};
+use super::model::{RuleFile, Threshold, ThresholdOp, read_rule};
+use super::template::{Template, TemplateData};
+use crate::index::IndexStore;
+use crate::ingest::Ingest;
+use crate::notify::message::{AlertLine, AlertMessage, MessageKind, search_url, slack_payload};
+use crate::notify::slack::{Outcome, SlackWebhook};
+use crate::scheduler::runner::{Job, Runner};
+use crate::scheduler::schedule::Schedule;
+
+const STATE_VERSION: u32 = 1;
+
+/// A rule ready to run.
+pub struct LoadedRule {
+    pub name: String,
+    pub file: RuleFile,
+    pub schedule: Schedule,
+    pub window: Duration,
+    pub threshold: Threshold,
+    pub timing: Timing,
+    pub summary: Option<Template>,
+    pub max_delay: Duration,
+    pub group_ttl: Duration,
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text).map_err(|error| {
+            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
+        }),
+    }
+}
+
+impl LoadedRule {
+    /// Reads and checks one rule file.
+    pub fn load(path: &Path) -> Result<LoadedRule, String> {
+        let file = read_rule(path)?;
+        let at = |error: String| format!("{}: {error}", path.display());
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if file.query.is_none() {
+            return Err(at(
+                "`query`: only log rules (with `query`) run so far".into()
+            ));
+        }
+        let threshold = file.threshold.clone().ok_or_else(|| {
+            at("`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}".into())
+        })?;
+        let window =
+            duration("window", file.window.as_deref(), Duration::from_secs(60)).map_err(at)?;
+        let timing = Timing {
+            for_duration: duration("for", file.for_duration.as_deref(), Duration::ZERO)
+                .map_err(at)?,
+            keep_firing_for: duration(
+                "keep_firing_for",
+                file.keep_firing_for.as_deref(),
+                Duration::ZERO,
+            )
+            .map_err(at)?,
+            repeat_interval: match &file.repeat_interval {
+                None => None,
+                Some(text) => {
+                    Some(duration("repeat_interval", Some(text), Duration::ZERO).map_err(at)?)
+                }
+            },
+        };
+        let max_delay = duration(
+            "max_delay",
+            file.max_delay.as_deref(),
+            Duration::from_secs(30),
+        )
+        .map_err(at)?;
+        let group_ttl = duration(
+            "group_ttl",
+            file.group_ttl.as_deref(),
+            (window * 10).max(Duration::from_secs(3600)),
+        )
+        .map_err(at)?;
+        let schedule = Schedule::parse(&file.schedule, file.timezone.as_deref())
+            .map_err(|error| at(format!("`schedule`: {error}")))?;
+        let summary = file
+            .summary
+            .as_deref()
+            .map(|text| Template::parse(text, Some(&file.group_by)))
+            .transpose()
+            .map_err(|error| at(format!("`summary`: {error}")))?;
+        Ok(LoadedRule {
+            name,
+            file,
+            schedule,
+            window,
+            threshold,
+            timing,
+            summary,
+            max_delay,
+            group_ttl,
+        })
+    }
+
+    fn holds(&self, count: f64) -> bool {
+        let value = self.threshold.value;
+        match self.threshold.op {
+            ThresholdOp::Greater => count > value,
+            ThresholdOp::GreaterOrEqual => count >= value,
+            ThresholdOp::Less => count < value,
+            ThresholdOp::LessOrEqual => count <= value,
+            ThresholdOp::Equal => count == value,
+            ThresholdOp::NotEqual => count != value,
+        }
+    }
+
+    fn threshold_text(&self) -> String {
+        let op = match self.threshold.op {
+            ThresholdOp::Greater => ">",
+            ThresholdOp::GreaterOrEqual => ">=",
+            ThresholdOp::Less => "<",
+            ThresholdOp::LessOrEqual => "<=",
+            ThresholdOp::Equal => "==",
+            ThresholdOp::NotEqual => "!=",
+        };
+        format!("{op} {}", self.threshold.value)
+    }
+}
+
+/// Loads every `*.json` rule of `dir`; errors are returned beside the good rules.
+pub fn load_dir(dir: &Path) -> (Vec<LoadedRule>, Vec<String>) {
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (rules, errors);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        match LoadedRule::load(&path) {
+            Ok(rule) => rules.push(rule),
+            Err(error) => errors.push(error),
+        }
+    }
+    (rules, errors)
+}
+
+/// Where alerts go.
+pub enum Notifier {
+    Slack(SlackWebhook),
+    /// Logged (and printed to stdout), for setups without Slack.
+    Console,
+}
+
+impl Notifier {
+    /// Slack when `SLACK_WEBHOOK_URL` is set (DESIGN §6), else the console.
+    pub fn from_environment() -> Notifier {
+        match std::env::var("SLACK_WEBHOOK_URL") {
+            Ok(url) if !url.trim().is_empty() => Notifier::Slack(SlackWebhook::new(
+                crate::config::Secret(url.trim().to_string()),
+            )),
+            _ => Notifier::Console,
+        }
+    }
+}
+
+/// The persisted state of one rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RuleState {
+    version: u32,
+    /// Alerts by their group labels (`k=v,k=v`).
+    alerts: BTreeMap<String, GroupState>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct GroupState {
+    labels: BTreeMap<String, String>,
+    last_seen: Option<DateTime<Utc>>,
+    alert: AlertState,
+}
+
+/// Runs the rules.
+pub struct RuleManager {
+    store: Arc<IndexStore>,
+    ingest: Arc<Ingest>,
+    notifier: Arc<Notifier>,
+    state_dir: PathBuf,
+    external_url: String,
+}
+
+impl RuleManager {
+    pub fn new(
+        store: Arc<IndexStore>,
+        ingest: Arc<Ingest>,
+        notifier: Notifier,
+        state_dir: PathBuf,
+        external_url: String,
+    ) -> RuleManager {
+        RuleManager {
+            store,
+            ingest,
+            notifier: Arc::new(notifier),
+            state_dir,
+            external_url,
+        }
+    }
+
+    /// Starts one job per rule on `runner`.
+    pub fn start(
+        self: &Arc<Self>,
+        rules: Vec<LoadedRule>,
+        runner: &Runner,
+        cancel: &CancellationToken,
+    ) {
+        for rule in rules {
+            let rule = Arc::new(rule);
+            let manager = Arc::clone(self);
+            let job_rule = Arc::clone(&rule);
+            let job: Job = Arc::new(move |tick| {
+                let (manager, rule) = (Arc::clone(&manager), Arc::clone(&job_rule));
+                Box::pin(async move {
+                    if let Err(error) = manager.evaluate(&rule, tick).await {
+                        tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
+                    }
+                })
+            });
+            tracing::info!(rule = %rule.name, schedule = %rule.file.schedule, "rule loaded");
+            runner.spawn(
+                rule.name.clone(),
+                rule.schedule.clone(),
+                job,
+                cancel.clone(),
+            );
+        }
+    }
+
+    fn state_path(&self, rule: &str) -> PathBuf {
+        self.state_dir.join("rules").join(format!("{rule}.json"))
+    }
+
+    fn load_state(&self, rule: &str) -> RuleState {
+        std::fs::read(self.state_path(rule))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<RuleState>(&bytes).ok())
+            .filter(|state| state.version == STATE_VERSION)
+            .unwrap_or_default()
+    }
+
+    fn save_state(&self, rule: &str, state: &RuleState) -> std::io::Result<()> {
+        let path = self.state_path(rule);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        crate::atomic_file::write(
+            &path,
+            &serde_json::to_vec_pretty(state).expect("state serializes"),
+        )
+    }
+
+    /// Waits (at most `max_delay` past the tick) until every live agent has shipped
+    /// everything up to the tick.
+    async fn wait_for_agents(&self, rule: &LoadedRule, tick: DateTime<Utc>) {
+        let tick_micros = tick.timestamp_micros();
+        let deadline = tick + chrono::Duration::from_std(rule.max_delay).unwrap_or_default();
+        loop {
+            match self
+                .ingest
+                .agents
+                .min_live_watermark(std::time::Instant::now())
+            {
+                None => return,
+                Some(Some(watermark)) if watermark >= tick_micros => return,
+                Some(_) if Utc::now() >= deadline => {
+                    tracing::warn!(rule = %rule.name, %tick, "agents' watermarks did not reach the tick within max_delay; evaluating anyway");
+                    return;
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn evaluate(&self, rule: &LoadedRule, tick: DateTime<Utc>) -> Result<(), String> {
+        self.wait_for_agents(rule, tick).await;
+        self.ingest.refresh().await;
+        let store = Arc::clone(&self.store);
+        let (index, query, group_by) = (
+            rule.file.index.clone().unwrap_or_else(|| "logs".into()),
+            rule.file.query.clone().expect("log rules have a query"),
+            rule.file.group_by.clone(),
+        );
+        let (end_micros, length) = (tick.timestamp_micros(), rule.window);
+        let counts: Vec<GroupCount> = tokio::task::spawn_blocking(move || {
+            count_window(
+                &store,
+                &Window {
+                    index: &index,
+                    query: &query,
+                    group_by: &group_by,
+                    end_micros,
+                    length,
+                },
+            )
+        })
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| error.to_string())?;
+
+        let mut state = self.load_state(&rule.name);
+        state.version = STATE_VERSION;
+        let key = |labels: &BTreeMap<String, String>| {
+            labels
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut observed: BTreeMap<String, (BTreeMap<String, String>, u64)> = counts
+            .into_iter()
+            .map(|group| (key(&group.labels), (group.labels, group.count)))
+            .collect();
+        // groups seen within group_ttl but absent now count 0 (a flatline fires)
+        let ttl = chrono::Duration::from_std(rule.group_ttl).unwrap_or_default();
+        for (group_key, group) in &state.alerts {
+            if group.last_seen.is_some_and(|seen| tick - seen <= ttl) {
+                observed
+                    .entry(group_key.clone())
+                    .or_insert_with(|| (group.labels.clone(), 0));
+            }
+        }
+        let mut notices: Vec<(MessageKind, AlertLine)> = Vec::new();
+        for (group_key, (labels, count)) in &observed {
+            let group = state.alerts.entry(group_key.clone()).or_default();
+            group.labels = labels.clone();
+            if *count > 0 {
+                group.last_seen = Some(tick);
+            }
+            let step = group
+                .alert
+                .step(tick, rule.holds(*count as f64), false, &rule.timing);
+            if let Some(notice) = step.notice {
+                notices.push(notice_line(notice, labels.clone(), *count as f64));
+            }
+        }
+        // groups gone past their ttl: resolve and forget them
+        let expired: Vec<String> = state
+            .alerts
+            .iter()
+            .filter(|(group_key, group)| {
+                !observed.contains_key(*group_key)
+                    && group.last_seen.is_none_or(|seen| tick - seen > ttl)
+            })
+            .map(|(group_key, _)| group_key.clone())
+            .collect();
+        for group_key in expired {
+            if let Some(mut group) = state.alerts.remove(&group_key) {
+                let step = group.alert.resolve(tick, ResolveReason::GroupGone, false);
+                if let Some(notice) = step.notice {
+                    notices.push(notice_line(notice, group.labels, 0.0));
+                }
+            }
+        }
+        if let Err(error) = self.save_state(&rule.name, &state) {
+            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
+        }
+        for kind in [
+            MessageKind::Firing,
+            MessageKind::Repeat,
+            MessageKind::Resolved,
+        ] {
+            let alerts: Vec<AlertLine> = notices
+                .iter()
+                .filter(|(notice_kind, _)| *notice_kind == kind)
+                .map(|(_, line)| line.clone())
+                .collect();
+            if alerts.is_empty() {
+                continue;
+            }
+            let message = self.message(rule, tick, kind, alerts);
+            self.send(rule, message);
+        }
+        Ok(())
+    }
+
+    fn message(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        kind: MessageKind,
+        alerts: Vec<AlertLine>,
+    ) -> AlertMessage {
+        let first = &alerts[0];
+        let window_text = humantime::format_duration(rule.window).to_string();
+        let summary = rule.summary.as_ref().map_or_else(
+            || format!("{} matches in the last {window_text}", first.value),
+            |template| {
+                template.render(&TemplateData {
+                    labels: first.labels.clone(),
+                    value: first.value,
+                    count: first.value as u64,
+                    window: window_text.clone(),
+                    threshold: rule.threshold_text(),
+                    rule: rule.name.clone(),
+                })
+            },
+        );
+        let start = tick - chrono::Duration::from_std(rule.window).unwrap_or_default();
+        let index = rule.file.index.clone().unwrap_or_else(|| "logs".into());
+        AlertMessage {
+            kind,
+            rule: rule.name.clone(),
+            severity: rule
+                .file
+                .severity
+                .clone()
+                .unwrap_or_else(|| "warning".into()),
+            summary,
+            threshold: rule.threshold_text(),
+            window: window_text,
+            alerts,
+            samples: Vec::new(),
+            runbook_url: rule.file.runbook_url.clone(),
+            search_url: search_url(
+                &self.external_url,
+                &index,
+                rule.file.query.as_ref().expect("log rules have a query"),
+                &start.to_rfc3339(),
+                &tick.to_rfc3339(),
+            ),
+        }
+    }
+
+    fn send(&self, rule: &LoadedRule, message: AlertMessage) {
+        let payload = slack_payload(&message);
+        let notifier = Arc::clone(&self.notifier);
+        let rule_name = rule.name.clone();
+        tokio::spawn(async move {
+            match notifier.as_ref() {
+                Notifier::Slack(webhook) => {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                    match webhook.deliver(&payload, deadline).await {
+                        Outcome::Delivered { attempts } => {
+                            tracing::info!(rule = %rule_name, attempts, "alert delivered to slack")
+                        }
+                        outcome => {
+                            tracing::error!(rule = %rule_name, ?outcome, "alert not delivered to slack")
+                        }
+                    }
+                }
+                Notifier::Console => {
+                    tracing::info!(rule = %rule_name, message = %payload["text"], "alert (console)");
+                    println!("alert {}", payload["text"]);
+                }
+            }
+        });
+    }
+}
+
+fn notice_line(
+    notice: Notice,
+    labels: BTreeMap<String, String>,
+    value: f64,
+) -> (MessageKind, AlertLine) {
+    match notice {
+        Notice::Firing => (
+            MessageKind::Firing,
+            AlertLine {
+                labels,
+                value,
+                fired_for: None,
+                reason: None,
+            },
+        ),
+        Notice::Repeat => (
+            MessageKind::Repeat,
+            AlertLine {
+                labels,
+                value,
+                fired_for: None,
+                reason: None,
+            },
+        ),
+        Notice::Resolved { reason, fired_for } => (
+            MessageKind::Resolved,
+            AlertLine {
+                labels,
+                value,
+                fired_for: Some(fired_for),
+                reason: match reason {
+                    ResolveReason::Condition => None,
+                    ResolveReason::GroupGone => Some("group gone".into()),
+                    ResolveReason::RuleChanged => Some("rule changed".into()),
+                },
+            },
+        ),
+    }
+}

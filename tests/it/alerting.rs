@@ -1,0 +1,83 @@
+//! The seed scenario end to end through the real binary: a rule counting `status:500`
+//! over a few seconds with threshold `> 20`; 30 matching lines → exactly one firing
+//! message; quiet windows → exactly one resolved message; then nothing more.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::slack::{MockSlack, start_mock};
+use crate::support::{Server, bulk_body, wait_until};
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    std::fs::write(
+        queries.join("seed_500s.json"),
+        json!({
+            "version": 1,
+            "schedule": "*/5 * * * * *",
+            "index": "logs",
+            "query": "status:500",
+            "window": "5s",
+            "threshold": {"op": ">", "value": 20},
+            "severity": "critical",
+            "summary": "{{ $count }} HTTP 500s in the last {{ $window }}",
+            "runbook_url": "https://runbooks.example/500s"
+        })
+        .to_string(),
+    )
+    .expect("rule");
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = start_mock(mock.clone()).await;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    let now = chrono::Utc::now().to_rfc3339();
+    let lines: Vec<serde_json::Value> = (0..30)
+        .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk", bulk_body("logs", &lines))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+
+    let received = |count: usize| {
+        let mock = mock.clone();
+        move || {
+            let mock = mock.clone();
+            async move { mock.lock().expect("mock").received.len() >= count }
+        }
+    };
+    wait_until("the firing message", 30, received(1)).await;
+    let firing = mock.lock().expect("mock").received[0].1.to_string();
+    assert!(firing.contains("[FIRING] seed_500s"), "{firing}");
+    assert!(firing.contains("30 HTTP 500s in the last 5s"), "{firing}");
+    assert!(firing.contains("https://runbooks.example/500s"), "{firing}");
+    assert!(
+        firing.contains("/ui/search?index=logs&q=status%3A500"),
+        "{firing}"
+    );
+
+    wait_until("the resolved message", 30, received(2)).await;
+    let resolved = mock.lock().expect("mock").received[1].1.to_string();
+    assert!(resolved.contains("[RESOLVED] seed_500s"), "{resolved}");
+    assert!(resolved.contains("fired for"), "{resolved}");
+
+    // three more ticks of quiet: nothing more is sent (a bounded observation of absence)
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        mock.lock().expect("mock").received.len(),
+        2,
+        "exactly one firing and one resolved"
+    );
+    // the alert state is on disk for restarts
+    assert!(server.data_dir.join("state/rules/seed_500s.json").exists());
+}
