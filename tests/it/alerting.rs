@@ -14,7 +14,45 @@ use crate::support::{Server, bulk_body, wait_until};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let queries = dir.path().join("queries");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    ingest_500s(&server, 30).await;
+
+    wait_until("the firing message", 30, received(&mock, 1)).await;
+    let firing = mock.lock().expect("mock").received[0].1.to_string();
+    assert!(firing.contains("[FIRING] seed_500s"), "{firing}");
+    assert!(firing.contains("30 HTTP 500s in the last 5s"), "{firing}");
+    assert!(firing.contains("https://runbooks.example/500s"), "{firing}");
+    assert!(
+        firing.contains("/ui/search?index=logs&q=status%3A500"),
+        "{firing}"
+    );
+
+    wait_until("the resolved message", 30, received(&mock, 2)).await;
+    let resolved = mock.lock().expect("mock").received[1].1.to_string();
+    assert!(resolved.contains("[RESOLVED] seed_500s"), "{resolved}");
+    assert!(resolved.contains("fired for"), "{resolved}");
+
+    // three more ticks of quiet: nothing more is sent (a bounded observation of absence)
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        mock.lock().expect("mock").received.len(),
+        2,
+        "exactly one firing and one resolved"
+    );
+    // the alert state is on disk for restarts
+    assert!(server.data_dir.join("state/rules/seed_500s.json").exists());
+}
+
+/// Writes the seed rule (`status:500` over 5 s, every 5 s, above 20) and starts a mock
+/// Slack; returns the queries directory, the mock and its webhook URL.
+async fn seed_rule(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Mutex<MockSlack>>, String) {
+    let queries = dir.join("queries");
     std::fs::create_dir_all(&queries).expect("mkdir");
     std::fs::write(
         queries.join("seed_500s.json"),
@@ -34,50 +72,62 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
     .expect("rule");
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let server = Server::start_with_env(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    (queries, mock, webhook)
+}
+
+/// Ingests `count` lines with `status: 500`, stamped now.
+async fn ingest_500s(server: &Server, count: usize) {
     let now = chrono::Utc::now().to_rfc3339();
-    let lines: Vec<serde_json::Value> = (0..30)
+    let lines: Vec<serde_json::Value> = (0..count)
         .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
         .collect();
     let (status, body) = server
         .post_ndjson("/_bulk", bulk_body("logs", &lines))
         .await;
     assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+}
 
-    let received = |count: usize| {
-        let mock = mock.clone();
-        move || {
-            let mock = mock.clone();
-            async move { mock.lock().expect("mock").received.len() >= count }
-        }
-    };
-    wait_until("the firing message", 30, received(1)).await;
-    let firing = mock.lock().expect("mock").received[0].1.to_string();
-    assert!(firing.contains("[FIRING] seed_500s"), "{firing}");
-    assert!(firing.contains("30 HTTP 500s in the last 5s"), "{firing}");
-    assert!(firing.contains("https://runbooks.example/500s"), "{firing}");
-    assert!(
-        firing.contains("/ui/search?index=logs&q=status%3A500"),
-        "{firing}"
-    );
+/// A condition for `wait_until`: the mock received at least `count` messages.
+fn received(
+    mock: &Arc<Mutex<MockSlack>>,
+    count: usize,
+) -> impl FnMut() -> std::future::Ready<bool> {
+    let mock = mock.clone();
+    move || std::future::ready(mock.lock().expect("mock").received.len() >= count)
+}
 
-    wait_until("the resolved message", 30, received(2)).await;
-    let resolved = mock.lock().expect("mock").received[1].1.to_string();
-    assert!(resolved.contains("[RESOLVED] seed_500s"), "{resolved}");
-    assert!(resolved.contains("fired for"), "{resolved}");
-
-    // three more ticks of quiet: nothing more is sent (a bounded observation of absence)
-    tokio::time::sleep(Duration::from_secs(15)).await;
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_firing_sends_no_new_firing_and_the_resolve_still_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    let data = dir.path().join("data");
+    let arguments = ["--queries", &queries.display().to_string()];
+    let environment = [("SLACK_WEBHOOK_URL", webhook.as_str())];
+    let server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    ingest_500s(&server, 30).await;
+    wait_until("the firing message", 30, received(&mock, 1)).await;
+    server.kill();
+    let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    wait_until(
+        "the resolved message after the restart",
+        30,
+        received(&mock, 2),
+    )
+    .await;
+    let messages: Vec<String> = mock
+        .lock()
+        .expect("mock")
+        .received
+        .iter()
+        .map(|(_, payload)| payload["text"].to_string())
+        .collect();
+    assert!(messages[0].contains("[FIRING]"), "{messages:?}");
+    assert!(messages[1].contains("[RESOLVED]"), "{messages:?}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
         mock.lock().expect("mock").received.len(),
         2,
-        "exactly one firing and one resolved"
+        "no second firing after the restart"
     );
-    // the alert state is on disk for restarts
-    assert!(server.data_dir.join("state/rules/seed_500s.json").exists());
 }
