@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Timelike;
 use serde_json::json;
 
 use crate::slack::{MockSlack, start_mock};
@@ -129,5 +130,92 @@ async fn a_restart_while_firing_sends_no_new_firing_and_the_resolve_still_arrive
         mock.lock().expect("mock").received.len(),
         2,
         "no second firing after the restart"
+    );
+}
+
+// the mock Slack runs in this process while the test plays the agent
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_line_an_agent_delivers_after_the_tick_is_counted_in_its_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    std::fs::write(
+        queries.join("late.json"),
+        json!({
+            "version": 1,
+            "schedule": "*/5 * * * * *",
+            "query": "message:late",
+            "window": "5s",
+            "threshold": {"op": ">=", "value": 1},
+            "summary": "{{ $count }} late line"
+        })
+        .to_string(),
+    )
+    .expect("rule");
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = start_mock(mock.clone()).await;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    // the next tick T, at least 2 s away
+    let now = chrono::Utc::now();
+    let mut tick = now + chrono::Duration::seconds(5 - now.timestamp() % 5);
+    tick = tick.with_nanosecond(0).expect("whole second");
+    if tick - now < chrono::Duration::seconds(2) {
+        tick += chrono::Duration::seconds(5);
+    }
+    // an agent that is live but behind: heartbeats with a watermark before T, until T + 3 s
+    let behind = (tick - chrono::Duration::seconds(1)).to_rfc3339();
+    while chrono::Utc::now() < tick + chrono::Duration::seconds(3) {
+        let response = server
+            .client
+            .post(server.url("/_lookout/heartbeat"))
+            .header("X-Lookout-Agent", "late-agent")
+            .header("X-Lookout-Watermark", &behind)
+            .send()
+            .await
+            .expect("heartbeat");
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        mock.lock().expect("mock").received.is_empty(),
+        "the tick waits for the agent"
+    );
+    // 3 s after T the agent delivers a line stamped 0.5 s before T, and its watermark
+    let stamped = (tick - chrono::Duration::milliseconds(500)).to_rfc3339();
+    let body = format!(
+        "{{\"index\":{{\"_index\":\"logs\"}}}}\n{}\n",
+        json!({"@timestamp": stamped, "message": "late"})
+    );
+    let response = server
+        .client
+        .post(server.url("/_bulk"))
+        .header("content-type", "application/x-ndjson")
+        .header("X-Lookout-Agent", "late-agent")
+        .header(
+            "X-Lookout-Watermark",
+            (tick + chrono::Duration::seconds(3)).to_rfc3339(),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(response.status(), 200);
+    wait_until(
+        "the late line fires the window ending at T",
+        30,
+        received(&mock, 1),
+    )
+    .await;
+    let firing = mock.lock().expect("mock").received[0].1.to_string();
+    assert!(firing.contains("1 late line"), "{firing}");
+    let window_end = format!("to={}", super::support::urlencode(&tick.to_rfc3339()));
+    assert!(
+        firing.contains(&window_end),
+        "the window ends at T: {firing}"
     );
 }
