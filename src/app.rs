@@ -141,7 +141,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-/// Loads the rules of `queries/` and runs them on their schedules.
+/// Runs the rules of `queries/` on their schedules, reloading the directory as it changes.
 fn start_rules(
     config: &Config,
     address: SocketAddr,
@@ -150,28 +150,22 @@ fn start_rules(
     data_dir: &DataDir,
     background: &CancellationToken,
 ) {
-    let (rules, errors) = crate::rules::manager::load_dir(&config.queries_dir);
-    for error in &errors {
-        tracing::error!(%error, "rule not loaded");
-    }
-    if rules.is_empty() {
-        return;
-    }
     let external_url = config
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let notifier = crate::rules::manager::Notifier::from_environment();
+    let runner =
+        crate::scheduler::runner::Runner::new(Arc::new(crate::scheduler::runner::SystemClock), 16);
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         store.clone(),
         ingest.clone(),
-        notifier,
+        crate::rules::manager::Notifier::from_environment(),
         data_dir.state(),
         external_url,
+        config.queries_dir.clone(),
+        runner,
     ));
-    let runner =
-        crate::scheduler::runner::Runner::new(Arc::new(crate::scheduler::runner::SystemClock), 16);
-    manager.start(rules, &runner, background);
+    tokio::spawn(manager.run(background.clone()));
 }
 
 /// Starts `[[agent.inputs]]` in-process, shipping to this server over loopback through

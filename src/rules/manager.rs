@@ -3,8 +3,9 @@
 //! count `[T − window, T)` per group (zero-filling groups seen within `group_ttl`), step
 //! each alert's lifecycle, send what the transitions call for, and persist the state.
 //!
-//! What this first version leaves to the next (issue 4 stays open): hot reload of
-//! `queries/`, the rules API and dry run, silences, routes and webhook notifiers, the
+//! `queries/` is watched: changed rules reload, a broken edit keeps the last good version,
+//! a deleted rule resolves its alerts. What this version leaves to the next (issue 4
+//! stays open): the rules API and dry run, silences, routes and webhook notifiers, the
 //! `.lookout-alerts` history, delivery records that survive restarts, PromQL rules.
 
 use std::collections::BTreeMap;
@@ -145,31 +146,6 @@ impl LoadedRule {
     }
 }
 
-/// Loads every `*.json` rule of `dir`; errors are returned beside the good rules.
-pub fn load_dir(dir: &Path) -> (Vec<LoadedRule>, Vec<String>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (rules, errors);
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "json")
-        })
-        .collect();
-    paths.sort();
-    for path in paths {
-        match LoadedRule::load(&path) {
-            Ok(rule) => rules.push(rule),
-            Err(error) => errors.push(error),
-        }
-    }
-    (rules, errors)
-}
-
 /// Where alerts go.
 pub enum Notifier {
     Slack(SlackWebhook),
@@ -211,6 +187,18 @@ pub struct RuleManager {
     notifier: Arc<Notifier>,
     state_dir: PathBuf,
     external_url: String,
+    queries_dir: PathBuf,
+    runner: Runner,
+    /// Rules running, by name, with the file text they run.
+    running: std::sync::Mutex<BTreeMap<String, Running>>,
+    /// Files that failed to load, with their text, so one broken edit is reported once.
+    broken: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+struct Running {
+    text: String,
+    rule: Arc<LoadedRule>,
+    cancel: CancellationToken,
 }
 
 impl RuleManager {
@@ -220,6 +208,8 @@ impl RuleManager {
         notifier: Notifier,
         state_dir: PathBuf,
         external_url: String,
+        queries_dir: PathBuf,
+        runner: Runner,
     ) -> RuleManager {
         RuleManager {
             store,
@@ -227,36 +217,169 @@ impl RuleManager {
             notifier: Arc::new(notifier),
             state_dir,
             external_url,
+            queries_dir,
+            runner,
+            running: Default::default(),
+            broken: Default::default(),
         }
     }
 
-    /// Starts one job per rule on `runner`.
-    pub fn start(
-        self: &Arc<Self>,
-        rules: Vec<LoadedRule>,
-        runner: &Runner,
-        cancel: &CancellationToken,
-    ) {
-        for rule in rules {
-            let rule = Arc::new(rule);
-            let manager = Arc::clone(self);
-            let job_rule = Arc::clone(&rule);
-            let job: Job = Arc::new(move |tick| {
-                let (manager, rule) = (Arc::clone(&manager), Arc::clone(&job_rule));
-                Box::pin(async move {
-                    if let Err(error) = manager.evaluate(&rule, tick).await {
-                        tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
-                    }
-                })
-            });
-            tracing::info!(rule = %rule.name, schedule = %rule.file.schedule, "rule loaded");
-            runner.spawn(
-                rule.name.clone(),
-                rule.schedule.clone(),
-                job,
-                cancel.clone(),
-            );
+    /// Loads `queries/` and keeps it loaded: file events (and a rescan every 10 s) reload
+    /// what changed. A broken edit is reported and the last good version keeps running;
+    /// a deleted (or renamed-away) rule stops and its firing alerts resolve as "rule
+    /// changed", as do those of a rule whose `group_by` changed.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let events = Arc::clone(&changed);
+        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            events.notify_one();
+        })
+        .ok();
+        if let Some(watcher) = &mut watcher {
+            use notify::Watcher;
+            if let Err(error) =
+                watcher.watch(&self.queries_dir, notify::RecursiveMode::NonRecursive)
+            {
+                tracing::warn!(directory = %self.queries_dir.display(), %error, "cannot watch queries; rescanning every 10 s");
+            }
         }
+        loop {
+            self.reload(&cancel).await;
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = changed.notified() => {
+                    // an editor writes in several steps: let them settle
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+        for (_, running) in std::mem::take(&mut *self.lock_running()) {
+            running.cancel.cancel();
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn reload(self: &Arc<Self>, cancel: &CancellationToken) {
+        let mut files: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(&self.queries_dir) {
+            for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+                if path.extension().is_none_or(|extension| extension != "json") {
+                    continue;
+                }
+                let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
+                    continue;
+                };
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    files.insert(name.to_string(), (path, text));
+                }
+            }
+        }
+        let mut stopped: Vec<Arc<LoadedRule>> = Vec::new();
+        {
+            let mut running = self.lock_running();
+            let mut broken = self
+                .broken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (name, (path, text)) in &files {
+                if running
+                    .get(name)
+                    .is_some_and(|current| current.text == *text)
+                    || broken.get(name) == Some(text)
+                {
+                    continue;
+                }
+                match LoadedRule::load(path) {
+                    Ok(rule) => {
+                        broken.remove(name);
+                        let rule = Arc::new(rule);
+                        if let Some(old) = running.remove(name) {
+                            old.cancel.cancel();
+                            let regrouped = old.rule.file.group_by != rule.file.group_by;
+                            tracing::info!(rule = %name, "rule changed; reloaded");
+                            if regrouped {
+                                stopped.push(old.rule);
+                            }
+                        }
+                        let rule_cancel = cancel.child_token();
+                        self.spawn_rule(Arc::clone(&rule), rule_cancel.clone());
+                        running.insert(
+                            name.clone(),
+                            Running {
+                                text: text.clone(),
+                                rule,
+                                cancel: rule_cancel,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        if running.contains_key(name) {
+                            tracing::error!(rule = %name, %error, "broken edit; the last good version keeps running");
+                        } else {
+                            tracing::error!(rule = %name, %error, "rule not loaded");
+                        }
+                        broken.insert(name.clone(), text.clone());
+                    }
+                }
+            }
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|name| !files.contains_key(*name))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(old) = running.remove(&name) {
+                    old.cancel.cancel();
+                    tracing::info!(rule = %name, "rule removed");
+                    stopped.push(old.rule);
+                }
+            }
+            broken.retain(|name, _| files.contains_key(name));
+        }
+        for rule in stopped {
+            self.resolve_all(&rule);
+        }
+    }
+
+    /// Resolves every alert of `rule` as "rule changed" and forgets its state (a rule
+    /// that keeps running under a new `group_by` starts over).
+    fn resolve_all(&self, rule: &LoadedRule) {
+        let state = self.load_state(&rule.name);
+        let now = Utc::now();
+        let mut resolved = Vec::new();
+        for (_, mut group) in state.alerts {
+            let step = group.alert.resolve(now, ResolveReason::RuleChanged, false);
+            if let Some(notice) = step.notice {
+                resolved.push(notice_line(notice, group.labels, 0.0).1);
+            }
+        }
+        let _ = std::fs::remove_file(self.state_path(&rule.name));
+        if !resolved.is_empty() {
+            let message = self.message(rule, now, MessageKind::Resolved, resolved);
+            self.send(rule, message);
+        }
+    }
+
+    fn spawn_rule(self: &Arc<Self>, rule: Arc<LoadedRule>, cancel: CancellationToken) {
+        let manager = Arc::clone(self);
+        let job_rule = Arc::clone(&rule);
+        let job: Job = Arc::new(move |tick| {
+            let (manager, rule) = (Arc::clone(&manager), Arc::clone(&job_rule));
+            Box::pin(async move {
+                if let Err(error) = manager.evaluate(&rule, tick).await {
+                    tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
+                }
+            })
+        });
+        tracing::info!(rule = %rule.name, schedule = %rule.file.schedule, "rule loaded");
+        self.runner
+            .spawn(rule.name.clone(), rule.schedule.clone(), job, cancel);
     }
 
     fn state_path(&self, rule: &str) -> PathBuf {

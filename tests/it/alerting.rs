@@ -219,3 +219,58 @@ async fn a_late_line_an_agent_delivers_after_the_tick_is_counted_in_its_window()
         "the window ends at T: {firing}"
     );
 }
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_reload_live_a_broken_edit_keeps_the_last_good_rule_and_deletion_resolves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = start_mock(mock.clone()).await;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    // a rule written while the server runs is picked up
+    let rule = queries.join("live.json");
+    std::fs::write(
+        &rule,
+        json!({
+            "version": 1,
+            "schedule": "*/5 * * * * *",
+            "query": "status:500",
+            "window": "10s",
+            "threshold": {"op": ">", "value": 20},
+            "summary": "{{ $count }} errors"
+        })
+        .to_string(),
+    )
+    .expect("rule");
+    ingest_500s(&server, 30).await;
+    wait_until("the new rule fires", 30, received(&mock, 1)).await;
+    // a broken edit: reported, and the last good version keeps running (it resolves)
+    std::fs::write(&rule, "{\"version\": 1, \"schedule\": ").expect("broken edit");
+    wait_until("the last good version resolves", 30, received(&mock, 2)).await;
+    // and fires again on new errors; deleting the rule then resolves it at once
+    ingest_500s(&server, 30).await;
+    wait_until("the rule fires again", 30, received(&mock, 3)).await;
+    std::fs::remove_file(&rule).expect("delete");
+    wait_until(
+        "deleting the rule resolves its alert",
+        30,
+        received(&mock, 4),
+    )
+    .await;
+    let last = mock.lock().expect("mock").received[3].1.to_string();
+    assert!(
+        last.contains("[RESOLVED]") && last.contains("rule changed"),
+        "{last}"
+    );
+    assert!(
+        !server.data_dir.join("state/rules/live.json").exists(),
+        "its state is gone"
+    );
+}
