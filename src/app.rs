@@ -120,7 +120,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
-    start_rules(&config, address, &store, &ingest, &data_dir, &background);
+    start_rules(
+        &config,
+        address,
+        (&store, &ingest, &state.telemetry),
+        &data_dir,
+        &background,
+    );
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(async move {
             stopping.cancelled().await;
@@ -145,8 +151,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 fn start_rules(
     config: &Config,
     address: SocketAddr,
-    store: &Arc<IndexStore>,
-    ingest: &Arc<Ingest>,
+    (store, ingest, telemetry): (&Arc<IndexStore>, &Arc<Ingest>, &Arc<Telemetry>),
     data_dir: &DataDir,
     background: &CancellationToken,
 ) {
@@ -154,8 +159,6 @@ fn start_rules(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let runner =
-        crate::scheduler::runner::Runner::new(Arc::new(crate::scheduler::runner::SystemClock), 16);
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         store.clone(),
         ingest.clone(),
@@ -163,7 +166,7 @@ fn start_rules(
         data_dir.state(),
         external_url,
         config.queries_dir.clone(),
-        runner,
+        telemetry.clone(),
     ));
     tokio::spawn(manager.run(background.clone()));
 }

@@ -134,6 +134,14 @@ pub struct Telemetry {
     pub commit_seconds: Histogram,
     pub query_seconds: Histogram,
     pub retention_dropped_partitions: Counter,
+    /// The rule scheduler's runs, missed ticks, queue delay and run time.
+    pub scheduler: std::sync::Arc<crate::scheduler::runner::RunnerMetrics>,
+    pub rule_evaluations: LabeledCounter,
+    pub rule_failures: LabeledCounter,
+    /// Whether each rule's last evaluation succeeded.
+    pub rule_health: Mutex<BTreeMap<String, bool>>,
+    /// Alert messages by outcome (`delivered`, `rejected`, `gave_up`, `console`).
+    pub notifications: LabeledCounter,
 }
 
 /// A gauge value computed at scrape time.
@@ -261,6 +269,64 @@ impl Telemetry {
             "Partitions dropped by retention.",
             self.retention_dropped_partitions.get(),
         );
+        let scheduler = &self.scheduler;
+        counter(
+            &mut out,
+            "lookout_rule_missed_ticks_total",
+            "Rule ticks skipped because the previous run (or the process) was late.",
+            scheduler.missed_ticks.get(),
+        );
+        histogram(
+            &mut out,
+            "lookout_rule_queue_delay_seconds",
+            "From a rule's tick to the start of its evaluation (waiting for a slot included).",
+            &scheduler.queue_delay,
+        );
+        histogram(
+            &mut out,
+            "lookout_rule_evaluation_seconds",
+            "Time of one rule evaluation (watermark wait, count, lifecycle).",
+            &scheduler.run_seconds,
+        );
+        labeled(
+            &mut out,
+            "lookout_rule_evaluations_total",
+            "Rule evaluations, by rule.",
+            "rule",
+            &self.rule_evaluations,
+        );
+        labeled(
+            &mut out,
+            "lookout_rule_evaluation_failures_total",
+            "Rule evaluations that failed, by rule.",
+            "rule",
+            &self.rule_failures,
+        );
+        labeled(
+            &mut out,
+            "lookout_notify_messages_total",
+            "Alert messages, by outcome.",
+            "outcome",
+            &self.notifications,
+        );
+        write_gauge_header(
+            &mut out,
+            "lookout_rule_healthy",
+            "1 when the rule's last evaluation succeeded, 0 when it failed.",
+        );
+        for (rule, healthy) in self
+            .rule_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "lookout_rule_healthy{{rule=\"{}\"}} {}",
+                escape_label(rule),
+                u8::from(*healthy)
+            );
+        }
         let mut last_name = "";
         for gauge in gauges {
             if gauge.name != last_name {

@@ -189,6 +189,7 @@ pub struct RuleManager {
     external_url: String,
     queries_dir: PathBuf,
     runner: Runner,
+    telemetry: Arc<crate::telemetry::Telemetry>,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
@@ -209,8 +210,13 @@ impl RuleManager {
         state_dir: PathBuf,
         external_url: String,
         queries_dir: PathBuf,
-        runner: Runner,
+        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> RuleManager {
+        let runner = Runner::with_metrics(
+            Arc::new(crate::scheduler::runner::SystemClock),
+            16,
+            Arc::clone(&telemetry.scheduler),
+        );
         RuleManager {
             store,
             ingest,
@@ -219,6 +225,7 @@ impl RuleManager {
             external_url,
             queries_dir,
             runner,
+            telemetry,
             running: Default::default(),
             broken: Default::default(),
         }
@@ -336,6 +343,11 @@ impl RuleManager {
             for name in gone {
                 if let Some(old) = running.remove(&name) {
                     old.cancel.cancel();
+                    self.telemetry
+                        .rule_health
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&name);
                     tracing::info!(rule = %name, "rule removed");
                     stopped.push(old.rule);
                 }
@@ -372,9 +384,18 @@ impl RuleManager {
         let job: Job = Arc::new(move |tick| {
             let (manager, rule) = (Arc::clone(&manager), Arc::clone(&job_rule));
             Box::pin(async move {
-                if let Err(error) = manager.evaluate(&rule, tick).await {
+                let telemetry = &manager.telemetry;
+                telemetry.rule_evaluations.add(&rule.name, 1);
+                let result = manager.evaluate(&rule, tick).await;
+                if let Err(error) = &result {
+                    telemetry.rule_failures.add(&rule.name, 1);
                     tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
                 }
+                telemetry
+                    .rule_health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(rule.name.clone(), result.is_ok());
             })
         });
         tracing::info!(rule = %rule.name, schedule = %rule.file.schedule, "rule loaded");
@@ -580,12 +601,22 @@ impl RuleManager {
     fn send(&self, rule: &LoadedRule, message: AlertMessage) {
         let payload = slack_payload(&message);
         let notifier = Arc::clone(&self.notifier);
+        let telemetry = Arc::clone(&self.telemetry);
         let rule_name = rule.name.clone();
         tokio::spawn(async move {
             match notifier.as_ref() {
                 Notifier::Slack(webhook) => {
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-                    match webhook.deliver(&payload, deadline).await {
+                    let outcome = webhook.deliver(&payload, deadline).await;
+                    telemetry.notifications.add(
+                        match outcome {
+                            Outcome::Delivered { .. } => "delivered",
+                            Outcome::Rejected { .. } => "rejected",
+                            Outcome::GaveUp { .. } => "gave_up",
+                        },
+                        1,
+                    );
+                    match outcome {
                         Outcome::Delivered { attempts } => {
                             tracing::info!(rule = %rule_name, attempts, "alert delivered to slack")
                         }
@@ -595,6 +626,7 @@ impl RuleManager {
                     }
                 }
                 Notifier::Console => {
+                    telemetry.notifications.add("console", 1);
                     tracing::info!(rule = %rule_name, message = %payload["text"], "alert (console)");
                     println!("alert {}", payload["text"]);
                 }

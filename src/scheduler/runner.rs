@@ -73,10 +73,19 @@ pub struct Runner {
 impl Runner {
     /// A runner that lets `max_concurrent` jobs run at once.
     pub fn new(clock: Arc<dyn Clock>, max_concurrent: usize) -> Runner {
+        Runner::with_metrics(clock, max_concurrent, Arc::default())
+    }
+
+    /// The same, counting into `metrics` (shared with `/metrics`).
+    pub fn with_metrics(
+        clock: Arc<dyn Clock>,
+        max_concurrent: usize,
+        metrics: Arc<RunnerMetrics>,
+    ) -> Runner {
         Runner {
             clock,
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
-            metrics: Arc::new(RunnerMetrics::default()),
+            metrics,
         }
     }
 

@@ -48,6 +48,18 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
     );
     // the alert state is on disk for restarts
     assert!(server.data_dir.join("state/rules/seed_500s.json").exists());
+    let metrics = server.metrics().await;
+    for expected in [
+        "lookout_notify_messages_total{outcome=\"delivered\"} 2",
+        "lookout_rule_healthy{rule=\"seed_500s\"} 1",
+        "lookout_rule_evaluations_total{rule=\"seed_500s\"}",
+        "lookout_rule_evaluation_seconds_count",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from {metrics}"
+        );
+    }
 }
 
 /// Writes the seed rule (`status:500` over 5 s, every 5 s, above 20) and starts a mock
