@@ -286,3 +286,101 @@ async fn queries_reload_live_a_broken_edit_keeps_the_last_good_rule_and_deletion
         "its state is gone"
     );
 }
+
+/// Writes `rule` as `queries/NAME.json` and starts a server with a mock Slack.
+async fn server_with_rule(
+    dir: &std::path::Path,
+    name: &str,
+    rule: serde_json::Value,
+) -> (Server, Arc<Mutex<MockSlack>>) {
+    let queries = dir.join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    std::fs::write(queries.join(format!("{name}.json")), rule.to_string()).expect("rule");
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = start_mock(mock.clone()).await;
+    let server = Server::start_with_env(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    (server, mock)
+}
+
+async fn ingest_for(server: &Server, services: &[&str]) {
+    let now = chrono::Utc::now().to_rfc3339();
+    let lines: Vec<serde_json::Value> = services
+        .iter()
+        .map(|service| json!({"@timestamp": now, "service": service, "status": 500}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk", bulk_body("logs", &lines))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+}
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_groups_firing_at_one_tick_go_out_as_one_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = json!({
+        "version": 1,
+        "schedule": "*/5 * * * * *",
+        "query": "status:500",
+        "window": "5s",
+        "group_by": ["service"],
+        "threshold": {"op": ">", "value": 0},
+        "summary": "errors on {{ $labels.service }}"
+    });
+    let (server, mock) = server_with_rule(dir.path(), "grouped", rule).await;
+    ingest_for(&server, &["cart", "checkout", "search"]).await;
+    wait_until("the grouped firing message", 30, received(&mock, 1)).await;
+    let firing = mock.lock().expect("mock").received[0].1.to_string();
+    assert!(firing.contains("[FIRING ×3] grouped"), "{firing}");
+    for service in ["cart", "checkout", "search"] {
+        assert!(firing.contains(&format!("service={service}")), "{firing}");
+    }
+}
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_goes_silent_fires_a_flatline_through_zero_fill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = json!({
+        "version": 1,
+        "schedule": "*/5 * * * * *",
+        "query": "*",
+        "window": "5s",
+        "group_by": ["service"],
+        "threshold": {"op": "<", "value": 1},
+        "summary": "{{ $labels.service }} went quiet"
+    });
+    let (server, mock) = server_with_rule(dir.path(), "flatline", rule).await;
+    // both services log; then only `cart` keeps logging, every second
+    ingest_for(&server, &["cart", "checkout"]).await;
+    let started = std::time::Instant::now();
+    let keep_logging = async {
+        while started.elapsed() < Duration::from_secs(25) {
+            ingest_for(&server, &["cart"]).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let fired = async {
+        wait_until("checkout's flatline fires", 30, received(&mock, 1)).await;
+    };
+    tokio::join!(keep_logging, fired);
+    let messages: Vec<String> = mock
+        .lock()
+        .expect("mock")
+        .received
+        .iter()
+        .map(|(_, payload)| payload.to_string())
+        .collect();
+    assert!(messages[0].contains("checkout went quiet"), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .all(|message| !message.contains("service=cart")),
+        "cart kept logging: {messages:?}"
+    );
+}
