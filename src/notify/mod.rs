@@ -3,4 +3,5 @@
 //! Slack's rate limit, `Retry-After`, backoff, final 4xx and payload limits.
 
 pub mod message;
+pub mod outbox;
 pub mod slack;

@@ -24,6 +24,7 @@ use super::template::{Template, TemplateData};
 use crate::index::IndexStore;
 use crate::ingest::Ingest;
 use crate::notify::message::{AlertLine, AlertMessage, MessageKind, search_url, slack_payload};
+use crate::notify::outbox::{Delivery, Outbox};
 use crate::notify::slack::{Outcome, SlackWebhook};
 use crate::scheduler::runner::{Job, Runner};
 use crate::scheduler::schedule::Schedule;
@@ -190,6 +191,7 @@ pub struct RuleManager {
     queries_dir: PathBuf,
     runner: Runner,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    outbox: Option<Outbox>,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
@@ -217,7 +219,11 @@ impl RuleManager {
             16,
             Arc::clone(&telemetry.scheduler),
         );
+        let outbox = Outbox::open(&state_dir)
+            .map_err(|error| tracing::error!(%error, "cannot open the outbox; deliveries are not recorded"))
+            .ok();
         RuleManager {
+            outbox,
             store,
             ingest,
             notifier: Arc::new(notifier),
@@ -236,6 +242,13 @@ impl RuleManager {
     /// a deleted (or renamed-away) rule stops and its firing alerts resolve as "rule
     /// changed", as do those of a rule whose `group_by` changed.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // deliveries a previous run recorded but did not finish
+        if let Some(outbox) = &self.outbox {
+            for (id, delivery) in outbox.pending() {
+                tracing::info!(rule = %delivery.rule, "resuming a delivery recorded before the restart");
+                self.dispatch(Some(id), delivery);
+            }
+        }
         let changed = Arc::new(tokio::sync::Notify::new());
         let events = Arc::clone(&changed);
         let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
@@ -374,7 +387,8 @@ impl RuleManager {
         let _ = std::fs::remove_file(self.state_path(&rule.name));
         if !resolved.is_empty() {
             let message = self.message(rule, now, MessageKind::Resolved, resolved);
-            self.send(rule, message);
+            let (id, delivery) = self.record(rule, &message);
+            self.dispatch(id, delivery);
         }
     }
 
@@ -528,9 +542,9 @@ impl RuleManager {
                 }
             }
         }
-        if let Err(error) = self.save_state(&rule.name, &state) {
-            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
-        }
+        // the messages are recorded in the outbox before the state that says they were
+        // sent, so a crash between the two repeats a notice rather than losing it
+        let mut deliveries = Vec::new();
         for kind in [
             MessageKind::Firing,
             MessageKind::Repeat,
@@ -545,7 +559,13 @@ impl RuleManager {
                 continue;
             }
             let message = self.message(rule, tick, kind, alerts);
-            self.send(rule, message);
+            deliveries.push(self.record(rule, &message));
+        }
+        if let Err(error) = self.save_state(&rule.name, &state) {
+            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
+        }
+        for (id, delivery) in deliveries {
+            self.dispatch(id, delivery);
         }
         Ok(())
     }
@@ -598,16 +618,44 @@ impl RuleManager {
         }
     }
 
-    fn send(&self, rule: &LoadedRule, message: AlertMessage) {
-        let payload = slack_payload(&message);
+    /// Records the delivery of `message` in the outbox (when there is one).
+    fn record(&self, rule: &LoadedRule, message: &AlertMessage) -> (Option<String>, Delivery) {
+        let now = Utc::now();
+        let delivery = Delivery {
+            rule: rule.name.clone(),
+            payload: slack_payload(message),
+            created: now,
+            deadline: now + chrono::Duration::minutes(10),
+        };
+        let id = match &self.outbox {
+            Some(outbox) => match outbox.record(&delivery) {
+                Ok(id) => Some(id),
+                Err(error) => {
+                    tracing::error!(rule = %rule.name, %error, "cannot record the delivery; sending it unrecorded");
+                    None
+                }
+            },
+            None => None,
+        };
+        (id, delivery)
+    }
+
+    /// Sends a recorded delivery in the background and forgets it once it ended.
+    fn dispatch(&self, id: Option<String>, delivery: Delivery) {
         let notifier = Arc::clone(&self.notifier);
         let telemetry = Arc::clone(&self.telemetry);
-        let rule_name = rule.name.clone();
+        let outbox_dir = self.outbox.as_ref().map(|_| self.state_dir.clone());
         tokio::spawn(async move {
+            let rule_name = &delivery.rule;
+            let payload = &delivery.payload;
             match notifier.as_ref() {
                 Notifier::Slack(webhook) => {
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-                    let outcome = webhook.deliver(&payload, deadline).await;
+                    let left = (delivery.deadline - Utc::now())
+                        .to_std()
+                        .unwrap_or_default();
+                    let outcome = webhook
+                        .deliver(payload, tokio::time::Instant::now() + left)
+                        .await;
                     telemetry.notifications.add(
                         match outcome {
                             Outcome::Delivered { .. } => "delivered",
@@ -630,6 +678,11 @@ impl RuleManager {
                     tracing::info!(rule = %rule_name, message = %payload["text"], "alert (console)");
                     println!("alert {}", payload["text"]);
                 }
+            }
+            if let (Some(id), Some(state_dir)) = (id, outbox_dir)
+                && let Ok(outbox) = Outbox::open(&state_dir)
+            {
+                outbox.complete(&id);
             }
         });
     }

@@ -384,3 +384,48 @@ async fn a_group_that_goes_silent_fires_a_flatline_through_zero_fill() {
         "cart kept logging: {messages:?}"
     );
 }
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_pending_when_the_server_dies_arrives_after_the_restart_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    // Slack is down
+    mock.lock()
+        .expect("mock")
+        .script
+        .extend(std::iter::repeat_n((503, None, "unavailable"), 10_000));
+    let data = dir.path().join("data");
+    let arguments = ["--queries", &queries.display().to_string()];
+    let environment = [("SLACK_WEBHOOK_URL", webhook.as_str())];
+    let server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    ingest_500s(&server, 30).await;
+    wait_until("the firing is being retried", 30, received(&mock, 2)).await;
+    server.kill();
+    // Slack is back; the restarted server delivers what was pending, then the resolve
+    mock.lock().expect("mock").script.clear();
+    let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    let delivered = |count: usize| {
+        let mock = mock.clone();
+        move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
+    };
+    wait_until("the pending firing and then the resolve", 30, delivered(2)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let texts: Vec<String> = mock
+        .lock()
+        .expect("mock")
+        .delivered
+        .iter()
+        .map(|payload| payload["text"].to_string())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].contains("[FIRING]"), "{texts:?}");
+    assert!(texts[1].contains("[RESOLVED]"), "{texts:?}");
+    assert_eq!(
+        std::fs::read_dir(data.join("state/outbox"))
+            .expect("outbox")
+            .count(),
+        0,
+        "finished deliveries leave the outbox"
+    );
+}

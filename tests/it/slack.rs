@@ -19,6 +19,8 @@ pub struct MockSlack {
     pub script: VecDeque<(u16, Option<u64>, &'static str)>,
     /// When each request arrived, and its payload.
     pub received: Vec<(Instant, Value)>,
+    /// Payloads answered 200 (delivered), in order.
+    pub delivered: Vec<Value>,
 }
 
 /// Starts the mock; returns its webhook URL.
@@ -44,7 +46,10 @@ pub async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
                     }
                     response
                 }
-                None => (StatusCode::OK, "ok").into_response(),
+                None => {
+                    mock.delivered.push(payload);
+                    (StatusCode::OK, "ok").into_response()
+                }
             }
         }
     };
