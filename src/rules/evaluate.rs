@@ -53,29 +53,7 @@ pub fn count_window(
     store: &IndexStore,
     window: &Window<'_>,
 ) -> Result<Vec<GroupCount>, EvaluateError> {
-    let rule_query = match window.query {
-        Value::String(text) => json!({"query_string": {"query": text}}),
-        other => other.clone(),
-    };
-    let start_micros = window.end_micros - window.length.as_micros() as i64;
-    let bounded = json!({"bool": {"filter": [
-        rule_query,
-        {"range": {"@timestamp": {
-            "gte": start_micros as f64 / 1000.0,
-            "lt": window.end_micros as f64 / 1000.0,
-            "format": "epoch_millis"
-        }}}
-    ]}});
-    let context = ParseContext {
-        now_micros: window.end_micros,
-        timestamp_field: "@timestamp".into(),
-    };
-    let query = parse_query(&bounded, &context)?;
-    // an index that does not exist yet has no matches (rules are written before logs)
-    let indices = store
-        .resolve(window.index, true)
-        .map_err(|error| EvaluateError::Index(window.index.to_string(), error))?;
-    let scope = Scope::new(&indices, &query);
+    let (query, scope) = window_query(store, window, &BTreeMap::new())?;
     if window.group_by.is_empty() {
         let count = search::count(store, &scope, &query)?;
         return Ok(vec![GroupCount {
@@ -109,6 +87,64 @@ pub fn count_window(
         );
     }
     Ok(groups)
+}
+
+/// The window's query (the rule's, its time range, and `labels` as exact terms) and the
+/// partitions it can match in.
+fn window_query(
+    store: &IndexStore,
+    window: &Window<'_>,
+    labels: &BTreeMap<String, String>,
+) -> Result<(crate::index::query::Query, Scope), EvaluateError> {
+    let rule_query = match window.query {
+        Value::String(text) => json!({"query_string": {"query": text}}),
+        other => other.clone(),
+    };
+    let start_micros = window.end_micros - window.length.as_micros() as i64;
+    let mut filters = vec![
+        rule_query,
+        json!({"range": {"@timestamp": {
+            "gte": start_micros as f64 / 1000.0,
+            "lt": window.end_micros as f64 / 1000.0,
+            "format": "epoch_millis"
+        }}}),
+    ];
+    for (field, value) in labels {
+        filters.push(json!({"term": {field: value}}));
+    }
+    let context = ParseContext {
+        now_micros: window.end_micros,
+        timestamp_field: "@timestamp".into(),
+    };
+    let query = parse_query(&json!({"bool": {"filter": filters}}), &context)?;
+    // an index that does not exist yet has no matches (rules are written before logs)
+    let indices = store
+        .resolve(window.index, true)
+        .map_err(|error| EvaluateError::Index(window.index.to_string(), error))?;
+    let scope = Scope::new(&indices, &query);
+    Ok((query, scope))
+}
+
+/// The newest `limit` matching lines of the window in `labels`' group, as JSON text.
+pub fn sample_lines(
+    store: &IndexStore,
+    window: &Window<'_>,
+    labels: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<Vec<String>, EvaluateError> {
+    let (query, scope) = window_query(store, window, labels)?;
+    let request = SearchRequest {
+        query,
+        size: limit,
+        sort: vec![search::SortField {
+            key: search::SortKey::Timestamp,
+            descending: true,
+        }],
+        ..SearchRequest::default()
+    };
+    let outcome = search::execute(store, &scope, &request, None)?;
+    let hits = search::render_hits(store, &scope.targets, &outcome.hits, &request)?;
+    Ok(hits.iter().map(|hit| hit["_source"].to_string()).collect())
 }
 
 /// Walks nested `terms` buckets into one count per leaf.
@@ -274,6 +310,15 @@ mod tests {
         let dsl = json!({"term": {"service": "cart"}});
         let cart = window(&dsl, &[]);
         assert_eq!(count_window(&store, &cart).expect("count")[0].count, 2);
+        let samples = sample_lines(
+            &store,
+            &window(&query, &[]),
+            &BTreeMap::from([("service".to_string(), "checkout".to_string())]),
+            5,
+        )
+        .expect("samples");
+        assert_eq!(samples.len(), 2, "{samples:?}");
+        assert!(samples.iter().all(|line| line.contains("checkout")));
         let missing = Window {
             index: "nothing-yet",
             ..window(&query, &[])

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing};
-use super::evaluate::{GroupCount, Window, count_window};
+use super::evaluate::{GroupCount, Window, count_window, sample_lines};
 use super::model::{RuleFile, Threshold, ThresholdOp, read_rule};
 use super::template::{Template, TemplateData};
 use crate::index::IndexStore;
@@ -558,7 +558,10 @@ impl RuleManager {
             if alerts.is_empty() {
                 continue;
             }
-            let message = self.message(rule, tick, kind, alerts);
+            let mut message = self.message(rule, tick, kind, alerts);
+            if kind != MessageKind::Resolved {
+                message.samples = self.samples(rule, tick, &message.alerts[0].labels).await;
+            }
             deliveries.push(self.record(rule, &message));
         }
         if let Err(error) = self.save_state(&rule.name, &state) {
@@ -615,6 +618,45 @@ impl RuleManager {
                 &start.to_rfc3339(),
                 &tick.to_rfc3339(),
             ),
+        }
+    }
+
+    /// The newest matching lines of the window in one group, for the message.
+    async fn samples(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let store = Arc::clone(&self.store);
+        let (index, query, labels) = (
+            rule.file.index.clone().unwrap_or_else(|| "logs".into()),
+            rule.file.query.clone().expect("log rules have a query"),
+            labels.clone(),
+        );
+        let (end_micros, length) = (tick.timestamp_micros(), rule.window);
+        let result = tokio::task::spawn_blocking(move || {
+            sample_lines(
+                &store,
+                &Window {
+                    index: &index,
+                    query: &query,
+                    group_by: &[],
+                    end_micros,
+                    length,
+                },
+                &labels,
+                crate::notify::message::MAX_SAMPLES,
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(error)) => {
+                tracing::warn!(rule = %rule.name, %error, "cannot fetch sample lines");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
         }
     }
 

@@ -33,6 +33,10 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
         firing.contains("/ui/search?index=logs&q=status%3A500"),
         "{firing}"
     );
+    assert!(
+        firing.contains("Sample lines") && firing.contains("payment timeout"),
+        "{firing}"
+    );
 
     wait_until("the resolved message", 30, received(&mock, 2)).await;
     let resolved = mock.lock().expect("mock").received[1].1.to_string();
