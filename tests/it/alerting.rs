@@ -433,3 +433,55 @@ async fn a_delivery_pending_when_the_server_dies_arrives_after_the_restart_once(
         "finished deliveries leave the outbox"
     );
 }
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_url_never_appears_in_logs_or_api_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    // failures make the server log about the webhook: 503s, then a final 400
+    mock.lock().expect("mock").script.extend([
+        (503, None, "unavailable"),
+        (500, None, "oops"),
+        (400, None, "invalid_token"),
+    ]);
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[
+            ("SLACK_WEBHOOK_URL", &webhook),
+            ("LOOKOUT_LOG", "debug,tantivy=warn"),
+        ],
+    );
+    ingest_500s(&server, 30).await;
+    wait_until("three attempts, the last refused", 30, received(&mock, 3)).await;
+    wait_until("the refusal is logged", 30, || {
+        std::future::ready(
+            server
+                .output
+                .lock()
+                .expect("output")
+                .iter()
+                .any(|line| line.contains("invalid_token")),
+        )
+    })
+    .await;
+    let mut seen: Vec<String> = server.output.lock().expect("output").clone();
+    for path in ["/metrics", "/_lookout/info", "/_lookout/agents", "/"] {
+        let response = server
+            .client
+            .get(server.url(path))
+            .send()
+            .await
+            .expect("get");
+        seen.push(response.text().await.expect("text"));
+    }
+    let secret = "s3cr3t";
+    assert!(
+        webhook.contains(secret),
+        "the mock's URL carries the secret path"
+    );
+    let leaks: Vec<&String> = seen.iter().filter(|text| text.contains(secret)).collect();
+    assert!(leaks.is_empty(), "the webhook URL leaked: {leaks:?}");
+}

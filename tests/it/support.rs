@@ -14,6 +14,8 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
+    /// Everything the server wrote to stdout and stderr (its logs), line by line.
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -41,24 +43,41 @@ impl Server {
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("LOOKOUT_LOG", "warn")
+            .env(
+                "LOOKOUT_LOG",
+                env.iter()
+                    .find(|(name, _)| *name == "LOOKOUT_LOG")
+                    .map_or("warn", |(_, value)| *value),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lookout");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+                sink.lock().expect("output lock").push(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout piped");
         let (sender, receiver) = mpsc::channel();
+        let sink = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(address) = line.strip_prefix("listening on ") {
                     let _ = sender.send(address.to_string());
                 }
+                sink.lock().expect("output lock").push(line);
             }
         });
         let address = receiver
             .recv_timeout(Duration::from_secs(60))
             .expect("server printed `listening on`");
         Server {
+            output,
             child,
             base: format!("http://{address}"),
             data_dir: data_dir.to_path_buf(),
