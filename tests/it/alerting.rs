@@ -92,8 +92,19 @@ async fn seed_rule(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Mutex<Mock
     (queries, mock, webhook)
 }
 
+/// Keeps clear of the last half second before a 5-second tick: lines stamped before a
+/// tick but acknowledged after it would belong to a window already counted (with no agent
+/// to wait for).
+async fn clear_of_tick() {
+    let into_period = chrono::Utc::now().timestamp_millis().rem_euclid(5000) as u64;
+    if into_period > 4500 {
+        tokio::time::sleep(Duration::from_millis(5000 - into_period + 50)).await;
+    }
+}
+
 /// Ingests `count` lines with `status: 500`, stamped now.
 async fn ingest_500s(server: &Server, count: usize) {
+    clear_of_tick().await;
     let now = chrono::Utc::now().to_rfc3339();
     let lines: Vec<serde_json::Value> = (0..count)
         .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
@@ -312,6 +323,7 @@ async fn server_with_rule(
 }
 
 async fn ingest_for(server: &Server, services: &[&str]) {
+    clear_of_tick().await;
     let now = chrono::Utc::now().to_rfc3339();
     let lines: Vec<serde_json::Value> = services
         .iter()
