@@ -100,6 +100,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         max_body_bytes: config.ingest.max_body_bytes,
         scrolls: Default::default(),
         started: Instant::now(),
+        rules: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -120,13 +121,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
-    start_rules(
+    let rules = start_rules(
         &config,
         address,
         (&store, &ingest, &state.telemetry),
         &data_dir,
         &background,
     );
+    let _ = state.rules.set(rules);
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(async move {
             stopping.cancelled().await;
@@ -154,7 +156,7 @@ fn start_rules(
     (store, ingest, telemetry): (&Arc<IndexStore>, &Arc<Ingest>, &Arc<Telemetry>),
     data_dir: &DataDir,
     background: &CancellationToken,
-) {
+) -> Arc<crate::rules::manager::RuleManager> {
     let external_url = config
         .external_url
         .clone()
@@ -168,7 +170,8 @@ fn start_rules(
         config.queries_dir.clone(),
         telemetry.clone(),
     ));
-    tokio::spawn(manager.run(background.clone()));
+    tokio::spawn(Arc::clone(&manager).run(background.clone()));
+    manager
 }
 
 /// Starts `[[agent.inputs]]` in-process, shipping to this server over loopback through

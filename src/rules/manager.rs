@@ -178,6 +178,9 @@ struct RuleState {
 struct GroupState {
     labels: BTreeMap<String, String>,
     last_seen: Option<DateTime<Utc>>,
+    /// The count at the last evaluation.
+    #[serde(default)]
+    value: f64,
     alert: AlertState,
 }
 
@@ -196,12 +199,44 @@ pub struct RuleManager {
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
     broken: std::sync::Mutex<BTreeMap<String, String>>,
+    statuses: std::sync::Mutex<BTreeMap<String, RuleStatus>>,
 }
 
 struct Running {
     text: String,
     rule: Arc<LoadedRule>,
     cancel: CancellationToken,
+}
+
+/// How a rule's last evaluation went, and its alerts then (for `/api/v1/rules` and
+/// `/api/v1/alerts`).
+#[derive(Debug, Clone, Default)]
+pub struct RuleStatus {
+    pub last_evaluation: Option<DateTime<Utc>>,
+    pub evaluation_seconds: f64,
+    pub last_error: Option<String>,
+    /// Active (pending or firing) alerts: labels, phase, since, value.
+    pub alerts: Vec<ActiveAlert>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActiveAlert {
+    pub labels: BTreeMap<String, String>,
+    pub firing: bool,
+    pub active_since: Option<DateTime<Utc>>,
+    pub value: f64,
+}
+
+/// One running rule, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct RuleView {
+    pub name: String,
+    pub query: serde_json::Value,
+    pub for_seconds: f64,
+    pub labels: BTreeMap<String, String>,
+    pub summary: Option<String>,
+    pub severity: Option<String>,
+    pub status: RuleStatus,
 }
 
 impl RuleManager {
@@ -234,6 +269,7 @@ impl RuleManager {
             telemetry,
             running: Default::default(),
             broken: Default::default(),
+            statuses: Default::default(),
         }
     }
 
@@ -277,6 +313,44 @@ impl RuleManager {
         for (_, running) in std::mem::take(&mut *self.lock_running()) {
             running.cancel.cancel();
         }
+    }
+
+    fn lock_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RuleStatus>> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record_status(
+        &self,
+        rule: &str,
+        tick: DateTime<Utc>,
+        took: Duration,
+        error: Option<&String>,
+    ) {
+        let mut statuses = self.lock_statuses();
+        let status = statuses.entry(rule.to_string()).or_default();
+        status.last_evaluation = Some(tick);
+        status.evaluation_seconds = took.as_secs_f64();
+        status.last_error = error.cloned();
+    }
+
+    /// The running rules with their last evaluation and active alerts.
+    pub fn rules(&self) -> Vec<RuleView> {
+        let running = self.lock_running();
+        let statuses = self.lock_statuses();
+        running
+            .iter()
+            .map(|(name, running)| RuleView {
+                name: name.clone(),
+                query: running.rule.file.query.clone().unwrap_or_default(),
+                for_seconds: running.rule.timing.for_duration.as_secs_f64(),
+                labels: running.rule.file.labels.clone(),
+                summary: running.rule.file.summary.clone(),
+                severity: running.rule.file.severity.clone(),
+                status: statuses.get(name).cloned().unwrap_or_default(),
+            })
+            .collect()
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -361,6 +435,7 @@ impl RuleManager {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&name);
+                    self.lock_statuses().remove(&name);
                     tracing::info!(rule = %name, "rule removed");
                     stopped.push(old.rule);
                 }
@@ -400,7 +475,9 @@ impl RuleManager {
             Box::pin(async move {
                 let telemetry = &manager.telemetry;
                 telemetry.rule_evaluations.add(&rule.name, 1);
+                let started = std::time::Instant::now();
                 let result = manager.evaluate(&rule, tick).await;
+                manager.record_status(&rule.name, tick, started.elapsed(), result.as_ref().err());
                 if let Err(error) = &result {
                     telemetry.rule_failures.add(&rule.name, 1);
                     tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
@@ -514,6 +591,7 @@ impl RuleManager {
         for (group_key, (labels, count)) in &observed {
             let group = state.alerts.entry(group_key.clone()).or_default();
             group.labels = labels.clone();
+            group.value = *count as f64;
             if *count > 0 {
                 group.last_seen = Some(tick);
             }
@@ -567,6 +645,21 @@ impl RuleManager {
         if let Err(error) = self.save_state(&rule.name, &state) {
             tracing::error!(rule = %rule.name, %error, "cannot save alert state");
         }
+        let active: Vec<ActiveAlert> = state
+            .alerts
+            .values()
+            .filter(|group| group.alert.phase != super::alert_state::Phase::Inactive)
+            .map(|group| ActiveAlert {
+                labels: group.labels.clone(),
+                firing: group.alert.phase == super::alert_state::Phase::Firing,
+                active_since: group.alert.active_since,
+                value: group.value,
+            })
+            .collect();
+        self.lock_statuses()
+            .entry(rule.name.clone())
+            .or_default()
+            .alerts = active;
         for (id, delivery) in deliveries {
             self.dispatch(id, delivery);
         }

@@ -13,6 +13,7 @@
 pub mod body;
 pub mod elastic;
 pub mod lookout;
+pub mod prometheus;
 pub mod response;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     pub scrolls: elastic::Scrolls,
     pub started: std::time::Instant,
+    /// The rules `lookout serve` runs (set once they are started).
+    pub rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -44,6 +47,7 @@ pub type SharedState = Arc<AppState>;
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(lookout::routes())
+        .merge(prometheus::routes())
         .merge(elastic::routes())
         .fallback(|| async {
             ApiError::new(

@@ -38,6 +38,21 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
         "{firing}"
     );
 
+    // Prometheus' API shows the firing alert and the rule's health
+    let (status, alerts) = server.get("/api/v1/alerts").await;
+    assert_eq!(status, 200);
+    assert_eq!(alerts["status"], "success");
+    let alert = &alerts["data"]["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "seed_500s", "{alerts}");
+    assert_eq!(alert["labels"]["severity"], "critical", "{alerts}");
+    assert_eq!(alert["state"], "firing", "{alerts}");
+    assert_eq!(alert["value"], "30", "{alerts}");
+    let (_, rules) = server.get("/api/v1/rules").await;
+    let rule = &rules["data"]["groups"][0]["rules"][0];
+    assert_eq!(rule["name"], "seed_500s", "{rules}");
+    assert_eq!(rule["health"], "ok", "{rules}");
+    assert_eq!(rule["type"], "alerting", "{rules}");
+
     wait_until("the resolved message", 30, received(&mock, 2)).await;
     let resolved = mock.lock().expect("mock").received[1].1.to_string();
     assert!(resolved.contains("[RESOLVED] seed_500s"), "{resolved}");
