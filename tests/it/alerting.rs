@@ -512,3 +512,60 @@ async fn the_webhook_url_never_appears_in_logs_or_api_output() {
     let leaks: Vec<&String> = seen.iter().filter(|text| text.contains(secret)).collect();
     assert!(leaks.is_empty(), "the webhook URL leaked: {leaks:?}");
 }
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_failing_at_run_time_is_unhealthy_and_the_others_keep_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    std::fs::write(
+        queries.join("broken_regex.json"),
+        json!({
+            "version": 1,
+            "schedule": "*/5 * * * * *",
+            "query": {"regexp": {"message": "(unclosed"}},
+            "window": "5s",
+            "threshold": {"op": ">", "value": 0}
+        })
+        .to_string(),
+    )
+    .expect("rule");
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    ingest_500s(&server, 30).await;
+    wait_until("the healthy rule still fires", 30, received(&mock, 1)).await;
+    wait_until("the broken rule is marked unhealthy", 30, || async {
+        let (_, rules) = server.get("/api/v1/rules").await;
+        rules.to_string().contains("\"health\":\"err\"")
+    })
+    .await;
+    let (_, rules) = server.get("/api/v1/rules").await;
+    let rules = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .clone();
+    let by_name = |name: &str| {
+        rules
+            .iter()
+            .find(|rule| rule["name"] == name)
+            .cloned()
+            .expect("rule listed")
+    };
+    let broken = by_name("broken_regex");
+    assert_eq!(broken["health"], "err", "{broken}");
+    assert!(
+        !broken["lastError"].as_str().expect("error").is_empty(),
+        "{broken}"
+    );
+    assert_eq!(by_name("seed_500s")["health"], "ok");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("lookout_rule_healthy{rule=\"broken_regex\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lookout_rule_evaluation_failures_total{rule=\"broken_regex\"}"));
+}
