@@ -139,6 +139,19 @@ pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
         };
         return Err(format!("{}: `{field}`: {error}", path.display()));
     }
+    if let Some(query) = &rule.query {
+        let as_dsl = match query {
+            serde_json::Value::String(text) => serde_json::json!({"query_string": {"query": text}}),
+            other => other.clone(),
+        };
+        let context = crate::index::query::dsl::ParseContext {
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            timestamp_field: "@timestamp".into(),
+        };
+        if let Err(error) = crate::index::query::dsl::parse_query(&as_dsl, &context) {
+            return Err(format!("{}: `query`: {}", path.display(), error.reason));
+        }
+    }
     let labels = rule.promql.is_none().then_some(rule.group_by.as_slice());
     for (field, text) in [
         ("summary", &rule.summary),
@@ -205,6 +218,13 @@ mod tests {
         );
         std::fs::write(&path, rule.to_string()).expect("write");
         assert!(read_rule(&path).is_ok());
+        rule["query"] = "status:(500".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(error.contains("bad_cron.json: `query`: "), "{error}");
+        rule["query"] = serde_json::json!({"term": {"status": 500}});
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(read_rule(&path).is_ok(), "a DSL object is a query too");
         rule["summary"] = "{{ $count }} on {{ $labels.host }}".into();
         std::fs::write(&path, rule.to_string()).expect("write");
         let error = read_rule(&path).expect_err("invalid");
