@@ -101,6 +101,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         scrolls: Default::default(),
         started: Instant::now(),
         rules: Default::default(),
+        silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -124,7 +125,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let rules = start_rules(
         &config,
         address,
-        (&store, &ingest, &state.telemetry),
+        (&store, &ingest, &state.telemetry, &state.silences),
         &data_dir,
         &background,
     );
@@ -153,7 +154,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 fn start_rules(
     config: &Config,
     address: SocketAddr,
-    (store, ingest, telemetry): (&Arc<IndexStore>, &Arc<Ingest>, &Arc<Telemetry>),
+    (store, ingest, telemetry, silences): (
+        &Arc<IndexStore>,
+        &Arc<Ingest>,
+        &Arc<Telemetry>,
+        &Arc<crate::rules::silence::Silences>,
+    ),
     data_dir: &DataDir,
     background: &CancellationToken,
 ) -> Arc<crate::rules::manager::RuleManager> {
@@ -162,13 +168,16 @@ fn start_rules(
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
-        store.clone(),
-        ingest.clone(),
+        crate::rules::manager::RuleServices {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            telemetry: telemetry.clone(),
+            silences: silences.clone(),
+        },
         crate::rules::manager::Notifier::from_environment(),
         data_dir.state(),
         external_url,
         config.queries_dir.clone(),
-        telemetry.clone(),
     ));
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
     manager

@@ -194,6 +194,7 @@ pub struct RuleManager {
     queries_dir: PathBuf,
     runner: Runner,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    silences: Arc<super::silence::Silences>,
     outbox: Option<Outbox>,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
@@ -239,16 +240,28 @@ pub struct RuleView {
     pub status: RuleStatus,
 }
 
+/// The server's parts the rules work with.
+pub struct RuleServices {
+    pub store: Arc<IndexStore>,
+    pub ingest: Arc<Ingest>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    pub silences: Arc<super::silence::Silences>,
+}
+
 impl RuleManager {
     pub fn new(
-        store: Arc<IndexStore>,
-        ingest: Arc<Ingest>,
+        services: RuleServices,
         notifier: Notifier,
         state_dir: PathBuf,
         external_url: String,
         queries_dir: PathBuf,
-        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> RuleManager {
+        let RuleServices {
+            store,
+            ingest,
+            telemetry,
+            silences,
+        } = services;
         let runner = Runner::with_metrics(
             Arc::new(crate::scheduler::runner::SystemClock),
             16,
@@ -258,6 +271,7 @@ impl RuleManager {
             .map_err(|error| tracing::error!(%error, "cannot open the outbox; deliveries are not recorded"))
             .ok();
         RuleManager {
+            silences,
             outbox,
             store,
             ingest,
@@ -313,6 +327,20 @@ impl RuleManager {
         for (_, running) in std::mem::take(&mut *self.lock_running()) {
             running.cancel.cancel();
         }
+    }
+
+    /// Whether an active silence matches this alert: its group labels, the rule's
+    /// labels, `alertname` and `severity`.
+    fn silenced(&self, rule: &LoadedRule, group: &BTreeMap<String, String>) -> bool {
+        let mut labels = rule.file.labels.clone();
+        labels.extend(group.clone());
+        labels.insert("alertname".into(), rule.name.clone());
+        if let Some(severity) = &rule.file.severity {
+            labels
+                .entry("severity".into())
+                .or_insert_with(|| severity.clone());
+        }
+        self.silences.silenced(&labels, Utc::now())
     }
 
     fn lock_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RuleStatus>> {
@@ -454,7 +482,10 @@ impl RuleManager {
         let now = Utc::now();
         let mut resolved = Vec::new();
         for (_, mut group) in state.alerts {
-            let step = group.alert.resolve(now, ResolveReason::RuleChanged, false);
+            let silenced = self.silenced(rule, &group.labels);
+            let step = group
+                .alert
+                .resolve(now, ResolveReason::RuleChanged, silenced);
             if let Some(notice) = step.notice {
                 resolved.push(notice_line(notice, group.labels, 0.0).1);
             }
@@ -595,9 +626,10 @@ impl RuleManager {
             if *count > 0 {
                 group.last_seen = Some(tick);
             }
+            let silenced = self.silenced(rule, labels);
             let step = group
                 .alert
-                .step(tick, rule.holds(*count as f64), false, &rule.timing);
+                .step(tick, rule.holds(*count as f64), silenced, &rule.timing);
             if let Some(notice) = step.notice {
                 notices.push(notice_line(notice, labels.clone(), *count as f64));
             }
@@ -614,7 +646,10 @@ impl RuleManager {
             .collect();
         for group_key in expired {
             if let Some(mut group) = state.alerts.remove(&group_key) {
-                let step = group.alert.resolve(tick, ResolveReason::GroupGone, false);
+                let silenced = self.silenced(rule, &group.labels);
+                let step = group
+                    .alert
+                    .resolve(tick, ResolveReason::GroupGone, silenced);
                 if let Some(notice) = step.notice {
                     notices.push(notice_line(notice, group.labels, 0.0));
                 }

@@ -8,4 +8,5 @@ pub mod alert_state;
 pub mod evaluate;
 pub mod manager;
 pub mod model;
+pub mod silence;
 pub mod template;

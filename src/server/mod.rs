@@ -10,6 +10,7 @@
 //! `Authorization: Bearer|ApiKey|Basic`. Every response carries
 //! `X-Elastic-Product: Elasticsearch`, which official ES clients require.
 
+pub mod alertmanager;
 pub mod body;
 pub mod elastic;
 pub mod lookout;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// The rules `lookout serve` runs (set once they are started).
     pub rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
+    pub silences: Arc<crate::rules::silence::Silences>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -48,6 +50,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(lookout::routes())
         .merge(prometheus::routes())
+        .merge(alertmanager::routes())
         .merge(elastic::routes())
         .fallback(|| async {
             ApiError::new(

@@ -569,3 +569,69 @@ async fn a_rule_failing_at_run_time_is_unhealthy_and_the_others_keep_running() {
     );
     assert!(metrics.contains("lookout_rule_evaluation_failures_total{rule=\"broken_regex\"}"));
 }
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_mutes_and_expiring_it_announces_the_alert_still_firing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = json!({
+        "version": 1,
+        "schedule": "*/5 * * * * *",
+        "query": "status:500",
+        // the lines stay in three windows: time to see it silenced, then unsilenced
+        "window": "15s",
+        "threshold": {"op": ">", "value": 20},
+        "summary": "{{ $count }} errors"
+    });
+    let (server, mock) = server_with_rule(dir.path(), "muted", rule).await;
+    let now = chrono::Utc::now();
+    let (status, created) = server
+        .post_json(
+            "/api/v2/silences",
+            &json!({
+                "matchers": [{"name": "alertname", "value": "muted", "isRegex": false}],
+                "startsAt": now.to_rfc3339(),
+                "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+                "createdBy": "test",
+                "comment": "deploying"
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["silenceID"].as_str().expect("id").to_string();
+    let (_, listed) = server.get("/api/v2/silences").await;
+    assert_eq!(listed[0]["status"]["state"], "active", "{listed}");
+    ingest_500s(&server, 30).await;
+    // firing, but muted
+    wait_until("the alert fires under the silence", 30, || async {
+        let (_, alerts) = server.get("/api/v1/alerts").await;
+        alerts["data"]["alerts"][0]["state"] == "firing"
+    })
+    .await;
+    assert!(mock.lock().expect("mock").received.is_empty(), "muted");
+    // expiring the silence: the still-firing alert is announced at the next evaluation
+    let response = server
+        .client
+        .delete(server.url(&format!("/api/v2/silence/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 200);
+    wait_until("the firing is announced", 30, received(&mock, 1)).await;
+    let firing = mock.lock().expect("mock").received[0].1.to_string();
+    assert!(firing.contains("[FIRING] muted"), "{firing}");
+    // a bad silence says what is wrong
+    let (status, error) = server
+        .post_json(
+            "/api/v2/silences",
+            &json!({"matchers": [], "startsAt": now.to_rfc3339(), "endsAt": now.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("at least one matcher")
+    );
+}
