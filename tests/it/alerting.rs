@@ -16,12 +16,7 @@ use crate::support::{Server, bulk_body, wait_until};
 async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (queries, mock, webhook) = seed_rule(dir.path()).await;
-    let server = Server::start_with_env(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    let server = serve_rules(dir.path(), &queries, &webhook);
     ingest_500s(&server, 30).await;
 
     wait_until("the firing message", 30, received(&mock, 1)).await;
@@ -79,6 +74,16 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
             "{expected} missing from {metrics}"
         );
     }
+}
+
+/// `lookout serve` on `dir/data`, running `queries`, alerting to `webhook`.
+fn serve_rules(dir: &std::path::Path, queries: &std::path::Path, webhook: &str) -> Server {
+    Server::start_with_env(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", webhook)],
+    )
 }
 
 /// Writes the seed rule (`status:500` over 5 s, every 5 s, above 20) and starts a mock
@@ -196,12 +201,7 @@ async fn a_late_line_an_agent_delivers_after_the_tick_is_counted_in_its_window()
     .expect("rule");
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let server = Server::start_with_env(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    let server = serve_rules(dir.path(), &queries, &webhook);
     // the next tick T, at least 2 s away
     let now = chrono::Utc::now();
     let mut tick = now + chrono::Duration::seconds(5 - now.timestamp() % 5);
@@ -270,12 +270,7 @@ async fn queries_reload_live_a_broken_edit_keeps_the_last_good_rule_and_deletion
     std::fs::create_dir_all(&queries).expect("mkdir");
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let server = Server::start_with_env(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    let server = serve_rules(dir.path(), &queries, &webhook);
     // a rule written while the server runs is picked up
     let rule = queries.join("live.json");
     std::fs::write(
@@ -328,12 +323,7 @@ async fn server_with_rule(
     std::fs::write(queries.join(format!("{name}.json")), rule.to_string()).expect("rule");
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let server = Server::start_with_env(
-        &dir.join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    let server = serve_rules(dir, &queries, &webhook);
     (server, mock)
 }
 
@@ -530,12 +520,7 @@ async fn a_rule_failing_at_run_time_is_unhealthy_and_the_others_keep_running() {
         .to_string(),
     )
     .expect("rule");
-    let server = Server::start_with_env(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", &webhook)],
-    );
+    let server = serve_rules(dir.path(), &queries, &webhook);
     ingest_500s(&server, 30).await;
     wait_until("the healthy rule still fires", 30, received(&mock, 1)).await;
     wait_until("the broken rule is marked unhealthy", 30, || async {
