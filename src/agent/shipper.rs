@@ -312,19 +312,18 @@ impl Shipper {
     async fn ship(&mut self, batch: Batch, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let mut dead_letters = Vec::new();
         let mut pending: Vec<usize> = (0..batch.items.len()).collect();
-        let mut first = true;
         while !pending.is_empty() {
-            let body = if first {
-                batch.body.clone()
+            // the whole batch goes as built; a retry of some items only is rebuilt
+            let body: std::borrow::Cow<'_, [u8]> = if pending.len() == batch.items.len() {
+                std::borrow::Cow::Borrowed(&batch.body)
             } else {
                 let mut body = Vec::new();
                 for &index in &pending {
                     let item = &batch.items[index];
                     body.extend_from_slice(&batch.body[item.start..item.end]);
                 }
-                body
+                std::borrow::Cow::Owned(body)
             };
-            first = false;
             match self.send(&body, batch.eof_time).await {
                 Delivery::Retry(reason) => {
                     self.metrics.retries.add(reason, 1);

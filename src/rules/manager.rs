@@ -167,7 +167,7 @@ impl Notifier {
 }
 
 /// The persisted state of one rule.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RuleState {
     version: u32,
     /// Alerts by their group labels (`k=v,k=v`).
@@ -195,7 +195,9 @@ pub struct RuleManager {
     runner: Runner,
     telemetry: Arc<crate::telemetry::Telemetry>,
     silences: Arc<super::silence::Silences>,
-    outbox: Option<Outbox>,
+    outbox: Option<Arc<Outbox>>,
+    /// Each rule's alert state as last saved (read from disk once, at its first tick).
+    states: std::sync::Mutex<BTreeMap<String, RuleState>>,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
@@ -269,7 +271,8 @@ impl RuleManager {
         );
         let outbox = Outbox::open(&state_dir)
             .map_err(|error| tracing::error!(%error, "cannot open the outbox; deliveries are not recorded"))
-            .ok();
+            .ok()
+            .map(Arc::new);
         RuleManager {
             silences,
             outbox,
@@ -281,6 +284,7 @@ impl RuleManager {
             queries_dir,
             runner,
             telemetry,
+            states: Default::default(),
             running: Default::default(),
             broken: Default::default(),
             statuses: Default::default(),
@@ -490,7 +494,7 @@ impl RuleManager {
                 resolved.push(notice_line(notice, group.labels, 0.0).1);
             }
         }
-        let _ = std::fs::remove_file(self.state_path(&rule.name));
+        self.forget_state(&rule.name);
         if !resolved.is_empty() {
             let message = self.message(rule, now, MessageKind::Resolved, resolved);
             let (id, delivery) = self.record(rule, &message);
@@ -529,7 +533,16 @@ impl RuleManager {
         self.state_dir.join("rules").join(format!("{rule}.json"))
     }
 
+    fn lock_states(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RuleState>> {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn load_state(&self, rule: &str) -> RuleState {
+        if let Some(state) = self.lock_states().get(rule) {
+            return state.clone();
+        }
         std::fs::read(self.state_path(rule))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<RuleState>(&bytes).ok())
@@ -538,6 +551,7 @@ impl RuleManager {
     }
 
     fn save_state(&self, rule: &str, state: &RuleState) -> std::io::Result<()> {
+        self.lock_states().insert(rule.to_string(), state.clone());
         let path = self.state_path(rule);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -546,6 +560,12 @@ impl RuleManager {
             &path,
             &serde_json::to_vec_pretty(state).expect("state serializes"),
         )
+    }
+
+    /// Forgets a rule's state, in memory and on disk.
+    fn forget_state(&self, rule: &str) {
+        self.lock_states().remove(rule);
+        let _ = std::fs::remove_file(self.state_path(rule));
     }
 
     /// Waits (at most `max_delay` past the tick) until every live agent has shipped
@@ -814,7 +834,7 @@ impl RuleManager {
     fn dispatch(&self, id: Option<String>, delivery: Delivery) {
         let notifier = Arc::clone(&self.notifier);
         let telemetry = Arc::clone(&self.telemetry);
-        let outbox_dir = self.outbox.as_ref().map(|_| self.state_dir.clone());
+        let outbox = self.outbox.clone();
         tokio::spawn(async move {
             let rule_name = &delivery.rule;
             let payload = &delivery.payload;
@@ -849,9 +869,7 @@ impl RuleManager {
                     println!("alert {}", payload["text"]);
                 }
             }
-            if let (Some(id), Some(state_dir)) = (id, outbox_dir)
-                && let Ok(outbox) = Outbox::open(&state_dir)
-            {
+            if let (Some(id), Some(outbox)) = (id, outbox) {
                 outbox.complete(&id);
             }
         });
