@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Server, agent_config, append_lines, assert_exactly_once, wait_until};
+use crate::support::{
+    Agent, Server, agent_config, agent_config_with_input, append_lines, assert_exactly_once,
+    wait_until,
+};
 
 #[tokio::test]
 async fn ships_every_line_once_through_rename_rotation_restart_and_kill() {
@@ -686,10 +689,13 @@ async fn read_from_end_skips_what_was_there_before_the_first_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("data"), &[]);
     let app = dir.path().join("app.json");
-    let config = agent_config(dir.path(), &server.base, &[&app.display().to_string()], "");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str("read_from = \"end\"\n");
-    std::fs::write(&config, text).expect("config");
+    let config = agent_config_with_input(
+        dir.path(),
+        &server.base,
+        &[&app.display().to_string()],
+        "",
+        "read_from = \"end\"",
+    );
     append_lines(&app, "old", 0..10);
     let agent = Agent::start(&config);
     server.wait_caught_up(chrono::Utc::now()).await;
@@ -710,18 +716,16 @@ async fn globs_reach_nested_directories_excludes_skip_and_a_returning_file_is_no
     let server = Server::start(&dir.path().join("data"), &[]);
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(logs.join("x/y")).expect("mkdir");
-    let config = agent_config(
+    let config = agent_config_with_input(
         dir.path(),
         &server.base,
         &[&logs.join("**/*.json").display().to_string()],
         "",
+        &format!(
+            "exclude = [{:?}]",
+            logs.join("**/skip-*.json").display().to_string()
+        ),
     );
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "exclude = [{:?}]\n",
-        logs.join("**/skip-*.json").display().to_string()
-    ));
-    std::fs::write(&config, text).expect("config");
     append_lines(&logs.join("a.json"), "a", 0..10);
     append_lines(&logs.join("x/b.json"), "b", 0..10);
     append_lines(&logs.join("x/y/c.json"), "c", 0..10);

@@ -376,12 +376,23 @@ impl Drop for Agent {
 
 /// Writes `config/agent.toml`-style config tuned for tests (fast polls, short backoff).
 pub fn agent_config(dir: &Path, to: &str, paths: &[&str], extra: &str) -> PathBuf {
+    agent_config_with_input(dir, to, paths, extra, "")
+}
+
+/// [`agent_config`] with options of the input itself (`read_from`, `exclude`, …).
+pub fn agent_config_with_input(
+    dir: &Path,
+    to: &str,
+    paths: &[&str],
+    extra: &str,
+    input: &str,
+) -> PathBuf {
     let path = dir.join("agent.toml");
     let patterns: Vec<String> = paths.iter().map(|pattern| format!("{pattern:?}")).collect();
     std::fs::write(
         &path,
         format!(
-            "to = {to:?}\nstate_dir = {:?}\npoll_interval = \"50ms\"\nrescan_interval = \"500ms\"\nrotate_wait = \"1s\"\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nheartbeat_interval = \"200ms\"\n{extra}\n[[inputs]]\npaths = [{}]\n",
+            "to = {to:?}\nstate_dir = {:?}\npoll_interval = \"50ms\"\nrescan_interval = \"500ms\"\nrotate_wait = \"1s\"\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nheartbeat_interval = \"200ms\"\n{extra}\n[[inputs]]\npaths = [{}]\n{input}\n",
             dir.join("state").display().to_string(),
             patterns.join(", ")
         ),
