@@ -122,10 +122,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
+    let (history, history_writer) = crate::rules::history::History::new(ingest.clone());
+    tasks.spawn(history_writer.run(background.clone()));
+    let notifiers = crate::notify::notifiers::Notifiers::build(
+        &config.notifiers,
+        &config.routing,
+        std::env::var("SLACK_WEBHOOK_URL").ok(),
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
     let rules = start_rules(
         &config,
         address,
         (&store, &ingest, &state.telemetry, &state.silences),
+        (notifiers, history),
         &data_dir,
         &background,
     );
@@ -160,6 +169,10 @@ fn start_rules(
         &Arc<Telemetry>,
         &Arc<crate::rules::silence::Silences>,
     ),
+    (notifiers, history): (
+        crate::notify::notifiers::Notifiers,
+        crate::rules::history::History,
+    ),
     data_dir: &DataDir,
     background: &CancellationToken,
 ) -> Arc<crate::rules::manager::RuleManager> {
@@ -173,8 +186,9 @@ fn start_rules(
             ingest: ingest.clone(),
             telemetry: telemetry.clone(),
             silences: silences.clone(),
+            history,
         },
-        crate::rules::manager::Notifier::from_environment(),
+        notifiers,
         data_dir.state(),
         external_url,
         config.queries_dir.clone(),

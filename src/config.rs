@@ -27,6 +27,10 @@ pub struct Config {
     /// Files `lookout serve` tails itself (`[[agent.inputs]]`), shipped to this server
     /// through the agent protocol; the options are those of `config/agent.toml`.
     pub agent: crate::agent::config::AgentConfig,
+    /// Named notifiers (`[notifiers.NAME]`, type `slack`, `webhook`, `console` or `ui`).
+    pub notifiers: std::collections::BTreeMap<String, crate::notify::notifiers::NotifierConfig>,
+    /// Which notifiers an alert goes to when its rule names none.
+    pub routing: crate::notify::notifiers::RoutingConfig,
 }
 
 impl Default for Config {
@@ -40,6 +44,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             index: IndexConfig::default(),
             agent: crate::agent::config::AgentConfig::default(),
+            notifiers: Default::default(),
+            routing: Default::default(),
         }
     }
 }
@@ -80,12 +86,13 @@ impl AuthConfig {
             self.token_env.as_deref(),
             self.token_file.as_deref(),
         )
-        .map_err(|(field, error)| format!("auth.{field}: {error}"))
+        .map_err(|(field, error)| format!("`auth.token_{field}`: {error}"))
     }
 }
 
 /// A secret configured directly, through an environment variable or in a file, in that
-/// order; an error names the field (`token_env`, `token_file`) and what is wrong.
+/// order; an error names the source (`env` or `file`: the field is `…_env` or `…_file`)
+/// and what is wrong. The secret itself never appears in an error.
 pub fn resolve_secret(
     value: Option<&str>,
     env: Option<&str>,
@@ -97,22 +104,12 @@ pub fn resolve_secret(
     if let Some(name) = env {
         return std::env::var(name)
             .map(|value| Some(value.trim().to_string()))
-            .map_err(|_| {
-                (
-                    "token_env",
-                    format!("environment variable `{name}` is not set"),
-                )
-            });
+            .map_err(|_| ("env", format!("environment variable `{name}` is not set")));
     }
     if let Some(path) = file {
         return std::fs::read_to_string(path)
             .map(|value| Some(value.trim().to_string()))
-            .map_err(|error| {
-                (
-                    "token_file",
-                    format!("cannot read `{}`: {error}", path.display()),
-                )
-            });
+            .map_err(|error| ("file", format!("cannot read `{}`: {error}", path.display())));
     }
     Ok(None)
 }
@@ -313,6 +310,11 @@ impl Config {
         if let Err(agent_errors) = self.agent.validate(origin, "agent.") {
             errors.extend(agent_errors);
         }
+        errors.extend(crate::notify::notifiers::validate(
+            &self.notifiers,
+            &self.routing,
+            origin,
+        ));
         if errors.is_empty() {
             Ok(())
         } else {

@@ -51,6 +51,48 @@ impl LabeledCounter {
     }
 }
 
+/// A counter with two labels.
+#[derive(Default)]
+pub struct PairCounter(Mutex<BTreeMap<(String, String), u64>>);
+
+impl PairCounter {
+    pub fn add(&self, first: &str, second: &str, value: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((first.to_string(), second.to_string()))
+            .or_default() += value;
+    }
+    pub fn get(&self, first: &str, second: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(first.to_string(), second.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Writes the counter in the text format, labelled `names`.
+    pub fn write(&self, out: &mut String, name: &str, help: &str, names: (&str, &str)) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let snapshot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for ((first, second), count) in snapshot {
+            let _ = writeln!(
+                out,
+                "{name}{{{}=\"{}\",{}=\"{}\"}} {count}",
+                names.0,
+                escape_label(&first),
+                names.1,
+                escape_label(&second)
+            );
+        }
+    }
+}
+
 /// Seconds, in fixed buckets from 100 µs to 10 s.
 pub struct Histogram {
     bounds: &'static [f64],
@@ -141,7 +183,11 @@ pub struct Telemetry {
     /// Whether each rule's last evaluation succeeded.
     pub rule_health: Mutex<BTreeMap<String, bool>>,
     /// Alert messages by outcome (`delivered`, `rejected`, `gave_up`, `console`).
-    pub notifications: LabeledCounter,
+    /// Alert messages by notifier and outcome (`delivered`, `rejected`, `gave_up`,
+    /// `console`, `ui`).
+    pub notifications: PairCounter,
+    /// Delivery attempts that failed and were retried, by notifier.
+    pub notification_retries: LabeledCounter,
 }
 
 /// A gauge value computed at scrape time.
@@ -302,12 +348,18 @@ impl Telemetry {
             "rule",
             &self.rule_failures,
         );
-        labeled(
+        self.notifications.write(
             &mut out,
             "lookout_notify_messages_total",
-            "Alert messages, by outcome.",
-            "outcome",
-            &self.notifications,
+            "Alert messages, by notifier and how their delivery ended.",
+            ("notifier", "outcome"),
+        );
+        labeled(
+            &mut out,
+            "lookout_notify_retries_total",
+            "Failed delivery attempts that were retried, by notifier.",
+            "notifier",
+            &self.notification_retries,
         );
         write_gauge_header(
             &mut out,

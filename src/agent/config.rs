@@ -276,7 +276,7 @@ impl AgentConfig {
             self.token_env.as_deref(),
             self.token_file.as_deref(),
         )
-        .map_err(|(field, error)| format!("{field}`: {error}"))
+        .map_err(|(field, error)| format!("token_{field}`: {error}"))
     }
 }
 

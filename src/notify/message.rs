@@ -7,10 +7,14 @@
 //! carries severity, rule, count against threshold, window, the group labels, up to five
 //! sample lines (truncated), the runbook link and a link to the UI search for exactly that
 //! query and window (DESIGN §6).
+//!
+//! For `webhook` notifiers the same message becomes Alertmanager's webhook payload
+//! (version 4), so receivers written for Alertmanager work unchanged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::slack::{MAX_HEADER_TEXT, MAX_SECTION_TEXT};
@@ -39,6 +43,8 @@ pub struct AlertLine {
     /// For a resolved alert: how long it fired; `reason` when not the condition.
     pub fired_for: Option<Duration>,
     pub reason: Option<String>,
+    /// When it started firing (for a resolved one: the firing it ends).
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 /// Everything a message says.
@@ -46,6 +52,11 @@ pub struct AlertLine {
 pub struct AlertMessage {
     pub kind: MessageKind,
     pub rule: String,
+    /// The evaluation (tick) that produced it.
+    pub at: DateTime<Utc>,
+    /// The rule's `labels`, common to every alert of the message.
+    pub labels: BTreeMap<String, String>,
+    pub description: Option<String>,
     pub severity: String,
     /// The rendered `summary` template.
     pub summary: String,
@@ -227,6 +238,105 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
     json!({"text": text, "blocks": blocks})
 }
 
+/// The labels of one alert as Alertmanager would show them: the rule's labels, the group
+/// labels, `alertname` and `severity`.
+pub fn alert_labels(message: &AlertMessage, alert: &AlertLine) -> BTreeMap<String, String> {
+    let mut labels = message.labels.clone();
+    labels.extend(alert.labels.clone());
+    labels.insert("alertname".into(), message.rule.clone());
+    labels
+        .entry("severity".into())
+        .or_insert_with(|| message.severity.clone());
+    labels
+}
+
+/// Prometheus' label-set fingerprint (FNV-1a 64 over sorted names and values, each
+/// followed by 0xff), so the `fingerprint` of a webhook alert is the one Alertmanager
+/// would compute. Hand-written: eight lines, not worth a hashing crate.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, value) in labels {
+        for byte in name
+            .bytes()
+            .chain([0xff])
+            .chain(value.bytes())
+            .chain([0xff])
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Alertmanager's webhook payload (version 4) of `message`, as sent to `receiver`.
+pub fn alertmanager_payload(message: &AlertMessage, receiver: &str, external_url: &str) -> Value {
+    let status = if message.kind == MessageKind::Resolved {
+        "resolved"
+    } else {
+        "firing"
+    };
+    let mut annotations = serde_json::Map::new();
+    if !message.summary.is_empty() {
+        annotations.insert("summary".into(), json!(message.summary));
+    }
+    if let Some(description) = &message.description {
+        annotations.insert("description".into(), json!(description));
+    }
+    if let Some(url) = &message.runbook_url {
+        annotations.insert("runbook_url".into(), json!(url));
+    }
+    let alerts: Vec<Value> = message
+        .alerts
+        .iter()
+        .map(|alert| {
+            let labels = alert_labels(message, alert);
+            let mut alert_annotations = annotations.clone();
+            alert_annotations.insert("value".into(), json!(format_value(alert.value)));
+            if let Some(reason) = &alert.reason {
+                alert_annotations.insert("resolve_reason".into(), json!(reason));
+            }
+            json!({
+                "status": status,
+                "labels": labels,
+                "annotations": alert_annotations,
+                "startsAt": alert.starts_at.unwrap_or(message.at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                // Alertmanager's zero time for an alert that has not ended
+                "endsAt": if status == "resolved" {
+                    message.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                } else {
+                    "0001-01-01T00:00:00Z".to_string()
+                },
+                "generatorURL": message.search_url.clone().unwrap_or_default(),
+                "fingerprint": fingerprint(&labels),
+            })
+        })
+        .collect();
+    let group_labels = BTreeMap::from([("alertname".to_string(), message.rule.clone())]);
+    // labels every alert shares
+    let mut common: BTreeMap<String, String> = message
+        .alerts
+        .first()
+        .map(|alert| alert_labels(message, alert))
+        .unwrap_or_default();
+    for alert in &message.alerts {
+        let labels = alert_labels(message, alert);
+        common.retain(|name, value| labels.get(name) == Some(value));
+    }
+    json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{}\"}}", message.rule),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": group_labels,
+        "commonLabels": common,
+        "commonAnnotations": annotations,
+        "externalURL": external_url,
+        "alerts": alerts,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +346,9 @@ mod tests {
         AlertMessage {
             kind,
             rule: "checkout_5xx".into(),
+            at: DateTime::from_timestamp(1_795_341_600, 0).expect("time"),
+            labels: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+            description: None,
             severity: "critical".into(),
             summary: "31 HTTP 500s in the last 1m on checkout".into(),
             threshold: "> 20".into(),
@@ -246,6 +359,7 @@ mod tests {
                     value: 31.0,
                     fired_for: (kind == MessageKind::Resolved).then(|| Duration::from_secs(754)),
                     reason: None,
+                    starts_at: DateTime::from_timestamp(1_795_340_946, 0),
                 })
                 .collect(),
             samples: vec![
@@ -306,6 +420,44 @@ mod tests {
         let text = payload.to_string();
         assert!(text.contains("+50 more"), "sixty alerts, ten listed");
         assert!(text.contains("[FIRING ×60]"));
+    }
+
+    #[test]
+    fn the_webhook_payload_is_alertmanagers() {
+        let payload = alertmanager_payload(
+            &message(MessageKind::Resolved, 2),
+            "pager",
+            "http://127.0.0.1:9200",
+        );
+        assert_eq!(payload["version"], "4");
+        assert_eq!(payload["status"], "resolved");
+        assert_eq!(payload["receiver"], "pager");
+        assert_eq!(payload["groupLabels"], json!({"alertname": "checkout_5xx"}));
+        assert_eq!(
+            payload["commonLabels"],
+            json!({"alertname": "checkout_5xx", "severity": "critical", "team": "payments"}),
+            "service differs between the two alerts"
+        );
+        let alert = &payload["alerts"][0];
+        assert_eq!(
+            alert["labels"],
+            json!({"alertname": "checkout_5xx", "severity": "critical", "team": "payments", "service": "svc-0"})
+        );
+        assert_eq!(alert["status"], "resolved");
+        assert_eq!(alert["startsAt"], "2026-11-22T09:49:06.000Z");
+        assert_eq!(alert["endsAt"], "2026-11-22T10:00:00.000Z");
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            "https://runbooks.example/checkout-5xx"
+        );
+        assert!(
+            alert["generatorURL"]
+                .as_str()
+                .is_some_and(|url| url.contains("/ui/search?"))
+        );
+        // Prometheus' fingerprint of {} is the FNV-1a offset basis
+        assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
+        assert_eq!(alert["fingerprint"].as_str().map(str::len), Some(16));
     }
 
     #[test]

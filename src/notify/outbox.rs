@@ -17,10 +17,23 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub rule: String,
+    /// The notifier it goes to (records from before notifiers had names went to Slack).
+    #[serde(default = "slack")]
+    pub notifier: String,
+    /// `firing`, `repeat` or `resolved`.
+    #[serde(default)]
+    pub kind: String,
+    /// How many alerts the message carries.
+    #[serde(default)]
+    pub alerts: usize,
     pub payload: Value,
     pub created: DateTime<Utc>,
     /// Retries stop here.
     pub deadline: DateTime<Utc>,
+}
+
+fn slack() -> String {
+    "slack".into()
 }
 
 pub struct Outbox {
@@ -96,6 +109,9 @@ mod tests {
         let outbox = Outbox::open(state.path()).expect("open");
         let delivery = |rule: &str, seconds: i64| Delivery {
             rule: rule.into(),
+            notifier: "slack".into(),
+            kind: "firing".into(),
+            alerts: 1,
             payload: serde_json::json!({"text": rule}),
             created: DateTime::from_timestamp(1_795_341_600 + seconds, 0).expect("time"),
             deadline: DateTime::from_timestamp(1_795_342_200, 0).expect("time"),

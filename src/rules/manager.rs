@@ -4,9 +4,10 @@
 //! each alert's lifecycle, send what the transitions call for, and persist the state.
 //!
 //! `queries/` is watched: changed rules reload, a broken edit keeps the last good version,
-//! a deleted rule resolves its alerts. What this version leaves to the next (issue 4
-//! stays open): the rules API and dry run, silences, routes and webhook notifiers, the
-//! `.lookout-alerts` history, delivery records that survive restarts, PromQL rules.
+//! a deleted rule resolves its alerts. Each alert that changes is routed to its notifiers
+//! (the rule's `notify`, else the routes); each notifier gets one message per rule and
+//! tick, recorded in the outbox before it is attempted. Transitions and delivery attempts
+//! go to the `.lookout-alerts` history.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,15 +18,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::alert_state::{AlertState, Notice, ResolveReason, Timing};
+use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
 use super::evaluate::{GroupCount, Window, count_window, sample_lines};
-use super::model::{RuleFile, Threshold, ThresholdOp, read_rule};
+use super::history::History;
+use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
 use super::template::{Template, TemplateData};
 use crate::index::IndexStore;
 use crate::ingest::Ingest;
-use crate::notify::message::{AlertLine, AlertMessage, MessageKind, search_url, slack_payload};
+use crate::notify::message::{
+    AlertLine, AlertMessage, MessageKind, alertmanager_payload, search_url, slack_payload,
+};
+use crate::notify::notifiers::{Notifier, Notifiers};
 use crate::notify::outbox::{Delivery, Outbox};
-use crate::notify::slack::{Outcome, SlackWebhook};
+use crate::notify::webhook::Attempt;
 use crate::scheduler::runner::{Job, Runner};
 use crate::scheduler::schedule::Schedule;
 
@@ -40,6 +45,7 @@ pub struct LoadedRule {
     pub threshold: Threshold,
     pub timing: Timing,
     pub summary: Option<Template>,
+    pub description: Option<Template>,
     pub max_delay: Duration,
     pub group_ttl: Duration,
 }
@@ -56,13 +62,20 @@ fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Durati
 impl LoadedRule {
     /// Reads and checks one rule file.
     pub fn load(path: &Path) -> Result<LoadedRule, String> {
-        let file = read_rule(path)?;
-        let at = |error: String| format!("{}: {error}", path.display());
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
         let name = path
             .file_stem()
             .and_then(|stem| stem.to_str())
-            .unwrap_or_default()
-            .to_string();
+            .unwrap_or_default();
+        LoadedRule::parse(&text, name, &path.display().to_string())
+    }
+
+    /// Checks the text of rule `name`; `origin` starts every error.
+    pub fn parse(text: &str, name: &str, origin: &str) -> Result<LoadedRule, String> {
+        let file = parse_rule(text, name, origin)?;
+        let at = |error: String| format!("{origin}: {error}");
+        let name = name.to_string();
         if file.query.is_none() {
             return Err(at(
                 "`query`: only log rules (with `query`) run so far".into()
@@ -109,7 +122,14 @@ impl LoadedRule {
             .map(|text| Template::parse(text, Some(&file.group_by)))
             .transpose()
             .map_err(|error| at(format!("`summary`: {error}")))?;
+        let description = file
+            .description
+            .as_deref()
+            .map(|text| Template::parse(text, Some(&file.group_by)))
+            .transpose()
+            .map_err(|error| at(format!("`description`: {error}")))?;
         Ok(LoadedRule {
+            description,
             name,
             file,
             schedule,
@@ -147,25 +167,6 @@ impl LoadedRule {
     }
 }
 
-/// Where alerts go.
-pub enum Notifier {
-    Slack(SlackWebhook),
-    /// Logged (and printed to stdout), for setups without Slack.
-    Console,
-}
-
-impl Notifier {
-    /// Slack when `SLACK_WEBHOOK_URL` is set (DESIGN §6), else the console.
-    pub fn from_environment() -> Notifier {
-        match std::env::var("SLACK_WEBHOOK_URL") {
-            Ok(url) if !url.trim().is_empty() => Notifier::Slack(SlackWebhook::new(
-                crate::config::Secret(url.trim().to_string()),
-            )),
-            _ => Notifier::Console,
-        }
-    }
-}
-
 /// The persisted state of one rule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RuleState {
@@ -188,7 +189,8 @@ struct GroupState {
 pub struct RuleManager {
     store: Arc<IndexStore>,
     ingest: Arc<Ingest>,
-    notifier: Arc<Notifier>,
+    notifiers: Arc<Notifiers>,
+    history: History,
     state_dir: PathBuf,
     external_url: String,
     queries_dir: PathBuf,
@@ -203,6 +205,8 @@ pub struct RuleManager {
     /// Files that failed to load, with their text, so one broken edit is reported once.
     broken: std::sync::Mutex<BTreeMap<String, String>>,
     statuses: std::sync::Mutex<BTreeMap<String, RuleStatus>>,
+    /// Woken by file events and by the rules API: reload `queries/` now.
+    reload_now: Arc<tokio::sync::Notify>,
 }
 
 struct Running {
@@ -242,18 +246,27 @@ pub struct RuleView {
     pub status: RuleStatus,
 }
 
+/// Why a rule could not be written.
+#[derive(Debug)]
+pub enum PutRuleError {
+    /// The rule is invalid: what is wrong, with its field.
+    Invalid(String),
+    Io(std::io::Error),
+}
+
 /// The server's parts the rules work with.
 pub struct RuleServices {
     pub store: Arc<IndexStore>,
     pub ingest: Arc<Ingest>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     pub silences: Arc<super::silence::Silences>,
+    pub history: History,
 }
 
 impl RuleManager {
     pub fn new(
         services: RuleServices,
-        notifier: Notifier,
+        notifiers: Notifiers,
         state_dir: PathBuf,
         external_url: String,
         queries_dir: PathBuf,
@@ -263,6 +276,7 @@ impl RuleManager {
             ingest,
             telemetry,
             silences,
+            history,
         } = services;
         let runner = Runner::with_metrics(
             Arc::new(crate::scheduler::runner::SystemClock),
@@ -278,7 +292,8 @@ impl RuleManager {
             outbox,
             store,
             ingest,
-            notifier: Arc::new(notifier),
+            notifiers: Arc::new(notifiers),
+            history,
             state_dir,
             external_url,
             queries_dir,
@@ -288,6 +303,7 @@ impl RuleManager {
             running: Default::default(),
             broken: Default::default(),
             statuses: Default::default(),
+            reload_now: Default::default(),
         }
     }
 
@@ -303,7 +319,7 @@ impl RuleManager {
                 self.dispatch(Some(id), delivery);
             }
         }
-        let changed = Arc::new(tokio::sync::Notify::new());
+        let changed = Arc::clone(&self.reload_now);
         let events = Arc::clone(&changed);
         let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
             events.notify_one();
@@ -336,15 +352,8 @@ impl RuleManager {
     /// Whether an active silence matches this alert: its group labels, the rule's
     /// labels, `alertname` and `severity`.
     fn silenced(&self, rule: &LoadedRule, group: &BTreeMap<String, String>) -> bool {
-        let mut labels = rule.file.labels.clone();
-        labels.extend(group.clone());
-        labels.insert("alertname".into(), rule.name.clone());
-        if let Some(severity) = &rule.file.severity {
-            labels
-                .entry("severity".into())
-                .or_insert_with(|| severity.clone());
-        }
-        self.silences.silenced(&labels, Utc::now())
+        self.silences
+            .silenced(&alert_labels(rule, group), Utc::now())
     }
 
     fn lock_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RuleStatus>> {
@@ -383,6 +392,143 @@ impl RuleManager {
                 status: statuses.get(name).cloned().unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Every rule file of `queries/`: name, text, and why it does not run when it does not.
+    pub fn rule_files(&self) -> Vec<(String, String, Option<String>)> {
+        let mut files = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.queries_dir) {
+            for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+                if path.extension().is_none_or(|extension| extension != "json") {
+                    continue;
+                }
+                let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
+                    continue;
+                };
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let error = LoadedRule::parse(&text, name, &path.display().to_string()).err();
+                files.push((name.to_string(), text, error));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// The text of rule `name`'s file, if there is one.
+    pub fn rule_text(&self, name: &str) -> Option<String> {
+        if !super::model::valid_name(name) {
+            return None;
+        }
+        std::fs::read_to_string(self.queries_dir.join(format!("{name}.json"))).ok()
+    }
+
+    /// Checks `text` as rule `name` and writes it to `queries/NAME.json` (atomically),
+    /// then reloads; returns whether the rule is new. Nothing is written when it is
+    /// invalid.
+    pub fn put_rule(&self, name: &str, text: &str) -> Result<bool, PutRuleError> {
+        if !super::model::valid_name(name) {
+            return Err(PutRuleError::Invalid(format!(
+                "`{name}`: a rule name is [A-Za-z0-9_-]+ (it becomes the file name)"
+            )));
+        }
+        LoadedRule::parse(text, name, "request body").map_err(PutRuleError::Invalid)?;
+        std::fs::create_dir_all(&self.queries_dir).map_err(PutRuleError::Io)?;
+        let path = self.queries_dir.join(format!("{name}.json"));
+        let created = !path.exists();
+        crate::atomic_file::write(&path, text.as_bytes()).map_err(PutRuleError::Io)?;
+        tracing::info!(rule = name, created, "rule written through the API");
+        self.reload_now.notify_one();
+        Ok(created)
+    }
+
+    /// Deletes `queries/NAME.json` and reloads (its alerts resolve as "rule changed");
+    /// returns whether there was one.
+    pub fn delete_rule(&self, name: &str) -> std::io::Result<bool> {
+        if !super::model::valid_name(name) {
+            return Ok(false);
+        }
+        match std::fs::remove_file(self.queries_dir.join(format!("{name}.json"))) {
+            Ok(()) => {
+                tracing::info!(rule = name, "rule deleted through the API");
+                self.reload_now.notify_one();
+                Ok(true)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// What `rule` would do if it were evaluated at `at`: the count of each group, the
+    /// phase each alert is in and would move to (from the rule's persisted state), and
+    /// the messages it would send — without sending, recording or saving anything.
+    pub async fn dry_run(
+        &self,
+        rule: &LoadedRule,
+        at: DateTime<Utc>,
+    ) -> Result<serde_json::Value, String> {
+        self.ingest.refresh().await;
+        let counts = self.count(rule, at).await?;
+        let mut state = self.load_state(&rule.name);
+        let before = state.clone();
+        let notices = self.advance(rule, at, counts, &mut state, &History::disabled());
+        let phase = |state: &RuleState, key: &str| {
+            state
+                .alerts
+                .get(key)
+                .map_or(super::alert_state::Phase::Inactive, |group| {
+                    group.alert.phase
+                })
+        };
+        let groups: Vec<serde_json::Value> = state
+            .alerts
+            .iter()
+            .map(|(key, group)| {
+                serde_json::json!({
+                    "labels": group.labels,
+                    "count": group.value,
+                    "condition": rule.holds(group.value),
+                    "state": phase(&before, key),
+                    "would_become": group.alert.phase,
+                })
+            })
+            .chain(
+                // groups that expire at this evaluation
+                before
+                    .alerts
+                    .iter()
+                    .filter(|(key, _)| !state.alerts.contains_key(*key))
+                    .map(|(_, group)| {
+                        serde_json::json!({
+                            "labels": group.labels,
+                            "count": 0,
+                            "condition": false,
+                            "state": group.alert.phase,
+                            "would_become": "inactive",
+                            "reason": "group gone",
+                        })
+                    }),
+            )
+            .collect();
+        let mut messages = Vec::new();
+        for (notifier, message) in self.messages(rule, at, notices).await {
+            messages.push(serde_json::json!({
+                "notifier": notifier,
+                "kind": kind_name(message.kind),
+                "alerts": message.alerts.len(),
+                "payload": self.payload(&notifier, &message),
+            }));
+        }
+        let start = at - chrono::Duration::from_std(rule.window).unwrap_or_default();
+        Ok(serde_json::json!({
+            "rule": rule.name,
+            "at": at.to_rfc3339(),
+            "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
+            "threshold": rule.threshold_text(),
+            "groups": groups,
+            "messages": messages,
+        }))
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -487,18 +633,23 @@ impl RuleManager {
         let mut resolved = Vec::new();
         for (_, mut group) in state.alerts {
             let silenced = self.silenced(rule, &group.labels);
+            group.value = 0.0;
             let step = group
                 .alert
                 .resolve(now, ResolveReason::RuleChanged, silenced);
+            if let Some(transition) = step.transition {
+                record_transition(&self.history, rule, now, &group, transition, silenced);
+            }
             if let Some(notice) = step.notice {
-                resolved.push(notice_line(notice, group.labels, 0.0).1);
+                resolved.push(notice_line(notice, now, &group));
             }
         }
         self.forget_state(&rule.name);
-        if !resolved.is_empty() {
-            let message = self.message(rule, now, MessageKind::Resolved, resolved);
-            let (id, delivery) = self.record(rule, &message);
-            self.dispatch(id, delivery);
+        for (notifier, kind, alerts) in self.route(rule, resolved) {
+            let message = self.message(rule, now, kind, alerts);
+            if let Some((id, delivery)) = self.record(rule, &notifier, &message) {
+                self.dispatch(id, delivery);
+            }
         }
     }
 
@@ -524,6 +675,9 @@ impl RuleManager {
                     .insert(rule.name.clone(), result.is_ok());
             })
         });
+        for name in &rule.file.notify {
+            self.notifiers.warn_if_unknown(name, &rule.name);
+        }
         tracing::info!(rule = %rule.name, schedule = %rule.file.schedule, "rule loaded");
         self.runner
             .spawn(rule.name.clone(), rule.schedule.clone(), job, cancel);
@@ -593,6 +747,45 @@ impl RuleManager {
     async fn evaluate(&self, rule: &LoadedRule, tick: DateTime<Utc>) -> Result<(), String> {
         self.wait_for_agents(rule, tick).await;
         self.ingest.refresh().await;
+        let counts = self.count(rule, tick).await?;
+        let mut state = self.load_state(&rule.name);
+        let notices = self.advance(rule, tick, counts, &mut state, &self.history);
+        // the messages are recorded in the outbox before the state that says they were
+        // sent, so a crash between the two repeats a notice rather than losing it
+        let mut deliveries = Vec::new();
+        for (notifier, message) in self.messages(rule, tick, notices).await {
+            deliveries.extend(self.record(rule, &notifier, &message));
+        }
+        if let Err(error) = self.save_state(&rule.name, &state) {
+            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
+        }
+        let active: Vec<ActiveAlert> = state
+            .alerts
+            .values()
+            .filter(|group| group.alert.phase != super::alert_state::Phase::Inactive)
+            .map(|group| ActiveAlert {
+                labels: group.labels.clone(),
+                firing: group.alert.phase == super::alert_state::Phase::Firing,
+                active_since: group.alert.active_since,
+                value: group.value,
+            })
+            .collect();
+        self.lock_statuses()
+            .entry(rule.name.clone())
+            .or_default()
+            .alerts = active;
+        for (id, delivery) in deliveries {
+            self.dispatch(id, delivery);
+        }
+        Ok(())
+    }
+
+    /// The window's count per group at `tick`.
+    async fn count(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+    ) -> Result<Vec<GroupCount>, String> {
         let store = Arc::clone(&self.store);
         let (index, query, group_by) = (
             rule.file.index.clone().unwrap_or_else(|| "logs".into()),
@@ -615,8 +808,20 @@ impl RuleManager {
         .await
         .map_err(|error| error.to_string())?
         .map_err(|error| error.to_string())?;
+        Ok(counts)
+    }
 
-        let mut state = self.load_state(&rule.name);
+    /// Steps every alert of the rule with the counts of `tick` (zero-filling groups seen
+    /// within `group_ttl`, resolving those gone past it); records transitions in
+    /// `history`; returns what is to be announced.
+    fn advance(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        counts: Vec<GroupCount>,
+        state: &mut RuleState,
+        history: &History,
+    ) -> Vec<(MessageKind, AlertLine)> {
         state.version = STATE_VERSION;
         let key = |labels: &BTreeMap<String, String>| {
             labels
@@ -650,8 +855,11 @@ impl RuleManager {
             let step = group
                 .alert
                 .step(tick, rule.holds(*count as f64), silenced, &rule.timing);
+            if let Some(transition) = step.transition {
+                record_transition(history, rule, tick, group, transition, silenced);
+            }
             if let Some(notice) = step.notice {
-                notices.push(notice_line(notice, labels.clone(), *count as f64));
+                notices.push(notice_line(notice, tick, group));
             }
         }
         // groups gone past their ttl: resolve and forget them
@@ -667,58 +875,68 @@ impl RuleManager {
         for group_key in expired {
             if let Some(mut group) = state.alerts.remove(&group_key) {
                 let silenced = self.silenced(rule, &group.labels);
+                group.value = 0.0;
                 let step = group
                     .alert
                     .resolve(tick, ResolveReason::GroupGone, silenced);
+                if let Some(transition) = step.transition {
+                    record_transition(history, rule, tick, &group, transition, silenced);
+                }
                 if let Some(notice) = step.notice {
-                    notices.push(notice_line(notice, group.labels, 0.0));
+                    notices.push(notice_line(notice, tick, &group));
                 }
             }
         }
-        // the messages are recorded in the outbox before the state that says they were
-        // sent, so a crash between the two repeats a notice rather than losing it
-        let mut deliveries = Vec::new();
-        for kind in [
-            MessageKind::Firing,
-            MessageKind::Repeat,
-            MessageKind::Resolved,
-        ] {
-            let alerts: Vec<AlertLine> = notices
-                .iter()
-                .filter(|(notice_kind, _)| *notice_kind == kind)
-                .map(|(_, line)| line.clone())
-                .collect();
-            if alerts.is_empty() {
-                continue;
-            }
+        notices
+    }
+
+    /// The messages `notices` make: one per notifier and kind, with sample lines for
+    /// firing and repeat messages.
+    async fn messages(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        notices: Vec<(MessageKind, AlertLine)>,
+    ) -> Vec<(String, AlertMessage)> {
+        let mut messages = Vec::new();
+        for (notifier, kind, alerts) in self.route(rule, notices) {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
                 message.samples = self.samples(rule, tick, &message.alerts[0].labels).await;
             }
-            deliveries.push(self.record(rule, &message));
+            messages.push((notifier, message));
         }
-        if let Err(error) = self.save_state(&rule.name, &state) {
-            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
+        messages
+    }
+    /// Splits the notices of one tick by notifier and kind: each notifier gets one message
+    /// per kind with the alerts routed to it.
+    fn route(
+        &self,
+        rule: &LoadedRule,
+        notices: Vec<(MessageKind, AlertLine)>,
+    ) -> Vec<(String, MessageKind, Vec<AlertLine>)> {
+        let mut messages: BTreeMap<(String, u8), (MessageKind, Vec<AlertLine>)> = BTreeMap::new();
+        for (kind, line) in notices {
+            let order = match kind {
+                MessageKind::Firing => 0,
+                MessageKind::Repeat => 1,
+                MessageKind::Resolved => 2,
+            };
+            for notifier in self
+                .notifiers
+                .route(&rule.file.notify, &alert_labels(rule, &line.labels))
+            {
+                messages
+                    .entry((notifier, order))
+                    .or_insert_with(|| (kind, Vec::new()))
+                    .1
+                    .push(line.clone());
+            }
         }
-        let active: Vec<ActiveAlert> = state
-            .alerts
-            .values()
-            .filter(|group| group.alert.phase != super::alert_state::Phase::Inactive)
-            .map(|group| ActiveAlert {
-                labels: group.labels.clone(),
-                firing: group.alert.phase == super::alert_state::Phase::Firing,
-                active_since: group.alert.active_since,
-                value: group.value,
-            })
-            .collect();
-        self.lock_statuses()
-            .entry(rule.name.clone())
-            .or_default()
-            .alerts = active;
-        for (id, delivery) in deliveries {
-            self.dispatch(id, delivery);
-        }
-        Ok(())
+        messages
+            .into_iter()
+            .map(|((notifier, _), (kind, alerts))| (notifier, kind, alerts))
+            .collect()
     }
 
     fn message(
@@ -730,24 +948,30 @@ impl RuleManager {
     ) -> AlertMessage {
         let first = &alerts[0];
         let window_text = humantime::format_duration(rule.window).to_string();
+        let data = TemplateData {
+            labels: first.labels.clone(),
+            value: first.value,
+            count: first.value as u64,
+            window: window_text.clone(),
+            threshold: rule.threshold_text(),
+            rule: rule.name.clone(),
+        };
         let summary = rule.summary.as_ref().map_or_else(
             || format!("{} matches in the last {window_text}", first.value),
-            |template| {
-                template.render(&TemplateData {
-                    labels: first.labels.clone(),
-                    value: first.value,
-                    count: first.value as u64,
-                    window: window_text.clone(),
-                    threshold: rule.threshold_text(),
-                    rule: rule.name.clone(),
-                })
-            },
+            |template| template.render(&data),
         );
+        let description = rule
+            .description
+            .as_ref()
+            .map(|template| template.render(&data));
         let start = tick - chrono::Duration::from_std(rule.window).unwrap_or_default();
         let index = rule.file.index.clone().unwrap_or_else(|| "logs".into());
         AlertMessage {
             kind,
             rule: rule.name.clone(),
+            at: tick,
+            labels: rule.file.labels.clone(),
+            description,
             severity: rule
                 .file
                 .severity
@@ -808,12 +1032,46 @@ impl RuleManager {
         }
     }
 
-    /// Records the delivery of `message` in the outbox (when there is one).
-    fn record(&self, rule: &LoadedRule, message: &AlertMessage) -> (Option<String>, Delivery) {
+    /// What `notifier_name` is sent for `message` (`None`: nothing, it is UI only).
+    fn payload(&self, notifier_name: &str, message: &AlertMessage) -> Option<serde_json::Value> {
+        match self.notifiers.get(notifier_name).as_ref() {
+            Notifier::Ui => None,
+            Notifier::Webhook(_) => Some(alertmanager_payload(
+                message,
+                notifier_name,
+                &self.external_url,
+            )),
+            Notifier::Slack(_) | Notifier::Console => Some(slack_payload(message)),
+        }
+    }
+
+    /// Records the delivery of `message` to `notifier` in the outbox (when there is
+    /// one); `None` for the `ui` notifier, which only records the history.
+    fn record(
+        &self,
+        rule: &LoadedRule,
+        notifier_name: &str,
+        message: &AlertMessage,
+    ) -> Option<(Option<String>, Delivery)> {
         let now = Utc::now();
+        let Some(payload) = self.payload(notifier_name, message) else {
+            self.telemetry.notifications.add(notifier_name, "ui", 1);
+            self.history.record(delivery_event(
+                &rule.name,
+                notifier_name,
+                kind_name(message.kind),
+                message.alerts.len(),
+                "ui",
+                None,
+            ));
+            return None;
+        };
         let delivery = Delivery {
             rule: rule.name.clone(),
-            payload: slack_payload(message),
+            notifier: notifier_name.to_string(),
+            kind: kind_name(message.kind).to_string(),
+            alerts: message.alerts.len(),
+            payload,
             created: now,
             deadline: now + chrono::Duration::minutes(10),
         };
@@ -827,46 +1085,75 @@ impl RuleManager {
             },
             None => None,
         };
-        (id, delivery)
+        Some((id, delivery))
     }
 
-    /// Sends a recorded delivery in the background and forgets it once it ended.
+    /// Sends a recorded delivery in the background and forgets it once it ended; every
+    /// attempt goes to the history.
     fn dispatch(&self, id: Option<String>, delivery: Delivery) {
-        let notifier = Arc::clone(&self.notifier);
+        let notifier = self.notifiers.get(&delivery.notifier);
         let telemetry = Arc::clone(&self.telemetry);
         let outbox = self.outbox.clone();
+        let history = self.history.clone();
         tokio::spawn(async move {
-            let rule_name = &delivery.rule;
-            let payload = &delivery.payload;
+            let (rule_name, notifier_name) = (&delivery.rule, &delivery.notifier);
+            let event = |outcome: &str, attempt: Option<&Attempt>| {
+                delivery_event(
+                    rule_name,
+                    notifier_name,
+                    &delivery.kind,
+                    delivery.alerts,
+                    outcome,
+                    attempt,
+                )
+            };
             match notifier.as_ref() {
-                Notifier::Slack(webhook) => {
+                Notifier::Slack(webhook) | Notifier::Webhook(webhook) => {
                     let left = (delivery.deadline - Utc::now())
                         .to_std()
                         .unwrap_or_default();
+                    let report = |attempt: Attempt| {
+                        let outcome = match (&attempt.error, attempt.retry_in) {
+                            (None, _) => "delivered",
+                            (Some(_), Some(_)) => {
+                                telemetry.notification_retries.add(notifier_name, 1);
+                                "retrying"
+                            }
+                            (Some(_), None)
+                                if attempt.status.is_some_and(|status| {
+                                    (400..500).contains(&status) && status != 429
+                                }) =>
+                            {
+                                "rejected"
+                            }
+                            (Some(_), None) => "gave_up",
+                        };
+                        history.record(event(outcome, Some(&attempt)));
+                    };
                     let outcome = webhook
-                        .deliver(payload, tokio::time::Instant::now() + left)
+                        .deliver_reporting(
+                            &delivery.payload,
+                            tokio::time::Instant::now() + left,
+                            &report,
+                        )
                         .await;
-                    telemetry.notifications.add(
-                        match outcome {
-                            Outcome::Delivered { .. } => "delivered",
-                            Outcome::Rejected { .. } => "rejected",
-                            Outcome::GaveUp { .. } => "gave_up",
-                        },
-                        1,
-                    );
+                    telemetry
+                        .notifications
+                        .add(notifier_name, outcome.name(), 1);
                     match outcome {
-                        Outcome::Delivered { attempts } => {
-                            tracing::info!(rule = %rule_name, attempts, "alert delivered to slack")
+                        crate::notify::webhook::Outcome::Delivered { attempts } => {
+                            tracing::info!(rule = %rule_name, notifier = %notifier_name, attempts, "alert delivered")
                         }
                         outcome => {
-                            tracing::error!(rule = %rule_name, ?outcome, "alert not delivered to slack")
+                            tracing::error!(rule = %rule_name, notifier = %notifier_name, ?outcome, "alert not delivered")
                         }
                     }
                 }
-                Notifier::Console => {
-                    telemetry.notifications.add("console", 1);
-                    tracing::info!(rule = %rule_name, message = %payload["text"], "alert (console)");
-                    println!("alert {}", payload["text"]);
+                Notifier::Console | Notifier::Ui => {
+                    telemetry.notifications.add(notifier_name, "console", 1);
+                    history.record(event("console", None));
+                    tracing::info!(rule = %rule_name, message = %delivery.payload["text"], "alert (console)");
+                    println!("alert {}", delivery.payload["text"]);
                 }
             }
             if let (Some(id), Some(outbox)) = (id, outbox) {
@@ -876,42 +1163,140 @@ impl RuleManager {
     }
 }
 
-fn notice_line(
-    notice: Notice,
-    labels: BTreeMap<String, String>,
-    value: f64,
-) -> (MessageKind, AlertLine) {
+/// Records a transition of one alert in the history.
+fn record_transition(
+    history: &History,
+    rule: &LoadedRule,
+    at: DateTime<Utc>,
+    group: &GroupState,
+    transition: Transition,
+    silenced: bool,
+) {
+    let (from, to, reason) = match transition {
+        Transition::Pending => ("inactive", "pending", None),
+        Transition::PendingCancelled => ("pending", "inactive", None),
+        Transition::Firing => (
+            if rule.timing.for_duration.is_zero() {
+                "inactive"
+            } else {
+                "pending"
+            },
+            "firing",
+            None,
+        ),
+        Transition::Resolved(reason) => ("firing", "resolved", Some(reason_text(reason))),
+    };
+    history.record(serde_json::json!({
+        "@timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "type": "transition",
+        "rule": rule.name,
+        "labels": group.labels,
+        "severity": rule.file.severity.as_deref().unwrap_or("warning"),
+        "from": from,
+        "to": to,
+        "reason": reason,
+        "value": group.value,
+        "silenced": silenced,
+        "message": format!("{} {} → {}{}", rule.name, from, to, labels_suffix(&group.labels)),
+    }));
+}
+
+/// The labels an alert is matched on by silences and routes: the rule's `labels`, the
+/// group labels, `alertname` and `severity`.
+fn alert_labels(rule: &LoadedRule, group: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = rule.file.labels.clone();
+    labels.extend(group.clone());
+    labels.insert("alertname".into(), rule.name.clone());
+    labels.entry("severity".into()).or_insert_with(|| {
+        rule.file
+            .severity
+            .clone()
+            .unwrap_or_else(|| "warning".into())
+    });
+    labels
+}
+
+fn kind_name(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Firing => "firing",
+        MessageKind::Repeat => "repeat",
+        MessageKind::Resolved => "resolved",
+    }
+}
+
+fn reason_text(reason: ResolveReason) -> &'static str {
+    match reason {
+        ResolveReason::Condition => "condition",
+        ResolveReason::GroupGone => "group gone",
+        ResolveReason::RuleChanged => "rule changed",
+    }
+}
+
+fn labels_suffix(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    format!(" {{{}}}", pairs.join(", "))
+}
+
+/// A history event for one delivery attempt (or a console or UI-only message).
+fn delivery_event(
+    rule: &str,
+    notifier: &str,
+    kind: &str,
+    alerts: usize,
+    outcome: &str,
+    attempt: Option<&Attempt>,
+) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "@timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "type": "delivery",
+        "rule": rule,
+        "notifier": notifier,
+        "kind": kind,
+        "alerts": alerts,
+        "outcome": outcome,
+        "message": format!("{rule} {kind} → {notifier}: {outcome}"),
+    });
+    if let Some(attempt) = attempt {
+        event["attempt"] = attempt.number.into();
+        if let Some(status) = attempt.status {
+            event["status"] = status.into();
+        }
+        if let Some(error) = &attempt.error {
+            event["error"] = error.clone().into();
+        }
+        if let Some(retry_in) = attempt.retry_in {
+            event["retry_in_seconds"] = retry_in.as_secs_f64().into();
+        }
+    }
+    event
+}
+
+fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (MessageKind, AlertLine) {
+    let line = |fired_for: Option<std::time::Duration>, reason: Option<String>| AlertLine {
+        labels: group.labels.clone(),
+        value: group.value,
+        starts_at: match fired_for {
+            Some(fired_for) => Some(at - chrono::Duration::from_std(fired_for).unwrap_or_default()),
+            None => group.alert.firing_since,
+        },
+        fired_for,
+        reason,
+    };
     match notice {
-        Notice::Firing => (
-            MessageKind::Firing,
-            AlertLine {
-                labels,
-                value,
-                fired_for: None,
-                reason: None,
-            },
-        ),
-        Notice::Repeat => (
-            MessageKind::Repeat,
-            AlertLine {
-                labels,
-                value,
-                fired_for: None,
-                reason: None,
-            },
-        ),
+        Notice::Firing => (MessageKind::Firing, line(None, None)),
+        Notice::Repeat => (MessageKind::Repeat, line(None, None)),
         Notice::Resolved { reason, fired_for } => (
             MessageKind::Resolved,
-            AlertLine {
-                labels,
-                value,
-                fired_for: Some(fired_for),
-                reason: match reason {
-                    ResolveReason::Condition => None,
-                    ResolveReason::GroupGone => Some("group gone".into()),
-                    ResolveReason::RuleChanged => Some("rule changed".into()),
-                },
-            },
+            line(
+                Some(fired_for),
+                (reason != ResolveReason::Condition).then(|| reason_text(reason).to_string()),
+            ),
         ),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod alert_state;
 pub mod evaluate;
+pub mod history;
 pub mod manager;
 pub mod model;
 pub mod silence;

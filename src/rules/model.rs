@@ -108,26 +108,30 @@ pub fn schema_json() -> String {
 pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-    let rule: RuleFile = serde_json::from_str(&text).map_err(|error| {
-        format!(
-            "{}:{}:{}: {error}",
-            path.display(),
-            error.line(),
-            error.column()
-        )
-    })?;
     let stem = path
         .file_stem()
         .and_then(|stem| stem.to_str())
         .unwrap_or("");
-    if stem.is_empty()
-        || !stem
+    parse_rule(&text, stem, &path.display().to_string())
+}
+
+/// Whether `name` is a valid rule name (`[A-Za-z0-9_-]+`; it is also the file stem).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
             .chars()
             .all(|char| char.is_ascii_alphanumeric() || char == '_' || char == '-')
-    {
+}
+
+/// Parses and checks the text of rule `name`; `origin` (a file name, or `request body`)
+/// starts every error.
+pub fn parse_rule(text: &str, name: &str, origin: &str) -> Result<RuleFile, String> {
+    let rule: RuleFile = serde_json::from_str(text)
+        .map_err(|error| format!("{origin}:{}:{}: {error}", error.line(), error.column()))?;
+    if !valid_name(name) {
         return Err(format!(
-            "{}: the file name is the rule name and must be [A-Za-z0-9_-]+ (rename the file)",
-            path.display()
+            "{origin}: the file name is the rule name and must be [A-Za-z0-9_-]+ (rename the file)"
         ));
     }
     if let Err(error) =
@@ -137,7 +141,7 @@ pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
             crate::scheduler::schedule::ScheduleError::Timezone(_) => "timezone",
             _ => "schedule",
         };
-        return Err(format!("{}: `{field}`: {error}", path.display()));
+        return Err(format!("{origin}: `{field}`: {error}"));
     }
     if let Some(query) = &rule.query {
         let as_dsl = match query {
@@ -149,7 +153,7 @@ pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
             timestamp_field: "@timestamp".into(),
         };
         if let Err(error) = crate::index::query::dsl::parse_query(&as_dsl, &context) {
-            return Err(format!("{}: `query`: {}", path.display(), error.reason));
+            return Err(format!("{origin}: `query`: {}", error.reason));
         }
     }
     let labels = rule.promql.is_none().then_some(rule.group_by.as_slice());
@@ -160,7 +164,7 @@ pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
         if let Some(text) = text
             && let Err(error) = super::template::Template::parse(text, labels)
         {
-            return Err(format!("{}: `{field}`: {error}", path.display()));
+            return Err(format!("{origin}: `{field}`: {error}"));
         }
     }
     Ok(rule)

@@ -4,6 +4,8 @@
 //! - `lookout`: the agent protocol (`/_lookout/…`), health, `/metrics`.
 //! - `body`: request bodies read as a stream with size caps, in-flight accounting and
 //!   bounded gzip decompression.
+//! - `prometheus`, `alertmanager`: their APIs' shapes for rules, alerts and silences.
+//! - `rules`: Lookout's rules API (CRUD, dry run) and alert history.
 //! - `response`: the one place errors become ES error bodies.
 //!
 //! Auth: with a token configured, every route but `/-/healthy` and `/-/ready` needs
@@ -16,6 +18,7 @@ pub mod elastic;
 pub mod lookout;
 pub mod prometheus;
 pub mod response;
+pub mod rules;
 
 use std::sync::Arc;
 
@@ -51,6 +54,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(lookout::routes())
         .merge(prometheus::routes())
         .merge(alertmanager::routes())
+        .merge(rules::routes())
         .merge(elastic::routes())
         .fallback(|| async {
             ApiError::new(

@@ -62,9 +62,40 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
     );
     // the alert state is on disk for restarts
     assert!(server.data_dir.join("state/rules/seed_500s.json").exists());
+    // the history holds both transitions and both deliveries, newest first
+    let events = history(&server, "seed_500s").await;
+    let summary: Vec<String> = events
+        .iter()
+        .rev()
+        .map(|event| match event["type"].as_str() {
+            Some("transition") => event["to"].as_str().unwrap_or("?").to_string(),
+            _ => format!(
+                "{} {}",
+                event["kind"].as_str().unwrap_or("?"),
+                event["outcome"].as_str().unwrap_or("?")
+            ),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "firing",
+            "firing delivered",
+            "resolved",
+            "resolved delivered"
+        ],
+        "{events:?}"
+    );
+    // and it is searched like logs, hidden from `*`
+    let (_, found) = server
+        .get("/.lookout-alerts/_search?q=rule:seed_500s%20AND%20type:delivery")
+        .await;
+    assert_eq!(found["hits"]["total"]["value"], 2, "{found}");
+    let (_, all) = server.get("/*/_count").await;
+    assert_eq!(all["count"], 30, "the history is not in `*`: {all}");
     let metrics = server.metrics().await;
     for expected in [
-        "lookout_notify_messages_total{outcome=\"delivered\"} 2",
+        "lookout_notify_messages_total{notifier=\"slack\",outcome=\"delivered\"} 2",
         "lookout_rule_healthy{rule=\"seed_500s\"} 1",
         "lookout_rule_evaluations_total{rule=\"seed_500s\"}",
         "lookout_rule_evaluation_seconds_count",
@@ -74,6 +105,15 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
             "{expected} missing from {metrics}"
         );
     }
+}
+
+/// The alert history of `rule`, newest first, once it holds at least one event.
+async fn history(server: &Server, rule: &str) -> Vec<serde_json::Value> {
+    let (status, body) = server
+        .get(&format!("/_lookout/alerts/history?rule={rule}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().cloned().unwrap_or_default()
 }
 
 /// `lookout serve` on `dir/data`, running `queries`, alerting to `webhook`.

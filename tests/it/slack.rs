@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use lookout::config::Secret;
-use lookout::notify::slack::{Outcome, SlackWebhook, check_limits};
+use lookout::notify::slack::check_limits;
+use lookout::notify::webhook::{Outcome, Webhook};
 
 #[derive(Default)]
 pub struct MockSlack {
@@ -84,7 +85,7 @@ async fn a_429_waits_for_retry_after() {
         .expect("mock")
         .script
         .push_back((429, Some(3), "rate_limited"));
-    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
     let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
     assert_eq!(outcome, Outcome::Delivered { attempts: 2 });
     let received = &mock.lock().expect("mock").received;
@@ -99,7 +100,7 @@ async fn server_errors_are_retried_with_growing_backoff() {
         .expect("mock")
         .script
         .extend([(500, None, "oops"), (503, None, "busy")]);
-    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
     let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
     assert_eq!(outcome, Outcome::Delivered { attempts: 3 });
     let received = &mock.lock().expect("mock").received;
@@ -117,7 +118,7 @@ async fn server_errors_are_retried_with_growing_backoff() {
 #[tokio::test]
 async fn invalid_payload_is_final_and_keeps_slacks_reason() {
     let mock = Arc::new(Mutex::new(MockSlack::default()));
-    let webhook = SlackWebhook::new(Secret(start_mock(mock.clone()).await));
+    let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
     let too_big: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
     let outcome = webhook
         .deliver(&json!({"text": "x", "blocks": too_big}), deadline(30))
@@ -136,7 +137,7 @@ async fn invalid_payload_is_final_and_keeps_slacks_reason() {
 #[tokio::test]
 async fn messages_to_one_webhook_go_out_at_most_one_per_second() {
     let mock = Arc::new(Mutex::new(MockSlack::default()));
-    let webhook = Arc::new(SlackWebhook::new(Secret(start_mock(mock.clone()).await)));
+    let webhook = Arc::new(Webhook::slack(Secret(start_mock(mock.clone()).await)));
     let sends: Vec<_> = (0..4)
         .map(|number| {
             let webhook = webhook.clone();
@@ -177,7 +178,7 @@ async fn an_unreachable_webhook_gives_up_at_the_deadline_without_revealing_its_u
         .expect("address")
         .port();
     let url = format!("http://127.0.0.1:{port}/services/T000/B000/s3cr3t");
-    let webhook = SlackWebhook::new(Secret(url));
+    let webhook = Webhook::slack(Secret(url));
     let outcome = webhook.deliver(&message("firing"), deadline(2)).await;
     let Outcome::GaveUp {
         attempts,

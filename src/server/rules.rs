@@ -1,0 +1,246 @@
+//! Lookout's own rules API: the saved queries of `queries/` as files you can list, read,
+//! write and delete over HTTP, a dry run of any rule, and the alert history.
+//!
+//! - `GET /_lookout/rules`: every rule file, with its health or why it does not load;
+//! - `GET|PUT|DELETE /_lookout/rules/{name}`: one rule's JSON (PUT validates it exactly as
+//!   `lookout check` does and writes `queries/NAME.json` only when it is valid);
+//! - `POST /_lookout/rules/{name}/_dry_run[?at=RFC3339]`: the current count, the state
+//!   each alert would move to and the messages it would send, for the rule on disk or the
+//!   rule in the body (to try an edit before saving it); nothing is sent or saved;
+//! - `GET /_lookout/alerts/history[?rule=NAME&size=N]`: the newest transitions and
+//!   delivery attempts from `.lookout-alerts`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+use super::SharedState;
+use super::response::{json_response, ok};
+use crate::rules::manager::{LoadedRule, PutRuleError, RuleManager};
+
+/// Largest rule body accepted.
+const MAX_RULE_BYTES: usize = 256 * 1024;
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_lookout/rules", get(list))
+        .route("/_lookout/rules/{name}", get(one).put(put).delete(delete))
+        .route("/_lookout/rules/{name}/_dry_run", post(dry_run))
+        .route("/_lookout/alerts/history", get(history))
+}
+
+/// An error of this API, as an ES-style error body.
+struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    reason: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &json!({"error": {"type": self.kind, "reason": self.reason}, "status": self.status.as_u16()}),
+        )
+    }
+}
+
+type Answer = Result<Response, Problem>;
+
+fn manager(state: &SharedState) -> Result<&std::sync::Arc<RuleManager>, Problem> {
+    state.rules.get().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rules_not_started",
+            "the rules are still starting; retry in a moment",
+        )
+    })
+}
+
+async fn list(State(state): State<SharedState>) -> Answer {
+    let manager = manager(&state)?;
+    let running: HashMap<String, crate::rules::manager::RuleView> = manager
+        .rules()
+        .into_iter()
+        .map(|view| (view.name.clone(), view))
+        .collect();
+    let rules: Vec<Value> = manager
+        .rule_files()
+        .into_iter()
+        .map(|(name, text, load_error)| {
+            let view = running.get(&name);
+            let status = view.map(|view| &view.status);
+            json!({
+                "name": name,
+                "rule": serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                "running": view.is_some(),
+                "load_error": load_error,
+                "health": match (status, &load_error) {
+                    (_, Some(_)) => "err",
+                    (Some(status), None) if status.last_error.is_some() => "err",
+                    (Some(status), None) if status.last_evaluation.is_some() => "ok",
+                    _ => "unknown",
+                },
+                "last_evaluation": status.and_then(|status| status.last_evaluation).map(|time| time.to_rfc3339()),
+                "evaluation_seconds": status.map(|status| status.evaluation_seconds),
+                "last_error": status.and_then(|status| status.last_error.clone()),
+                "active_alerts": status.map_or(0, |status| status.alerts.len()),
+            })
+        })
+        .collect();
+    Ok(ok(&json!({"rules": rules})))
+}
+
+async fn one(State(state): State<SharedState>, Path(name): Path<String>) -> Answer {
+    let manager = manager(&state)?;
+    let text = manager.rule_text(&name).ok_or_else(|| not_found(&name))?;
+    let rule: Value = serde_json::from_str(&text).map_err(|parse_error| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rule_unreadable",
+            format!("queries/{name}.json is not JSON: {parse_error}"),
+        )
+    })?;
+    Ok(ok(&rule))
+}
+
+fn not_found(name: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "rule_not_found",
+        format!("no rule `{name}` (no queries/{name}.json)"),
+    )
+}
+
+fn body_text(body: &Bytes) -> Result<&str, Problem> {
+    if body.len() > MAX_RULE_BYTES {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "rule_too_large",
+            format!("a rule is at most {MAX_RULE_BYTES} bytes"),
+        ));
+    }
+    std::str::from_utf8(body).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_rule",
+            "the body is not UTF-8; send the rule as JSON",
+        )
+    })
+}
+
+async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: Bytes) -> Answer {
+    let manager = manager(&state)?;
+    let text = body_text(&body)?;
+    match manager.put_rule(&name, text) {
+        Ok(created) => Ok(json_response(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &json!({"name": name, "result": if created { "created" } else { "updated" }}),
+        )),
+        Err(PutRuleError::Invalid(reason)) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_rule",
+            reason,
+        )),
+        Err(PutRuleError::Io(io_error)) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io_error",
+            format!("cannot write queries/{name}.json: {io_error}"),
+        )),
+    }
+}
+
+async fn delete(State(state): State<SharedState>, Path(name): Path<String>) -> Answer {
+    let manager = manager(&state)?;
+    match manager.delete_rule(&name) {
+        Ok(true) => Ok(ok(&json!({"name": name, "result": "deleted"}))),
+        Ok(false) => Err(not_found(&name)),
+        Err(io_error) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io_error",
+            format!("cannot delete queries/{name}.json: {io_error}"),
+        )),
+    }
+}
+
+async fn dry_run(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Answer {
+    let manager = manager(&state)?;
+    let at = match params.get("at") {
+        None => chrono::Utc::now(),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|parse_error| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("`at`: `{text}` is not an RFC 3339 time ({parse_error})"),
+                )
+            })?
+            .with_timezone(&chrono::Utc),
+    };
+    let (text, origin) = if body.iter().all(u8::is_ascii_whitespace) {
+        let text = manager.rule_text(&name).ok_or_else(|| not_found(&name))?;
+        (text, format!("queries/{name}.json"))
+    } else {
+        (body_text(&body)?.to_string(), "request body".to_string())
+    };
+    let rule = LoadedRule::parse(&text, &name, &origin)
+        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
+    let result = manager
+        .dry_run(&rule, at)
+        .await
+        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+    Ok(ok(&result))
+}
+
+async fn history(
+    State(state): State<SharedState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    let size = match params.get("size").map(|size| size.parse::<usize>()) {
+        None => 100,
+        Some(Ok(size)) if (1..=10_000).contains(&size) => size,
+        Some(_) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "`size` is a number from 1 to 10000",
+            ));
+        }
+    };
+    let rule = params.get("rule").cloned();
+    let store = state.store.clone();
+    state.ingest.refresh().await;
+    let failed =
+        |reason: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "search_failed", reason);
+    let events = tokio::task::spawn_blocking(move || {
+        crate::rules::history::recent(&store, rule.as_deref(), size)
+    })
+    .await
+    .map_err(|join_error| failed(join_error.to_string()))?
+    .map_err(failed)?;
+    Ok(ok(&json!({"events": events})))
+}
