@@ -266,6 +266,9 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     };
     let mut errors = Vec::new();
     let mut checked = 0;
+    // notifier names the checked configs define, and those the rules and routes use
+    let mut configured: Option<std::collections::BTreeSet<String>> = None;
+    let mut used: Vec<(String, String)> = Vec::new();
     for path in paths {
         let files: Vec<PathBuf> = if path.is_dir() {
             match std::fs::read_dir(&path) {
@@ -290,10 +293,26 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
             let result = match file.extension().and_then(|extension| extension.to_str()) {
                 Some("toml") if is_agent_config(&file) => AgentConfig::load(&file).map(|_| ()),
                 Some("toml") => Config::load(&file)
-                    .map(|_| ())
+                    .map(|config| {
+                        configured
+                            .get_or_insert_with(Default::default)
+                            .extend(config.notifiers.keys().cloned());
+                        for name in config
+                            .routing
+                            .default
+                            .iter()
+                            .chain(config.routing.routes.iter().flat_map(|route| &route.notify))
+                        {
+                            used.push((format!("{}: `routing`", file.display()), name.clone()));
+                        }
+                    })
                     .map_err(|error| error.errors),
                 _ => lookout::rules::model::read_rule(&file)
-                    .map(|_| ())
+                    .map(|rule| {
+                        for name in rule.notify {
+                            used.push((format!("{}: `notify`", file.display()), name));
+                        }
+                    })
                     .map_err(|error| vec![error]),
             };
             if let Err(found) = result {
@@ -303,6 +322,28 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     }
     for error in &errors {
         eprintln!("{error}");
+    }
+    // an unconfigured notifier is a warning, not an error: its alerts go to the console
+    let mut known = configured.unwrap_or_default();
+    if known.is_empty() && std::env::var("SLACK_WEBHOOK_URL").is_ok_and(|url| !url.is_empty()) {
+        known.insert("slack".into());
+    }
+    known.extend(
+        lookout::notify::notifiers::BUILT_IN
+            .iter()
+            .map(|name| name.to_string()),
+    );
+    for (place, name) in used {
+        if !known.contains(&name) {
+            eprintln!(
+                "warning: {place}: notifier `{name}` is not configured; its alerts go to the console (define [notifiers.{name}] in lookout.toml{})",
+                if name == "slack" {
+                    " or set SLACK_WEBHOOK_URL"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     if errors.is_empty() {
         println!("{checked} file(s) OK");

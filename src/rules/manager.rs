@@ -324,16 +324,18 @@ impl RuleManager {
         let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
             events.notify_one();
         })
+        .map_err(|error| tracing::warn!(%error, "cannot watch queries; rescanning every 10 s"))
         .ok();
-        if let Some(watcher) = &mut watcher {
-            use notify::Watcher;
-            if let Err(error) =
-                watcher.watch(&self.queries_dir, notify::RecursiveMode::NonRecursive)
-            {
-                tracing::warn!(directory = %self.queries_dir.display(), %error, "cannot watch queries; rescanning every 10 s");
-            }
-        }
+        // a directory that does not exist yet (the rules API creates it) is watched once
+        // it does
+        let mut watching = false;
         loop {
+            if !watching && let Some(watcher) = &mut watcher {
+                use notify::Watcher;
+                watching = watcher
+                    .watch(&self.queries_dir, notify::RecursiveMode::NonRecursive)
+                    .is_ok();
+            }
             self.reload(&cancel).await;
             tokio::select! {
                 () = cancel.cancelled() => break,

@@ -201,7 +201,8 @@ async fn dry_run(
             })?
             .with_timezone(&chrono::Utc),
     };
-    let (text, origin) = if body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let (text, origin) = if empty {
         let text = manager.rule_text(&name).ok_or_else(|| not_found(&name))?;
         (text, format!("queries/{name}.json"))
     } else {

@@ -108,7 +108,7 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
 }
 
 /// The alert history of `rule`, newest first, once it holds at least one event.
-async fn history(server: &Server, rule: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn history(server: &Server, rule: &str) -> Vec<serde_json::Value> {
     let (status, body) = server
         .get(&format!("/_lookout/alerts/history?rule={rule}"))
         .await;
@@ -117,7 +117,11 @@ async fn history(server: &Server, rule: &str) -> Vec<serde_json::Value> {
 }
 
 /// `lookout serve` on `dir/data`, running `queries`, alerting to `webhook`.
-fn serve_rules(dir: &std::path::Path, queries: &std::path::Path, webhook: &str) -> Server {
+pub(crate) fn serve_rules(
+    dir: &std::path::Path,
+    queries: &std::path::Path,
+    webhook: &str,
+) -> Server {
     Server::start_with_env(
         &dir.join("data"),
         "127.0.0.1:0",
@@ -128,7 +132,9 @@ fn serve_rules(dir: &std::path::Path, queries: &std::path::Path, webhook: &str) 
 
 /// Writes the seed rule (`status:500` over 5 s, every 5 s, above 20) and starts a mock
 /// Slack; returns the queries directory, the mock and its webhook URL.
-async fn seed_rule(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Mutex<MockSlack>>, String) {
+pub(crate) async fn seed_rule(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, Arc<Mutex<MockSlack>>, String) {
     let queries = dir.join("queries");
     std::fs::create_dir_all(&queries).expect("mkdir");
     std::fs::write(
@@ -155,7 +161,7 @@ async fn seed_rule(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Mutex<Mock
 /// Keeps clear of the last half second before a 5-second tick: lines stamped before a
 /// tick but acknowledged after it would belong to a window already counted (with no agent
 /// to wait for).
-async fn clear_of_tick() {
+pub(crate) async fn clear_of_tick() {
     let into_period = chrono::Utc::now().timestamp_millis().rem_euclid(5000) as u64;
     if into_period > 4500 {
         tokio::time::sleep(Duration::from_millis(5000 - into_period + 50)).await;
@@ -163,7 +169,7 @@ async fn clear_of_tick() {
 }
 
 /// Ingests `count` lines with `status: 500`, stamped now.
-async fn ingest_500s(server: &Server, count: usize) {
+pub(crate) async fn ingest_500s(server: &Server, count: usize) {
     clear_of_tick().await;
     let now = chrono::Utc::now().to_rfc3339();
     let lines: Vec<serde_json::Value> = (0..count)
@@ -176,7 +182,7 @@ async fn ingest_500s(server: &Server, count: usize) {
 }
 
 /// A condition for `wait_until`: the mock received at least `count` messages.
-fn received(
+pub(crate) fn received(
     mock: &Arc<Mutex<MockSlack>>,
     count: usize,
 ) -> impl FnMut() -> std::future::Ready<bool> {
@@ -353,7 +359,7 @@ async fn queries_reload_live_a_broken_edit_keeps_the_last_good_rule_and_deletion
 }
 
 /// Writes `rule` as `queries/NAME.json` and starts a server with a mock Slack.
-async fn server_with_rule(
+pub(crate) async fn server_with_rule(
     dir: &std::path::Path,
     name: &str,
     rule: serde_json::Value,
@@ -367,7 +373,7 @@ async fn server_with_rule(
     (server, mock)
 }
 
-async fn ingest_for(server: &Server, services: &[&str]) {
+pub(crate) async fn ingest_for(server: &Server, services: &[&str]) {
     clear_of_tick().await;
     let now = chrono::Utc::now().to_rfc3339();
     let lines: Vec<serde_json::Value> = services
@@ -658,5 +664,57 @@ async fn a_silence_mutes_and_expiring_it_announces_the_alert_still_firing() {
             .as_str()
             .expect("message")
             .contains("at least one matcher")
+    );
+}
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_sending_heartbeats_delays_no_evaluation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    let server = serve_rules(dir.path(), &queries, &webhook);
+    // a registered agent tailing a file nobody writes to: it only sends heartbeats
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    std::fs::write(logs.join("idle.json"), "").expect("file");
+    let pattern = logs.join("*.json").display().to_string();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("mkdir");
+    let _agent = crate::support::Agent::start(&crate::support::agent_config(
+        &agent_dir,
+        &server.base,
+        &[&pattern],
+        "",
+    ));
+    wait_until("the agent is registered", 15, || async {
+        let (_, agents) = server.get("/_lookout/agents").await;
+        agents["agents"]
+            .as_array()
+            .is_some_and(|agents| !agents.is_empty())
+    })
+    .await;
+
+    ingest_500s(&server, 30).await;
+    wait_until("the firing message", 30, received(&mock, 1)).await;
+    // the rule waits for agents' watermarks at most max_delay (30 s by default); an idle
+    // agent's heartbeats carry its watermark past the tick, so nothing waits that long
+    let events = history(&server, "seed_500s").await;
+    let time = |event: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(event["@timestamp"].as_str().unwrap_or_default())
+            .expect("timestamp")
+    };
+    let tick = events
+        .iter()
+        .find(|event| event["to"] == "firing")
+        .map(time)
+        .expect("firing transition");
+    let sent = events
+        .iter()
+        .find(|event| event["outcome"] == "delivered")
+        .map(time)
+        .expect("delivery");
+    assert!(
+        sent - tick < chrono::Duration::seconds(3),
+        "evaluated at {tick}, delivered at {sent}"
     );
 }

@@ -11,5 +11,7 @@ mod chaos;
 mod durability;
 mod golden;
 mod ingest_search;
+mod notifications;
+mod rules_api;
 mod slack;
 mod tooling;

@@ -22,6 +22,57 @@ pub struct MockSlack {
     pub received: Vec<(Instant, Value)>,
     /// Payloads answered 200 (delivered), in order.
     pub delivered: Vec<Value>,
+    /// Validate payloads as Alertmanager's webhook payload instead of Slack messages.
+    pub alertmanager: bool,
+}
+
+/// Why `payload` is not Alertmanager's webhook payload (version 4), or `Ok`.
+pub fn check_alertmanager(payload: &Value) -> Result<(), String> {
+    let string = |value: &Value, what: &str| {
+        value
+            .as_str()
+            .map(|_| ())
+            .ok_or_else(|| format!("`{what}` is not a string"))
+    };
+    if payload["version"] != "4" {
+        return Err("`version` is not \"4\"".into());
+    }
+    for field in ["groupKey", "status", "receiver", "externalURL"] {
+        string(&payload[field], field)?;
+    }
+    for field in ["groupLabels", "commonLabels", "commonAnnotations"] {
+        if !payload[field].is_object() {
+            return Err(format!("`{field}` is not an object"));
+        }
+    }
+    let alerts = payload["alerts"]
+        .as_array()
+        .ok_or("`alerts` is not an array")?;
+    if alerts.is_empty() {
+        return Err("no alerts".into());
+    }
+    for alert in alerts {
+        for field in [
+            "status",
+            "startsAt",
+            "endsAt",
+            "generatorURL",
+            "fingerprint",
+        ] {
+            string(&alert[field], field)?;
+        }
+        for field in ["startsAt", "endsAt"] {
+            chrono::DateTime::parse_from_rfc3339(alert[field].as_str().unwrap_or_default())
+                .map_err(|error| format!("`{field}`: {error}"))?;
+        }
+        let labels = alert["labels"]
+            .as_object()
+            .ok_or("`labels` is not an object")?;
+        if !labels.contains_key("alertname") || labels.values().any(|value| !value.is_string()) {
+            return Err("`labels` lacks `alertname` or has a non-string value".into());
+        }
+    }
+    Ok(())
 }
 
 /// Starts the mock; returns its webhook URL.
@@ -32,7 +83,12 @@ pub async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
             let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let mut mock = mock.lock().expect("mock");
             mock.received.push((Instant::now(), payload.clone()));
-            if let Err(reason) = check_limits(&payload) {
+            let valid = if mock.alertmanager {
+                check_alertmanager(&payload)
+            } else {
+                check_limits(&payload)
+            };
+            if let Err(reason) = valid {
                 eprintln!("mock slack: invalid payload: {reason}");
                 return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
             }

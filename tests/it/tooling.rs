@@ -64,6 +64,7 @@ async fn the_acknowledgment_waits_for_the_write_ahead_log_fsync() {
             break address.to_string();
         }
     };
+    lookout::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
