@@ -15,12 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lookout::index::IndexStore;
-use lookout::index::document::LogDoc;
-use lookout::index::partition::WriterOptions;
 use lookout::index::query::dsl::ParseContext;
 use lookout::index::query::lucene::{self, LuceneOptions};
 use lookout::index::search::{self, Scope};
-use lookout::index::store::{StoreSettings, WriteOp};
 use tantivy::collector::Count;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{
@@ -73,52 +70,9 @@ fn percentiles(mut samples: Vec<Duration>) -> String {
 }
 
 fn build_lookout(dir: &Path, docs: u64, start_micros: i64) -> Arc<IndexStore> {
-    let settings = StoreSettings {
-        partition_span_micros: HOUR_MICROS,
-        retention_micros: 7 * 24 * HOUR_MICROS,
-        writer: WriterOptions {
-            threads: 2,
-            memory_bytes: 256 << 20,
-        },
-        max_open_writers: 2,
-    };
-    let store = Arc::new(IndexStore::open(dir, settings).expect("store"));
-    let mut random = Random(0x2545_F491_4F6C_DD1D);
-    let mut seq = 0u64;
-    let mut batch = Vec::new();
-    for doc_seq in 0..docs {
-        let (micros, body) = document(doc_seq, docs, start_micros, &mut random);
-        let serde_json::Value::Object(body) = body else {
-            unreachable!()
-        };
-        let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
-        batch.push(WriteOp::Index {
-            index: "logs".into(),
-            doc: LogDoc {
-                id: format!("{doc_seq:016x}"),
-                timestamp_micros: micros,
-                source,
-                body,
-                timestamp_key: Some("@timestamp".into()),
-                fields: store.fields,
-            },
-            overwrite: false,
-            explicit_id: false,
-        });
-        if batch.len() == 10_000 {
-            seq += 1;
-            store
-                .apply(seq, std::mem::take(&mut batch), false)
-                .expect("apply");
-        }
-        if doc_seq % 500_000 == 499_999 {
-            store.commit_all().expect("commit");
-        }
-    }
-    seq += 1;
-    store.apply(seq, batch, false).expect("apply");
-    store.close().expect("close");
-    store
+    common::build_store(dir, docs, |doc_seq, random| {
+        document(doc_seq, docs, start_micros, random)
+    })
 }
 
 fn build_naive(

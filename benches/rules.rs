@@ -1,8 +1,8 @@
 //! Rule evaluation at scale: `RULES` (default 1000) log rules, each evaluated every minute
 //! at second 0 over an index of `DOCS` (default 10 M) log lines spanning the last 24 h,
 //! while live traffic keeps arriving through `_bulk` (`RATE` lines/s, default 120, 2% of
-//! them 500s spread over 1000 services). Each minute ten services (1% of the rules) get
-//! 25 extra 500s, so their rules fire at the next tick and the previous ten resolve;
+//! them 500s spread over 1000 services). Each minute 1% of the rules' services get 25
+//! extra 500s, so their rules fire at the next tick and the previous ten resolve;
 //! every rule notifies its own mock Slack webhook on loopback.
 //!
 //! Measured on the real `lookout serve` (release build): the server's CPU seconds per
@@ -23,15 +23,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use common::{Random, cpu_seconds, env_or, lookout_command, median, wait_listening};
-use lookout::index::IndexStore;
-use lookout::index::document::LogDoc;
-use lookout::index::partition::WriterOptions;
-use lookout::index::store::{StoreSettings, WriteOp};
 use serde_json::json;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
 const SERVICES: u64 = 1000;
-const FIRING_PER_MINUTE: u64 = 10;
 
 fn service(number: u64) -> String {
     format!("svc-{number:04}")
@@ -58,67 +53,24 @@ fn status(random: &mut Random) -> u64 {
     }
 }
 
-/// Builds the history (the 24 h before `end_micros`) through `IndexStore::apply`, the
-/// path the server's log thread uses, into the data directory's index location.
+/// Builds the history (the 24 h before `end_micros`) into the data directory's index
+/// location.
 fn build_index(indices: &Path, docs: u64, end_micros: i64) {
-    let settings = StoreSettings {
-        partition_span_micros: HOUR_MICROS,
-        retention_micros: 7 * 24 * HOUR_MICROS,
-        writer: WriterOptions {
-            threads: 2,
-            memory_bytes: 256 << 20,
-        },
-        max_open_writers: 2,
-    };
-    let store = IndexStore::open(indices, settings).expect("store");
     let start_micros = end_micros - 24 * HOUR_MICROS;
-    let mut random = Random(0x2545_F491_4F6C_DD1D);
-    let mut batch = Vec::new();
-    let mut seq = 0;
-    for doc_seq in 0..docs {
+    common::build_store(indices, docs, |doc_seq, random| {
         let micros = start_micros + (doc_seq as i64 * 24 * HOUR_MICROS) / docs as i64;
-        let status = status(&mut random);
-        let serde_json::Value::Object(body) = line(
-            micros,
-            &service(random.below(SERVICES)),
-            status,
-            &mut random,
-        ) else {
-            unreachable!()
-        };
-        batch.push(WriteOp::Index {
-            index: "logs".into(),
-            doc: LogDoc {
-                id: format!("h{doc_seq:015x}"),
-                timestamp_micros: micros,
-                source: bytes::Bytes::from(serde_json::to_vec(&body).expect("json")),
-                body,
-                timestamp_key: Some("@timestamp".into()),
-                fields: store.fields,
-            },
-            overwrite: false,
-            explicit_id: false,
-        });
-        if batch.len() == 10_000 {
-            seq += 1;
-            store
-                .apply(seq, std::mem::take(&mut batch), false)
-                .expect("apply");
-        }
-        if doc_seq % 500_000 == 499_999 {
-            store.commit_all().expect("commit");
-        }
-    }
-    seq += 1;
-    store.apply(seq, batch, false).expect("apply");
-    store.close().expect("close");
+        let status = status(random);
+        let service = service(random.below(SERVICES));
+        (micros, line(micros, &service, status, random))
+    });
 }
 
 /// The services whose rules should fire at the tick ending minute `minute` (minutes since
 /// the epoch).
-fn firing_set(minute: i64) -> BTreeSet<String> {
-    (0..FIRING_PER_MINUTE)
-        .map(|offset| service((minute as u64 * FIRING_PER_MINUTE + offset) % SERVICES))
+fn firing_set(minute: i64, rules: u64) -> BTreeSet<String> {
+    let firing = (rules / 100).max(1);
+    (0..firing)
+        .map(|offset| service((minute as u64 * firing + offset) % rules))
         .collect()
 }
 
@@ -205,7 +157,7 @@ fn start_server(data: &Path, queries: &Path, config: &Path) -> (Child, String) {
 
 /// Live traffic until `stop`: `rate` lines a second, and 25 500s for each service of the
 /// current minute's firing set, ten seconds into the minute.
-async fn traffic(base: String, rate: u64, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn traffic(base: String, rate: u64, rules: u64, stop: Arc<std::sync::atomic::AtomicBool>) {
     let client = reqwest::Client::new();
     let mut random = Random(0x9E37_79B9_7F4A_7C15);
     let mut injected_minute = -1;
@@ -228,7 +180,7 @@ async fn traffic(base: String, rate: u64, stop: Arc<std::sync::atomic::AtomicBoo
         let minute = now.timestamp() / 60;
         if now.second() >= 10 && now.second() < 50 && injected_minute != minute {
             injected_minute = minute;
-            for service in firing_set(minute) {
+            for service in firing_set(minute, rules) {
                 for _ in 0..25 {
                     push(line(micros, &service, 500, &mut random));
                 }
@@ -270,12 +222,12 @@ async fn measure(
     data: &Path,
     queries: &Path,
     config: &Path,
-    rate: u64,
+    (rate, rules): (u64, u64),
     minutes: u64,
 ) -> (f64, DateTime<Utc>, DateTime<Utc>) {
     let (mut child, base) = start_server(data, queries, config);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(traffic(base, rate, stop.clone()));
+    let load = tokio::spawn(traffic(base, rate, rules, stop.clone()));
     // warm up through one tick, then measure from 30 s into a minute, whole minutes
     until_second(30).await;
     until_second(30).await;
@@ -336,7 +288,7 @@ fn main() {
             &data,
             &empty_queries,
             &empty_config,
-            rate,
+            (rate, rules),
             baseline_minutes,
         )
         .await;
@@ -346,7 +298,7 @@ fn main() {
         );
 
         let (queries, config) = write_rules(work.path(), rules, &mock);
-        let (with_rules, from, to) = measure(&data, &queries, &config, rate, minutes).await;
+        let (with_rules, from, to) = measure(&data, &queries, &config, (rate, rules), minutes).await;
         println!(
             "with {rules} rules every minute: {with_rules:.2} CPU-s per minute ({:.2}% of a core); rules alone: {:.2} CPU-s per minute ({:.2}% of a core)",
             with_rules / 60.0 * 100.0,
@@ -372,10 +324,7 @@ fn main() {
                 .filter(|post| post.firing)
                 .map(|post| post.hook.clone())
                 .collect();
-            let expected: BTreeSet<String> = firing_set(tick / 60 - 1)
-                .into_iter()
-                .filter(|name| name[4..].parse::<u64>().is_ok_and(|number| number < rules))
-                .collect();
+            let expected = firing_set(tick / 60 - 1, rules);
             if fired != expected {
                 mismatched += 1;
                 println!("tick {tick}: fired {fired:?}, expected {expected:?}");

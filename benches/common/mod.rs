@@ -175,3 +175,64 @@ pub fn wait_listening(child: &mut std::process::Child) -> String {
         }
     }
 }
+
+/// Builds the index `logs` of `docs` documents through `IndexStore::apply`, the path the
+/// server's log thread uses (without HTTP and the write-ahead log, which the ingest
+/// benchmark measures), with hour partitions; `document(seq, random)` gives each
+/// document's event time (micros) and body, in time order.
+pub fn build_store(
+    dir: &Path,
+    docs: u64,
+    mut document: impl FnMut(u64, &mut Random) -> (i64, serde_json::Value),
+) -> std::sync::Arc<lookout::index::IndexStore> {
+    use lookout::index::document::LogDoc;
+    use lookout::index::store::{StoreSettings, WriteOp};
+    const HOUR_MICROS: i64 = 3_600_000_000;
+    let settings = StoreSettings {
+        partition_span_micros: HOUR_MICROS,
+        retention_micros: 7 * 24 * HOUR_MICROS,
+        writer: lookout::index::partition::WriterOptions {
+            threads: 2,
+            memory_bytes: 256 << 20,
+        },
+        max_open_writers: 2,
+    };
+    let store =
+        std::sync::Arc::new(lookout::index::IndexStore::open(dir, settings).expect("store"));
+    let mut random = Random(0x2545_F491_4F6C_DD1D);
+    let mut seq = 0u64;
+    let mut batch = Vec::new();
+    for doc_seq in 0..docs {
+        let (micros, body) = document(doc_seq, &mut random);
+        let serde_json::Value::Object(body) = body else {
+            panic!("documents are JSON objects")
+        };
+        let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
+        batch.push(WriteOp::Index {
+            index: "logs".into(),
+            doc: LogDoc {
+                id: format!("{doc_seq:016x}"),
+                timestamp_micros: micros,
+                source,
+                body,
+                timestamp_key: Some("@timestamp".into()),
+                fields: store.fields,
+            },
+            overwrite: false,
+            explicit_id: false,
+        });
+        if batch.len() == 10_000 {
+            seq += 1;
+            store
+                .apply(seq, std::mem::take(&mut batch), false)
+                .expect("apply");
+        }
+        if doc_seq % 500_000 == 499_999 {
+            store.commit_all().expect("commit");
+        }
+    }
+    seq += 1;
+    store.apply(seq, batch, false).expect("apply");
+    store.close().expect("close");
+    store
+}

@@ -24,6 +24,16 @@ async fn send(
     decode(request.send().await.expect("request")).await
 }
 
+async fn put_rule(server: &Server, name: &str, body: &Value) -> (u16, Value) {
+    send(
+        server,
+        reqwest::Method::PUT,
+        &format!("/_lookout/rules/{name}"),
+        Some(body),
+    )
+    .await
+}
+
 /// A rule that never runs on its own during a test (once a year), so only the dry run
 /// evaluates it.
 fn yearly_rule() -> Value {
@@ -47,7 +57,6 @@ async fn rules_are_written_validated_listed_dry_run_and_deleted_as_files() {
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
     let server = serve_rules(dir.path(), &queries, &webhook);
-    let put = reqwest::Method::PUT;
 
     // invalid rules are refused with file-less errors naming the field, and not written
     let mut bad_cron = yearly_rule();
@@ -61,31 +70,18 @@ async fn rules_are_written_validated_listed_dry_run_and_deleted_as_files() {
         (&unknown_field, "unknown field `treshold`"),
         (&bad_template, "`summary`"),
     ] {
-        let (status, answer) =
-            send(&server, put.clone(), "/_lookout/rules/broken", Some(body)).await;
+        let (status, answer) = put_rule(&server, "broken", body).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"]["type"], "invalid_rule");
         let reason = answer["error"]["reason"].as_str().unwrap_or_default();
         assert!(reason.contains(expected), "{reason}");
     }
-    let (status, answer) = send(
-        &server,
-        put.clone(),
-        "/_lookout/rules/..%2Fescape",
-        Some(&yearly_rule()),
-    )
-    .await;
+    let (status, answer) = put_rule(&server, "..%2Fescape", &yearly_rule()).await;
     assert_eq!(status, 400, "a name is never a path: {answer}");
     assert!(!queries.join("broken.json").exists() && !dir.path().join("escape.json").exists());
 
     // a valid rule becomes queries/NAME.json and starts running
-    let (status, answer) = send(
-        &server,
-        put.clone(),
-        "/_lookout/rules/api_rule",
-        Some(&yearly_rule()),
-    )
-    .await;
+    let (status, answer) = put_rule(&server, "api_rule", &yearly_rule()).await;
     assert_eq!(
         (status, &answer["result"]),
         (201, &json!("created")),
@@ -96,13 +92,7 @@ async fn rules_are_written_validated_listed_dry_run_and_deleted_as_files() {
     )
     .expect("json");
     assert_eq!(on_disk, yearly_rule());
-    let (status, answer) = send(
-        &server,
-        put.clone(),
-        "/_lookout/rules/api_rule",
-        Some(&yearly_rule()),
-    )
-    .await;
+    let (status, answer) = put_rule(&server, "api_rule", &yearly_rule()).await;
     assert_eq!(
         (status, &answer["result"]),
         (200, &json!("updated")),
