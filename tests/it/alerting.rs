@@ -499,6 +499,43 @@ async fn a_delivery_pending_when_the_server_dies_arrives_after_the_restart_once(
 
 // the mock Slack runs in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_honest_window_a_message_slack_accepted_before_a_crash_is_sent_once_more() {
+    // DESIGN §6: incoming webhooks have no idempotency key, so a message Slack accepted
+    // while Lookout died before recording the answer is sent again — once, and only that
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queries, mock, webhook) = seed_rule(dir.path()).await;
+    mock.lock().expect("mock").hold_next_answer = Some(Duration::from_secs(60));
+    let data = dir.path().join("data");
+    let arguments = ["--queries", &queries.display().to_string()];
+    let environment = [("SLACK_WEBHOOK_URL", webhook.as_str())];
+    let server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    ingest_500s(&server, 30).await;
+    let delivered = |count: usize| {
+        let mock = mock.clone();
+        move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
+    };
+    wait_until("Slack accepted the firing", 30, delivered(1)).await;
+    server.kill();
+    let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
+    wait_until("the firing again, then the resolve", 40, delivered(3)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let texts: Vec<String> = mock
+        .lock()
+        .expect("mock")
+        .delivered
+        .iter()
+        .map(|payload| payload["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(
+        texts[0].starts_with("[FIRING]") && texts[1] == texts[0],
+        "the accepted firing is sent exactly once more: {texts:?}"
+    );
+    assert!(texts[2].starts_with("[RESOLVED]"), "{texts:?}");
+}
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_url_never_appears_in_logs_or_api_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (queries, mock, webhook) = seed_rule(dir.path()).await;

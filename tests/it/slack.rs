@@ -24,6 +24,8 @@ pub struct MockSlack {
     pub delivered: Vec<Value>,
     /// Validate payloads as Alertmanager's webhook payload instead of Slack messages.
     pub alertmanager: bool,
+    /// Hold the answer to the next accepted message this long (once).
+    pub hold_next_answer: Option<Duration>,
 }
 
 /// Why `payload` is not Alertmanager's webhook payload (version 4), or `Ok`.
@@ -75,39 +77,56 @@ pub fn check_alertmanager(payload: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// What the mock answers to `payload`, and how long to hold the answer back.
+fn answer(mock: &mut MockSlack, payload: Value) -> (axum::response::Response, Option<Duration>) {
+    mock.received.push((Instant::now(), payload.clone()));
+    let valid = if mock.alertmanager {
+        check_alertmanager(&payload)
+    } else {
+        check_limits(&payload)
+    };
+    if let Err(reason) = valid {
+        eprintln!("mock slack: invalid payload: {reason}");
+        return (
+            (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
+            None,
+        );
+    }
+    match mock.script.pop_front() {
+        Some((status, retry_after, body)) => {
+            let mut response =
+                (StatusCode::from_u16(status).expect("status"), body).into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.to_string().parse().expect("header"));
+            }
+            (response, None)
+        }
+        None => {
+            mock.delivered.push(payload);
+            // accepted, like Slack; the answer may be held back (a sender that dies
+            // meanwhile never learns of the acceptance)
+            (
+                (StatusCode::OK, "ok").into_response(),
+                mock.hold_next_answer.take(),
+            )
+        }
+    }
+}
+
 /// Starts the mock; returns its webhook URL.
 pub async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
     let handler = move |body: axum::body::Bytes| {
         let mock = mock.clone();
         async move {
             let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let mut mock = mock.lock().expect("mock");
-            mock.received.push((Instant::now(), payload.clone()));
-            let valid = if mock.alertmanager {
-                check_alertmanager(&payload)
-            } else {
-                check_limits(&payload)
-            };
-            if let Err(reason) = valid {
-                eprintln!("mock slack: invalid payload: {reason}");
-                return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+            // the lock is released before any wait
+            let (response, hold) = answer(&mut mock.lock().expect("mock"), payload);
+            if let Some(hold) = hold {
+                tokio::time::sleep(hold).await;
             }
-            match mock.script.pop_front() {
-                Some((status, retry_after, body)) => {
-                    let mut response =
-                        (StatusCode::from_u16(status).expect("status"), body).into_response();
-                    if let Some(seconds) = retry_after {
-                        response
-                            .headers_mut()
-                            .insert("retry-after", seconds.to_string().parse().expect("header"));
-                    }
-                    response
-                }
-                None => {
-                    mock.delivered.push(payload);
-                    (StatusCode::OK, "ok").into_response()
-                }
-            }
+            response
         }
     };
     let router =
