@@ -88,10 +88,7 @@ impl Webhook {
         crate::install_tls_provider();
         Webhook {
             url,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("a client without custom TLS builds"),
+            client: shared_client(),
             next_slot: tokio::sync::Mutex::new(Instant::now()),
             min_spacing,
             backoff_min: Duration::from_millis(500),
@@ -219,6 +216,20 @@ impl Webhook {
         }
         *next = Instant::now().max(*next) + self.min_spacing;
     }
+}
+
+/// One HTTP client for every webhook: building one parses the root certificates, which a
+/// thousand notifiers made a noticeable start.
+fn shared_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a client without custom TLS builds")
+        })
+        .clone()
 }
 
 struct Wait {

@@ -1358,3 +1358,49 @@ fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (Messag
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(value: f64, seen: i64, phase: super::super::alert_state::Phase) -> RuleState {
+        let alert = AlertState {
+            phase,
+            ..AlertState::default()
+        };
+        RuleState {
+            version: STATE_VERSION,
+            alerts: BTreeMap::from([(
+                String::new(),
+                GroupState {
+                    labels: BTreeMap::new(),
+                    last_seen: DateTime::from_timestamp(seen, 0),
+                    value,
+                    alert,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn only_what_a_restart_needs_makes_a_state_write() {
+        use super::super::alert_state::Phase;
+        let saved = state(0.0, 1_795_341_600, Phase::Inactive);
+        // the evaluation's value is informational
+        assert!(same_on_disk(
+            &saved,
+            &state(7.0, 1_795_341_600, Phase::Inactive),
+            false
+        ));
+        // last_seen matters only when groups can expire
+        let later = state(0.0, 1_795_341_660, Phase::Inactive);
+        assert!(same_on_disk(&saved, &later, false));
+        assert!(!same_on_disk(&saved, &later, true));
+        // a phase change is always written
+        assert!(!same_on_disk(
+            &saved,
+            &state(0.0, 1_795_341_600, Phase::Pending),
+            false
+        ));
+    }
+}
