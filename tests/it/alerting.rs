@@ -190,6 +190,25 @@ pub(crate) fn received(
     move || std::future::ready(mock.lock().expect("mock").received.len() >= count)
 }
 
+/// A condition for `wait_until`: the mock accepted at least `count` messages.
+pub(crate) fn delivered(
+    mock: &Arc<Mutex<MockSlack>>,
+    count: usize,
+) -> impl FnMut() -> std::future::Ready<bool> {
+    let mock = mock.clone();
+    move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
+}
+
+/// The `text` of every message the mock accepted, in order.
+pub(crate) fn delivered_texts(mock: &Arc<Mutex<MockSlack>>) -> Vec<String> {
+    mock.lock()
+        .expect("mock")
+        .delivered
+        .iter()
+        .map(|payload| payload["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 // the mock Slack runs in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_firing_sends_no_new_firing_and_the_resolve_still_arrives() {
@@ -472,19 +491,14 @@ async fn a_delivery_pending_when_the_server_dies_arrives_after_the_restart_once(
     // Slack is back; the restarted server delivers what was pending, then the resolve
     mock.lock().expect("mock").script.clear();
     let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
-    let delivered = |count: usize| {
-        let mock = mock.clone();
-        move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
-    };
-    wait_until("the pending firing and then the resolve", 30, delivered(2)).await;
+    wait_until(
+        "the pending firing and then the resolve",
+        30,
+        delivered(&mock, 2),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let texts: Vec<String> = mock
-        .lock()
-        .expect("mock")
-        .delivered
-        .iter()
-        .map(|payload| payload["text"].to_string())
-        .collect();
+    let texts = delivered_texts(&mock);
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[0].contains("[FIRING]"), "{texts:?}");
     assert!(texts[1].contains("[RESOLVED]"), "{texts:?}");
@@ -510,22 +524,17 @@ async fn the_one_honest_window_a_message_slack_accepted_before_a_crash_is_sent_o
     let environment = [("SLACK_WEBHOOK_URL", webhook.as_str())];
     let server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
     ingest_500s(&server, 30).await;
-    let delivered = |count: usize| {
-        let mock = mock.clone();
-        move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
-    };
-    wait_until("Slack accepted the firing", 30, delivered(1)).await;
+    wait_until("Slack accepted the firing", 30, delivered(&mock, 1)).await;
     server.kill();
     let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
-    wait_until("the firing again, then the resolve", 40, delivered(3)).await;
+    wait_until(
+        "the firing again, then the resolve",
+        40,
+        delivered(&mock, 3),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let texts: Vec<String> = mock
-        .lock()
-        .expect("mock")
-        .delivered
-        .iter()
-        .map(|payload| payload["text"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let texts = delivered_texts(&mock);
     assert_eq!(texts.len(), 3, "{texts:?}");
     assert!(
         texts[0].starts_with("[FIRING]") && texts[1] == texts[0],
