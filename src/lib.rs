@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod notify;
 pub mod rules;
 pub mod scheduler;
+pub mod scrape;
 pub mod server;
 pub mod telemetry;
 

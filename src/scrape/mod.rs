@@ -1,0 +1,5 @@
+//! Scraping Prometheus targets (issue 5, DESIGN §7). So far: [`exposition`], the text
+//! format 0.0.4 and OpenMetrics 1.0 parsed into samples with line-and-column errors. The
+//! scrape loop, relabelling and the TSDB come next.
+
+pub mod exposition;
