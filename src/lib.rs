@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod scrape;
 pub mod server;
 pub mod telemetry;
+pub mod tsdb;
 
 /// Installs rustls' `ring` provider for every HTTPS client of the process (reqwest is
 /// built without a default provider, to avoid compiling aws-lc). Idempotent.
