@@ -1,0 +1,341 @@
+//! The in-memory head of the TSDB: every series by its label set, each a list of
+//! compressed [`Chunk`]s (a new one every 120 samples), and an inverted index (label name →
+//! value → series) so a selector touches only the series it names.
+//!
+//! Appends follow Prometheus: a sample older than its series' newest is rejected and
+//! counted as out of order; one at the same timestamp is ignored when its value is the
+//! same bit for bit and rejected as a duplicate otherwise.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::chunk::Chunk;
+
+/// A series' labels, sorted by name, `__name__` included.
+pub type Labels = Arc<[(String, String)]>;
+
+/// Builds sorted [`Labels`] from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    let mut sorted: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    sorted.sort();
+    sorted.into()
+}
+
+/// A label matcher of a selector.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Equal(String, String),
+    NotEqual(String, String),
+    /// Anchored, as in PromQL.
+    Regex(String, regex::Regex),
+    NotRegex(String, regex::Regex),
+}
+
+impl Matcher {
+    /// A regex matcher; the pattern is anchored as PromQL anchors it.
+    pub fn regex(name: &str, pattern: &str, negated: bool) -> Result<Matcher, regex::Error> {
+        let regex = regex::Regex::new(&format!("^(?s:{pattern})$"))?;
+        Ok(if negated {
+            Matcher::NotRegex(name.into(), regex)
+        } else {
+            Matcher::Regex(name.into(), regex)
+        })
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Matcher::Equal(name, _)
+            | Matcher::NotEqual(name, _)
+            | Matcher::Regex(name, _)
+            | Matcher::NotRegex(name, _) => name,
+        }
+    }
+
+    /// Whether a label value (empty when the label is absent) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Equal(_, expected) => value == expected,
+            Matcher::NotEqual(_, expected) => value != expected,
+            Matcher::Regex(_, regex) => regex.is_match(value),
+            Matcher::NotRegex(_, regex) => !regex.is_match(value),
+        }
+    }
+}
+
+/// Why a sample was not appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("out of order sample")]
+    OutOfOrder,
+    #[error("duplicate sample for timestamp")]
+    Duplicate,
+}
+
+struct Series {
+    labels: Labels,
+    chunks: Vec<Chunk>,
+    last: Option<(i64, u64)>,
+}
+
+/// The head: all series in memory.
+#[derive(Default)]
+pub struct Head {
+    ids: RwLock<HashMap<Labels, usize>>,
+    series: RwLock<Vec<Arc<Mutex<Series>>>>,
+    postings: RwLock<BTreeMap<String, BTreeMap<String, BTreeSet<usize>>>>,
+    pub out_of_order: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl Head {
+    pub fn new() -> Head {
+        Head::default()
+    }
+
+    /// Number of series.
+    pub fn series_count(&self) -> usize {
+        self.series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn series_for(&self, labels: &Labels) -> Arc<Mutex<Series>> {
+        if let Some(&id) = self
+            .ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(labels)
+        {
+            return Arc::clone(
+                &self
+                    .series
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)[id],
+            );
+        }
+        let mut ids = self
+            .ids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut series = self
+            .series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&id) = ids.get(labels) {
+            return Arc::clone(&series[id]);
+        }
+        let id = series.len();
+        let created = Arc::new(Mutex::new(Series {
+            labels: Arc::clone(labels),
+            chunks: Vec::new(),
+            last: None,
+        }));
+        series.push(Arc::clone(&created));
+        ids.insert(Arc::clone(labels), id);
+        let mut postings = self
+            .postings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, value) in labels.iter() {
+            postings
+                .entry(name.clone())
+                .or_default()
+                .entry(value.clone())
+                .or_default()
+                .insert(id);
+        }
+        created
+    }
+
+    /// Appends one sample (`timestamp` in milliseconds) to the series of `labels`.
+    pub fn append(&self, labels: &Labels, timestamp: i64, value: f64) -> Result<(), AppendError> {
+        let series = self.series_for(labels);
+        let mut series = series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((last_timestamp, last_bits)) = series.last {
+            if timestamp < last_timestamp {
+                self.out_of_order.fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::OutOfOrder);
+            }
+            if timestamp == last_timestamp {
+                if last_bits == value.to_bits() {
+                    return Ok(());
+                }
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::Duplicate);
+            }
+        }
+        if series.chunks.last().is_none_or(Chunk::is_full) {
+            series.chunks.push(Chunk::new());
+        }
+        series
+            .chunks
+            .last_mut()
+            .expect("a chunk was pushed")
+            .append(timestamp, value);
+        series.last = Some((timestamp, value.to_bits()));
+        Ok(())
+    }
+
+    /// Series whose labels satisfy every matcher (a label that is absent reads as the
+    /// empty string, as in PromQL), with their samples in `[min_time, max_time]`.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        let candidates = self.candidates(matchers);
+        let all = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = Vec::new();
+        for id in candidates {
+            let series = all[id]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let value_of = |name: &str| {
+                series
+                    .labels
+                    .iter()
+                    .find(|(label, _)| label == name)
+                    .map_or("", |(_, value)| value.as_str())
+            };
+            if !matchers
+                .iter()
+                .all(|matcher| matcher.matches(value_of(matcher.name())))
+            {
+                continue;
+            }
+            let samples: Vec<(i64, f64)> = series
+                .chunks
+                .iter()
+                .flat_map(Chunk::iter)
+                .skip_while(|(timestamp, _)| *timestamp < min_time)
+                .take_while(|(timestamp, _)| *timestamp <= max_time)
+                .collect();
+            if !samples.is_empty() {
+                found.push((Arc::clone(&series.labels), samples));
+            }
+        }
+        found.sort_by(|left, right| left.0.cmp(&right.0));
+        found
+    }
+
+    /// The series an equality matcher on a non-empty value narrows to (through the
+    /// postings); every series when no matcher does.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<usize> {
+        let postings = self
+            .postings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut narrowed: Option<BTreeSet<usize>> = None;
+        for matcher in matchers {
+            if let Matcher::Equal(name, value) = matcher
+                && !value.is_empty()
+            {
+                let ids = postings
+                    .get(name)
+                    .and_then(|values| values.get(value))
+                    .cloned()
+                    .unwrap_or_default();
+                narrowed = Some(match narrowed {
+                    None => ids,
+                    Some(previous) => previous.intersection(&ids).copied().collect(),
+                });
+            }
+        }
+        match narrowed {
+            Some(ids) => ids.into_iter().collect(),
+            None => (0..self.series_count()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_find_their_series_and_the_range_of_samples() {
+        let head = Head::new();
+        let get = labels(&[
+            ("__name__", "http_requests_total"),
+            ("job", "api"),
+            ("code", "200"),
+        ]);
+        let error = labels(&[
+            ("__name__", "http_requests_total"),
+            ("job", "api"),
+            ("code", "500"),
+        ]);
+        let other = labels(&[("__name__", "up"), ("job", "db")]);
+        for step in 0..300 {
+            let timestamp = step * 15_000;
+            head.append(&get, timestamp, step as f64).expect("append");
+            head.append(&error, timestamp, (step / 10) as f64)
+                .expect("append");
+            head.append(&other, timestamp, 1.0).expect("append");
+        }
+        assert_eq!(head.series_count(), 3);
+        let name = Matcher::Equal("__name__".into(), "http_requests_total".into());
+        let all = head.select(std::slice::from_ref(&name), 0, i64::MAX);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].1.len(), 300, "three chunks read back in order");
+        let errors = head.select(
+            &[
+                name.clone(),
+                Matcher::regex("code", "5..", false).expect("regex"),
+            ],
+            30_000,
+            60_000,
+        );
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, error);
+        assert_eq!(
+            errors[0].1,
+            [(30_000, 0.0), (45_000, 0.0), (60_000, 0.0)],
+            "inclusive range"
+        );
+        // an absent label reads as empty
+        let no_code = head.select(&[Matcher::Equal("code".into(), String::new())], 0, i64::MAX);
+        assert_eq!(no_code.len(), 1);
+        assert_eq!(no_code[0].0, other);
+        let anchored = head.select(
+            &[Matcher::regex("job", "ap", false).expect("regex")],
+            0,
+            i64::MAX,
+        );
+        assert!(anchored.is_empty(), "regexes are anchored");
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_samples_are_refused_and_counted() {
+        let head = Head::new();
+        let series = labels(&[("__name__", "up")]);
+        head.append(&series, 2_000, 1.0).expect("append");
+        assert_eq!(
+            head.append(&series, 1_000, 1.0),
+            Err(AppendError::OutOfOrder)
+        );
+        assert_eq!(
+            head.append(&series, 2_000, 1.0),
+            Ok(()),
+            "the same sample again"
+        );
+        assert_eq!(
+            head.append(&series, 2_000, 0.0),
+            Err(AppendError::Duplicate)
+        );
+        assert_eq!(head.out_of_order.load(Ordering::Relaxed), 1);
+        assert_eq!(head.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(head.select(&[], 0, i64::MAX)[0].1, [(2_000, 1.0)]);
+    }
+}
