@@ -104,19 +104,16 @@ impl Head {
             .len()
     }
 
-    fn series_for(&self, labels: &Labels) -> Arc<Mutex<Series>> {
+    /// The id of the series of `labels`, and whether it was created now. Ids are given
+    /// in creation order, so replaying a log's series records recreates the same ids.
+    pub fn series_id(&self, labels: &Labels) -> (usize, bool) {
         if let Some(&id) = self
             .ids
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(labels)
         {
-            return Arc::clone(
-                &self
-                    .series
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)[id],
-            );
+            return (id, false);
         }
         let mut ids = self
             .ids
@@ -127,7 +124,7 @@ impl Head {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(&id) = ids.get(labels) {
-            return Arc::clone(&series[id]);
+            return (id, false);
         }
         let id = series.len();
         let created = Arc::new(Mutex::new(Series {
@@ -135,7 +132,7 @@ impl Head {
             chunks: Vec::new(),
             last: None,
         }));
-        series.push(Arc::clone(&created));
+        series.push(created);
         ids.insert(Arc::clone(labels), id);
         let mut postings = self
             .postings
@@ -149,12 +146,22 @@ impl Head {
                 .or_default()
                 .insert(id);
         }
-        created
+        (id, true)
     }
 
     /// Appends one sample (`timestamp` in milliseconds) to the series of `labels`.
     pub fn append(&self, labels: &Labels, timestamp: i64, value: f64) -> Result<(), AppendError> {
-        let series = self.series_for(labels);
+        self.append_id(self.series_id(labels).0, timestamp, value)
+    }
+
+    /// Appends one sample to series `id` (from [`Head::series_id`]).
+    pub fn append_id(&self, id: usize, timestamp: i64, value: f64) -> Result<(), AppendError> {
+        let series = Arc::clone(
+            &self
+                .series
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)[id],
+        );
         let mut series = series
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
