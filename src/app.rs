@@ -102,7 +102,23 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         started: Instant::now(),
         rules: Default::default(),
         silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
+        scrape: Default::default(),
     });
+    if !config.scrape_configs.is_empty() {
+        let tsdb_dir = data_dir.tsdb();
+        let tsdb = Arc::new(
+            tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir))
+                .await
+                .context("opening the metrics store")?
+                .context("opening the metrics store")?,
+        );
+        let manager = Arc::new(
+            crate::scrape::manager::ScrapeManager::new(&config.scrape_configs, tsdb)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,
+        );
+        tasks.spawn(Arc::clone(&manager).run(background.clone()));
+        let _ = state.scrape.set(manager);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

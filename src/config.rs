@@ -31,6 +31,8 @@ pub struct Config {
     pub notifiers: std::collections::BTreeMap<String, crate::notify::notifiers::NotifierConfig>,
     /// Which notifiers an alert goes to when its rule names none.
     pub routing: crate::notify::notifiers::RoutingConfig,
+    /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
+    pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             agent: crate::agent::config::AgentConfig::default(),
             notifiers: Default::default(),
             routing: Default::default(),
+            scrape_configs: Vec::new(),
         }
     }
 }
@@ -309,6 +312,11 @@ impl Config {
         }
         if let Err(agent_errors) = self.agent.validate(origin, "agent.") {
             errors.extend(agent_errors);
+        }
+        for scrape in &self.scrape_configs {
+            if let Err(found) = crate::scrape::target::Job::new(scrape.clone()) {
+                errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));
+            }
         }
         errors.extend(crate::notify::notifiers::validate(
             &self.notifiers,

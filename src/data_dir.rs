@@ -69,6 +69,10 @@ impl DataDir {
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
     }
+
+    pub fn tsdb(&self) -> PathBuf {
+        self.root.join("tsdb")
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,8 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// The labels before relabelling (`/api/v1/targets`' `discoveredLabels`).
+    pub discovered: BTreeMap<String, String>,
 }
 
 /// A job's checked settings.
@@ -222,6 +224,7 @@ impl Job {
                         labels.insert(format!("__param_{name}"), first.clone());
                     }
                 }
+                let discovered = labels.clone();
                 let Some(mut labels) = relabel::apply(&self.relabel, labels) else {
                     continue;
                 };
@@ -239,10 +242,12 @@ impl Job {
                         Some((name.strip_prefix("__param_")?.to_string(), value.clone()))
                     })
                     .collect();
-                let url = match reqwest::Url::parse_with_params(
-                    &format!("{scheme}://{address}{path}"),
-                    &query,
-                ) {
+                let parsed = if query.is_empty() {
+                    reqwest::Url::parse(&format!("{scheme}://{address}{path}"))
+                } else {
+                    reqwest::Url::parse_with_params(&format!("{scheme}://{address}{path}"), &query)
+                };
+                let url = match parsed {
                     Ok(url) => url.to_string(),
                     Err(error) => {
                         tracing::warn!(job = %config.job_name, %address, %error, "target dropped: not a URL");
@@ -256,6 +261,7 @@ impl Job {
                     labels,
                     interval,
                     timeout,
+                    discovered,
                 });
             }
         }
@@ -263,7 +269,8 @@ impl Job {
     }
 }
 
-fn prometheus_duration(duration: Duration) -> String {
+/// A duration as Prometheus prints it (`5s`, `1m`, `500ms`).
+pub fn prometheus_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     if duration.subsec_millis() != 0 {
         format!("{}ms", duration.as_millis())

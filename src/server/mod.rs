@@ -45,6 +45,8 @@ pub struct AppState {
     /// The rules `lookout serve` runs (set once they are started).
     pub rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
     pub silences: Arc<crate::rules::silence::Silences>,
+    /// The scrape loop, when `scrape_configs` names jobs.
+    pub scrape: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -15,6 +15,38 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/targets", get(targets))
+}
+
+/// `/api/v1/targets` in Prometheus' shape.
+async fn targets(State(state): State<SharedState>) -> Response {
+    use crate::scrape::target::prometheus_duration;
+    let active: Vec<Value> = state
+        .scrape
+        .get()
+        .map(|manager| manager.targets())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|status| {
+            json!({
+                "discoveredLabels": status.target.discovered,
+                "labels": status.target.labels,
+                "scrapePool": status.target.job,
+                "scrapeUrl": status.target.url,
+                "globalUrl": status.target.url,
+                "lastError": status.last_error,
+                "lastScrape": status.last_scrape.map_or_else(
+                    || "0001-01-01T00:00:00Z".to_string(),
+                    |time| time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                ),
+                "lastScrapeDuration": status.last_duration,
+                "health": status.health,
+                "scrapeInterval": prometheus_duration(status.target.interval),
+                "scrapeTimeout": prometheus_duration(status.target.timeout),
+            })
+        })
+        .collect();
+    ok(&json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": []}}))
 }
 
 fn running(state: &SharedState) -> Vec<RuleView> {

@@ -11,6 +11,7 @@ mod chaos;
 mod durability;
 mod golden;
 mod ingest_search;
+mod metrics;
 mod notifications;
 mod rules_api;
 mod slack;
