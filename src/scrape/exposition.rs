@@ -380,6 +380,16 @@ impl<'a> Cursor<'a> {
 
     /// `[a-zA-Z_:][a-zA-Z0-9_:]*`, or a quoted name.
     fn metric_name(&mut self, _format: Format) -> Result<String, LineError> {
+        self.name(true, "metric")
+    }
+
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, or a quoted name.
+    fn label_name(&mut self) -> Result<String, LineError> {
+        self.name(false, "label")
+    }
+
+    /// A metric (`colons`) or label name, or a quoted one.
+    fn name(&mut self, colons: bool, what: &str) -> Result<String, LineError> {
         if self.peek() == Some('"') {
             return self.quoted();
         }
@@ -389,7 +399,7 @@ impl<'a> Cursor<'a> {
             .find(|(at, char)| {
                 !(char.is_ascii_alphabetic()
                     || *char == '_'
-                    || *char == ':'
+                    || (colons && *char == ':')
                     || (*at > 0 && char.is_ascii_digit()))
             })
             .map_or(rest.len(), |(at, _)| at);
@@ -397,33 +407,8 @@ impl<'a> Cursor<'a> {
             return Err((
                 self.position,
                 match self.peek() {
-                    Some(char) => format!("`{char}` cannot start a metric name"),
-                    None => "expected a metric name".into(),
-                },
-            ));
-        }
-        self.position += end;
-        Ok(rest[..end].to_string())
-    }
-
-    /// `[a-zA-Z_][a-zA-Z0-9_]*`, or a quoted name.
-    fn label_name(&mut self) -> Result<String, LineError> {
-        if self.peek() == Some('"') {
-            return self.quoted();
-        }
-        let rest = self.rest();
-        let end = rest
-            .char_indices()
-            .find(|(at, char)| {
-                !(char.is_ascii_alphabetic() || *char == '_' || (*at > 0 && char.is_ascii_digit()))
-            })
-            .map_or(rest.len(), |(at, _)| at);
-        if end == 0 {
-            return Err((
-                self.position,
-                match self.peek() {
-                    Some(char) => format!("`{char}` cannot start a label name"),
-                    None => "expected a label name".into(),
+                    Some(char) => format!("`{char}` cannot start a {what} name"),
+                    None => format!("expected a {what} name"),
                 },
             ));
         }
