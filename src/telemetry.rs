@@ -64,14 +64,6 @@ impl PairCounter {
             .entry((first.to_string(), second.to_string()))
             .or_default() += value;
     }
-    pub fn get(&self, first: &str, second: &str) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(first.to_string(), second.to_string()))
-            .copied()
-            .unwrap_or(0)
-    }
     /// Writes the counter in the text format, labelled `names`.
     pub fn write(&self, out: &mut String, name: &str, help: &str, names: (&str, &str)) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -540,6 +540,27 @@ pub fn count(store: &IndexStore, scope: &Scope, query: &Query) -> Result<u64, Se
 }
 
 /// Renders hits in ES' shape, reading `_id` and `_source` from the doc store.
+/// The newest `size` documents matching `query` in `indices`, rendered as hits.
+pub fn newest(
+    store: &IndexStore,
+    indices: &[Arc<LogIndex>],
+    query: Query,
+    size: usize,
+) -> Result<Vec<Value>, SearchError> {
+    let scope = Scope::new(indices, &query);
+    let request = SearchRequest {
+        query,
+        size,
+        sort: vec![SortField {
+            key: SortKey::Timestamp,
+            descending: true,
+        }],
+        ..SearchRequest::default()
+    };
+    let outcome = execute(store, &scope, &request, None)?;
+    render_hits(store, &scope.targets, &outcome.hits, &request)
+}
+
 pub fn render_hits(
     store: &IndexStore,
     targets: &[Target],

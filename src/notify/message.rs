@@ -35,6 +35,17 @@ pub enum MessageKind {
     Resolved,
 }
 
+impl MessageKind {
+    /// `firing`, `repeat` or `resolved`, as the history and the outbox name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Firing => "firing",
+            MessageKind::Repeat => "repeat",
+            MessageKind::Resolved => "resolved",
+        }
+    }
+}
+
 /// One alert (group) in a message.
 #[derive(Debug, Clone)]
 pub struct AlertLine {

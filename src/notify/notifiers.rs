@@ -283,12 +283,6 @@ impl Notifiers {
         Ok(built)
     }
 
-    /// Only the console (tests, `lookout rules test`).
-    pub fn console() -> Notifiers {
-        Notifiers::build(&BTreeMap::new(), &RoutingConfig::default(), None)
-            .expect("the built-ins build")
-    }
-
     /// Logs a warning when `name` is not configured (it falls back to the console);
     /// returns whether it is.
     pub fn warn_if_unknown(&self, name: &str, used_by: &str) -> bool {

@@ -47,6 +47,17 @@ pub enum ResolveReason {
     RuleChanged,
 }
 
+impl ResolveReason {
+    /// How messages and the history say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolveReason::Condition => "condition",
+            ResolveReason::GroupGone => "group gone",
+            ResolveReason::RuleChanged => "rule changed",
+        }
+    }
+}
+
 /// A change of phase, for the alert history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {

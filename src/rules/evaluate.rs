@@ -53,7 +53,8 @@ pub fn count_window(
     store: &IndexStore,
     window: &Window<'_>,
 ) -> Result<Vec<GroupCount>, EvaluateError> {
-    let (query, scope) = window_query(store, window, &BTreeMap::new())?;
+    let (query, indices) = window_query(store, window, &BTreeMap::new())?;
+    let scope = Scope::new(&indices, &query);
     if window.group_by.is_empty() {
         let count = search::count(store, &scope, &query)?;
         return Ok(vec![GroupCount {
@@ -90,12 +91,18 @@ pub fn count_window(
 }
 
 /// The window's query (the rule's, its time range, and `labels` as exact terms) and the
-/// partitions it can match in.
+/// indices it runs over.
 fn window_query(
     store: &IndexStore,
     window: &Window<'_>,
     labels: &BTreeMap<String, String>,
-) -> Result<(crate::index::query::Query, Scope), EvaluateError> {
+) -> Result<
+    (
+        crate::index::query::Query,
+        Vec<std::sync::Arc<crate::index::store::LogIndex>>,
+    ),
+    EvaluateError,
+> {
     let rule_query = match window.query {
         Value::String(text) => json!({"query_string": {"query": text}}),
         other => other.clone(),
@@ -121,8 +128,7 @@ fn window_query(
     let indices = store
         .resolve(window.index, true)
         .map_err(|error| EvaluateError::Index(window.index.to_string(), error))?;
-    let scope = Scope::new(&indices, &query);
-    Ok((query, scope))
+    Ok((query, indices))
 }
 
 /// The newest `limit` matching lines of the window in `labels`' group, as JSON text.
@@ -132,18 +138,8 @@ pub fn sample_lines(
     labels: &BTreeMap<String, String>,
     limit: usize,
 ) -> Result<Vec<String>, EvaluateError> {
-    let (query, scope) = window_query(store, window, labels)?;
-    let request = SearchRequest {
-        query,
-        size: limit,
-        sort: vec![search::SortField {
-            key: search::SortKey::Timestamp,
-            descending: true,
-        }],
-        ..SearchRequest::default()
-    };
-    let outcome = search::execute(store, &scope, &request, None)?;
-    let hits = search::render_hits(store, &scope.targets, &outcome.hits, &request)?;
+    let (query, indices) = window_query(store, window, labels)?;
+    let hits = search::newest(store, &indices, query, limit)?;
     Ok(hits.iter().map(|hit| hit["_source"].to_string()).collect())
 }
 

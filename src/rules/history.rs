@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::IndexStore;
-use crate::index::search::{self, Scope, SearchRequest};
+use crate::index::search;
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::{Ingest, Item, event};
 
@@ -124,20 +124,7 @@ pub fn recent(store: &IndexStore, rule: Option<&str>, size: usize) -> Result<Vec
     let query = crate::index::query::dsl::parse_query(&filter, &context)
         .map_err(|error| error.to_string())?;
     let indices = store.resolve(INDEX, true)?;
-    let scope = Scope::new(&indices, &query);
-    let request = SearchRequest {
-        query,
-        size,
-        sort: vec![search::SortField {
-            key: search::SortKey::Timestamp,
-            descending: true,
-        }],
-        ..SearchRequest::default()
-    };
-    let outcome =
-        search::execute(store, &scope, &request, None).map_err(|error| error.to_string())?;
-    let hits = search::render_hits(store, &scope.targets, &outcome.hits, &request)
-        .map_err(|error| error.to_string())?;
+    let hits = search::newest(store, &indices, query, size).map_err(|error| error.to_string())?;
     Ok(hits
         .into_iter()
         .map(|mut hit| hit["_source"].take())

@@ -558,7 +558,7 @@ impl RuleManager {
         for (notifier, message) in self.messages(rule, at, notices).await {
             messages.push(serde_json::json!({
                 "notifier": notifier,
-                "kind": kind_name(message.kind),
+                "kind": message.kind.name(),
                 "alerts": message.alerts.len(),
                 "payload": self.payload(&notifier, &message),
             }));
@@ -1101,7 +1101,7 @@ impl RuleManager {
             self.history.record(delivery_event(
                 &rule.name,
                 notifier_name,
-                kind_name(message.kind),
+                message.kind.name(),
                 message.alerts.len(),
                 "ui",
                 None,
@@ -1111,7 +1111,7 @@ impl RuleManager {
         let delivery = Delivery {
             rule: rule.name.clone(),
             notifier: notifier_name.to_string(),
-            kind: kind_name(message.kind).to_string(),
+            kind: message.kind.name().to_string(),
             alerts: message.alerts.len(),
             payload,
             created: now,
@@ -1226,7 +1226,7 @@ fn record_transition(
             "firing",
             None,
         ),
-        Transition::Resolved(reason) => ("firing", "resolved", Some(reason_text(reason))),
+        Transition::Resolved(reason) => ("firing", "resolved", Some(reason.name())),
     };
     history.record(serde_json::json!({
         "@timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -1272,22 +1272,6 @@ fn alert_labels(rule: &LoadedRule, group: &BTreeMap<String, String>) -> BTreeMap
             .unwrap_or_else(|| "warning".into())
     });
     labels
-}
-
-fn kind_name(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Firing => "firing",
-        MessageKind::Repeat => "repeat",
-        MessageKind::Resolved => "resolved",
-    }
-}
-
-fn reason_text(reason: ResolveReason) -> &'static str {
-    match reason {
-        ResolveReason::Condition => "condition",
-        ResolveReason::GroupGone => "group gone",
-        ResolveReason::RuleChanged => "rule changed",
-    }
 }
 
 fn labels_suffix(labels: &BTreeMap<String, String>) -> String {
@@ -1353,7 +1337,7 @@ fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (Messag
             MessageKind::Resolved,
             line(
                 Some(fired_for),
-                (reason != ResolveReason::Condition).then(|| reason_text(reason).to_string()),
+                (reason != ResolveReason::Condition).then(|| reason.name().to_string()),
             ),
         ),
     }

@@ -145,7 +145,7 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Sample>, ParseError> {
                 continue;
             }
             cursor.skip_blanks();
-            let keyword = cursor.word();
+            let keyword = cursor.token();
             if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
                 if format == Format::OpenMetrics {
                     return Err(fail(
@@ -372,10 +372,6 @@ impl<'a> Cursor<'a> {
         let end = rest.find([' ', '\t']).unwrap_or(rest.len());
         self.position += end;
         &rest[..end]
-    }
-
-    fn word(&mut self) -> &'a str {
-        self.token()
     }
 
     /// `[a-zA-Z_:][a-zA-Z0-9_:]*`, or a quoted name.

@@ -28,7 +28,8 @@ pub struct TargetStatus {
 }
 
 pub struct ScrapeManager {
-    jobs: Vec<Arc<Job>>,
+    /// Every target with its job, built once.
+    targets: Vec<(Arc<Job>, Target)>,
     tsdb: Arc<Tsdb>,
     client: reqwest::Client,
     statuses: Mutex<BTreeMap<(String, String), TargetStatus>>,
@@ -52,30 +53,35 @@ impl ScrapeManager {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|error| vec![format!("cannot build the scrape client: {error}")])?;
-        let manager = ScrapeManager {
-            jobs,
+        let targets: Vec<(Arc<Job>, Target)> = jobs
+            .iter()
+            .flat_map(|job| {
+                job.targets()
+                    .into_iter()
+                    .map(|target| (Arc::clone(job), target))
+            })
+            .collect();
+        let statuses = targets
+            .iter()
+            .map(|(_, target)| {
+                (
+                    (target.job.clone(), target.url.clone()),
+                    TargetStatus {
+                        target: target.clone(),
+                        health: "unknown",
+                        last_error: String::new(),
+                        last_scrape: None,
+                        last_duration: 0.0,
+                    },
+                )
+            })
+            .collect();
+        Ok(ScrapeManager {
+            targets,
             tsdb,
             client,
-            statuses: Mutex::default(),
-        };
-        {
-            let mut statuses = manager.lock_statuses();
-            for job in &manager.jobs {
-                for target in job.targets() {
-                    statuses.insert(
-                        (target.job.clone(), target.url.clone()),
-                        TargetStatus {
-                            target,
-                            health: "unknown",
-                            last_error: String::new(),
-                            last_scrape: None,
-                            last_duration: 0.0,
-                        },
-                    );
-                }
-            }
-        }
-        Ok(manager)
+            statuses: Mutex::new(statuses),
+        })
     }
 
     fn lock_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), TargetStatus>> {
@@ -92,10 +98,12 @@ impl ScrapeManager {
     /// Scrapes until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut loops = tokio::task::JoinSet::new();
-        for job in &self.jobs {
-            for target in job.targets() {
-                loops.spawn(Arc::clone(&self).scrape_loop(Arc::clone(job), target, cancel.clone()));
-            }
+        for (job, target) in &self.targets {
+            loops.spawn(Arc::clone(&self).scrape_loop(
+                Arc::clone(job),
+                target.clone(),
+                cancel.clone(),
+            ));
         }
         while loops.join_next().await.is_some() {}
     }

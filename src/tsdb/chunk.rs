@@ -58,11 +58,6 @@ impl Chunk {
         &self.bytes
     }
 
-    /// The last sample's timestamp (milliseconds), when there is one.
-    pub fn last_timestamp(&self) -> Option<i64> {
-        (self.count > 0).then_some(self.last_timestamp)
-    }
-
     /// Appends a sample; timestamps must increase (the caller rejects the others).
     pub fn append(&mut self, timestamp: i64, value: f64) {
         debug_assert!(self.count == 0 || timestamp > self.last_timestamp);

@@ -92,8 +92,13 @@ impl Tsdb {
             }
             results.push(result);
         }
-        records.push(Record::Samples(samples));
-        wal.log(&records)?;
+        if !samples.is_empty() {
+            records.push(Record::Samples(samples));
+        }
+        // nothing accepted and no new series: nothing to make durable
+        if !records.is_empty() {
+            wal.log(&records)?;
+        }
         Ok(results)
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One logged fact.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +113,6 @@ impl Reader<'_> {
 /// The log file, open for appending.
 pub struct Wal {
     file: File,
-    path: PathBuf,
     buffer: Vec<u8>,
 }
 
@@ -162,7 +161,6 @@ impl Wal {
         Ok((
             Wal {
                 file,
-                path,
                 buffer: Vec::new(),
             },
             records,
@@ -177,10 +175,6 @@ impl Wal {
         }
         self.file.write_all(&self.buffer)?;
         self.file.sync_data()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
