@@ -187,12 +187,7 @@ async fn discarding_endpoint(received: Arc<AtomicU64>) -> String {
         .route("/_lookout/heartbeat", post(|| async { "{}" }))
         .route("/_lookout/agents/{id}", delete(|| async { "{}" }))
         .layer(axum::extract::DefaultBodyLimit::disable());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}")
+    common::serve(router).await
 }
 
 fn freshness(runtime: &tokio::runtime::Runtime) {

@@ -36,22 +36,9 @@ fn document(
     random: &mut Random,
 ) -> (i64, serde_json::Value) {
     let micros = start_micros + (seq as i64 * 24 * HOUR_MICROS) / docs as i64;
-    let status = match random.below(100) {
-        0..=1 => 500,
-        2..=4 => 404,
-        _ => 200,
-    };
+    let status = common::http_status(random);
     let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
-    let body = serde_json::json!({
-        "@timestamp": chrono::DateTime::from_timestamp_micros(micros).expect("time").to_rfc3339(),
-        "level": if status == 500 { "error" } else { "info" },
-        "service": service,
-        "status": status,
-        "http": {"method": "GET", "path": "/api/items", "bytes": random.below(50_000)},
-        "latency_ms": random.below(2_000_000) as f64 / 1000.0,
-        "trace_id": format!("{:016x}{:016x}", random.next(), random.next()),
-        "message": "request completed",
-    });
+    let body = common::request_line(micros, service, status, random);
     (micros, body)
 }
 

@@ -32,36 +32,18 @@ fn service(number: u64) -> String {
     format!("svc-{number:04}")
 }
 
-fn line(micros: i64, service: &str, status: u64, random: &mut Random) -> serde_json::Value {
-    json!({
-        "@timestamp": DateTime::from_timestamp_micros(micros).expect("time").to_rfc3339(),
-        "level": if status == 500 { "error" } else { "info" },
-        "service": service,
-        "status": status,
-        "http": {"method": "GET", "path": "/api/items", "bytes": random.below(50_000)},
-        "latency_ms": random.below(2_000_000) as f64 / 1000.0,
-        "trace_id": format!("{:016x}{:016x}", random.next(), random.next()),
-        "message": "request completed",
-    })
-}
-
-fn status(random: &mut Random) -> u64 {
-    match random.below(100) {
-        0..=1 => 500,
-        2..=4 => 404,
-        _ => 200,
-    }
-}
-
 /// Builds the history (the 24 h before `end_micros`) into the data directory's index
 /// location.
 fn build_index(indices: &Path, docs: u64, end_micros: i64) {
     let start_micros = end_micros - 24 * HOUR_MICROS;
     common::build_store(indices, docs, |doc_seq, random| {
         let micros = start_micros + (doc_seq as i64 * 24 * HOUR_MICROS) / docs as i64;
-        let status = status(random);
+        let status = common::http_status(random);
         let service = service(random.below(SERVICES));
-        (micros, line(micros, &service, status, random))
+        (
+            micros,
+            common::request_line(micros, &service, status, random),
+        )
     });
 }
 
@@ -97,13 +79,7 @@ async fn start_mock(posts: Arc<Mutex<Vec<Post>>>) -> String {
             "ok"
         }
     };
-    let router = axum::Router::new().route("/hook/{hook}", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}")
+    common::serve(axum::Router::new().route("/hook/{hook}", axum::routing::post(handler))).await
 }
 
 /// Writes the rules and a config naming one Slack notifier per rule.
@@ -173,16 +149,16 @@ async fn traffic(base: String, rate: u64, rules: u64, stop: Arc<std::sync::atomi
             body.push('\n');
         };
         for _ in 0..rate {
-            let status = status(&mut random);
+            let status = common::http_status(&mut random);
             let service = service(random.below(SERVICES));
-            push(line(micros, &service, status, &mut random));
+            push(common::request_line(micros, &service, status, &mut random));
         }
         let minute = now.timestamp() / 60;
         if now.second() >= 10 && now.second() < 50 && injected_minute != minute {
             injected_minute = minute;
             for service in firing_set(minute, rules) {
                 for _ in 0..25 {
-                    push(line(micros, &service, 500, &mut random));
+                    push(common::request_line(micros, &service, 500, &mut random));
                 }
             }
         }

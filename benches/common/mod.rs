@@ -236,3 +236,41 @@ pub fn build_store(
     store.close().expect("close");
     store
 }
+
+/// An HTTP status as request logs have them: 2% 500s, 3% 404s, the rest 200s.
+pub fn http_status(random: &mut Random) -> u64 {
+    match random.below(100) {
+        0..=1 => 500,
+        2..=4 => 404,
+        _ => 200,
+    }
+}
+
+/// One request-log line of `service` with `status`, stamped `micros`.
+pub fn request_line(
+    micros: i64,
+    service: &str,
+    status: u64,
+    random: &mut Random,
+) -> serde_json::Value {
+    serde_json::json!({
+        "@timestamp": chrono::DateTime::from_timestamp_micros(micros).expect("time").to_rfc3339(),
+        "level": if status == 500 { "error" } else { "info" },
+        "service": service,
+        "status": status,
+        "http": {"method": "GET", "path": "/api/items", "bytes": random.below(50_000)},
+        "latency_ms": random.below(2_000_000) as f64 / 1000.0,
+        "trace_id": format!("{:016x}{:016x}", random.next(), random.next()),
+        "message": "request completed",
+    })
+}
+
+/// Serves `router` on a loopback port in the current runtime; returns `http://ADDR`.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
