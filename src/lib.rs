@@ -21,6 +21,7 @@ pub mod error;
 pub mod index;
 pub mod ingest;
 pub mod notify;
+pub mod promql;
 pub mod rules;
 pub mod scheduler;
 pub mod scrape;

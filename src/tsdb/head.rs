@@ -46,7 +46,7 @@ impl Matcher {
         })
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             Matcher::Equal(name, _)
             | Matcher::NotEqual(name, _)

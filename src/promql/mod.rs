@@ -1,0 +1,302 @@
+//! The PromQL engine (issue 5, DESIGN §7): expressions are parsed by the `promql-parser`
+//! crate and evaluated here with Prometheus 3 semantics for float samples — left-open
+//! range and lookback windows, staleness markers, `@` and `offset`, subqueries aligned to
+//! their step, Kahan-compensated sums, and delayed `__name__` removal as an option.
+//!
+//! Evaluation works step by step as Prometheus' does: every instant-vector node yields
+//! one vector per output step, so an instant query is a range query with one step.
+//! [`eval`] walks the tree; [`functions`] and [`aggregate`] hold the per-step maths.
+//! Native histograms are not stored yet: a query naming them is refused by the parser
+//! or finds no histogram samples.
+
+mod aggregate;
+mod eval;
+mod functions;
+
+use std::time::{Duration, Instant};
+
+use crate::tsdb::head::{Labels, Matcher};
+
+pub use eval::STALE_NAN_BITS;
+
+/// Selected series: labels and their `(time ms, value)` samples in time order.
+pub type Selected = Vec<(Labels, Vec<(i64, f64)>)>;
+
+/// Where the engine reads series from.
+pub trait Storage: Sync {
+    /// Series matching every matcher, with their samples in `[min_time, max_time]`
+    /// (milliseconds) in time order; staleness markers included.
+    fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected;
+}
+
+impl Storage for crate::tsdb::head::Head {
+    fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
+        crate::tsdb::head::Head::select(self, matchers, min_time, max_time)
+    }
+}
+
+/// Engine settings; the defaults are Prometheus' (`--query.lookback-delta=5m`,
+/// `--query.timeout=2m`, `--query.max-samples=50000000`, subquery step 1m).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub lookback_delta: Duration,
+    pub timeout: Duration,
+    pub max_samples: usize,
+    /// The step of a subquery written without one (`[5m:]`).
+    pub default_subquery_step: Duration,
+    /// Prometheus 3's `delayed-name-removal`: functions and operators mark `__name__`
+    /// for removal and it is dropped only from the final result, so
+    /// `sum by (__name__) (rate(x[5m]))` still groups by name.
+    pub delayed_name_removal: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta: Duration::from_secs(300),
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+            default_subquery_step: Duration::from_secs(60),
+            delayed_name_removal: true,
+        }
+    }
+}
+
+/// A query failure, named by Prometheus' API `errorType`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The expression does not parse or is ill-typed (`bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (`execution`), e.g. duplicate series after a `by`.
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran past its timeout (`timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// More samples than `max_samples` would be held (`execution`).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+}
+
+impl Error {
+    /// The Prometheus API's `errorType` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::BadData(_) => "bad_data",
+            Error::Execution(_) | Error::TooManySamples(_) => "execution",
+            Error::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// One series of a result: labels and `(time ms, value)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub timestamp: i64,
+    pub value: f64,
+}
+
+/// A query result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    Scalar { timestamp: i64, value: f64 },
+    String { timestamp: i64, value: String },
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+}
+
+/// Warnings and infos found while evaluating, in Prometheus' wording
+/// (`PromQL warning: … (line:column)`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl Annotations {
+    fn warn(&mut self, text: String) {
+        if !self.warnings.contains(&text) {
+            self.warnings.push(text);
+        }
+    }
+
+    fn info(&mut self, text: String) {
+        if !self.infos.contains(&text) {
+            self.infos.push(text);
+        }
+    }
+}
+
+/// A parsed expression with the text it came from (annotations point into it).
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub ast: promql_parser::parser::Expr,
+    pub text: String,
+}
+
+/// Parses `text`, rejecting what the engine does not evaluate (native-histogram-only
+/// and experimental constructs) with a clear `bad_data` error.
+pub fn parse(text: &str) -> Result<Expr, Error> {
+    let ast = promql_parser::parser::parse(text)
+        .map_err(|message| Error::BadData(parse_error(text, &message)))?;
+    eval::check_supported(&ast)?;
+    Ok(Expr {
+        ast,
+        text: text.to_string(),
+    })
+}
+
+/// Prometheus' parse errors read `1:5: parse error: …`; the parser crate gives no
+/// position, so one is added when the message quotes a token found in the text.
+fn parse_error(text: &str, message: &str) -> String {
+    let quoted = message
+        .split('"')
+        .nth(1)
+        .filter(|token| !token.is_empty())
+        .and_then(|token| text.find(token));
+    match quoted {
+        Some(offset) => {
+            let (line, column) = position(text, offset);
+            format!("{line}:{column}: parse error: {message}")
+        }
+        None => format!("parse error: {message}"),
+    }
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |newline| {
+            before[newline + 1..].chars().count()
+        })
+        + 1;
+    (line, column)
+}
+
+/// Evaluates expressions against a [`Storage`].
+pub struct Engine {
+    pub options: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(options: EngineOptions) -> Engine {
+        Engine { options }
+    }
+
+    /// Evaluates `expr` at `time` (ms).
+    pub fn instant(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        time: i64,
+    ) -> Result<(QueryValue, Annotations), Error> {
+        let mut evaluator = eval::Evaluator::new(
+            storage,
+            &self.options,
+            &expr.text,
+            time,
+            time,
+            1,
+            deadline(&self.options),
+        );
+        let value = evaluator.evaluate(&expr.ast)?;
+        let result = evaluator.finish_instant(value, time)?;
+        Ok((result, evaluator.annotations))
+    }
+
+    /// Evaluates `expr` at every `step` from `start` to `end` (ms), Prometheus'
+    /// `query_range`: the result is always a matrix.
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(Vec<Series>, Annotations), Error> {
+        if step <= 0 {
+            return Err(Error::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(Error::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let mut evaluator = eval::Evaluator::new(
+            storage,
+            &self.options,
+            &expr.text,
+            start,
+            end,
+            step,
+            deadline(&self.options),
+        );
+        match eval::value_type(&expr.ast) {
+            promql_parser::parser::value::ValueType::Vector
+            | promql_parser::parser::value::ValueType::Scalar => {}
+            other => {
+                return Err(Error::BadData(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    eval::type_name(other)
+                )));
+            }
+        }
+        let value = evaluator.evaluate(&expr.ast)?;
+        let series = evaluator.finish_range(value)?;
+        Ok((series, evaluator.annotations))
+    }
+}
+
+fn deadline(options: &EngineOptions) -> Instant {
+    Instant::now() + options.timeout
+}
+
+/// Formats a float as Prometheus' API does (Go's `strconv.FormatFloat(f, 'f', -1, 64)`
+/// for finite values; `NaN`, `+Inf`, `-Inf`).
+pub fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value == f64::INFINITY {
+        "+Inf".into()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_carry_a_position_when_the_parser_names_a_token() {
+        let error = parse("sum(rate(x[5m])").expect_err("unbalanced");
+        assert_eq!(error.error_type(), "bad_data");
+        assert!(error.to_string().contains("parse error"), "{error}");
+        assert_eq!(position("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn values_format_as_prometheus_does() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+    }
+}
