@@ -92,6 +92,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let background = CancellationToken::new();
     tasks.spawn(ingest.clone().run_refresher(background.clone()));
 
+    let tsdb_dir = data_dir.tsdb();
+    let tsdb = Arc::new(
+        tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir))
+            .await
+            .context("opening the metrics store")?
+            .context("opening the metrics store")?,
+    );
     let state = Arc::new(AppState {
         store: store.clone(),
         ingest: ingest.clone(),
@@ -103,15 +110,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         rules: Default::default(),
         silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
         scrape: Default::default(),
+        tsdb: Arc::clone(&tsdb),
+        promql: config.metrics.engine_options(),
     });
     if !config.scrape_configs.is_empty() {
-        let tsdb_dir = data_dir.tsdb();
-        let tsdb = Arc::new(
-            tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir))
-                .await
-                .context("opening the metrics store")?
-                .context("opening the metrics store")?,
-        );
         let manager = Arc::new(
             crate::scrape::manager::ScrapeManager::new(&config.scrape_configs, tsdb)
                 .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,

@@ -33,6 +33,8 @@ pub struct Config {
     pub routing: crate::notify::notifiers::RoutingConfig,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
+    /// The metrics store and the PromQL engine.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             notifiers: Default::default(),
             routing: Default::default(),
             scrape_configs: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -207,6 +210,42 @@ impl Default for IndexConfig {
             writer_memory_bytes: 128 * 1024 * 1024,
             writer_threads: 2,
             max_open_writers: 4,
+        }
+    }
+}
+
+/// The metrics store and PromQL (`[metrics]`), Prometheus' defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
+    #[serde(with = "crate::duration_serde")]
+    pub lookback_delta: Duration,
+    /// A query running longer fails with `errorType` `timeout` (`--query.timeout`).
+    #[serde(with = "crate::duration_serde")]
+    pub query_timeout: Duration,
+    /// A query holding more samples fails instead of exhausting memory
+    /// (`--query.max-samples`).
+    pub query_max_samples: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            lookback_delta: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(120),
+            query_max_samples: 50_000_000,
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn engine_options(&self) -> crate::promql::EngineOptions {
+        crate::promql::EngineOptions {
+            lookback_delta: self.lookback_delta,
+            timeout: self.query_timeout,
+            max_samples: self.query_max_samples,
+            ..crate::promql::EngineOptions::default()
         }
     }
 }

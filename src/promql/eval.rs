@@ -778,7 +778,7 @@ fn latest(points: &[(i64, f64)], time: i64, lookback: i64) -> Option<(i64, f64)>
 }
 
 /// The storage matchers of a selector: one group, or one per `or` alternative.
-fn matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Error> {
+pub(super) fn matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Error> {
     let convert = |group: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, Error> {
         let mut out = Vec::with_capacity(group.len() + 1);
         if let Some(name) = &selector.name

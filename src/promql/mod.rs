@@ -35,6 +35,61 @@ impl Storage for crate::tsdb::head::Head {
     }
 }
 
+impl Storage for crate::tsdb::Tsdb {
+    fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
+        self.head.select(matchers, min_time, max_time)
+    }
+}
+
+/// The matcher groups of a series selector such as `up{job="node"}` (the `match[]`
+/// parameter of the series and label APIs); one group per `or` alternative.
+pub fn selector_matchers(text: &str) -> Result<Vec<Vec<Matcher>>, Error> {
+    match promql_parser::parser::parse(text)
+        .map_err(|message| Error::BadData(parse_error(text, &message)))?
+    {
+        promql_parser::parser::Expr::VectorSelector(selector) => eval::matchers(&selector),
+        _ => Err(Error::BadData(format!("{text:?} is not a series selector"))),
+    }
+}
+
+/// Parses a Prometheus duration (`5m`, `1h30m`, `250ms`) or a number of seconds, to
+/// milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds.abs() < 9e15)
+            .then(|| (seconds * 1000.0).round() as i64);
+    }
+    let mut total = 0i64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let number: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit: i64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(unit)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
 /// Engine settings; the defaults are Prometheus' (`--query.lookback-delta=5m`,
 /// `--query.timeout=2m`, `--query.max-samples=50000000`, subquery step 1m).
 #[derive(Debug, Clone)]
@@ -289,6 +344,15 @@ mod tests {
         assert_eq!(error.error_type(), "bad_data");
         assert!(error.to_string().contains("parse error"), "{error}");
         assert_eq!(position("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn durations_read_as_prometheus_writes_them() {
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("60"), Some(60_000));
+        assert_eq!(parse_duration("0.5"), Some(500));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
     }
 
     #[test]

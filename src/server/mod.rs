@@ -17,6 +17,7 @@ pub mod body;
 pub mod elastic;
 pub mod lookout;
 pub mod prometheus;
+pub mod prometheus_query;
 pub mod response;
 pub mod rules;
 
@@ -47,6 +48,9 @@ pub struct AppState {
     pub silences: Arc<crate::rules::silence::Silences>,
     /// The scrape loop, when `scrape_configs` names jobs.
     pub scrape: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
+    /// The metrics store the scrape loop writes and PromQL reads.
+    pub tsdb: Arc<crate::tsdb::Tsdb>,
+    pub promql: crate::promql::EngineOptions,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -55,6 +59,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(lookout::routes())
         .merge(prometheus::routes())
+        .merge(prometheus_query::routes())
         .merge(alertmanager::routes())
         .merge(rules::routes())
         .merge(elastic::routes())

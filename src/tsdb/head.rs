@@ -236,6 +236,26 @@ impl Head {
         found
     }
 
+    /// Every label name of every series, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Every value of label `name`, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .map(|values| values.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The series an equality matcher on a non-empty value narrows to (through the
     /// postings); every series when no matcher does.
     fn candidates(&self, matchers: &[Matcher]) -> Vec<usize> {

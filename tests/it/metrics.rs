@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Server, wait_until};
+use crate::support::{Server, urlencode, wait_until};
 
 async fn target(body: &'static str) -> String {
     let router = axum::Router::new().route(
@@ -91,4 +91,294 @@ async fn targets_are_scraped_and_their_health_is_served_in_prometheus_shape() {
         std::fs::metadata(&wal).is_ok_and(|meta| meta.len() > 100)
     })
     .await;
+}
+
+/// The structure of a JSON value: object keys (label objects excepted), element
+/// shapes, value types — what a client parsing Prometheus' answers depends on.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| {
+                    let inner = if key == "metric" {
+                        Value::String("labels".into())
+                    } else {
+                        shape(value)
+                    };
+                    (key.clone(), inner)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.first().map(shape).into_iter().collect()),
+        Value::String(_) => Value::String("string".into()),
+        Value::Number(_) => Value::String("number".into()),
+        Value::Bool(_) => Value::String("bool".into()),
+        Value::Null => Value::Null,
+    }
+}
+
+fn real_answer(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../shared/testdata/prometheus-api/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("testdata")).expect("json")
+}
+
+// the target runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_api_answers_in_prometheus_shapes_including_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = target(
+        "# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} 10\nhttp_requests_total{code=\"500\"} 1\n",
+    )
+    .await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!("[[scrape_configs]]\njob_name = \"node\"\nscrape_interval = \"1s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{exporter}\"]\n"),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    let get = |query: String| {
+        let server = &server;
+        async move { server.get(&query).await }
+    };
+    wait_until("three scrapes", 20, || async {
+        let (_, body) = get(format!(
+            "/api/v1/query?query={}",
+            urlencode("count_over_time(up[1m])")
+        ))
+        .await;
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|count| count.parse::<f64>().ok())
+            .is_some_and(|count| count >= 3.0)
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+
+    // success shapes, each against the real Prometheus answer to the same kind of query
+    let cases = [
+        (
+            "query_vector",
+            format!(
+                "/api/v1/query?query={}&time={now}",
+                urlencode("sum by (code) (rate(http_requests_total[5m]))")
+            ),
+        ),
+        (
+            "query_scalar",
+            format!("/api/v1/query?query={}&time={now}", urlencode("1+1")),
+        ),
+        (
+            "query_string",
+            format!("/api/v1/query?query={}&time={now}", urlencode("\"hello\"")),
+        ),
+        (
+            "query_matrix",
+            format!(
+                "/api/v1/query?query={}&time={now}",
+                urlencode("up{job=\"node\"}[3m]")
+            ),
+        ),
+        (
+            "query_range",
+            format!(
+                "/api/v1/query_range?query={}&start={}&end={now}&step=1",
+                urlencode("up{job=\"node\"}"),
+                now - 2
+            ),
+        ),
+        (
+            "series",
+            format!(
+                "/api/v1/series?match[]=up&start={}&end={}",
+                now - 3600,
+                now + 3600
+            ),
+        ),
+        ("labels", "/api/v1/labels".to_string()),
+        ("label_values_job", "/api/v1/label/job/values".to_string()),
+        (
+            "label_values_name",
+            format!(
+                "/api/v1/label/__name__/values?match[]={}",
+                urlencode("{job=\"node\"}")
+            ),
+        ),
+    ];
+    for (name, path) in &cases {
+        let (status, body) = get(path.clone()).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(shape(&body), shape(&real_answer(name)), "{name}: {body}");
+    }
+    let (_, scalar) = get(format!(
+        "/api/v1/query?query={}&time={now}",
+        urlencode("1+1")
+    ))
+    .await;
+    assert_eq!(
+        scalar["data"],
+        serde_json::json!({"resultType": "scalar", "result": [now, "2"]})
+    );
+    let (_, vector) = get(format!(
+        "/api/v1/query?query={}&time={now}",
+        urlencode("sum by (code) (http_requests_total)")
+    ))
+    .await;
+    let codes: Vec<(&str, &str)> = vector["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|sample| {
+            (
+                sample["metric"]["code"].as_str().unwrap_or(""),
+                sample["value"][1].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        codes.contains(&("200", "10")) && codes.contains(&("500", "1")),
+        "{vector}"
+    );
+    let (_, names) = get(format!(
+        "/api/v1/label/__name__/values?match[]={}",
+        urlencode("{job=\"node\"}")
+    ))
+    .await;
+    assert!(
+        names["data"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .any(|name| name == "http_requests_total"),
+        "{names}"
+    );
+
+    // the form POST Prometheus clients use for long queries
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/query"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "query={}&time={now}",
+            urlencode("up{job=\"node\"}")
+        ))
+        .send()
+        .await
+        .expect("post");
+    let (status, posted) = crate::support::decode(response).await;
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(shape(&posted), shape(&real_answer("query_post_form")));
+    assert_eq!(posted["data"]["result"][0]["value"][1], "1");
+
+    // errors: the same status, errorType and (where Prometheus' text is ours) message
+    let (status, body) = get(format!("/api/v1/query?query={}", urlencode("sum("))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorType"], "bad_data");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("invalid parameter \"query\": ") && message.contains("parse error"),
+        "{message}"
+    );
+    for (name, path) in [
+        (
+            "query_bad_time",
+            "/api/v1/query?query=up&time=abc".to_string(),
+        ),
+        (
+            "query_range_too_many_points",
+            format!("/api/v1/query_range?query=up&start=0&end={now}&step=1"),
+        ),
+        ("series_no_match", "/api/v1/series".to_string()),
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 400, "{name}");
+        assert_eq!(body, real_answer(name), "{name}");
+    }
+    let (status, body) = get(format!(
+        "/api/v1/query?query={}",
+        urlencode("http_requests_total + on() http_requests_total")
+    ))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errorType"], "execution");
+    let (status, body) = get(format!(
+        "/api/v1/query?query={}",
+        urlencode("histogram_count(x)")
+    ))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("native histograms"),
+        "{body}"
+    );
+    // Prometheus' own client, unmodified (Debian's prometheus package; .ci/run installs it)
+    let promtool = |args: Vec<String>| {
+        let output = std::process::Command::new("promtool")
+            .args(&args)
+            .output()
+            .expect("promtool runs (install Debian's prometheus package)");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let url = server.url("");
+    let url = url.trim_end_matches('/').to_string();
+    let instant = promtool(vec![
+        "query".into(),
+        "instant".into(),
+        url.clone(),
+        "sum by (code) (http_requests_total)".into(),
+    ]);
+    assert!(
+        instant.contains("{code=\"200\"} => 10 @[") && instant.contains("{code=\"500\"} => 1 @["),
+        "{instant}"
+    );
+    let range = promtool(vec![
+        "query".into(),
+        "range".into(),
+        format!("--start={}", now - 2),
+        format!("--end={now}"),
+        "--step=1s".into(),
+        url.clone(),
+        "up".into(),
+    ]);
+    assert!(
+        range.contains("up{instance=") && range.contains("1 @["),
+        "{range}"
+    );
+    let series = promtool(vec![
+        "query".into(),
+        "series".into(),
+        "--match=up".into(),
+        url.clone(),
+    ]);
+    assert!(series.contains("__name__=\"up\""), "{series}");
+    let jobs = promtool(vec![
+        "query".into(),
+        "labels".into(),
+        url.clone(),
+        "job".into(),
+    ]);
+    assert_eq!(jobs.trim(), "node");
+    let (_, info) = get("/api/v1/status/buildinfo".to_string()).await;
+    for key in real_answer("buildinfo")["data"]
+        .as_object()
+        .expect("object")
+        .keys()
+    {
+        assert!(
+            info["data"].get(key).is_some(),
+            "buildinfo lacks {key}: {info}"
+        );
+    }
 }

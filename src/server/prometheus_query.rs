@@ -1,0 +1,442 @@
+//! Prometheus' query API over Lookout's metrics store: `/api/v1/query`,
+//! `/api/v1/query_range` (GET or form POST), `/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/{name}/values` and `/api/v1/status/buildinfo`, with Prometheus'
+//! envelopes, `errorType`s and status codes (400 `bad_data`, 422 `execution`, 503
+//! `timeout`), so `promtool query` and Grafana's Prometheus data source work unchanged.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use super::SharedState;
+use super::response::json_response;
+use crate::promql::{self, Annotations, Engine, QueryValue};
+use crate::tsdb::head::Labels;
+
+/// Prometheus refuses range queries with more points per series than this.
+const MAX_POINTS: i64 = 11_000;
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+}
+
+/// A failed API call: HTTP status, Prometheus `errorType`, message.
+struct Failure(StatusCode, &'static str, String);
+
+impl Failure {
+    fn bad_data(message: String) -> Failure {
+        Failure(StatusCode::BAD_REQUEST, "bad_data", message)
+    }
+
+    fn parameter(name: &str, message: impl std::fmt::Display) -> Failure {
+        Failure::bad_data(format!("invalid parameter {name:?}: {message}"))
+    }
+
+    fn response(self) -> Response {
+        let Failure(status, kind, message) = self;
+        json_response(
+            status,
+            &json!({"status": "error", "errorType": kind, "error": message}),
+        )
+    }
+}
+
+impl From<promql::Error> for Failure {
+    fn from(error: promql::Error) -> Failure {
+        let status = match error {
+            promql::Error::BadData(_) => StatusCode::BAD_REQUEST,
+            promql::Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            promql::Error::Execution(_) | promql::Error::TooManySamples(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        Failure(status, error.error_type(), error.to_string())
+    }
+}
+
+/// The request's parameters: the URL's, then a form body's (as Prometheus merges them).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn read(raw: Option<String>, headers: &HeaderMap, body: &Bytes) -> Result<Params, Failure> {
+        let mut pairs: Vec<(String, String)> = match raw {
+            Some(raw) => serde_urlencoded::from_str(&raw)
+                .map_err(|error| Failure::bad_data(format!("invalid query string: {error}")))?,
+            None => Vec::new(),
+        };
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+        if form && !body.is_empty() {
+            let body: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|error| Failure::bad_data(format!("invalid form body: {error}")))?;
+            pairs.extend(body);
+        }
+        Ok(Params(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    /// A required or optional time parameter, in milliseconds.
+    fn time(&self, name: &str) -> Result<Option<i64>, Failure> {
+        self.get(name)
+            .map(|text| parse_time(text).map_err(|error| Failure::parameter(name, error)))
+            .transpose()
+    }
+
+    fn engine(&self, state: &SharedState) -> Result<Engine, Failure> {
+        let mut options = state.promql.clone();
+        if let Some(text) = self.get("timeout") {
+            let timeout = promql::parse_duration(text)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    Failure::parameter(
+                        "timeout",
+                        format!("cannot parse {text:?} to a valid duration"),
+                    )
+                })?;
+            options.timeout = options.timeout.min(Duration::from_millis(timeout as u64));
+        }
+        Ok(Engine::new(options))
+    }
+}
+
+/// Prometheus' `parseTime`: Unix seconds with an optional fraction, or RFC 3339.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|_| format!("cannot parse {text:?} to a valid timestamp"))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A timestamp as Prometheus writes it: seconds, with milliseconds when not whole.
+fn time_json(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn metric_json(labels: &Labels) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn success(data: Value, annotations: &Annotations) -> Response {
+    let mut body = json!({"status": "success", "data": data});
+    if !annotations.warnings.is_empty() {
+        body["warnings"] = json!(annotations.warnings);
+    }
+    if !annotations.infos.is_empty() {
+        body["infos"] = json!(annotations.infos);
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+fn matrix_json(series: &[promql::Series]) -> Value {
+    Value::Array(
+        series
+            .iter()
+            .map(|series| {
+                let values: Vec<Value> = series
+                    .points
+                    .iter()
+                    .map(|(time, value)| json!([time_json(*time), promql::format_value(*value)]))
+                    .collect();
+                json!({"metric": metric_json(&series.labels), "values": values})
+            })
+            .collect(),
+    )
+}
+
+fn result_json(value: &QueryValue) -> Value {
+    match value {
+        QueryValue::Scalar { timestamp, value } => {
+            json!({"resultType": "scalar", "result": [time_json(*timestamp), promql::format_value(*value)]})
+        }
+        QueryValue::String { timestamp, value } => {
+            json!({"resultType": "string", "result": [time_json(*timestamp), value]})
+        }
+        QueryValue::Vector(samples) => {
+            let result: Vec<Value> = samples
+                .iter()
+                .map(|sample| {
+                    json!({"metric": metric_json(&sample.labels), "value": [time_json(sample.timestamp), promql::format_value(sample.value)]})
+                })
+                .collect();
+            json!({"resultType": "vector", "result": result})
+        }
+        QueryValue::Matrix(series) => {
+            json!({"resultType": "matrix", "result": matrix_json(series)})
+        }
+    }
+}
+
+fn parse_query(params: &Params) -> Result<promql::Expr, Failure> {
+    let text = params.get("query").unwrap_or_default();
+    promql::parse(text).map_err(|error| Failure::parameter("query", error))
+}
+
+async fn query(
+    State(state): State<SharedState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run_query(state, raw, &headers, &body)
+        .await
+        .unwrap_or_else(Failure::response)
+}
+
+async fn run_query(
+    state: SharedState,
+    raw: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Failure> {
+    let params = Params::read(raw, headers, body)?;
+    let time = params
+        .get("time")
+        .map(|text| {
+            parse_time(text).map_err(|error| {
+                Failure::parameter("time", format!("Invalid time value for 'time': {error}"))
+            })
+        })
+        .transpose()?
+        .unwrap_or_else(now_ms);
+    let expr = parse_query(&params)?;
+    let engine = params.engine(&state)?;
+    let tsdb = std::sync::Arc::clone(&state.tsdb);
+    let (value, annotations) =
+        tokio::task::spawn_blocking(move || engine.instant(&*tsdb, &expr, time))
+            .await
+            .map_err(|error| {
+                Failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    error.to_string(),
+                )
+            })??;
+    Ok(success(result_json(&value), &annotations))
+}
+
+async fn query_range(
+    State(state): State<SharedState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run_query_range(state, raw, &headers, &body)
+        .await
+        .unwrap_or_else(Failure::response)
+}
+
+async fn run_query_range(
+    state: SharedState,
+    raw: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Failure> {
+    let params = Params::read(raw, headers, body)?;
+    let required_time = |name: &str| -> Result<i64, Failure> {
+        let text = params.get(name).unwrap_or_default();
+        parse_time(text).map_err(|error| Failure::parameter(name, error))
+    };
+    let start = required_time("start")?;
+    let end = required_time("end")?;
+    if end < start {
+        return Err(Failure::parameter(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step_text = params.get("step").unwrap_or_default();
+    let step = promql::parse_duration(step_text).ok_or_else(|| {
+        Failure::parameter(
+            "step",
+            format!("cannot parse {step_text:?} to a valid duration"),
+        )
+    })?;
+    if step <= 0 {
+        return Err(Failure::parameter(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(Failure::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+        ));
+    }
+    let expr = parse_query(&params)?;
+    let engine = params.engine(&state)?;
+    let tsdb = std::sync::Arc::clone(&state.tsdb);
+    let (series, annotations) =
+        tokio::task::spawn_blocking(move || engine.range(&*tsdb, &expr, start, end, step))
+            .await
+            .map_err(|error| {
+                Failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    error.to_string(),
+                )
+            })??;
+    Ok(success(
+        json!({"resultType": "matrix", "result": matrix_json(&series)}),
+        &annotations,
+    ))
+}
+
+/// The label sets of the series the `match[]` selectors name with samples in
+/// `[start, end]`; every series when no selector is given and `required` is false.
+fn matching_series(
+    state: &SharedState,
+    params: &Params,
+    required: bool,
+) -> Result<Option<BTreeSet<Labels>>, Failure> {
+    let selectors = params.all("match[]");
+    if selectors.is_empty() {
+        if required {
+            return Err(Failure::bad_data("no match[] parameter provided".into()));
+        }
+        return Ok(None);
+    }
+    let start = params.time("start")?.unwrap_or(i64::MIN / 2);
+    let end = params.time("end")?.unwrap_or(i64::MAX / 2);
+    let mut found = BTreeSet::new();
+    for selector in selectors {
+        let groups = promql::selector_matchers(selector)
+            .map_err(|error| Failure::parameter("match[]", error))?;
+        for group in groups {
+            for (labels, _) in state.tsdb.head.select(&group, start, end) {
+                found.insert(labels);
+            }
+        }
+    }
+    Ok(Some(found))
+}
+
+async fn series(
+    State(state): State<SharedState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = Params::read(raw, &headers, &body)
+        .and_then(|params| matching_series(&state, &params, true));
+    match result {
+        Ok(found) => {
+            let data: Vec<Value> = found.unwrap_or_default().iter().map(metric_json).collect();
+            success(Value::Array(data), &Annotations::default())
+        }
+        Err(failure) => failure.response(),
+    }
+}
+
+async fn labels(
+    State(state): State<SharedState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = Params::read(raw, &headers, &body)
+        .and_then(|params| matching_series(&state, &params, false));
+    match result {
+        Ok(Some(found)) => {
+            let names: BTreeSet<&str> = found
+                .iter()
+                .flat_map(|labels| labels.iter().map(|(name, _)| name.as_str()))
+                .collect();
+            success(json!(names), &Annotations::default())
+        }
+        Ok(None) => success(
+            json!(state.tsdb.head.label_names()),
+            &Annotations::default(),
+        ),
+        Err(failure) => failure.response(),
+    }
+}
+
+async fn label_values(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = Params::read(raw, &headers, &Bytes::new())
+        .and_then(|params| matching_series(&state, &params, false));
+    match result {
+        Ok(Some(found)) => {
+            let values: BTreeSet<&str> = found
+                .iter()
+                .filter_map(|labels| {
+                    labels
+                        .iter()
+                        .find(|(label, _)| *label == name)
+                        .map(|(_, value)| value.as_str())
+                })
+                .collect();
+            success(json!(values), &Annotations::default())
+        }
+        Ok(None) => success(
+            json!(state.tsdb.head.label_values(&name)),
+            &Annotations::default(),
+        ),
+        Err(failure) => failure.response(),
+    }
+}
+
+async fn buildinfo() -> Response {
+    success(
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": option_env!("LOOKOUT_REVISION").unwrap_or("unknown"),
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+            "application": "lookout",
+        }),
+        &Annotations::default(),
+    )
+}
