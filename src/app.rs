@@ -93,8 +93,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tasks.spawn(ingest.clone().run_refresher(background.clone()));
 
     let tsdb_dir = data_dir.tsdb();
+    let tsdb_options = config.metrics.tsdb_options();
     let tsdb = Arc::new(
-        tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir))
+        tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir, tsdb_options))
             .await
             .context("opening the metrics store")?
             .context("opening the metrics store")?,
@@ -113,6 +114,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tsdb: Arc::clone(&tsdb),
         promql: config.metrics.engine_options(),
     });
+    tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
     if !config.scrape_configs.is_empty() {
         let manager = Arc::new(
             crate::scrape::manager::ScrapeManager::new(&config.scrape_configs, tsdb)

@@ -218,6 +218,12 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
+    /// Metrics older than this are deleted, a whole block at a time.
+    #[serde(with = "crate::duration_serde")]
+    pub retention: Duration,
+    /// Time range of a block persisted from the in-memory head.
+    #[serde(with = "crate::duration_serde")]
+    pub block_duration: Duration,
     /// How far back an instant selector looks for a sample (`--query.lookback-delta`).
     #[serde(with = "crate::duration_serde")]
     pub lookback_delta: Duration,
@@ -232,6 +238,8 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
+            retention: Duration::from_secs(15 * 24 * 3600),
+            block_duration: Duration::from_secs(2 * 3600),
             lookback_delta: Duration::from_secs(300),
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
@@ -240,6 +248,13 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
+    pub fn tsdb_options(&self) -> crate::tsdb::TsdbOptions {
+        crate::tsdb::TsdbOptions {
+            block_duration: self.block_duration,
+            retention: self.retention,
+        }
+    }
+
     pub fn engine_options(&self) -> crate::promql::EngineOptions {
         crate::promql::EngineOptions {
             lookback_delta: self.lookback_delta,

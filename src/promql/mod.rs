@@ -19,8 +19,7 @@ use crate::tsdb::head::{Labels, Matcher};
 
 pub use eval::STALE_NAN_BITS;
 
-/// Selected series: labels and their `(time ms, value)` samples in time order.
-pub type Selected = Vec<(Labels, Vec<(i64, f64)>)>;
+pub use crate::tsdb::head::Selected;
 
 /// Where the engine reads series from.
 pub trait Storage: Sync {
@@ -37,7 +36,7 @@ impl Storage for crate::tsdb::head::Head {
 
 impl Storage for crate::tsdb::Tsdb {
     fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
-        self.head.select(matchers, min_time, max_time)
+        crate::tsdb::Tsdb::select(self, matchers, min_time, max_time)
     }
 }
 

@@ -348,7 +348,7 @@ fn matching_series(
         let groups = promql::selector_matchers(selector)
             .map_err(|error| Failure::parameter("match[]", error))?;
         for group in groups {
-            for (labels, _) in state.tsdb.head.select(&group, start, end) {
+            for (labels, _) in state.tsdb.select(&group, start, end) {
                 found.insert(labels);
             }
         }

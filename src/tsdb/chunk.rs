@@ -49,6 +49,7 @@ impl Chunk {
         self.count == 0
     }
 
+    /// Whether the head cuts a new chunk (a block's chunks may hold more).
     pub fn is_full(&self) -> bool {
         self.count >= MAX_SAMPLES
     }
@@ -61,7 +62,7 @@ impl Chunk {
     /// Appends a sample; timestamps must increase (the caller rejects the others).
     pub fn append(&mut self, timestamp: i64, value: f64) {
         debug_assert!(self.count == 0 || timestamp > self.last_timestamp);
-        debug_assert!(!self.is_full());
+        debug_assert!(self.count < u16::MAX);
         let bits = value.to_bits();
         match self.count {
             0 => {

@@ -15,6 +15,9 @@ use super::chunk::Chunk;
 /// A series' labels, sorted by name, `__name__` included.
 pub type Labels = Arc<[(String, String)]>;
 
+/// Selected series: labels and their `(time ms, value)` samples in time order.
+pub type Selected = Vec<(Labels, Vec<(i64, f64)>)>;
+
 /// Builds sorted [`Labels`] from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     let mut sorted: Vec<(String, String)> = pairs
@@ -73,12 +76,32 @@ pub enum AppendError {
     OutOfOrder,
     #[error("duplicate sample for timestamp")]
     Duplicate,
+    /// Older than what the head still holds (already persisted in a block).
+    #[error("out of bounds")]
+    OutOfBounds,
 }
 
 struct Series {
     labels: Labels,
-    chunks: Vec<Chunk>,
+    /// Chunks with the time of their first sample.
+    chunks: Vec<(i64, Chunk)>,
     last: Option<(i64, u64)>,
+    /// Truncated away: no chunks left, no longer indexed.
+    removed: bool,
+}
+
+impl Series {
+    /// Each chunk with its `[first, last]` sample times.
+    fn chunk_ranges(&self) -> impl Iterator<Item = (i64, i64, &Chunk)> {
+        let last = self.last.map_or(i64::MIN, |(time, _)| time);
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(move |(i, (first, chunk))| {
+                let end = self.chunks.get(i + 1).map_or(last, |(next, _)| next - 1);
+                (*first, end, chunk)
+            })
+    }
 }
 
 /// The head: all series in memory.
@@ -89,11 +112,25 @@ pub struct Head {
     postings: RwLock<BTreeMap<String, BTreeMap<String, BTreeSet<usize>>>>,
     pub out_of_order: AtomicU64,
     pub duplicates: AtomicU64,
+    pub out_of_bounds: AtomicU64,
+    /// Samples older than this are refused: blocks hold that range now.
+    min_valid: std::sync::atomic::AtomicI64,
 }
 
 impl Head {
     pub fn new() -> Head {
-        Head::default()
+        Head {
+            min_valid: std::sync::atomic::AtomicI64::new(i64::MIN),
+            ..Head::default()
+        }
+    }
+
+    /// Series still held (not truncated away).
+    pub fn active_series(&self) -> usize {
+        self.ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Number of series.
@@ -131,6 +168,7 @@ impl Head {
             labels: Arc::clone(labels),
             chunks: Vec::new(),
             last: None,
+            removed: false,
         }));
         series.push(created);
         ids.insert(Arc::clone(labels), id);
@@ -165,6 +203,10 @@ impl Head {
         let mut series = series
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if timestamp < self.min_valid.load(Ordering::Relaxed) {
+            self.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::OutOfBounds);
+        }
         if let Some((last_timestamp, last_bits)) = series.last {
             if timestamp < last_timestamp {
                 self.out_of_order.fetch_add(1, Ordering::Relaxed);
@@ -178,13 +220,18 @@ impl Head {
                 return Err(AppendError::Duplicate);
             }
         }
-        if series.chunks.last().is_none_or(Chunk::is_full) {
-            series.chunks.push(Chunk::new());
+        if series
+            .chunks
+            .last()
+            .is_none_or(|(_, chunk)| chunk.is_full())
+        {
+            series.chunks.push((timestamp, Chunk::new()));
         }
         series
             .chunks
             .last_mut()
             .expect("a chunk was pushed")
+            .1
             .append(timestamp, value);
         series.last = Some((timestamp, value.to_bits()));
         Ok(())
@@ -222,9 +269,9 @@ impl Head {
                 continue;
             }
             let samples: Vec<(i64, f64)> = series
-                .chunks
-                .iter()
-                .flat_map(Chunk::iter)
+                .chunk_ranges()
+                .filter(|(first, last, _)| *last >= min_time && *first <= max_time)
+                .flat_map(|(_, _, chunk)| chunk.iter())
                 .skip_while(|(timestamp, _)| *timestamp < min_time)
                 .take_while(|(timestamp, _)| *timestamp <= max_time)
                 .collect();
@@ -234,6 +281,102 @@ impl Head {
         }
         found.sort_by(|left, right| left.0.cmp(&right.0));
         found
+    }
+
+    /// The `[oldest, newest]` sample times held, if any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let all = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut range: Option<(i64, i64)> = None;
+        for series in all.iter() {
+            let series = series
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let (Some((first, _)), Some((last, _))) = (series.chunks.first(), series.last) {
+                range = Some(range.map_or((*first, last), |(min, max)| {
+                    (min.min(*first), max.max(last))
+                }));
+            }
+        }
+        range
+    }
+
+    /// The series records of every held series, as a new log segment starts with.
+    pub fn series_records(&self) -> Vec<super::wal::Record> {
+        let all = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.iter()
+            .enumerate()
+            .filter_map(|(id, series)| {
+                let series = series
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (!series.removed).then(|| super::wal::Record::Series {
+                    id: id as u64,
+                    labels: series.labels.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// Refuses samples older than `time` from now on and drops the chunks that end
+    /// before it; a series left without chunks is forgotten.
+    pub fn truncate(&self, time: i64) {
+        self.min_valid.fetch_max(time, Ordering::Relaxed);
+        let all = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut forgotten = Vec::new();
+        for (id, series) in all.iter().enumerate() {
+            let mut series = series
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if series.removed {
+                continue;
+            }
+            let keep_from = series
+                .chunk_ranges()
+                .position(|(_, last, _)| last >= time)
+                .unwrap_or(series.chunks.len());
+            series.chunks.drain(..keep_from);
+            if series.chunks.is_empty() {
+                series.removed = true;
+                forgotten.push((id, Arc::clone(&series.labels)));
+            }
+        }
+        drop(all);
+        if forgotten.is_empty() {
+            return;
+        }
+        let mut ids = self
+            .ids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut postings = self
+            .postings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, labels) in forgotten {
+            ids.remove(&labels);
+            for (name, value) in labels.iter() {
+                if let Some(values) = postings.get_mut(name) {
+                    if let Some(set) = values.get_mut(value) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            values.remove(value);
+                        }
+                    }
+                    if values.is_empty() {
+                        postings.remove(name);
+                    }
+                }
+            }
+        }
     }
 
     /// Every label name of every series, sorted.
@@ -281,7 +424,13 @@ impl Head {
         }
         match narrowed {
             Some(ids) => ids.into_iter().collect(),
-            None => (0..self.series_count()).collect(),
+            None => self
+                .ids
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .copied()
+                .collect(),
         }
     }
 }
@@ -364,5 +513,39 @@ mod tests {
         assert_eq!(head.out_of_order.load(Ordering::Relaxed), 1);
         assert_eq!(head.duplicates.load(Ordering::Relaxed), 1);
         assert_eq!(head.select(&[], 0, i64::MAX)[0].1, [(2_000, 1.0)]);
+    }
+
+    #[test]
+    fn truncation_drops_old_chunks_forgets_empty_series_and_refuses_old_samples() {
+        let head = Head::new();
+        let old = labels(&[("__name__", "gone"), ("job", "a")]);
+        let live = labels(&[("__name__", "up"), ("job", "a")]);
+        for step in 0..240 {
+            head.append(&live, step * 1_000, 1.0).expect("append");
+        }
+        head.append(&old, 5_000, 1.0).expect("append");
+        assert_eq!(head.time_range(), Some((0, 239_000)));
+        head.truncate(150_000);
+        assert_eq!(
+            head.active_series(),
+            1,
+            "the series with nothing left is forgotten"
+        );
+        assert_eq!(head.label_values("__name__"), ["up"]);
+        let kept = head.select(&[], 0, i64::MAX);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].1.first().map(|(time, _)| *time),
+            Some(120_000),
+            "the chunk reaching past the cut stays whole"
+        );
+        assert_eq!(
+            head.append(&old, 100_000, 1.0),
+            Err(AppendError::OutOfBounds)
+        );
+        head.append(&old, 240_000, 1.0)
+            .expect("a new sample recreates the series");
+        assert_eq!(head.active_series(), 2);
+        assert_eq!(head.series_records().len(), 2);
     }
 }

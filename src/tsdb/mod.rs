@@ -1,67 +1,118 @@
 //! The metrics store (issue 5, DESIGN §7): [`chunk`], Gorilla-style compressed chunks
 //! (delta-of-delta timestamps, XOR values); [`head`], the in-memory series with an
-//! inverted index and out-of-order rejection; [`wal`], its write-ahead log. [`Tsdb`] ties
-//! them: a batch (one scrape) is applied and logged with one fsync, and a restart replays
-//! the log. On-disk blocks and retention come next.
+//! inverted index and out-of-order rejection; [`wal`], its segmented write-ahead log;
+//! [`block`], immutable on-disk blocks; [`import`], backfill from OpenMetrics text.
+//!
+//! [`Tsdb`] ties them: a batch (one scrape) is applied and logged with one fsync; once
+//! the head spans one and a half block durations its oldest block-aligned range is
+//! written as a block, dropped from the head, and the log segments it covered are
+//! deleted; blocks past the retention are deleted whole; blocks that appear in
+//! `blocks/` (an import) are picked up. Queries read the head, then the blocks, and
+//! merge by timestamp.
 
+pub mod block;
 pub mod chunk;
 pub mod head;
+pub mod import;
 pub mod wal;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use head::{AppendError, Head, Labels};
+use block::Block;
+use head::{AppendError, Head, Labels, Matcher};
 use wal::{Record, Wal};
 
-/// The head and its log.
+/// How the store persists and forgets.
+#[derive(Debug, Clone)]
+pub struct TsdbOptions {
+    /// Time range of a block persisted from the head (Prometheus: 2 h).
+    pub block_duration: Duration,
+    /// Blocks entirely older than this are deleted.
+    pub retention: Duration,
+}
+
+impl Default for TsdbOptions {
+    fn default() -> Self {
+        TsdbOptions {
+            block_duration: Duration::from_secs(2 * 3600),
+            retention: Duration::from_secs(15 * 24 * 3600),
+        }
+    }
+}
+
+/// The head, its log and the blocks.
 pub struct Tsdb {
     pub head: Head,
     wal: Mutex<Wal>,
+    dir: PathBuf,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    pub options: TsdbOptions,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tsdb {
-    /// Opens `dir` (the data directory's `tsdb/`), replaying its log into the head.
-    pub fn open(dir: &Path) -> std::io::Result<Tsdb> {
-        let (wal, records) = Wal::open(dir)?;
+    /// Opens `dir` (the data directory's `tsdb/`): its blocks, then its log replayed
+    /// into the head (samples a persisted block already holds are skipped).
+    pub fn open(dir: &Path, options: TsdbOptions) -> std::io::Result<Tsdb> {
+        let blocks: Vec<Arc<Block>> = block::open_all(&dir.join("blocks"))
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let persisted = blocks
+            .iter()
+            .filter(|block| block.meta.source == "head")
+            .map(|block| block.meta.max_time)
+            .max()
+            .unwrap_or(i64::MIN);
+        let (mut wal, segments) = Wal::open(dir)?;
         let head = Head::new();
+        if persisted > i64::MIN {
+            head.truncate(persisted);
+        }
         let mut replayed = 0u64;
-        for record in records {
-            match record {
-                Record::Series { id, labels } => {
-                    let labels: Labels = labels.into();
-                    let (assigned, _) = head.series_id(&labels);
-                    if assigned as u64 != id {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!(
-                                "{}: series {id} replays as {assigned}; the log is inconsistent",
-                                dir.display()
-                            ),
-                        ));
+        for segment in segments {
+            let mut ids: HashMap<u64, usize> = HashMap::new();
+            for record in segment.records {
+                match record {
+                    Record::Series { id, labels } => {
+                        ids.insert(id, head.series_id(&labels.into()).0);
                     }
-                }
-                Record::Samples(samples) => {
-                    for (id, timestamp, value) in samples {
-                        if (id as usize) < head.series_count()
-                            && head.append_id(id as usize, timestamp, value).is_ok()
-                        {
-                            replayed += 1;
+                    Record::Samples(samples) => {
+                        for (id, timestamp, value) in samples {
+                            if let Some(&series) = ids.get(&id)
+                                && head.append_id(series, timestamp, value).is_ok()
+                            {
+                                replayed += 1;
+                            }
                         }
                     }
                 }
             }
         }
+        // the new segment starts with every series it may refer to
+        wal.log(&head.series_records())?;
+        wal.remove_before(persisted)?;
         if replayed > 0 {
             tracing::info!(
                 samples = replayed,
-                series = head.series_count(),
+                series = head.active_series(),
                 "metrics write-ahead log replayed"
             );
         }
         Ok(Tsdb {
             head,
             wal: Mutex::new(wal),
+            dir: dir.to_path_buf(),
+            blocks: RwLock::new(blocks),
+            options,
         })
     }
 
@@ -71,10 +122,7 @@ impl Tsdb {
         &self,
         batch: &[(Labels, i64, f64)],
     ) -> std::io::Result<Vec<Result<(), AppendError>>> {
-        let mut wal = self
-            .wal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut wal = lock(&self.wal);
         let mut records = Vec::new();
         let mut samples = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
@@ -101,6 +149,228 @@ impl Tsdb {
         }
         Ok(results)
     }
+
+    fn blocks(&self) -> Vec<Arc<Block>> {
+        self.blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Series matching every matcher with their samples in `[min_time, max_time]`,
+    /// from the head and the blocks, merged by timestamp and sorted by labels.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        // the head first: a compaction in between moves data into a block we then read
+        let mut merged: Vec<(Labels, Vec<(i64, f64)>)> =
+            self.head.select(matchers, min_time, max_time);
+        let blocks = self.blocks();
+        if blocks.is_empty() {
+            return merged;
+        }
+        let mut index: HashMap<Labels, usize> = merged
+            .iter()
+            .enumerate()
+            .map(|(i, (labels, _))| (Arc::clone(labels), i))
+            .collect();
+        let mut touched = vec![false; merged.len()];
+        for block in blocks {
+            let found = match block.select(matchers, min_time, max_time) {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::error!(block = %block.dir.display(), %error, "cannot read a metrics block");
+                    continue;
+                }
+            };
+            for (labels, samples) in found {
+                match index.get(&labels) {
+                    Some(&slot) => {
+                        merged[slot].1.extend(samples);
+                        touched[slot] = true;
+                    }
+                    None => {
+                        index.insert(Arc::clone(&labels), merged.len());
+                        merged.push((labels, samples));
+                        touched.push(true);
+                    }
+                }
+            }
+        }
+        for (slot, (_, samples)) in merged.iter_mut().enumerate() {
+            if touched[slot] {
+                samples.sort_by_key(|(time, _)| *time);
+                samples.dedup_by_key(|(time, _)| *time);
+            }
+        }
+        merged.sort_by(|left, right| left.0.cmp(&right.0));
+        merged
+    }
+
+    /// Every label name, head and blocks.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.head.label_names().into_iter().collect();
+        for block in self.blocks() {
+            names.extend(block.label_values().map(|(name, _)| name.clone()));
+        }
+        names.into_iter().collect()
+    }
+
+    /// Every value of label `name`, head and blocks.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let mut values: std::collections::BTreeSet<String> =
+            self.head.label_values(name).into_iter().collect();
+        for block in self.blocks() {
+            for (label, block_values) in block.label_values() {
+                if label == name {
+                    values.extend(block_values.cloned());
+                }
+            }
+        }
+        values.into_iter().collect()
+    }
+
+    /// Persists the head's oldest block-aligned range as a block once the head spans
+    /// one and a half block durations; returns whether it did.
+    pub fn compact(&self) -> std::io::Result<bool> {
+        let range = self.options.block_duration.as_millis().max(1) as i64;
+        let Some((oldest, newest)) = self.head.time_range() else {
+            return Ok(false);
+        };
+        if newest - oldest < range + range / 2 {
+            return Ok(false);
+        }
+        let start = oldest.div_euclid(range) * range;
+        let end = start + range;
+        let series = self.head.select(&[], start, end - 1);
+        if !series.is_empty() {
+            let path = block::write(&self.dir.join("blocks"), &series, start, end, "head")?;
+            let opened = Arc::new(Block::open(&path)?);
+            tracing::info!(
+                block = %path.display(),
+                series = opened.meta.series,
+                samples = opened.meta.samples,
+                bytes = opened.meta.bytes,
+                "metrics head persisted"
+            );
+            let mut blocks = self
+                .blocks
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            blocks.push(opened);
+            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+        }
+        self.head.truncate(end);
+        let mut wal = lock(&self.wal);
+        wal.rotate(&self.head.series_records())?;
+        wal.remove_before(end)?;
+        Ok(true)
+    }
+
+    /// Opens blocks that appeared in `blocks/` since (a `lookout tsdb import`).
+    pub fn reload_blocks(&self) -> usize {
+        let known: std::collections::HashSet<PathBuf> = self
+            .blocks()
+            .iter()
+            .map(|block| block.dir.clone())
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.dir.join("blocks")) else {
+            return 0;
+        };
+        let mut added = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !path.is_dir() || known.contains(&path) {
+                continue;
+            }
+            match Block::open(&path) {
+                Ok(block) => added.push(Arc::new(block)),
+                Err(error) => {
+                    tracing::warn!(block = %path.display(), %error, "skipping an unreadable metrics block")
+                }
+            }
+        }
+        let count = added.len();
+        if count > 0 {
+            tracing::info!(blocks = count, "metrics blocks picked up");
+            let mut blocks = self
+                .blocks
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            blocks.extend(added);
+            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+        }
+        count
+    }
+
+    /// Deletes blocks entirely older than `now - retention`; returns how many.
+    pub fn apply_retention(&self, now: i64) -> usize {
+        let cutoff = now - self.options.retention.as_millis() as i64;
+        let expired: Vec<Arc<Block>> = {
+            let mut blocks = self
+                .blocks
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (expired, kept): (Vec<_>, Vec<_>) = blocks
+                .drain(..)
+                .partition(|block| block.meta.max_time <= cutoff);
+            *blocks = kept;
+            expired
+        };
+        for block in &expired {
+            if let Err(error) = std::fs::remove_dir_all(&block.dir) {
+                tracing::error!(block = %block.dir.display(), %error, "cannot delete an expired metrics block");
+            }
+        }
+        if self
+            .head
+            .time_range()
+            .is_some_and(|(oldest, _)| oldest < cutoff)
+        {
+            self.head.truncate(cutoff);
+        }
+        expired.len()
+    }
+
+    /// Blocks held, with their metadata.
+    pub fn block_metas(&self) -> Vec<block::BlockMeta> {
+        self.blocks()
+            .iter()
+            .map(|block| block.meta.clone())
+            .collect()
+    }
+
+    /// Compacts, applies retention and picks up imported blocks, every `tick`.
+    pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let tick = (self.options.block_duration / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let tsdb = Arc::clone(&self);
+            let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                tsdb.reload_blocks();
+                while tsdb.compact()? {}
+                tsdb.apply_retention(chrono::Utc::now().timestamp_millis());
+                Ok(())
+            })
+            .await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "metrics store maintenance failed; retrying")
+                }
+                Err(error) => tracing::error!(%error, "metrics store maintenance panicked"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +383,7 @@ mod tests {
         let up = head::labels(&[("__name__", "up"), ("job", "node")]);
         let load = head::labels(&[("__name__", "node_load1"), ("job", "node")]);
         {
-            let tsdb = Tsdb::open(dir.path()).expect("open");
+            let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("open");
             for step in 0..200 {
                 let results = tsdb
                     .append(&[
@@ -126,9 +396,9 @@ mod tests {
             let refused = tsdb.append(&[(up.clone(), 0, 1.0)]).expect("append");
             assert_eq!(refused, [Err(AppendError::OutOfOrder)]);
         }
-        let tsdb = Tsdb::open(dir.path()).expect("reopen");
-        assert_eq!(tsdb.head.series_count(), 2);
-        let all = tsdb.head.select(
+        let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("reopen");
+        assert_eq!(tsdb.head.active_series(), 2);
+        let all = tsdb.select(
             &[head::Matcher::Equal("job".into(), "node".into())],
             0,
             i64::MAX,
@@ -139,6 +409,83 @@ mod tests {
             tsdb.append(&[(load.clone(), 15_000, 0.0)]).expect("append"),
             [Err(AppendError::OutOfOrder)],
             "the replayed head knows each series' newest sample"
+        );
+        // a second restart replays the segment the first one started
+        drop(tsdb);
+        let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("reopen again");
+        assert_eq!(
+            tsdb.select(&[], 0, i64::MAX)
+                .iter()
+                .map(|(_, samples)| samples.len())
+                .sum::<usize>(),
+            400
+        );
+    }
+
+    #[test]
+    fn the_head_is_persisted_into_blocks_and_queries_see_one_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = TsdbOptions {
+            block_duration: Duration::from_secs(3600),
+            retention: Duration::from_secs(10 * 3600),
+        };
+        let up = head::labels(&[("__name__", "up"), ("job", "node")]);
+        let tsdb = Tsdb::open(dir.path(), options.clone()).expect("open");
+        // 4 hours at 15 s
+        for step in 0..960i64 {
+            tsdb.append(&[(up.clone(), step * 15_000, step as f64)])
+                .expect("append");
+        }
+        let mut persisted = 0;
+        while tsdb.compact().expect("compact") {
+            persisted += 1;
+        }
+        assert_eq!(
+            persisted, 3,
+            "hours 0 to 2 go to blocks; the head keeps less than one and a half hours"
+        );
+        assert_eq!(
+            tsdb.block_metas()
+                .iter()
+                .map(|meta| meta.samples)
+                .sum::<u64>(),
+            720
+        );
+        let everything = tsdb.select(&[], 0, i64::MAX);
+        assert_eq!(
+            everything[0].1.len(),
+            960,
+            "head and blocks merge without gaps or duplicates"
+        );
+        assert!(
+            everything[0]
+                .1
+                .windows(2)
+                .all(|pair| pair[1].0 - pair[0].0 == 15_000)
+        );
+        assert_eq!(
+            tsdb.append(&[(up.clone(), 0, 1.0)]).expect("append"),
+            [Err(AppendError::OutOfBounds)]
+        );
+        drop(tsdb);
+
+        // a restart replays only what the blocks do not hold
+        let tsdb = Tsdb::open(dir.path(), options).expect("reopen");
+        assert_eq!(tsdb.select(&[], 0, i64::MAX)[0].1.len(), 960);
+        assert_eq!(
+            tsdb.head
+                .time_range()
+                .map(|(oldest, _)| oldest >= 3 * 3_600_000 - 30 * 60_000),
+            Some(true)
+        );
+        // retention deletes whole blocks once they are entirely too old
+        assert_eq!(tsdb.apply_retention(11 * 3_600_000), 1);
+        assert_eq!(tsdb.select(&[], 0, i64::MAX)[0].1.len(), 720);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blocks"))
+                .expect("blocks")
+                .count(),
+            2
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The head's write-ahead log: every new series and every accepted sample, appended as
-//! checksummed records and fsynced once per batch (a scrape), replayed at start.
+//! checksummed records and fsynced once per batch (a scrape), replayed at start. Kept in
+//! numbered segments so what blocks persist can be deleted.
 //!
 //! Record framing: `u32 length, u32 crc32(payload), payload`, little-endian. Payload:
 //! `1` + series (`u64 id`, `u32 count`, then length-prefixed name and value strings), or
@@ -8,7 +9,7 @@
 //! append starts on a clean boundary.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// One logged fact.
@@ -110,71 +111,175 @@ impl Reader<'_> {
     }
 }
 
-/// The log file, open for appending.
+/// One segment's replayed records, in order.
+pub struct Segment {
+    pub number: u64,
+    pub records: Vec<Record>,
+}
+
+/// The log: numbered segment files in `dir/wal/`, the newest open for appending.
+///
+/// Every segment starts with the series it needs (a full dump when it is opened), so
+/// ids are only meaningful within their segment and any segment whose samples are all
+/// persisted in blocks can be deleted on its own.
 pub struct Wal {
+    dir: std::path::PathBuf,
     file: File,
+    number: u64,
     buffer: Vec<u8>,
+    /// Newest sample time of every segment still on disk (`i64::MIN` when none).
+    newest: std::collections::BTreeMap<u64, i64>,
+}
+
+fn segment_path(dir: &Path, number: u64) -> std::path::PathBuf {
+    dir.join(format!("{number:08}"))
+}
+
+/// Reads a segment's intact records; the byte length they span.
+fn read_segment(path: &Path) -> std::io::Result<(Vec<Record>, usize, usize)> {
+    let bytes = std::fs::read(path)?;
+    let mut records = Vec::new();
+    let mut offset = 0;
+    while offset + 8 <= bytes.len() {
+        let length =
+            u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(offset + 8..offset + 8 + length) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(record) = Record::decode(payload) else {
+            break;
+        };
+        records.push(record);
+        offset += 8 + length;
+    }
+    Ok((records, offset, bytes.len()))
+}
+
+fn newest_sample(records: &[Record]) -> i64 {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Samples(samples) => samples.iter().map(|(_, time, _)| *time).max(),
+            Record::Series { .. } => None,
+        })
+        .max()
+        .unwrap_or(i64::MIN)
 }
 
 impl Wal {
-    /// Opens (or creates) `dir/wal`, reads every intact record, and cuts off a torn tail.
-    pub fn open(dir: &Path) -> std::io::Result<(Wal, Vec<Record>)> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("wal");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut records = Vec::new();
-        let mut offset = 0;
-        while offset + 8 <= bytes.len() {
-            let length =
-                u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
-            let crc =
-                u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
-            let Some(payload) = bytes.get(offset + 8..offset + 8 + length) else {
-                break;
-            };
-            if crc32fast::hash(payload) != crc {
-                break;
+    /// Opens `dir/wal/`, reads every intact record of every segment (a torn tail of
+    /// the newest is cut off), and opens a new segment for appending.
+    pub fn open(dir: &Path) -> std::io::Result<(Wal, Vec<Segment>)> {
+        let wal_dir = dir.join("wal");
+        // a log from before segments: a single file, replayed as segment 0
+        if wal_dir.is_file() {
+            let legacy = dir.join("wal.legacy");
+            std::fs::rename(&wal_dir, &legacy)?;
+            std::fs::create_dir_all(&wal_dir)?;
+            std::fs::rename(&legacy, segment_path(&wal_dir, 0))?;
+        }
+        std::fs::create_dir_all(&wal_dir)?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(&wal_dir)?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.parse().ok())
+            })
+            .collect();
+        numbers.sort_unstable();
+        let mut segments = Vec::with_capacity(numbers.len());
+        let mut newest = std::collections::BTreeMap::new();
+        for (position, &number) in numbers.iter().enumerate() {
+            let path = segment_path(&wal_dir, number);
+            let (records, intact, length) = read_segment(&path)?;
+            if intact < length {
+                tracing::warn!(
+                    path = %path.display(),
+                    dropped_bytes = length - intact,
+                    "metrics write-ahead log segment ends in a torn record; cutting it off"
+                );
+                if position + 1 == numbers.len() {
+                    let file = OpenOptions::new().write(true).open(&path)?;
+                    file.set_len(intact as u64)?;
+                    file.sync_all()?;
+                }
             }
-            let Some(record) = Record::decode(payload) else {
-                break;
-            };
-            records.push(record);
-            offset += 8 + length;
+            newest.insert(number, newest_sample(&records));
+            segments.push(Segment { number, records });
         }
-        if offset < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                dropped_bytes = bytes.len() - offset,
-                "metrics write-ahead log ends in a torn record; cutting it off"
-            );
-            file.set_len(offset as u64)?;
-            file.sync_all()?;
-        }
-        file.seek(SeekFrom::End(0))?;
+        let number = numbers.last().map_or(1, |last| last + 1);
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(segment_path(&wal_dir, number))?;
+        File::open(&wal_dir)?.sync_all()?;
+        newest.insert(number, i64::MIN);
         Ok((
             Wal {
+                dir: wal_dir,
                 file,
+                number,
                 buffer: Vec::new(),
+                newest,
             },
-            records,
+            segments,
         ))
     }
 
-    /// Appends `records` and makes them durable.
+    /// Appends `records` to the open segment and makes them durable.
     pub fn log(&mut self, records: &[Record]) -> std::io::Result<()> {
         self.buffer.clear();
         for record in records {
             record.encode(&mut self.buffer);
         }
         self.file.write_all(&self.buffer)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        let newest = newest_sample(records);
+        if let Some(slot) = self.newest.get_mut(&self.number) {
+            *slot = (*slot).max(newest);
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment beginning with `series` (every live series, so the new
+    /// segment stands alone).
+    pub fn rotate(&mut self, series: &[Record]) -> std::io::Result<()> {
+        let number = self.number + 1;
+        self.file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(segment_path(&self.dir, number))?;
+        self.number = number;
+        self.newest.insert(number, i64::MIN);
+        File::open(&self.dir)?.sync_all()?;
+        self.log(series)
+    }
+
+    /// Deletes the closed segments whose samples are all older than `time` (they are
+    /// persisted in blocks); returns how many.
+    pub fn remove_before(&mut self, time: i64) -> std::io::Result<usize> {
+        let old: Vec<u64> = self
+            .newest
+            .iter()
+            .filter(|(number, newest)| **number != self.number && **newest < time)
+            .map(|(number, _)| *number)
+            .collect();
+        for number in &old {
+            std::fs::remove_file(segment_path(&self.dir, *number))?;
+            self.newest.remove(number);
+        }
+        Ok(old.len())
+    }
+
+    /// Segment files on disk.
+    pub fn segments(&self) -> usize {
+        self.newest.len()
     }
 }
 
@@ -204,7 +309,7 @@ mod tests {
             wal.log(&records).expect("log");
         }
         // a crash mid-write leaves half a record
-        let path = dir.path().join("wal");
+        let path = dir.path().join("wal/00000001");
         let mut torn = std::fs::read(&path).expect("read");
         let intact = torn.len();
         let mut extra = Vec::new();
@@ -212,7 +317,8 @@ mod tests {
         torn.extend_from_slice(&extra[..extra.len() - 5]);
         std::fs::write(&path, &torn).expect("write");
 
-        let (mut wal, replayed) = Wal::open(dir.path()).expect("reopen");
+        let (mut wal, segments) = Wal::open(dir.path()).expect("reopen");
+        let replayed = &segments[0].records;
         assert_eq!(replayed.len(), 2);
         assert_eq!(replayed[0], records[0]);
         let Record::Samples(samples) = &replayed[1] else {
@@ -225,8 +331,25 @@ mod tests {
             "tail cut"
         );
         wal.log(&[Record::Samples(vec![(0, 3_000, 2.0)])])
-            .expect("log after the cut");
-        let (_, replayed) = Wal::open(dir.path()).expect("reopen");
-        assert_eq!(replayed.len(), 3, "appends continue on a clean boundary");
+            .expect("log in a new segment");
+        let (mut wal, segments) = Wal::open(dir.path()).expect("reopen");
+        let counts: Vec<usize> = segments
+            .iter()
+            .map(|segment| segment.records.len())
+            .collect();
+        assert_eq!(counts, [2, 1], "every open starts a segment");
+        // segments whose samples are all older than a time can go
+        wal.rotate(&records[..1]).expect("rotate");
+        assert_eq!(
+            wal.remove_before(2_500).expect("remove"),
+            2,
+            "the segment ending at 2 000 ms and the empty one"
+        );
+        assert_eq!(
+            wal.remove_before(3_500).expect("remove"),
+            1,
+            "then the one ending at 3 000 ms"
+        );
+        assert_eq!(wal.segments(), 1, "the open segment stays");
     }
 }
