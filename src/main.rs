@@ -77,10 +77,32 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Metrics store tools.
+    Tsdb {
+        #[command(subcommand)]
+        command: TsdbCommand,
+    },
     /// Validate config and rule files; every error with file and field; exit 1 on any.
     Check {
         /// Files to check: *.toml as server config, *.json as rules, directories of rules.
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TsdbCommand {
+    /// Backfill an OpenMetrics text file (timestamps on every sample, ending in `# EOF`)
+    /// into blocks, like `promtool tsdb create-blocks-from openmetrics`. A running server
+    /// picks the blocks up within a minute.
+    Import {
+        /// Server config file, for data_dir and metrics.block_duration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (default: the config's, else ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The OpenMetrics file.
+        file: PathBuf,
     },
 }
 
@@ -196,7 +218,60 @@ fn main() -> ExitCode {
             }
             run(lookout::app::ship(config))
         }
+        Command::Tsdb {
+            command:
+                TsdbCommand::Import {
+                    config,
+                    data_dir,
+                    file,
+                },
+        } => tsdb_import(config, data_dir, &file),
         Command::Check { paths } => check(paths),
+    }
+}
+
+fn tsdb_import(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    file: &std::path::Path,
+) -> ExitCode {
+    let config = match config {
+        Some(path) => match Config::load(&path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let data_dir = data_dir.unwrap_or(config.data_dir);
+    match lookout::tsdb::import::import(&data_dir, file, config.metrics.block_duration) {
+        Ok(report) => {
+            let time = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map_or_else(|| ms.to_string(), |time| time.to_rfc3339())
+            };
+            println!(
+                "imported {} samples of {} series into {} blocks ({} to {}) in {}",
+                report.samples,
+                report.series,
+                report.blocks,
+                time(report.min_time),
+                time(report.max_time),
+                data_dir.join("tsdb/blocks").display()
+            );
+            if report.server_running {
+                println!(
+                    "a running server holds the data directory; it picks the new blocks up within a minute"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("lookout tsdb import: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -389,10 +389,7 @@ async fn labels(
                 .collect();
             success(json!(names), &Annotations::default())
         }
-        Ok(None) => success(
-            json!(state.tsdb.head.label_names()),
-            &Annotations::default(),
-        ),
+        Ok(None) => success(json!(state.tsdb.label_names()), &Annotations::default()),
         Err(failure) => failure.response(),
     }
 }
@@ -419,7 +416,7 @@ async fn label_values(
             success(json!(values), &Annotations::default())
         }
         Ok(None) => success(
-            json!(state.tsdb.head.label_values(&name)),
+            json!(state.tsdb.label_values(&name)),
             &Annotations::default(),
         ),
         Err(failure) => failure.response(),

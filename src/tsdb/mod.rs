@@ -345,7 +345,8 @@ impl Tsdb {
             .collect()
     }
 
-    /// Compacts, applies retention and picks up imported blocks, every `tick`.
+    /// Compacts, applies retention and picks up imported blocks, every quarter block
+    /// duration (at most every 10 s).
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         let tick = (self.options.block_duration / 4)
             .clamp(Duration::from_millis(200), Duration::from_secs(60));

@@ -382,3 +382,213 @@ async fn the_query_api_answers_in_prometheus_shapes_including_errors() {
         );
     }
 }
+
+/// A target whose counter is the number of times it was scraped.
+async fn counting_target() -> String {
+    let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let scrapes = std::sync::Arc::clone(&scrapes);
+            async move {
+                let count = scrapes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    format!("scrapes_total {count}\n"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address.to_string()
+}
+
+async fn samples(server: &Server, query: &str, start: i64, end: i64) -> Vec<(f64, String)> {
+    let (status, body) = server
+        .get(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=0.25",
+            urlencode(query)
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["result"]
+        .as_array()
+        .and_then(|series| series.first())
+        .and_then(|series| series["values"].as_array())
+        .map(|values| {
+            values
+                .iter()
+                .map(|pair| {
+                    (
+                        pair[0].as_f64().unwrap_or_default(),
+                        pair[1].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// the target runs in this process while the server is killed and restarted
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_scraping_loses_no_logged_sample_and_blocks_are_persisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = counting_target().await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nblock_duration = \"2s\"\n[[scrape_configs]]\njob_name = \"count\"\nscrape_interval = \"250ms\"\n[[scrape_configs.static_configs]]\ntargets = [\"{exporter}\"]\n"
+        ),
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let args = ["--config", &config.display().to_string()];
+    let server = Server::start(&data, &args);
+    let start = chrono::Utc::now().timestamp() - 1;
+    // long enough for the head to be persisted into blocks twice
+    wait_until("blocks persisted", 30, || async {
+        std::fs::read_dir(data.join("tsdb/blocks")).is_ok_and(|dir| dir.count() >= 2)
+    })
+    .await;
+    wait_until("twenty scrapes", 30, || async {
+        let (_, body) = server
+            .get(&format!(
+                "/api/v1/query?query={}",
+                urlencode("max_over_time(scrapes_total[1m])")
+            ))
+            .await;
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|value| value.parse::<f64>().ok())
+            .is_some_and(|value| value >= 20.0)
+    })
+    .await;
+    let end = chrono::Utc::now().timestamp() + 1;
+    let before = samples(&server, "scrapes_total", start, end).await;
+    server.kill();
+    // every sample but the newest scrape's was logged before the next scrape was applied
+    let durable: Vec<String> = {
+        let raw: Vec<String> = std::iter::once(String::new())
+            .chain(before.iter().map(|(_, value)| value.clone()))
+            .collect();
+        let newest = before
+            .last()
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        raw.into_iter()
+            .filter(|value| !value.is_empty() && *value != newest)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    assert!(durable.len() >= 15, "{before:?}");
+
+    let server = Server::start(&data, &args);
+    let after = samples(&server, "scrapes_total", start, end).await;
+    let after_values: std::collections::BTreeSet<String> =
+        after.iter().map(|(_, value)| value.clone()).collect();
+    for value in &durable {
+        assert!(
+            after_values.contains(value),
+            "scrape {value} lost by kill -9: before {before:?}, after {after:?}"
+        );
+    }
+    // blocks and head answer together: the counter never goes back within the range
+    let numbers: Vec<f64> = after
+        .iter()
+        .map(|(_, value)| value.parse().unwrap_or_default())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] >= pair[0]),
+        "{numbers:?}"
+    );
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_a_running_server_is_picked_up_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[metrics]\nblock_duration = \"4s\"\n").expect("config");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", &config.display().to_string()]);
+    let now = chrono::Utc::now().timestamp();
+    let start = now - 3 * 3600;
+    let mut text = String::from("# TYPE backfilled counter\n");
+    for step in 0..480 {
+        text.push_str(&format!(
+            "backfilled_total{{job=\"old\"}} {} {}\n",
+            step,
+            start + step * 15
+        ));
+    }
+    text.push_str("# EOF\n");
+    let file = dir.path().join("backfill.om");
+    std::fs::write(&file, &text).expect("file");
+    let import = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args([
+                "tsdb",
+                "import",
+                "--data-dir",
+                &data.display().to_string(),
+                &file.display().to_string(),
+            ])
+            .output()
+            .expect("run import")
+    };
+    let output = import(&file);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("imported 480 samples of 1 series") && stdout.contains("running server"),
+        "{stdout}"
+    );
+    wait_until("the imported blocks answer", 20, || async {
+        let (_, body) = server
+            .get(&format!(
+                "/api/v1/query?query={}&time={}",
+                urlencode("backfilled_total"),
+                start + 479 * 15
+            ))
+            .await;
+        body["data"]["result"][0]["value"][1] == "479"
+    })
+    .await;
+    let (_, body) = server
+        .get(&format!(
+            "/api/v1/query?query={}&time={}",
+            urlencode("increase(backfilled_total[30m])"),
+            start + 7200
+        ))
+        .await;
+    let increase: f64 = body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_default();
+    assert!((increase - 120.0).abs() < 1.0, "{body}");
+    let (_, names) = server.get("/api/v1/label/__name__/values").await;
+    assert!(
+        names["data"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .any(|name| name == "backfilled_total"),
+        "{names}"
+    );
+
+    std::fs::write(&file, "backfilled_total 1\n# EOF\n").expect("file");
+    let output = import(&file);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no timestamp"));
+    server.terminate();
+}
