@@ -115,9 +115,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         promql: config.metrics.engine_options(),
     });
     tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
-    if !config.scrape_configs.is_empty() {
+    let (scrape_jobs, scrape_warnings) = config
+        .scrape_jobs()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    for warning in scrape_warnings {
+        tracing::warn!("{warning}");
+    }
+    if !scrape_jobs.is_empty() {
         let manager = Arc::new(
-            crate::scrape::manager::ScrapeManager::new(&config.scrape_configs, tsdb)
+            crate::scrape::manager::ScrapeManager::new(&scrape_jobs, tsdb)
                 .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,
         );
         tasks.spawn(Arc::clone(&manager).run(background.clone()));

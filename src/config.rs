@@ -33,6 +33,9 @@ pub struct Config {
     pub routing: crate::notify::notifiers::RoutingConfig,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
+    /// An existing `prometheus.yml` whose `scrape_configs` are scraped too (read
+    /// permissively: unsupported sections are ignored with a warning each).
+    pub prometheus_config: Option<PathBuf>,
     /// The metrics store and the PromQL engine.
     pub metrics: MetricsConfig,
 }
@@ -51,6 +54,7 @@ impl Default for Config {
             notifiers: Default::default(),
             routing: Default::default(),
             scrape_configs: Vec::new(),
+            prometheus_config: None,
             metrics: MetricsConfig::default(),
         }
     }
@@ -372,6 +376,22 @@ impl Config {
                 errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));
             }
         }
+        if let Some(path) = &self.prometheus_config {
+            match crate::scrape::prometheus_yml::load(path) {
+                Ok((jobs, _)) => {
+                    for scrape in jobs {
+                        if let Err(found) = crate::scrape::target::Job::new(scrape) {
+                            errors.extend(
+                                found
+                                    .into_iter()
+                                    .map(|error| format!("{}: {error}", path.display())),
+                            );
+                        }
+                    }
+                }
+                Err(error) => errors.push(format!("{origin}: prometheus_config: {error}")),
+            }
+        }
         errors.extend(crate::notify::notifiers::validate(
             &self.notifiers,
             &self.routing,
@@ -382,6 +402,21 @@ impl Config {
         } else {
             Err(ConfigError { errors })
         }
+    }
+
+    /// Every scrape job: `[[scrape_configs]]` and those of `prometheus_config`, with a
+    /// warning for each section of the latter Lookout ignores.
+    pub fn scrape_jobs(
+        &self,
+    ) -> Result<(Vec<crate::scrape::target::ScrapeConfig>, Vec<String>), String> {
+        let mut jobs = self.scrape_configs.clone();
+        let mut warnings = Vec::new();
+        if let Some(path) = &self.prometheus_config {
+            let (more, found) = crate::scrape::prometheus_yml::load(path)?;
+            jobs.extend(more);
+            warnings = found;
+        }
+        Ok((jobs, warnings))
     }
 
     /// How long the agent protocol's high-water marks live.

@@ -369,6 +369,11 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                 Some("toml") if is_agent_config(&file) => AgentConfig::load(&file).map(|_| ()),
                 Some("toml") => Config::load(&file)
                     .map(|config| {
+                        if let Ok((_, warnings)) = config.scrape_jobs() {
+                            for warning in warnings {
+                                eprintln!("warning: {warning}");
+                            }
+                        }
                         configured
                             .get_or_insert_with(Default::default)
                             .extend(config.notifiers.keys().cloned());

@@ -2,10 +2,11 @@
 //! 0.0.4 and OpenMetrics 1.0 parsed into samples with line-and-column errors;
 //! [`relabel`], Prometheus' relabelling; [`target`], jobs with Prometheus'
 //! `scrape_configs` field names, their targets, and one scrape of one target; [`manager`],
-//! the scrape loop with staleness markers and target health. Still to come:
-//! `file_sd_configs`, reading a `prometheus.yml` as-is.
+//! the scrape loop with staleness markers, target health and file_sd targets;
+//! [`prometheus_yml`], an existing `prometheus.yml` read as-is.
 
 pub mod exposition;
 pub mod manager;
+pub mod prometheus_yml;
 pub mod relabel;
 pub mod target;

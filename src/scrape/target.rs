@@ -39,6 +39,10 @@ pub struct ScrapeConfig {
     pub params: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Files of target groups (JSON or YAML, Prometheus' file_sd format), re-read when
+    /// they change.
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
     #[serde(default)]
     pub honor_labels: bool,
     #[serde(default)]
@@ -70,6 +74,46 @@ pub struct StaticConfig {
     pub targets: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// One `file_sd_configs` entry: globs of files holding `[{targets, labels}]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    /// Files are re-read at least this often even when they look unchanged.
+    #[serde(default, with = "crate::duration_serde::option")]
+    pub refresh_interval: Option<Duration>,
+}
+
+/// Reads a file_sd file: a list of `{targets, labels}` groups, JSON (`.json`) or YAML
+/// (`.yml`, `.yaml`); each group gets `__meta_filepath`.
+pub fn read_target_file(path: &std::path::Path) -> Result<Vec<StaticConfig>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let extension = path
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .unwrap_or_default();
+    let mut groups: Vec<StaticConfig> = match extension {
+        "json" => {
+            serde_json::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))?
+        }
+        "yml" | "yaml" => serde_yaml_ng::from_str(&text)
+            .map_err(|error| format!("{}: {error}", path.display()))?,
+        _ => {
+            return Err(format!(
+                "{}: a file_sd file must end in .json, .yml or .yaml",
+                path.display()
+            ));
+        }
+    };
+    for group in &mut groups {
+        group
+            .labels
+            .insert("__meta_filepath".into(), path.display().to_string());
+    }
+    Ok(groups)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +178,16 @@ impl Job {
         }
         if !matches!(config.scheme.as_str(), "http" | "https") {
             errors.push(format!("{}: must be http or https", field("scheme")));
+        }
+        for (number, file_sd) in config.file_sd_configs.iter().enumerate() {
+            for pattern in &file_sd.files {
+                if let Err(error) = glob::Pattern::new(pattern) {
+                    errors.push(format!(
+                        "{}[{number}].files: `{pattern}`: {error}",
+                        field("file_sd_configs")
+                    ));
+                }
+            }
         }
         if !config.metrics_path.starts_with('/') {
             errors.push(format!("{}: must start with /", field("metrics_path")));
@@ -202,15 +256,20 @@ impl Job {
         }
     }
 
-    /// The job's targets after `relabel_configs`.
+    /// The job's static targets after `relabel_configs`.
     pub fn targets(&self) -> Vec<Target> {
+        self.targets_of(&self.config.static_configs)
+    }
+
+    /// The targets of `groups` (static or discovered) after `relabel_configs`.
+    pub fn targets_of(&self, groups: &[StaticConfig]) -> Vec<Target> {
         let config = &self.config;
         let interval = config.scrape_interval.unwrap_or(DEFAULT_INTERVAL);
         let timeout = config
             .scrape_timeout
             .unwrap_or(DEFAULT_TIMEOUT.min(interval));
         let mut targets = Vec::new();
-        for group in &config.static_configs {
+        for group in groups {
             for address in &group.targets {
                 let mut labels: BTreeMap<String, String> = group.labels.clone();
                 labels.insert("job".into(), config.job_name.clone());

@@ -592,3 +592,139 @@ async fn an_import_into_a_running_server_is_picked_up_and_bad_files_are_refused(
     assert!(String::from_utf8_lossy(&output.stderr).contains("no timestamp"));
     server.terminate();
 }
+
+// the targets run in this process while the server follows the files
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_yml_is_used_as_is_and_file_sd_targets_follow_their_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = target("first_metric 1\n").await;
+    let second = target("second_metric 2\n").await;
+    let prometheus_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(prometheus_dir.join("targets")).expect("dirs");
+    std::fs::write(
+        prometheus_dir.join("prometheus.yml"),
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 15s\nrule_files:\n  - alerts.yml\nscrape_configs:\n  - job_name: files\n    file_sd_configs:\n      - files: [\"targets/*.json\", \"targets/*.yml\"]\n    tls_config:\n      insecure_skip_verify: true\nremote_write:\n  - url: http://192.0.2.1/write\n",
+    )
+    .expect("prometheus.yml");
+    let first_file = prometheus_dir.join("targets/first.json");
+    std::fs::write(
+        &first_file,
+        format!("[{{\"targets\": [\"{first}\"], \"labels\": {{\"team\": \"a\"}}}}]"),
+    )
+    .expect("targets");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "prometheus_config = \"{}\"\n",
+            prometheus_dir.join("prometheus.yml").display()
+        ),
+    )
+    .expect("config");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["check", &config.display().to_string()])
+        .output()
+        .expect("check");
+    let warnings = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{warnings}");
+    for section in [
+        "rule_files",
+        "remote_write",
+        "global.evaluation_interval",
+        "tls_config",
+    ] {
+        assert_eq!(
+            warnings.matches(section).count(),
+            1,
+            "one warning for {section}: {warnings}"
+        );
+    }
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    let up = |instance: String| {
+        let server = &server;
+        async move {
+            let (_, body) = server
+                .get(&format!(
+                    "/api/v1/query?query={}",
+                    urlencode(&format!("up{{instance=\"{instance}\"}}"))
+                ))
+                .await;
+            body["data"]["result"]
+                .as_array()
+                .map(|result| {
+                    result
+                        .iter()
+                        .map(|sample| sample["value"][1].as_str().unwrap_or("").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    wait_until("the first file's target is scraped", 20, || async {
+        up(first.clone()).await == ["1"]
+    })
+    .await;
+    let (_, body) = server
+        .get(&format!(
+            "/api/v1/query?query={}",
+            urlencode("first_metric")
+        ))
+        .await;
+    assert_eq!(body["data"]["result"][0]["metric"]["team"], "a", "{body}");
+    assert_eq!(
+        body["data"]["result"][0]["metric"]["job"], "files",
+        "{body}"
+    );
+
+    // a new YAML file adds a target; emptying the first file removes its target
+    std::fs::write(
+        prometheus_dir.join("targets/second.yml"),
+        format!("- targets: [\"{second}\"]\n  labels:\n    team: b\n"),
+    )
+    .expect("targets");
+    wait_until("the second file's target is scraped", 20, || async {
+        up(second.clone()).await == ["1"]
+    })
+    .await;
+    std::fs::write(&first_file, "[]").expect("empty");
+    // its series are marked stale at once instead of lingering for the 5-minute lookback
+    wait_until("the removed target's series are stale", 20, || async {
+        up(first.clone()).await.is_empty()
+    })
+    .await;
+    let (_, targets) = server.get("/api/v1/targets").await;
+    let active = targets["data"]["activeTargets"]
+        .as_array()
+        .expect("targets");
+    assert_eq!(active.len(), 1, "{targets}");
+    assert_eq!(active[0]["labels"]["team"], "b");
+    assert!(
+        active[0]["discoveredLabels"]["__meta_filepath"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("second.yml")
+    );
+    // a file that stops parsing keeps its last good targets
+    std::fs::write(
+        prometheus_dir.join("targets/second.yml"),
+        "- targets: [unclosed\n",
+    )
+    .expect("broken");
+    let logged = || server.output.lock().expect("output").join("\n");
+    wait_until("the broken file is noticed", 20, || async {
+        logged().contains("cannot read a file_sd file")
+    })
+    .await;
+    let (_, targets) = server.get("/api/v1/targets").await;
+    assert_eq!(
+        targets["data"]["activeTargets"].as_array().map(Vec::len),
+        Some(1),
+        "{targets}"
+    );
+    assert_eq!(up(second.clone()).await, ["1"]);
+    assert!(logged().contains("rule_files is not supported by Lookout; ignored"));
+    server.terminate();
+}
