@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::target::{Job, ScrapeConfig, StaticConfig, Target, read_target_file, scrape};
+use super::target::{
+    Job, ScrapeConfig, SeriesCache, StaticConfig, Target, read_target_file, scrape,
+};
 use crate::tsdb::Tsdb;
 use crate::tsdb::head::Labels;
 
@@ -266,7 +268,11 @@ impl ScrapeManager {
         }
         let mut interval = tokio::time::interval(target.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut previous: HashSet<Labels> = HashSet::new();
+        let mut cache = SeriesCache::default();
+        let mut synthetic: Vec<Labels> = Vec::new();
+        let mut added_labels = target.labels.clone();
+        added_labels.insert("__name__".into(), "scrape_series_added".into());
+        let added_labels: Labels = added_labels.into_iter().collect::<Vec<_>>().into();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -274,25 +280,22 @@ impl ScrapeManager {
             }
             let started = Utc::now();
             let timestamp = started.timestamp_millis();
-            let result = scrape(&job, &target, &self.client).await;
+            let result = scrape(&job, &target, &self.client, &mut cache).await;
             let mut batch: Vec<(Labels, i64, f64)> = Vec::with_capacity(result.samples.len() + 1);
-            let mut current: HashSet<Labels> = HashSet::with_capacity(result.samples.len());
             for (labels, value, sample_timestamp) in result.samples {
-                let labels: Labels = labels.into_iter().collect::<Vec<_>>().into();
-                batch.push((labels.clone(), sample_timestamp.unwrap_or(timestamp), value));
-                current.insert(labels);
+                batch.push((labels, sample_timestamp.unwrap_or(timestamp), value));
             }
-            let added = current.difference(&previous).count();
-            let mut added_labels = target.labels.clone();
-            added_labels.insert("__name__".into(), "scrape_series_added".into());
-            let added_labels: Labels = added_labels.into_iter().collect::<Vec<_>>().into();
-            batch.push((added_labels.clone(), timestamp, added as f64));
-            current.insert(added_labels);
-            // series gone since the last scrape end with a staleness marker
-            for gone in previous.difference(&current) {
-                batch.push((gone.clone(), timestamp, f64::from_bits(STALE_NAN)));
+            synthetic = batch[batch.len() - 3..]
+                .iter()
+                .map(|(labels, _, _)| Arc::clone(labels))
+                .collect();
+            synthetic.push(Arc::clone(&added_labels));
+            batch.push((Arc::clone(&added_labels), timestamp, result.added as f64));
+            // series gone since the last scrape end with a staleness marker (all of them
+            // when the scrape failed)
+            for labels in cache.gone() {
+                batch.push((labels, timestamp, f64::from_bits(STALE_NAN)));
             }
-            previous = current;
             let tsdb = Arc::clone(&self.tsdb);
             let stored = tokio::task::spawn_blocking(move || tsdb.append(&batch)).await;
             if let Ok(Err(error)) | Err(error) = stored.map_err(std::io::Error::other) {
@@ -306,12 +309,14 @@ impl ScrapeManager {
                 status.last_duration = result.duration.as_secs_f64();
             }
         }
-        if shutdown.is_cancelled() || previous.is_empty() {
+        if shutdown.is_cancelled() {
             return;
         }
         let timestamp = Utc::now().timestamp_millis();
-        let batch: Vec<(Labels, i64, f64)> = previous
+        let batch: Vec<(Labels, i64, f64)> = cache
+            .current()
             .into_iter()
+            .chain(synthetic)
             .map(|labels| (labels, timestamp, f64::from_bits(STALE_NAN)))
             .collect();
         let tsdb = Arc::clone(&self.tsdb);

@@ -14,13 +14,15 @@
 //! `scrape_duration_seconds` and `scrape_samples_scraped`. A failed
 //! scrape is `up 0` with the reason (for a bad exposition: its line and column).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::exposition::{self, Format};
 use super::relabel::{self, Relabel, RelabelConfig};
+use crate::tsdb::head::Labels;
 
 /// One `[[scrape_configs]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,11 +342,73 @@ pub fn prometheus_duration(duration: Duration) -> String {
     }
 }
 
+/// A label's value in a label set.
+pub fn label<'l>(labels: &'l Labels, name: &str) -> Option<&'l str> {
+    labels
+        .iter()
+        .find(|(label, _)| label == name)
+        .map(|(_, value)| value.as_str())
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What a target's scrape loop remembers between scrapes, as Prometheus' scrape cache
+/// does: each exposition series (keyed by its name and labels as written) with its final
+/// labels, or `None` when metric relabelling dropped it. A series seen before skips
+/// relabelling, label merging and label-set hashing; the scrape numbers tell which
+/// series disappeared.
+#[derive(Default)]
+pub struct SeriesCache {
+    entries: FastMap<String, CacheEntry>,
+    finals: FastMap<Labels, String>,
+    scrape: u64,
+}
+
+struct CacheEntry {
+    labels: Option<Labels>,
+    seen: u64,
+}
+
+impl SeriesCache {
+    /// The final label sets of the last scrape.
+    pub fn current(&self) -> Vec<Labels> {
+        self.entries
+            .values()
+            .filter(|entry| entry.seen == self.scrape)
+            .filter_map(|entry| entry.labels.clone())
+            .collect()
+    }
+
+    /// The final label sets seen in the previous scrape but not in the last one; entries
+    /// unseen for longer are forgotten.
+    pub fn gone(&mut self) -> Vec<Labels> {
+        let (current, previous) = (self.scrape, self.scrape.saturating_sub(1));
+        let gone = self
+            .entries
+            .values()
+            .filter(|entry| entry.seen == previous && previous > 0)
+            .filter_map(|entry| entry.labels.clone())
+            .collect();
+        let finals = &mut self.finals;
+        self.entries.retain(|_, entry| {
+            let keep = entry.seen + 1 >= current;
+            if !keep && let Some(labels) = &entry.labels {
+                finals.remove(labels);
+            }
+            keep
+        });
+        gone
+    }
+}
+
 /// What one scrape produced.
 #[derive(Debug, Clone)]
 pub struct Scrape {
-    /// Every series with its labels (`__name__` included) and value, synthetic ones too.
-    pub samples: Vec<(BTreeMap<String, String>, f64, Option<i64>)>,
+    /// Every series with its final labels (`__name__` included) and value, synthetic
+    /// ones too.
+    pub samples: Vec<(Labels, f64, Option<i64>)>,
+    /// Series not seen in the previous scrape (`scrape_series_added`).
+    pub added: usize,
     /// Why the scrape failed (`up` is then 0).
     pub error: Option<String>,
     pub duration: Duration,
@@ -357,18 +421,25 @@ pub const ACCEPT: &str =
 /// Scrapes `target` once: its series and the synthetic `up`, `scrape_duration_seconds`
 /// and `scrape_samples_scraped` (`scrape_series_added` and staleness markers need the
 /// previous scrape: the scrape loop adds them).
-pub async fn scrape(job: &Job, target: &Target, client: &reqwest::Client) -> Scrape {
+pub async fn scrape(
+    job: &Job,
+    target: &Target,
+    client: &reqwest::Client,
+    cache: &mut SeriesCache,
+) -> Scrape {
     let started = std::time::Instant::now();
-    let result = fetch(job, target, client).await;
+    cache.scrape += 1;
+    let result = fetch(job, target, client, cache).await;
     let duration = started.elapsed();
-    let (mut samples, error) = match result {
-        Ok(samples) => (samples, None),
-        Err(error) => (Vec::new(), Some(error)),
+    let (mut samples, added, error) = match result {
+        Ok((samples, added)) => (samples, added, None),
+        Err(error) => (Vec::new(), 0, Some(error)),
     };
     let scraped = samples.len();
     let synthetic = |name: &str, value: f64| {
         let mut labels = target.labels.clone();
         labels.insert("__name__".into(), name.into());
+        let labels: Labels = labels.into_iter().collect::<Vec<_>>().into();
         (labels, value, None)
     };
     samples.push(synthetic("up", if error.is_none() { 1.0 } else { 0.0 }));
@@ -376,18 +447,21 @@ pub async fn scrape(job: &Job, target: &Target, client: &reqwest::Client) -> Scr
     samples.push(synthetic("scrape_samples_scraped", scraped as f64));
     Scrape {
         samples,
+        added,
         error,
         duration,
     }
 }
 
-type Series = (BTreeMap<String, String>, f64, Option<i64>);
+type Series = (Labels, f64, Option<i64>);
 
+/// The scrape's series and how many are new since the previous scrape.
 async fn fetch(
     job: &Job,
     target: &Target,
     client: &reqwest::Client,
-) -> Result<Vec<Series>, String> {
+    cache: &mut SeriesCache,
+) -> Result<(Vec<Series>, usize), String> {
     let mut request = client
         .get(&target.url)
         .header("accept", ACCEPT)
@@ -425,41 +499,89 @@ async fn fetch(
             job.config.sample_limit
         ));
     }
+    let scrape = cache.scrape;
     let mut series = Vec::with_capacity(parsed.len());
-    let mut seen = BTreeSet::new();
+    let mut added = 0;
+    let mut key = String::new();
     for sample in parsed {
-        let mut labels: BTreeMap<String, String> = sample.labels.into_iter().collect();
-        labels.insert("__name__".into(), sample.name);
-        let Some(mut labels) = relabel::apply(&job.metric_relabel, labels) else {
-            continue;
-        };
-        for (name, value) in &target.labels {
-            match labels.get(name) {
-                Some(_) if job.config.honor_labels => {}
-                Some(existing) if existing != value && !existing.is_empty() => {
-                    let existing = existing.clone();
-                    labels.insert(format!("exported_{name}"), existing);
-                    labels.insert(name.clone(), value.clone());
-                }
-                _ => {
-                    labels.insert(name.clone(), value.clone());
-                }
+        key.clear();
+        key.push_str(&sample.name);
+        for (name, value) in &sample.labels {
+            key.push('\u{0}');
+            key.push_str(name);
+            key.push('\u{0}');
+            key.push_str(value);
+        }
+        if let Some(entry) = cache.entries.get_mut(key.as_str()) {
+            if entry.seen == scrape {
+                return Err(format!("duplicate series {}", key.replace('\u{0}', " ")));
             }
+            let returning = entry.seen + 1 != scrape;
+            entry.seen = scrape;
+            if let Some(labels) = &entry.labels {
+                series.push((Arc::clone(labels), sample.value, sample.timestamp_ms));
+                added += usize::from(returning);
+            }
+            continue;
         }
-        labels.retain(|_, value| !value.is_empty());
-        if !seen.insert(labels.clone()) {
-            return Err(format!("duplicate series {}", describe(&labels)));
+        let labels = final_labels(job, target, sample.name, sample.labels);
+        if let Some(labels) = &labels {
+            if let Some(other) = cache.finals.get(labels)
+                && cache
+                    .entries
+                    .get(other.as_str())
+                    .is_some_and(|entry| entry.seen == scrape)
+            {
+                return Err(format!("duplicate series {}", describe(labels)));
+            }
+            cache.finals.insert(Arc::clone(labels), key.clone());
+            series.push((Arc::clone(labels), sample.value, sample.timestamp_ms));
+            added += 1;
         }
-        series.push((labels, sample.value, sample.timestamp_ms));
+        cache.entries.insert(
+            key.clone(),
+            CacheEntry {
+                labels,
+                seen: scrape,
+            },
+        );
     }
-    Ok(series)
+    Ok((series, added))
 }
 
-fn describe(labels: &BTreeMap<String, String>) -> String {
-    let name = labels.get("__name__").cloned().unwrap_or_default();
+/// A new series' labels: metric relabelling, then the target's labels (a clash keeps
+/// the scraped value as `exported_NAME`, or the scraped value wins with `honor_labels`).
+fn final_labels(
+    job: &Job,
+    target: &Target,
+    name: String,
+    scraped: Vec<(String, String)>,
+) -> Option<Labels> {
+    let mut labels: BTreeMap<String, String> = scraped.into_iter().collect();
+    labels.insert("__name__".into(), name);
+    let mut labels = relabel::apply(&job.metric_relabel, labels)?;
+    for (name, value) in &target.labels {
+        match labels.get(name) {
+            Some(_) if job.config.honor_labels => {}
+            Some(existing) if existing != value && !existing.is_empty() => {
+                let existing = existing.clone();
+                labels.insert(format!("exported_{name}"), existing);
+                labels.insert(name.clone(), value.clone());
+            }
+            _ => {
+                labels.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    labels.retain(|_, value| !value.is_empty());
+    Some(labels.into_iter().collect::<Vec<_>>().into())
+}
+
+fn describe(labels: &Labels) -> String {
+    let name = label(labels, "__name__").unwrap_or_default();
     let rest: Vec<String> = labels
         .iter()
-        .filter(|(label, _)| *label != "__name__")
+        .filter(|(label, _)| label != "__name__")
         .map(|(label, value)| format!("{label}={value:?}"))
         .collect();
     format!("{name}{{{}}}", rest.join(", "))
@@ -583,25 +705,26 @@ mod tests {
         "#
         ));
         let target = &job.targets()[0];
-        let scrape = scrape(&job, target, &client()).await;
+        let scrape = scrape(&job, target, &client(), &mut SeriesCache::default()).await;
         assert_eq!(scrape.error, None);
         let find = |name: &str, code: Option<&str>| {
             scrape
                 .samples
                 .iter()
                 .find(|(labels, _, _)| {
-                    labels["__name__"] == name && labels.get("code").map(String::as_str) == code
+                    label(labels, "__name__") == Some(name) && label(labels, "code") == code
                 })
                 .unwrap_or_else(|| panic!("{name} missing from {:?}", scrape.samples))
                 .clone()
         };
         let ok = find("requests_total", Some("200"));
-        assert_eq!(ok.0["job"], "api");
+        assert_eq!(label(&ok.0, "job"), Some("api"));
         assert_eq!(
-            ok.0["exported_job"], "app",
+            label(&ok.0, "exported_job"),
+            Some("app"),
             "a clashing scraped label is kept as exported_"
         );
-        assert_eq!(ok.0["instance"], address);
+        assert_eq!(label(&ok.0, "instance"), Some(address.as_str()));
         assert_eq!(find("up", None).1, 1.0);
         assert_eq!(
             find("scrape_samples_scraped", None).1,
@@ -612,7 +735,7 @@ mod tests {
             !scrape
                 .samples
                 .iter()
-                .any(|(labels, _, _)| labels["__name__"] == "go_goroutines")
+                .any(|(labels, _, _)| label(labels, "__name__") == Some("go_goroutines"))
         );
     }
 
@@ -622,13 +745,19 @@ mod tests {
         let job = job(&format!(
             "job_name = \"bad\"\n[[static_configs]]\ntargets = [\"{address}\"]\n"
         ));
-        let scrape = scrape(&job, &job.targets()[0], &client()).await;
+        let scrape = scrape(
+            &job,
+            &job.targets()[0],
+            &client(),
+            &mut SeriesCache::default(),
+        )
+        .await;
         let error = scrape.error.expect("failed");
         assert!(error.contains("line 2, column 14"), "{error}");
         let up = scrape
             .samples
             .iter()
-            .find(|(labels, _, _)| labels["__name__"] == "up")
+            .find(|(labels, _, _)| label(labels, "__name__") == Some("up"))
             .expect("up");
         assert_eq!(up.1, 0.0);
         assert_eq!(scrape.samples.len(), 3, "only the synthetic series");

@@ -107,7 +107,7 @@ impl Series {
 /// The head: all series in memory.
 #[derive(Default)]
 pub struct Head {
-    ids: RwLock<HashMap<Labels, usize>>,
+    ids: RwLock<HashMap<Labels, usize, foldhash::fast::RandomState>>,
     series: RwLock<Vec<Arc<Mutex<Series>>>>,
     postings: RwLock<BTreeMap<String, BTreeMap<String, BTreeSet<usize>>>>,
     pub out_of_order: AtomicU64,

@@ -728,3 +728,107 @@ async fn a_prometheus_yml_is_used_as_is_and_file_sd_targets_follow_their_files()
     assert!(logged().contains("rule_files is not supported by Lookout; ignored"));
     server.terminate();
 }
+
+/// A target whose exposition (or failure) the test changes as it goes.
+async fn changing_target(body: std::sync::Arc<std::sync::Mutex<Option<String>>>) -> String {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = std::sync::Arc::clone(&body);
+            async move {
+                match body.lock().expect("body").clone() {
+                    Some(text) => (
+                        axum::http::StatusCode::OK,
+                        [("content-type", "text/plain; version=0.0.4")],
+                        text,
+                    ),
+                    None => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [("content-type", "text/plain")],
+                        "down".to_string(),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address.to_string()
+}
+
+// the target runs in this process while the server scrapes it
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_series_and_failed_scrapes_are_marked_stale_and_new_series_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some("a 1\nb 2\n".to_string())));
+    let address = changing_target(std::sync::Arc::clone(&body)).await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!("[[scrape_configs]]\njob_name = \"t\"\nscrape_interval = \"250ms\"\n[[scrape_configs.static_configs]]\ntargets = [\"{address}\"]\n"),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    let value = |query: &'static str| {
+        let server = &server;
+        async move {
+            let (_, body) = server
+                .get(&format!("/api/v1/query?query={}", urlencode(query)))
+                .await;
+            body["data"]["result"]
+                .as_array()
+                .and_then(|result| result.first())
+                .and_then(|sample| sample["value"][1].as_str().map(str::to_string))
+        }
+    };
+    wait_until("a and b scraped", 20, || async {
+        value("b").await.as_deref() == Some("2")
+    })
+    .await;
+    // b vanishes: it is stale at once, not for the 5-minute lookback; c is a new series
+    *body.lock().expect("body") = Some("a 1\nc 3\n".into());
+    wait_until("c scraped", 20, || async {
+        value("c").await.as_deref() == Some("3")
+    })
+    .await;
+    assert_eq!(value("b").await, None, "the vanished series is stale");
+    assert_eq!(value("a").await.as_deref(), Some("1"));
+    let (_, added) = server
+        .get(&format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=0.25",
+            urlencode("scrape_series_added"),
+            chrono::Utc::now().timestamp() - 20,
+            chrono::Utc::now().timestamp() + 1
+        ))
+        .await;
+    let counts: Vec<&str> = added["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{added}"))
+        .iter()
+        .filter_map(|pair| pair[1].as_str())
+        .collect();
+    assert!(
+        counts.contains(&"2") && counts.contains(&"1"),
+        "the first scrape adds a and b, the change adds c: {counts:?}"
+    );
+    // a failing scrape: up 0 and every series stale
+    *body.lock().expect("body") = None;
+    wait_until("the target is down", 20, || async {
+        value("up").await.as_deref() == Some("0")
+    })
+    .await;
+    assert_eq!(value("a").await, None);
+    assert_eq!(value("c").await, None);
+    *body.lock().expect("body") = Some("a 5\n".into());
+    wait_until("a is back", 20, || async {
+        value("a").await.as_deref() == Some("5")
+    })
+    .await;
+    server.terminate();
+}
