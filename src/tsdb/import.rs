@@ -51,52 +51,91 @@ pub enum ImportError {
     },
 }
 
-pub fn import(
-    data_dir: &Path,
-    file: &Path,
-    block_duration: Duration,
-) -> Result<ImportReport, ImportError> {
+/// Lines parsed at once: the file is read in pieces so its size is not held twice.
+const PIECE_BYTES: usize = 32 << 20;
+
+pub fn import(data_dir: &Path, file: &Path, block_duration: Duration) -> Result<ImportReport, ImportError> {
+    import_in_pieces(data_dir, file, block_duration, PIECE_BYTES)
+}
+
+fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piece_bytes: usize) -> Result<ImportReport, ImportError> {
+    use std::io::BufRead;
     let path = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|source| ImportError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    if text.trim_end().lines().last() != Some("# EOF") {
+    let read_error = |source| ImportError::Read { path: path.clone(), source };
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(read_error)?);
+    let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    let mut piece = String::new();
+    // the family header in force, carried into the next piece
+    let mut family_header = String::new();
+    let (mut line_number, mut piece_first_line, mut saw_eof) = (0usize, 1usize, false);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(read_error)?;
+        if read > 0 {
+            line_number += 1;
+            if saw_eof && !line.trim().is_empty() {
+                return Err(ImportError::Parse {
+                    path,
+                    line: line_number,
+                    column: 1,
+                    message: "content after `# EOF`".into(),
+                });
+            }
+            if line.trim_end() == "# EOF" {
+                saw_eof = true;
+                continue;
+            }
+            if line.starts_with("# TYPE ") {
+                family_header.clear();
+                family_header.push_str(&line);
+            }
+            piece.push_str(&line);
+        }
+        if (read == 0 || piece.len() >= piece_bytes) && !piece.is_empty() {
+            let carried = piece_first_line > 1 && !family_header.is_empty() && !piece.starts_with("# TYPE ");
+            let mut text = String::with_capacity(piece.len() + family_header.len() + 8);
+            if carried {
+                text.push_str(&family_header);
+            }
+            text.push_str(&piece);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("# EOF\n");
+            let samples = exposition::parse(&text, Format::OpenMetrics).map_err(|error| ImportError::Parse {
+                path: path.clone(),
+                line: (error.line + piece_first_line).saturating_sub(1 + usize::from(carried)),
+                column: error.column,
+                message: error.message.clone(),
+            })?;
+            for sample in samples {
+                if sample.created {
+                    continue;
+                }
+                let Some(timestamp) = sample.timestamp_ms else {
+                    return Err(ImportError::Invalid {
+                        path,
+                        message: format!("a sample of `{}` has no timestamp; backfilling needs one on every sample", sample.name),
+                    });
+                };
+                let mut labels = sample.labels;
+                labels.push(("__name__".into(), sample.name));
+                labels.sort();
+                series.entry(labels.into()).or_default().push((timestamp, sample.value));
+            }
+            piece.clear();
+            piece_first_line = line_number + 1;
+        }
+        if read == 0 {
+            break;
+        }
+    }
+    if !saw_eof {
         return Err(ImportError::Invalid {
             path,
-            message:
-                "an OpenMetrics file ends with a `# EOF` line; add it (the file may be truncated)"
-                    .into(),
+            message: "an OpenMetrics file ends with a `# EOF` line; add it (the file may be truncated)".into(),
         });
-    }
-    let samples =
-        exposition::parse(&text, Format::OpenMetrics).map_err(|error| ImportError::Parse {
-            path: path.clone(),
-            line: error.line,
-            column: error.column,
-            message: error.message.clone(),
-        })?;
-    let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-    for sample in samples {
-        if sample.created {
-            continue;
-        }
-        let Some(timestamp) = sample.timestamp_ms else {
-            return Err(ImportError::Invalid {
-                path,
-                message: format!(
-                    "a sample of `{}` has no timestamp; backfilling needs one on every sample",
-                    sample.name
-                ),
-            });
-        };
-        let mut labels = sample.labels;
-        labels.push(("__name__".into(), sample.name));
-        labels.sort();
-        series
-            .entry(labels.into())
-            .or_default()
-            .push((timestamp, sample.value));
     }
     let range = block_duration.as_millis().max(1) as i64;
     let mut by_block: HashMap<i64, super::head::Selected> = HashMap::new();
@@ -186,6 +225,15 @@ mod tests {
         assert_eq!(all[0].1[599], (599 * 15_000, 1797.0));
         assert_eq!(tsdb.label_values("__name__"), ["http_requests_total"]);
         assert_eq!(tsdb.label_names(), ["__name__", "code"]);
+
+        // read in small pieces: the same result, errors at their real line
+        let pieces = import_in_pieces(&dir.path().join("data2"), &file, Duration::from_secs(7200), 200).expect("import");
+        assert_eq!((pieces.blocks, pieces.series, pieces.samples), (2, 1, 600));
+        let mut broken = text.replace("# EOF\n", "");
+        broken.push_str("http_requests_total{code=\"200\" 1 9000\n# EOF\n");
+        std::fs::write(&file, &broken).expect("write");
+        let error = import_in_pieces(&dir.path().join("data3"), &file, Duration::from_secs(7200), 200).expect_err("bad line");
+        assert!(error.to_string().contains("line 602"), "{error}");
 
         std::fs::write(&file, "up 1 100\n").expect("write");
         let error =
