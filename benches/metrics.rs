@@ -30,7 +30,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -448,7 +448,430 @@ fn main() {
     }
 }
 
-fn promql(_work: &Path) {
-    let _ = PathBuf::new();
-    println!("promql: not written yet");
+const HANDLERS: [&str; 5] = [
+    "/api/cart",
+    "/api/checkout",
+    "/api/search",
+    "/api/items",
+    "/login",
+];
+const BOUNDS: [&str; 12] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+];
+const JOBS: [&str; 4] = ["api", "web", "worker", "billing"];
+
+/// Application series: per instance 40 request counters, a 12-bucket latency histogram
+/// per handler with `_sum` and `_count`, and three gauges (113 series); every value for
+/// every step, consistent (buckets cumulative, counts matching).
+fn app_series(instances: usize, steps: usize) -> Vec<(String, Vec<f64>)> {
+    let mut random = Random(0xABCD_EF01_2345_6789);
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for instance in 0..instances {
+        let base = format!(
+            "instance=\"app-{instance:03}:8080\",job=\"{}\"",
+            JOBS[instance % JOBS.len()]
+        );
+        for handler in HANDLERS {
+            for method in ["GET", "POST"] {
+                for (code, share) in [("200", 0.90), ("201", 0.05), ("404", 0.04), ("500", 0.01)] {
+                    let rate = (1 + random.below(20)) as f64 * share;
+                    let mut value = random.below(10_000) as f64;
+                    let values = (0..steps)
+                        .map(|_| {
+                            value +=
+                                (rate * 15.0 * (0.5 + random.below(1000) as f64 / 1000.0)).round();
+                            value
+                        })
+                        .collect();
+                    out.push((format!("http_requests_total{{{base},handler=\"{handler}\",method=\"{method}\",code=\"{code}\"}}"), values));
+                }
+            }
+            // latency: a share of each interval's requests per bucket, cumulative
+            let shares = [
+                0.05, 0.10, 0.20, 0.20, 0.15, 0.12, 0.08, 0.05, 0.03, 0.01, 0.005, 0.005,
+            ];
+            let mut buckets = vec![vec![0.0; steps]; BOUNDS.len()];
+            let (mut sum, mut count) = (vec![0.0; steps], vec![0.0; steps]);
+            let (mut running, mut total, mut seconds) = (vec![0.0; BOUNDS.len()], 0.0, 0.0);
+            for step in 0..steps {
+                let observed = (50 + random.below(200)) as f64;
+                let mut cumulative = 0.0;
+                for (bucket, share) in shares.iter().enumerate() {
+                    cumulative += (observed * share).round();
+                    running[bucket] += cumulative;
+                    buckets[bucket][step] = running[bucket];
+                }
+                total += cumulative;
+                seconds += (cumulative * 0.12 * 1000.0).round() / 1000.0;
+                count[step] = total;
+                sum[step] = (seconds * 1000.0_f64).round() / 1000.0;
+            }
+            for (bucket, values) in buckets.into_iter().enumerate() {
+                out.push((format!("http_request_duration_seconds_bucket{{{base},handler=\"{handler}\",le=\"{}\"}}", BOUNDS[bucket]), values));
+            }
+            out.push((
+                format!("http_request_duration_seconds_sum{{{base},handler=\"{handler}\"}}"),
+                sum,
+            ));
+            out.push((
+                format!("http_request_duration_seconds_count{{{base},handler=\"{handler}\"}}"),
+                count,
+            ));
+        }
+        let mut load = 1.0 + random.below(300) as f64 / 100.0;
+        let mut memory = (1 + random.below(16)) as f64 * 1e9;
+        let resident = (100 + random.below(900)) as f64 * 1e6;
+        let (mut loads, mut memories, mut residents) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..steps {
+            load = ((load + (random.below(21) as f64 - 10.0) / 100.0).max(0.0) * 100.0).round()
+                / 100.0;
+            memory = (memory + (random.below(2001) as f64 - 1000.0) * 4096.0).max(1e8);
+            loads.push(load);
+            memories.push(memory);
+            residents.push(resident + (random.below(100) as f64) * 4096.0);
+        }
+        out.push((format!("node_load1{{{base}}}"), loads));
+        out.push((
+            format!("node_memory_MemAvailable_bytes{{{base}}}"),
+            memories,
+        ));
+        out.push((
+            format!("process_resident_memory_bytes{{{base}}}"),
+            residents,
+        ));
+    }
+    out
+}
+
+/// The queries: (name, expression, range query or instant).
+const QUERIES: [(&str, &str, bool); 24] = [
+    ("rate", "rate(http_requests_total[5m])", true),
+    (
+        "sum by job rate",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        true,
+    ),
+    (
+        "5xx by code",
+        "sum by (code) (rate(http_requests_total{code=~\"5..\"}[5m]))",
+        true,
+    ),
+    (
+        "error ratio (seed rule)",
+        "sum(rate(http_requests_total{code=~\"5..\"}[5m])) by (job) / sum(rate(http_requests_total[5m])) by (job) * 100",
+        true,
+    ),
+    (
+        "p95 by handler",
+        "histogram_quantile(0.95, sum by (le, handler) (rate(http_request_duration_seconds_bucket[5m])))",
+        true,
+    ),
+    (
+        "p99 overall",
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
+        true,
+    ),
+    (
+        "topk instances",
+        "topk(5, sum by (instance) (rate(http_requests_total[5m])))",
+        true,
+    ),
+    (
+        "bottomk handlers",
+        "bottomk(3, sum by (handler) (rate(http_requests_total[5m])))",
+        true,
+    ),
+    (
+        "mean latency join",
+        "rate(http_request_duration_seconds_sum[5m]) / rate(http_request_duration_seconds_count[5m])",
+        true,
+    ),
+    (
+        "group_left join",
+        "sum by (instance, job) (rate(http_requests_total[5m])) / on (instance) group_left node_load1",
+        true,
+    ),
+    ("max_over_time", "max_over_time(node_load1[1h])", true),
+    (
+        "avg_over_time",
+        "avg by (job) (avg_over_time(node_load1[30m]))",
+        true,
+    ),
+    (
+        "subquery",
+        "max_over_time(sum by (job) (rate(http_requests_total[5m]))[1h:1m])",
+        true,
+    ),
+    ("avg by instance", "avg by (instance) (node_load1)", true),
+    (
+        "count by code",
+        "count by (code) (http_requests_total)",
+        true,
+    ),
+    (
+        "increase 1h",
+        "sum by (handler) (increase(http_requests_total[1h]))",
+        true,
+    ),
+    ("deriv", "deriv(node_memory_MemAvailable_bytes[30m])", true),
+    (
+        "predict_linear",
+        "predict_linear(node_memory_MemAvailable_bytes[1h], 3600)",
+        true,
+    ),
+    (
+        "quantile",
+        "quantile(0.9, rate(http_requests_total[5m]))",
+        true,
+    ),
+    (
+        "stddev",
+        "stddev by (job) (rate(http_requests_total[5m]))",
+        true,
+    ),
+    (
+        "irate",
+        "sum by (job) (irate(http_requests_total[5m]))",
+        true,
+    ),
+    (
+        "threshold",
+        "sum by (instance) (rate(http_requests_total[5m])) > 200",
+        true,
+    ),
+    (
+        "instant rate",
+        "sum by (job, code) (rate(http_requests_total[5m]))",
+        false,
+    ),
+    (
+        "instant offset",
+        "sum by (job) (http_requests_total offset 1h)",
+        false,
+    ),
+];
+
+fn promql(work: &Path) {
+    let instances = env_or("INSTANCES", 88) as usize;
+    let runs = env_or("RUNS", 5) as usize;
+    let steps = 6 * 240;
+    let end_aligned = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000 - 3_600_000;
+    // samples 7 s past the minute: no sample sits on a window edge, where Prometheus 2
+    // (left-closed windows) and 3 (left-open) differ
+    let start = end_aligned - steps as i64 * 15_000 + 7_000;
+    let series = app_series(instances, steps);
+    let file = work.join("app.om");
+    {
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&file).expect("create"),
+        );
+        for (name, values) in &series {
+            for (step, value) in values.iter().enumerate() {
+                let time = start + step as i64 * 15_000;
+                writeln!(out, "{name} {value} {}.{:03}", time / 1000, time % 1000).expect("write");
+            }
+        }
+        writeln!(out, "# EOF").expect("write");
+        out.flush().expect("flush");
+    }
+    let samples = series.len() * steps;
+    println!(
+        "promql: {} series × {steps} samples (6 h at 15 s) = {samples} samples, backfilled into both",
+        series.len()
+    );
+    drop(series);
+    let lookout_data = work.join("promql-lookout");
+    let imported = run_checked(
+        lookout_command().args([
+            "tsdb",
+            "import",
+            "--data-dir",
+            &lookout_data.display().to_string(),
+            &file.display().to_string(),
+        ]),
+        "lookout tsdb import",
+    );
+    let prometheus_data = work.join("promql-prometheus");
+    let created = run_checked(
+        std::process::Command::new("promtool").args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            &file.display().to_string(),
+            &prometheus_data.display().to_string(),
+        ]),
+        "promtool",
+    );
+    let _ = std::fs::remove_file(&file);
+    println!(
+        "  backfill: lookout tsdb import {:.1} s, promtool {:.1} s",
+        imported.as_secs_f64(),
+        created.as_secs_f64()
+    );
+    let mut lookout = lookout_command()
+        .args([
+            "serve",
+            "--data-dir",
+            &lookout_data.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let lookout_url = wait_listening(&mut lookout);
+    let prometheus_config = work.join("prometheus.yml");
+    std::fs::write(&prometheus_config, "global:\n  scrape_interval: 1m\n").expect("config");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        listener.local_addr().expect("address").port()
+    };
+    let mut prometheus = std::process::Command::new("prometheus")
+        .args([
+            &format!("--config.file={}", prometheus_config.display()),
+            &format!("--storage.tsdb.path={}", prometheus_data.display()),
+            "--storage.tsdb.retention.time=30d",
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus (Debian's prometheus package)");
+    let prometheus_url = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::new();
+    runtime.block_on(async {
+        for _ in 0..600 {
+            if client
+                .get(format!("{prometheus_url}/-/ready"))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus did not become ready");
+    });
+    let (query_start, query_end) = (
+        (end_aligned - 6 * 3_600_000 + 3_600_000) / 1000,
+        end_aligned / 1000,
+    );
+    let fetch = |base: &str, expression: &str, range: bool| -> (f64, serde_json::Value) {
+        let url = if range {
+            format!("{base}/api/v1/query_range?start={query_start}&end={query_end}&step=60")
+        } else {
+            format!("{base}/api/v1/query?time={query_end}")
+        };
+        runtime.block_on(async {
+            let started = Instant::now();
+            let body = serde_urlencoded::to_string([("query", expression)]).expect("form");
+            let response = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .expect("query");
+            let body: serde_json::Value = response.json().await.expect("json");
+            (started.elapsed().as_secs_f64() * 1000.0, body)
+        })
+    };
+    println!(
+        "  {:<26} {:>12} {:>14} {:>7}  results",
+        "query (6 h, step 60 s)", "lookout ms", "prometheus ms", "ratio"
+    );
+    let (mut ratios, mut mismatched) = (Vec::new(), 0);
+    for (name, expression, range) in QUERIES {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut our_body, mut their_body) = (serde_json::Value::Null, serde_json::Value::Null);
+        for _ in 0..runs {
+            let (ms, body) = fetch(&lookout_url, expression, range);
+            ours.push(ms);
+            our_body = body;
+            let (ms, body) = fetch(&prometheus_url, expression, range);
+            theirs.push(ms);
+            their_body = body;
+        }
+        let (ours, theirs) = (common::median(&mut ours), common::median(&mut theirs));
+        let verdict = compare_results(&our_body, &their_body);
+        if verdict != "same" {
+            mismatched += 1;
+        }
+        ratios.push(ours / theirs);
+        println!(
+            "  {name:<26} {ours:>12.1} {theirs:>14.1} {:>7.2}  {verdict}",
+            ours / theirs
+        );
+    }
+    println!(
+        "  median ratio lookout/prometheus: {:.2} over {} queries; {} with different results",
+        common::median(&mut ratios),
+        QUERIES.len(),
+        mismatched
+    );
+    stop(&mut lookout);
+    stop(&mut prometheus);
+}
+
+/// "same" when both answers hold the same series with the same points (values within
+/// 1e-9 relative), else what differs.
+fn compare_results(ours: &serde_json::Value, theirs: &serde_json::Value) -> String {
+    if ours["status"] != "success" || theirs["status"] != "success" {
+        return format!(
+            "error: lookout {} / prometheus {}",
+            ours["error"], theirs["error"]
+        );
+    }
+    let index =
+        |body: &serde_json::Value| -> std::collections::BTreeMap<String, Vec<(f64, String)>> {
+            body["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|series| {
+                    let points = match series.get("values") {
+                        Some(values) => values.as_array().cloned().unwrap_or_default(),
+                        None => vec![series["value"].clone()],
+                    };
+                    (
+                        series["metric"].to_string(),
+                        points
+                            .iter()
+                            .map(|pair| {
+                                (
+                                    pair[0].as_f64().unwrap_or_default(),
+                                    pair[1].as_str().unwrap_or_default().to_string(),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+    let (ours, theirs) = (index(ours), index(theirs));
+    if ours.len() != theirs.len() || ours.keys().ne(theirs.keys()) {
+        return format!("different series: {} vs {}", ours.len(), theirs.len());
+    }
+    let mut differing = 0;
+    for (key, points) in &ours {
+        let other = &theirs[key];
+        let same = points.len() == other.len()
+            && points.iter().zip(other).all(|(a, b)| {
+                let (x, y) = (
+                    a.1.parse::<f64>().unwrap_or(f64::NAN),
+                    b.1.parse::<f64>().unwrap_or(f64::NAN),
+                );
+                a.0 == b.0 && (a.1 == b.1 || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()))
+            });
+        differing += usize::from(!same);
+    }
+    if differing == 0 {
+        "same".into()
+    } else {
+        format!("{differing} series differ")
+    }
 }

@@ -31,6 +31,7 @@ pub(super) fn aggregate(
         _ => return Err(Error::BadData("aggregations need an instant vector".into())),
     };
     let modifier = aggregate.modifier.as_ref();
+    let mut grouper = Grouper::default();
     let mut out = Vec::with_capacity(steps.len());
     for (i, samples) in steps.into_iter().enumerate() {
         evaluator.check_deadline("aggregation")?;
@@ -49,7 +50,7 @@ pub(super) fn aggregate(
                         "Scalar value {k} overflows int64"
                     )));
                 }
-                select_k(samples, modifier, k as i64, op == T_TOPK)
+                select_k(samples, modifier, &mut grouper, k as i64, op == T_TOPK)
             }
             T_COUNT_VALUES => {
                 let Some(Value::String(label)) = &param else {
@@ -70,7 +71,7 @@ pub(super) fn aggregate(
                         evaluator.annotations.warn(quantile_warning(q, &position));
                     }
                 }
-                statistic(op, samples, modifier, scalar)?
+                statistic(op, samples, modifier, &mut grouper, scalar)?
             }
         });
     }
@@ -102,18 +103,50 @@ fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     }
 }
 
+/// Each series' group labels, computed once per aggregation and shared: the same
+/// group always gets the same `Arc`, so steps group by pointer instead of hashing
+/// label strings.
+#[derive(Default)]
+struct Grouper {
+    by_series: HashMap<usize, Labels, foldhash::fast::RandomState>,
+    canonical: HashMap<Labels, Labels, foldhash::fast::RandomState>,
+}
+
+impl Grouper {
+    fn group(&mut self, labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+        let key = pointer(labels);
+        if let Some(group) = self.by_series.get(&key) {
+            return Arc::clone(group);
+        }
+        let group = group_labels(labels, modifier);
+        let group = Arc::clone(self.canonical.entry(Arc::clone(&group)).or_insert(group));
+        // the input keeps `labels` alive for the whole aggregation, so its address
+        // cannot be reused by another label set meanwhile
+        self.by_series.insert(key, Arc::clone(&group));
+        group
+    }
+}
+
+fn pointer(labels: &Labels) -> usize {
+    Arc::as_ptr(labels) as *const () as usize
+}
+
 struct Group {
     labels: Labels,
     values: Vec<f64>,
     drop_name: bool,
 }
 
-fn groups(samples: Vec<Sample>, modifier: Option<&LabelModifier>) -> Vec<Group> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+fn groups(
+    samples: Vec<Sample>,
+    modifier: Option<&LabelModifier>,
+    grouper: &mut Grouper,
+) -> Vec<Group> {
+    let mut index: HashMap<usize, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for sample in samples {
-        let labels = group_labels(&sample.labels, modifier);
-        let slot = *index.entry(Arc::clone(&labels)).or_insert_with(|| {
+        let labels = grouper.group(&sample.labels, modifier);
+        let slot = *index.entry(pointer(&labels)).or_insert_with(|| {
             groups.push(Group {
                 labels,
                 values: Vec::new(),
@@ -131,9 +164,10 @@ fn statistic(
     op: u16,
     samples: Vec<Sample>,
     modifier: Option<&LabelModifier>,
+    grouper: &mut Grouper,
     param: Option<f64>,
 ) -> Result<Vec<Sample>, Error> {
-    Ok(groups(samples, modifier)
+    Ok(groups(samples, modifier, grouper)
         .into_iter()
         .map(|group| {
             let values = &group.values;
@@ -176,17 +210,18 @@ fn statistic(
 fn select_k(
     samples: Vec<Sample>,
     modifier: Option<&LabelModifier>,
+    grouper: &mut Grouper,
     k: i64,
     top: bool,
 ) -> Vec<Sample> {
     if k < 1 {
         return Vec::new();
     }
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<usize, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut groups: Vec<Vec<Sample>> = Vec::new();
     for sample in samples {
-        let labels = group_labels(&sample.labels, modifier);
-        let slot = *index.entry(labels).or_insert_with(|| {
+        let labels = grouper.group(&sample.labels, modifier);
+        let slot = *index.entry(pointer(&labels)).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });

@@ -870,45 +870,72 @@ fn over_time(evaluator: &mut Evaluator, name: &str, args: &[Box<Expr>]) -> Resul
             }
         }
     }
-    let mut out = Vec::with_capacity(evaluator.steps());
+    let steps = evaluator.steps();
+    let mut out: Vec<Vec<Sample>> = (0..steps)
+        .map(|_| Vec::with_capacity(input.series.len()))
+        .collect();
     let mut step_params = vec![0.0; params.len()];
-    for i in 0..evaluator.steps() {
-        if i % 64 == 0 {
+    let windows: Vec<(i64, i64)> = (0..steps)
+        .map(|i| input.window(evaluator.time(i)))
+        .collect();
+    // series by series, each window found by moving two cursors forward: the steps'
+    // windows only move forward, and a binary search per step costs cache misses
+    for (number, series) in input.series.iter().enumerate() {
+        if number % 256 == 0 {
             evaluator.check_deadline("range function")?;
         }
-        let time = evaluator.time(i);
-        let (start, end) = input.window(time);
-        for (slot, values) in step_params.iter_mut().zip(&params) {
-            *slot = values[i];
-        }
-        let mut samples = Vec::new();
-        for series in &input.series {
-            let points = window(&series.points, start, end);
-            if points.is_empty() {
+        let points = &series.points[..];
+        let (mut from, mut to) = (0usize, 0usize);
+        let mut previous_start = i64::MIN;
+        let mut labels: Option<(Labels, bool)> = None;
+        for (i, &(start, end)) in windows.iter().enumerate() {
+            if start < previous_start {
+                (from, to) = (0, 0);
+            }
+            previous_start = start;
+            while from < points.len() && points[from].0 <= start {
+                from += 1;
+            }
+            to = to.max(from);
+            while to < points.len() && points[to].0 <= end {
+                to += 1;
+            }
+            if from == to {
                 continue;
             }
+            for (slot, values) in step_params.iter_mut().zip(&params) {
+                *slot = values[i];
+            }
             let context = Window {
-                points,
+                points: &points[from..to],
                 start,
                 end,
                 range: input.range,
-                step_time: time,
+                step_time: evaluator.time(i),
                 params: &step_params,
             };
             let Some(value) = range_function(name, &context) else {
                 continue;
             };
-            let mut sample = Sample {
-                labels: Arc::clone(&series.labels),
+            let (labels, drop_name) = labels
+                .get_or_insert_with(|| {
+                    let mut sample = Sample {
+                        labels: Arc::clone(&series.labels),
+                        value: 0.0,
+                        drop_name: series.drop_name,
+                    };
+                    if !keep_name {
+                        evaluator.drop_name(&mut sample);
+                    }
+                    (sample.labels, sample.drop_name)
+                })
+                .clone();
+            out[i].push(Sample {
+                labels,
                 value,
-                drop_name: series.drop_name,
-            };
-            if !keep_name {
-                evaluator.drop_name(&mut sample);
-            }
-            samples.push(sample);
+                drop_name,
+            });
         }
-        out.push(samples);
     }
     Ok(Value::Vector(out))
 }

@@ -54,15 +54,28 @@ pub enum ImportError {
 /// Lines parsed at once: the file is read in pieces so its size is not held twice.
 const PIECE_BYTES: usize = 32 << 20;
 
-pub fn import(data_dir: &Path, file: &Path, block_duration: Duration) -> Result<ImportReport, ImportError> {
+pub fn import(
+    data_dir: &Path,
+    file: &Path,
+    block_duration: Duration,
+) -> Result<ImportReport, ImportError> {
     import_in_pieces(data_dir, file, block_duration, PIECE_BYTES)
 }
 
-fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piece_bytes: usize) -> Result<ImportReport, ImportError> {
+fn import_in_pieces(
+    data_dir: &Path,
+    file: &Path,
+    block_duration: Duration,
+    piece_bytes: usize,
+) -> Result<ImportReport, ImportError> {
     use std::io::BufRead;
     let path = file.display().to_string();
-    let read_error = |source| ImportError::Read { path: path.clone(), source };
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(read_error)?);
+    let read_error = |source| ImportError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(read_error)?);
     let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let mut piece = String::new();
     // the family header in force, carried into the next piece
@@ -93,7 +106,8 @@ fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piec
             piece.push_str(&line);
         }
         if (read == 0 || piece.len() >= piece_bytes) && !piece.is_empty() {
-            let carried = piece_first_line > 1 && !family_header.is_empty() && !piece.starts_with("# TYPE ");
+            let carried =
+                piece_first_line > 1 && !family_header.is_empty() && !piece.starts_with("# TYPE ");
             let mut text = String::with_capacity(piece.len() + family_header.len() + 8);
             if carried {
                 text.push_str(&family_header);
@@ -103,11 +117,13 @@ fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piec
                 text.push('\n');
             }
             text.push_str("# EOF\n");
-            let samples = exposition::parse(&text, Format::OpenMetrics).map_err(|error| ImportError::Parse {
-                path: path.clone(),
-                line: (error.line + piece_first_line).saturating_sub(1 + usize::from(carried)),
-                column: error.column,
-                message: error.message.clone(),
+            let samples = exposition::parse(&text, Format::OpenMetrics).map_err(|error| {
+                ImportError::Parse {
+                    path: path.clone(),
+                    line: (error.line + piece_first_line).saturating_sub(1 + usize::from(carried)),
+                    column: error.column,
+                    message: error.message.clone(),
+                }
             })?;
             for sample in samples {
                 if sample.created {
@@ -116,13 +132,19 @@ fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piec
                 let Some(timestamp) = sample.timestamp_ms else {
                     return Err(ImportError::Invalid {
                         path,
-                        message: format!("a sample of `{}` has no timestamp; backfilling needs one on every sample", sample.name),
+                        message: format!(
+                            "a sample of `{}` has no timestamp; backfilling needs one on every sample",
+                            sample.name
+                        ),
                     });
                 };
                 let mut labels = sample.labels;
                 labels.push(("__name__".into(), sample.name));
                 labels.sort();
-                series.entry(labels.into()).or_default().push((timestamp, sample.value));
+                series
+                    .entry(labels.into())
+                    .or_default()
+                    .push((timestamp, sample.value));
             }
             piece.clear();
             piece_first_line = line_number + 1;
@@ -134,7 +156,9 @@ fn import_in_pieces(data_dir: &Path, file: &Path, block_duration: Duration, piec
     if !saw_eof {
         return Err(ImportError::Invalid {
             path,
-            message: "an OpenMetrics file ends with a `# EOF` line; add it (the file may be truncated)".into(),
+            message:
+                "an OpenMetrics file ends with a `# EOF` line; add it (the file may be truncated)"
+                    .into(),
         });
     }
     let range = block_duration.as_millis().max(1) as i64;
@@ -227,12 +251,24 @@ mod tests {
         assert_eq!(tsdb.label_names(), ["__name__", "code"]);
 
         // read in small pieces: the same result, errors at their real line
-        let pieces = import_in_pieces(&dir.path().join("data2"), &file, Duration::from_secs(7200), 200).expect("import");
+        let pieces = import_in_pieces(
+            &dir.path().join("data2"),
+            &file,
+            Duration::from_secs(7200),
+            200,
+        )
+        .expect("import");
         assert_eq!((pieces.blocks, pieces.series, pieces.samples), (2, 1, 600));
         let mut broken = text.replace("# EOF\n", "");
         broken.push_str("http_requests_total{code=\"200\" 1 9000\n# EOF\n");
         std::fs::write(&file, &broken).expect("write");
-        let error = import_in_pieces(&dir.path().join("data3"), &file, Duration::from_secs(7200), 200).expect_err("bad line");
+        let error = import_in_pieces(
+            &dir.path().join("data3"),
+            &file,
+            Duration::from_secs(7200),
+            200,
+        )
+        .expect_err("bad line");
         assert!(error.to_string().contains("line 602"), "{error}");
 
         std::fs::write(&file, "up 1 100\n").expect("write");
