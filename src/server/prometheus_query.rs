@@ -173,6 +173,57 @@ fn success(data: Value, annotations: &Annotations) -> Response {
     json_response(StatusCode::OK, &body)
 }
 
+/// A matrix answer written straight to text: a range query over thousands of series
+/// would otherwise build millions of JSON values first.
+fn success_matrix(series: &[promql::Series], annotations: &Annotations) -> Response {
+    use std::fmt::Write;
+    let points: usize = series.iter().map(|series| series.points.len()).sum();
+    let mut text = String::with_capacity(64 + series.len() * 128 + points * 32);
+    text.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (number, series) in series.iter().enumerate() {
+        if number > 0 {
+            text.push(',');
+        }
+        text.push_str(r#"{"metric":{"#);
+        for (position, (name, value)) in series.labels.iter().enumerate() {
+            if position > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(name).unwrap_or_default());
+            text.push(':');
+            text.push_str(&serde_json::to_string(value).unwrap_or_default());
+        }
+        text.push_str(r#"},"values":["#);
+        for (position, (time, value)) in series.points.iter().enumerate() {
+            if position > 0 {
+                text.push(',');
+            }
+            let _ = write!(
+                text,
+                "[{},\"{}\"]",
+                time_json(*time),
+                promql::format_value(*value)
+            );
+        }
+        text.push_str("]}");
+    }
+    text.push_str("]}");
+    for (key, notes) in [
+        ("warnings", &annotations.warnings),
+        ("infos", &annotations.infos),
+    ] {
+        if !notes.is_empty() {
+            let _ = write!(
+                text,
+                r#","{key}":{}"#,
+                serde_json::to_string(notes).unwrap_or_default()
+            );
+        }
+    }
+    text.push('}');
+    super::response::json_text(StatusCode::OK, text)
+}
+
 fn matrix_json(series: &[promql::Series]) -> Value {
     Value::Array(
         series
@@ -321,10 +372,7 @@ async fn run_query_range(
                     error.to_string(),
                 )
             })??;
-    Ok(success(
-        json!({"resultType": "matrix", "result": matrix_json(&series)}),
-        &annotations,
-    ))
+    Ok(success_matrix(&series, &annotations))
 }
 
 /// The label sets of the series the `match[]` selectors name with samples in
@@ -436,4 +484,41 @@ async fn buildinfo() -> Response {
         }),
         &Annotations::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_written_matrix_is_the_json_the_value_tree_gives() {
+        let series = vec![promql::Series {
+            labels: crate::tsdb::head::labels(&[("__name__", "up"), ("path", "/a\"b\\c\n")]),
+            points: vec![
+                (1_000, 1.0),
+                (1_500, f64::NAN),
+                (2_000, f64::NEG_INFINITY),
+                (2_001, 0.1),
+            ],
+        }];
+        let annotations = Annotations {
+            warnings: vec!["PromQL warning: x (1:1)".into()],
+            infos: Vec::new(),
+        };
+        let response = success_matrix(&series, &annotations);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let written: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+        let expected = json!({
+            "status": "success",
+            "data": {"resultType": "matrix", "result": matrix_json(&series)},
+            "warnings": annotations.warnings,
+        });
+        assert_eq!(written, expected);
+        assert_eq!(
+            written["data"]["result"][0]["values"][3],
+            json!([2.001, "0.1"])
+        );
+    }
 }

@@ -105,12 +105,18 @@ struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
+    /// Reads `bits` bits, a byte's worth at a time.
     fn read(&mut self, bits: u8) -> Option<u64> {
         let mut value = 0u64;
-        for _ in 0..bits {
+        let mut remaining = bits as usize;
+        while remaining > 0 {
             let byte = *self.bytes.get(self.bit / 8)?;
-            value = (value << 1) | u64::from((byte >> (7 - self.bit % 8)) & 1);
-            self.bit += 1;
+            let available = 8 - self.bit % 8;
+            let take = available.min(remaining);
+            let chunk = (u64::from(byte) >> (available - take)) & ((1 << take) - 1);
+            value = (value << take) | chunk;
+            self.bit += take;
+            remaining -= take;
         }
         Some(value)
     }
