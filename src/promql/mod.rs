@@ -346,6 +346,40 @@ mod tests {
     }
 
     #[test]
+    fn too_many_samples_and_a_timeout_are_errors_not_exhaustion() {
+        let head = crate::tsdb::head::Head::new();
+        let series = crate::tsdb::head::labels(&[("__name__", "x")]);
+        for step in 0..1000 {
+            head.append(&series, step * 15_000, step as f64)
+                .expect("append");
+        }
+        let expr = parse("sum_over_time(x[1h])").expect("parse");
+        let limited = Engine::new(EngineOptions {
+            max_samples: 100,
+            ..EngineOptions::default()
+        });
+        let error = limited
+            .instant(&head, &expr, 15_000_000)
+            .expect_err("too many samples");
+        assert_eq!(error.error_type(), "execution");
+        assert!(error.to_string().contains("too many samples"), "{error}");
+        let hurried = Engine::new(EngineOptions {
+            timeout: Duration::ZERO,
+            ..EngineOptions::default()
+        });
+        let error = hurried
+            .range(&head, &expr, 0, 15_000_000, 15_000)
+            .expect_err("timeout");
+        assert_eq!(error.error_type(), "timeout");
+        let fine = Engine::new(EngineOptions::default());
+        let (value, _) = fine.instant(&head, &expr, 15_000_000).expect("evaluates");
+        assert!(
+            matches!(value, QueryValue::Vector(ref samples) if samples.len() == 1),
+            "{value:?}"
+        );
+    }
+
+    #[test]
     fn durations_read_as_prometheus_writes_them() {
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("60"), Some(60_000));

@@ -79,6 +79,7 @@ async fn agents(State(state): State<SharedState>) -> Response {
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     let store = state.store.clone();
+    let tsdb = std::sync::Arc::clone(&state.tsdb);
     let in_flight_bytes = state.ingest.in_flight_bytes();
     let gauges = tokio::task::spawn_blocking(move || {
         let mut gauges = Vec::new();
@@ -109,12 +110,51 @@ async fn metrics(State(state): State<SharedState>) -> Response {
             labels: Vec::new(),
             value: in_flight_bytes as f64,
         });
+        let blocks = tsdb.block_metas();
+        for (name, help, value) in [
+            ("lookout_tsdb_head_series", "Series held in the metrics head.", tsdb.head.active_series() as f64),
+            ("lookout_tsdb_blocks", "Persisted metrics blocks.", blocks.len() as f64),
+            (
+                "lookout_tsdb_blocks_bytes",
+                "Bytes of the metrics blocks (chunks and index).",
+                blocks.iter().map(|meta| meta.bytes).sum::<u64>() as f64,
+            ),
+        ] {
+            gauges.push(GaugeSample {
+                name,
+                help,
+                labels: Vec::new(),
+                value,
+            });
+        }
         gauges.sort_by_key(|gauge| gauge.name);
         gauges
     })
     .await
     .unwrap_or_default();
-    let mut response = (StatusCode::OK, state.telemetry.render(&gauges)).into_response();
+    let mut text = state.telemetry.render(&gauges);
+    use std::sync::atomic::Ordering::Relaxed;
+    let head = &state.tsdb.head;
+    for (name, help, value) in [
+        (
+            "lookout_tsdb_out_of_order_samples_total",
+            "Samples refused: older than their series' newest.",
+            head.out_of_order.load(Relaxed),
+        ),
+        (
+            "lookout_tsdb_duplicate_samples_total",
+            "Samples refused: a different value for a timestamp already stored.",
+            head.duplicates.load(Relaxed),
+        ),
+        (
+            "lookout_tsdb_out_of_bounds_samples_total",
+            "Samples refused: older than what the head holds (already in blocks).",
+            head.out_of_bounds.load(Relaxed),
+        ),
+    ] {
+        crate::telemetry::write_counter(&mut text, name, help, value);
+    }
+    let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

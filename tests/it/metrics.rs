@@ -830,5 +830,23 @@ async fn vanished_series_and_failed_scrapes_are_marked_stale_and_new_series_coun
         value("a").await.as_deref() == Some("5")
     })
     .await;
+    // a sample older than its series' newest is refused and counted
+    *body.lock().expect("body") = Some("a 6 1000\n".into());
+    let counted = |text: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("lookout_tsdb_out_of_order_samples_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("the out-of-order sample is counted", 20, || async {
+        counted(&server.metrics().await) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        value("a").await.as_deref(),
+        Some("5"),
+        "the old sample is not stored"
+    );
+    assert!(server.metrics().await.contains("lookout_tsdb_head_series "));
     server.terminate();
 }
