@@ -210,20 +210,69 @@ pub fn parse(text: &str) -> Result<Expr, Error> {
 }
 
 /// Prometheus' parse errors read `1:5: parse error: …`; the parser crate gives no
-/// position, so one is added when the message quotes a token found in the text.
+/// position, so one is found: the end of the input for what is left open, else the first
+/// character after the longest prefix that parses (where `foo bar` goes wrong: `bar`).
 fn parse_error(text: &str, message: &str) -> String {
-    let quoted = message
+    let end = || position(text, text.trim_end().len());
+    let open_ended = message.contains("unclosed") || message.contains("end of input");
+    let (line, column) = if open_ended {
+        end()
+    } else if let Some(offset) = message
         .split('"')
         .nth(1)
+        .or_else(|| {
+            message
+                .rsplit(": ")
+                .next()
+                .filter(|_| message.contains(": "))
+        })
         .filter(|token| !token.is_empty())
-        .and_then(|token| text.find(token));
-    match quoted {
-        Some(offset) => {
-            let (line, column) = position(text, offset);
-            format!("{line}:{column}: parse error: {message}")
+        .and_then(|token| text.find(token))
+    {
+        position(text, offset)
+    } else if let Some(offset) = longest_parsing_prefix(text) {
+        let rest = text[offset..].trim();
+        // a dangling operator: the input ended too early
+        if rest.chars().all(|c| "+-*/%^=!<>~,(".contains(c))
+            || rest.ends_with(['+', '-', '*', '/', '%', '^', '(', ','])
+        {
+            end()
+        } else {
+            let skipped = text[offset..].len() - text[offset..].trim_start().len();
+            position(text, offset + skipped)
         }
-        None => format!("parse error: {message}"),
+    } else {
+        (1, 1)
+    };
+    let message = if message == "invalid promql query" {
+        let line_text = text.lines().nth(line - 1).unwrap_or("");
+        let at: String = line_text
+            .chars()
+            .skip(column - 1)
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        if at.is_empty() {
+            "unexpected end of input".to_string()
+        } else {
+            format!("unexpected {at:?}")
+        }
+    } else {
+        message.to_string()
+    };
+    format!("{line}:{column}: parse error: {message}")
+}
+
+/// Byte length of the longest prefix (at a character boundary, not ending in space)
+/// that parses on its own.
+fn longest_parsing_prefix(text: &str) -> Option<usize> {
+    if text.len() > 4096 {
+        return None;
     }
+    text.char_indices()
+        .map(|(offset, c)| offset + c.len_utf8())
+        .filter(|&offset| !text[..offset].ends_with(char::is_whitespace))
+        .rev()
+        .find(|&offset| promql_parser::parser::parse(&text[..offset]).is_ok())
 }
 
 /// The 1-based line and column of byte `offset` in `text`.
@@ -341,7 +390,27 @@ mod tests {
     fn parse_errors_carry_a_position_when_the_parser_names_a_token() {
         let error = parse("sum(rate(x[5m])").expect_err("unbalanced");
         assert_eq!(error.error_type(), "bad_data");
-        assert!(error.to_string().contains("parse error"), "{error}");
+        // Prometheus: "1:5: parse error: unclosed left parenthesis" for `sum(`
+        assert_eq!(
+            parse("sum(").expect_err("open").to_string(),
+            "1:5: parse error: unclosed left parenthesis"
+        );
+        assert_eq!(
+            parse("foo bar").expect_err("two names").to_string(),
+            "1:5: parse error: unexpected \"bar\""
+        );
+        assert!(
+            parse("1 +")
+                .expect_err("dangling")
+                .to_string()
+                .starts_with("1:4: parse error")
+        );
+        assert!(
+            parse("up[5x]")
+                .expect_err("duration")
+                .to_string()
+                .starts_with("1:4: parse error")
+        );
         assert_eq!(position("ab\ncd", 4), (2, 2));
     }
 
