@@ -56,15 +56,7 @@ struct TestStorage {
 
 impl Storage for TestStorage {
     fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> promql::Selected {
-        let matches = |labels: &Labels| {
-            matchers.iter().all(|matcher| {
-                let value = labels
-                    .iter()
-                    .find(|(name, _)| name == matcher.name())
-                    .map_or("", |(_, value)| value.as_str());
-                matcher.matches(value)
-            })
-        };
+        let matches = |labels: &Labels| lookout::tsdb::head::matches_all(matchers, labels);
         for (labels, times) in &self.histograms {
             if matches(labels)
                 && times

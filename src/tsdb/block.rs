@@ -24,7 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::encoding::{get_varint, put_varint};
-use super::head::{Labels, Matcher};
+use super::head::{Labels, Matcher, matches_all};
 
 /// Samples per chunk in a block (the head cuts at 120; a block re-chunks).
 pub const BLOCK_CHUNK_SAMPLES: usize = 480;
@@ -294,17 +294,7 @@ impl Block {
         let mut buffer = Vec::new();
         for id in ids {
             let series = &self.series[id as usize];
-            let value_of = |name: &str| {
-                series
-                    .labels
-                    .iter()
-                    .find(|(label, _)| label == name)
-                    .map_or("", |(_, value)| value.as_str())
-            };
-            if !matchers
-                .iter()
-                .all(|matcher| matcher.matches(value_of(matcher.name())))
-            {
+            if !matches_all(matchers, &series.labels) {
                 continue;
             }
             let mut samples = Vec::new();

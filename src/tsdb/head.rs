@@ -69,6 +69,18 @@ impl Matcher {
     }
 }
 
+/// Whether `labels` satisfy every matcher (an absent label reads as the empty string,
+/// as in PromQL).
+pub fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|matcher| {
+        let value = labels
+            .iter()
+            .find(|(label, _)| label == matcher.name())
+            .map_or("", |(_, value)| value.as_str());
+        matcher.matches(value)
+    })
+}
+
 /// Why a sample was not appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -255,17 +267,7 @@ impl Head {
             let series = all[id]
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let value_of = |name: &str| {
-                series
-                    .labels
-                    .iter()
-                    .find(|(label, _)| label == name)
-                    .map_or("", |(_, value)| value.as_str())
-            };
-            if !matchers
-                .iter()
-                .all(|matcher| matcher.matches(value_of(matcher.name())))
-            {
+            if !matches_all(matchers, &series.labels) {
                 continue;
             }
             let samples: Vec<(i64, f64)> = series

@@ -7,6 +7,16 @@ use serde_json::Value;
 
 use crate::support::{Server, urlencode, wait_until};
 
+/// Serves `router` on a loopback port; returns `host:port`.
+async fn listen(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address.to_string()
+}
+
 async fn target(body: &'static str) -> String {
     let router = axum::Router::new().route(
         "/metrics",
@@ -14,12 +24,7 @@ async fn target(body: &'static str) -> String {
             ([("content-type", "text/plain; version=0.0.4")], body)
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address.to_string()
+    listen(router).await
 }
 
 // the targets run in this process while the test waits
@@ -398,12 +403,7 @@ async fn counting_target() -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address.to_string()
+    listen(router).await
 }
 
 async fn samples(server: &Server, query: &str, start: i64, end: i64) -> Vec<(f64, String)> {
@@ -750,12 +750,7 @@ async fn changing_target(body: std::sync::Arc<std::sync::Mutex<Option<String>>>)
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address.to_string()
+    listen(router).await
 }
 
 // the target runs in this process while the server scrapes it
