@@ -58,7 +58,7 @@ pub(super) fn aggregate(
                         "count_values needs a string parameter".into(),
                     ));
                 };
-                if label.is_empty() {
+                if !super::functions::valid_label_name(label, evaluator.text) {
                     return Err(Error::Execution(format!("invalid label name {label:?}")));
                 }
                 count_values(samples, modifier, label)

@@ -555,10 +555,17 @@ fn natural_cmp(left: &str, right: &str) -> Ordering {
     }
 }
 
-fn valid_label_name(name: &str) -> bool {
-    // Prometheus 3 accepts any UTF-8 label name; a byte escape such as `\xff` in a
-    // string literal is not UTF-8 in Go, and reaches us as a char in U+0080..U+00FF.
-    !name.is_empty() && !name.chars().any(|c| ('\u{80}'..='\u{ff}').contains(&c))
+/// Prometheus 3 accepts any UTF-8 label name. A byte escape such as `\xff` in a Go
+/// string literal is not UTF-8 and is refused there; the parser crate decodes it to the
+/// character U+00FF instead, so a name is refused when it holds such a character and the
+/// query wrote it as a byte escape.
+pub(super) fn valid_label_name(name: &str, query: &str) -> bool {
+    let lowered = query.to_ascii_lowercase();
+    !name.is_empty()
+        && !name
+            .chars()
+            .filter(|c| ('\u{80}'..='\u{ff}').contains(c))
+            .any(|c| lowered.contains(&format!("\\x{:02x}", c as u32)))
 }
 
 fn label_replace(evaluator: &mut Evaluator, args: &[Box<Expr>]) -> Result<Value, Error> {
@@ -571,7 +578,7 @@ fn label_replace(evaluator: &mut Evaluator, args: &[Box<Expr>]) -> Result<Value,
             "invalid regular expression in label_replace(): {pattern}"
         ))
     })?;
-    if !valid_label_name(&destination) {
+    if !valid_label_name(&destination, evaluator.text) {
         return Err(Error::Execution(format!(
             "invalid destination label name in label_replace(): {destination}"
         )));
@@ -595,13 +602,13 @@ fn label_join(evaluator: &mut Evaluator, args: &[Box<Expr>]) -> Result<Value, Er
         .map(|arg| string_arg(arg))
         .collect::<Result<_, _>>()?;
     for source in &sources {
-        if !valid_label_name(source) {
+        if !valid_label_name(source, evaluator.text) {
             return Err(Error::Execution(format!(
                 "invalid source label name in label_join(): {source}"
             )));
         }
     }
-    if !valid_label_name(&destination) {
+    if !valid_label_name(&destination, evaluator.text) {
         return Err(Error::Execution(format!(
             "invalid destination label name in label_join(): {destination}"
         )));

@@ -449,6 +449,35 @@ mod tests {
     }
 
     #[test]
+    fn utf8_label_names_are_accepted_and_byte_escapes_refused() {
+        let head = crate::tsdb::head::Head::new();
+        head.append(
+            &crate::tsdb::head::labels(&[("__name__", "x"), ("a", "1")]),
+            0,
+            1.0,
+        )
+        .expect("append");
+        let engine = Engine::new(EngineOptions::default());
+        let run = |query: &str| engine.instant(&head, &parse(query).expect("parse"), 0);
+        let (value, _) =
+            run(r#"label_replace(x, "café", "$1", "a", "(.*)")"#).expect("a UTF-8 name is fine");
+        let QueryValue::Vector(samples) = value else {
+            panic!("vector")
+        };
+        assert!(
+            samples[0]
+                .labels
+                .iter()
+                .any(|(name, value)| name == "café" && value == "1")
+        );
+        assert!(
+            run(r#"label_replace(x, "\xff", "", "a", "(.*)")"#).is_err(),
+            "not UTF-8 in Go"
+        );
+        assert!(run(r#"count_values("a\xc5z", x)"#).is_err());
+    }
+
+    #[test]
     fn durations_read_as_prometheus_writes_them() {
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("60"), Some(60_000));
