@@ -57,6 +57,20 @@ pub enum MetricType {
 }
 
 impl MetricType {
+    /// The type as Prometheus' metadata API names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Unknown => "unknown",
+        }
+    }
+
     fn parse(text: &str, format: Format) -> Option<MetricType> {
         Some(match (text, format) {
             ("counter", _) => MetricType::Counter,
@@ -110,8 +124,25 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// A metric family's `# TYPE`, `# HELP` and `# UNIT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub metric_type: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
 /// Parses a whole exposition.
 pub fn parse(text: &str, format: Format) -> Result<Vec<Sample>, ParseError> {
+    parse_with_metadata(text, format).map(|(samples, _)| samples)
+}
+
+/// Parses a whole exposition, keeping each family's metadata too.
+pub fn parse_with_metadata(
+    text: &str,
+    format: Format,
+) -> Result<(Vec<Sample>, HashMap<String, Metadata>), ParseError> {
+    let mut metadata: HashMap<String, Metadata> = HashMap::new();
     let mut samples = Vec::new();
     let mut types: HashMap<String, MetricType> = HashMap::new();
     let mut family: Option<(String, MetricType)> = None;
@@ -168,13 +199,33 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Sample>, ParseError> {
                 .metric_name(format)
                 .map_err(|(at, message)| fail(at, message))?;
             if keyword != "TYPE" {
-                continue; // HELP and UNIT texts are not kept
+                cursor.skip_blanks();
+                let text = cursor.rest().trim_end();
+                let entry = metadata.entry(name).or_insert_with(|| Metadata {
+                    metric_type: MetricType::Unknown,
+                    help: String::new(),
+                    unit: String::new(),
+                });
+                if keyword == "HELP" {
+                    entry.help = unescape_help(text);
+                } else {
+                    entry.unit = text.to_string();
+                }
+                continue;
             }
             cursor.skip_blanks();
             let type_at = cursor.position;
             let type_text = cursor.rest().trim_end();
             let metric_type = MetricType::parse(type_text, format)
                 .ok_or_else(|| fail(type_at, format!("unknown metric type `{type_text}`")))?;
+            metadata
+                .entry(name.clone())
+                .or_insert_with(|| Metadata {
+                    metric_type,
+                    help: String::new(),
+                    unit: String::new(),
+                })
+                .metric_type = metric_type;
             if types.insert(name.clone(), metric_type).is_some() {
                 return Err(fail(2, format!("a second `# TYPE` line for `{name}`")));
             }
@@ -206,7 +257,25 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Sample>, ParseError> {
             message: "an OpenMetrics exposition must end with `# EOF`".into(),
         });
     }
-    Ok(samples)
+    Ok((samples, metadata))
+}
+
+/// A `# HELP` text with its escapes (`\\`, `\n`, and `\"` in OpenMetrics) decoded.
+fn unescape_help(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 type LineError = (usize, String);

@@ -40,6 +40,8 @@ pub struct ScrapeManager {
     statuses: Mutex<BTreeMap<(String, String), TargetStatus>>,
     /// Parsed file_sd files with the (modified time, length) they were read at.
     files: Mutex<HashMap<PathBuf, FileGroups>>,
+    /// Every scraped family's type, help and unit (`/api/v1/metadata`).
+    metadata: Mutex<BTreeMap<String, crate::scrape::exposition::Metadata>>,
 }
 
 struct FileGroups {
@@ -84,6 +86,7 @@ impl ScrapeManager {
             client,
             statuses: Mutex::new(BTreeMap::new()),
             files: Mutex::new(HashMap::new()),
+            metadata: Mutex::new(BTreeMap::new()),
         };
         let targets = manager.discover();
         manager.track(&targets);
@@ -94,6 +97,14 @@ impl ScrapeManager {
         self.statuses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every scraped family's metadata, by family name.
+    pub fn metadata(&self) -> BTreeMap<String, crate::scrape::exposition::Metadata> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every target with its last scrape.
@@ -281,6 +292,17 @@ impl ScrapeManager {
             let started = Utc::now();
             let timestamp = started.timestamp_millis();
             let result = scrape(&job, &target, &self.client, &mut cache).await;
+            if result.error.is_none() && !cache.metadata.is_empty() {
+                let mut metadata = self
+                    .metadata
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (family, entry) in &cache.metadata {
+                    if metadata.get(family) != Some(entry) {
+                        metadata.insert(family.clone(), entry.clone());
+                    }
+                }
+            }
             let mut batch: Vec<(Labels, i64, f64)> = Vec::with_capacity(result.samples.len() + 1);
             for (labels, value, sample_timestamp) in result.samples {
                 batch.push((labels, sample_timestamp.unwrap_or(timestamp), value));

@@ -362,6 +362,8 @@ pub struct SeriesCache {
     entries: FastMap<String, CacheEntry>,
     finals: FastMap<Labels, String>,
     scrape: u64,
+    /// The families' metadata of the last successful scrape.
+    pub metadata: HashMap<String, exposition::Metadata>,
 }
 
 struct CacheEntry {
@@ -491,7 +493,9 @@ async fn fetch(
         .text()
         .await
         .map_err(|error| error.without_url().to_string())?;
-    let parsed = exposition::parse(&body, format).map_err(|error| error.to_string())?;
+    let (parsed, metadata) =
+        exposition::parse_with_metadata(&body, format).map_err(|error| error.to_string())?;
+    cache.metadata = metadata;
     if job.config.sample_limit > 0 && parsed.len() > job.config.sample_limit {
         return Err(format!(
             "sample limit exceeded: {} samples, limit {}",

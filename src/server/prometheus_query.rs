@@ -31,6 +31,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/metadata", get(metadata))
 }
 
 /// A failed API call: HTTP status, Prometheus `errorType`, message.
@@ -469,6 +470,42 @@ async fn label_values(
         ),
         Err(failure) => failure.response(),
     }
+}
+
+/// `/api/v1/metadata[?metric=NAME&limit=N]`: each scraped family's type, help and unit.
+async fn metadata(
+    State(state): State<SharedState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = match Params::read(raw, &headers, &Bytes::new()) {
+        Ok(params) => params,
+        Err(failure) => return failure.response(),
+    };
+    let limit = match params.get("limit").map(str::parse::<i64>) {
+        None => i64::MAX,
+        Some(Ok(limit)) if limit > 0 => limit,
+        Some(Ok(_)) => i64::MAX,
+        Some(Err(_)) => return Failure::parameter("limit", "must be an integer").response(),
+    };
+    let wanted = params.get("metric").filter(|metric| !metric.is_empty());
+    let all = state
+        .scrape
+        .get()
+        .map(|manager| manager.metadata())
+        .unwrap_or_default();
+    let data: Map<String, Value> = all
+        .into_iter()
+        .filter(|(family, _)| wanted.is_none_or(|wanted| wanted == family))
+        .take(limit.min(usize::MAX as i64) as usize)
+        .map(|(family, entry)| {
+            (
+                family,
+                json!([{"type": entry.metric_type.name(), "help": entry.help, "unit": entry.unit}]),
+            )
+        })
+        .collect();
+    success(Value::Object(data), &Annotations::default())
 }
 
 async fn buildinfo() -> Response {

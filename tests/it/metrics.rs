@@ -133,7 +133,7 @@ fn real_answer(name: &str) -> Value {
 async fn the_query_api_answers_in_prometheus_shapes_including_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exporter = target(
-        "# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} 10\nhttp_requests_total{code=\"500\"} 1\n",
+        "# HELP http_requests_total Requests served, by \\\\ code.\n# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} 10\nhttp_requests_total{code=\"500\"} 1\n",
     )
     .await;
     let config = dir.path().join("lookout.toml");
@@ -247,6 +247,22 @@ async fn the_query_api_answers_in_prometheus_shapes_including_errors() {
     assert!(
         codes.contains(&("200", "10")) && codes.contains(&("500", "1")),
         "{vector}"
+    );
+    // metadata is keyed by family: compare the entries' shape
+    let (_, metadata) = get("/api/v1/metadata?limit=3".to_string()).await;
+    let real = real_answer("metadata");
+    let first = |body: &Value| {
+        body["data"]
+            .as_object()
+            .and_then(|families| families.values().next().cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(shape(&first(&metadata)), shape(&first(&real)), "{metadata}");
+    assert_eq!(metadata["status"], "success");
+    let (_, metadata) = get("/api/v1/metadata?metric=http_requests_total".to_string()).await;
+    assert_eq!(
+        metadata["data"],
+        serde_json::json!({"http_requests_total": [{"type": "counter", "help": "Requests served, by \\ code.", "unit": ""}]})
     );
     let (_, names) = get(format!(
         "/api/v1/label/__name__/values?match[]={}",
