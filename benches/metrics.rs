@@ -369,21 +369,7 @@ fn ingest(work: &Path) {
     )
     .expect("config");
     let data = work.join("ingest-data");
-    let mut server = lookout_command()
-        .args([
-            "serve",
-            "--config",
-            &config.display().to_string(),
-            "--data-dir",
-            &data.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lookout");
-    let base = wait_listening(&mut server);
+    let (mut server, base) = start_lookout(&data, &["--config", &config.display().to_string()]);
     // a first round of scrapes creates the series; measure the steady state after it
     std::thread::sleep(Duration::from_secs(3));
     let pid = server.id();
@@ -421,6 +407,25 @@ fn ingest(work: &Path) {
         samples as f64 / cpu,
         up["data"]["result"][0]["value"][1]
     );
+}
+
+/// `lookout serve` (release) on `data` and a loopback port; returns it and its URL.
+fn start_lookout(data: &Path, extra: &[&str]) -> (Child, String) {
+    let mut server = lookout_command()
+        .args([
+            "serve",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let url = wait_listening(&mut server);
+    (server, url)
 }
 
 fn stop(child: &mut Child) {
@@ -709,19 +714,7 @@ fn promql(work: &Path) {
         imported.as_secs_f64(),
         created.as_secs_f64()
     );
-    let mut lookout = lookout_command()
-        .args([
-            "serve",
-            "--data-dir",
-            &lookout_data.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lookout");
-    let lookout_url = wait_listening(&mut lookout);
+    let (mut lookout, lookout_url) = start_lookout(&lookout_data, &[]);
     let prometheus_config = work.join("prometheus.yml");
     std::fs::write(&prometheus_config, "global:\n  scrape_interval: 1m\n").expect("config");
     let port = {

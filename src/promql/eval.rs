@@ -370,16 +370,7 @@ impl<'a> Evaluator<'a> {
         (self.start, self.end, self.interval) = saved;
         let steps = match value? {
             Value::Vector(steps) => steps,
-            Value::Scalar(values) => values
-                .into_iter()
-                .map(|value| {
-                    vec![Sample {
-                        labels: Labels::from(Vec::new()),
-                        value,
-                        drop_name: false,
-                    }]
-                })
-                .collect(),
+            Value::Scalar(values) => scalar_steps(values),
             _ => {
                 return Err(Error::BadData(
                     "subquery is only allowed on instant vector".into(),
@@ -673,11 +664,7 @@ impl<'a> Evaluator<'a> {
                 let mut out: Vec<OutSample> = Vec::with_capacity(samples.len());
                 let mut seen = std::collections::HashSet::new();
                 for sample in samples {
-                    let labels = if sample.drop_name {
-                        without_name(&sample.labels)
-                    } else {
-                        sample.labels
-                    };
+                    let labels = final_labels(sample.labels, sample.drop_name);
                     if !seen.insert(Arc::clone(&labels)) {
                         return Err(duplicate_labelset());
                     }
@@ -698,11 +685,7 @@ impl<'a> Evaluator<'a> {
                     if points.is_empty() {
                         continue;
                     }
-                    let labels = if series.drop_name {
-                        without_name(&series.labels)
-                    } else {
-                        series.labels
-                    };
+                    let labels = final_labels(series.labels, series.drop_name);
                     if !seen.insert(Arc::clone(&labels)) {
                         return Err(duplicate_labelset());
                     }
@@ -740,11 +723,7 @@ impl<'a> Evaluator<'a> {
         for (i, samples) in steps.into_iter().enumerate() {
             let time = self.time(i);
             for sample in samples {
-                let labels = if sample.drop_name {
-                    without_name(&sample.labels)
-                } else {
-                    sample.labels
-                };
+                let labels = final_labels(sample.labels, sample.drop_name);
                 let slot = *index.entry(Arc::clone(&labels)).or_insert_with(|| {
                     out.push(Series {
                         labels,
@@ -844,6 +823,29 @@ pub(super) fn matchers(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, E
         .or_matchers
         .iter()
         .map(|group| convert(group))
+        .collect()
+}
+
+/// A result's labels: without `__name__` when it was marked for removal.
+pub(super) fn final_labels(labels: Labels, drop_name: bool) -> Labels {
+    if drop_name {
+        without_name(&labels)
+    } else {
+        labels
+    }
+}
+
+/// A scalar per step as a one-element vector per step (`vector()`, a scalar subquery).
+pub(super) fn scalar_steps(values: Vec<f64>) -> Vec<Vec<Sample>> {
+    values
+        .into_iter()
+        .map(|value| {
+            vec![Sample {
+                labels: Labels::from(Vec::new()),
+                value,
+                drop_name: false,
+            }]
+        })
         .collect()
 }
 

@@ -11,8 +11,8 @@ use promql_parser::parser::{Call, Expr};
 
 use super::Error;
 use super::eval::{
-    Evaluator, NAME, RangeInput, Sample, Value, duplicate_labelset, label_value, window,
-    without_name,
+    Evaluator, NAME, RangeInput, Sample, Value, duplicate_labelset, final_labels, label_value,
+    scalar_steps, window,
 };
 use crate::tsdb::head::Labels;
 
@@ -157,18 +157,7 @@ pub(super) fn call(evaluator: &mut Evaluator, call: &Call) -> Result<Value, Erro
         }
         "vector" => {
             let values = scalar_arg(evaluator, &args[0])?;
-            Ok(Value::Vector(
-                values
-                    .into_iter()
-                    .map(|value| {
-                        vec![Sample {
-                            labels: Labels::from(Vec::new()),
-                            value,
-                            drop_name: false,
-                        }]
-                    })
-                    .collect(),
-            ))
+            Ok(Value::Vector(scalar_steps(values)))
         }
         "scalar" => {
             let steps = vector_arg(evaluator, &args[0])?;
@@ -653,11 +642,7 @@ fn relabel(
                     sample.drop_name = false;
                 }
             }
-            let key = if sample.drop_name {
-                without_name(&sample.labels)
-            } else {
-                Arc::clone(&sample.labels)
-            };
+            let key = final_labels(Arc::clone(&sample.labels), sample.drop_name);
             if !seen.insert(key) {
                 return Err(duplicate_labelset());
             }

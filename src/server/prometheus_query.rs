@@ -264,6 +264,20 @@ fn result_json(value: &QueryValue) -> Value {
     }
 }
 
+/// Runs an evaluation off the async threads.
+async fn evaluate<T: Send + 'static>(
+    run: impl FnOnce() -> Result<T, promql::Error> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(run).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        )),
+    }
+}
+
 fn parse_query(params: &Params) -> Result<promql::Expr, Failure> {
     let text = params.get("query").unwrap_or_default();
     promql::parse(text).map_err(|error| Failure::parameter("query", error))
@@ -299,16 +313,7 @@ async fn run_query(
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
     let tsdb = std::sync::Arc::clone(&state.tsdb);
-    let (value, annotations) =
-        tokio::task::spawn_blocking(move || engine.instant(&*tsdb, &expr, time))
-            .await
-            .map_err(|error| {
-                Failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    error.to_string(),
-                )
-            })??;
+    let (value, annotations) = evaluate(move || engine.instant(&*tsdb, &expr, time)).await?;
     Ok(success(result_json(&value), &annotations))
 }
 
@@ -364,15 +369,7 @@ async fn run_query_range(
     let engine = params.engine(&state)?;
     let tsdb = std::sync::Arc::clone(&state.tsdb);
     let (series, annotations) =
-        tokio::task::spawn_blocking(move || engine.range(&*tsdb, &expr, start, end, step))
-            .await
-            .map_err(|error| {
-                Failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    error.to_string(),
-                )
-            })??;
+        evaluate(move || engine.range(&*tsdb, &expr, start, end, step)).await?;
     Ok(success_matrix(&series, &annotations))
 }
 

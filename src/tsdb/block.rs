@@ -325,10 +325,16 @@ impl Block {
     }
 
     /// Every label name and its values, for the label APIs.
-    pub fn label_values(&self) -> impl Iterator<Item = (&String, impl Iterator<Item = &String>)> {
+    pub fn label_names(&self) -> impl Iterator<Item = &String> {
+        self.postings.keys()
+    }
+
+    /// Every value of label `name`.
+    pub fn label_values(&self, name: &str) -> impl Iterator<Item = &String> {
         self.postings
-            .iter()
-            .map(|(name, values)| (name, values.keys()))
+            .get(name)
+            .into_iter()
+            .flat_map(|values| values.keys())
     }
 }
 

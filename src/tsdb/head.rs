@@ -251,12 +251,7 @@ impl Head {
 
     /// Series whose labels satisfy every matcher (a label that is absent reads as the
     /// empty string, as in PromQL), with their samples in `[min_time, max_time]`.
-    pub fn select(
-        &self,
-        matchers: &[Matcher],
-        min_time: i64,
-        max_time: i64,
-    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    pub fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
         let candidates = self.candidates(matchers);
         let all = self
             .series

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use block::Block;
-use head::{AppendError, Head, Labels, Matcher};
+use head::{AppendError, Head, Labels, Matcher, Selected};
 use wal::{Record, Wal};
 
 /// How the store persists and forgets.
@@ -160,15 +160,9 @@ impl Tsdb {
 
     /// Series matching every matcher with their samples in `[min_time, max_time]`,
     /// from the head and the blocks, merged by timestamp and sorted by labels.
-    pub fn select(
-        &self,
-        matchers: &[Matcher],
-        min_time: i64,
-        max_time: i64,
-    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    pub fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
         // the head first: a compaction in between moves data into a block we then read
-        let mut merged: Vec<(Labels, Vec<(i64, f64)>)> =
-            self.head.select(matchers, min_time, max_time);
+        let mut merged: Selected = self.head.select(matchers, min_time, max_time);
         let blocks = self.blocks();
         if blocks.is_empty() {
             return merged;
@@ -216,7 +210,7 @@ impl Tsdb {
         let mut names: std::collections::BTreeSet<String> =
             self.head.label_names().into_iter().collect();
         for block in self.blocks() {
-            names.extend(block.label_values().map(|(name, _)| name.clone()));
+            names.extend(block.label_names().cloned());
         }
         names.into_iter().collect()
     }
@@ -226,11 +220,7 @@ impl Tsdb {
         let mut values: std::collections::BTreeSet<String> =
             self.head.label_values(name).into_iter().collect();
         for block in self.blocks() {
-            for (label, block_values) in block.label_values() {
-                if label == name {
-                    values.extend(block_values.cloned());
-                }
-            }
+            values.extend(block.label_values(name).cloned());
         }
         values.into_iter().collect()
     }
