@@ -100,6 +100,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .context("opening the metrics store")?
             .context("opening the metrics store")?,
     );
+    let series = Arc::new(crate::rules::observe::Sources {
+        store: store.clone(),
+        tsdb: Arc::clone(&tsdb),
+        log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
+        engine: config.metrics.engine_options(),
+    });
     let state = Arc::new(AppState {
         store: store.clone(),
         ingest: ingest.clone(),
@@ -111,8 +117,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         rules: Default::default(),
         silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
         scrape: Default::default(),
-        tsdb: Arc::clone(&tsdb),
-        promql: config.metrics.engine_options(),
+        series: Arc::clone(&series),
     });
     tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
     let (scrape_jobs, scrape_warnings) = config
@@ -159,7 +164,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let rules = start_rules(
         &config,
         address,
-        (&store, &ingest, &state.telemetry, &state.silences),
+        (&series, &ingest, &state.telemetry, &state.silences),
         (notifiers, history),
         &data_dir,
         &background,
@@ -189,8 +194,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 fn start_rules(
     config: &Config,
     address: SocketAddr,
-    (store, ingest, telemetry, silences): (
-        &Arc<IndexStore>,
+    (sources, ingest, telemetry, silences): (
+        &Arc<crate::rules::observe::Sources>,
         &Arc<Ingest>,
         &Arc<Telemetry>,
         &Arc<crate::rules::silence::Silences>,
@@ -208,7 +213,7 @@ fn start_rules(
         .unwrap_or_else(|| format!("http://{address}"));
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         crate::rules::manager::RuleServices {
-            store: store.clone(),
+            sources: sources.clone(),
             ingest: ingest.clone(),
             telemetry: telemetry.clone(),
             silences: silences.clone(),

@@ -387,9 +387,9 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                         }
                     })
                     .map_err(|error| error.errors),
-                _ => lookout::rules::model::read_rule(&file)
+                _ => lookout::rules::manager::LoadedRule::load(&file)
                     .map(|rule| {
-                        for name in rule.notify {
+                        for name in rule.file.notify {
                             used.push((format!("{}: `notify`", file.display()), name));
                         }
                     })

@@ -109,17 +109,21 @@ fn rewrite_interval(body: &mut Map<String, Value>, at: &str) -> Result<(), Query
     Ok(())
 }
 
-fn limits() -> AggregationLimitsGuard {
-    AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(65_000))
+/// Elasticsearch's default `search.max_buckets`.
+pub const MAX_BUCKETS: u32 = 65_000;
+
+fn limits(max_buckets: u32) -> AggregationLimitsGuard {
+    AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(max_buckets))
 }
 
 pub fn collector(
     aggregations: Aggregations,
     searcher: &Searcher,
+    max_buckets: u32,
 ) -> DistributedAggregationCollector {
     DistributedAggregationCollector::from_aggs(
         aggregations,
-        AggContextParams::new(limits(), searcher.index().tokenizers().clone()),
+        AggContextParams::new(limits(max_buckets), searcher.index().tokenizers().clone()),
     )
 }
 
@@ -127,10 +131,11 @@ pub fn collector(
 pub fn finish(
     aggregations: Aggregations,
     merged: Option<IntermediateAggregationResults>,
+    max_buckets: u32,
 ) -> Result<Value, tantivy::TantivyError> {
     let results = merged
         .unwrap_or_default()
-        .into_final_result(aggregations, limits())?;
+        .into_final_result(aggregations, limits(max_buckets))?;
     serde_json::to_value(results)
         .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))
 }

@@ -75,6 +75,8 @@ pub struct SearchRequest {
     pub source: SourceFilter,
     pub track_total_hits: TrackTotalHits,
     pub aggregations: Option<Value>,
+    /// Most aggregation buckets (ES' `search.max_buckets`, 65 000).
+    pub max_buckets: u32,
 }
 
 impl Default for SearchRequest {
@@ -87,6 +89,7 @@ impl Default for SearchRequest {
             source: SourceFilter::all(),
             track_total_hits: TrackTotalHits::Exact,
             aggregations: None,
+            max_buckets: aggregation::MAX_BUCKETS,
         }
     }
 }
@@ -497,7 +500,9 @@ pub fn execute(
         };
         let aggregation_collector = aggregations
             .as_ref()
-            .map(|request| aggregation::collector(request.clone(), &target.searcher));
+            .map(|aggregations| {
+                aggregation::collector(aggregations.clone(), &target.searcher, request.max_buckets)
+            });
         let (count, partition_hits, partition_aggregations) = target
             .searcher
             .search(compiled.as_ref(), &(Count, top, aggregation_collector))?;
@@ -513,7 +518,11 @@ pub fn execute(
     truncate_sorted(&sort, &mut hits, window);
     let hits: Vec<ScoredHit> = hits.into_iter().skip(request.from).collect();
     let aggregations = match aggregations {
-        Some(request) => Some(aggregation::finish(request, intermediate)?),
+        Some(aggregations) => Some(aggregation::finish(
+            aggregations,
+            intermediate,
+            request.max_buckets,
+        )?),
         None => None,
     };
     let scoring = sort.iter().any(|field| field.key == SortKey::Score);

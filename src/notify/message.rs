@@ -27,6 +27,9 @@ pub const MAX_SAMPLE_CHARS: usize = 400;
 /// One listed alert's line (labels, value): ten of them leave room for everything else
 /// within the 40 000-character message limit.
 pub const MAX_ALERT_LINE_CHARS: usize = 1000;
+/// `context` lines in one message, and how much of each.
+pub const MAX_CONTEXT_LINES: usize = 10;
+pub const MAX_CONTEXT_LINE_CHARS: usize = 280;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
@@ -76,8 +79,12 @@ pub struct AlertMessage {
     pub alerts: Vec<AlertLine>,
     /// Matching log lines, newest first.
     pub samples: Vec<String>,
+    /// The rule's `context` values, one line each (`expression = value unit`).
+    pub context: Vec<String>,
     pub runbook_url: Option<String>,
-    pub search_url: Option<String>,
+    /// The UI link and its text: the search of a log rule's window, or the graph of a
+    /// metric rule's expression.
+    pub link: Option<(String, &'static str)>,
 }
 
 /// The UI search link of DESIGN §6: `/ui/search?index=I&q=LUCENE&from=T&to=T`, or `&dsl=`
@@ -179,16 +186,22 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
             "text": {"type": "mrkdwn", "text": truncate(&escape(&message.summary), MAX_SECTION_TEXT)}
         }));
     }
-    let first_value = message.alerts.first().map_or(0.0, |alert| alert.value);
-    blocks.push(json!({
-        "type": "section",
-        "fields": [
-            {"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))},
-            {"type": "mrkdwn", "text": format!("*Count*\n{} (threshold {})", format_value(first_value), truncate(&escape(&message.threshold), 100))},
-            {"type": "mrkdwn", "text": format!("*Window*\n{}", truncate(&escape(&message.window), 100))},
-            {"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))},
-        ]
-    }));
+    let first_value = format_value(message.alerts.first().map_or(0.0, |alert| alert.value));
+    let threshold = if message.threshold.is_empty() {
+        String::new()
+    } else {
+        format!(" (threshold {})", truncate(&escape(&message.threshold), 100))
+    };
+    // a log rule counts in a window; a metric rule has a value
+    let mut fields = vec![json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))})];
+    if message.window.is_empty() {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Value*\n{first_value}{threshold}")}));
+    } else {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Count*\n{first_value}{threshold}")}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Window*\n{}", truncate(&escape(&message.window), 100))}));
+    }
+    fields.push(json!({"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))}));
+    blocks.push(json!({"type": "section", "fields": fields}));
     for alert in message.alerts.iter().take(MAX_LISTED) {
         let mut line = format!(
             "{} — *{}*",
@@ -212,6 +225,18 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
             "elements": [{"type": "mrkdwn", "text": format!("+{} more", count - MAX_LISTED)}]
         }));
     }
+    if message.kind != MessageKind::Resolved && !message.context.is_empty() {
+        let lines: Vec<String> = message
+            .context
+            .iter()
+            .take(MAX_CONTEXT_LINES)
+            .map(|line| format!("• {}", truncate(&escape(line), MAX_CONTEXT_LINE_CHARS)))
+            .collect();
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": truncate(&format!("*Context*\n{}", lines.join("\n")), MAX_SECTION_TEXT)}
+        }));
+    }
     if message.kind != MessageKind::Resolved && !message.samples.is_empty() {
         // a code block of at most five lines, each cut, the whole within a section
         let budget = MAX_SECTION_TEXT - "*Sample lines*\n``````".len();
@@ -233,8 +258,8 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
     if let Some(url) = &message.runbook_url {
         links.push(format!("<{url}|Runbook>"));
     }
-    if let Some(url) = &message.search_url {
-        links.push(format!("<{url}|Search these logs>"));
+    if let Some((url, text)) = &message.link {
+        links.push(format!("<{url}|{text}>"));
     }
     if !links.is_empty() {
         blocks.push(json!({
@@ -318,7 +343,7 @@ pub fn alertmanager_payload(message: &AlertMessage, receiver: &str, external_url
                 } else {
                     "0001-01-01T00:00:00Z".to_string()
                 },
-                "generatorURL": message.search_url.clone().unwrap_or_default(),
+                "generatorURL": message.link.as_ref().map(|(url, _)| url.clone()).unwrap_or_default(),
                 "fingerprint": fingerprint(&labels),
             })
         })
@@ -377,14 +402,18 @@ mod tests {
                 r#"{"status":500,"service":"checkout","message":"payment <backend> timeout"}"#
                     .into(),
             ],
+            context: vec![
+                "sum(rate(http_requests_total{service=\"checkout\"}[5m])) = 12.5/s".into(),
+            ],
             runbook_url: Some("https://runbooks.example/checkout-5xx".into()),
-            search_url: search_url(
+            link: search_url(
                 "http://127.0.0.1:9200",
                 "logs",
                 &json!("status:500 AND service:checkout"),
                 "2026-11-22T09:59:00Z",
                 "2026-11-22T10:00:00Z",
-            ),
+            )
+            .map(|url| (url, "Search these logs")),
         }
     }
 
@@ -401,6 +430,10 @@ mod tests {
             "escaped for mrkdwn: {text}"
         );
         assert!(text.contains("<https://runbooks.example/checkout-5xx|Runbook>"));
+        assert!(
+            text.contains("*Context*\\n• sum(rate(http_requests_total{service=\\\"checkout\\\"}[5m])) = 12.5/s"),
+            "{text}"
+        );
         assert!(
             text.contains("http://127.0.0.1:9200/ui/search?index=logs&q=status%3A500+AND+service%3Acheckout&from=2026-11-22T09%3A59%3A00Z&to=2026-11-22T10%3A00%3A00Z"),
             "{text}"
@@ -423,6 +456,7 @@ mod tests {
         worst.summary = "s".repeat(10_000);
         worst.rule = "r".repeat(500);
         worst.samples = (0..20).map(|_| "x".repeat(100_000)).collect();
+        worst.context = (0..50).map(|_| "y".repeat(10_000)).collect();
         worst.alerts[0].labels = (0..200)
             .map(|number| (format!("label_{number}"), "v".repeat(100)))
             .collect();

@@ -16,7 +16,9 @@ use promql_parser::parser::{
     VectorSelector,
 };
 
-use super::{Annotations, EngineOptions, Error, QueryValue, Sample as OutSample, Series, Storage};
+use super::{
+    Annotations, EngineOptions, Error, Hints, QueryValue, Sample as OutSample, Series, Storage,
+};
 use crate::tsdb::head::{Labels, Matcher};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
@@ -70,6 +72,13 @@ impl RangeInput {
 }
 
 /// The points of `points` inside `(start, end]`.
+/// The hints of an instant selector evaluated at `times` (evenly spaced, or all one).
+fn instants(times: &[i64]) -> Hints {
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let step = if times.len() > 1 { times[1] - times[0] } else { 0 };
+    Hints::Instants { first, step, last }
+}
+
 pub(super) fn window(points: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
     let from = points.partition_point(|(time, _)| *time <= start);
     let to = points.partition_point(|(time, _)| *time <= end);
@@ -236,11 +245,15 @@ impl<'a> Evaluator<'a> {
         selector: &VectorSelector,
         min_time: i64,
         max_time: i64,
+        hints: Hints,
     ) -> Result<super::Selected, Error> {
         let groups = matchers(selector)?;
         let mut found: super::Selected = Vec::new();
         for group in &groups {
-            for (labels, points) in self.storage.select(group, min_time, max_time) {
+            for (labels, points) in self
+                .storage
+                .select_hinted(group, min_time, max_time, hints)?
+            {
                 if groups.len() > 1 && found.iter().any(|(seen, _)| *seen == labels) {
                     continue;
                 }
@@ -267,7 +280,8 @@ impl<'a> Evaluator<'a> {
             return Ok(Value::Vector(out));
         };
         let lookback = self.options.lookback_delta.as_millis() as i64;
-        for (labels, points) in self.select(selector, min - lookback + 1, max)? {
+        let hints = instants(&times);
+        for (labels, points) in self.select(selector, min - lookback + 1, max, hints)? {
             let mut cursor = Cursor::default();
             for (i, &time) in times.iter().enumerate() {
                 if let Some((_, value)) = cursor.latest(&points, time, lookback) {
@@ -298,7 +312,8 @@ impl<'a> Evaluator<'a> {
             return Ok(out);
         };
         let lookback = self.options.lookback_delta.as_millis() as i64;
-        for (labels, points) in self.select(selector, min - lookback + 1, max)? {
+        let hints = instants(&times);
+        for (labels, points) in self.select(selector, min - lookback + 1, max, hints)? {
             let mut cursor = Cursor::default();
             for (i, &time) in times.iter().enumerate() {
                 if let Some((timestamp, _)) = cursor.latest(&points, time, lookback) {
@@ -321,7 +336,7 @@ impl<'a> Evaluator<'a> {
             None => (self.start - offset, self.end - offset),
         };
         let series = self
-            .select(selector, min - range + 1, max)?
+            .select(selector, min - range + 1, max, Hints::Range)?
             .into_iter()
             .map(|(labels, mut points)| {
                 points.retain(|(_, value)| !is_stale(*value));

@@ -21,11 +21,62 @@ pub use eval::STALE_NAN_BITS;
 
 pub use crate::tsdb::head::Selected;
 
+/// How the engine reads a selection (after Prometheus' `SelectHints`); a storage that
+/// computes its samples (such as `log_matches`) computes only those.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hints {
+    /// An instant vector selector evaluated at `first`, `first + step`, … up to `last`
+    /// (`step` 0: the one time `first`), each looking back from its time.
+    Instants { first: i64, step: i64, last: i64 },
+    /// A range vector selector or a lookup: every sample in the range.
+    Range,
+}
+
 /// Where the engine reads series from.
 pub trait Storage: Sync {
     /// Series matching every matcher, with their samples in `[min_time, max_time]`
     /// (milliseconds) in time order; staleness markers included.
     fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected;
+
+    /// [`Storage::select`] told how the engine will read the samples; a storage that can
+    /// fail says why.
+    fn select_hinted(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+        _hints: Hints,
+    ) -> Result<Selected, Error> {
+        Ok(self.select(matchers, min_time, max_time))
+    }
+}
+
+/// Several storages read as one (the TSDB and `log_matches`): selections are
+/// concatenated, in label order.
+pub struct Union<'a>(pub &'a [&'a dyn Storage]);
+
+impl Storage for Union<'_> {
+    fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
+        self.select_hinted(matchers, min_time, max_time, Hints::Range)
+            .unwrap_or_default()
+    }
+
+    fn select_hinted(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+        hints: Hints,
+    ) -> Result<Selected, Error> {
+        let mut all: Selected = Vec::new();
+        for storage in self.0 {
+            all.extend(storage.select_hinted(matchers, min_time, max_time, hints)?);
+        }
+        if self.0.len() > 1 {
+            all.sort_by(|left, right| left.0.cmp(&right.0));
+        }
+        Ok(all)
+    }
 }
 
 impl Storage for crate::tsdb::head::Head {

@@ -79,12 +79,17 @@ pub fn count_window(
     let outcome = search::execute(store, &scope, &request, None)?;
     let mut groups = Vec::new();
     if let Some(result) = outcome.aggregations {
-        collect(
+        walk(
             &result,
             window.group_by,
             0,
             &mut BTreeMap::new(),
-            &mut groups,
+            &mut |labels, bucket| {
+                groups.push(GroupCount {
+                    labels: labels.clone(),
+                    count: bucket["doc_count"].as_u64().unwrap_or(0),
+                })
+            },
         );
     }
     Ok(groups)
@@ -143,13 +148,14 @@ pub fn sample_lines(
     Ok(hits.iter().map(|hit| hit["_source"].to_string()).collect())
 }
 
-/// Walks nested `terms` buckets into one count per leaf.
-fn collect(
+/// Walks nested `terms` buckets (`g0`, `g1`, …), calling `leaf` with each innermost
+/// bucket and its group labels.
+fn walk(
     result: &Value,
     group_by: &[String],
     level: usize,
     labels: &mut BTreeMap<String, String>,
-    groups: &mut Vec<GroupCount>,
+    leaf: &mut dyn FnMut(&BTreeMap<String, String>, &Value),
 ) {
     let Some(buckets) = result[format!("g{level}")]["buckets"].as_array() else {
         return;
@@ -167,15 +173,136 @@ fn collect(
         };
         labels.insert(group_by[level].clone(), value);
         if level + 1 == group_by.len() {
-            groups.push(GroupCount {
-                labels: labels.clone(),
-                count: bucket["doc_count"].as_u64().unwrap_or(0),
-            });
+            leaf(labels, bucket);
         } else {
-            collect(bucket, group_by, level + 1, labels, groups);
+            walk(bucket, group_by, level + 1, labels, leaf);
         }
     }
     labels.remove(&group_by[level]);
+}
+
+/// Most non-empty (group, bucket) pairs one [`count_series`] may collect.
+const MAX_SERIES_BUCKETS: u32 = 2_000_000;
+
+/// One group's counts at the requested times (`None`: the group had no match within
+/// `group_ttl` before that time, so it is absent there).
+pub type GroupSeries = (BTreeMap<String, String>, Vec<Option<u64>>);
+
+/// What [`count_series`] counts: a saved query's window at many evaluation times.
+pub struct SeriesSpec<'a> {
+    pub index: &'a str,
+    pub query: &'a Value,
+    pub group_by: &'a [String],
+    pub window_ms: i64,
+    /// Groups with a match within this long before a time answer 0 there, not absent.
+    pub group_ttl_ms: i64,
+}
+
+/// The count of `[t − window, t)` at every `t` of `times_ms` (ascending), per group, from
+/// one pass over the index: a date histogram whose buckets are the greatest common
+/// divisor of the window, the ttl and the times' spacing, so that every window starts
+/// and ends on a bucket boundary; prefix sums then give each time's count. Without
+/// `group_by` there is one unlabeled series with a count at every time.
+pub fn count_series(
+    store: &IndexStore,
+    spec: &SeriesSpec<'_>,
+    times_ms: &[i64],
+) -> Result<Vec<GroupSeries>, EvaluateError> {
+    let (Some(&first), Some(&last)) = (times_ms.first(), times_ms.last()) else {
+        return Ok(Vec::new());
+    };
+    let grouped = !spec.group_by.is_empty();
+    let window = spec.window_ms.max(1);
+    let reach = if grouped {
+        window.max(spec.group_ttl_ms)
+    } else {
+        window
+    };
+    let mut bucket = gcd(window, reach);
+    for time in times_ms {
+        bucket = gcd(bucket, time - first);
+    }
+    let base = first - reach;
+    let histogram = json!({"date_histogram": {
+        "field": "@timestamp",
+        "fixed_interval": format!("{bucket}ms"),
+        "offset": format!("{}ms", base.rem_euclid(bucket)),
+        "min_doc_count": 1,
+    }});
+    let mut aggregations = json!({ "h": histogram });
+    for (level, field) in spec.group_by.iter().enumerate().rev() {
+        aggregations = json!({ format!("g{level}"): {
+            "terms": {"field": field, "size": MAX_GROUPS},
+            "aggs": aggregations,
+        }});
+    }
+    let whole = Window {
+        index: spec.index,
+        query: spec.query,
+        group_by: spec.group_by,
+        end_micros: last * 1000,
+        length: Duration::from_millis((last - base) as u64),
+    };
+    let (query, indices) = window_query(store, &whole, &BTreeMap::new())?;
+    let scope = Scope::new(&indices, &query);
+    let request = SearchRequest {
+        query,
+        size: 0,
+        aggregations: Some(aggregations),
+        max_buckets: MAX_SERIES_BUCKETS,
+        ..SearchRequest::default()
+    };
+    let outcome = search::execute(store, &scope, &request, None)?;
+    let result = outcome.aggregations.unwrap_or(Value::Null);
+    // per group: (bucket number, running total up to and including it), ascending
+    let mut cumulative: Vec<(BTreeMap<String, String>, Vec<(i64, u64)>)> = Vec::new();
+    let mut histogram_of = |labels: &BTreeMap<String, String>, result: &Value| {
+        let mut running = 0;
+        let mut sums = Vec::new();
+        for entry in result["h"]["buckets"].as_array().into_iter().flatten() {
+            let (Some(key), Some(count)) = (entry["key"].as_f64(), entry["doc_count"].as_u64())
+            else {
+                continue;
+            };
+            running += count;
+            sums.push((((key as i64) - base).div_euclid(bucket), running));
+        }
+        cumulative.push((labels.clone(), sums));
+    };
+    if grouped {
+        walk(&result, spec.group_by, 0, &mut BTreeMap::new(), &mut histogram_of);
+    } else {
+        histogram_of(&BTreeMap::new(), &result);
+    }
+    // matches in buckets before bucket number `end`
+    let before = |sums: &[(i64, u64)], end: i64| {
+        let at = sums.partition_point(|(number, _)| *number < end);
+        if at == 0 { 0 } else { sums[at - 1].1 }
+    };
+    Ok(cumulative
+        .into_iter()
+        .map(|(labels, sums)| {
+            let counts = times_ms
+                .iter()
+                .map(|time| {
+                    let end = (time - base) / bucket;
+                    let count = before(&sums, end) - before(&sums, (time - window - base) / bucket);
+                    let seen = !grouped
+                        || before(&sums, end) > before(&sums, (time - reach - base) / bucket);
+                    seen.then_some(count)
+                })
+                .collect();
+            (labels, counts)
+        })
+        .collect())
+}
+
+fn gcd(mut a: i64, mut b: i64) -> i64 {
+    (a, b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
 }
 
 #[cfg(test)]
@@ -320,6 +447,70 @@ mod tests {
             ..window(&query, &[])
         };
         assert_eq!(count_window(&store, &missing).expect("count")[0].count, 0);
+    }
+
+    #[test]
+    fn one_histogram_pass_equals_a_count_per_time() {
+        let second = 1_000_000;
+        // every 7 s for 20 minutes before TICK, alternating services; "cart" stops 8 minutes early
+        let documents: Vec<(i64, Value)> = (0..172)
+            .map(|n| {
+                let at = TICK - 1200 * second + n * 7 * second;
+                let service = if n % 2 == 0 { "checkout" } else { "cart" };
+                (at, json!({"status": 500, "service": service}))
+            })
+            .filter(|(at, body)| body["service"] == "checkout" || *at < TICK - 480 * second)
+            .collect();
+        let (_dir, store) = store_with(&documents);
+        let query = json!("status:500");
+        let by_service = ["service".to_string()];
+        let spec = SeriesSpec {
+            index: "logs",
+            query: &query,
+            group_by: &by_service,
+            window_ms: 60_000,
+            group_ttl_ms: 300_000,
+        };
+        let tick_ms = TICK / 1000;
+        let times: Vec<i64> = (0..=40).map(|n| tick_ms - 1200_000 + n * 30_000).collect();
+        let series = count_series(&store, &spec, &times).expect("series");
+        assert_eq!(series.len(), 2, "{series:?}");
+        for (labels, counts) in &series {
+            for (time, count) in times.iter().zip(counts) {
+                let counted = Window {
+                    end_micros: time * 1000,
+                    ..window(&query, &[])
+                };
+                let by_hand = sample_lines(&store, &counted, labels, 1000)
+                    .expect("lines")
+                    .len() as u64;
+                let seen = Window {
+                    end_micros: time * 1000,
+                    length: Duration::from_secs(300),
+                    ..window(&query, &[])
+                };
+                let recent = sample_lines(&store, &seen, labels, 1).expect("lines").len();
+                // within the ttl a group answers its count (maybe 0); past it, absent
+                let expected = (recent > 0).then_some(by_hand);
+                assert_eq!(*count, expected, "{labels:?} at {time}");
+            }
+        }
+        let cart = &series.iter().find(|(labels, _)| labels["service"] == "cart").expect("cart").1;
+        assert!(cart.iter().any(|count| *count == Some(0)), "zero within the ttl: {cart:?}");
+        assert_eq!(cart.last(), Some(&None), "gone past the ttl");
+        // without group_by: one series, a count at every time
+        let total = count_series(
+            &store,
+            &SeriesSpec { group_by: &[], ..spec },
+            &[tick_ms, tick_ms + 3_600_000],
+        )
+        .expect("series");
+        assert_eq!(total.len(), 1);
+        assert_eq!(total[0].1[1], Some(0));
+        assert_eq!(
+            total[0].1[0],
+            Some(count_window(&store, &window(&query, &[])).expect("count")[0].count)
+        );
     }
 
     #[test]

@@ -19,11 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
-use super::evaluate::{GroupCount, Window, count_window, sample_lines};
+use super::observe::{ContextValue, Observation, Sources};
 use super::history::History;
 use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
 use super::template::{Template, TemplateData};
-use crate::index::IndexStore;
 use crate::ingest::Ingest;
 use crate::notify::message::{
     AlertLine, AlertMessage, MessageKind, alertmanager_payload, search_url, slack_payload,
@@ -40,14 +39,30 @@ const STATE_VERSION: u32 = 1;
 pub struct LoadedRule {
     pub name: String,
     pub file: RuleFile,
+    pub source: RuleSource,
     pub schedule: Schedule,
+    /// A log rule's counting window.
     pub window: Duration,
-    pub threshold: Threshold,
+    /// Without one, every output series of a metric rule fires (as in Prometheus).
+    pub threshold: Option<Threshold>,
     pub timing: Timing,
     pub summary: Option<Template>,
     pub description: Option<Template>,
+    /// PromQL templates evaluated when an alert fires.
+    pub context: Vec<Template>,
     pub max_delay: Duration,
     pub group_ttl: Duration,
+}
+
+/// What a rule watches.
+pub enum RuleSource {
+    /// Counts of a log query (Lucene string or DSL object) in an index.
+    Logs {
+        index: String,
+        query: serde_json::Value,
+    },
+    /// The output series of a PromQL expression.
+    Metrics { expr: crate::promql::Expr },
 }
 
 fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
@@ -76,14 +91,45 @@ impl LoadedRule {
         let file = parse_rule(text, name, origin)?;
         let at = |error: String| format!("{origin}: {error}");
         let name = name.to_string();
-        if file.query.is_none() {
-            return Err(at(
-                "`query`: only log rules (with `query`) run so far".into()
-            ));
-        }
-        let threshold = file.threshold.clone().ok_or_else(|| {
-            at("`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}".into())
-        })?;
+        let source = match (&file.query, &file.promql) {
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    "`promql`: a rule has either `query` (a log rule) or `promql` (a metric rule), not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(at(
+                    "`query`: a rule needs `query` (a log query to count) or `promql` (a PromQL expression)".into(),
+                ));
+            }
+            (Some(query), None) => {
+                if file.threshold.is_none() {
+                    return Err(at("`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}".into()));
+                }
+                RuleSource::Logs {
+                    index: file.index.clone().unwrap_or_else(|| "logs".into()),
+                    query: query.clone(),
+                }
+            }
+            (None, Some(text)) => {
+                for (field, set) in [
+                    ("index", file.index.is_some()),
+                    ("window", file.window.is_some()),
+                    ("group_by", !file.group_by.is_empty()),
+                    ("group_ttl", file.group_ttl.is_some()),
+                ] {
+                    if set {
+                        return Err(at(format!(
+                            "`{field}`: belongs to log rules; a metric rule's series and ranges are in its `promql` expression"
+                        )));
+                    }
+                }
+                let expr = crate::promql::parse(text)
+                    .map_err(|error| at(format!("`promql`: {error}")))?;
+                RuleSource::Metrics { expr }
+            }
+        };
+        let threshold = file.threshold.clone();
         let window =
             duration("window", file.window.as_deref(), Duration::from_secs(60)).map_err(at)?;
         let timing = Timing {
@@ -116,19 +162,41 @@ impl LoadedRule {
         .map_err(at)?;
         let schedule = Schedule::parse(&file.schedule, file.timezone.as_deref())
             .map_err(|error| at(format!("`schedule`: {error}")))?;
+        // log rules know their labels (the group_by fields); a metric rule's come from
+        // its expression
+        let labels = matches!(source, RuleSource::Logs { .. }).then_some(file.group_by.as_slice());
         let summary = file
             .summary
             .as_deref()
-            .map(|text| Template::parse(text, Some(&file.group_by)))
+            .map(|text| Template::parse(text, labels))
             .transpose()
             .map_err(|error| at(format!("`summary`: {error}")))?;
         let description = file
             .description
             .as_deref()
-            .map(|text| Template::parse(text, Some(&file.group_by)))
+            .map(|text| Template::parse(text, labels))
             .transpose()
             .map_err(|error| at(format!("`description`: {error}")))?;
+        let mut context = Vec::new();
+        for (number, text) in file.context.iter().enumerate() {
+            let template = Template::parse(text, labels)
+                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
+            // the expression must parse once labels are in: try it with placeholders
+            let example = template.render(&TemplateData {
+                labels: file
+                    .group_by
+                    .iter()
+                    .map(|field| (field.clone(), "x".to_string()))
+                    .collect(),
+                ..TemplateData::default()
+            });
+            crate::promql::parse(&example)
+                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
+            context.push(template);
+        }
         Ok(LoadedRule {
+            context,
+            source,
             description,
             name,
             file,
@@ -142,9 +210,13 @@ impl LoadedRule {
         })
     }
 
-    fn holds(&self, count: f64) -> bool {
-        let value = self.threshold.value;
-        match self.threshold.op {
+    /// Whether an observed value meets the condition (always, without a threshold).
+    pub fn holds(&self, count: f64) -> bool {
+        let Some(threshold) = &self.threshold else {
+            return true;
+        };
+        let value = threshold.value;
+        match threshold.op {
             ThresholdOp::Greater => count > value,
             ThresholdOp::GreaterOrEqual => count >= value,
             ThresholdOp::Less => count < value,
@@ -154,8 +226,11 @@ impl LoadedRule {
         }
     }
 
-    fn threshold_text(&self) -> String {
-        let op = match self.threshold.op {
+    pub fn threshold_text(&self) -> String {
+        let Some(threshold) = &self.threshold else {
+            return String::new();
+        };
+        let op = match threshold.op {
             ThresholdOp::Greater => ">",
             ThresholdOp::GreaterOrEqual => ">=",
             ThresholdOp::Less => "<",
@@ -163,7 +238,28 @@ impl LoadedRule {
             ThresholdOp::Equal => "==",
             ThresholdOp::NotEqual => "!=",
         };
-        format!("{op} {}", self.threshold.value)
+        format!("{op} {}", threshold.value)
+    }
+
+    /// A log rule as the `log_matches` series see it.
+    pub fn saved_query(&self) -> Option<super::log_matches::SavedQuery> {
+        match &self.source {
+            RuleSource::Logs { index, query } => Some(super::log_matches::SavedQuery {
+                name: self.name.clone(),
+                index: index.clone(),
+                query: query.clone(),
+                group_by: self.file.group_by.clone(),
+                window: self.window,
+                group_ttl: self.group_ttl,
+            }),
+            RuleSource::Metrics { .. } => None,
+        }
+    }
+
+    /// Whether groups that fall silent count 0 until their ttl (log rules) rather than
+    /// ending with their series (metric rules).
+    fn zero_fills(&self) -> bool {
+        matches!(self.source, RuleSource::Logs { .. })
     }
 }
 
@@ -187,7 +283,7 @@ struct GroupState {
 
 /// Runs the rules.
 pub struct RuleManager {
-    store: Arc<IndexStore>,
+    sources: Arc<Sources>,
     ingest: Arc<Ingest>,
     notifiers: Arc<Notifiers>,
     history: History,
@@ -260,7 +356,7 @@ pub enum PutRuleError {
 
 /// The server's parts the rules work with.
 pub struct RuleServices {
-    pub store: Arc<IndexStore>,
+    pub sources: Arc<Sources>,
     pub ingest: Arc<Ingest>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     pub silences: Arc<super::silence::Silences>,
@@ -276,7 +372,7 @@ impl RuleManager {
         queries_dir: PathBuf,
     ) -> RuleManager {
         let RuleServices {
-            store,
+            sources,
             ingest,
             telemetry,
             silences,
@@ -294,7 +390,7 @@ impl RuleManager {
         RuleManager {
             silences,
             outbox,
-            store,
+            sources,
             ingest,
             notifiers: Arc::new(notifiers),
             history,
@@ -396,7 +492,10 @@ impl RuleManager {
             .iter()
             .map(|(name, running)| RuleView {
                 name: name.clone(),
-                query: running.rule.file.query.clone().unwrap_or_default(),
+                query: match &running.rule.source {
+                    RuleSource::Logs { query, .. } => query.clone(),
+                    RuleSource::Metrics { expr } => expr.text.clone().into(),
+                },
                 for_seconds: running.rule.timing.for_duration.as_secs_f64(),
                 labels: running.rule.file.labels.clone(),
                 summary: running.rule.file.summary.clone(),
@@ -508,14 +607,14 @@ impl RuleManager {
     /// the messages it would send — without sending, recording or saving anything.
     pub async fn dry_run(
         &self,
-        rule: &LoadedRule,
+        rule: &Arc<LoadedRule>,
         at: DateTime<Utc>,
     ) -> Result<serde_json::Value, String> {
         self.ingest.refresh().await;
-        let counts = self.count(rule, at).await?;
+        let observations = self.observe(rule, at).await?;
         let mut state = self.load_state(&rule.name);
         let before = state.clone();
-        let notices = self.advance(rule, at, counts, &mut state, &History::disabled());
+        let notices = self.advance(rule, at, observations, &mut state, &History::disabled());
         let phase = |state: &RuleState, key: &str| {
             state
                 .alerts
@@ -600,6 +699,7 @@ impl RuleManager {
                 match LoadedRule::load(path) {
                     Ok(rule) => {
                         broken.remove(name);
+                        self.sources.log_matches.set(name, rule.saved_query());
                         let rule = Arc::new(rule);
                         if let Some(old) = running.remove(name) {
                             old.cancel.cancel();
@@ -638,6 +738,7 @@ impl RuleManager {
             for name in gone {
                 if let Some(old) = running.remove(&name) {
                     old.cancel.cancel();
+                    self.sources.log_matches.set(&name, None);
                     self.telemetry
                         .rule_health
                         .lock()
@@ -785,12 +886,12 @@ impl RuleManager {
         }
     }
 
-    async fn evaluate(&self, rule: &LoadedRule, tick: DateTime<Utc>) -> Result<(), String> {
+    async fn evaluate(&self, rule: &Arc<LoadedRule>, tick: DateTime<Utc>) -> Result<(), String> {
         self.wait_for_agents(rule, tick).await;
         self.ingest.refresh().await;
-        let counts = self.count(rule, tick).await?;
+        let observations = self.observe(rule, tick).await?;
         let mut state = self.load_state(&rule.name);
-        let notices = self.advance(rule, tick, counts, &mut state, &self.history);
+        let notices = self.advance(rule, tick, observations, &mut state, &self.history);
         // the messages are recorded in the outbox before the state that says they were
         // sent, so a crash between the two repeats a notice rather than losing it
         let mut deliveries = Vec::new();
@@ -822,45 +923,27 @@ impl RuleManager {
         Ok(())
     }
 
-    /// The window's count per group at `tick`.
-    async fn count(
+    /// What the rule sees at `tick` (counts per group, or output series).
+    async fn observe(
         &self,
-        rule: &LoadedRule,
+        rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
-    ) -> Result<Vec<GroupCount>, String> {
-        let store = Arc::clone(&self.store);
-        let (index, query, group_by) = (
-            rule.file.index.clone().unwrap_or_else(|| "logs".into()),
-            rule.file.query.clone().expect("log rules have a query"),
-            rule.file.group_by.clone(),
-        );
-        let (end_micros, length) = (tick.timestamp_micros(), rule.window);
-        let counts: Vec<GroupCount> = tokio::task::spawn_blocking(move || {
-            count_window(
-                &store,
-                &Window {
-                    index: &index,
-                    query: &query,
-                    group_by: &group_by,
-                    end_micros,
-                    length,
-                },
-            )
-        })
-        .await
-        .map_err(|error| error.to_string())?
-        .map_err(|error| error.to_string())?;
-        Ok(counts)
+    ) -> Result<Vec<Observation>, String> {
+        let (sources, rule) = (Arc::clone(&self.sources), Arc::clone(rule));
+        tokio::task::spawn_blocking(move || sources.observe(&rule, tick))
+            .await
+            .map_err(|error| error.to_string())?
     }
 
-    /// Steps every alert of the rule with the counts of `tick` (zero-filling groups seen
-    /// within `group_ttl`, resolving those gone past it); records transitions in
-    /// `history`; returns what is to be announced.
+    /// Steps every alert of the rule with what `tick` observed; records transitions in
+    /// `history`; returns what is to be announced. A log rule's groups seen within
+    /// `group_ttl` count 0 when absent and resolve as "group gone" past it; a metric
+    /// rule's absent series is a false condition, and is forgotten once inactive.
     fn advance(
         &self,
         rule: &LoadedRule,
         tick: DateTime<Utc>,
-        counts: Vec<GroupCount>,
+        observations: Vec<Observation>,
         state: &mut RuleState,
         history: &History,
     ) -> Vec<(MessageKind, AlertLine)> {
@@ -872,37 +955,54 @@ impl RuleManager {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let mut observed: BTreeMap<String, (BTreeMap<String, String>, u64)> = counts
+        // (labels, value, whether the series is there)
+        let mut observed: BTreeMap<String, (BTreeMap<String, String>, f64, bool)> = observations
             .into_iter()
-            .map(|group| (key(&group.labels), (group.labels, group.count)))
+            .map(|seen| (key(&seen.labels), (seen.labels, seen.value, true)))
             .collect();
-        // groups seen within group_ttl but absent now count 0 (a flatline fires)
         let ttl = chrono::Duration::from_std(rule.group_ttl).unwrap_or_default();
         for (group_key, group) in &state.alerts {
-            if group.last_seen.is_some_and(|seen| tick - seen <= ttl) {
+            if !rule.zero_fills() {
+                // an absent series: the condition is false
                 observed
                     .entry(group_key.clone())
-                    .or_insert_with(|| (group.labels.clone(), 0));
+                    .or_insert_with(|| (group.labels.clone(), 0.0, false));
+            } else if group.last_seen.is_some_and(|seen| tick - seen <= ttl) {
+                // groups seen within group_ttl but absent now count 0 (a flatline fires)
+                observed
+                    .entry(group_key.clone())
+                    .or_insert_with(|| (group.labels.clone(), 0.0, true));
             }
         }
         let mut notices: Vec<(MessageKind, AlertLine)> = Vec::new();
-        for (group_key, (labels, count)) in &observed {
+        let mut ended = Vec::new();
+        for (group_key, (labels, value, present)) in &observed {
             let group = state.alerts.entry(group_key.clone()).or_default();
             group.labels = labels.clone();
-            group.value = *count as f64;
-            if *count > 0 {
+            group.value = *value;
+            let seen = if rule.zero_fills() {
+                *value > 0.0
+            } else {
+                *present
+            };
+            if seen {
                 group.last_seen = Some(tick);
             }
             let silenced = self.silenced(rule, labels);
-            let step = group
-                .alert
-                .step(tick, rule.holds(*count as f64), silenced, &rule.timing);
+            let holds = *present && rule.holds(*value);
+            let step = group.alert.step(tick, holds, silenced, &rule.timing);
             if let Some(transition) = step.transition {
                 record_transition(history, rule, tick, group, transition, silenced);
             }
             if let Some(notice) = step.notice {
                 notices.push(notice_line(notice, tick, group));
             }
+            if !present && group.alert.phase == super::alert_state::Phase::Inactive {
+                ended.push(group_key.clone());
+            }
+        }
+        for group_key in ended {
+            state.alerts.remove(&group_key);
         }
         // groups gone past their ttl: resolve and forget them
         let expired: Vec<String> = state
@@ -936,7 +1036,7 @@ impl RuleManager {
     /// firing and repeat messages.
     async fn messages(
         &self,
-        rule: &LoadedRule,
+        rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
     ) -> Vec<(String, AlertMessage)> {
@@ -944,7 +1044,20 @@ impl RuleManager {
         for (notifier, kind, alerts) in self.route(rule, notices) {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
-                message.samples = self.samples(rule, tick, &message.alerts[0].labels).await;
+                // sample lines and context values of the first alert listed
+                let (sources, rule) = (Arc::clone(&self.sources), Arc::clone(rule));
+                let data = template_data(&rule, &message.alerts[0]);
+                let found = tokio::task::spawn_blocking(move || {
+                    (
+                        sources.samples(&rule, tick, &data.labels),
+                        sources.context(&rule, tick, &data),
+                    )
+                })
+                .await;
+                if let Ok((samples, context)) = found {
+                    message.samples = samples;
+                    message.context = context.iter().map(context_line).collect();
+                }
             }
             messages.push((notifier, message));
         }
@@ -989,17 +1102,14 @@ impl RuleManager {
         alerts: Vec<AlertLine>,
     ) -> AlertMessage {
         let first = &alerts[0];
-        let window_text = humantime::format_duration(rule.window).to_string();
-        let data = TemplateData {
-            labels: first.labels.clone(),
-            value: first.value,
-            count: first.value as u64,
-            window: window_text.clone(),
-            threshold: rule.threshold_text(),
-            rule: rule.name.clone(),
-        };
+        let data = template_data(rule, first);
         let summary = rule.summary.as_ref().map_or_else(
-            || format!("{} matches in the last {window_text}", first.value),
+            || match &rule.source {
+                RuleSource::Logs { .. } => {
+                    format!("{} matches in the last {}", first.value, data.window)
+                }
+                RuleSource::Metrics { expr } => format!("{} = {}", expr.text, first.value),
+            },
             |template| template.render(&data),
         );
         let description = rule
@@ -1007,7 +1117,23 @@ impl RuleManager {
             .as_ref()
             .map(|template| template.render(&data));
         let start = tick - chrono::Duration::from_std(rule.window).unwrap_or_default();
-        let index = rule.file.index.clone().unwrap_or_else(|| "logs".into());
+        let (link, window) = match &rule.source {
+            RuleSource::Logs { index, query } => (
+                search_url(
+                    &self.external_url,
+                    index,
+                    query,
+                    &start.to_rfc3339(),
+                    &tick.to_rfc3339(),
+                )
+                .map(|url| (url, "Search these logs")),
+                data.window.clone(),
+            ),
+            RuleSource::Metrics { expr } => (
+                graph_url(&self.external_url, &expr.text, tick).map(|url| (url, "Graph this")),
+                String::new(),
+            ),
+        };
         AlertMessage {
             kind,
             rule: rule.name.clone(),
@@ -1021,56 +1147,12 @@ impl RuleManager {
                 .unwrap_or_else(|| "warning".into()),
             summary,
             threshold: rule.threshold_text(),
-            window: window_text,
+            window,
             alerts,
             samples: Vec::new(),
+            context: Vec::new(),
             runbook_url: rule.file.runbook_url.clone(),
-            search_url: search_url(
-                &self.external_url,
-                &index,
-                rule.file.query.as_ref().expect("log rules have a query"),
-                &start.to_rfc3339(),
-                &tick.to_rfc3339(),
-            ),
-        }
-    }
-
-    /// The newest matching lines of the window in one group, for the message.
-    async fn samples(
-        &self,
-        rule: &LoadedRule,
-        tick: DateTime<Utc>,
-        labels: &BTreeMap<String, String>,
-    ) -> Vec<String> {
-        let store = Arc::clone(&self.store);
-        let (index, query, labels) = (
-            rule.file.index.clone().unwrap_or_else(|| "logs".into()),
-            rule.file.query.clone().expect("log rules have a query"),
-            labels.clone(),
-        );
-        let (end_micros, length) = (tick.timestamp_micros(), rule.window);
-        let result = tokio::task::spawn_blocking(move || {
-            sample_lines(
-                &store,
-                &Window {
-                    index: &index,
-                    query: &query,
-                    group_by: &[],
-                    end_micros,
-                    length,
-                },
-                &labels,
-                crate::notify::message::MAX_SAMPLES,
-            )
-        })
-        .await;
-        match result {
-            Ok(Ok(lines)) => lines,
-            Ok(Err(error)) => {
-                tracing::warn!(rule = %rule.name, %error, "cannot fetch sample lines");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
+            link,
         }
     }
 
@@ -1317,6 +1399,59 @@ fn delivery_event(
         }
     }
     event
+}
+
+/// What a rule's templates see for one alert.
+fn template_data(rule: &LoadedRule, alert: &AlertLine) -> TemplateData {
+    TemplateData {
+        labels: alert.labels.clone(),
+        value: alert.value,
+        count: alert.value.max(0.0) as u64,
+        window: match rule.source {
+            RuleSource::Logs { .. } => humantime::format_duration(rule.window).to_string(),
+            RuleSource::Metrics { .. } => String::new(),
+        },
+        threshold: rule.threshold_text(),
+        rule: rule.name.clone(),
+    }
+}
+
+/// One `context` value as a message line: `expression{extra labels} = value unit`.
+fn context_line(context: &ContextValue) -> String {
+    if let Some(error) = &context.error {
+        return format!("{}: {error}", context.expression);
+    }
+    if context.values.is_empty() {
+        return format!("{} = no data", context.expression);
+    }
+    context
+        .values
+        .iter()
+        .map(|(labels, value)| {
+            format!(
+                "{}{labels} = {}",
+                context.expression,
+                super::template::humanize_unit(*value, &context.unit)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The UI's metrics page for `expression`, the hour before `at`.
+fn graph_url(external_url: &str, expression: &str, at: DateTime<Utc>) -> Option<String> {
+    let base = format!("{}/ui/metrics", external_url.trim_end_matches('/'));
+    let from = at - chrono::Duration::hours(1);
+    reqwest::Url::parse_with_params(
+        &base,
+        [
+            ("expr", expression),
+            ("from", &from.to_rfc3339()),
+            ("to", &at.to_rfc3339()),
+        ],
+    )
+    .ok()
+    .map(String::from)
 }
 
 fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (MessageKind, AlertLine) {

@@ -429,6 +429,28 @@ fn call(function: Function, arguments: &[Val]) -> Val {
     }
 }
 
+/// A value with its unit as a person reads it: durations with `humanizeDuration`
+/// (`230ms`, `1m 5s`), bytes with `humanize1024` (`1.5MiB`), the rest with `humanize` and
+/// the unit after it (`12.5/s`, `3.2k`).
+pub fn humanize_unit(value: f64, unit: &str) -> String {
+    const SI: &[&str] = &["k", "M", "G", "T", "P", "E", "Z", "Y"];
+    match unit {
+        "s" => humanize_duration(value),
+        "B" => format!(
+            "{}B",
+            humanize(value, 1024.0, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"], false)
+        ),
+        "B/s" => format!(
+            "{}B/s",
+            humanize(value, 1024.0, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"], false)
+        ),
+        "%" => format!("{}%", significant(value, 4)),
+        "" => humanize(value, 1000.0, SI, true),
+        unit if unit.starts_with('/') => format!("{}{unit}", humanize(value, 1000.0, SI, true)),
+        unit => format!("{} {unit}", humanize(value, 1000.0, SI, true)),
+    }
+}
+
 /// Prometheus' `humanize`: SI prefixes, 4 significant digits (`1.235k`, `12.5m`).
 fn humanize(value: f64, base: f64, prefixes: &[&str], small: bool) -> String {
     if value == 0.0 || !value.is_finite() {

@@ -79,7 +79,7 @@ async fn agents(State(state): State<SharedState>) -> Response {
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     let store = state.store.clone();
-    let tsdb = std::sync::Arc::clone(&state.tsdb);
+    let tsdb = std::sync::Arc::clone(&state.series.tsdb);
     let in_flight_bytes = state.ingest.in_flight_bytes();
     let gauges = tokio::task::spawn_blocking(move || {
         let mut gauges = Vec::new();
@@ -134,7 +134,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     .unwrap_or_default();
     let mut text = state.telemetry.render(&gauges);
     use std::sync::atomic::Ordering::Relaxed;
-    let head = &state.tsdb.head;
+    let head = &state.series.tsdb.head;
     for (name, help, value) in [
         (
             "lookout_tsdb_out_of_order_samples_total",

@@ -48,9 +48,9 @@ pub struct AppState {
     pub silences: Arc<crate::rules::silence::Silences>,
     /// The scrape loop, when `scrape_configs` names jobs.
     pub scrape: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
-    /// The metrics store the scrape loop writes and PromQL reads.
-    pub tsdb: Arc<crate::tsdb::Tsdb>,
-    pub promql: crate::promql::EngineOptions,
+    /// What PromQL reads: the metrics store the scrape loop writes, the saved log queries
+    /// as `log_matches` series, and the engine's settings.
+    pub series: Arc<crate::rules::observe::Sources>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -113,7 +113,7 @@ impl Params {
     }
 
     fn engine(&self, state: &SharedState) -> Result<Engine, Failure> {
-        let mut options = state.promql.clone();
+        let mut options = state.series.engine.clone();
         if let Some(text) = self.get("timeout") {
             let timeout = promql::parse_duration(text)
                 .filter(|ms| *ms > 0)
@@ -312,8 +312,10 @@ async fn run_query(
         .unwrap_or_else(now_ms);
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
-    let tsdb = std::sync::Arc::clone(&state.tsdb);
-    let (value, annotations) = evaluate(move || engine.instant(&*tsdb, &expr, time)).await?;
+    let (value, annotations) = evaluate(move || {
+        state.series.read(|storage| engine.instant(storage, &expr, time))
+    })
+    .await?;
     Ok(success(result_json(&value), &annotations))
 }
 
@@ -367,9 +369,10 @@ async fn run_query_range(
     }
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
-    let tsdb = std::sync::Arc::clone(&state.tsdb);
-    let (series, annotations) =
-        evaluate(move || engine.range(&*tsdb, &expr, start, end, step)).await?;
+    let (series, annotations) = evaluate(move || {
+        state.series.read(|storage| engine.range(storage, &expr, start, end, step))
+    })
+    .await?;
     Ok(success_matrix(&series, &annotations))
 }
 
@@ -394,12 +397,27 @@ fn matching_series(
         let groups = promql::selector_matchers(selector)
             .map_err(|error| Failure::parameter("match[]", error))?;
         for group in groups {
-            for (labels, _) in state.tsdb.select(&group, start, end) {
+            for (labels, _) in state.series.tsdb.select(&group, start, end) {
                 found.insert(labels);
             }
+            let logs = state
+                .series.log_matches
+                .series(&group, start, end)
+                .map_err(|error| Failure::bad_data(error.to_string()))?;
+            found.extend(logs);
         }
     }
     Ok(Some(found))
+}
+
+/// [`matching_series`] on a blocking thread (`log_matches` searches the index).
+async fn series_of(
+    state: &SharedState,
+    params: Result<Params, Failure>,
+    required: bool,
+) -> Result<Option<BTreeSet<Labels>>, Failure> {
+    let (state, params) = (std::sync::Arc::clone(state), params?);
+    evaluate(move || Ok(matching_series(&state, &params, required))).await?
 }
 
 async fn series(
@@ -408,8 +426,7 @@ async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = Params::read(raw, &headers, &body)
-        .and_then(|params| matching_series(&state, &params, true));
+    let result = series_of(&state, Params::read(raw, &headers, &body), true).await;
     match result {
         Ok(found) => {
             let data: Vec<Value> = found.unwrap_or_default().iter().map(metric_json).collect();
@@ -425,8 +442,7 @@ async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = Params::read(raw, &headers, &body)
-        .and_then(|params| matching_series(&state, &params, false));
+    let result = series_of(&state, Params::read(raw, &headers, &body), false).await;
     match result {
         Ok(Some(found)) => {
             let names: BTreeSet<&str> = found
@@ -435,7 +451,11 @@ async fn labels(
                 .collect();
             success(json!(names), &Annotations::default())
         }
-        Ok(None) => success(json!(state.tsdb.label_names()), &Annotations::default()),
+        Ok(None) => {
+            let mut names: BTreeSet<String> = state.series.tsdb.label_names().into_iter().collect();
+            names.extend(state.series.log_matches.label_names());
+            success(json!(names), &Annotations::default())
+        }
         Err(failure) => failure.response(),
     }
 }
@@ -446,8 +466,7 @@ async fn label_values(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = Params::read(raw, &headers, &Bytes::new())
-        .and_then(|params| matching_series(&state, &params, false));
+    let result = series_of(&state, Params::read(raw, &headers, &Bytes::new()), false).await;
     match result {
         Ok(Some(found)) => {
             let values: BTreeSet<&str> = found
@@ -461,10 +480,15 @@ async fn label_values(
                 .collect();
             success(json!(values), &Annotations::default())
         }
-        Ok(None) => success(
-            json!(state.tsdb.label_values(&name)),
-            &Annotations::default(),
-        ),
+        Ok(None) => {
+            let mut values: BTreeSet<String> = state.series.tsdb.label_values(&name).into_iter().collect();
+            let logs = std::sync::Arc::clone(&state.series.log_matches);
+            let label = name.clone();
+            if let Ok(found) = evaluate(move || Ok(logs.label_values(&label))).await {
+                values.extend(found);
+            }
+            success(json!(values), &Annotations::default())
+        }
         Err(failure) => failure.response(),
     }
 }

@@ -211,7 +211,7 @@ async fn dry_run(
     let rule = LoadedRule::parse(&text, &name, &origin)
         .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
     let result = manager
-        .dry_run(&rule, at)
+        .dry_run(&std::sync::Arc::new(rule), at)
         .await
         .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
     Ok(ok(&result))

@@ -1,0 +1,340 @@
+//! Log counts as PromQL series (DESIGN §7): every saved log query `NAME` answers as
+//! `log_matches{query="NAME", <group_by labels>}`, the number of its matches in
+//! `[t − window, t)` at the evaluation time t, computed from the index — so it answers for
+//! any indexed past, not only since the rule was loaded.
+//!
+//! An instant selector gets a sample exactly at each evaluation time (the engine passes
+//! them as [`Hints::Instants`]), so `log_matches{…}` at t is the rule's own count at t. A
+//! range selector (`log_matches{…}[5m]`) sees one sample every 15 s aligned to the
+//! epoch. All times of one selection are counted in one date-histogram pass
+//! ([`count_series`]). Groups with a match within `group_ttl` answer 0, not absent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::evaluate::{SeriesSpec, count_series};
+use crate::index::IndexStore;
+use crate::promql::{self, Hints, Selected, Storage};
+use crate::tsdb::head::{Labels, Matcher, matches_all};
+
+/// The metric name of log-derived series.
+pub const METRIC: &str = "log_matches";
+/// Spacing of a range selector's samples, aligned to the epoch.
+pub const GRID_MS: i64 = 15_000;
+/// Most evaluation times one selection may count.
+const MAX_TIMES: usize = 200_000;
+
+/// A saved log query as `log_matches` sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedQuery {
+    pub name: String,
+    pub index: String,
+    /// A Lucene string or a DSL object.
+    pub query: Value,
+    pub group_by: Vec<String>,
+    pub window: Duration,
+    pub group_ttl: Duration,
+}
+
+impl SavedQuery {
+    /// `(field, label name)` of each `group_by` field.
+    fn labels(&self) -> Vec<(String, String)> {
+        self.group_by
+            .iter()
+            .map(|field| (field.clone(), label_name(field)))
+            .collect()
+    }
+}
+
+/// The label name of a `group_by` field: characters outside `[A-Za-z0-9_]` become `_`
+/// (`http.status` → `http_status`), a leading digit gets a `_`, and names the series
+/// already uses (`query`, `__…`) become `exported_…`, as Prometheus does on conflicts.
+pub fn label_name(field: &str) -> String {
+    let mut name: String = field
+        .chars()
+        .map(|char| {
+            if char.is_ascii_alphanumeric() || char == '_' {
+                char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with(|char: char| char.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    if name == "query" || name.starts_with("__") {
+        name = format!("exported_{}", name.trim_start_matches('_'));
+    }
+    name
+}
+
+/// The saved queries, kept current by the rule manager, read by PromQL.
+pub struct LogMatches {
+    store: Arc<IndexStore>,
+    queries: RwLock<BTreeMap<String, Arc<SavedQuery>>>,
+}
+
+impl LogMatches {
+    pub fn new(store: Arc<IndexStore>) -> LogMatches {
+        LogMatches {
+            store,
+            queries: Default::default(),
+        }
+    }
+
+    /// Adds or replaces a saved query (`None`: removes `name`).
+    pub fn set(&self, name: &str, query: Option<SavedQuery>) {
+        let mut queries = self
+            .queries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match query {
+            Some(query) => queries.insert(name.to_string(), Arc::new(query)),
+            None => queries.remove(name),
+        };
+    }
+
+    fn queries(&self) -> Vec<Arc<SavedQuery>> {
+        self.queries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Label names `log_matches` series can have (for `/api/v1/labels`).
+    pub fn label_names(&self) -> BTreeSet<String> {
+        let queries = self.queries();
+        if queries.is_empty() {
+            return BTreeSet::new();
+        }
+        let mut names: BTreeSet<String> = ["__name__", "query"].map(String::from).into();
+        for query in queries {
+            names.extend(query.labels().into_iter().map(|(_, label)| label));
+        }
+        names
+    }
+
+    /// The values label `name` has on `log_matches` series (for
+    /// `/api/v1/label/NAME/values`).
+    pub fn label_values(&self, name: &str) -> BTreeSet<String> {
+        if !self.label_names().contains(name) {
+            return BTreeSet::new();
+        }
+        let all = [Matcher::Equal("__name__".into(), METRIC.into())];
+        let found = self
+            .series(&all, i64::MIN / 2, i64::MAX / 2)
+            .unwrap_or_default();
+        found
+            .iter()
+            .filter_map(|labels| {
+                labels
+                    .iter()
+                    .find(|(label, _)| label == name)
+                    .map(|(_, value)| value.clone())
+            })
+            .collect()
+    }
+
+    /// The saved queries whose series `matchers` can select: a matcher on a label the
+    /// query's series lack must accept the empty value.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<Arc<SavedQuery>> {
+        self.queries()
+            .into_iter()
+            .filter(|query| {
+                let labels = query.labels();
+                matchers.iter().all(|matcher| {
+                    let value = match matcher.name() {
+                        "__name__" => METRIC,
+                        "query" => &query.name,
+                        name if labels.iter().any(|(_, label)| label == name) => return true,
+                        _ => "",
+                    };
+                    matcher.matches(value)
+                })
+            })
+            .collect()
+    }
+
+    /// The series of `matchers` with a sample at each of `times` (ascending, ms).
+    pub fn select_at(&self, matchers: &[Matcher], times: &[i64]) -> Result<Selected, promql::Error> {
+        let mut selected = Vec::new();
+        for query in self.candidates(matchers) {
+            selected.extend(self.select_query(&query, matchers, times)?);
+        }
+        selected.sort_by(|left, right| left.0.cmp(&right.0));
+        Ok(selected)
+    }
+
+    /// The label sets of the series of `matchers` that exist at some time in
+    /// `[start, end]` (ms; for the series and label APIs).
+    pub fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, promql::Error> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let end = end.min(now + 86_400_000);
+        let start = start.max(end - 400 * 86_400_000);
+        let mut found = Vec::new();
+        for query in self.candidates(matchers) {
+            // a group exists in the range when it had a match within its ttl of some
+            // time in it: one count at `end` looking back over the range and the ttl
+            let mut widened = (*query).clone();
+            widened.group_ttl += Duration::from_millis((end - start).max(0) as u64);
+            found.extend(
+                self.select_query(&widened, matchers, &[end])?
+                    .into_iter()
+                    .map(|(labels, _)| labels),
+            );
+        }
+        Ok(found)
+    }
+
+    fn select_query(
+        &self,
+        query: &SavedQuery,
+        matchers: &[Matcher],
+        times: &[i64],
+    ) -> Result<Selected, promql::Error> {
+        let labels = query.labels();
+        let spec = SeriesSpec {
+            index: &query.index,
+            query: &query.query,
+            group_by: &query.group_by,
+            window_ms: query.window.as_millis() as i64,
+            group_ttl_ms: query.group_ttl.as_millis() as i64,
+        };
+        let series = count_series(&self.store, &spec, times).map_err(|error| {
+            promql::Error::Execution(format!("{METRIC}{{query=\"{}\"}}: {error}", query.name))
+        })?;
+        let mut selected = Vec::new();
+        for (group, counts) in series {
+            let mut pairs = vec![
+                ("__name__".to_string(), METRIC.to_string()),
+                ("query".to_string(), query.name.clone()),
+            ];
+            for (field, label) in &labels {
+                if let Some(value) = group.get(field) {
+                    pairs.push((label.clone(), value.clone()));
+                }
+            }
+            pairs.sort();
+            let series_labels: Labels = pairs.into();
+            if !matches_all(matchers, &series_labels) {
+                continue;
+            }
+            let points: Vec<(i64, f64)> = times
+                .iter()
+                .zip(counts)
+                .filter_map(|(time, count)| count.map(|count| (*time, count as f64)))
+                .collect();
+            if !points.is_empty() {
+                selected.push((series_labels, points));
+            }
+        }
+        Ok(selected)
+    }
+}
+
+/// The evaluation times of a selection: the engine's instants, or the 15 s grid.
+fn times(min_time: i64, max_time: i64, hints: Hints) -> Result<Vec<i64>, promql::Error> {
+    let too_many = || {
+        promql::Error::Execution(format!(
+            "{METRIC}: more than {MAX_TIMES} evaluation times in one selection; use a larger step or a shorter range"
+        ))
+    };
+    match hints {
+        Hints::Instants { first, step, last } => {
+            if step <= 0 || first >= last {
+                return Ok(vec![first]);
+            }
+            let count = ((last - first) / step) as usize + 1;
+            if count > MAX_TIMES {
+                return Err(too_many());
+            }
+            Ok((0..count as i64).map(|i| first + i * step).collect())
+        }
+        Hints::Range => {
+            let first = min_time.div_euclid(GRID_MS) * GRID_MS;
+            let first = if first < min_time { first + GRID_MS } else { first };
+            if max_time < first {
+                return Ok(Vec::new());
+            }
+            let count = ((max_time - first) / GRID_MS) as usize + 1;
+            if count > MAX_TIMES {
+                return Err(too_many());
+            }
+            Ok((0..count as i64).map(|i| first + i * GRID_MS).collect())
+        }
+    }
+}
+
+impl Storage for LogMatches {
+    fn select(&self, matchers: &[Matcher], min_time: i64, max_time: i64) -> Selected {
+        self.select_hinted(matchers, min_time, max_time, Hints::Range)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "log_matches selection failed");
+                Vec::new()
+            })
+    }
+
+    fn select_hinted(
+        &self,
+        matchers: &[Matcher],
+        min_time: i64,
+        max_time: i64,
+        hints: Hints,
+    ) -> Result<Selected, promql::Error> {
+        if self.candidates(matchers).is_empty() {
+            return Ok(Vec::new());
+        }
+        self.select_at(matchers, &times(min_time, max_time, hints)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_fields_become_label_names() {
+        assert_eq!(label_name("http.status"), "http_status");
+        assert_eq!(label_name("service"), "service");
+        assert_eq!(label_name("k8s-pod"), "k8s_pod");
+        assert_eq!(label_name("2xx"), "_2xx");
+        assert_eq!(label_name("query"), "exported_query");
+        assert_eq!(label_name("__name__"), "exported_name__");
+    }
+
+    #[test]
+    fn a_range_selection_is_the_15s_grid_and_instants_are_exact() {
+        assert_eq!(
+            times(10_001, 60_000, Hints::Range).expect("times"),
+            [15_000, 30_000, 45_000, 60_000]
+        );
+        assert_eq!(
+            times(-20_000, -1, Hints::Range).expect("times"),
+            [-15_000]
+        );
+        let hints = Hints::Instants {
+            first: 1_001,
+            step: 500,
+            last: 2_001,
+        };
+        assert_eq!(times(0, 0, hints).expect("times"), [1_001, 1_501, 2_001]);
+        let at = Hints::Instants {
+            first: 7,
+            step: 0,
+            last: 7,
+        };
+        assert_eq!(times(0, 0, at).expect("times"), [7]);
+        assert!(times(0, i64::MAX / 4, Hints::Range).is_err());
+    }
+}
