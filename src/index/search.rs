@@ -498,11 +498,9 @@ pub fn execute(
             partition: partition as u32,
             after: after.clone(),
         };
-        let aggregation_collector = aggregations
-            .as_ref()
-            .map(|aggregations| {
-                aggregation::collector(aggregations.clone(), &target.searcher, request.max_buckets)
-            });
+        let aggregation_collector = aggregations.as_ref().map(|aggregations| {
+            aggregation::collector(aggregations.clone(), &target.searcher, request.max_buckets)
+        });
         let (count, partition_hits, partition_aggregations) = target
             .searcher
             .search(compiled.as_ref(), &(Count, top, aggregation_collector))?;

@@ -186,18 +186,31 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
             "text": {"type": "mrkdwn", "text": truncate(&escape(&message.summary), MAX_SECTION_TEXT)}
         }));
     }
+    if let Some(description) = message.description.as_ref().filter(|text| !text.is_empty()) {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": truncate(&escape(description), MAX_SECTION_TEXT)}
+        }));
+    }
     let first_value = format_value(message.alerts.first().map_or(0.0, |alert| alert.value));
     let threshold = if message.threshold.is_empty() {
         String::new()
     } else {
-        format!(" (threshold {})", truncate(&escape(&message.threshold), 100))
+        format!(
+            " (threshold {})",
+            truncate(&escape(&message.threshold), 100)
+        )
     };
     // a log rule counts in a window; a metric rule has a value
-    let mut fields = vec![json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))})];
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))}),
+    ];
     if message.window.is_empty() {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Value*\n{first_value}{threshold}")}));
+        fields
+            .push(json!({"type": "mrkdwn", "text": format!("*Value*\n{first_value}{threshold}")}));
     } else {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Count*\n{first_value}{threshold}")}));
+        fields
+            .push(json!({"type": "mrkdwn", "text": format!("*Count*\n{first_value}{threshold}")}));
         fields.push(json!({"type": "mrkdwn", "text": format!("*Window*\n{}", truncate(&escape(&message.window), 100))}));
     }
     fields.push(json!({"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))}));
@@ -454,6 +467,7 @@ mod tests {
     fn the_worst_inputs_stay_within_slacks_limits() {
         let mut worst = message(MessageKind::Firing, 60);
         worst.summary = "s".repeat(10_000);
+        worst.description = Some("d".repeat(10_000));
         worst.rule = "r".repeat(500);
         worst.samples = (0..20).map(|_| "x".repeat(100_000)).collect();
         worst.context = (0..50).map(|_| "y".repeat(10_000)).collect();

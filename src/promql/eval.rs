@@ -75,7 +75,11 @@ impl RangeInput {
 /// The hints of an instant selector evaluated at `times` (evenly spaced, or all one).
 fn instants(times: &[i64]) -> Hints {
     let (first, last) = (times[0], times[times.len() - 1]);
-    let step = if times.len() > 1 { times[1] - times[0] } else { 0 };
+    let step = if times.len() > 1 {
+        times[1] - times[0]
+    } else {
+        0
+    };
     Hints::Instants { first, step, last }
 }
 

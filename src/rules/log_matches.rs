@@ -162,7 +162,11 @@ impl LogMatches {
     }
 
     /// The series of `matchers` with a sample at each of `times` (ascending, ms).
-    pub fn select_at(&self, matchers: &[Matcher], times: &[i64]) -> Result<Selected, promql::Error> {
+    pub fn select_at(
+        &self,
+        matchers: &[Matcher],
+        times: &[i64],
+    ) -> Result<Selected, promql::Error> {
         let mut selected = Vec::new();
         for query in self.candidates(matchers) {
             selected.extend(self.select_query(&query, matchers, times)?);
@@ -263,7 +267,11 @@ fn times(min_time: i64, max_time: i64, hints: Hints) -> Result<Vec<i64>, promql:
         }
         Hints::Range => {
             let first = min_time.div_euclid(GRID_MS) * GRID_MS;
-            let first = if first < min_time { first + GRID_MS } else { first };
+            let first = if first < min_time {
+                first + GRID_MS
+            } else {
+                first
+            };
             if max_time < first {
                 return Ok(Vec::new());
             }
@@ -319,10 +327,7 @@ mod tests {
             times(10_001, 60_000, Hints::Range).expect("times"),
             [15_000, 30_000, 45_000, 60_000]
         );
-        assert_eq!(
-            times(-20_000, -1, Hints::Range).expect("times"),
-            [-15_000]
-        );
+        assert_eq!(times(-20_000, -1, Hints::Range).expect("times"), [-15_000]);
         let hints = Hints::Instants {
             first: 1_001,
             step: 500,

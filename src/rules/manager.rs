@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
-use super::observe::{ContextValue, Observation, Sources};
 use super::history::History;
 use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
+use super::observe::{ContextValue, Observation, Sources};
 use super::template::{Template, TemplateData};
 use crate::ingest::Ingest;
 use crate::notify::message::{
@@ -104,7 +104,10 @@ impl LoadedRule {
             }
             (Some(query), None) => {
                 if file.threshold.is_none() {
-                    return Err(at("`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}".into()));
+                    return Err(at(
+                        "`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}"
+                            .into(),
+                    ));
                 }
                 RuleSource::Logs {
                     index: file.index.clone().unwrap_or_else(|| "logs".into()),
@@ -124,8 +127,8 @@ impl LoadedRule {
                         )));
                     }
                 }
-                let expr = crate::promql::parse(text)
-                    .map_err(|error| at(format!("`promql`: {error}")))?;
+                let expr =
+                    crate::promql::parse(text).map_err(|error| at(format!("`promql`: {error}")))?;
                 RuleSource::Metrics { expr }
             }
         };

@@ -257,7 +257,11 @@ pub fn unit_of(expr: &promql_parser::parser::Expr) -> String {
     .map_or("", |(_, unit)| unit);
     if name.ends_with("_count") && !quantile {
         // a histogram's or summary's `_count` counts observations
-        return if per_second { "/s".into() } else { String::new() };
+        return if per_second {
+            "/s".into()
+        } else {
+            String::new()
+        };
     }
     if per_second && !quantile {
         return format!("{unit}/s");
@@ -277,7 +281,9 @@ mod tests {
     fn units_follow_the_metric_naming_conventions() {
         assert_eq!(unit("sum(rate(http_requests_total[5m]))"), "/s");
         assert_eq!(
-            unit("histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))"),
+            unit(
+                "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))"
+            ),
             "s"
         );
         assert_eq!(unit("rate(node_network_receive_bytes_total[1m])"), "B/s");

@@ -438,11 +438,21 @@ pub fn humanize_unit(value: f64, unit: &str) -> String {
         "s" => humanize_duration(value),
         "B" => format!(
             "{}B",
-            humanize(value, 1024.0, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"], false)
+            humanize(
+                value,
+                1024.0,
+                &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+                false
+            )
         ),
         "B/s" => format!(
             "{}B/s",
-            humanize(value, 1024.0, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"], false)
+            humanize(
+                value,
+                1024.0,
+                &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+                false
+            )
         ),
         "%" => format!("{}%", significant(value, 4)),
         "" => humanize(value, 1000.0, SI, true),

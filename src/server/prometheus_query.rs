@@ -313,7 +313,9 @@ async fn run_query(
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
     let (value, annotations) = evaluate(move || {
-        state.series.read(|storage| engine.instant(storage, &expr, time))
+        state
+            .series
+            .read(|storage| engine.instant(storage, &expr, time))
     })
     .await?;
     Ok(success(result_json(&value), &annotations))
@@ -370,7 +372,9 @@ async fn run_query_range(
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
     let (series, annotations) = evaluate(move || {
-        state.series.read(|storage| engine.range(storage, &expr, start, end, step))
+        state
+            .series
+            .read(|storage| engine.range(storage, &expr, start, end, step))
     })
     .await?;
     Ok(success_matrix(&series, &annotations))
@@ -401,7 +405,8 @@ fn matching_series(
                 found.insert(labels);
             }
             let logs = state
-                .series.log_matches
+                .series
+                .log_matches
                 .series(&group, start, end)
                 .map_err(|error| Failure::bad_data(error.to_string()))?;
             found.extend(logs);
@@ -481,7 +486,8 @@ async fn label_values(
             success(json!(values), &Annotations::default())
         }
         Ok(None) => {
-            let mut values: BTreeSet<String> = state.series.tsdb.label_values(&name).into_iter().collect();
+            let mut values: BTreeSet<String> =
+                state.series.tsdb.label_values(&name).into_iter().collect();
             let logs = std::sync::Arc::clone(&state.series.log_matches);
             let label = name.clone();
             if let Ok(found) = evaluate(move || Ok(logs.label_values(&label))).await {

@@ -8,6 +8,7 @@ mod agent_model;
 mod alerting;
 mod bad_input;
 mod chaos;
+mod correlation;
 mod durability;
 mod golden;
 mod ingest_search;
