@@ -24,18 +24,9 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Runs the server until `shutdown` is cancelled (or a signal arrives).
-pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let token = config.auth.resolve_token().map_err(anyhow::Error::msg)?;
-    if !config.listen.ip().is_loopback() && token.is_none() && !config.auth.insecure {
-        anyhow::bail!(
-            "refusing to listen on non-loopback address {} without authentication: set auth.token_env (or auth.token_file) or pass --insecure",
-            config.listen
-        );
-    }
-    let data_dir = DataDir::open(&config.data_dir)?;
-    let telemetry = Arc::new(Telemetry::default());
-    let settings = StoreSettings {
+/// The index settings of `config`.
+pub fn store_settings(config: &Config) -> StoreSettings {
+    StoreSettings {
         partition_span_micros: micros(config.index.partition_span),
         retention_micros: micros(config.index.retention),
         writer: WriterOptions {
@@ -43,15 +34,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             memory_bytes: config.index.writer_memory_bytes as usize,
         },
         max_open_writers: config.index.max_open_writers,
-    };
-    let indices = data_dir.indices();
-    let started = Instant::now();
-    let store = Arc::new(
-        tokio::task::spawn_blocking(move || IndexStore::open(&indices, settings))
-            .await
-            .context("opening the index")??,
-    );
-    let ingest_settings = IngestSettings {
+    }
+}
+
+/// The ingest settings of `config`.
+pub fn ingest_settings(config: &Config) -> IngestSettings {
+    IngestSettings {
         rules: EventRules {
             timestamp_fields: config.ingest.timestamp_fields.clone(),
             max_depth: config.ingest.max_depth,
@@ -64,7 +52,29 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         max_in_flight_bytes: config.ingest.max_in_flight_bytes,
         wal_segment_bytes: config.ingest.wal_segment_bytes,
         refresh_interval: config.index.refresh_interval,
-    };
+    }
+}
+
+/// Runs the server until `shutdown` is cancelled (or a signal arrives).
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let token = config.auth.resolve_token().map_err(anyhow::Error::msg)?;
+    if !config.listen.ip().is_loopback() && token.is_none() && !config.auth.insecure {
+        anyhow::bail!(
+            "refusing to listen on non-loopback address {} without authentication: set auth.token_env (or auth.token_file) or pass --insecure",
+            config.listen
+        );
+    }
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let telemetry = Arc::new(Telemetry::default());
+    let settings = store_settings(&config);
+    let indices = data_dir.indices();
+    let started = Instant::now();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || IndexStore::open(&indices, settings))
+            .await
+            .context("opening the index")??,
+    );
+    let ingest_settings = ingest_settings(&config);
     let (wal, state_dir, ingest_store, ingest_telemetry) = (
         data_dir.wal(),
         data_dir.state(),

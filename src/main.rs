@@ -82,10 +82,43 @@ enum Command {
         #[command(subcommand)]
         command: TsdbCommand,
     },
+    /// Rule tools: backtests and rule unit tests.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Validate config and rule files; every error with file and field; exit 1 on any.
     Check {
         /// Files to check: *.toml as server config, *.json as rules, directories of rules.
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Backtest RULE.json over the indexed history of a running server (prints when it
+    /// would have fired and resolved, and the messages it would have sent; sends
+    /// nothing), or run rule unit tests with --fixtures (exit 1 on a mismatch).
+    Test {
+        /// The rule file to backtest (its file name is the rule name).
+        #[arg(required_unless_present = "fixtures")]
+        rule: Option<PathBuf>,
+        /// Start of the backtest: RFC 3339 or relative (now-6h).
+        #[arg(long, default_value = "now-1h")]
+        from: String,
+        /// End of the backtest: RFC 3339 or relative.
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// The server whose index is replayed (default: the config's listen address,
+        /// else http://127.0.0.1:9200).
+        #[arg(long)]
+        server: Option<String>,
+        /// Server config file, for the listen address and the auth token.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A rule unit test file in `promtool test rules`' YAML layout plus `input_logs`.
+        #[arg(long, conflicts_with = "rule")]
+        fixtures: Option<PathBuf>,
     },
 }
 
@@ -227,6 +260,98 @@ fn main() -> ExitCode {
                 },
         } => tsdb_import(config, data_dir, &file),
         Command::Check { paths } => check(paths),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    rule,
+                    from,
+                    to,
+                    server,
+                    config,
+                    fixtures,
+                },
+        } => match (fixtures, rule) {
+            (Some(fixtures), _) => rules_fixtures(&fixtures),
+            (None, Some(rule)) => rules_backtest(&rule, &from, &to, server, config),
+            (None, None) => ExitCode::from(2),
+        },
+    }
+}
+
+fn rules_fixtures(path: &std::path::Path) -> ExitCode {
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|error| error.to_string())
+        .and_then(|runtime| runtime.block_on(lookout::rules::fixtures::run(path)));
+    match outcome {
+        Ok(report) => {
+            for failure in &report.failures {
+                println!("FAILED {failure}");
+            }
+            println!(
+                "{}: {} passed, {} failed",
+                path.display(),
+                report.passed,
+                report.failures.len()
+            );
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("lookout rules test: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn rules_backtest(
+    rule: &std::path::Path,
+    from: &str,
+    to: &str,
+    server: Option<String>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    let config = match config {
+        Some(path) => match Config::load(&path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let url = server.unwrap_or_else(|| {
+        let mut address = config.listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
+    });
+    let token = match config.auth.resolve_token() {
+        Ok(token) => token.or_else(|| std::env::var("LOOKOUT_TOKEN").ok()),
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = lookout::rules::backtest::Server { url, token };
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|error| error.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(lookout::rules::backtest::run(&server, rule, from, to))
+        });
+    match outcome {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("lookout rules test: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 mod aggregate;
 mod eval;
 mod functions;
+pub mod notation;
 
 use std::time::{Duration, Instant};
 

@@ -28,6 +28,8 @@ const MAX_QUEUED: usize = 100_000;
 #[derive(Clone)]
 pub struct History {
     sender: Option<mpsc::Sender<Value>>,
+    /// Events kept in memory instead (replays show them).
+    kept: Option<Arc<std::sync::Mutex<Vec<Value>>>>,
 }
 
 impl History {
@@ -38,6 +40,7 @@ impl History {
         (
             History {
                 sender: Some(sender),
+                kept: None,
             },
             HistoryWriter { ingest, receiver },
         )
@@ -45,11 +48,39 @@ impl History {
 
     /// A history that records nothing (backtests, dry runs).
     pub fn disabled() -> History {
-        History { sender: None }
+        History {
+            sender: None,
+            kept: None,
+        }
+    }
+
+    /// A history that keeps its events in memory; [`History::take`] hands them over.
+    pub fn in_memory() -> History {
+        History {
+            sender: None,
+            kept: Some(Default::default()),
+        }
+    }
+
+    /// The events kept since the last call (an in-memory history's).
+    pub fn take(&self) -> Vec<Value> {
+        self.kept.as_ref().map_or_else(Vec::new, |kept| {
+            std::mem::take(
+                &mut *kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+        })
     }
 
     /// Queues `event` (a JSON object with `@timestamp` and `type`).
     pub fn record(&self, event: Value) {
+        if let Some(kept) = &self.kept {
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event);
+            return;
+        }
         if let Some(sender) = &self.sender
             && let Err(error) = sender.try_send(event)
         {

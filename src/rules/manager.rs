@@ -349,6 +349,27 @@ pub struct RuleView {
     pub status: RuleStatus,
 }
 
+/// One evaluation of a replay.
+pub struct ReplayStep {
+    pub at: DateTime<Utc>,
+    /// The transitions of this evaluation, as the history records them.
+    pub transitions: Vec<serde_json::Value>,
+    /// What would have been sent: notifier and message.
+    pub messages: Vec<(String, AlertMessage)>,
+    /// The alerts firing after it.
+    pub firing: Vec<FiringAlert>,
+}
+
+/// A firing alert as `promtool test rules` compares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiringAlert {
+    /// Its labels: the group's or series', the rule's `labels`, `alertname`, `severity`.
+    pub labels: BTreeMap<String, String>,
+    /// `summary`, `description` and `runbook_url`, rendered.
+    pub annotations: BTreeMap<String, String>,
+    pub value: f64,
+}
+
 /// Why a rule could not be written.
 #[derive(Debug)]
 pub enum PutRuleError {
@@ -609,7 +630,7 @@ impl RuleManager {
     /// phase each alert is in and would move to (from the rule's persisted state), and
     /// the messages it would send — without sending, recording or saving anything.
     pub async fn dry_run(
-        &self,
+        self: &Arc<Self>,
         rule: &Arc<LoadedRule>,
         at: DateTime<Utc>,
     ) -> Result<serde_json::Value, String> {
@@ -617,7 +638,14 @@ impl RuleManager {
         let observations = self.observe(rule, at).await?;
         let mut state = self.load_state(&rule.name);
         let before = state.clone();
-        let notices = self.advance(rule, at, observations, &mut state, &History::disabled());
+        let notices = self.advance(
+            rule,
+            at,
+            observations,
+            &mut state,
+            &History::disabled(),
+            true,
+        );
         let phase = |state: &RuleState, key: &str| {
             state
                 .alerts
@@ -672,6 +700,107 @@ impl RuleManager {
             "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
             "threshold": rule.threshold_text(),
             "groups": groups,
+            "messages": messages,
+        }))
+    }
+
+    /// Replays `rule` at each of `ticks` from a fresh state, through the same counting,
+    /// lifecycle and message code as the scheduler, without silences, and without
+    /// sending, recording or saving anything (backtests and rule unit tests); blocking.
+    pub fn replay(
+        &self,
+        rule: &LoadedRule,
+        ticks: &[DateTime<Utc>],
+    ) -> Result<Vec<ReplayStep>, String> {
+        let mut state = RuleState::default();
+        let history = History::in_memory();
+        let mut steps = Vec::with_capacity(ticks.len());
+        for &tick in ticks {
+            let observations = self
+                .sources
+                .observe(rule, tick)
+                .map_err(|error| format!("at {}: {error}", tick.to_rfc3339()))?;
+            let notices = self.advance(rule, tick, observations, &mut state, &history, false);
+            let messages = self.compose(rule, tick, notices);
+            let firing = state
+                .alerts
+                .values()
+                .filter(|group| group.alert.phase == super::alert_state::Phase::Firing)
+                .map(|group| FiringAlert {
+                    labels: alert_labels(rule, &group.labels),
+                    annotations: annotations(rule, &group.labels, group.value),
+                    value: group.value,
+                })
+                .collect();
+            steps.push(ReplayStep {
+                at: tick,
+                transitions: history.take(),
+                messages,
+                firing,
+            });
+        }
+        Ok(steps)
+    }
+
+    /// What `rule` would have done over `[from, to]`: the ticks of its schedule in that
+    /// range replayed (see [`RuleManager::replay`]), as the timeline of transitions and
+    /// the messages it would have sent.
+    pub async fn backtest(
+        self: &Arc<Self>,
+        rule: Arc<LoadedRule>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<serde_json::Value, String> {
+        const MAX_TICKS: usize = 100_000;
+        let mut ticks = Vec::new();
+        let mut next = rule
+            .schedule
+            .next_after(from - chrono::Duration::milliseconds(1));
+        while let Some(tick) = next.filter(|tick| *tick <= to) {
+            if ticks.len() == MAX_TICKS {
+                return Err(format!(
+                    "more than {MAX_TICKS} evaluations between {from} and {to}; shorten the range"
+                ));
+            }
+            ticks.push(tick);
+            next = rule.schedule.next_after(tick);
+        }
+        self.ingest.refresh().await;
+        let manager = Arc::clone(self);
+        let (steps, rule) =
+            tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
+                .await
+                .map_err(|error| error.to_string())?;
+        let steps = steps?;
+        let timeline: Vec<serde_json::Value> = steps
+            .iter()
+            .flat_map(|step| step.transitions.iter().cloned())
+            .collect();
+        let messages: Vec<serde_json::Value> = steps
+            .iter()
+            .flat_map(|step| {
+                step.messages.iter().map(|(notifier, message)| {
+                    let payload = self.payload(notifier, message);
+                    serde_json::json!({
+                        "at": step.at.to_rfc3339(),
+                        "notifier": notifier,
+                        "kind": message.kind.name(),
+                        "alerts": message.alerts.len(),
+                        "text": payload.as_ref().map_or_else(
+                            || message.summary.clone().into(),
+                            |payload| payload["text"].clone(),
+                        ),
+                        "payload": payload,
+                    })
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "rule": rule.name,
+            "from": from.to_rfc3339(),
+            "to": to.to_rfc3339(),
+            "evaluations": steps.len(),
+            "timeline": timeline,
             "messages": messages,
         }))
     }
@@ -889,12 +1018,16 @@ impl RuleManager {
         }
     }
 
-    async fn evaluate(&self, rule: &Arc<LoadedRule>, tick: DateTime<Utc>) -> Result<(), String> {
+    async fn evaluate(
+        self: &Arc<Self>,
+        rule: &Arc<LoadedRule>,
+        tick: DateTime<Utc>,
+    ) -> Result<(), String> {
         self.wait_for_agents(rule, tick).await;
         self.ingest.refresh().await;
         let observations = self.observe(rule, tick).await?;
         let mut state = self.load_state(&rule.name);
-        let notices = self.advance(rule, tick, observations, &mut state, &self.history);
+        let notices = self.advance(rule, tick, observations, &mut state, &self.history, true);
         // the messages are recorded in the outbox before the state that says they were
         // sent, so a crash between the two repeats a notice rather than losing it
         let mut deliveries = Vec::new();
@@ -949,8 +1082,11 @@ impl RuleManager {
         observations: Vec<Observation>,
         state: &mut RuleState,
         history: &History,
+        apply_silences: bool,
     ) -> Vec<(MessageKind, AlertLine)> {
         state.version = STATE_VERSION;
+        let silenced =
+            |labels: &BTreeMap<String, String>| apply_silences && self.silenced(rule, labels);
         let key = |labels: &BTreeMap<String, String>| {
             labels
                 .iter()
@@ -991,7 +1127,7 @@ impl RuleManager {
             if seen {
                 group.last_seen = Some(tick);
             }
-            let silenced = self.silenced(rule, labels);
+            let silenced = silenced(labels);
             let holds = *present && rule.holds(*value);
             let step = group.alert.step(tick, holds, silenced, &rule.timing);
             if let Some(transition) = step.transition {
@@ -1019,7 +1155,7 @@ impl RuleManager {
             .collect();
         for group_key in expired {
             if let Some(mut group) = state.alerts.remove(&group_key) {
-                let silenced = self.silenced(rule, &group.labels);
+                let silenced = silenced(&group.labels);
                 group.value = 0.0;
                 let step = group
                     .alert
@@ -1035,11 +1171,24 @@ impl RuleManager {
         notices
     }
 
-    /// The messages `notices` make: one per notifier and kind, with sample lines for
-    /// firing and repeat messages.
+    /// The messages `notices` make (see [`RuleManager::compose`]), off the async threads.
     async fn messages(
-        &self,
+        self: &Arc<Self>,
         rule: &Arc<LoadedRule>,
+        tick: DateTime<Utc>,
+        notices: Vec<(MessageKind, AlertLine)>,
+    ) -> Vec<(String, AlertMessage)> {
+        let (manager, rule) = (Arc::clone(self), Arc::clone(rule));
+        tokio::task::spawn_blocking(move || manager.compose(&rule, tick, notices))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The messages `notices` make: one per notifier and kind, with the sample lines and
+    /// `context` values of the first alert for firing and repeat messages; blocking.
+    fn compose(
+        &self,
+        rule: &LoadedRule,
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
     ) -> Vec<(String, AlertMessage)> {
@@ -1047,25 +1196,20 @@ impl RuleManager {
         for (notifier, kind, alerts) in self.route(rule, notices) {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
-                // sample lines and context values of the first alert listed
-                let (sources, rule) = (Arc::clone(&self.sources), Arc::clone(rule));
-                let data = template_data(&rule, &message.alerts[0]);
-                let found = tokio::task::spawn_blocking(move || {
-                    (
-                        sources.samples(&rule, tick, &data.labels),
-                        sources.context(&rule, tick, &data),
-                    )
-                })
-                .await;
-                if let Ok((samples, context)) = found {
-                    message.samples = samples;
-                    message.context = context.iter().map(context_line).collect();
-                }
+                let data = template_data(rule, &message.alerts[0]);
+                message.samples = self.sources.samples(rule, tick, &data.labels);
+                message.context = self
+                    .sources
+                    .context(rule, tick, &data)
+                    .iter()
+                    .map(context_line)
+                    .collect();
             }
             messages.push((notifier, message));
         }
         messages
     }
+
     /// Splits the notices of one tick by notifier and kind: each notifier gets one message
     /// per kind with the alerts routed to it.
     fn route(
@@ -1402,6 +1546,35 @@ fn delivery_event(
         }
     }
     event
+}
+
+/// An alert's rendered annotations (`summary`, `description`, `runbook_url`).
+fn annotations(
+    rule: &LoadedRule,
+    labels: &BTreeMap<String, String>,
+    value: f64,
+) -> BTreeMap<String, String> {
+    let data = template_data(
+        rule,
+        &AlertLine {
+            labels: labels.clone(),
+            value,
+            fired_for: None,
+            reason: None,
+            starts_at: None,
+        },
+    );
+    let mut annotations = BTreeMap::new();
+    if let Some(summary) = &rule.summary {
+        annotations.insert("summary".to_string(), summary.render(&data));
+    }
+    if let Some(description) = &rule.description {
+        annotations.insert("description".to_string(), description.render(&data));
+    }
+    if let Some(url) = &rule.file.runbook_url {
+        annotations.insert("runbook_url".to_string(), url.clone());
+    }
+    annotations
 }
 
 /// What a rule's templates see for one alert.

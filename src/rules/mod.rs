@@ -5,7 +5,9 @@
 //! window ([`evaluate`]), which [`log_matches`] also serves to PromQL as series. The manager, persistence and notification build on them.
 
 pub mod alert_state;
+pub mod backtest;
 pub mod evaluate;
+pub mod fixtures;
 pub mod history;
 pub mod log_matches;
 pub mod manager;

@@ -7,6 +7,9 @@
 //! - `POST /_lookout/rules/{name}/_dry_run[?at=RFC3339]`: the current count, the state
 //!   each alert would move to and the messages it would send, for the rule on disk or the
 //!   rule in the body (to try an edit before saving it); nothing is sent or saved;
+//! - `POST /_lookout/rules/{name}/_backtest?from=T&to=T`: the rule replayed over history
+//!   (T: RFC 3339 or date math such as `now-6h`; default the last hour): its timeline of
+//!   transitions and the messages it would have sent (`lookout rules test` prints it);
 //! - `GET /_lookout/alerts/history[?rule=NAME&size=N]`: the newest transitions and
 //!   delivery attempts from `.lookout-alerts`.
 
@@ -31,6 +34,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/_lookout/rules", get(list))
         .route("/_lookout/rules/{name}", get(one).put(put).delete(delete))
         .route("/_lookout/rules/{name}/_dry_run", post(dry_run))
+        .route("/_lookout/rules/{name}/_backtest", post(backtest))
         .route("/_lookout/alerts/history", get(history))
 }
 
@@ -201,17 +205,71 @@ async fn dry_run(
             })?
             .with_timezone(&chrono::Utc),
     };
+    let rule = rule_of(manager, &name, &body)?;
+    let result = manager
+        .dry_run(&rule, at)
+        .await
+        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+    Ok(ok(&result))
+}
+
+/// The rule in the body, or else rule `name` on disk.
+fn rule_of(
+    manager: &RuleManager,
+    name: &str,
+    body: &Bytes,
+) -> Result<std::sync::Arc<LoadedRule>, Problem> {
     let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
     let (text, origin) = if empty {
-        let text = manager.rule_text(&name).ok_or_else(|| not_found(&name))?;
+        let text = manager.rule_text(name).ok_or_else(|| not_found(name))?;
         (text, format!("queries/{name}.json"))
     } else {
-        (body_text(&body)?.to_string(), "request body".to_string())
+        (body_text(body)?.to_string(), "request body".to_string())
     };
-    let rule = LoadedRule::parse(&text, &name, &origin)
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
+    LoadedRule::parse(&text, name, &origin)
+        .map(std::sync::Arc::new)
+        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))
+}
+
+async fn backtest(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Answer {
+    let manager = manager(&state)?;
+    let now = chrono::Utc::now();
+    let time = |field: &'static str,
+                default: &str|
+     -> Result<chrono::DateTime<chrono::Utc>, Problem> {
+        let text = params.get(field).map_or(default, String::as_str);
+        crate::index::query::date_math::parse_micros(
+            text,
+            now.timestamp_micros(),
+            crate::index::query::date_math::Rounding::Down,
+            None,
+        )
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("`{field}`: `{text}` is not a time; use RFC 3339 (2026-11-22T10:00:00Z) or date math (now-6h)"),
+            )
+        })
+    };
+    let (from, to) = (time("from", "now-1h")?, time("to", "now")?);
+    if to < from {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("`to` ({to}) is before `from` ({from})"),
+        ));
+    }
+    let rule = rule_of(manager, &name, &body)?;
     let result = manager
-        .dry_run(&std::sync::Arc::new(rule), at)
+        .backtest(rule, from, to)
         .await
         .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
     Ok(ok(&result))

@@ -484,3 +484,172 @@ fn serve_rules_with_config(
         &[("SLACK_WEBHOOK_URL", webhook)],
     )
 }
+
+fn lookout(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(args)
+        .env("LOOKOUT_LOG", "warn")
+        .output()
+        .expect("run lookout");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_diff() {
+    let queries = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let fixtures = queries.join("rules.test.yml");
+    let (code, stdout, stderr) = lookout(&[
+        "rules",
+        "test",
+        "--fixtures",
+        &fixtures.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+
+    // the same tests with two expectations wrong
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["checkout_5xx.json", "high_error_rate.json"] {
+        std::fs::copy(queries.join(file), dir.path().join(file)).expect("copy");
+    }
+    let text = std::fs::read_to_string(&fixtures).expect("fixtures");
+    let wrong = text
+        .replace("summary: 25 HTTP 500s", "summary: 24 HTTP 500s")
+        .replace("value: 4", "value: 5");
+    assert_ne!(wrong, text);
+    let broken = dir.path().join("rules.test.yml");
+    std::fs::write(&broken, wrong).expect("write");
+    let (code, stdout, stderr) =
+        lookout(&["rules", "test", "--fixtures", &broken.display().to_string()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("5 passed, 2 failed"), "{stdout}");
+    for expected in [
+        "FAILED checkout 5xx fires on 25 errors in a minute and resolves when they stop: alertname: checkout_5xx, time: 3m:",
+        "  - expected, not firing: labels {alertname=\"checkout_5xx\", service=\"checkout\", severity=\"critical\", team=\"payments\"} annotations {description=\"checkout is answering HTTP 500\", runbook_url=\"https://runbooks.example/checkout-5xx\", summary=\"24 HTTP 500s in the last 1m on checkout\"}",
+        "  + firing, not expected: labels {alertname=\"checkout_5xx\", service=\"checkout\", severity=\"critical\", team=\"payments\"} annotations {description=\"checkout is answering HTTP 500\", runbook_url=\"https://runbooks.example/checkout-5xx\", summary=\"25 HTTP 500s in the last 1m on checkout\"}",
+        "  - expected, not found: {query=\"checkout_5xx\", service=\"checkout\"} 5",
+        "  + found, not expected: {query=\"checkout_5xx\", service=\"checkout\"} 4",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+// the mock Slack runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtest_over_indexed_history_prints_the_known_timeline_and_sends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    let mock = Arc::new(Mutex::new(MockSlack::default()));
+    let webhook = start_mock(mock.clone()).await;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--queries", &queries.display().to_string()],
+        &[("SLACK_WEBHOOK_URL", &webhook)],
+    );
+    // an incident half an hour ago: 25 checkout 500s at base + 2m10s, 30 more at base + 5m5s
+    let base = (chrono::Utc::now() - chrono::Duration::minutes(30))
+        .timestamp()
+        .div_euclid(60)
+        * 60;
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(base + seconds, 0)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let mut docs: Vec<Value> = (0..25)
+        .map(|_| json!({"@timestamp": at(130), "status": 500, "service": "checkout"}))
+        .collect();
+    docs.extend(
+        (0..30).map(|_| json!({"@timestamp": at(305), "status": 500, "service": "checkout"})),
+    );
+    docs.extend(
+        (0..40).map(|_| json!({"@timestamp": at(140), "status": 200, "service": "checkout"})),
+    );
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("logs", &docs))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    let rule = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/checkout_5xx.json");
+    let (from, to) = (at(0), at(480));
+    let server_url = server.base.clone();
+    let rule_path = rule.display().to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        lookout(&[
+            "rules",
+            "test",
+            &rule_path,
+            "--server",
+            &server_url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ])
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let time = |seconds: i64| {
+        chrono::DateTime::from_timestamp(base + seconds, 0)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    let timeline: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains(" → ") && line.contains("value"))
+        .collect();
+    let expected = [
+        format!(
+            "  {}  inactive → firing    value 25.0  {{service=checkout}}",
+            time(180)
+        ),
+        format!(
+            "  {}  firing   → resolved  value 0.0  {{service=checkout}}",
+            time(240)
+        ),
+        format!(
+            "  {}  inactive → firing    value 30.0  {{service=checkout}}",
+            time(360)
+        ),
+        format!(
+            "  {}  firing   → resolved  value 0.0  {{service=checkout}}",
+            time(420)
+        ),
+    ];
+    assert_eq!(timeline, expected, "{stdout}");
+    assert!(stdout.contains("backtest of checkout_5xx"), "{stdout}");
+    assert!(stdout.contains(": 9 evaluations"), "{stdout}");
+    assert!(
+        stdout.contains("messages it would have sent (4):"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("→ slack: [FIRING] checkout_5xx: 25 HTTP 500s in the last 1m on checkout"),
+        "{stdout}"
+    );
+    assert!(
+        mock.lock().expect("mock").received.is_empty(),
+        "a backtest sends nothing"
+    );
+    // a rule that does not load is refused with its file and field
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"version": 1, "query": "status:500"}"#).expect("write");
+    let (code, _, stderr) = lookout(&[
+        "rules",
+        "test",
+        &bad.display().to_string(),
+        "--server",
+        &server.base,
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("bad.json: `threshold`"), "{stderr}");
+}
