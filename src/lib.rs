@@ -16,6 +16,7 @@ pub mod app;
 pub mod atomic_file;
 pub mod config;
 pub mod data_dir;
+pub mod demo;
 pub mod duration_serde;
 pub mod error;
 pub mod index;

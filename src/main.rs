@@ -82,6 +82,23 @@ enum Command {
         #[command(subcommand)]
         command: TsdbCommand,
     },
+    /// A self-contained demonstration, no config needed: a simulated shop logs and serves
+    /// metrics, Lookout ships, scrapes and alerts on them; an incident every few minutes
+    /// fires and resolves alerts (printed here; to Slack too when SLACK_WEBHOOK_URL is set).
+    Demo {
+        /// Address of the demo's Lookout server.
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: SocketAddr,
+        /// Keep the demo's data here (default: a temporary directory removed at exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run the schedules this many times faster (1: an incident every 5 minutes).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Stop after this many alerts fired and resolved (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        cycles: usize,
+    },
     /// Rule tools: backtests and rule unit tests.
     Rules {
         #[command(subcommand)]
@@ -260,6 +277,17 @@ fn main() -> ExitCode {
                 },
         } => tsdb_import(config, data_dir, &file),
         Command::Check { paths } => check(paths),
+        Command::Demo {
+            listen,
+            data_dir,
+            speed,
+            cycles,
+        } => run(lookout::demo::run(lookout::demo::DemoOptions {
+            listen,
+            data_dir,
+            speed,
+            cycles,
+        })),
         Command::Rules {
             command:
                 RulesCommand::Test {

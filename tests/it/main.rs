@@ -9,6 +9,7 @@ mod alerting;
 mod bad_input;
 mod chaos;
 mod correlation;
+mod demo;
 mod durability;
 mod golden;
 mod ingest_search;
