@@ -176,15 +176,9 @@ fn main() -> ExitCode {
             queries,
             insecure,
         } => {
-            let mut config = match config {
-                Some(path) => match Config::load(&path) {
-                    Ok(config) => config,
-                    Err(error) => {
-                        eprintln!("{error}");
-                        return ExitCode::from(2);
-                    }
-                },
-                None => Config::default(),
+            let mut config = match server_config(config) {
+                Ok(config) => config,
+                Err(code) => return code,
             };
             if let Some(listen) = listen {
                 config.listen = listen;
@@ -341,15 +335,9 @@ fn rules_backtest(
     server: Option<String>,
     config: Option<PathBuf>,
 ) -> ExitCode {
-    let config = match config {
-        Some(path) => match Config::load(&path) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("{error}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let config = match server_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let url = server.unwrap_or_else(|| {
         let mut address = config.listen;
@@ -383,20 +371,25 @@ fn rules_backtest(
     }
 }
 
+/// The server config at `path` (the defaults without one); exit code 2 when it is wrong.
+fn server_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        Some(path) => Config::load(&path).map_err(|error| {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }),
+        None => Ok(Config::default()),
+    }
+}
+
 fn tsdb_import(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     file: &std::path::Path,
 ) -> ExitCode {
-    let config = match config {
-        Some(path) => match Config::load(&path) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("{error}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let config = match server_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let data_dir = data_dir.unwrap_or(config.data_dir);
     match lookout::tsdb::import::import(&data_dir, file, config.metrics.block_duration) {

@@ -4,7 +4,7 @@
 //! - `GET /_lookout/rules`: every rule file, with its health or why it does not load;
 //! - `GET|PUT|DELETE /_lookout/rules/{name}`: one rule's JSON (PUT validates it exactly as
 //!   `lookout check` does and writes `queries/NAME.json` only when it is valid);
-//! - `POST /_lookout/rules/{name}/_dry_run[?at=RFC3339]`: the current count, the state
+//! - `POST /_lookout/rules/{name}/_dry_run[?at=T]`: the current count, the state
 //!   each alert would move to and the messages it would send, for the rule on disk or the
 //!   rule in the body (to try an edit before saving it); nothing is sent or saved;
 //! - `POST /_lookout/rules/{name}/_backtest?from=T&to=T`: the rule replayed over history
@@ -193,24 +193,39 @@ async fn dry_run(
     body: Bytes,
 ) -> Answer {
     let manager = manager(&state)?;
-    let at = match params.get("at") {
-        None => chrono::Utc::now(),
-        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map_err(|parse_error| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
-                    format!("`at`: `{text}` is not an RFC 3339 time ({parse_error})"),
-                )
-            })?
-            .with_timezone(&chrono::Utc),
-    };
+    let at = time_parameter(&params, "at", "now")?;
     let rule = rule_of(manager, &name, &body)?;
     let result = manager
         .dry_run(&rule, at)
         .await
         .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
     Ok(ok(&result))
+}
+
+/// The time parameter `field` (RFC 3339 or date math such as `now-6h`), else `default`.
+fn time_parameter(
+    params: &HashMap<String, String>,
+    field: &'static str,
+    default: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, Problem> {
+    let text = params.get(field).map_or(default, String::as_str);
+    crate::index::query::date_math::parse_micros(
+        text,
+        chrono::Utc::now().timestamp_micros(),
+        crate::index::query::date_math::Rounding::Down,
+        None,
+    )
+    .ok()
+    .and_then(chrono::DateTime::from_timestamp_micros)
+    .ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!(
+                "`{field}`: `{text}` is not a time; use RFC 3339 (2026-11-22T10:00:00Z) or date math (now-6h)"
+            ),
+        )
+    })
 }
 
 /// The rule in the body, or else rule `name` on disk.
@@ -238,28 +253,8 @@ async fn backtest(
     body: Bytes,
 ) -> Answer {
     let manager = manager(&state)?;
-    let now = chrono::Utc::now();
-    let time = |field: &'static str,
-                default: &str|
-     -> Result<chrono::DateTime<chrono::Utc>, Problem> {
-        let text = params.get(field).map_or(default, String::as_str);
-        crate::index::query::date_math::parse_micros(
-            text,
-            now.timestamp_micros(),
-            crate::index::query::date_math::Rounding::Down,
-            None,
-        )
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_micros)
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                format!("`{field}`: `{text}` is not a time; use RFC 3339 (2026-11-22T10:00:00Z) or date math (now-6h)"),
-            )
-        })
-    };
-    let (from, to) = (time("from", "now-1h")?, time("to", "now")?);
+    let from = time_parameter(&params, "from", "now-1h")?;
+    let to = time_parameter(&params, "to", "now")?;
     if to < from {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,

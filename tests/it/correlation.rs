@@ -9,18 +9,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use crate::alerting::{delivered, delivered_texts};
+use crate::metrics::listen;
 use crate::slack::{MockSlack, start_mock};
 use crate::support::{Server, bulk_body, urlencode, wait_until};
-
-/// Serves `router` on a loopback port; returns `host:port`.
-async fn listen(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address.to_string()
-}
 
 /// A target serving whatever `body` holds when scraped (`{n}` becomes the scrape number).
 async fn scripted_target(body: Arc<Mutex<String>>) -> String {

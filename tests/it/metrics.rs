@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::support::{Server, urlencode, wait_until};
 
 /// Serves `router` on a loopback port; returns `host:port`.
-async fn listen(router: axum::Router) -> String {
+pub(crate) async fn listen(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
