@@ -335,6 +335,8 @@ pub struct ActiveAlert {
     pub firing: bool,
     pub active_since: Option<DateTime<Utc>>,
     pub value: f64,
+    /// `summary`, `description` and `runbook_url`, rendered for this alert.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One running rule, as the API shows it.
@@ -347,6 +349,8 @@ pub struct RuleView {
     pub summary: Option<String>,
     pub severity: Option<String>,
     pub status: RuleStatus,
+    /// The next tick of its schedule.
+    pub next_evaluation: Option<DateTime<Utc>>,
 }
 
 /// One evaluation of a replay.
@@ -525,6 +529,7 @@ impl RuleManager {
                 summary: running.rule.file.summary.clone(),
                 severity: running.rule.file.severity.clone(),
                 status: statuses.get(name).cloned().unwrap_or_default(),
+                next_evaluation: running.rule.schedule.next_after(Utc::now()),
             })
             .collect()
     }
@@ -1047,6 +1052,7 @@ impl RuleManager {
                 firing: group.alert.phase == super::alert_state::Phase::Firing,
                 active_since: group.alert.active_since,
                 value: group.value,
+                annotations: annotations(rule, &group.labels, group.value),
             })
             .collect();
         self.lock_statuses()

@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod prometheus_query;
 pub mod response;
 pub mod rules;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(prometheus_query::routes())
         .merge(alertmanager::routes())
         .merge(rules::routes())
+        .merge(ui::routes())
         .merge(elastic::routes())
         .fallback(|| async {
             ApiError::new(

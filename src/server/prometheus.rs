@@ -68,7 +68,7 @@ fn alert_json(rule: &RuleView, alert: &ActiveAlert) -> Value {
     }
     json!({
         "labels": labels,
-        "annotations": rule.summary.as_ref().map_or_else(|| json!({}), |summary| json!({"summary": summary})),
+        "annotations": alert.annotations,
         "state": if alert.firing { "firing" } else { "pending" },
         "activeAt": alert.active_since.map(|time| time.to_rfc3339()),
         "value": format!("{}", alert.value),

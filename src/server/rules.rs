@@ -104,6 +104,7 @@ async fn list(State(state): State<SharedState>) -> Answer {
                 "evaluation_seconds": status.map(|status| status.evaluation_seconds),
                 "last_error": status.and_then(|status| status.last_error.clone()),
                 "active_alerts": status.map_or(0, |status| status.alerts.len()),
+                "next_evaluation": view.and_then(|view| view.next_evaluation).map(|time| time.to_rfc3339()),
             })
         })
         .collect();

@@ -14,7 +14,7 @@ use crate::slack::{MockSlack, start_mock};
 use crate::support::{Server, bulk_body, urlencode, wait_until};
 
 /// A target serving whatever `body` holds when scraped (`{n}` becomes the scrape number).
-async fn scripted_target(body: Arc<Mutex<String>>) -> String {
+pub(crate) async fn scripted_target(body: Arc<Mutex<String>>) -> String {
     let scrapes = Arc::new(AtomicU64::new(0));
     let router = axum::Router::new().route(
         "/metrics",

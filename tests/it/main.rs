@@ -18,3 +18,4 @@ mod notifications;
 mod rules_api;
 mod slack;
 mod tooling;
+mod ui;

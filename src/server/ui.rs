@@ -1,0 +1,68 @@
+//! The web UI at `/ui/` (DESIGN §6): search with a histogram, alerts and silences, rules
+//! with dry runs, PromQL charts and scrape targets. Plain HTML, CSS and JavaScript with
+//! no build step and no libraries, embedded in the binary with `include_bytes!`; every
+//! page is the one `index.html` shell, which reads its state from the URL
+//! (`/ui/search?index=I&q=LUCENE&from=T&to=T`, the link Slack messages carry) and calls
+//! the same APIs as everyone else. Behind the same authentication as the API.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use super::SharedState;
+
+const INDEX_HTML: &[u8] = include_bytes!("ui/index.html");
+const APP_JS: &[u8] = include_bytes!("ui/app.js");
+const STYLE_CSS: &[u8] = include_bytes!("ui/style.css");
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/search") }))
+        .route("/ui/", get(|| async { Redirect::permanent("/ui/search") }))
+        .route("/ui/assets/{file}", get(asset))
+        .route("/ui/{*page}", get(page))
+}
+
+fn respond(content_type: &'static str, body: &'static [u8]) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // the assets change with the binary: revalidate, but let the browser keep them
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "app.js" => respond("text/javascript; charset=utf-8", APP_JS),
+        "style.css" => respond("text/css; charset=utf-8", STYLE_CSS),
+        _ => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// Every page is the shell; its script draws the page the path names.
+async fn page(Path(page): Path<String>) -> Response {
+    let known = ["search", "alerts", "rules", "metrics", "targets"];
+    if known.contains(&page.trim_end_matches('/')) {
+        respond("text/html; charset=utf-8", INDEX_HTML)
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("no UI page `{page}`; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics or /ui/targets"),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,289 @@
+//! The web UI in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them) driven over WebDriver against a real
+//! `lookout serve` with ingested logs, a firing alert and scraped metrics. Screenshots of
+//! each page are saved to `target/tmp/ui-screenshots/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::correlation::scripted_target;
+use crate::support::{Server, bulk_body, wait_until};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn driver() -> Driver {
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (.ci/run does)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let child = std::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let status = format!("{}/status", driver.url);
+    wait_until("chromedriver ready", 30, || async {
+        client
+            .get(&status)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    driver
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            // as root Chromium needs --no-sandbox; the rest keeps it off the network
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=1300,900",
+                     format!("--user-data-dir={}", profile.display())],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// Polls until `css` matches at least `count` elements whose text contains `text`.
+async fn wait_for(client: &Client, css: &str, text: &str, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut texts = Vec::new();
+        for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            texts.push(element.text().await.unwrap_or_default());
+        }
+        let matching = texts.iter().filter(|found| found.contains(text)).count();
+        if matching >= count {
+            return texts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} × `{css}` containing {text:?}: found {texts:?} in\n{}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count(client: &Client, css: &str) -> usize {
+    client
+        .find_all(Locator::Css(css))
+        .await
+        .map_or(0, |found| found.len())
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let png = client.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+// the scrape target runs in this process while the browser works
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = scripted_target(Arc::new(Mutex::new(
+        "# TYPE http_requests_total counter\nhttp_requests_total{service=\"checkout\"} {n}0\nhttp_requests_total{service=\"cart\"} {n}\n"
+            .to_string(),
+    )))
+    .await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!("[[scrape_configs]]\njob_name = \"app\"\nscrape_interval = \"1s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{target}\"]\n"),
+    )
+    .expect("config");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    std::fs::write(
+        queries.join("checkout_5xx.json"),
+        json!({"version": 1, "schedule": "*/2 * * * * *", "query": "status:500 AND service:checkout",
+               "window": "1h", "group_by": ["service"], "threshold": {"op": ">", "value": 5},
+               "severity": "critical", "summary": "{{ $count }} HTTP 500s on {{ $labels.service }}",
+               "notify": ["ui"]})
+        .to_string(),
+    )
+    .expect("rule");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--queries",
+            &queries.display().to_string(),
+        ],
+    );
+    let now = chrono::Utc::now();
+    let mut docs: Vec<serde_json::Value> = (0..12)
+        .map(|n| json!({"@timestamp": (now - chrono::Duration::seconds(60 * n)).to_rfc3339(),
+                        "service": "checkout", "status": 500, "message": format!("payment timeout {n}")}))
+        .collect();
+    docs.extend((0..18).map(|n| json!({"@timestamp": (now - chrono::Duration::seconds(30 * n)).to_rfc3339(),
+                                        "service": "cart", "status": 200, "message": format!("cart updated {n}")})));
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("logs", &docs))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    wait_until("the alert fires", 30, || async {
+        let (_, body) = server.get("/api/v1/alerts").await;
+        body["data"]["alerts"]
+            .as_array()
+            .is_some_and(|alerts| alerts.iter().any(|alert| alert["state"] == "firing"))
+    })
+    .await;
+    wait_until("the counter is scraped", 30, || async {
+        let (_, body) = server
+            .get("/api/v1/query?query=rate(http_requests_total%5B1m%5D)")
+            .await;
+        body["data"]["result"]
+            .as_array()
+            .is_some_and(|result| result.len() == 2)
+    })
+    .await;
+
+    let driver = driver().await;
+    let client = browser(&driver, &dir.path().join("chromium")).await;
+    // the search URL of a Slack message: rows and a histogram
+    client
+        .goto(&server.url("/ui/search?index=logs&q=status:500&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#summary", "12 matching log lines", 1).await;
+    let rows = wait_for(&client, "#hits tr.doc", "payment timeout", 12).await;
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    assert!(
+        count(&client, "svg.histogram rect.bar").await >= 1,
+        "histogram bars"
+    );
+    assert!(
+        wait_for(&client, "#fields", "service", 1).await[0].contains("checkout"),
+        "the field sidebar lists top values"
+    );
+    screenshot(&client, "search").await;
+    // expand a row: the whole document
+    client
+        .find(Locator::Css("#hits tr.doc"))
+        .await
+        .expect("a row")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&client, "#hits tr.detail pre", "\"status\": 500", 1).await;
+    // type a new query: the results change, and the URL is the state
+    let query = client.find(Locator::Id("q")).await.expect("query bar");
+    query.clear().await.expect("clear");
+    query.send_keys("service:cart\u{E007}").await.expect("type");
+    wait_for(&client, "#summary", "18 matching log lines", 1).await;
+    let rows = wait_for(&client, "#hits tr.doc", "cart updated", 18).await;
+    assert_eq!(rows.len(), 18);
+    let url = client.current_url().await.expect("url");
+    assert!(url.as_str().contains("q=service%3Acart"), "{url}");
+    // a bad query is shown inline at its position
+    let query = client.find(Locator::Id("q")).await.expect("query bar");
+    query.clear().await.expect("clear");
+    query.send_keys("status:(500\u{E007}").await.expect("type");
+    let error = wait_for(&client, "div.error", "column", 1).await;
+    assert!(
+        error[0].contains('^'),
+        "a caret under the position: {error:?}"
+    );
+    screenshot(&client, "search-error").await;
+    // a range with nothing: a helpful empty state
+    client
+        .goto(&server.url("/ui/search?index=logs&q=status:404&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#results", "No logs in this range — widen it", 1).await;
+
+    // the alerts page shows the firing alert
+    client
+        .goto(&server.url("/ui/alerts"))
+        .await
+        .expect("open alerts");
+    let alerts = wait_for(&client, "tr.alert", "checkout_5xx", 1).await;
+    assert!(alerts[0].contains("firing"), "{alerts:?}");
+    assert!(alerts[0].contains("12 HTTP 500s on checkout"), "{alerts:?}");
+    wait_for(&client, "#history", "inactive →", 1).await;
+    screenshot(&client, "alerts").await;
+
+    // the rules page: health, and a dry run
+    client
+        .goto(&server.url("/ui/rules"))
+        .await
+        .expect("open rules");
+    wait_for(&client, "#rules", "checkout_5xx", 1).await;
+    client
+        .find(Locator::XPath("//button[text()='Dry run']"))
+        .await
+        .expect("dry run button")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&client, "#rules", "Would become", 1).await;
+    screenshot(&client, "rules").await;
+
+    // a PromQL chart: one line per series, with a legend
+    client
+        .goto(&server.url("/ui/metrics?expr=rate(http_requests_total%5B1m%5D)&from=now-5m&to=now"))
+        .await
+        .expect("open metrics");
+    let legend = wait_for(&client, "#legend", "service=\"checkout\"", 1).await;
+    assert!(legend[0].contains("service=\"cart\""), "{legend:?}");
+    assert_eq!(count(&client, "svg.chart path").await, 2, "two lines");
+    screenshot(&client, "metrics").await;
+    // log counts beside the metrics
+    client
+        .goto(&server.url(
+            "/ui/metrics?expr=log_matches%7Bquery%3D%22checkout_5xx%22%7D&from=now-30m&to=now",
+        ))
+        .await
+        .expect("open metrics");
+    wait_for(&client, "#legend", "query=\"checkout_5xx\"", 1).await;
+    screenshot(&client, "log-matches").await;
+
+    client
+        .goto(&server.url("/ui/targets"))
+        .await
+        .expect("open targets");
+    wait_for(&client, "#targets", "up", 1).await;
+    screenshot(&client, "targets").await;
+    client.close().await.expect("close the browser");
+}
