@@ -101,6 +101,25 @@ async fn wait_for(client: &Client, css: &str, text: &str, count: usize) -> Vec<S
     }
 }
 
+/// Polls until an element matching `css` has the `value` attribute `value`.
+async fn wait_for_value(client: &Client, css: &str, value: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut values = Vec::new();
+        for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            values.push(element.attr("value").await.ok().flatten().unwrap_or_default());
+        }
+        if values.iter().any(|found| found == value) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{css}` with value {value:?}: {values:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn count(client: &Client, css: &str) -> usize {
     client
         .find_all(Locator::Css(css))
@@ -265,10 +284,19 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .goto(&server.url("/ui/metrics?expr=rate(http_requests_total%5B1m%5D)&from=now-5m&to=now"))
         .await
         .expect("open metrics");
-    let legend = wait_for(&client, "#legend", "service=\"checkout\"", 1).await;
+    let legend = wait_for(&client, "#output > div .legend", "service=\"checkout\"", 1).await;
     assert!(legend[0].contains("service=\"cart\""), "{legend:?}");
-    assert_eq!(count(&client, "svg.chart path").await, 2, "two lines");
+    assert_eq!(count(&client, "#output > div svg.chart path").await, 2, "two lines");
+    // and the log counts beside them
+    wait_for(&client, "#log-counts .legend", "query=\"checkout_5xx\"", 1).await;
     screenshot(&client, "metrics").await;
+    // completion: metric names, then a label's values
+    let expr = client.find(Locator::Id("expr")).await.expect("expression input");
+    expr.clear().await.expect("clear");
+    expr.send_keys("http_req").await.expect("type");
+    wait_for_value(&client, "#metric-names option", "http_requests_total").await;
+    expr.send_keys("uests_total{service=\"").await.expect("type");
+    wait_for_value(&client, "#metric-names option", "http_requests_total{service=\"checkout\"").await;
     // log counts beside the metrics
     client
         .goto(&server.url(
@@ -276,7 +304,7 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         ))
         .await
         .expect("open metrics");
-    wait_for(&client, "#legend", "query=\"checkout_5xx\"", 1).await;
+    wait_for(&client, ".legend", "query=\"checkout_5xx\"", 1).await;
     screenshot(&client, "log-matches").await;
 
     client

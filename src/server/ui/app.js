@@ -469,6 +469,14 @@ function metricsPage(main) {
         const answer = await api(`/api/v1/query_range?${new URLSearchParams({ query: state.expr, start: start / 1000, end: end / 1000, step })}`);
         output.replaceChildren(answer.data.result.length ? lineChart(answer.data.result, start, end) :
           h("p", { class: "empty" }, "No data in this range — widen it, or check the expression's labels."));
+        // the log counts over the same range, beside the metrics
+        if (!state.expr.includes("log_matches")) {
+          const logs = await api(`/api/v1/query_range?${new URLSearchParams({ query: "sum by (query) (log_matches)", start: start / 1000, end: end / 1000, step })}`);
+          if (logs.data.result.length) {
+            output.append(h("section", { id: "log-counts" }, h("h2", {}, "Log counts over the same range (log_matches per saved query)"),
+              lineChart(logs.data.result, start, end)));
+          }
+        }
       }
       error.replaceChildren();
     } catch (queryError) {
@@ -482,14 +490,27 @@ function metricsPage(main) {
 
 async function completions(input, list) {
   let names = [], labels = [];
+  const values = new Map();
   try {
     [names, labels] = await Promise.all([api("/api/v1/label/__name__/values").then((a) => a.data), api("/api/v1/labels").then((a) => a.data)]);
   } catch { return; }
-  const fill = () => {
+  const fill = async () => {
     const text = input.value;
-    const word = /[A-Za-z_:][A-Za-z0-9_:]*$/.exec(text)?.[0] || "";
     const inBraces = text.lastIndexOf("{") > text.lastIndexOf("}");
-    const pool = inBraces ? labels : names;
+    // after `label="` (or =~, !=): that label's values
+    const valueAt = inBraces ? /([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/.exec(text) : null;
+    let pool, word;
+    if (valueAt) {
+      const label = valueAt[1];
+      if (!values.has(label)) {
+        try { values.set(label, (await api(`/api/v1/label/${encodeURIComponent(label)}/values`)).data); } catch { values.set(label, []); }
+      }
+      pool = values.get(label).map((value) => value + '"');
+      word = valueAt[3];
+    } else {
+      word = /[A-Za-z_:][A-Za-z0-9_:]*$/.exec(text)?.[0] || "";
+      pool = inBraces ? labels : names;
+    }
     const base = text.slice(0, text.length - word.length);
     list.replaceChildren(...pool.filter((name) => name.startsWith(word)).slice(0, 50).map((name) => h("option", { value: base + name })));
   };
@@ -557,7 +578,7 @@ function lineChart(result, start, end) {
     tooltip.style.top = `${event.clientY + 12}px`;
   });
   chart.addEventListener("mouseleave", () => { tooltip.style.display = "none"; cursor.setAttribute("visibility", "hidden"); });
-  const legend = h("div", { class: "legend", id: "legend" }, series.map((entry) => h("span", { style: `--swatch:${entry.color}` }, entry.name)));
+  const legend = h("div", { class: "legend" }, series.map((entry) => h("span", { style: `--swatch:${entry.color}` }, entry.name)));
   return h("div", {}, chart, legend, tooltip, result.length > 40 ? h("p", { class: "empty" }, `showing 40 of ${result.length} series`) : null);
 }
 
