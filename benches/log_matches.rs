@@ -38,12 +38,20 @@ fn main() {
         let micros = (start_ms + (seq as i64 * 24 * HOUR_MS) / docs as i64) * 1000;
         let status = common::http_status(random);
         let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
-        (micros, common::request_line(micros, service, status, random))
+        (
+            micros,
+            common::request_line(micros, service, status, random),
+        )
     });
-    eprintln!("built {docs} documents in {:.1} s", built.elapsed().as_secs_f64());
+    eprintln!(
+        "built {docs} documents in {:.1} s",
+        built.elapsed().as_secs_f64()
+    );
     let query = serde_json::json!("status:500");
     let group_by = vec!["service".to_string()];
-    let times: Vec<i64> = (0..=23 * 60).map(|n| start_ms + HOUR_MS + n * 60_000).collect();
+    let times: Vec<i64> = (0..=23 * 60)
+        .map(|n| start_ms + HOUR_MS + n * 60_000)
+        .collect();
     let spec = SeriesSpec {
         index: "logs",
         query: &query,
@@ -80,7 +88,12 @@ fn main() {
                         .iter()
                         .find(|(labels, _)| *labels == group.labels)
                         .map(|(_, counts)| counts[number]);
-                    assert_eq!(found, Some(Some(group.count)), "{:?} at {time}", group.labels);
+                    assert_eq!(
+                        found,
+                        Some(Some(group.count)),
+                        "{:?} at {time}",
+                        group.labels
+                    );
                 }
             }
         }

@@ -35,7 +35,7 @@ fn write_rule(queries: &std::path::Path, name: &str, rule: Value) {
     std::fs::write(queries.join(format!("{name}.json")), rule.to_string()).expect("rule");
 }
 
-fn scrape_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
+pub(crate) fn scrape_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
     let config = dir.join("lookout.toml");
     std::fs::write(
         &config,
@@ -105,15 +105,7 @@ async fn log_matches_counts_from_the_index_now_in_the_past_per_step_and_beside_a
     ));
     let target = scripted_target(counter).await;
     let config = scrape_config(dir.path(), &target);
-    let server = Server::start(
-        &dir.path().join("data"),
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--queries",
-            &queries.display().to_string(),
-        ],
-    );
+    let server = serve_rules_with_config(dir.path(), &queries, &config, "");
     // the lines: (seconds before now, service, status)
     let now = chrono::Utc::now().timestamp_millis() / 1000 * 1000;
     let mut lines: Vec<(i64, &str, u16)> = Vec::new();
@@ -457,12 +449,19 @@ async fn a_log_alert_carries_its_context_metric_values_to_slack() {
     assert!(latency_line.ends_with("ms"), "a duration: {latency_line}");
 }
 
-fn serve_rules_with_config(
+/// `lookout serve` on `dir/data` with `config` and `queries`, alerting to `webhook`
+/// (none: the console).
+pub(crate) fn serve_rules_with_config(
     dir: &std::path::Path,
     queries: &std::path::Path,
     config: &std::path::Path,
     webhook: &str,
 ) -> Server {
+    let env: &[(&str, &str)] = if webhook.is_empty() {
+        &[]
+    } else {
+        &[("SLACK_WEBHOOK_URL", webhook)]
+    };
     Server::start_with_env(
         &dir.join("data"),
         "127.0.0.1:0",
@@ -472,7 +471,7 @@ fn serve_rules_with_config(
             "--queries",
             &queries.display().to_string(),
         ],
-        &[("SLACK_WEBHOOK_URL", webhook)],
+        env,
     )
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::correlation::scripted_target;
-use crate::support::{Server, bulk_body, wait_until};
+use crate::correlation::{scrape_config, scripted_target, serve_rules_with_config};
+use crate::support::{bulk_body, wait_until};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -107,7 +107,14 @@ async fn wait_for_value(client: &Client, css: &str, value: &str) {
     loop {
         let mut values = Vec::new();
         for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
-            values.push(element.attr("value").await.ok().flatten().unwrap_or_default());
+            values.push(
+                element
+                    .attr("value")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            );
         }
         if values.iter().any(|found| found == value) {
             return;
@@ -144,12 +151,7 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
             .to_string(),
     )))
     .await;
-    let config = dir.path().join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!("[[scrape_configs]]\njob_name = \"app\"\nscrape_interval = \"1s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{target}\"]\n"),
-    )
-    .expect("config");
+    let config = scrape_config(dir.path(), &target);
     let queries = dir.path().join("queries");
     std::fs::create_dir_all(&queries).expect("mkdir");
     std::fs::write(
@@ -161,15 +163,7 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .to_string(),
     )
     .expect("rule");
-    let server = Server::start(
-        &dir.path().join("data"),
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--queries",
-            &queries.display().to_string(),
-        ],
-    );
+    let server = serve_rules_with_config(dir.path(), &queries, &config, "");
     let now = chrono::Utc::now();
     let mut docs: Vec<serde_json::Value> = (0..12)
         .map(|n| json!({"@timestamp": (now - chrono::Duration::seconds(60 * n)).to_rfc3339(),
@@ -286,17 +280,31 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .expect("open metrics");
     let legend = wait_for(&client, "#output > div .legend", "service=\"checkout\"", 1).await;
     assert!(legend[0].contains("service=\"cart\""), "{legend:?}");
-    assert_eq!(count(&client, "#output > div svg.chart path").await, 2, "two lines");
+    assert_eq!(
+        count(&client, "#output > div svg.chart path").await,
+        2,
+        "two lines"
+    );
     // and the log counts beside them
     wait_for(&client, "#log-counts .legend", "query=\"checkout_5xx\"", 1).await;
     screenshot(&client, "metrics").await;
     // completion: metric names, then a label's values
-    let expr = client.find(Locator::Id("expr")).await.expect("expression input");
+    let expr = client
+        .find(Locator::Id("expr"))
+        .await
+        .expect("expression input");
     expr.clear().await.expect("clear");
     expr.send_keys("http_req").await.expect("type");
     wait_for_value(&client, "#metric-names option", "http_requests_total").await;
-    expr.send_keys("uests_total{service=\"").await.expect("type");
-    wait_for_value(&client, "#metric-names option", "http_requests_total{service=\"checkout\"").await;
+    expr.send_keys("uests_total{service=\"")
+        .await
+        .expect("type");
+    wait_for_value(
+        &client,
+        "#metric-names option",
+        "http_requests_total{service=\"checkout\"",
+    )
+    .await;
     // log counts beside the metrics
     client
         .goto(&server.url(
