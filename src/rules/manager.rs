@@ -18,6 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+mod replay;
+
+pub use replay::{FiringAlert, ReplayStep};
+
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
 use super::history::History;
 use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
@@ -353,27 +357,6 @@ pub struct RuleView {
     pub next_evaluation: Option<DateTime<Utc>>,
 }
 
-/// One evaluation of a replay.
-pub struct ReplayStep {
-    pub at: DateTime<Utc>,
-    /// The transitions of this evaluation, as the history records them.
-    pub transitions: Vec<serde_json::Value>,
-    /// What would have been sent: notifier and message.
-    pub messages: Vec<(String, AlertMessage)>,
-    /// The alerts firing after it.
-    pub firing: Vec<FiringAlert>,
-}
-
-/// A firing alert as `promtool test rules` compares it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FiringAlert {
-    /// Its labels: the group's or series', the rule's `labels`, `alertname`, `severity`.
-    pub labels: BTreeMap<String, String>,
-    /// `summary`, `description` and `runbook_url`, rendered.
-    pub annotations: BTreeMap<String, String>,
-    pub value: f64,
-}
-
 /// Why a rule could not be written.
 #[derive(Debug)]
 pub enum PutRuleError {
@@ -705,107 +688,6 @@ impl RuleManager {
             "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
             "threshold": rule.threshold_text(),
             "groups": groups,
-            "messages": messages,
-        }))
-    }
-
-    /// Replays `rule` at each of `ticks` from a fresh state, through the same counting,
-    /// lifecycle and message code as the scheduler, without silences, and without
-    /// sending, recording or saving anything (backtests and rule unit tests); blocking.
-    pub fn replay(
-        &self,
-        rule: &LoadedRule,
-        ticks: &[DateTime<Utc>],
-    ) -> Result<Vec<ReplayStep>, String> {
-        let mut state = RuleState::default();
-        let history = History::in_memory();
-        let mut steps = Vec::with_capacity(ticks.len());
-        for &tick in ticks {
-            let observations = self
-                .sources
-                .observe(rule, tick)
-                .map_err(|error| format!("at {}: {error}", tick.to_rfc3339()))?;
-            let notices = self.advance(rule, tick, observations, &mut state, &history, false);
-            let messages = self.compose(rule, tick, notices);
-            let firing = state
-                .alerts
-                .values()
-                .filter(|group| group.alert.phase == super::alert_state::Phase::Firing)
-                .map(|group| FiringAlert {
-                    labels: alert_labels(rule, &group.labels),
-                    annotations: annotations(rule, &group.labels, group.value),
-                    value: group.value,
-                })
-                .collect();
-            steps.push(ReplayStep {
-                at: tick,
-                transitions: history.take(),
-                messages,
-                firing,
-            });
-        }
-        Ok(steps)
-    }
-
-    /// What `rule` would have done over `[from, to]`: the ticks of its schedule in that
-    /// range replayed (see [`RuleManager::replay`]), as the timeline of transitions and
-    /// the messages it would have sent.
-    pub async fn backtest(
-        self: &Arc<Self>,
-        rule: Arc<LoadedRule>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<serde_json::Value, String> {
-        const MAX_TICKS: usize = 100_000;
-        let mut ticks = Vec::new();
-        let mut next = rule
-            .schedule
-            .next_after(from - chrono::Duration::milliseconds(1));
-        while let Some(tick) = next.filter(|tick| *tick <= to) {
-            if ticks.len() == MAX_TICKS {
-                return Err(format!(
-                    "more than {MAX_TICKS} evaluations between {from} and {to}; shorten the range"
-                ));
-            }
-            ticks.push(tick);
-            next = rule.schedule.next_after(tick);
-        }
-        self.ingest.refresh().await;
-        let manager = Arc::clone(self);
-        let (steps, rule) =
-            tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
-                .await
-                .map_err(|error| error.to_string())?;
-        let steps = steps?;
-        let timeline: Vec<serde_json::Value> = steps
-            .iter()
-            .flat_map(|step| step.transitions.iter().cloned())
-            .collect();
-        let messages: Vec<serde_json::Value> = steps
-            .iter()
-            .flat_map(|step| {
-                step.messages.iter().map(|(notifier, message)| {
-                    let payload = self.payload(notifier, message);
-                    serde_json::json!({
-                        "at": step.at.to_rfc3339(),
-                        "notifier": notifier,
-                        "kind": message.kind.name(),
-                        "alerts": message.alerts.len(),
-                        "text": payload.as_ref().map_or_else(
-                            || message.summary.clone().into(),
-                            |payload| payload["text"].clone(),
-                        ),
-                        "payload": payload,
-                    })
-                })
-            })
-            .collect();
-        Ok(serde_json::json!({
-            "rule": rule.name,
-            "from": from.to_rfc3339(),
-            "to": to.to_rfc3339(),
-            "evaluations": steps.len(),
-            "timeline": timeline,
             "messages": messages,
         }))
     }

@@ -206,6 +206,18 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         count(&client, "svg.histogram rect.bar").await >= 1,
         "histogram bars"
     );
+    // how fast it loads, for the record (not asserted: shared machines are noisy)
+    let timing = client
+        .execute(
+            "const n = performance.getEntriesByType('navigation')[0]; return [n.domContentLoadedEventEnd, performance.now(), n.transferSize];",
+            vec![],
+        )
+        .await
+        .expect("navigation timing");
+    println!(
+        "ui: search page DOMContentLoaded at {} ms, rows shown by {} ms (page shell {} B)",
+        timing[0], timing[1], timing[2]
+    );
     assert!(
         wait_for(&client, "#fields", "service", 1).await[0].contains("checkout"),
         "the field sidebar lists top values"
