@@ -811,6 +811,8 @@ impl RuleManager {
             Box::pin(async move {
                 let telemetry = &manager.telemetry;
                 telemetry.rule_evaluations.add(&rule.name, 1);
+                // the wait for agents' watermarks is not the evaluation's duration
+                manager.wait_for_agents(&rule, tick).await;
                 let started = std::time::Instant::now();
                 let result = manager.evaluate(&rule, tick).await;
                 manager.record_status(&rule.name, tick, started.elapsed(), result.as_ref().err());
@@ -905,12 +907,14 @@ impl RuleManager {
         }
     }
 
+    /// Evaluates `rule` at `tick` once its agents were waited for: makes everything
+    /// acknowledged searchable, observes, steps the alerts, records the messages, saves
+    /// the state, then sends.
     async fn evaluate(
         self: &Arc<Self>,
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.wait_for_agents(rule, tick).await;
         self.ingest.refresh().await;
         let observations = self.observe(rule, tick).await?;
         let mut state = self.load_state(&rule.name);
