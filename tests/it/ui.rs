@@ -223,6 +223,27 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         "the field sidebar lists top values"
     );
     screenshot(&client, "search").await;
+    // absolute times: calendar pickers prefilled with the range
+    client
+        .find(Locator::XPath("//button[text()='Absolute…']"))
+        .await
+        .expect("absolute toggle")
+        .click()
+        .await
+        .expect("click");
+    let picked = client
+        .find(Locator::Css("input[aria-label='From (absolute)']"))
+        .await
+        .expect("from picker")
+        .prop("value")
+        .await
+        .expect("value")
+        .unwrap_or_default();
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert!(
+        picked.starts_with(&year),
+        "prefilled with the range's start: {picked:?}"
+    );
     // expand a row: the whole document
     client
         .find(Locator::Css("#hits tr.doc"))

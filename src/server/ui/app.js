@@ -152,9 +152,23 @@ function searchPage(main) {
     h("option", { value: "" }, "Quick range…"),
     ...["now-5m", "now-15m", "now-1h", "now-6h", "now-24h", "now-7d"].map((value) =>
       h("option", { value }, "last " + value.slice(4))));
+  // absolute times: calendar pickers that write RFC 3339 into From and To
+  const local = (ms) => { const date = new Date(ms - new Date(ms).getTimezoneOffset() * 6e4); return date.toISOString().slice(0, 19); };
+  const pickFrom = h("input", { type: "datetime-local", step: 1, "aria-label": "From (absolute)",
+    onchange: () => { from.value = new Date(pickFrom.value).toISOString(); } });
+  const pickTo = h("input", { type: "datetime-local", step: 1, "aria-label": "To (absolute)",
+    onchange: () => { to.value = new Date(pickTo.value).toISOString(); } });
+  const absolute = h("span", { hidden: true }, pickFrom, " – ", pickTo);
+  const toggleAbsolute = h("button", { type: "button", class: "plain", "aria-expanded": "false", onclick: () => {
+    absolute.hidden = !absolute.hidden;
+    toggleAbsolute.setAttribute("aria-expanded", String(!absolute.hidden));
+    const now = Date.now();
+    pickFrom.value = local(parseTime(from.value, now) ?? now - 9e5);
+    pickTo.value = local(parseTime(to.value, now) ?? now);
+  } }, "Absolute…");
   const form = h("form", { class: "bar", role: "search", onsubmit: (event) => { event.preventDefault(); submit(); } },
     h("label", {}, "Index", index), h("label", { style: "flex:1" }, state.dsl ? "Query DSL" : "Query (Lucene)", query),
-    h("label", {}, "From", from), h("label", {}, "To", to), preset, h("button", { type: "submit" }, "Search"));
+    h("label", {}, "From", from), h("label", {}, "To", to), preset, toggleAbsolute, absolute, h("button", { type: "submit" }, "Search"));
   const error = h("div");
   const summary = h("p", { id: "summary", class: "empty", "aria-live": "polite" });
   const histogram = h("div", { id: "histogram" });
