@@ -1,7 +1,10 @@
-//! Runs the log rules of `queries/`: at each tick T of a rule, wait for every live agent's
+//! Runs the rules of `queries/`: at each tick T of a rule, wait for every live agent's
 //! watermark to pass T (at most `max_delay`), make everything acknowledged searchable,
-//! count `[T − window, T)` per group (zero-filling groups seen within `group_ttl`), step
-//! each alert's lifecycle, send what the transitions call for, and persist the state.
+//! observe (a log rule counts `[T − window, T)` per group, zero-filling groups seen within
+//! `group_ttl`; a metric rule evaluates its PromQL at T, one alert per output series),
+//! step each alert's lifecycle, send what the transitions call for (with sample lines and
+//! `context` values), and persist the state. Log rules are published to PromQL as
+//! `log_matches` series as they load.
 //!
 //! `queries/` is watched: changed rules reload, a broken edit keeps the last good version,
 //! a deleted rule resolves its alerts. Each alert that changes is routed to its notifiers

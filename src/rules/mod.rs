@@ -1,8 +1,11 @@
 //! Saved queries and alert rules (`queries/*.json`, DESIGN §5).
 //!
-//! This module holds the file format ([`model`]) and its loader with validation, and the
-//! alert lifecycle as a pure state machine ([`alert_state`]), and the count of a rule's
-//! window ([`evaluate`]), which [`log_matches`] also serves to PromQL as series. The manager, persistence and notification build on them.
+//! The file format ([`model`]); the alert lifecycle as a pure state machine
+//! ([`alert_state`]); the count of a log rule's window ([`evaluate`]), which
+//! [`log_matches`] also serves to PromQL as series; what a rule sees at a tick and its
+//! `context` values ([`observe`]); the manager that runs rules, persists their state and
+//! notifies ([`manager`]), with replays for backtests ([`backtest`]) and rule unit tests
+//! ([`fixtures`]).
 
 pub mod alert_state;
 pub mod backtest;

@@ -253,6 +253,18 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .await
         .expect("click");
     wait_for(&client, "#hits tr.detail pre", "\"status\": 500", 1).await;
+    // and by keyboard: Enter on a focused row opens it too
+    let rows = client
+        .find_all(Locator::Css("#hits tr.doc"))
+        .await
+        .expect("rows");
+    rows[1].send_keys("\u{E007}").await.expect("Enter");
+    let opened = client
+        .find_all(Locator::Css("#hits tr.detail:not([hidden])"))
+        .await
+        .expect("details")
+        .len();
+    assert_eq!(opened, 2, "the clicked row and the one opened with Enter");
     // type a new query: the results change, and the URL is the state
     let query = client.find(Locator::Id("q")).await.expect("query bar");
     query.clear().await.expect("clear");
