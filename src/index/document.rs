@@ -1,6 +1,6 @@
 //! [`LogDoc`]: one log line as tantivy indexes it, without copying the parsed JSON.
 //!
-//! The body is the parsed object itself; tantivy walks it through [`BodyValue`], which
+//! The body is the parsed object itself; tantivy walks it through [`DocValue`], which
 //! keeps every string a string (tantivy's own `serde_json` adapter turns digit-led strings
 //! that parse as RFC 3339 into dates, which would make `term` miss them) and leaves out the
 //! top-level key the event time was read from (it lives in `@timestamp`; indexing it again

@@ -24,7 +24,7 @@ pub const TIMESTAMP_FIELD: &str = "@timestamp";
 pub const SOURCE_FIELD: &str = "_source";
 pub const BODY_FIELD: &str = "body";
 
-/// Handles to the fields of [`build_schema`].
+/// Handles to the fields of [`LogSchema::new`].
 #[derive(Clone, Debug)]
 pub struct LogSchema {
     pub schema: Schema,

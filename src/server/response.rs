@@ -1,5 +1,5 @@
 //! Errors as Elasticsearch error bodies: `{"error": {"root_cause": [...], "type", "reason"},
-//! "status"}`, with the status from [`ErrorCode::status`]. JSON responses are built here too.
+//! "status"}`, with the status from [`crate::error::ErrorCode::status`]. JSON responses are built here too.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
