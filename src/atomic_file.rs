@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The temporary file [`write`] uses for `path` (a leftover one is a crash's remains).
+/// The temporary file [`write()`] uses for `path` (a leftover one is a crash's remains).
 pub fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");

@@ -5,7 +5,7 @@
 //!
 //! Evaluation works step by step as Prometheus' does: every instant-vector node yields
 //! one vector per output step, so an instant query is a range query with one step.
-//! [`eval`] walks the tree; [`functions`] and [`aggregate`] hold the per-step maths.
+//! `eval` walks the tree; `functions` and `aggregate` hold the per-step maths.
 //! Native histograms are not stored yet: a query naming them is refused by the parser
 //! or finds no histogram samples.
 
