@@ -52,6 +52,7 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         max_in_flight_bytes: config.ingest.max_in_flight_bytes,
         wal_segment_bytes: config.ingest.wal_segment_bytes,
         refresh_interval: config.index.refresh_interval,
+        search_idle_after: config.index.search_idle_after,
     }
 }
 

@@ -197,6 +197,12 @@ pub struct IndexConfig {
     /// Acknowledged documents become searchable within this time.
     #[serde(with = "crate::duration_serde")]
     pub refresh_interval: Duration,
+    /// With no search for this long the index is search-idle (Elasticsearch's
+    /// `index.search.idle.after`): background refreshes pause (at most this long between
+    /// commits) and the next search refreshes first and waits. A server nobody has
+    /// searched yet is idle. `0s` never idles.
+    #[serde(with = "crate::duration_serde")]
+    pub search_idle_after: Duration,
     /// Indexing memory of one open partition writer, split among its threads.
     pub writer_memory_bytes: u64,
     /// Indexing threads of one partition writer.
@@ -211,6 +217,7 @@ impl Default for IndexConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             partition_span: Duration::from_secs(3600),
             refresh_interval: Duration::from_millis(500),
+            search_idle_after: Duration::from_secs(30),
             writer_memory_bytes: 128 * 1024 * 1024,
             writer_threads: 2,
             max_open_writers: 4,

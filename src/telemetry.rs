@@ -166,6 +166,8 @@ pub struct Telemetry {
     pub wal_sync_seconds: Histogram,
     pub wal_records: Counter,
     pub commit_seconds: Histogram,
+    /// Background refreshes skipped because the index was search-idle.
+    pub refreshes_skipped: Counter,
     pub query_seconds: Histogram,
     pub retention_dropped_partitions: Counter,
     /// The rule scheduler's runs, missed ticks, queue delay and run time.
@@ -294,6 +296,12 @@ impl Telemetry {
             "lookout_index_commit_seconds",
             "Time to commit all partitions with pending writes.",
             &self.commit_seconds,
+        );
+        counter(
+            &mut out,
+            "lookout_index_refreshes_skipped_total",
+            "Background refreshes skipped because no search came within index.search_idle_after.",
+            self.refreshes_skipped.get(),
         );
         histogram(
             &mut out,

@@ -45,6 +45,8 @@ pub struct IngestSettings {
     pub max_in_flight_bytes: u64,
     pub wal_segment_bytes: u64,
     pub refresh_interval: Duration,
+    /// See `index.search_idle_after` (zero: never idle).
+    pub search_idle_after: Duration,
 }
 
 /// One item of a write request, after parsing.
@@ -201,6 +203,10 @@ pub struct Ingest {
     log: mpsc::Sender<LogMessage>,
     searchable: watch::Sender<u64>,
     refresh_now: Notify,
+    /// When the last search asked for fresh results (ms since `started`;
+    /// [`NEVER_SEARCHED`] before the first: a fresh server is search-idle).
+    last_search_ms: std::sync::atomic::AtomicU64,
+    started: Instant,
     state_dir: PathBuf,
 }
 
@@ -219,6 +225,12 @@ pub struct WriteOutcome {
     pub seq: u64,
     pub items: Vec<ItemResult>,
 }
+
+/// Bytes ingested since the last commit after which a search-idle index commits anyway.
+const IDLE_MAX_UNCOMMITTED_BYTES: u64 = 256 << 20;
+
+/// `Ingest::last_search_ms` before any search.
+const NEVER_SEARCHED: u64 = u64::MAX;
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -299,6 +311,8 @@ impl Ingest {
             log,
             searchable,
             refresh_now: Notify::new(),
+            last_search_ms: std::sync::atomic::AtomicU64::new(NEVER_SEARCHED),
+            started: Instant::now(),
             state_dir,
             store: store.clone(),
             settings,
@@ -601,10 +615,41 @@ impl Ingest {
         if *receiver.borrow_and_update() >= seq {
             return;
         }
-        if force {
+        // a search-idle index has no background refresh to wait for
+        if force || self.search_idle() {
             self.refresh_now.notify_one();
         }
         let _ = receiver.wait_for(|searchable| *searchable >= seq).await;
+    }
+
+    /// Whether no search came within `search_idle_after` (background refreshes pause).
+    pub fn search_idle(&self) -> bool {
+        let idle_after = self.settings.search_idle_after;
+        if idle_after.is_zero() {
+            return false;
+        }
+        let last = self
+            .last_search_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last == NEVER_SEARCHED {
+            return true;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(last) > idle_after.as_millis() as u64
+    }
+
+    /// Called before a search: marks the index searched, and when it was search-idle
+    /// commits what is pending and waits, so the search sees everything acknowledged (as
+    /// Elasticsearch does for a search-idle shard).
+    pub async fn before_search(&self) {
+        let idle = self.search_idle();
+        self.last_search_ms.store(
+            self.started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if idle {
+            self.refresh().await;
+        }
     }
 
     /// Commits pending writes now and waits until they are searchable.
@@ -619,12 +664,28 @@ impl Ingest {
         let mut interval = tokio::time::interval(self.settings.refresh_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintenance = Instant::now();
+        let mut last_commit = (Instant::now(), self.telemetry.ingest_bytes.get());
         loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = self.refresh_now.notified() => {}
+            let asked = tokio::select! {
+                _ = interval.tick() => false,
+                _ = self.refresh_now.notified() => true,
                 _ = shutdown.cancelled() => break,
+            };
+            // search-idle: no background commit (a whole indexing run then commits like a
+            // bulk loader: tantivy restarts its indexing threads at every commit), but one
+            // at least every idle period or IDLE_MAX_UNCOMMITTED_BYTES, so the write-ahead
+            // log stays short and a restart replays little (as Elasticsearch's translog
+            // flush threshold does)
+            let ingested = self.telemetry.ingest_bytes.get();
+            if !asked
+                && self.search_idle()
+                && last_commit.0.elapsed() < self.settings.search_idle_after
+                && ingested.saturating_sub(last_commit.1) < IDLE_MAX_UNCOMMITTED_BYTES
+            {
+                self.telemetry.refreshes_skipped.add(1);
+                continue;
             }
+            last_commit = (Instant::now(), ingested);
             let store = self.store.clone();
             let telemetry = self.telemetry.clone();
             let committed = tokio::task::spawn_blocking(move || {

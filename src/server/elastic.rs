@@ -434,6 +434,7 @@ async fn get_doc(
     State(state): State<SharedState>,
     Path((index, id)): Path<(String, String)>,
 ) -> ApiResult {
+    state.ingest.before_search().await;
     let log_index = state
         .store
         .get(&index)
@@ -707,6 +708,7 @@ async fn run_search(
     body: Option<Value>,
 ) -> Result<Value, ApiError> {
     let started = Instant::now();
+    state.ingest.before_search().await;
     let indices = resolve(state, expression, params)?;
     let mut request = search_request(body.as_ref(), params)?;
     let scroll = params
@@ -1052,6 +1054,7 @@ async fn run_count(
     body: Option<Value>,
 ) -> ApiResult {
     let started = Instant::now();
+    state.ingest.before_search().await;
     let indices = resolve(state, expression, params)?;
     let query = match &body {
         Some(Value::Object(map)) => {
@@ -1192,6 +1195,8 @@ async fn get_index(
 }
 
 async fn cat_indices(state: State<SharedState>, index: OptionalIndex, params: Params) -> ApiResult {
+    // document counts come from what is searchable
+    state.ingest.before_search().await;
     cat(&state.0, &index_or(index, "*"), &params.0)
 }
 

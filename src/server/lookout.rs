@@ -81,6 +81,7 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     let store = state.store.clone();
     let tsdb = std::sync::Arc::clone(&state.series.tsdb);
     let in_flight_bytes = state.ingest.in_flight_bytes();
+    let search_idle = state.ingest.search_idle();
     let gauges = tokio::task::spawn_blocking(move || {
         let mut gauges = Vec::new();
         for index in store.all() {
@@ -104,6 +105,12 @@ async fn metrics(State(state): State<SharedState>) -> Response {
                 value: index.disk_bytes() as f64,
             });
         }
+        gauges.push(GaugeSample {
+            name: "lookout_index_search_idle",
+            help: "1 while no search came within index.search_idle_after (background refreshes pause; the next search refreshes first).",
+            labels: Vec::new(),
+            value: if search_idle { 1.0 } else { 0.0 },
+        });
         gauges.push(GaugeSample {
             name: "lookout_ingest_in_flight_bytes",
             help: "Decoded request bytes held in memory right now (beyond ingest.max_in_flight_bytes requests get 429).",

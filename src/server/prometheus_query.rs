@@ -301,6 +301,8 @@ async fn run_query(
     body: &Bytes,
 ) -> Result<Response, Failure> {
     let params = Params::read(raw, headers, body)?;
+    // `log_matches` reads the index
+    state.ingest.before_search().await;
     let time = params
         .get("time")
         .map(|text| {
@@ -339,6 +341,8 @@ async fn run_query_range(
     body: &Bytes,
 ) -> Result<Response, Failure> {
     let params = Params::read(raw, headers, body)?;
+    // `log_matches` reads the index
+    state.ingest.before_search().await;
     let required_time = |name: &str| -> Result<i64, Failure> {
         let text = params.get(name).unwrap_or_default();
         parse_time(text).map_err(|error| Failure::parameter(name, error))
@@ -422,6 +426,7 @@ async fn series_of(
     required: bool,
 ) -> Result<Option<BTreeSet<Labels>>, Failure> {
     let (state, params) = (std::sync::Arc::clone(state), params?);
+    state.ingest.before_search().await;
     evaluate(move || Ok(matching_series(&state, &params, required))).await?
 }
 

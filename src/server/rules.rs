@@ -275,6 +275,7 @@ async fn history(
     State(state): State<SharedState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer {
+    state.ingest.before_search().await;
     let size = match params.get("size").map(|size| size.parse::<usize>()) {
         None => 100,
         Some(Ok(size)) if (1..=10_000).contains(&size) => size,

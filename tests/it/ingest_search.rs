@@ -466,6 +466,51 @@ async fn acknowledged_documents_become_searchable_without_an_explicit_refresh() 
     assert!(acknowledged.elapsed() < std::time::Duration::from_secs(3));
 }
 
+/// `lookout_index_refreshes_skipped_total` from the metrics text.
+fn skipped_refreshes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lookout_index_refreshes_skipped_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_search_idle_index_pauses_background_refreshes_and_the_next_search_sees_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        "[index]\nrefresh_interval = \"100ms\"\nsearch_idle_after = \"1s\"\n",
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    // no search for a second: idle, and the refresher skips its ticks (the metrics
+    // endpoint is not a search)
+    crate::support::wait_until("the index goes search-idle", 30, || async {
+        let metrics = server.metrics().await;
+        metrics.contains("lookout_index_search_idle 1") && skipped_refreshes(&metrics) > 0
+    })
+    .await;
+    let lines: Vec<Value> = (0..50)
+        .map(|seq| json!({"idle": true, "seq": seq, "@timestamp": ago(1)}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk", bulk_body("logs", &lines))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    // the first search refreshes before it reads: everything acknowledged is there
+    assert_eq!(server.count("logs", "idle:true").await, 50);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("lookout_index_search_idle 0"),
+        "a search wakes it"
+    );
+}
+
 #[tokio::test]
 async fn msearch_and_field_caps_answer_in_es_shapes() {
     let dir = tempfile::tempdir().expect("tempdir");
