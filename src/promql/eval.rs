@@ -940,36 +940,32 @@ fn set_operation(
     right: Vec<Sample>,
     matching: Option<&LabelModifier>,
 ) -> Vec<Sample> {
+    let keys = |samples: &[Sample]| -> std::collections::HashSet<String> {
+        samples
+            .iter()
+            .map(|sample| signature(&sample.labels, matching))
+            .collect()
+    };
+    let matched = |sample: &Sample, keys: &std::collections::HashSet<String>| {
+        keys.contains(&signature(&sample.labels, matching))
+    };
     match op {
         T_LAND => {
-            let keys: std::collections::HashSet<String> = right
-                .iter()
-                .map(|sample| signature(&sample.labels, matching))
-                .collect();
+            let right = keys(&right);
             left.into_iter()
-                .filter(|sample| keys.contains(&signature(&sample.labels, matching)))
+                .filter(|sample| matched(sample, &right))
                 .collect()
         }
         T_LUNLESS => {
-            let keys: std::collections::HashSet<String> = right
-                .iter()
-                .map(|sample| signature(&sample.labels, matching))
-                .collect();
+            let right = keys(&right);
             left.into_iter()
-                .filter(|sample| !keys.contains(&signature(&sample.labels, matching)))
+                .filter(|sample| !matched(sample, &right))
                 .collect()
         }
         _ => {
-            let keys: std::collections::HashSet<String> = left
-                .iter()
-                .map(|sample| signature(&sample.labels, matching))
-                .collect();
+            let seen = keys(&left);
             let mut out = left;
-            out.extend(
-                right
-                    .into_iter()
-                    .filter(|sample| !keys.contains(&signature(&sample.labels, matching))),
-            );
+            out.extend(right.into_iter().filter(|sample| !matched(sample, &seen)));
             out
         }
     }
