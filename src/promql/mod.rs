@@ -103,6 +103,28 @@ pub fn selector_matchers(text: &str) -> Result<Vec<Vec<Matcher>>, Error> {
     }
 }
 
+/// The matcher groups of every series selector in `expr` (one group per `or`
+/// alternative of a selector), e.g. to know which storages it can read.
+pub fn selector_matcher_groups(expr: &Expr) -> Vec<Vec<Matcher>> {
+    use promql_parser::parser::Expr as Node;
+    struct Selectors(Vec<Vec<Matcher>>);
+    impl promql_parser::util::ExprVisitor for Selectors {
+        type Error = std::convert::Infallible;
+        fn pre_visit(&mut self, node: &Node) -> Result<bool, Self::Error> {
+            let selector = match node {
+                Node::VectorSelector(selector) => selector,
+                Node::MatrixSelector(matrix) => &matrix.vs,
+                _ => return Ok(true),
+            };
+            self.0.extend(eval::matchers(selector).unwrap_or_default());
+            Ok(true)
+        }
+    }
+    let mut selectors = Selectors(Vec::new());
+    let _ = promql_parser::util::walk_expr(&mut selectors, &expr.ast);
+    selectors.0
+}
+
 /// Parses a Prometheus duration (`5m`, `1h30m`, `250ms`) or a number of seconds, to
 /// milliseconds.
 pub fn parse_duration(text: &str) -> Option<i64> {
@@ -437,6 +459,24 @@ pub fn format_value(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_selector_of_an_expression_is_found() {
+        let expr =
+            parse("rate(a_total[5m]) / on(service) log_matches{query=\"q\"} or sum(b) > bool 1")
+                .expect("valid");
+        let names: Vec<String> = selector_matcher_groups(&expr)
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .find(|matcher| matcher.name() == "__name__")
+                    .map_or_else(String::new, |matcher| format!("{matcher:?}"))
+            })
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[1].contains("log_matches"), "{names:?}");
+    }
 
     #[test]
     fn parse_errors_carry_a_position_when_the_parser_names_a_token() {

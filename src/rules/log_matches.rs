@@ -141,6 +141,13 @@ impl LogMatches {
             .collect()
     }
 
+    /// Whether `expr` can select `log_matches` series (and so reads the index).
+    pub fn read_by(&self, expr: &promql::Expr) -> bool {
+        promql::selector_matcher_groups(expr)
+            .iter()
+            .any(|matchers| !self.candidates(matchers).is_empty())
+    }
+
     /// The saved queries whose series `matchers` can select: a matcher on a label the
     /// query's series lack must accept the empty value.
     fn candidates(&self, matchers: &[Matcher]) -> Vec<Arc<SavedQuery>> {

@@ -625,7 +625,7 @@ impl RuleManager {
         rule: &Arc<LoadedRule>,
         at: DateTime<Utc>,
     ) -> Result<serde_json::Value, String> {
-        self.ingest.refresh().await;
+        self.refresh_for(rule).await;
         let observations = self.observe(rule, at).await?;
         let mut state = self.load_state(&rule.name);
         let before = state.clone();
@@ -888,9 +888,20 @@ impl RuleManager {
         let _ = std::fs::remove_file(self.state_path(rule));
     }
 
+    /// Makes everything acknowledged searchable, when `rule` reads the log index (a
+    /// metric rule over scraped series does not need the commit).
+    async fn refresh_for(&self, rule: &LoadedRule) {
+        if self.sources.reads_logs(rule) {
+            self.ingest.refresh().await;
+        }
+    }
+
     /// Waits (at most `max_delay` past the tick) until every live agent has shipped
-    /// everything up to the tick.
+    /// everything up to the tick (rules that read no logs do not wait).
     async fn wait_for_agents(&self, rule: &LoadedRule, tick: DateTime<Utc>) {
+        if !self.sources.reads_logs(rule) {
+            return;
+        }
         let tick_micros = tick.timestamp_micros();
         let deadline = tick + chrono::Duration::from_std(rule.max_delay).unwrap_or_default();
         loop {
@@ -918,7 +929,7 @@ impl RuleManager {
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.ingest.refresh().await;
+        self.refresh_for(rule).await;
         let observations = self.observe(rule, tick).await?;
         let mut state = self.load_state(&rule.name);
         let notices = self.advance(rule, tick, observations, &mut state, &self.history, true);

@@ -75,6 +75,18 @@ impl Sources {
         }
     }
 
+    /// Whether `rule` reads the log index: a log rule, or a metric rule whose expression
+    /// selects `log_matches` or that has `context` templates (which may); only those
+    /// wait for agents and refresh the index before a tick.
+    pub fn reads_logs(&self, rule: &LoadedRule) -> bool {
+        match &rule.source {
+            RuleSource::Logs { .. } => true,
+            RuleSource::Metrics { expr } => {
+                !rule.context.is_empty() || self.log_matches.read_by(expr)
+            }
+        }
+    }
+
     /// What `rule` sees at `tick`; blocking (run it on a blocking thread).
     pub fn observe(
         &self,

@@ -278,6 +278,14 @@ async fn evaluate<T: Send + 'static>(
     }
 }
 
+/// A query that selects `log_matches` reads the index: it is a search (and refreshes
+/// first when the index is search-idle); metrics-only queries leave the index alone.
+async fn before_log_search(state: &SharedState, expr: &promql::Expr) {
+    if state.series.log_matches.read_by(expr) {
+        state.ingest.before_search().await;
+    }
+}
+
 fn parse_query(params: &Params) -> Result<promql::Expr, Failure> {
     let text = params.get("query").unwrap_or_default();
     promql::parse(text).map_err(|error| Failure::parameter("query", error))
@@ -301,8 +309,6 @@ async fn run_query(
     body: &Bytes,
 ) -> Result<Response, Failure> {
     let params = Params::read(raw, headers, body)?;
-    // `log_matches` reads the index
-    state.ingest.before_search().await;
     let time = params
         .get("time")
         .map(|text| {
@@ -314,6 +320,7 @@ async fn run_query(
         .unwrap_or_else(now_ms);
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
+    before_log_search(&state, &expr).await;
     let (value, annotations) = evaluate(move || {
         state
             .series
@@ -341,8 +348,6 @@ async fn run_query_range(
     body: &Bytes,
 ) -> Result<Response, Failure> {
     let params = Params::read(raw, headers, body)?;
-    // `log_matches` reads the index
-    state.ingest.before_search().await;
     let required_time = |name: &str| -> Result<i64, Failure> {
         let text = params.get(name).unwrap_or_default();
         parse_time(text).map_err(|error| Failure::parameter(name, error))
@@ -375,6 +380,7 @@ async fn run_query_range(
     }
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
+    before_log_search(&state, &expr).await;
     let (series, annotations) = evaluate(move || {
         state
             .series

@@ -95,7 +95,7 @@ impl RuleManager {
             ticks.push(tick);
             next = rule.schedule.next_after(tick);
         }
-        self.ingest.refresh().await;
+        self.refresh_for(&rule).await;
         let manager = Arc::clone(self);
         let (steps, rule) =
             tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
