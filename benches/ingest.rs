@@ -1,10 +1,12 @@
 //! Ingest benchmark: ≥ 2 M synthetic ~370 B JSON log lines through HTTP `_bulk` into a
 //! running `lookout serve` until durable and searchable, side by side with a naive loader
 //! (serde_json + a bare tantivy index with a JSON field and a fast date field, 2 threads,
-//! one commit) over the same lines.
+//! one commit; `benches/naive`, built on its own with stock tantivy) over the same lines,
+//! and with that loader compiled against Lookout's own tantivy build.
 //!
 //! `cargo bench --bench ingest` (env: `LINES`, default 2 000 000; `CONNECTIONS`, default 2;
-//! `BATCH_BYTES`, default 4 MiB; `WRAPPER`, a profiler command;
+//! `BATCH_BYTES`, default 4 MiB; `FILTER_PATH`, the `_bulk` answer's `filter_path`, default
+//! Beats' `errors,items.*.error,items.*.status`, empty for whole answers; `WRAPPER`, a profiler command;
 //! `SERVER_ARGS`, extra `lookout serve` arguments such as `--config FILE`). The load generator shares the machine's cores with the
 //! server: the output gives the wall-clock rate and the server's rate per CPU-second (its
 //! CPU time from /proc), and leads with the ratio to the naive loader.
@@ -21,17 +23,14 @@ use std::time::{Duration, Instant};
 use tantivy::schema::{DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT};
 use tantivy::{Index, TantivyDocument};
 
-/// The naive loader of DESIGN §9: serde_json → bare tantivy (JSON field + fast date, 2
-/// threads, one commit). `stored` keeps the documents (a log store must return them);
-/// without it the index can count but cannot show what it found.
-fn naive_load(data: &Path, dir: &Path, stored: bool) -> Duration {
+/// `benches/naive/src/main.rs` compiled into this bench, so it runs on the tantivy build
+/// Lookout uses (the `quickwit` feature's SSTable term dictionary): shows how much of
+/// Lookout's lead is the dictionary. Documents stored.
+fn naive_load(data: &Path, dir: &Path) -> Duration {
     let started = Instant::now();
     let mut builder = Schema::builder();
     // tantivy's standard TEXT flags (words with frequencies and positions), plus fast
-    let mut options = JsonObjectOptions::from(TEXT).set_fast("raw");
-    if stored {
-        options = options.set_stored();
-    }
+    let options = JsonObjectOptions::from(TEXT).set_fast("raw").set_stored();
     let body = builder.add_json_field("body", options);
     let timestamp = builder.add_date_field(
         "timestamp",
@@ -61,6 +60,22 @@ fn naive_load(data: &Path, dir: &Path, stored: bool) -> Duration {
     started.elapsed()
 }
 
+/// Builds `benches/naive` (its own workspace, so its tantivy keeps default features) into
+/// `target/naive`; returns the binary.
+fn build_naive_loader() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target").join("naive");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(root.join("benches/naive/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building benches/naive failed");
+    target.join("release").join("naive-loader")
+}
+
 fn main() {
     if !common::invoked_as_benchmark("ingest") {
         return;
@@ -68,6 +83,9 @@ fn main() {
     let lines = env_or("LINES", 2_000_000) as usize;
     let connections = env_or("CONNECTIONS", 2) as usize;
     let batch_bytes = env_or("BATCH_BYTES", 4 << 20) as usize;
+    // what Beats ask `_bulk` to answer with; FILTER_PATH= (empty) for whole answers
+    let filter_path = std::env::var("FILTER_PATH")
+        .unwrap_or_else(|_| "errors,items.*.error,items.*.status".to_string());
     let work = tempfile::tempdir().expect("tempdir");
     let data = work.path().join("lines.ndjson");
     let bytes = generate(&data, lines);
@@ -77,26 +95,54 @@ fn main() {
         bytes as f64 / lines as f64
     );
 
+    // the naive loader proper: its own build of stock tantivy (`benches/naive`)
+    let naive_binary = build_naive_loader();
     let mut naive_rate = 0.0;
     for stored in [true, false] {
         let naive_dir = work.path().join("naive");
         std::fs::create_dir_all(&naive_dir).expect("naive dir");
-        let cpu_before = cpu_seconds(std::process::id());
-        let naive = naive_load(&data, &naive_dir, stored);
-        let naive_cpu = cpu_seconds(std::process::id()) - cpu_before;
-        let rate = mb / naive.as_secs_f64();
+        let output = Command::new(&naive_binary)
+            .arg(&data)
+            .arg(&naive_dir)
+            .arg(if stored { "stored" } else { "unstored" })
+            .output()
+            .expect("run the naive loader");
+        assert!(output.status.success(), "the naive loader failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let figures: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|figure| figure.parse().ok())
+            .collect();
+        let [elapsed, cpu] = figures[..] else {
+            panic!("the naive loader printed {text:?}");
+        };
+        let rate = mb / elapsed;
         if stored {
             naive_rate = rate;
         }
         println!(
-            "naive loader (serde_json + tantivy, JSON field {}, fast date, 2 threads, one commit): {:.2} s, {rate:.1} MB/s, {:.0} docs/s; CPU {naive_cpu:.1} s = {:.1} MB per CPU-second",
+            "naive loader (stock tantivy 0.27: FST term dictionary; JSON field {}, fast date, 2 threads, one commit): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s; CPU {cpu:.1} s = {:.1} MB per CPU-second",
             if stored { "stored" } else { "not stored" },
-            naive.as_secs_f64(),
-            lines as f64 / naive.as_secs_f64(),
-            mb / naive_cpu.max(0.001)
+            lines as f64 / elapsed,
+            mb / cpu.max(0.001)
         );
         std::fs::remove_dir_all(&naive_dir).ok();
     }
+
+    // the same loader on Lookout's own tantivy build (SSTable term dictionary), stored
+    let naive_dir = work.path().join("naive");
+    std::fs::create_dir_all(&naive_dir).expect("naive dir");
+    let cpu_before = cpu_seconds(std::process::id());
+    let naive = naive_load(&data, &naive_dir);
+    let naive_cpu = cpu_seconds(std::process::id()) - cpu_before;
+    let same_build_rate = mb / naive.as_secs_f64();
+    println!(
+        "naive loader on Lookout's tantivy build (SSTable term dictionary; JSON field stored, fast date, 2 threads, one commit): {:.2} s, {same_build_rate:.1} MB/s, {:.0} docs/s; CPU {naive_cpu:.1} s = {:.1} MB per CPU-second",
+        naive.as_secs_f64(),
+        lines as f64 / naive.as_secs_f64(),
+        mb / naive_cpu.max(0.001)
+    );
+    std::fs::remove_dir_all(&naive_dir).ok();
 
     // WRAPPER runs the server under a profiler, e.g. WRAPPER="perf record -g -o /tmp/perf.data --"
     let mut child = lookout_command()
@@ -144,8 +190,14 @@ fn main() {
         let queue = Arc::new(tokio::sync::Mutex::new(batches.into_iter()));
         let mut tasks = Vec::new();
         for _ in 0..connections {
-            let (client, queue, url) =
-                (client.clone(), queue.clone(), format!("{base}/logs/_bulk"));
+            let (client, queue, url) = (
+                client.clone(),
+                queue.clone(),
+                match filter_path.as_str() {
+                    "" => format!("{base}/logs/_bulk"),
+                    filter => format!("{base}/logs/_bulk?filter_path={filter}"),
+                },
+            );
             tasks.push(tokio::spawn(async move {
                 loop {
                     let Some(batch) = queue.lock().await.next() else {
@@ -203,13 +255,14 @@ fn main() {
     assert_eq!(count, lines as u64, "every line is searchable");
     let rate = mb / elapsed;
     println!(
-        "lookout _bulk → durable → searchable ({connections} connections, {:.1} MiB batches): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s wall clock; server CPU {cpu:.1} s = {:.1} MB per CPU-second; peak RSS {rss:.0} MiB",
+        "lookout _bulk → durable → searchable ({connections} connections, {:.1} MiB batches, filter_path={filter_path:?}): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s wall clock; server CPU {cpu:.1} s = {:.1} MB per CPU-second; peak RSS {rss:.0} MiB",
         batch_bytes as f64 / 1048576.0,
         lines as f64 / elapsed,
         mb / cpu.max(0.001),
     );
     println!(
-        "ratio to the naive loader with stored documents (wall clock): {:.2}×",
-        rate / naive_rate
+        "ratio to the naive loader with stored documents (wall clock): {:.2}×; to the same loader on Lookout's tantivy build: {:.2}×",
+        rate / naive_rate,
+        rate / same_build_rate
     );
 }

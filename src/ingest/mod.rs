@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::index::IndexStore;
@@ -87,47 +86,6 @@ impl ItemResult {
             result: None,
             error: Some((error_kind, reason)),
         }
-    }
-
-    pub fn to_json(&self, seq: u64) -> Value {
-        let mut text = String::new();
-        self.write_json(seq, &mut text);
-        serde_json::from_str(&text).expect("write_json writes valid JSON")
-    }
-
-    /// Appends the item in ES' `_bulk` item shape. Written as text, not built as a
-    /// `serde_json::Value`: building and serializing one per item cost 7% of ingest CPU.
-    pub fn write_json(&self, seq: u64, out: &mut String) {
-        use std::fmt::Write as _;
-        let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
-        let _ = write!(
-            out,
-            "{{\"{}\":{{\"_index\":{}",
-            self.kind.name(),
-            quoted(&self.index)
-        );
-        match &self.id {
-            Some(id) => {
-                let _ = write!(out, ",\"_id\":{}", quoted(id));
-            }
-            None => out.push_str(",\"_id\":null"),
-        }
-        if let Some(result) = self.result {
-            let _ = write!(
-                out,
-                ",\"_version\":1,\"result\":\"{result}\",\"_shards\":{{\"total\":1,\"successful\":1,\"failed\":0}},\"_seq_no\":{seq},\"_primary_term\":1"
-            );
-        }
-        let _ = write!(out, ",\"status\":{}", self.status);
-        if let Some((kind, reason)) = &self.error {
-            let _ = write!(
-                out,
-                ",\"error\":{{\"type\":\"{kind}\",\"reason\":{},\"index\":{}}}",
-                quoted(reason),
-                quoted(&self.index)
-            );
-        }
-        out.push_str("}}");
     }
 }
 

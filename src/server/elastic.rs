@@ -15,6 +15,8 @@ use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 
 use super::SharedState;
+use super::bulk_answer;
+use super::filter_path::{self, FilterPath};
 use super::response::{json_response, ok};
 use crate::error::{ApiError, ErrorCode};
 use crate::index::query::dsl::{ParseContext, parse_query};
@@ -79,6 +81,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/{index}/_mapping", get(mapping))
         .route("/_field_caps", get(field_caps).post(field_caps))
         .route("/{index}/_field_caps", get(field_caps).post(field_caps))
+        .layer(axum::middleware::from_fn(filter_path::filter_responses))
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -251,6 +254,9 @@ async fn run_bulk(
 ) -> ApiResult {
     let started = Instant::now();
     let refresh = refresh_param(&params)?;
+    let filter = params
+        .get("filter_path")
+        .and_then(|text| FilterPath::parse(text));
     let agent = agent_watermark(&headers)?;
     let body = read_body(&state, &headers, body).await?;
     let rules = state.ingest.settings.rules.clone();
@@ -264,19 +270,16 @@ async fn run_bulk(
     .map_err(|error| ApiError::internal("parsing a bulk body", error))?;
     let outcome = write_items(&state, items, agent, refresh).await;
     let errors = outcome.items.iter().any(|item| item.error.is_some());
-    let mut text = String::with_capacity(64 + outcome.items.len() * 200);
-    text.push_str(&format!(
-        "{{\"took\":{},\"errors\":{errors},\"items\":[",
-        started.elapsed().as_millis()
-    ));
-    for (position, item) in outcome.items.iter().enumerate() {
-        if position > 0 {
-            text.push(',');
-        }
-        item.write_json(outcome.seq, &mut text);
-    }
-    text.push_str("]}");
-    Ok(super::response::json_text(StatusCode::OK, text))
+    let text = bulk_answer::answer(
+        started.elapsed().as_millis(),
+        errors,
+        &outcome.items,
+        outcome.seq,
+        filter.as_ref(),
+    );
+    let mut response = super::response::json_text(StatusCode::OK, text);
+    response.extensions_mut().insert(filter_path::Filtered);
+    Ok(response)
 }
 
 async fn write_items(
@@ -347,7 +350,7 @@ async fn write_one(
         });
     }
     let status = StatusCode::from_u16(result.status).unwrap_or(StatusCode::OK);
-    let rendered = result.to_json(outcome.seq);
+    let rendered = bulk_answer::item_json(&result, outcome.seq);
     let inner = rendered
         .as_object()
         .and_then(|map| map.values().next())

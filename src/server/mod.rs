@@ -14,7 +14,9 @@
 
 pub mod alertmanager;
 pub mod body;
+pub mod bulk_answer;
 pub mod elastic;
+pub mod filter_path;
 pub mod lookout;
 pub mod prometheus;
 pub mod prometheus_query;

@@ -547,3 +547,68 @@ async fn msearch_and_field_caps_answer_in_es_shapes() {
         "only the requested fields"
     );
 }
+
+/// `filter_path` as Beats send it to `_bulk`, and on the search API through the middleware;
+/// errors are never filtered.
+#[tokio::test]
+async fn filter_path_shrinks_bulk_and_search_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let body = "{\"index\":{\"_index\":\"logs\"}}\n{\"msg\":\"one\"}\n{\"create\":{\"_index\":\"logs\",\"_id\":\"x\"}}\n{\"msg\":\"two\"}\n{\"create\":{\"_index\":\"logs\",\"_id\":\"x\"}}\n{\"msg\":\"again\"}\n";
+    let (status, answer) = server
+        .post_ndjson(
+            "/_bulk?refresh=true&filter_path=errors,items.*.error,items.*.status",
+            body,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"errors": true, "items": [
+            {"index": {"status": 201}},
+            {"create": {"status": 201}},
+            {"create": {"status": 409, "error": {
+                "type": "version_conflict_engine_exception",
+                "reason": "[x]: version conflict, document already exists (current version [1])",
+                "index": "logs"}}}
+        ]})
+    );
+    let (_, answer) = server
+        .post_ndjson(
+            "/_bulk?filter_path=errors,items.*.error",
+            "{\"index\":{\"_index\":\"logs\"}}\n{\"msg\":\"three\"}\n",
+        )
+        .await;
+    assert_eq!(
+        answer,
+        json!({"errors": false}),
+        "successful items leave nothing"
+    );
+
+    let (status, answer) = server
+        .post_json(
+            "/logs/_search?filter_path=hits.total.value,hits.hits._source.msg&refresh=true",
+            &json!({"query": {"term": {"_id": "x"}}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"hits": {"total": {"value": 1}, "hits": [{"_source": {"msg": "two"}}]}})
+    );
+    let (_, answer) = server
+        .post_json("/logs/_count?filter_path=-_shards", &json!({}))
+        .await;
+    assert_eq!(answer, json!({"count": 3}));
+    let (status, answer) = server
+        .post_json(
+            "/logs/_search?filter_path=took",
+            &json!({"query": {"bogus": {}}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]["reason"].as_str().is_some(),
+        "errors stay whole: {answer}"
+    );
+}
