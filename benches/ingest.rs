@@ -57,7 +57,11 @@ fn naive_load(data: &Path, dir: &Path) -> Duration {
         writer.add_document(document).expect("add");
     }
     writer.commit().expect("commit");
-    started.elapsed()
+    let elapsed = started.elapsed();
+    // tantivy merges the new segments in background threads that outlive the writer; left
+    // running, they would take CPU from the next measurement (they did, until 2026-11-22)
+    writer.wait_merging_threads().expect("merges");
+    elapsed
 }
 
 /// Builds `benches/naive` (its own workspace, so its tantivy keeps default features) into
