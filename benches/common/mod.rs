@@ -204,10 +204,8 @@ pub fn build_store(
     let mut batch = Vec::new();
     for doc_seq in 0..docs {
         let (micros, body) = document(doc_seq, &mut random);
-        let serde_json::Value::Object(body) = body else {
-            panic!("documents are JSON objects")
-        };
         let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
+        let body = lookout::index::body::Body::parse(source.clone()).expect("json");
         batch.push(WriteOp::Index {
             index: "logs".into(),
             doc: LogDoc {

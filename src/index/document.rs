@@ -1,16 +1,16 @@
 //! [`LogDoc`]: one log line as tantivy indexes it, without copying the parsed JSON.
 //!
-//! The body is the parsed object itself; tantivy walks it through [`DocValue`], which
+//! The body is the parsed line itself ([`Body`]); tantivy walks it through [`DocValue`], which
 //! keeps every string a string (tantivy's own `serde_json` adapter turns digit-led strings
 //! that parse as RFC 3339 into dates, which would make `term` miss them) and leaves out the
 //! top-level key the event time was read from (it lives in `@timestamp`; indexing it again
 //! would put one unique keyword per line into the dictionary).
 
-use serde_json::{Map, Value as Json};
 use tantivy::DateTime;
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{Document, Field, Value};
 
+use super::body::{Body, Entries, Items, NodeRef, Part};
 use super::schema::LogSchema;
 
 /// A log line ready to be indexed.
@@ -22,7 +22,7 @@ pub struct LogDoc {
     /// The line as it will be returned in `_source` (shared with the request body and
     /// the write-ahead log record, not copied).
     pub source: bytes::Bytes,
-    pub body: Map<String, Json>,
+    pub body: Body,
     /// The top-level key that held the event time (not indexed in the body).
     pub timestamp_key: Option<String>,
     pub fields: DocFields,
@@ -54,8 +54,9 @@ pub enum DocValue<'a> {
     Str(&'a str),
     Bytes(&'a [u8]),
     Date(DateTime),
-    Body(&'a Map<String, Json>, Option<&'a str>),
-    Node(&'a Json),
+    /// The body's top-level object, leaving out the named key.
+    Body(&'a Body, Option<&'a str>),
+    Node(NodeRef<'a>),
 }
 
 impl<'a> Value<'a> for DocValue<'a> {
@@ -67,26 +68,23 @@ impl<'a> Value<'a> for DocValue<'a> {
             DocValue::Str(text) => ReferenceValueLeaf::Str(text).into(),
             DocValue::Bytes(bytes) => ReferenceValueLeaf::Bytes(bytes).into(),
             DocValue::Date(date) => ReferenceValueLeaf::Date(*date).into(),
-            DocValue::Body(map, skip) => ReferenceValue::Object(BodyIter {
-                inner: map.iter(),
+            DocValue::Body(body, skip) => ReferenceValue::Object(BodyIter {
+                inner: body.entries(),
                 skip: *skip,
             }),
-            DocValue::Node(node) => match node {
-                Json::Null => ReferenceValueLeaf::Null.into(),
-                Json::Bool(value) => ReferenceValueLeaf::Bool(*value).into(),
-                Json::Number(number) => {
-                    if let Some(value) = number.as_i64() {
-                        ReferenceValueLeaf::I64(value).into()
-                    } else if let Some(value) = number.as_u64() {
-                        ReferenceValueLeaf::U64(value).into()
-                    } else {
-                        ReferenceValueLeaf::F64(number.as_f64().unwrap_or(f64::NAN)).into()
-                    }
-                }
-                Json::String(text) => ReferenceValueLeaf::Str(text).into(),
-                Json::Array(items) => ReferenceValue::Array(NodeIter(items.iter())),
-                Json::Object(map) => ReferenceValue::Object(BodyIter {
-                    inner: map.iter(),
+            DocValue::Node(node) => match node.part() {
+                Part::Null => ReferenceValueLeaf::Null.into(),
+                Part::Bool(value) => ReferenceValueLeaf::Bool(value).into(),
+                Part::I64(value) => ReferenceValueLeaf::I64(value).into(),
+                Part::U64(value) => match i64::try_from(value) {
+                    Ok(value) => ReferenceValueLeaf::I64(value).into(),
+                    Err(_) => ReferenceValueLeaf::U64(value).into(),
+                },
+                Part::F64(value) => ReferenceValueLeaf::F64(value).into(),
+                Part::Str(text) => ReferenceValueLeaf::Str(text).into(),
+                Part::Array(items) => ReferenceValue::Array(NodeIter(items)),
+                Part::Object(entries) => ReferenceValue::Object(BodyIter {
+                    inner: entries,
                     skip: None,
                 }),
             },
@@ -96,7 +94,7 @@ impl<'a> Value<'a> for DocValue<'a> {
 
 /// Iterates an array's items.
 #[derive(Debug, Clone)]
-pub struct NodeIter<'a>(std::slice::Iter<'a, Json>);
+pub struct NodeIter<'a>(Items<'a>);
 
 impl<'a> Iterator for NodeIter<'a> {
     type Item = DocValue<'a>;
@@ -109,7 +107,7 @@ impl<'a> Iterator for NodeIter<'a> {
 /// Iterates an object's entries, leaving out `skip` (top level only).
 #[derive(Debug, Clone)]
 pub struct BodyIter<'a> {
-    inner: serde_json::map::Iter<'a>,
+    inner: Entries<'a>,
     skip: Option<&'a str>,
 }
 
@@ -119,10 +117,10 @@ impl<'a> Iterator for BodyIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (key, value) = self.inner.next()?;
-            if Some(key.as_str()) == self.skip {
+            if Some(key) == self.skip {
                 continue;
             }
-            return Some((key.as_str(), DocValue::Node(value)));
+            return Some((key, DocValue::Node(value)));
         }
     }
 }

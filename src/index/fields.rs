@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use super::body::{Body, NodeRef, Part};
 
 /// Most paths recorded per index (Elasticsearch's default `total_fields.limit` is 1000).
 pub const MAX_FIELDS: usize = 10_000;
@@ -19,9 +19,14 @@ pub const KIND_LONG: u8 = 2;
 pub const KIND_DOUBLE: u8 = 4;
 pub const KIND_BOOLEAN: u8 = 8;
 
+/// Most body shapes remembered as already recorded (then forgotten all at once).
+const MAX_SHAPES: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct FieldRegistry {
     kinds: HashMap<String, u8>,
+    /// Fingerprints of the body shapes (with the left-out key) already recorded.
+    shapes: std::collections::HashSet<u64>,
     changed: bool,
     full_warned: bool,
 }
@@ -36,53 +41,68 @@ pub struct DefaultFields {
 }
 
 impl FieldRegistry {
-    /// Records the leaves of `body`, leaving out the top-level key `skip`.
-    pub fn record(&mut self, body: &Map<String, Value>, skip: Option<&str>) {
+    /// Records the leaves of `body`, leaving out the top-level key `skip`. A body of a
+    /// shape seen before is skipped without walking it (most lines of a log share a few
+    /// shapes).
+    pub fn record(&mut self, body: &Body, skip: Option<&str>) {
+        let shape = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (body.shape(), skip).hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.shapes.contains(&shape) {
+            return;
+        }
         let mut path = String::new();
-        for (key, value) in body {
-            if Some(key.as_str()) == skip {
+        for (key, value) in body.entries() {
+            if Some(key) == skip {
                 continue;
             }
             self.record_value(&mut path, key, value);
         }
+        if self.shapes.len() >= MAX_SHAPES {
+            self.shapes.clear();
+        }
+        self.shapes.insert(shape);
     }
 
-    fn record_value(&mut self, path: &mut String, key: &str, value: &Value) {
+    fn record_value(&mut self, path: &mut String, key: &str, value: NodeRef<'_>) {
         let length = path.len();
         if !path.is_empty() {
             path.push('.');
         }
         path.push_str(key);
-        match value {
-            Value::Object(map) => {
-                for (key, value) in map {
+        match value.part() {
+            Part::Object(entries) => {
+                for (key, value) in entries {
                     self.record_value(path, key, value);
                 }
             }
-            Value::Array(items) => {
+            Part::Array(items) => {
                 for item in items {
                     self.record_leaf(path, item);
                 }
             }
-            leaf => self.record_leaf(path, leaf),
+            _ => self.record_leaf(path, value),
         }
         path.truncate(length);
     }
 
-    fn record_leaf(&mut self, path: &mut String, value: &Value) {
-        let kind = match value {
-            Value::String(_) => KIND_TEXT,
-            Value::Number(number) if number.is_f64() => KIND_DOUBLE,
-            Value::Number(_) => KIND_LONG,
-            Value::Bool(_) => KIND_BOOLEAN,
-            Value::Null => return,
-            Value::Object(map) => {
-                for (key, value) in map {
+    fn record_leaf(&mut self, path: &mut String, value: NodeRef<'_>) {
+        let kind = match value.part() {
+            Part::Str(_) => KIND_TEXT,
+            Part::F64(_) => KIND_DOUBLE,
+            Part::I64(_) | Part::U64(_) => KIND_LONG,
+            Part::Bool(_) => KIND_BOOLEAN,
+            Part::Null => return,
+            Part::Object(entries) => {
+                for (key, value) in entries {
                     self.record_value(path, key, value);
                 }
                 return;
             }
-            Value::Array(items) => {
+            Part::Array(items) => {
                 for item in items {
                     self.record_leaf(path, item);
                 }
@@ -137,8 +157,7 @@ impl FieldRegistry {
             .unwrap_or_default();
         FieldRegistry {
             kinds,
-            changed: false,
-            full_warned: false,
+            ..FieldRegistry::default()
         }
     }
 
@@ -177,7 +196,7 @@ mod tests {
     fn records_leaf_paths_and_kinds_and_skips_the_time_key() {
         let mut registry = FieldRegistry::default();
         let body = json!({"@timestamp": "x", "http": {"status": 500, "path": "/a"}, "tags": ["a", 1.5], "ok": true, "n": null});
-        registry.record(body.as_object().expect("object"), Some("@timestamp"));
+        registry.record(&Body::from_value(&body), Some("@timestamp"));
         assert_eq!(
             registry.all(),
             vec![
@@ -197,12 +216,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fields.json");
         let mut registry = FieldRegistry::default();
-        registry.record(json!({"a": "x"}).as_object().expect("object"), None);
+        registry.record(&Body::from_value(&json!({"a": "x"})), None);
         registry.save_if_changed(&path).expect("save");
         std::fs::remove_file(&path).expect("remove");
         registry.save_if_changed(&path).expect("no change");
         assert!(!path.exists(), "unchanged registries are not rewritten");
-        registry.record(json!({"b": 1}).as_object().expect("object"), None);
+        registry.record(&Body::from_value(&json!({"b": 1})), None);
         registry.save_if_changed(&path).expect("save");
         assert_eq!(FieldRegistry::load(&path).all().len(), 2);
     }

@@ -8,6 +8,7 @@
 //! WAL sequence everything is committed, so the log can be truncated.
 
 pub mod aggregation;
+pub mod body;
 pub mod document;
 pub mod fields;
 pub mod partition;

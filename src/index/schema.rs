@@ -69,11 +69,15 @@ impl LogSchema {
     /// Registers the tokenizers the schema names; every opened `Index` needs them.
     pub fn register_tokenizers(index: &tantivy::Index) {
         let manager = index.tokenizers();
-        manager.register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
-        manager.register(KEYWORD_TOKENIZER, TextAnalyzer::from(KeywordTokenizer));
-        index
-            .fast_field_tokenizer()
-            .register(KEYWORD_TOKENIZER, TextAnalyzer::from(KeywordTokenizer));
+        manager.register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer::default()));
+        manager.register(
+            KEYWORD_TOKENIZER,
+            TextAnalyzer::from(KeywordTokenizer::default()),
+        );
+        index.fast_field_tokenizer().register(
+            KEYWORD_TOKENIZER,
+            TextAnalyzer::from(KeywordTokenizer::default()),
+        );
     }
 }
 

@@ -91,36 +91,27 @@ pub fn keyword_token(value: &str) -> Option<String> {
     })
 }
 
-/// Keyword token (when short enough) followed by lowercased words.
+/// Keyword token (when short enough) followed by lowercased words. Keeps its token and
+/// word list between values, as tantivy's own tokenizers do, so a value costs no
+/// allocation.
 #[derive(Clone, Default)]
-pub struct BodyTokenizer;
+pub struct BodyTokenizer {
+    token: Token,
+    spans: Vec<(usize, usize)>,
+}
 
 /// The whole value as one token when short enough, nothing otherwise.
 #[derive(Clone, Default)]
-pub struct KeywordTokenizer;
-
-pub struct WordStream<'a> {
-    text: &'a str,
-    spans: Vec<(usize, usize)>,
-    next: usize,
-    keyword: bool,
+pub struct KeywordTokenizer {
     token: Token,
 }
 
-impl<'a> WordStream<'a> {
-    fn new(text: &'a str) -> Self {
-        WordStream {
-            text,
-            spans: if is_own_keyword(text) {
-                Vec::new()
-            } else {
-                words(text).collect()
-            },
-            next: 0,
-            keyword: text.len() <= KEYWORD_MAX_BYTES,
-            token: Token::default(),
-        }
-    }
+pub struct WordStream<'a> {
+    text: &'a str,
+    spans: &'a [(usize, usize)],
+    next: usize,
+    keyword: bool,
+    token: &'a mut Token,
 }
 
 impl TokenStream for WordStream<'_> {
@@ -147,18 +138,18 @@ impl TokenStream for WordStream<'_> {
     }
 
     fn token(&self) -> &Token {
-        &self.token
+        self.token
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        &mut self.token
+        self.token
     }
 }
 
 /// Emits the unmarked raw value (fast-field columns are not shared with words).
 pub struct RawStream<'a> {
     text: Option<&'a str>,
-    token: Token,
+    token: &'a mut Token,
 }
 
 impl TokenStream for RawStream<'_> {
@@ -175,27 +166,39 @@ impl TokenStream for RawStream<'_> {
     }
 
     fn token(&self) -> &Token {
-        &self.token
+        self.token
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        &mut self.token
+        self.token
     }
 }
 
 impl Tokenizer for BodyTokenizer {
     type TokenStream<'a> = WordStream<'a>;
     fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
-        WordStream::new(text)
+        self.spans.clear();
+        if !is_own_keyword(text) {
+            self.spans.extend(words(text));
+        }
+        self.token.reset();
+        WordStream {
+            text,
+            spans: &self.spans,
+            next: 0,
+            keyword: text.len() <= KEYWORD_MAX_BYTES,
+            token: &mut self.token,
+        }
     }
 }
 
 impl Tokenizer for KeywordTokenizer {
     type TokenStream<'a> = RawStream<'a>;
     fn token_stream<'a>(&'a mut self, text: &'a str) -> RawStream<'a> {
+        self.token.reset();
         RawStream {
             text: (text.len() <= KEYWORD_MAX_BYTES).then_some(text),
-            token: Token::default(),
+            token: &mut self.token,
         }
     }
 }
@@ -216,7 +219,7 @@ mod tests {
     #[test]
     fn body_tokenizer_emits_marked_keyword_then_lowercased_words() {
         assert_eq!(
-            tokens(BodyTokenizer, "GET /api/Cart 500"),
+            tokens(BodyTokenizer::default(), "GET /api/Cart 500"),
             vec![
                 ("\u{1}GET /api/Cart 500".to_string(), 0),
                 ("get".to_string(), 0),
@@ -230,17 +233,17 @@ mod tests {
     #[test]
     fn long_values_are_words_only_and_have_no_fast_keyword() {
         let long = "word ".repeat(100);
-        let body = tokens(BodyTokenizer, &long);
+        let body = tokens(BodyTokenizer::default(), &long);
         assert_eq!(body.len(), 100);
         assert!(body.iter().all(|(text, _)| text == "word"));
-        assert!(tokens(KeywordTokenizer, &long).is_empty());
-        assert_eq!(tokens(KeywordTokenizer, "Checkout").len(), 1);
+        assert!(tokens(KeywordTokenizer::default(), &long).is_empty());
+        assert_eq!(tokens(KeywordTokenizer::default(), "Checkout").len(), 1);
     }
 
     #[test]
     fn unicode_words_are_lowercased() {
         assert_eq!(
-            tokens(BodyTokenizer, "Ärger über"),
+            tokens(BodyTokenizer::default(), "Ärger über"),
             vec![
                 ("\u{1}Ärger über".to_string(), 0),
                 ("ärger".to_string(), 0),
@@ -252,11 +255,11 @@ mod tests {
     #[test]
     fn a_single_lowercase_word_is_indexed_as_its_keyword_only() {
         assert_eq!(
-            tokens(BodyTokenizer, "checkout"),
+            tokens(BodyTokenizer::default(), "checkout"),
             vec![("\u{1}checkout".to_string(), 0)]
         );
-        assert_eq!(tokens(BodyTokenizer, "Checkout").len(), 2);
-        assert_eq!(tokens(BodyTokenizer, "check-out").len(), 3);
+        assert_eq!(tokens(BodyTokenizer::default(), "Checkout").len(), 2);
+        assert_eq!(tokens(BodyTokenizer::default(), "check-out").len(), 3);
         assert!(is_own_keyword("4bf92f3577b34da6"));
         assert!(!is_own_keyword("Ärger"));
         assert!(!is_own_keyword("a b"));

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
+use crate::index::body::{Body, Part};
+
 /// Why a line was rejected; `kind` is ES' error type, `reason` says what to fix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
@@ -52,7 +54,7 @@ pub struct EventRules {
 
 #[derive(Debug)]
 pub struct Event {
-    pub body: Map<String, Value>,
+    pub body: Body,
     /// The source to store: the line itself unless a field had to be added.
     pub source: bytes::Bytes,
     pub timestamp_micros: i64,
@@ -85,7 +87,7 @@ pub fn prepare(
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(line).map_err(|error| {
+    let body = Body::parse(line.clone()).map_err(|error| {
         Rejection::parse(
             "invalid_json",
             format!(
@@ -95,13 +97,13 @@ pub fn prepare(
             ),
         )
     })?;
-    let Value::Object(mut body) = value else {
+    if let Some(kind) = not_an_object(&body) {
         return Err(Rejection::parse(
             "not_an_object",
-            format!("a document must be a JSON object, got {}", kind_of(&value)),
+            format!("a document must be a JSON object, got {kind}"),
         ));
-    };
-    let depth = depth_of(&body);
+    }
+    let depth = body.depth();
     if depth > rules.max_depth {
         return Err(Rejection::parse(
             "too_deep",
@@ -111,10 +113,11 @@ pub fn prepare(
             ),
         ));
     }
-    let found = rules
-        .timestamp_fields
-        .iter()
-        .find_map(|field| body.get(field).map(|value| (field.clone(), value)));
+    let found = rules.timestamp_fields.iter().find_map(|field| {
+        body.entries()
+            .find(|(key, _)| key == field)
+            .map(|(_, value)| (field.clone(), value.to_value()))
+    });
     let (timestamp_micros, timestamp_key, time_source, rewrite) = match found {
         None => (
             now_micros,
@@ -122,7 +125,7 @@ pub fn prepare(
             TimeSource::MissingUsedIngestTime,
             Some(("@timestamp".to_string(), None)),
         ),
-        Some((key, value)) => match parse_event_time(value) {
+        Some((key, value)) => match parse_event_time(&value) {
             None => (
                 now_micros,
                 Some(key.clone()),
@@ -143,14 +146,20 @@ pub fn prepare(
             Some(micros) => (micros, Some(key), TimeSource::Event, None),
         },
     };
-    let source = match rewrite {
-        None => line.clone(),
+    let (source, body) = match rewrite {
+        None => (line.clone(), body),
         Some((key, original)) => {
-            body.insert(key, Value::String(format_micros(now_micros)));
+            let Value::Object(mut map) = body.root().to_value() else {
+                unreachable!("checked to be an object")
+            };
+            map.insert(key, Value::String(format_micros(now_micros)));
             if let Some(original) = original {
-                set_original_timestamp(&mut body, original);
+                set_original_timestamp(&mut map, original);
             }
-            bytes::Bytes::from(serde_json::to_vec(&body).expect("a JSON map serializes"))
+            let source =
+                bytes::Bytes::from(serde_json::to_vec(&map).expect("a JSON map serializes"));
+            let body = Body::parse(source.clone()).expect("serde_json writes JSON");
+            (source, body)
         }
     };
     Ok(Event {
@@ -238,25 +247,15 @@ fn epoch_to_micros(value: f64) -> i64 {
     micros.round() as i64
 }
 
-fn depth_of(map: &Map<String, Value>) -> usize {
-    fn depth(value: &Value) -> usize {
-        match value {
-            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    1 + map.values().map(depth).max().unwrap_or(0)
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What the root is when it is not an object.
+fn not_an_object(body: &Body) -> Option<&'static str> {
+    match body.root().part() {
+        Part::Object(_) => None,
+        Part::Null => Some("null"),
+        Part::Bool(_) => Some("a boolean"),
+        Part::I64(_) | Part::U64(_) | Part::F64(_) => Some("a number"),
+        Part::Str(_) => Some("a string"),
+        Part::Array(_) => Some("an array"),
     }
 }
 

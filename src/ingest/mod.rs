@@ -288,8 +288,8 @@ impl Ingest {
     pub async fn write(&self, items: Vec<Item>, watermark: Option<(String, i64)>) -> WriteOutcome {
         let now = now_micros();
         let mut results = Vec::with_capacity(items.len());
-        let mut ops = Vec::new();
-        let mut logged = Vec::new();
+        let mut ops = Vec::with_capacity(items.len());
+        let mut logged = Vec::with_capacity(items.len());
         let mut marks: Vec<LoggedMark> = Vec::new();
         let mut decide = self.decide.lock().await;
         decide.batch_ids.clear();
@@ -730,13 +730,11 @@ fn op_from_log(op: LoggedOp, store: &IndexStore, rules: &EventRules) -> Option<W
     match op {
         LoggedOp::Delete { index, id } => Some(WriteOp::Delete { index, id }),
         LoggedOp::Index(doc) => {
-            let serde_json::Value::Object(body) = serde_json::from_slice(&doc.source).ok()? else {
-                return None;
-            };
+            let body = crate::index::body::Body::parse(doc.source.clone()).ok()?;
             let timestamp_key = rules
                 .timestamp_fields
                 .iter()
-                .find(|field| body.contains_key(*field))
+                .find(|field| body.entries().any(|(key, _)| key == field.as_str()))
                 .cloned();
             Some(WriteOp::Index {
                 index: doc.index,

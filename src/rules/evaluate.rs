@@ -346,16 +346,14 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(number, (micros, body))| {
-                let Value::Object(body) = body.clone() else {
-                    unreachable!("objects")
-                };
+                let source = bytes::Bytes::from(serde_json::to_vec(body).expect("json"));
                 WriteOp::Index {
                     index: "logs".into(),
                     doc: LogDoc {
                         id: format!("{number}"),
                         timestamp_micros: *micros,
-                        source: bytes::Bytes::from(serde_json::to_vec(&body).expect("json")),
-                        body,
+                        body: crate::index::body::Body::parse(source.clone()).expect("json"),
+                        source,
                         timestamp_key: None,
                         fields: store.fields,
                     },
