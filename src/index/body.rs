@@ -7,9 +7,10 @@
 //! the indexing threads; building and dropping it took about a sixth of ingest's CPU. A
 //! `Body` is one `Vec` of nodes plus, only for strings with escapes, one `String`.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -36,10 +37,22 @@ enum Node {
     Null,
 }
 
+/// Why a line is not a JSON text.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("invalid UTF-8 at byte {0}")]
+    Utf8(usize),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+type ShapeHasher = foldhash::fast::FoldHasher<'static>;
+
 /// A parsed JSON value (a log line's body is an object) that shares the line's bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
-    source: Bytes,
+    /// The line, checked once to be UTF-8, so strings are sliced out of it for free.
+    source: ByteString,
     owned: String,
     nodes: Vec<Node>,
     depth: usize,
@@ -68,7 +81,9 @@ pub struct NodeRef<'a> {
 
 impl Body {
     /// Parses `source` (a JSON text of any kind; callers check that it is an object).
-    pub fn parse(source: Bytes) -> Result<Body, serde_json::Error> {
+    pub fn parse(source: Bytes) -> Result<Body, BodyError> {
+        let source =
+            ByteString::try_from(source).map_err(|error| BodyError::Utf8(error.valid_up_to()))?;
         let mut body = Body {
             source: source.clone(),
             owned: String::new(),
@@ -76,8 +91,8 @@ impl Body {
             depth: 0,
             shape: 0,
         };
-        let mut shape = std::collections::hash_map::DefaultHasher::new();
-        let mut deserializer = serde_json::Deserializer::from_slice(&source);
+        let mut shape = foldhash::fast::FixedState::default().build_hasher();
+        let mut deserializer = serde_json::Deserializer::from_slice(source.as_bytes());
         Builder {
             base: source.as_ptr() as usize,
             len: source.len(),
@@ -134,13 +149,13 @@ impl Body {
 
     fn text(&self, span: Span) -> &str {
         let (start, end) = (span.start as usize, (span.start + span.len) as usize);
-        if span.owned {
-            &self.owned[start..end]
+        let text: &str = if span.owned {
+            &self.owned
         } else {
-            // the line was checked to be UTF-8 and a string's bounds are ASCII quotes, so
-            // this always succeeds
-            std::str::from_utf8(&self.source[start..end]).unwrap_or_default()
-        }
+            &self.source
+        };
+        // spans are cut where serde_json's strings begin and end: always char boundaries
+        text.get(start..end).unwrap_or_default()
     }
 
     fn end_of(&self, index: usize) -> usize {
@@ -253,7 +268,7 @@ struct Builder<'b> {
     owned: &'b mut String,
     depth: usize,
     max_depth: &'b mut usize,
-    shape: &'b mut std::collections::hash_map::DefaultHasher,
+    shape: &'b mut ShapeHasher,
 }
 
 impl Builder<'_> {
@@ -462,8 +477,14 @@ mod tests {
 
     #[test]
     fn errors_are_serde_jsons() {
-        let error = Body::parse(Bytes::from_static(b"{\"a\": tru}")).expect_err("invalid");
+        let Err(BodyError::Json(error)) = Body::parse(Bytes::from_static(b"{\"a\": tru}")) else {
+            panic!("invalid JSON")
+        };
         assert_eq!((error.line(), error.column()), (1, 10));
+        assert!(matches!(
+            Body::parse(Bytes::from_static(b"{\"a\": \"\xff\"}")),
+            Err(BodyError::Utf8(7))
+        ));
         assert!(Body::parse(Bytes::from_static(b"{} trailing")).is_err());
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(

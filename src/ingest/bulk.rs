@@ -161,8 +161,8 @@ pub fn parse_action(line: &[u8]) -> Result<Action, (ActionKind, String)> {
 
 /// Pairs the non-blank lines of a body (see `ReadBody::lines`) into items.
 pub fn pair_lines(lines: &[Bytes]) -> Vec<Pair> {
+    let mut pairs = Vec::with_capacity(lines.len().div_ceil(2));
     let mut lines = lines.iter().cloned();
-    let mut pairs = Vec::new();
     while let Some(line) = lines.next() {
         match parse_action(&line) {
             Ok(action) => {

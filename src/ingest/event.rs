@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use crate::index::body::{Body, Part};
+use crate::index::body::{Body, BodyError, Part};
 
 /// Why a line was rejected; `kind` is ES' error type, `reason` says what to fix.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,24 +78,19 @@ pub fn prepare(
             ),
         ));
     }
-    if let Err(error) = std::str::from_utf8(line) {
-        return Err(Rejection::parse(
+    let body = Body::parse(line.clone()).map_err(|error| match error {
+        BodyError::Utf8(at) => Rejection::parse(
             "invalid_utf8",
-            format!(
-                "invalid UTF-8 at byte {}; send UTF-8 text",
-                error.valid_up_to()
-            ),
-        ));
-    }
-    let body = Body::parse(line.clone()).map_err(|error| {
-        Rejection::parse(
+            format!("invalid UTF-8 at byte {at}; send UTF-8 text"),
+        ),
+        BodyError::Json(error) => Rejection::parse(
             "invalid_json",
             format!(
                 "[{}:{}] failed to parse: {error}",
                 error.line(),
                 error.column()
             ),
-        )
+        ),
     })?;
     if let Some(kind) = not_an_object(&body) {
         return Err(Rejection::parse(

@@ -40,7 +40,10 @@ impl ReadBody {
     /// The body's lines (LF or CRLF, blank lines left out), each a zero-copy slice of the
     /// chunk holding it; only a line that spans chunks is copied.
     pub fn lines(&self) -> Vec<Bytes> {
-        let mut lines = Vec::new();
+        // sized once for lines of ~100 bytes or more instead of grown (each growth of a
+        // large vector is fresh memory the kernel has to zero)
+        let bytes: usize = self.chunks.iter().map(Bytes::len).sum();
+        let mut lines = Vec::with_capacity(bytes / 100 + 1);
         let mut carry: Vec<u8> = Vec::new();
         let push = |line: Bytes, lines: &mut Vec<Bytes>| {
             let line = match line.strip_suffix(b"\r") {
