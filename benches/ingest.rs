@@ -14,55 +14,16 @@
 mod common;
 
 use common::{cpu_seconds, env_or, generate, lookout_command, peak_rss_mib, wait_listening};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tantivy::schema::{DateOptions, DateTimePrecision, JsonObjectOptions, Schema, TEXT};
-use tantivy::{Index, TantivyDocument};
-
-/// `benches/naive/src/main.rs` compiled into this bench, so it runs on the tantivy build
+/// `benches/naive`'s loader compiled into this bench, so it runs on the tantivy build
 /// Lookout uses (the `quickwit` feature's SSTable term dictionary): shows how much of
-/// Lookout's lead is the dictionary. Documents stored.
-fn naive_load(data: &Path, dir: &Path) -> Duration {
-    let started = Instant::now();
-    let mut builder = Schema::builder();
-    // tantivy's standard TEXT flags (words with frequencies and positions), plus fast
-    let options = JsonObjectOptions::from(TEXT).set_fast("raw").set_stored();
-    let body = builder.add_json_field("body", options);
-    let timestamp = builder.add_date_field(
-        "timestamp",
-        DateOptions::default()
-            .set_fast()
-            .set_indexed()
-            .set_precision(DateTimePrecision::Milliseconds),
-    );
-    let index = Index::create_in_dir(dir, builder.build()).expect("index");
-    let mut writer = index
-        .writer_with_num_threads::<TantivyDocument>(2, 256 << 20)
-        .expect("writer");
-    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(data).expect("open data"));
-    for line in reader.lines() {
-        let line = line.expect("line");
-        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
-        let time = value["@timestamp"]
-            .as_str()
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-            .map_or(0, |time| time.timestamp_millis());
-        let mut document = TantivyDocument::default();
-        document.add_field_value(body, &value);
-        document.add_date(timestamp, tantivy::DateTime::from_timestamp_millis(time));
-        writer.add_document(document).expect("add");
-    }
-    writer.commit().expect("commit");
-    let elapsed = started.elapsed();
-    // tantivy merges the new segments in background threads that outlive the writer; left
-    // running, they would take CPU from the next measurement (they did, until 2026-11-22)
-    writer.wait_merging_threads().expect("merges");
-    elapsed
-}
+/// Lookout's lead is the dictionary.
+#[path = "naive/src/loader.rs"]
+mod naive_loader;
 
 /// Builds `benches/naive` (its own workspace, so its tantivy keeps default features) into
 /// `target/naive`; returns the binary.
@@ -137,8 +98,9 @@ fn main() {
     let naive_dir = work.path().join("naive");
     std::fs::create_dir_all(&naive_dir).expect("naive dir");
     let cpu_before = cpu_seconds(std::process::id());
-    let naive = naive_load(&data, &naive_dir);
-    let naive_cpu = cpu_seconds(std::process::id()) - cpu_before;
+    let (naive, cpu_at_commit) =
+        naive_loader::load(&data, &naive_dir, true, || cpu_seconds(std::process::id()));
+    let naive_cpu = cpu_at_commit - cpu_before;
     let same_build_rate = mb / naive.as_secs_f64();
     println!(
         "naive loader on Lookout's tantivy build (SSTable term dictionary; JSON field stored, fast date, 2 threads, one commit): {:.2} s, {same_build_rate:.1} MB/s, {:.0} docs/s; CPU {naive_cpu:.1} s = {:.1} MB per CPU-second",

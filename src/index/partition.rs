@@ -58,6 +58,29 @@ pub enum PartitionError {
     },
 }
 
+/// Opens every segment's term dictionaries, so a partition written in a format this build
+/// cannot read (before 2026-11-22 Lookout used tantivy's FST dictionary; it now uses the
+/// SSTable one) fails at start with what to do, not at the first search.
+fn check_term_dictionaries(
+    dir: &Path,
+    reader: &IndexReader,
+    schema: &LogSchema,
+) -> Result<(), PartitionError> {
+    for segment in reader.searcher().segment_readers() {
+        for field in [schema.id, schema.body] {
+            if let Err(error) = segment.inverted_index(field) {
+                return Err(PartitionError::Io {
+                    path: dir.display().to_string(),
+                    source: std::io::Error::other(format!(
+                        "cannot read its term dictionary ({error}); it was written by an older Lookout. Move the data directory aside and re-ingest, or run the Lookout that wrote it"
+                    )),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Partition {
     /// Opens the partition at `dir`, creating it when absent.
     pub fn open(
@@ -94,6 +117,7 @@ impl Partition {
             .warmers(vec![Arc::downgrade(&warmer)])
             .try_into()
             .map_err(tantivy_error)?;
+        check_term_dictionaries(dir, &reader, schema)?;
         Ok(Partition {
             start_micros,
             end_micros: start_micros + span_micros,
