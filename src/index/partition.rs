@@ -50,6 +50,8 @@ pub enum PartitionError {
         #[source]
         source: tantivy::TantivyError,
     },
+    #[error("partition `{path}`: {reason}")]
+    Unreadable { path: String, reason: String },
     #[error("partition `{path}`: {source}")]
     Io {
         path: String,
@@ -69,11 +71,11 @@ fn check_term_dictionaries(
     for segment in reader.searcher().segment_readers() {
         for field in [schema.id, schema.body] {
             if let Err(error) = segment.inverted_index(field) {
-                return Err(PartitionError::Io {
+                return Err(PartitionError::Unreadable {
                     path: dir.display().to_string(),
-                    source: std::io::Error::other(format!(
+                    reason: format!(
                         "cannot read its term dictionary ({error}); it was written by an older Lookout. Move the data directory aside and re-ingest, or run the Lookout that wrote it"
-                    )),
+                    ),
                 });
             }
         }
