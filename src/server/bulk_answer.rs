@@ -21,6 +21,7 @@ const FIELDS: [&str; 9] = [
     "error",
 ];
 const SHARDS: usize = 4;
+const SHARDS_JSON: &str = r#"{"total":1,"successful":1,"failed":0}"#;
 const ERROR: usize = 8;
 
 /// What a filter keeps of the items of one action kind, decided once per request.
@@ -159,8 +160,12 @@ fn write_item(
         field(out, 3, &|out| {
             let _ = write!(out, "\"{result}\"");
         });
-        let shards = || serde_json::json!({"total": 1, "successful": 1, "failed": 0});
-        if let Some(shards) = partial(filter, keep, SHARDS, shards) {
+        // every successful item has it: written as it is unless a filter reaches into it
+        if keep.fields[SHARDS] == Keep::All {
+            field(out, SHARDS, &|out| out.push_str(SHARDS_JSON));
+        } else if let Some(shards) = partial(filter, keep, SHARDS, || {
+            serde_json::from_str(SHARDS_JSON).expect("SHARDS_JSON is JSON")
+        }) {
             field(out, SHARDS, &|out| out.push_str(&shards));
         }
         field(out, 5, &|out| {
