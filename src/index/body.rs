@@ -147,6 +147,13 @@ impl Body {
         }
     }
 
+    /// The value of a top-level key (the first, when a key repeats).
+    pub fn get(&self, key: &str) -> Option<NodeRef<'_>> {
+        self.entries()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value)
+    }
+
     fn text(&self, span: Span) -> &str {
         let (start, end) = (span.start as usize, (span.start + span.len) as usize);
         let text: &str = if span.owned {

@@ -46,10 +46,8 @@ impl FieldRegistry {
     /// shapes).
     pub fn record(&mut self, body: &Body, skip: Option<&str>) {
         let shape = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (body.shape(), skip).hash(&mut hasher);
-            hasher.finish()
+            use std::hash::BuildHasher;
+            foldhash::fast::FixedState::default().hash_one((body.shape(), skip))
         };
         if self.shapes.contains(&shape) {
             return;

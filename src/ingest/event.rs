@@ -109,9 +109,8 @@ pub fn prepare(
         ));
     }
     let found = rules.timestamp_fields.iter().find_map(|field| {
-        body.entries()
-            .find(|(key, _)| key == field)
-            .map(|(_, value)| (field.clone(), value.to_value()))
+        body.get(field)
+            .map(|value| (field.clone(), value.to_value()))
     });
     let (timestamp_micros, timestamp_key, time_source, rewrite) = match found {
         None => (

@@ -734,7 +734,7 @@ fn op_from_log(op: LoggedOp, store: &IndexStore, rules: &EventRules) -> Option<W
             let timestamp_key = rules
                 .timestamp_fields
                 .iter()
-                .find(|field| body.entries().any(|(key, _)| key == field.as_str()))
+                .find(|field| body.get(field).is_some())
                 .cloned();
             Some(WriteOp::Index {
                 index: doc.index,
