@@ -205,13 +205,12 @@ pub fn build_store(
     for doc_seq in 0..docs {
         let (micros, body) = document(doc_seq, &mut random);
         let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
-        let body = lookout::index::body::Body::parse(source.clone()).expect("json");
+        let body = lookout::index::body::Body::parse(source).expect("json");
         batch.push(WriteOp::Index {
             index: "logs".into(),
             doc: LogDoc {
                 id: format!("{doc_seq:016x}"),
                 timestamp_micros: micros,
-                source,
                 body,
                 timestamp_key: Some("@timestamp".into()),
                 fields: store.fields,

@@ -116,6 +116,11 @@ impl Body {
         .expect("serde_json writes JSON")
     }
 
+    /// The line the body was parsed from (returned as `_source`).
+    pub fn source(&self) -> &Bytes {
+        self.source.as_bytes()
+    }
+
     /// The root node.
     pub fn root(&self) -> NodeRef<'_> {
         NodeRef {

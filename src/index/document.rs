@@ -19,9 +19,8 @@ pub struct LogDoc {
     pub id: String,
     /// Event time in microseconds since the epoch.
     pub timestamp_micros: i64,
-    /// The line as it will be returned in `_source` (shared with the request body and
-    /// the write-ahead log record, not copied).
-    pub source: bytes::Bytes,
+    /// The parsed line; its bytes are what `_source` returns (shared with the request
+    /// body and the write-ahead log record, not copied).
     pub body: Body,
     /// The top-level key that held the event time (not indexed in the body).
     pub timestamp_key: Option<String>,
@@ -143,7 +142,7 @@ impl<'a> Iterator for LogDocFields<'a> {
                 fields.timestamp,
                 DocValue::Date(DateTime::from_timestamp_micros(doc.timestamp_micros)),
             )),
-            3 => Some((fields.source, DocValue::Bytes(&doc.source))),
+            3 => Some((fields.source, DocValue::Bytes(doc.body.source()))),
             4 => Some((
                 fields.body,
                 DocValue::Body(&doc.body, doc.timestamp_key.as_deref()),

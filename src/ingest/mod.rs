@@ -490,7 +490,6 @@ impl Ingest {
                     doc: LogDoc {
                         id: id.clone(),
                         timestamp_micros: event.timestamp_micros,
-                        source: event.source.clone(), // shares the bytes
                         body: event.body,
                         timestamp_key: event.timestamp_key,
                         fields: self.store.fields,
@@ -741,7 +740,6 @@ fn op_from_log(op: LoggedOp, store: &IndexStore, rules: &EventRules) -> Option<W
                 doc: LogDoc {
                     id: doc.id,
                     timestamp_micros: doc.timestamp_micros,
-                    source: doc.source,
                     body,
                     timestamp_key,
                     fields: store.fields,

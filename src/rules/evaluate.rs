@@ -352,8 +352,7 @@ mod tests {
                     doc: LogDoc {
                         id: format!("{number}"),
                         timestamp_micros: *micros,
-                        body: crate::index::body::Body::parse(source.clone()).expect("json"),
-                        source,
+                        body: crate::index::body::Body::parse(source).expect("json"),
                         timestamp_key: None,
                         fields: store.fields,
                     },
