@@ -17,6 +17,7 @@ use crate::index::partition::WriterOptions;
 use crate::index::store::StoreSettings;
 use crate::ingest::event::EventRules;
 use crate::ingest::{Ingest, IngestSettings};
+use crate::server::query_pool::QueryPool;
 use crate::server::{self, AppState};
 use crate::telemetry::Telemetry;
 
@@ -123,7 +124,21 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         telemetry,
         token,
         max_body_bytes: config.ingest.max_body_bytes,
+        body_read_timeout: config.http.body_read_timeout,
         scrolls: Default::default(),
+        search_timeout: config.search.default_timeout,
+        search_pool: QueryPool::start(
+            "search",
+            config.search.max_concurrent,
+            config.search.max_queued,
+        )
+        .context("starting the search threads")?,
+        promql_pool: QueryPool::start(
+            "promql",
+            config.metrics.query_max_concurrency,
+            config.metrics.query_max_queued,
+        )
+        .context("starting the query threads")?,
         started: Instant::now(),
         rules: Default::default(),
         silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
@@ -145,6 +160,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tasks.spawn(Arc::clone(&manager).run(background.clone()));
         let _ = state.scrape.set(manager);
     }
+    let limits = server::listener::ConnectionLimits {
+        max_connections: server::listener::raise_open_file_limit(config.http.max_connections),
+        header_read_timeout: config.http.header_read_timeout,
+        shutdown_timeout: config.http.shutdown_timeout,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -180,9 +200,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &data_dir,
         &background,
     );
-    let _ = state.rules.set(rules);
-    axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(async move {
+    let _ = state.rules.set(Arc::clone(&rules));
+    let telemetry = Arc::clone(&state.telemetry);
+    server::listener::serve(
+        listener,
+        server::router(state),
+        limits,
+        telemetry,
+        async move {
             stopping.cancelled().await;
             // the in-process agent ships what it read and deregisters through this
             // listener, so it stops first
@@ -190,9 +215,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 let _ = agent.await;
             }
             tracing::info!("shutting down: finishing requests, committing acknowledged documents");
-        })
-        .await?;
+        },
+    )
+    .await;
     background.cancel();
+    rules.finish_deliveries(config.http.shutdown_timeout).await;
     tasks.close();
     tasks.wait().await;
     ingest.close().await?;

@@ -22,6 +22,10 @@ pub struct Config {
     /// Base URL put in links (Slack messages); default `http://<listen>`.
     pub external_url: Option<String>,
     pub auth: AuthConfig,
+    /// Connections and requests on the listener.
+    pub http: HttpConfig,
+    /// Searches of the Elasticsearch API.
+    pub search: SearchConfig,
     pub ingest: IngestConfig,
     pub index: IndexConfig,
     /// Files `lookout serve` tails itself (`[[agent.inputs]]`), shipped to this server
@@ -48,6 +52,8 @@ impl Default for Config {
             queries_dir: PathBuf::from("queries"),
             external_url: None,
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            search: SearchConfig::default(),
             ingest: IngestConfig::default(),
             index: IndexConfig::default(),
             agent: crate::agent::config::AgentConfig::default(),
@@ -132,6 +138,62 @@ pub struct Secret(pub String);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("<redacted>")
+    }
+}
+
+/// Searches of the Elasticsearch API (and the UI): how many run at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Searches and counts running at once, on low-priority threads (Elasticsearch's
+    /// `search` thread pool: 4 on two cores); rules do not wait for them.
+    pub max_concurrent: usize,
+    /// Searches waiting for a slot at most; one more is answered 429 at once.
+    pub max_queued: usize,
+    /// A search without its own `timeout` stops after this (between partitions) and
+    /// answers what it found with `timed_out: true`.
+    #[serde(with = "crate::duration_serde")]
+    pub default_timeout: Duration,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            max_concurrent: 4,
+            max_queued: 100,
+            default_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Connections and requests on the listener: what one client can hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Open connections at most; more are refused at once (and counted). Lowered at
+    /// start to what the open-file limit leaves after Lookout's own files.
+    pub max_connections: usize,
+    /// A connection must send a whole request head within this time of being ready for
+    /// one, so it also closes a keep-alive connection idle this long.
+    #[serde(with = "crate::duration_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long fails with 408.
+    #[serde(with = "crate::duration_serde")]
+    pub body_read_timeout: Duration,
+    /// On SIGTERM, requests in flight get this long to finish; slower clients are cut
+    /// (what was acknowledged is committed either way).
+    #[serde(with = "crate::duration_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -244,6 +306,11 @@ pub struct MetricsConfig {
     /// A query holding more samples fails instead of exhausting memory
     /// (`--query.max-samples`).
     pub query_max_samples: usize,
+    /// PromQL queries of the API run at most this many at once
+    /// (`--query.max-concurrency`), on low-priority threads; rules have their own.
+    pub query_max_concurrency: usize,
+    /// Queries waiting for a slot at most; one more is answered 503 at once.
+    pub query_max_queued: usize,
 }
 
 impl Default for MetricsConfig {
@@ -254,6 +321,8 @@ impl Default for MetricsConfig {
             lookback_delta: Duration::from_secs(300),
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
+            query_max_concurrency: 4,
+            query_max_queued: 100,
         }
     }
 }
@@ -308,6 +377,34 @@ impl Config {
                 errors.push(format!("{origin}: `{field}`: {message}"));
             }
         };
+        for (field, threads) in [
+            ("search.max_concurrent", self.search.max_concurrent),
+            (
+                "metrics.query_max_concurrency",
+                self.metrics.query_max_concurrency,
+            ),
+        ] {
+            check(
+                (1..=256).contains(&threads),
+                field,
+                "must be between 1 and 256",
+            );
+        }
+        check(
+            self.http.max_connections >= 8,
+            "http.max_connections",
+            "must be at least 8",
+        );
+        for (field, timeout) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+        ] {
+            check(
+                timeout >= Duration::from_millis(100),
+                field,
+                "must be at least 100ms",
+            );
+        }
         let span = self.index.partition_span.as_secs();
         check(
             span >= 60 && 86_400 % span == 0 && self.index.partition_span.subsec_nanos() == 0,

@@ -19,6 +19,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod duration_serde;
 pub mod error;
+pub mod fault;
 pub mod index;
 pub mod ingest;
 pub mod notify;
@@ -29,6 +30,21 @@ pub mod scrape;
 pub mod server;
 pub mod telemetry;
 pub mod tsdb;
+
+/// The stack of every thread that runs requests, rules or queries (tokio's workers and
+/// blocking pool; tokio's default is 2 MiB). Recursive parsers and evaluators bound their
+/// input's depth so that an accepted input needs a small part of it (`promql::depth`,
+/// `index::query`'s nesting limit); Rust aborts the whole process on a stack overflow, so
+/// these limits are what keeps one hostile query from taking the server down.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
+/// A multi-threaded tokio runtime whose threads have [`THREAD_STACK_BYTES`] of stack.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+}
 
 /// Installs rustls' `ring` provider for every HTTPS client of the process (reqwest is
 /// built without a default provider, to avoid compiling aws-lc). Idempotent.

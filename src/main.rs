@@ -301,7 +301,7 @@ fn main() -> ExitCode {
 }
 
 fn rules_fixtures(path: &std::path::Path) -> ExitCode {
-    let outcome = tokio::runtime::Runtime::new()
+    let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
         .and_then(|runtime| runtime.block_on(lookout::rules::fixtures::run(path)));
     match outcome {
@@ -354,7 +354,7 @@ fn rules_backtest(
         }
     };
     let server = lookout::rules::backtest::Server { url, token };
-    let outcome = tokio::runtime::Runtime::new()
+    let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
         .and_then(|runtime| {
             runtime.block_on(lookout::rules::backtest::run(&server, rule, from, to))
@@ -451,7 +451,7 @@ fn tune_allocator_for_the_agent() {
 }
 
 fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match lookout::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lookout: cannot start the runtime: {error}");

@@ -163,6 +163,8 @@ pub struct Telemetry {
     pub ingest_rejected: LabeledCounter,
     pub ingest_time_replaced: LabeledCounter,
     pub requests_refused: LabeledCounter,
+    /// Request handlers that panicked (each answered 500; the server went on).
+    pub handler_panics: Counter,
     pub wal_sync_seconds: Histogram,
     pub wal_records: Counter,
     pub commit_seconds: Histogram,
@@ -278,6 +280,12 @@ impl Telemetry {
             "Requests refused before reading them, by reason.",
             "reason",
             &self.requests_refused,
+        );
+        counter(
+            &mut out,
+            "lookout_http_handler_panics_total",
+            "Request handlers that panicked: a bug, answered with 500 while the server went on.",
+            self.handler_panics.get(),
         );
         counter(
             &mut out,

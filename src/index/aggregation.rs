@@ -110,7 +110,7 @@ fn rewrite_interval(body: &mut Map<String, Value>, at: &str) -> Result<(), Query
 }
 
 /// Elasticsearch's default `search.max_buckets`.
-pub const MAX_BUCKETS: u32 = 65_000;
+pub const MAX_BUCKETS: u32 = 65_536;
 
 fn limits(max_buckets: u32) -> AggregationLimitsGuard {
     AggregationLimitsGuard::new(Some(512 * 1024 * 1024), Some(max_buckets))
@@ -136,8 +136,42 @@ pub fn finish(
     let results = merged
         .unwrap_or_default()
         .into_final_result(aggregations, limits(max_buckets))?;
-    serde_json::to_value(results)
-        .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))
+    let results = serde_json::to_value(results)
+        .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))?;
+    // tantivy counts the buckets it collects; the empty ones `min_doc_count: 0` and
+    // `extended_bounds` add at the end only count against its memory limit. Elasticsearch
+    // counts every bucket of the answer.
+    let buckets = count_buckets(&results);
+    if buckets > u64::from(max_buckets) {
+        return Err(tantivy::TantivyError::AggregationError(
+            tantivy::aggregation::AggregationError::BucketLimitExceeded {
+                limit: max_buckets,
+                current: u32::try_from(buckets).unwrap_or(u32::MAX),
+            },
+        ));
+    }
+    Ok(results)
+}
+
+/// Every bucket of an aggregation answer, at every level.
+fn count_buckets(results: &Value) -> u64 {
+    let mut count = 0;
+    let mut pending = vec![results];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(map) => {
+                match map.get("buckets") {
+                    Some(Value::Array(buckets)) => count += buckets.len() as u64,
+                    Some(Value::Object(buckets)) => count += buckets.len() as u64,
+                    _ => {}
+                }
+                pending.extend(map.values());
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    count
 }
 
 #[cfg(test)]

@@ -75,8 +75,11 @@ pub struct SearchRequest {
     pub source: SourceFilter,
     pub track_total_hits: TrackTotalHits,
     pub aggregations: Option<Value>,
-    /// Most aggregation buckets (ES' `search.max_buckets`, 65 000).
+    /// Most aggregation buckets (ES' `search.max_buckets`, 65 536).
     pub max_buckets: u32,
+    /// Past this the search stops between partitions and answers with what it found
+    /// (`timed_out`); none: it runs to its end.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Default for SearchRequest {
@@ -90,6 +93,7 @@ impl Default for SearchRequest {
             track_total_hits: TrackTotalHits::Exact,
             aggregations: None,
             max_buckets: aggregation::MAX_BUCKETS,
+            timeout: None,
         }
     }
 }
@@ -443,6 +447,8 @@ pub struct SearchOutcome {
     pub hits: Vec<ScoredHit>,
     pub aggregations: Option<Value>,
     pub max_score: Option<Score>,
+    /// The search stopped at its timeout, before some partitions.
+    pub timed_out: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -491,7 +497,15 @@ pub fn execute(
     let mut intermediate: Option<
         tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults,
     > = None;
+    let deadline = request
+        .timeout
+        .map(|timeout| std::time::Instant::now() + timeout);
+    let mut timed_out = false;
     for (partition, target) in targets.iter().enumerate() {
+        if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+            timed_out = true;
+            break;
+        }
         let top = TopHits {
             sort: sort.clone(),
             limit: window,
@@ -532,6 +546,7 @@ pub fn execute(
         hits,
         aggregations,
         max_score,
+        timed_out,
     })
 }
 

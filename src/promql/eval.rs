@@ -98,6 +98,18 @@ pub(super) enum Value {
     Range(RangeInput),
 }
 
+impl Value {
+    /// How many values it holds, as counted against `max_samples`.
+    fn held(&self) -> usize {
+        match self {
+            Value::Scalar(values) => values.len(),
+            Value::String(_) => 1,
+            Value::Vector(steps) => steps.len() + steps.iter().map(Vec::len).sum::<usize>(),
+            Value::Range(range) => range.series.iter().map(|series| series.points.len()).sum(),
+        }
+    }
+}
+
 pub(super) struct Evaluator<'a> {
     storage: &'a dyn Storage,
     pub options: &'a EngineOptions,
@@ -197,8 +209,23 @@ impl<'a> Evaluator<'a> {
         format!("{line}:{column}")
     }
 
+    /// Evaluates `expr` at every step of the current window. What the query holds counts
+    /// against `max_samples` as Prometheus counts it, at its peak: a node's children are
+    /// released once it has its value, and its value is held until its parent is done.
+    /// A value is one per step (a scalar's, or a vector's slot, even when empty) plus one
+    /// per sample or point; the steps are counted before they are allocated, so
+    /// `vector(1)[10y:1s]` is refused before its 315 million steps exist.
     pub fn evaluate(&mut self, expr: &Expr) -> Result<Value, Error> {
         self.check_deadline("expression evaluation")?;
+        let held_before = self.samples;
+        self.hold(self.steps())?;
+        let value = self.evaluate_node(expr)?;
+        self.samples = held_before;
+        self.hold(value.held())?;
+        Ok(value)
+    }
+
+    fn evaluate_node(&mut self, expr: &Expr) -> Result<Value, Error> {
         match expr {
             Expr::NumberLiteral(number) => Ok(Value::Scalar(vec![number.val; self.steps()])),
             Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
@@ -385,6 +412,7 @@ impl<'a> Evaluator<'a> {
         }
         let saved = (self.start, self.end, self.interval);
         (self.start, self.end, self.interval) = (inner_start, last, step);
+
         let value = self.evaluate(&subquery.expr);
         (self.start, self.end, self.interval) = saved;
         let steps = match value? {

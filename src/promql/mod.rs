@@ -10,6 +10,7 @@
 //! or finds no histogram samples.
 
 mod aggregate;
+pub mod depth;
 mod eval;
 mod functions;
 pub mod notation;
@@ -95,6 +96,7 @@ impl Storage for crate::tsdb::Tsdb {
 /// The matcher groups of a series selector such as `up{job="node"}` (the `match[]`
 /// parameter of the series and label APIs); one group per `or` alternative.
 pub fn selector_matchers(text: &str) -> Result<Vec<Vec<Matcher>>, Error> {
+    depth::check(text)?;
     match promql_parser::parser::parse(text)
         .map_err(|message| Error::BadData(parse_error(text, &message)))?
     {
@@ -274,6 +276,7 @@ pub struct Expr {
 /// Parses `text`, rejecting what the engine does not evaluate (native-histogram-only
 /// and experimental constructs) with a clear `bad_data` error.
 pub fn parse(text: &str) -> Result<Expr, Error> {
+    depth::check(text)?;
     let ast = promql_parser::parser::parse(text)
         .map_err(|message| Error::BadData(parse_error(text, &message)))?;
     eval::check_supported(&ast)?;
@@ -533,6 +536,22 @@ mod tests {
             .expect_err("timeout");
         assert_eq!(error.error_type(), "timeout");
         let fine = Engine::new(EngineOptions::default());
+        // every subquery step counts, and is refused before it is allocated
+        let started = Instant::now();
+        for text in [
+            "max_over_time(vector(1)[10y:1s])",
+            "max_over_time(max_over_time(x[1m])[10y:1s])",
+            "sum_over_time(sum_over_time(x[5m:1s])[3y:1m])",
+        ] {
+            let error = fine
+                .instant(&head, &parse(text).expect("parse"), 15_000_000)
+                .expect_err(text);
+            assert!(matches!(error, Error::TooManySamples(_)), "{text}: {error}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused up front"
+        );
         let (value, _) = fine.instant(&head, &expr, 15_000_000).expect("evaluates");
         assert!(
             matches!(value, QueryValue::Vector(ref samples) if samples.len() == 1),
@@ -567,6 +586,46 @@ mod tests {
             "not UTF-8 in Go"
         );
         assert!(run(r#"count_values("a\xc5z", x)"#).is_err());
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_evaluate_in_half_the_thread_stack_of_a_debug_build() {
+        let depth = depth::MAX_DEPTH;
+        let deepest = [
+            vec!["x"; depth].join(" + "),
+            vec!["1"; depth].join(" * "),
+            format!("{}x{}", "(".repeat(depth - 1), ")".repeat(depth - 1)),
+            format!("{}x{}", "abs(".repeat(depth - 1), ")".repeat(depth - 1)),
+            format!("{}x", "-".repeat(depth - 1)),
+            format!(
+                "{}x{}",
+                "max_over_time((".repeat((depth - 1) / 3),
+                ")[1m:15s])".repeat((depth - 1) / 3)
+            ),
+        ];
+        for text in deepest {
+            let start = text[..12].to_string();
+            std::thread::Builder::new()
+                .stack_size(crate::THREAD_STACK_BYTES / 2)
+                .spawn(move || {
+                    let head = crate::tsdb::head::Head::new();
+                    let series = crate::tsdb::head::labels(&[("__name__", "x")]);
+                    head.append(&series, 0, 1.0).expect("append");
+                    let expr = parse(&text).expect("at the limit: accepted");
+                    let engine = Engine::new(EngineOptions::default());
+                    engine.instant(&head, &expr, 60_000).expect("evaluates");
+                    engine
+                        .range(&head, &expr, 0, 60_000, 15_000)
+                        .expect("evaluates as a range");
+                    let _ = selector_matcher_groups(&expr);
+                    drop(expr);
+                    let past = format!("((({text})))");
+                    assert!(parse(&past).is_err(), "deeper is refused");
+                })
+                .expect("thread")
+                .join()
+                .unwrap_or_else(|_| panic!("`{start}…` failed"));
+        }
     }
 
     #[test]

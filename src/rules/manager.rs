@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -315,6 +316,8 @@ pub struct RuleManager {
     reload_now: Arc<tokio::sync::Notify>,
     /// The rule files as last read, with their inode, size and modification time.
     file_cache: std::sync::Mutex<BTreeMap<PathBuf, FileIdentity>>,
+    /// Deliveries in progress, so a shutdown can let them finish.
+    deliveries: tokio_util::task::TaskTracker,
 }
 
 type FileIdentity = ((u64, u64, i64, i64), String);
@@ -418,6 +421,7 @@ impl RuleManager {
             broken: Default::default(),
             statuses: Default::default(),
             reload_now: Default::default(),
+            deliveries: tokio_util::task::TaskTracker::new(),
             file_cache: Default::default(),
         }
     }
@@ -426,6 +430,21 @@ impl RuleManager {
     /// what changed. A broken edit is reported and the last good version keeps running;
     /// a deleted (or renamed-away) rule stops and its firing alerts resolve as "rule
     /// changed", as do those of a rule whose `group_by` changed.
+    /// Lets the deliveries in progress finish, for at most `within` (at shutdown); those
+    /// still retrying stay in the outbox and resume at the next start.
+    pub async fn finish_deliveries(&self, within: Duration) {
+        self.deliveries.close();
+        if tokio::time::timeout(within, self.deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_progress = self.deliveries.len(),
+                "notifications still being delivered at shutdown resume at the next start"
+            );
+        }
+    }
+
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         // deliveries a previous run recorded but did not finish
         if let Some(outbox) = &self.outbox {
@@ -676,7 +695,7 @@ impl RuleManager {
             )
             .collect();
         let mut messages = Vec::new();
-        for (notifier, message) in self.messages(rule, at, notices).await {
+        for (notifier, message) in self.messages(rule, at, notices).await? {
             messages.push(serde_json::json!({
                 "notifier": notifier,
                 "kind": message.kind.name(),
@@ -817,7 +836,17 @@ impl RuleManager {
                 // the wait for agents' watermarks is not the evaluation's duration
                 manager.wait_for_agents(&rule, tick).await;
                 let started = std::time::Instant::now();
-                let result = manager.evaluate(&rule, tick).await;
+                // a panic (a bug) fails this evaluation only: the rule is unhealthy with
+                // the reason, the next tick tries again, the other rules go on
+                let result = std::panic::AssertUnwindSafe(manager.evaluate(&rule, tick))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(format!(
+                            "the evaluation panicked (a bug; please report it): {}",
+                            crate::error::panic_message(&*panic)
+                        ))
+                    });
                 manager.record_status(&rule.name, tick, started.elapsed(), result.as_ref().err());
                 if let Err(error) = &result {
                     telemetry.rule_failures.add(&rule.name, 1);
@@ -936,7 +965,9 @@ impl RuleManager {
         // the messages are recorded in the outbox before the state that says they were
         // sent, so a crash between the two repeats a notice rather than losing it
         let mut deliveries = Vec::new();
-        for (notifier, message) in self.messages(rule, tick, notices).await {
+        // without its messages the state is not saved: the next tick finds the same
+        // transitions and tries again
+        for (notifier, message) in self.messages(rule, tick, notices).await? {
             deliveries.extend(self.record(rule, &notifier, &message));
         }
         let grouped = !rule.file.group_by.is_empty();
@@ -974,7 +1005,7 @@ impl RuleManager {
         let (sources, rule) = (Arc::clone(&self.sources), Arc::clone(rule));
         tokio::task::spawn_blocking(move || sources.observe(&rule, tick))
             .await
-            .map_err(|error| error.to_string())?
+            .map_err(|error| failed("reading what the rule counts", error))?
     }
 
     /// Steps every alert of the rule with what `tick` observed; records transitions in
@@ -1083,11 +1114,11 @@ impl RuleManager {
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
-    ) -> Vec<(String, AlertMessage)> {
+    ) -> Result<Vec<(String, AlertMessage)>, String> {
         let (manager, rule) = (Arc::clone(self), Arc::clone(rule));
         tokio::task::spawn_blocking(move || manager.compose(&rule, tick, notices))
             .await
-            .unwrap_or_default()
+            .map_err(|error| failed("composing the notifications", error))
     }
 
     /// The messages `notices` make: one per notifier and kind, with the sample lines and
@@ -1272,7 +1303,7 @@ impl RuleManager {
         let telemetry = Arc::clone(&self.telemetry);
         let outbox = self.outbox.clone();
         let history = self.history.clone();
-        tokio::spawn(async move {
+        self.deliveries.spawn(async move {
             let (rule_name, notifier_name) = (&delivery.rule, &delivery.notifier);
             let event = |outcome: &str, attempt: Option<&Attempt>| {
                 delivery_event(
@@ -1557,6 +1588,18 @@ fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (Messag
                 (reason != ResolveReason::Condition).then(|| reason.name().to_string()),
             ),
         ),
+    }
+}
+
+/// Why a rule's blocking step did not finish: the panic's message (a bug, which fails this
+/// evaluation only) or the runtime shutting down.
+fn failed(what: &str, error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => format!(
+            "{what} panicked (a bug; please report it): {}",
+            crate::error::panic_message(&*panic)
+        ),
+        Err(error) => format!("{what} was cancelled: {error}"),
     }
 }
 

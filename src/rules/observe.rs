@@ -93,6 +93,9 @@ impl Sources {
         rule: &LoadedRule,
         tick: DateTime<Utc>,
     ) -> Result<Vec<Observation>, String> {
+        if crate::fault::enabled() && rule.file.labels.contains_key(crate::fault::PANIC_LABEL) {
+            panic!("test hook: rule `{}` panics", rule.name);
+        }
         match &rule.source {
             RuleSource::Logs { index, query } => {
                 let counts = count_window(

@@ -187,6 +187,15 @@ impl Template {
                     }
                 }
             }
+            if out.len() > MAX_RENDERED_BYTES {
+                let mut cut = MAX_RENDERED_BYTES;
+                while !out.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.truncate(cut);
+                out.push('…');
+                break;
+            }
         }
         out
     }
@@ -556,6 +565,15 @@ fn format_number(value: f64) -> String {
     }
 }
 
+/// The largest `%.Nf` precision honoured: more digits than an `f64` has, far below what
+/// makes Rust's formatter panic (65 535).
+const MAX_PRECISION: usize = 64;
+
+/// The longest rendered template (bytes); the rest is cut and marked with `…`. Slack's
+/// largest text field is 3 000 characters, so nothing useful is lost, and a template
+/// cannot make a notification of megabytes.
+pub const MAX_RENDERED_BYTES: usize = 16 * 1024;
+
 /// A `printf` for what alert templates use: `%s %v %d %f %.Nf %g %%`.
 fn printf(format: &str, arguments: &[Val]) -> String {
     let mut out = String::new();
@@ -574,7 +592,15 @@ fn printf(format: &str, arguments: &[Val]) -> String {
                 digits.push(*digit);
                 chars.next();
             }
-            precision = digits.parse().ok();
+            // Go reads `%.f` as precision 0; Rust's formatter panics past 65 535
+            precision = Some(if digits.is_empty() {
+                0
+            } else {
+                digits
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_PRECISION)
+            });
         }
         let verb = chars.next();
         let mut take = || arguments.next().cloned();
@@ -657,6 +683,26 @@ mod tests {
         for (template, expected) in table {
             assert_eq!(render(template), expected, "{template}");
         }
+    }
+
+    #[test]
+    fn printf_precision_and_the_output_are_bounded() {
+        // `%.65536f` made Rust's formatter panic, and the rule stopped evaluating
+        let wide = render("{{ printf \"%.65536f\" $value }}");
+        assert_eq!(wide.len(), "1234".len() + 1 + MAX_PRECISION, "{wide}");
+        assert_eq!(
+            render("{{ printf \"%.99999999999999999999999f\" 1 }}").len(),
+            2 + MAX_PRECISION
+        );
+        assert_eq!(render("{{ printf \"%.f\" 2.5 }}"), "2");
+        let long = Template::parse(&"{{ $labels }} x".repeat(50_000), None).expect("parses");
+        let rendered = long.render(&data());
+        assert!(
+            rendered.len() <= MAX_RENDERED_BYTES + '…'.len_utf8(),
+            "{}",
+            rendered.len()
+        );
+        assert!(rendered.ends_with('…'));
     }
 
     #[test]

@@ -191,6 +191,14 @@ pub async fn read(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
+            if is_timeout(&error) {
+                telemetry.requests_refused.add("body_timeout", 1);
+                return ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "request_timeout_exception",
+                    "the request body stopped arriving (http.body_read_timeout); send it without pauses",
+                );
+            }
             ApiError::new(
                 ErrorCode::BadRequest,
                 "illegal_argument_exception",
@@ -252,6 +260,19 @@ pub async fn read(
         chunks: vec![Bytes::from(out)],
         _permits: budget.permits,
     })
+}
+
+/// Whether a body error is the body's inactivity timeout (`server::router` wraps every
+/// request body in one).
+fn is_timeout(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 #[cfg(test)]

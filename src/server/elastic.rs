@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::SharedState;
 use super::bulk_answer;
 use super::filter_path::{self, FilterPath};
+use super::query_pool::PoolError;
 use super::response::{json_response, ok};
 use crate::error::{ApiError, ErrorCode};
 use crate::index::query::dsl::{ParseContext, parse_query};
@@ -486,6 +487,13 @@ fn resolve(
 }
 
 /// Builds a search request from a JSON body and URL parameters (URL wins, as in ES).
+/// A search's `timeout` (`"500ms"`, `"10s"`): past it the search stops between
+/// partitions and answers what it found with `timed_out: true`, as Elasticsearch does.
+fn search_timeout(text: &str) -> Result<Duration, ApiError> {
+    crate::duration_serde::parse(text)
+        .map_err(|error| bad_request("illegal_argument_exception", format!("timeout: {error}")))
+}
+
 pub fn search_request(
     body: Option<&Value>,
     params: &HashMap<String, String>,
@@ -512,8 +520,8 @@ pub fn search_request(
             "_source" => request.source = source_filter(value)?,
             "track_total_hits" => request.track_total_hits = track_total(value)?,
             "aggs" | "aggregations" => request.aggregations = Some(value.clone()),
-            "timeout"
-            | "track_scores"
+            "timeout" => request.timeout = Some(search_timeout(value.as_str().unwrap_or(""))?),
+            "track_scores"
             | "version"
             | "seq_no_primary_term"
             | "stored_fields"
@@ -559,6 +567,9 @@ pub fn search_request(
             lenient: params.get("lenient").is_some_and(|value| value == "true"),
         };
         request.query = lucene::parse(text, &context, &options)?;
+    }
+    if let Some(value) = params.get("timeout") {
+        request.timeout = Some(search_timeout(value)?);
     }
     if let Some(value) = params.get("size") {
         request.size = value.parse().map_err(|_| {
@@ -695,13 +706,30 @@ struct ScrollContext {
 
 const MAX_OPEN_SCROLLS: usize = 500;
 
+/// The longest scroll keep-alive, as Elasticsearch's `search.max_keep_alive` (24h): a
+/// client cannot hold a scroll slot for longer without coming back.
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+
+/// The most searches one `_msearch` may hold (Elasticsearch runs them a few at a time,
+/// `max_concurrent_searches`; Lookout runs them in turn and bounds the total).
+const MAX_MSEARCH_SEARCHES: usize = 1024;
+
 fn parse_keep_alive(text: &str) -> Result<Duration, ApiError> {
-    crate::duration_serde::parse(text).map_err(|error| {
+    let keep_alive = crate::duration_serde::parse(text).map_err(|error| {
         bad_request(
             "illegal_argument_exception",
             format!("scroll keep-alive: {error}"),
         )
-    })
+    })?;
+    if keep_alive > MAX_KEEP_ALIVE {
+        return Err(bad_request(
+            "illegal_argument_exception",
+            format!(
+                "Keep alive for request ({text}) is too large. It must be less than (24h). This limit can be set by changing the [search.max_keep_alive] cluster level setting."
+            ),
+        ));
+    }
+    Ok(keep_alive)
 }
 
 async fn run_search(
@@ -714,6 +742,7 @@ async fn run_search(
     state.ingest.before_search().await;
     let indices = resolve(state, expression, params)?;
     let mut request = search_request(body.as_ref(), params)?;
+    request.timeout = request.timeout.or(Some(state.search_timeout));
     let scroll = params
         .get("scroll")
         .map(|text| parse_keep_alive(text))
@@ -731,7 +760,7 @@ async fn run_search(
     let scope = Arc::new(search::Scope::new(&indices, &request.query));
     let search_scope = scope.clone();
     let search_request = request.clone();
-    let (outcome, hits) = tokio::task::spawn_blocking(move || {
+    let (outcome, hits) = on_search_pool(state, move || {
         let outcome = search::execute(&store, &search_scope, &search_request, None)?;
         let hits = search::render_hits(
             &store,
@@ -741,13 +770,12 @@ async fn run_search(
         )?;
         Ok::<_, search::SearchError>((outcome, hits))
     })
-    .await
-    .map_err(|error| ApiError::internal("searching", error))?
+    .await?
     .map_err(search_error)?;
     state.telemetry.query_seconds.observe(started.elapsed());
     let mut response = json!({
         "took": started.elapsed().as_millis() as u64,
-        "timed_out": false,
+        "timed_out": outcome.timed_out,
         "_shards": {"total": scope.targets.len().max(1), "successful": scope.targets.len().max(1), "skipped": 0, "failed": 0},
         "hits": {"max_score": outcome.max_score, "hits": hits},
     });
@@ -793,9 +821,46 @@ async fn run_search(
     Ok(response)
 }
 
+/// Runs a search on the search pool (at most `search.max_concurrent` at once, at a lower
+/// priority than rules and ingest); a full pool answers 429 at once, as Elasticsearch's
+/// rejected search thread pool does.
+async fn on_search_pool<T: Send + 'static>(
+    state: &SharedState,
+    search: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    state
+        .search_pool
+        .run(search)
+        .await
+        .map_err(|error| match error {
+            PoolError::Busy { .. } => {
+                state.telemetry.requests_refused.add("search_pool_full", 1);
+                ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    "es_rejected_execution_exception",
+                    error.to_string(),
+                )
+            }
+            PoolError::Panicked(_) => {
+                ApiError::new(ErrorCode::Internal, "exception", error.to_string())
+            }
+            PoolError::Stopped => {
+                ApiError::new(ErrorCode::Unavailable, "exception", error.to_string())
+            }
+        })
+}
+
 fn search_error(error: search::SearchError) -> ApiError {
     match error {
         search::SearchError::Query(error) => error.into(),
+        search::SearchError::Engine(tantivy::TantivyError::AggregationError(
+            tantivy::aggregation::AggregationError::BucketLimitExceeded { limit, current },
+        )) => bad_request(
+            "too_many_buckets_exception",
+            format!(
+                "Trying to create too many buckets. Must be less than or equal to: [{limit}] but was [{current}]. This limit can be set by changing the [search.max_buckets] cluster level setting."
+            ),
+        ),
         search::SearchError::Engine(tantivy::TantivyError::AggregationError(error)) => {
             bad_request("illegal_argument_exception", error.to_string())
         }
@@ -862,7 +927,7 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
     let store = state.store.clone();
     let search_scope = scope.clone();
     let search_request = request.clone();
-    let (outcome, hits) = tokio::task::spawn_blocking(move || {
+    let (outcome, hits) = on_search_pool(state, move || {
         let outcome = search::execute(&store, &search_scope, &search_request, last)?;
         let hits = search::render_hits(
             &store,
@@ -872,8 +937,7 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
         )?;
         Ok::<_, search::SearchError>((outcome, hits))
     })
-    .await
-    .map_err(|error| ApiError::internal("scrolling", error))?
+    .await?
     .map_err(search_error)?;
     if let Some(last) = outcome.hits.last()
         && let Some(context) = state
@@ -888,7 +952,7 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
     Ok(ok(&json!({
         "_scroll_id": id,
         "took": started.elapsed().as_millis() as u64,
-        "timed_out": false,
+        "timed_out": outcome.timed_out,
         "_shards": {"total": scope.targets.len().max(1), "successful": scope.targets.len().max(1), "skipped": 0, "failed": 0},
         "hits": {"total": {"value": total, "relation": "eq"}, "max_score": Value::Null, "hits": hits},
     })))
@@ -1008,8 +1072,21 @@ async fn run_msearch(
     let started = Instant::now();
     let body = read_body(&state, &headers, body).await?;
     let lines = body.lines();
+    let searches = lines.len().div_ceil(2);
+    if searches > MAX_MSEARCH_SEARCHES {
+        return Err(bad_request(
+            "illegal_argument_exception",
+            format!(
+                "this _msearch holds {searches} searches, more than the {MAX_MSEARCH_SEARCHES} Lookout runs in one request; split it"
+            ),
+        ));
+    }
+    // each answer is written out as it comes, and the whole answer may not outgrow what
+    // a request may be: beyond it the remaining searches fail instead of running
+    let max_answer_bytes = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
+    let mut answer_bytes = 0usize;
     let mut lines = lines.iter();
-    let mut responses = Vec::new();
+    let mut responses: Vec<String> = Vec::with_capacity(searches);
     while let Some(header_line) = lines.next() {
         let body_line = lines.next();
         let result = async {
@@ -1034,19 +1111,38 @@ async fn run_msearch(
             run_search(&state, &expression, &item_params, body).await
         }
         .await;
-        responses.push(match result {
-            Ok(mut response) => {
-                response["status"] = json!(200);
-                response
+        let error_json = |error: ApiError| {
+            let status = error.code.status().as_u16();
+            json!({"error": {"root_cause": [{"type": error.kind, "reason": error.reason}], "type": error.kind, "reason": error.reason}, "status": status})
+        };
+        let response = if answer_bytes > max_answer_bytes {
+            error_json(ApiError::new(
+                ErrorCode::TooManyRequests,
+                "too_large_answer_exception",
+                format!(
+                    "the _msearch answer outgrew {max_answer_bytes} bytes (ingest.max_body_bytes) before this search; ask for fewer or smaller hits"
+                ),
+            ))
+        } else {
+            match result {
+                Ok(mut response) => {
+                    response["status"] = json!(200);
+                    response
+                }
+                Err(error) => error_json(error),
             }
-            Err(error) => {
-                let status = error.code.status().as_u16();
-                json!({"error": {"root_cause": [{"type": error.kind, "reason": error.reason}], "type": error.kind, "reason": error.reason}, "status": status})
-            }
-        });
+        };
+        let text = response.to_string();
+        answer_bytes += text.len();
+        responses.push(text);
     }
-    Ok(ok(
-        &json!({"took": started.elapsed().as_millis() as u64, "responses": responses}),
+    let took = started.elapsed().as_millis() as u64;
+    Ok(super::response::json_text(
+        StatusCode::OK,
+        format!(
+            "{{\"took\":{took},\"responses\":[{}]}}",
+            responses.join(",")
+        ),
     ))
 }
 
@@ -1087,9 +1183,8 @@ async fn run_count(
     let store = state.store.clone();
     let scope = search::Scope::new(&indices, &query);
     let shards = scope.targets.len().max(1);
-    let count = tokio::task::spawn_blocking(move || search::count(&store, &scope, &query))
-        .await
-        .map_err(|error| ApiError::internal("counting", error))?
+    let count = on_search_pool(state, move || search::count(&store, &scope, &query))
+        .await?
         .map_err(search_error)?;
     state.telemetry.query_seconds.observe(started.elapsed());
     Ok(ok(

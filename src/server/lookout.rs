@@ -33,6 +33,19 @@ pub fn routes() -> Router<SharedState> {
         .route("/-/healthy", get(|| async { "Lookout is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Lookout is Ready.\n" }))
         .route("/metrics", get(metrics))
+        .merge(test_hooks())
+}
+
+/// `POST /_lookout/test/panic` panics in its handler, when [`crate::fault::enabled`].
+fn test_hooks() -> Router<SharedState> {
+    if !crate::fault::enabled() {
+        return Router::new();
+    }
+    Router::new().route("/_lookout/test/panic", post(panic_on_purpose))
+}
+
+async fn panic_on_purpose() -> Response {
+    panic!("test hook: this handler panics")
 }
 
 async fn info() -> Response {

@@ -17,9 +17,11 @@ pub mod body;
 pub mod bulk_answer;
 pub mod elastic;
 pub mod filter_path;
+pub mod listener;
 pub mod lookout;
 pub mod prometheus;
 pub mod prometheus_query;
+pub mod query_pool;
 pub mod response;
 pub mod rules;
 pub mod ui;
@@ -44,7 +46,15 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub token: Option<String>,
     pub max_body_bytes: u64,
+    /// A request body that sends nothing for this long fails with 408.
+    pub body_read_timeout: std::time::Duration,
     pub scrolls: elastic::Scrolls,
+    /// A search without its own `timeout` stops after this (`search.default_timeout`).
+    pub search_timeout: std::time::Duration,
+    /// Where the Elasticsearch API's searches run (bounded, low priority).
+    pub search_pool: query_pool::QueryPool,
+    /// Where the Prometheus API's queries run (bounded, low priority).
+    pub promql_pool: query_pool::QueryPool,
     pub started: std::time::Instant,
     /// The rules `lookout serve` runs (set once they are started).
     pub rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
@@ -59,6 +69,7 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 pub fn router(state: SharedState) -> Router {
+    let body_read_timeout = state.body_read_timeout;
     Router::new()
         .merge(lookout::routes())
         .merge(prometheus::routes())
@@ -76,6 +87,28 @@ pub fn router(state: SharedState) -> Router {
             .into_response()
         })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::map_request(move |request: Request| async move {
+            request.map(|body| {
+                axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+                    body_read_timeout,
+                    body,
+                ))
+            })
+        }))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom({
+            let telemetry = Arc::clone(&state.telemetry);
+            move |panic: Box<dyn std::any::Any + Send>| {
+                telemetry.handler_panics.add(1);
+                let message = crate::error::panic_message(&*panic);
+                tracing::error!(panic = message, "a request handler panicked; answered 500");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "exception",
+                    "the request failed on a bug in Lookout (its handler panicked; the server goes on); the server log has the details",
+                )
+                .into_response()
+            }
+        }))
         .layer(middleware::map_response(
             |mut response: Response| async move {
                 response.headers_mut().insert(

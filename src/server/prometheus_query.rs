@@ -16,6 +16,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::SharedState;
+use super::query_pool::PoolError;
 use super::response::json_response;
 use crate::promql::{self, Annotations, Engine, QueryValue};
 use crate::tsdb::head::Labels;
@@ -264,12 +265,19 @@ fn result_json(value: &QueryValue) -> Value {
     }
 }
 
-/// Runs an evaluation off the async threads.
+/// Runs an evaluation on the PromQL query pool (off the async threads, at most
+/// `metrics.query_max_concurrency` at once); a full pool answers 503 at once.
 async fn evaluate<T: Send + 'static>(
+    state: &SharedState,
     run: impl FnOnce() -> Result<T, promql::Error> + Send + 'static,
 ) -> Result<T, Failure> {
-    match tokio::task::spawn_blocking(run).await {
+    match state.promql_pool.run(run).await {
         Ok(result) => Ok(result?),
+        Err(busy @ PoolError::Busy { .. }) => Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            busy.to_string(),
+        )),
         Err(error) => Err(Failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -321,10 +329,9 @@ async fn run_query(
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
     before_log_search(&state, &expr).await;
-    let (value, annotations) = evaluate(move || {
-        state
-            .series
-            .read(|storage| engine.instant(storage, &expr, time))
+    let series = std::sync::Arc::clone(&state.series);
+    let (value, annotations) = evaluate(&state, move || {
+        series.read(|storage| engine.instant(storage, &expr, time))
     })
     .await?;
     Ok(success(result_json(&value), &annotations))
@@ -381,10 +388,9 @@ async fn run_query_range(
     let expr = parse_query(&params)?;
     let engine = params.engine(&state)?;
     before_log_search(&state, &expr).await;
-    let (series, annotations) = evaluate(move || {
-        state
-            .series
-            .read(|storage| engine.range(storage, &expr, start, end, step))
+    let series = std::sync::Arc::clone(&state.series);
+    let (series, annotations) = evaluate(&state, move || {
+        series.read(|storage| engine.range(storage, &expr, start, end, step))
     })
     .await?;
     Ok(success_matrix(&series, &annotations))
@@ -433,7 +439,11 @@ async fn series_of(
 ) -> Result<Option<BTreeSet<Labels>>, Failure> {
     let (state, params) = (std::sync::Arc::clone(state), params?);
     state.ingest.before_search().await;
-    evaluate(move || Ok(matching_series(&state, &params, required))).await?
+    let reader = std::sync::Arc::clone(&state);
+    evaluate(&state, move || {
+        Ok(matching_series(&reader, &params, required))
+    })
+    .await?
 }
 
 async fn series(
@@ -501,7 +511,7 @@ async fn label_values(
                 state.series.tsdb.label_values(&name).into_iter().collect();
             let logs = std::sync::Arc::clone(&state.series.log_matches);
             let label = name.clone();
-            if let Ok(found) = evaluate(move || Ok(logs.label_values(&label))).await {
+            if let Ok(found) = evaluate(&state, move || Ok(logs.label_values(&label))).await {
                 values.extend(found);
             }
             success(json!(values), &Annotations::default())

@@ -15,6 +15,7 @@ mod golden;
 mod ingest_search;
 mod metrics;
 mod notifications;
+mod robustness;
 mod rules_api;
 mod slack;
 mod tooling;

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use super::date_math::{Rounding, parse_micros};
 use super::lucene::{self, LuceneOptions};
-use super::{BoolQuery, FieldRef, MinimumShouldMatch, Operator, Query, QueryError, Scalar};
+use super::{
+    BoolQuery, FieldRef, MAX_NESTED_DEPTH, MinimumShouldMatch, Operator, Query, QueryError, Scalar,
+};
 
 /// What parsing needs from outside: the clock (for `now`) and the event-time field name.
 #[derive(Debug, Clone)]
@@ -46,10 +48,21 @@ const QUERY_NAMES: &[&str] = &[
 
 /// Parses one query object (`{"match": {...}}`).
 pub fn parse_query(value: &Value, context: &ParseContext) -> Result<Query, QueryError> {
-    parse_at(value, context, "")
+    parse_at(value, context, "", 1)
 }
 
-fn parse_at(value: &Value, context: &ParseContext, at: &str) -> Result<Query, QueryError> {
+/// Parses the query object at JSON path `at`, the `depth`-th query object from the root.
+fn parse_at(
+    value: &Value,
+    context: &ParseContext,
+    at: &str,
+    depth: usize,
+) -> Result<Query, QueryError> {
+    if depth > MAX_NESTED_DEPTH {
+        return Err(QueryError::illegal_argument(format!(
+            "The nested depth of the query exceeds the maximum nested depth for queries set in [indices.query.max_nested_depth] ({MAX_NESTED_DEPTH}) at {at}"
+        )));
+    }
     let object = value.as_object().ok_or_else(|| {
         QueryError::parsing(format!(
             "{at}: a query must be an object like {{\"match_all\": {{}}}}, got {}",
@@ -186,13 +199,13 @@ fn parse_at(value: &Value, context: &ParseContext, at: &str) -> Result<Query, Qu
                 .collect();
             Ok(Query::Ids { values })
         }
-        "bool" => parse_bool(body, context, &at),
+        "bool" => parse_bool(body, context, &at, depth),
         "constant_score" => {
             let map = object_of(body, &at)?;
             let filter = map
                 .get("filter")
                 .ok_or_else(|| QueryError::parsing(format!("{at}: expected a `filter`")))?;
-            parse_at(filter, context, &format!("{at}[filter]"))
+            parse_at(filter, context, &format!("{at}[filter]"), depth + 1)
         }
         "query_string" | "simple_query_string" => {
             let map = object_of(body, &at)?;
@@ -392,7 +405,12 @@ fn parse_range(body: &Value, context: &ParseContext, at: &str) -> Result<Query, 
     })
 }
 
-fn parse_bool(body: &Value, context: &ParseContext, at: &str) -> Result<Query, QueryError> {
+fn parse_bool(
+    body: &Value,
+    context: &ParseContext,
+    at: &str,
+    depth: usize,
+) -> Result<Query, QueryError> {
     let map = object_of(body, at)?;
     let mut query = BoolQuery::default();
     for (key, value) in map {
@@ -421,10 +439,11 @@ fn parse_bool(body: &Value, context: &ParseContext, at: &str) -> Result<Query, Q
                         item,
                         context,
                         &format!("{at}[{key}][{position}]"),
+                        depth + 1,
                     )?);
                 }
             }
-            item => target.push(parse_at(item, context, &format!("{at}[{key}]"))?),
+            item => target.push(parse_at(item, context, &format!("{at}[{key}]"), depth + 1)?),
         }
     }
     Ok(Query::Bool(query))
@@ -588,6 +607,30 @@ mod tests {
             "{}",
             error.reason
         );
+    }
+
+    #[test]
+    fn nesting_past_elasticsearchs_limit_is_refused_with_its_message() {
+        let nested = |levels: usize| {
+            (1..levels).fold(
+                json!({"term": {"a": 1}}),
+                |inner, _| json!({"bool": {"must": [inner]}}),
+            )
+        };
+        parse_query(&nested(MAX_NESTED_DEPTH), &context()).expect("at the limit");
+        let error = parse_query(&nested(MAX_NESTED_DEPTH + 1), &context()).expect_err("past it");
+        assert_eq!(error.kind, "illegal_argument_exception");
+        assert!(
+            error.reason.starts_with(
+                "The nested depth of the query exceeds the maximum nested depth for queries set in [indices.query.max_nested_depth]"
+            ),
+            "{error:?}"
+        );
+        let filtered = (1..MAX_NESTED_DEPTH + 1).fold(
+            json!({"match_all": {}}),
+            |inner, _| json!({"constant_score": {"filter": inner}}),
+        );
+        assert!(parse_query(&filtered, &context()).is_err());
     }
 
     #[test]

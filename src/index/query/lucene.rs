@@ -14,7 +14,9 @@ use std::ops::Bound;
 
 use super::date_math::{Rounding, parse_micros};
 use super::dsl::ParseContext;
-use super::{BoolQuery, FieldRef, Operator, Query, QueryError, Scalar};
+use super::{
+    BoolQuery, FieldRef, MAX_CLAUSES, MAX_LUCENE_DEPTH, Operator, Query, QueryError, Scalar,
+};
 
 #[derive(Debug, Clone)]
 pub struct LuceneOptions {
@@ -47,6 +49,8 @@ pub fn parse(
     let mut parser = Parser {
         chars: text.chars().collect(),
         position: 0,
+        depth: 0,
+        clauses: 0,
         text,
         context,
         options,
@@ -76,6 +80,10 @@ enum Occur {
 struct Parser<'a> {
     chars: Vec<char>,
     position: usize,
+    /// Groups and `NOT`s open around the position, at most [`MAX_LUCENE_DEPTH`].
+    depth: usize,
+    /// Terms, phrases and ranges read so far, at most [`MAX_CLAUSES`].
+    clauses: usize,
     text: &'a str,
     context: &'a ParseContext,
     options: &'a LuceneOptions,
@@ -90,6 +98,28 @@ impl Parser<'_> {
             self.text,
             self.position + 1
         ))
+    }
+
+    /// Opens one more level of nesting, refusing past [`MAX_LUCENE_DEPTH`].
+    fn descend(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_LUCENE_DEPTH {
+            return Err(self.error(format!(
+                "more than {MAX_LUCENE_DEPTH} nested groups or `NOT`s; flatten the query (`a OR b OR c` needs no parentheses)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts one more clause, refusing past [`MAX_CLAUSES`].
+    fn count_clause(&mut self) -> Result<(), QueryError> {
+        self.clauses += 1;
+        if self.clauses > MAX_CLAUSES {
+            return Err(self.error(format!(
+                "more than {MAX_CLAUSES} clauses (indices.query.bool.max_clause_count); use a `terms` query for long lists of values"
+            )));
+        }
+        Ok(())
     }
 
     fn parse_all(&mut self) -> Result<Query, QueryError> {
@@ -223,7 +253,9 @@ impl Parser<'_> {
     fn parse_unary(&mut self, field: Option<&str>) -> Result<(Occur, Query), QueryError> {
         self.skip_spaces();
         if self.eat_keyword("NOT", "!") {
+            self.descend()?;
             let (_, query) = self.parse_unary(field)?;
+            self.depth -= 1;
             return Ok((Occur::MustNot, query));
         }
         match self.peek() {
@@ -244,8 +276,10 @@ impl Parser<'_> {
         let query = match self.peek() {
             None => return Err(self.error("expected a term, phrase or `(`")),
             Some('(') => {
+                self.descend()?;
                 self.position += 1;
                 let query = self.parse_or(field)?;
+                self.depth -= 1;
                 self.skip_spaces();
                 if self.peek() != Some(')') {
                     return Err(self.error("expected `)`"));
@@ -291,6 +325,7 @@ impl Parser<'_> {
 
     fn parse_field_value(&mut self, name: &str) -> Result<Query, QueryError> {
         if name == "_exists_" {
+            self.count_clause()?;
             let field = self.read_term()?;
             if field.is_empty() {
                 return Err(self.error("expected a field name after `_exists_:`"));
@@ -301,8 +336,10 @@ impl Parser<'_> {
         }
         self.skip_spaces();
         if self.peek() == Some('(') {
+            self.descend()?;
             self.position += 1;
             let query = self.parse_or(Some(name))?;
+            self.depth -= 1;
             self.skip_spaces();
             if self.peek() != Some(')') {
                 return Err(self.error("expected `)`"));
@@ -315,6 +352,7 @@ impl Parser<'_> {
 
     /// A value for `field` (or the default fields when `None`).
     fn parse_value(&mut self, field: Option<&str>) -> Result<Query, QueryError> {
+        self.count_clause()?;
         self.skip_spaces();
         match self.peek() {
             Some('"') => {
@@ -635,6 +673,50 @@ mod tests {
             path: name.into(),
             keyword: false,
         }
+    }
+
+    #[test]
+    fn nesting_and_clauses_are_bounded_with_the_column_where_the_limit_passed() {
+        let depth = MAX_LUCENE_DEPTH;
+        std::thread::Builder::new()
+            .stack_size(crate::THREAD_STACK_BYTES / 8)
+            .spawn(move || {
+                let nested =
+                    |levels: usize| format!("{}a:1{}", "(".repeat(levels), ")".repeat(levels));
+                parse_default(&nested(depth)).expect("at the limit");
+                let error = parse_default(&nested(depth + 1)).expect_err("past it");
+                assert!(
+                    error
+                        .reason
+                        .contains(&format!("more than {depth} nested groups"))
+                        && error.reason.contains(&format!("at column {}", depth + 1)),
+                    "{error:?}"
+                );
+                for text in [
+                    nested(100_000),
+                    format!("{}a", "NOT ".repeat(100_000)),
+                    format!("{}a", "!".repeat(100_000)),
+                    format!("{}a{}", "f:(".repeat(100_000), ")".repeat(100_000)),
+                ] {
+                    assert!(parse_default(&text).is_err(), "{}", &text[..10]);
+                }
+                let options = LuceneOptions {
+                    lenient: true,
+                    ..LuceneOptions::default()
+                };
+                let context = ParseContext {
+                    now_micros: 0,
+                    timestamp_field: "@timestamp".into(),
+                };
+                parse(&nested(100_000), &context, &options).expect("lenient falls back to words");
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        let clauses = |count: usize| vec!["a"; count].join(" OR ");
+        parse_default(&clauses(MAX_CLAUSES)).expect("at the clause limit");
+        let error = parse_default(&clauses(MAX_CLAUSES + 1)).expect_err("past it");
+        assert!(error.reason.contains("max_clause_count"), "{error:?}");
     }
 
     #[test]

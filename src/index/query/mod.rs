@@ -13,6 +13,20 @@ pub mod lucene;
 
 use std::ops::Bound;
 
+/// How many query objects may nest in the DSL (`bool` in `bool` …), as Elasticsearch's
+/// `indices.query.max_nested_depth` (30): deep nesting only overflows stacks.
+pub const MAX_NESTED_DEPTH: usize = 30;
+
+/// How many groups and `NOT`s may nest in one Lucene query string. Elasticsearch's
+/// parser has no such limit (its thread stacks are large); ours keeps the deepest
+/// accepted query, with [`MAX_NESTED_DEPTH`] DSL levels around it, within a small part
+/// of a thread's stack ([`crate::THREAD_STACK_BYTES`]), whatever the size of the request.
+pub const MAX_LUCENE_DEPTH: usize = 100;
+
+/// How many clauses one query string may hold, as Elasticsearch's
+/// `indices.query.bool.max_clause_count` (4096): a longer query is work, not a search.
+pub const MAX_CLAUSES: usize = 4096;
+
 /// What a clause names.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldRef {
@@ -338,6 +352,13 @@ impl QueryError {
     pub fn parsing(reason: impl Into<String>) -> QueryError {
         QueryError {
             kind: "parsing_exception",
+            reason: reason.into(),
+        }
+    }
+
+    pub fn illegal_argument(reason: impl Into<String>) -> QueryError {
+        QueryError {
+            kind: "illegal_argument_exception",
             reason: reason.into(),
         }
     }
