@@ -87,3 +87,15 @@ impl From<crate::index::query::QueryError> for ApiError {
         ApiError::bad_request(error.kind, error.reason)
     }
 }
+
+/// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
+/// with 429 `cluster_block_exception`, which clients (Beats, Logstash, the agent) retry.
+impl From<crate::ingest::WriteRefused> for ApiError {
+    fn from(refused: crate::ingest::WriteRefused) -> Self {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            "cluster_block_exception",
+            refused.reason,
+        )
+    }
+}

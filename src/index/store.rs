@@ -638,6 +638,22 @@ impl IndexStore {
             .min(complete)
     }
 
+    /// Records that WAL record `seq` has nothing to apply (its write failed and it was
+    /// never acknowledged), so waiting for it to become searchable ends.
+    pub fn skip(&self, seq: u64) {
+        self.complete_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Resets every partition to its last commit, dropping its writer and what that
+    /// writer held (see [`Partition::reset_to_last_commit`]); the caller replays the
+    /// write-ahead log after it.
+    pub fn reset_to_last_commits(&self) {
+        let _guard = lock(&self.commit_lock);
+        for partition in self.all_partitions() {
+            partition.reset_to_last_commit();
+        }
+    }
+
     /// Commits and closes every writer (shutdown).
     pub fn close(&self) -> Result<(), StoreError> {
         let _guard = lock(&self.commit_lock);

@@ -4,7 +4,10 @@
 //! and served by `GET /_lookout/alerts/history`.
 //!
 //! Recording never blocks an evaluation or a delivery: events go through a channel to one
-//! writer task, which writes whatever has queued up as one batch.
+//! writer task, which writes whatever has queued up as one batch. While storage is
+//! degraded (a full disk) the writer holds its batch and writes it once writes resume;
+//! events beyond the queue's bound are dropped with a warning, and a shutdown while
+//! degraded loses what is held (the alerts themselves are unaffected).
 
 use std::sync::Arc;
 
@@ -114,7 +117,7 @@ impl HistoryWriter {
                 }
             };
             if !batch.is_empty() {
-                write_batch(&ingest, std::mem::take(&mut batch)).await;
+                write_until_accepted(&ingest, std::mem::take(&mut batch), &cancel).await;
             }
             if received == 0 {
                 return;
@@ -123,11 +126,44 @@ impl HistoryWriter {
     }
 }
 
-async fn write_batch(ingest: &Ingest, events: Vec<Value>) {
+/// Writes `events`, waiting out a degraded storage (until `cancel`).
+async fn write_until_accepted(ingest: &Ingest, events: Vec<Value>, cancel: &CancellationToken) {
+    let mut disk = ingest.disk().subscribe();
+    let mut waited = false;
+    loop {
+        let Err(refused) = write_batch(ingest, &events).await else {
+            if waited {
+                tracing::info!(
+                    events = events.len(),
+                    "alert history events held while storage was degraded are written"
+                );
+            }
+            return;
+        };
+        if !waited {
+            tracing::warn!(events = events.len(), reason = %refused, "alert history events held until storage accepts writes again");
+            waited = true;
+        }
+        tokio::select! {
+            _ = disk.wait_for(|state| !state.degraded()) => {}
+            _ = cancel.cancelled() => {
+                tracing::warn!(events = events.len(), "alert history events lost: shutting down while storage is degraded");
+                return;
+            }
+        }
+        // the state may flip back before the write: retry at most every second
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+}
+
+async fn write_batch(ingest: &Ingest, events: &[Value]) -> Result<(), crate::ingest::WriteRefused> {
     let rules = ingest.settings.rules.clone();
     let now = chrono::Utc::now().timestamp_micros();
     let items: Vec<Item> = events
-        .into_iter()
+        .iter()
         .map(|event| Item {
             kind: ActionKind::Index,
             index: Some(INDEX.to_string()),
@@ -136,10 +172,11 @@ async fn write_batch(ingest: &Ingest, events: Vec<Value>) {
             prepared: event::prepare(&bytes::Bytes::from(event.to_string()), &rules, now).map(Some),
         })
         .collect();
-    let outcome = ingest.write(items, None).await;
+    let outcome = ingest.write(items, None).await?;
     for item in outcome.items.iter().filter(|item| item.error.is_some()) {
         tracing::error!(error = ?item.error, "cannot index an alert history event");
     }
+    Ok(())
 }
 
 /// The newest `size` history events, of one rule or all, newest first.
