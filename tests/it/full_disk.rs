@@ -66,12 +66,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Server config for the tests: a 1 MiB watermark checked every 100 ms.
-fn config(dir: &Path) -> PathBuf {
+/// Server config for the tests: a 1 MiB watermark checked every 100 ms, and `target`
+/// scraped every 250 ms.
+fn config(dir: &Path, target: &str) -> PathBuf {
     let path = dir.join("lookout.toml");
     std::fs::write(
         &path,
-        "[storage]\nmin_free_bytes = 1048576\nmin_free_percent = 0.0\ncheck_interval = \"100ms\"\n\n[index]\nrefresh_interval = \"100ms\"\n",
+        format!(
+            "[storage]\nmin_free_bytes = 1048576\nmin_free_percent = 0.0\ncheck_interval = \"100ms\"\n\n[index]\nrefresh_interval = \"100ms\"\n\n[[scrape_configs]]\njob_name = \"app\"\nscrape_interval = \"250ms\"\n[[scrape_configs.static_configs]]\ntargets = [\"{target}\"]\n"
+        ),
     )
     .expect("config");
     path
@@ -99,18 +102,43 @@ fn rule(dir: &Path) -> PathBuf {
     queries
 }
 
-fn start(dir: &Path, data: &Path, listen: &str, queries: &Path, webhook: &str) -> Server {
+fn start(
+    dir: &Path,
+    data: &Path,
+    listen: &str,
+    target: &str,
+    queries: &Path,
+    webhook: &str,
+) -> Server {
     Server::start_with_env(
         data,
         listen,
         &[
             "--config",
-            &config(dir).display().to_string(),
+            &config(dir, target).display().to_string(),
             "--queries",
             &queries.display().to_string(),
         ],
         &[("SLACK_WEBHOOK_URL", webhook), ("LOOKOUT_LOG", "warn")],
     )
+}
+
+fn unlogged_samples(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lookout_tsdb_samples_unlogged_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("lookout_tsdb_samples_unlogged_total")
+}
+
+/// The scraped `app_requests_total` through PromQL (empty when absent).
+async fn scraped_value(server: &Server) -> String {
+    let (status, body) = server.get("/api/v1/query?query=app_requests_total").await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn degraded(server: &Server) -> bool {
@@ -160,7 +188,15 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     let queries = rule(dir.path());
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let server = start(dir.path(), &data, "127.0.0.1:0", &queries, &webhook);
+    let target = crate::metrics::target("app_requests_total 7\n").await;
+    let server = start(
+        dir.path(),
+        &data,
+        "127.0.0.1:0",
+        &target,
+        &queries,
+        &webhook,
+    );
     let address = server.address().to_string();
 
     // an agent ships a file (its state lives outside the small disk)
@@ -247,10 +283,16 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
         metrics.contains("\nlookout_storage_free_bytes "),
         "{metrics}"
     );
+    // scrapes go on into the head, unlogged and counted; PromQL answers from it
+    wait_until("scraped samples kept unlogged", 10, || async {
+        unlogged_samples(&server.metrics().await) > 0
+    })
+    .await;
+    assert_eq!(scraped_value(&server).await, "7");
 
     // kill -9 on the full disk, and a start on the still-full disk: read-only, serving
     server.kill();
-    let server = start(dir.path(), &data, &address, &queries, &webhook);
+    let server = start(dir.path(), &data, &address, &target, &queries, &webhook);
     wait_until("storage degraded after the restart", 10, || {
         degraded(&server)
     })
@@ -281,6 +323,14 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     assert_eq!(server.count("logs", "kind:plain").await, 20);
     assert_eq!(server.count("logs", "kind:refused").await, 0);
     assert!(!degraded(&server).await);
+    // the metrics log is written again: samples stop being counted as unlogged
+    wait_until("a scrape after the recovery", 10, || async {
+        scraped_value(&server).await == "7"
+    })
+    .await;
+    let before = unlogged_samples(&server.metrics().await);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(unlogged_samples(&server.metrics().await), before);
 
     // the agent backed off through the 429s and the restart, and kept its place
     server.wait_caught_up(chrono::Utc::now()).await;
