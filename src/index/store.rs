@@ -6,6 +6,10 @@
 //! - At most `max_open_writers` partition writers are open; opening one more commits and
 //!   closes the least recently written.
 //! - Retention drops whole partitions whose end is older than `now − retention`.
+//! - A failed write (a full disk kills a tantivy writer's indexing thread, after which the
+//!   writer refuses everything) is not repaired here: ingest resets every partition to
+//!   its last commit ([`IndexStore::reset_to_last_commits`]) and replays its write-ahead
+//!   log, which keeps every record the index has not committed.
 //! - Index names follow Elasticsearch's rules, which also keeps every path inside the data
 //!   directory.
 

@@ -448,6 +448,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn while_degraded_samples_stay_queryable_unlogged_and_the_log_resumes_in_a_fresh_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let up = head::labels(&[("__name__", "up"), ("job", "node")]);
+        let born_degraded = head::labels(&[("__name__", "up"), ("job", "late")]);
+        let disk = Arc::new(crate::storage::DiskSpace::unwatched());
+        {
+            let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("open");
+            tsdb.attach_disk(disk.clone());
+            tsdb.append(&[(up.clone(), 0, 1.0)]).expect("append");
+            disk.write_failed("metrics write-ahead log", &"No space left on device");
+            // a series first seen while degraded: not logged, but queryable
+            let results = tsdb
+                .append(&[
+                    (up.clone(), 15_000, 1.0),
+                    (born_degraded.clone(), 15_000, 1.0),
+                ])
+                .expect("a degraded append does not fail");
+            assert!(results.iter().all(Result::is_ok));
+            assert_eq!(disk.telemetry().tsdb_samples_unlogged.get(), 2);
+            assert_eq!(tsdb.select(&[], 0, i64::MAX).len(), 2);
+            disk.recovered();
+            tsdb.append(&[(born_degraded.clone(), 30_000, 2.0)])
+                .expect("append");
+        }
+        let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("reopen");
+        let late = tsdb.select(
+            &[head::Matcher::Equal("job".into(), "late".into())],
+            0,
+            i64::MAX,
+        );
+        // the fresh segment starts with every series, so the sample logged after the
+        // recovery finds its series; the unlogged one is gone, as counted
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].1, vec![(30_000, 2.0)]);
+        let node = tsdb.select(
+            &[head::Matcher::Equal("job".into(), "node".into())],
+            0,
+            i64::MAX,
+        );
+        assert_eq!(node[0].1, vec![(0, 1.0)]);
+    }
+
+    #[test]
     fn a_reopened_store_has_every_logged_sample_and_still_refuses_old_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let up = head::labels(&[("__name__", "up"), ("job", "node")]);
