@@ -896,6 +896,11 @@ impl RuleManager {
         )
     }
 
+    /// Where this manager records transitions and deliveries.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.unsaved
             .lock()

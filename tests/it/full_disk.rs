@@ -274,6 +274,20 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
         .collect();
     assert!(messages[0].contains("[FIRING] disk_500s"), "{messages:?}");
     assert!(messages[1].contains("[RESOLVED] disk_500s"), "{messages:?}");
+    // the history cannot be indexed yet: it is held, and served from memory
+    let transitions = |events: Vec<serde_json::Value>| -> Vec<String> {
+        events
+            .iter()
+            .filter(|event| event["type"] == "transition")
+            .filter_map(|event| event["to"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_until("the held history shows both transitions", 10, || async {
+        transitions(crate::alerting::history(&server, "disk_500s").await).len() >= 2
+    })
+    .await;
+    let held = transitions(crate::alerting::history(&server, "disk_500s").await);
+    assert_eq!(held, ["resolved", "firing"], "newest first");
     let metrics = server.metrics().await;
     assert!(
         metrics.contains("lookout_ingest_batches_refused_total{reason=\"low_space\"}"),
@@ -322,6 +336,8 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     assert_eq!(server.count("logs", "kind:alert").await, 10);
     assert_eq!(server.count("logs", "kind:plain").await, 20);
     assert_eq!(server.count("logs", "kind:refused").await, 0);
+    // (the history held by the killed server was lost with it, as documented; the
+    // restarted one indexes what it records)
     assert!(!degraded(&server).await);
     // the metrics log is written again: samples stop being counted as unlogged
     wait_until("a scrape after the recovery", 10, || async {
