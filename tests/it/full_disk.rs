@@ -227,6 +227,7 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     let filler = tmpfs.fill();
     assert!(tmpfs.free_bytes() < 64 * 1024, "the disk is full");
     wait_until("storage degraded", 10, || degraded(&server)).await;
+    let full_since = tokio::time::Instant::now();
 
     // ingest is refused with 429 and a reason that says what to do
     let (status, body) =
@@ -273,6 +274,10 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
         .map(|payload| payload.to_string())
         .collect();
     assert!(messages[0].contains("[FIRING] disk_500s"), "{messages:?}");
+    assert!(
+        mock.lock().expect("mock").received[0].0 > full_since,
+        "the alert fired while the disk was full"
+    );
     assert!(messages[1].contains("[RESOLVED] disk_500s"), "{messages:?}");
     // the history cannot be indexed yet: it is held, and served from memory
     let transitions = |events: Vec<serde_json::Value>| -> Vec<String> {
