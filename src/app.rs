@@ -68,6 +68,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     let data_dir = DataDir::open(&config.data_dir)?;
     let telemetry = Arc::new(Telemetry::default());
+    let disk = Arc::new(crate::storage::DiskSpace::new(
+        &data_dir.root,
+        config.storage.clone(),
+        telemetry.clone(),
+    ));
     let settings = store_settings(&config);
     let indices = data_dir.indices();
     let started = Instant::now();
@@ -77,11 +82,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .context("opening the index")??,
     );
     let ingest_settings = ingest_settings(&config);
-    let (wal, state_dir, ingest_store, ingest_telemetry) = (
+    let (wal, state_dir, ingest_store, ingest_telemetry, ingest_disk) = (
         data_dir.wal(),
         data_dir.state(),
         store.clone(),
         telemetry.clone(),
+        disk.clone(),
     );
     let ingest = tokio::task::spawn_blocking(move || {
         Ingest::open(
@@ -90,6 +96,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             state_dir,
             ingest_settings,
             ingest_telemetry,
+            ingest_disk,
         )
     })
     .await
@@ -103,6 +110,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tasks = TaskTracker::new();
     let background = CancellationToken::new();
     tasks.spawn(ingest.clone().run_refresher(background.clone()));
+    {
+        let ingest = ingest.clone();
+        tasks.spawn(disk.clone().run(
+            move || {
+                let ingest = ingest.clone();
+                async move { ingest.recover().await }
+            },
+            background.clone(),
+        ));
+    }
 
     let tsdb_dir = data_dir.tsdb();
     let tsdb_options = config.metrics.tsdb_options();
@@ -112,6 +129,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .context("opening the metrics store")?
             .context("opening the metrics store")?,
     );
+    tsdb.attach_disk(disk.clone());
     let series = Arc::new(crate::rules::observe::Sources {
         store: store.clone(),
         tsdb: Arc::clone(&tsdb),

@@ -12,12 +12,18 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Atomically replaces `path` with `bytes`, durably.
+/// Atomically replaces `path` with `bytes`, durably. When writing fails (a full disk) the
+/// old version stays and the temporary file is removed, so it holds no space.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = temporary_path(path);
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = std::fs::File::create(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
     std::fs::rename(&temporary, path)?;
     if let Some(parent) = path.parent() {
         std::fs::File::open(parent)?.sync_all()?;

@@ -42,6 +42,8 @@ pub struct Config {
     pub prometheus_config: Option<PathBuf>,
     /// The metrics store and the PromQL engine.
     pub metrics: MetricsConfig,
+    /// The free-space watermark below which writes are refused (read-only mode).
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             scrape_configs: Vec::new(),
             prometheus_config: None,
             metrics: MetricsConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 }
@@ -469,6 +472,12 @@ impl Config {
                 "must start with http:// or https://",
             );
         }
+        errors.extend(
+            self.storage
+                .validate()
+                .into_iter()
+                .map(|error| format!("{origin}: {error}")),
+        );
         if let Err(error) = self.auth.resolve_token() {
             errors.push(format!("{origin}: {error}"));
         }

@@ -28,6 +28,7 @@ pub mod rules;
 pub mod scheduler;
 pub mod scrape;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod tsdb;
 

@@ -22,6 +22,19 @@ impl Counter {
     }
 }
 
+/// A value set when it changes.
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A counter with one label.
 #[derive(Default)]
 pub struct LabeledCounter(Mutex<BTreeMap<String, u64>>);
@@ -184,6 +197,18 @@ pub struct Telemetry {
     pub notifications: PairCounter,
     /// Delivery attempts that failed and were retried, by notifier.
     pub notification_retries: LabeledCounter,
+    /// 1 while writes are refused (`storage::DiskSpace`).
+    pub storage_degraded: Gauge,
+    /// Free bytes of the data directory's file system at the last check.
+    pub storage_free_bytes: Gauge,
+    /// Free bytes below which writes are refused.
+    pub storage_watermark_bytes: Gauge,
+    /// Writes that failed, by what was written.
+    pub storage_write_failures: LabeledCounter,
+    /// Write requests refused whole while storage was degraded, by cause.
+    pub ingest_batches_refused: LabeledCounter,
+    /// Samples kept in the metrics head without reaching its write-ahead log.
+    pub tsdb_samples_unlogged: Counter,
 }
 
 /// A gauge value computed at scrape time.
@@ -387,6 +412,46 @@ impl Telemetry {
                 u8::from(*healthy)
             );
         }
+        for (name, help, value) in [
+            (
+                "lookout_storage_degraded",
+                "1 while storage is degraded (free space below the watermark or a failed write): writes are refused with 429, searches and alerts keep working.",
+                self.storage_degraded.get(),
+            ),
+            (
+                "lookout_storage_free_bytes",
+                "Free bytes of the data directory's file system at the last check.",
+                self.storage_free_bytes.get(),
+            ),
+            (
+                "lookout_storage_watermark_bytes",
+                "Free bytes below which writes are refused (storage.min_free_bytes, storage.min_free_percent).",
+                self.storage_watermark_bytes.get(),
+            ),
+        ] {
+            write_gauge_header(&mut out, name, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        labeled(
+            &mut out,
+            "lookout_storage_write_failures_total",
+            "Writes to the data directory that failed, by what was written.",
+            "what",
+            &self.storage_write_failures,
+        );
+        labeled(
+            &mut out,
+            "lookout_ingest_batches_refused_total",
+            "Write requests refused whole (HTTP 429) while storage was degraded, by cause (low_space, failed_write).",
+            "reason",
+            &self.ingest_batches_refused,
+        );
+        counter(
+            &mut out,
+            "lookout_tsdb_samples_unlogged_total",
+            "Scraped samples kept in the metrics head but not in its write-ahead log (storage degraded): lost if the server stops before the head is persisted.",
+            self.tsdb_samples_unlogged.get(),
+        );
         let mut last_name = "";
         for gauge in gauges {
             if gauge.name != last_name {

@@ -300,4 +300,15 @@ impl Partition {
             let _ = writer.rollback();
         }
     }
+
+    /// Drops the writer and everything it held uncommitted, and forgets that anything
+    /// is pending: the partition is back at its last commit. After a failed write (a
+    /// writer whose indexing thread died on a full disk is "killed" and refuses every
+    /// later operation) the write-ahead log is replayed from there.
+    pub fn reset_to_last_commit(&self) {
+        self.discard_writer();
+        let mut state = lock(&self.state);
+        state.applied_seq = state.committed_seq;
+        state.first_pending_seq = None;
+    }
 }

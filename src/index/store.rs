@@ -6,6 +6,10 @@
 //! - At most `max_open_writers` partition writers are open; opening one more commits and
 //!   closes the least recently written.
 //! - Retention drops whole partitions whose end is older than `now − retention`.
+//! - A failed write (a full disk kills a tantivy writer's indexing thread, after which the
+//!   writer refuses everything) is not repaired here: ingest resets every partition to
+//!   its last commit ([`IndexStore::reset_to_last_commits`]) and replays its write-ahead
+//!   log, which keeps every record the index has not committed.
 //! - Index names follow Elasticsearch's rules, which also keeps every path inside the data
 //!   directory.
 
@@ -636,6 +640,22 @@ impl IndexStore {
             .min()
             .unwrap_or(complete)
             .min(complete)
+    }
+
+    /// Records that WAL record `seq` has nothing to apply (its write failed and it was
+    /// never acknowledged), so waiting for it to become searchable ends.
+    pub fn skip(&self, seq: u64) {
+        self.complete_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Resets every partition to its last commit, dropping its writer and what that
+    /// writer held (see [`Partition::reset_to_last_commit`]); the caller replays the
+    /// write-ahead log after it.
+    pub fn reset_to_last_commits(&self) {
+        let _guard = lock(&self.commit_lock);
+        for partition in self.all_partitions() {
+            partition.reset_to_last_commit();
+        }
     }
 
     /// Commits and closes every writer (shutdown).

@@ -8,9 +8,24 @@
 //! ```
 //!
 //! Invariants: a response is sent only after its record is fsynced; records are applied in
-//! sequence order; an item at or below its source's high-water mark is `noop`; an I/O
-//! failure of the log stops the process (its state is then only what the disk holds, and a
-//! restart replays it) rather than acknowledging something that is not durable.
+//! sequence order; an item at or below its source's high-water mark is `noop`.
+//!
+//! A full disk degrades instead of stopping (see [`crate::storage`]):
+//!
+//! - While storage is degraded every write request is refused whole (HTTP 429 with the
+//!   reason), before anything is decided.
+//! - A failed append or fsync of the log fails every record of its group commit and every
+//!   later one with an error, never an acknowledgment; the segment is cut back to its last
+//!   durable length and abandoned ([`wal::WalWriter::abandon`]); the high-water marks the
+//!   failed batches raised are put back, so an agent's retry is not mistaken for a
+//!   duplicate.
+//! - A failed index write (a tantivy writer killed by a full disk) or commit keeps the
+//!   record acknowledged — it is durable in the log, which is not truncated past it — and
+//!   degrades storage.
+//! - Recovery, once space is back ([`Ingest::recover`]): every partition is reset to its
+//!   last commit, the log is replayed into it and committed, and a fresh segment opens.
+//! - Start-up on a full disk (or one that fails while replaying) opens read-only: what is
+//!   committed is searched, the log is kept whole for that recovery.
 
 pub mod agents;
 pub mod bulk;
@@ -28,6 +43,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use crate::index::IndexStore;
 use crate::index::document::LogDoc;
 use crate::index::store::{WriteOp, validate_index_name};
+use crate::storage::{DiskSpace, DiskState};
 use crate::telemetry::Telemetry;
 use agents::Agents;
 use bulk::{ActionKind, Pair, SourcePosition};
@@ -129,12 +145,27 @@ pub fn parse_bulk(
 }
 
 enum LogMessage {
+    /// Answered `Err(reason)` when the record could not be made durable.
     Append {
         record: Record,
         ops: Vec<WriteOp>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     Truncate(u64),
+    /// Recover from failed writes: answered with the index's durable sequence and the
+    /// records that failed since the last recovery.
+    Recover {
+        reply: oneshot::Sender<Result<(u64, Vec<u64>), String>>,
+    },
+}
+
+/// What the log thread and the request side share.
+struct LogShared {
+    /// Highest record known durable in the log.
+    synced: watch::Sender<u64>,
+    /// Bumped by every failure and every recovery: a snapshot of the marks taken in one
+    /// epoch is saved only if the epoch did not change until its records were durable.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 struct DecideState {
@@ -146,6 +177,11 @@ struct DecideState {
     /// `create` after an `index` of the same id in one `_bulk` conflicts, and a `delete`
     /// in between frees it).
     batch_ids: HashMap<(String, String), bool>,
+    /// Per record on its way through the log, the marks it raised and their previous
+    /// offsets, to put back if the record fails.
+    undo_marks: std::collections::BTreeMap<u64, Vec<(String, u64, Option<u64>)>>,
+    /// The marks the current request raised so far, with their previous offsets.
+    batch_marks: Vec<(String, u64, Option<u64>)>,
 }
 
 /// The ingest component; one per server.
@@ -166,6 +202,8 @@ pub struct Ingest {
     last_search_ms: std::sync::atomic::AtomicU64,
     started: Instant,
     state_dir: PathBuf,
+    disk: Arc<DiskSpace>,
+    shared: Arc<LogShared>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +214,13 @@ pub enum IngestError {
     Store(#[from] crate::index::StoreError),
     #[error("{0}")]
     State(String),
+}
+
+/// A write request refused whole because storage is degraded (HTTP 429).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct WriteRefused {
+    pub reason: String,
 }
 
 /// The outcome of a write request.
@@ -195,13 +240,17 @@ fn now_micros() -> i64 {
 }
 
 impl Ingest {
-    /// Replays the log in `wal_dir` into `store`, then starts the log thread.
+    /// Replays the log in `wal_dir` into `store`, then starts the log thread. Below the
+    /// free-space watermark, or when replaying, committing or opening the log fails for
+    /// lack of space, it opens read-only instead: what is committed is searchable, the log
+    /// is kept whole and replayed by [`Ingest::recover`] once there is space.
     pub fn open(
         store: Arc<IndexStore>,
         wal_dir: PathBuf,
         state_dir: PathBuf,
         settings: IngestSettings,
         telemetry: Arc<Telemetry>,
+        disk: Arc<DiskSpace>,
     ) -> Result<Arc<Ingest>, IngestError> {
         std::fs::create_dir_all(&wal_dir).map_err(|error| {
             IngestError::State(format!("cannot create `{}`: {error}", wal_dir.display()))
@@ -214,11 +263,16 @@ impl Ingest {
         let committed = store.min_committed_seq();
         let started = Instant::now();
         let mut replayed = 0u64;
+        // on a full disk nothing is applied (a writer would only die committing it): the
+        // marks are read, the records stay in the log for later
+        let mut apply_failure: Option<IngestError> = (!disk.check()).then(|| {
+            IngestError::State("free space is below the storage watermark at start".into())
+        });
         let last_seq = wal::replay(&wal_dir, |record| {
             for mark in &record.marks {
                 marks.raise(&mark.source, mark.generation, mark.offset, now_micros());
             }
-            if record.seq <= committed {
+            if record.seq <= committed || apply_failure.is_some() {
                 return Ok(());
             }
             let ops = record
@@ -226,13 +280,10 @@ impl Ingest {
                 .into_iter()
                 .filter_map(|op| op_from_log(op, &store, &settings.rules))
                 .collect();
-            store
-                .apply(record.seq, ops, true)
-                .map_err(|error| wal::WalError::Io {
-                    path: wal_dir.display().to_string(),
-                    source: std::io::Error::other(error.to_string()),
-                })?;
-            replayed += 1;
+            match store.apply(record.seq, ops, true) {
+                Ok(()) => replayed += 1,
+                Err(error) => apply_failure = Some(error.into()),
+            }
             Ok(())
         })?;
         if replayed > 0 {
@@ -242,20 +293,48 @@ impl Ingest {
                 "replayed the write-ahead log"
             );
         }
-        let durable = store.commit_all()?;
         let next_seq = last_seq.max(store.max_committed_seq()) + 1;
-        let writer = WalWriter::open(&wal_dir, next_seq, settings.wal_segment_bytes)?;
-        marks
-            .save(&state_dir.join("sources.json"))
-            .map_err(|error| {
-                IngestError::State(format!("cannot write sources snapshot: {error}"))
-            })?;
-        writer.truncate(durable)?;
+        let opened = match apply_failure {
+            Some(error) => Err(error),
+            None => (|| -> Result<(WalWriter, u64), IngestError> {
+                let durable = store.commit_all()?;
+                let writer = WalWriter::open(&wal_dir, next_seq, settings.wal_segment_bytes)?;
+                marks
+                    .save(&state_dir.join("sources.json"))
+                    .map_err(|error| {
+                        IngestError::State(format!("cannot write sources snapshot: {error}"))
+                    })?;
+                writer.truncate(durable)?;
+                Ok((writer, durable))
+            })(),
+        };
+        let (writer, durable) = match opened {
+            Ok((writer, durable)) => (Some(writer), durable),
+            Err(error) => {
+                store.reset_to_last_commits();
+                disk.write_failed("ingest write-ahead log replay", &error);
+                tracing::error!(%error, "started read-only: the write-ahead log is kept and replayed once the data directory has space");
+                (None, store.durable_seq())
+            }
+        };
 
         let (log, log_receiver) = mpsc::channel(1024);
         let (searchable, _) = watch::channel(durable);
+        let shared = Arc::new(LogShared {
+            synced: watch::channel(next_seq - 1).0,
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        });
         let permits =
             (settings.max_in_flight_bytes / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        let context = LogContext {
+            store: store.clone(),
+            telemetry: telemetry.clone(),
+            disk: disk.clone(),
+            shared: shared.clone(),
+            wal_dir,
+            rules: settings.rules.clone(),
+            segment_bytes: settings.wal_segment_bytes,
+        };
         let ingest = Arc::new(Ingest {
             agents: Agents::new(settings.agent_timeout),
             in_flight: Arc::new(Semaphore::new(permits)),
@@ -265,6 +344,8 @@ impl Ingest {
                 marks,
                 reserved_ids: HashMap::new(),
                 batch_ids: HashMap::new(),
+                undo_marks: Default::default(),
+                batch_marks: Vec::new(),
             }),
             log,
             searchable,
@@ -272,20 +353,41 @@ impl Ingest {
             last_search_ms: std::sync::atomic::AtomicU64::new(NEVER_SEARCHED),
             started: Instant::now(),
             state_dir,
-            store: store.clone(),
+            store,
             settings,
-            telemetry: telemetry.clone(),
+            telemetry,
+            disk,
+            shared,
         });
         std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || run_log(writer, store, log_receiver, telemetry))
+            .spawn(move || run_log(writer, next_seq - 1, context, log_receiver))
             .map_err(|error| IngestError::State(format!("cannot start the log thread: {error}")))?;
         Ok(ingest)
     }
 
+    /// The disk watch writes are refused by.
+    pub fn disk(&self) -> &Arc<DiskSpace> {
+        &self.disk
+    }
+
     /// Writes `items`: decides each, logs the accepted ones durably, applies them, and
-    /// returns per-item results in request order.
-    pub async fn write(&self, items: Vec<Item>, watermark: Option<(String, i64)>) -> WriteOutcome {
+    /// returns per-item results in request order. Refused whole, with nothing of it
+    /// acknowledged, while storage is degraded or when the log fails to make it durable.
+    pub async fn write(
+        &self,
+        items: Vec<Item>,
+        watermark: Option<(String, i64)>,
+    ) -> Result<WriteOutcome, WriteRefused> {
+        if let Some(reason) = self.disk.refusal() {
+            let cause = if self.disk.state().low_space.is_some() {
+                "low_space"
+            } else {
+                "failed_write"
+            };
+            self.telemetry.ingest_batches_refused.add(cause, 1);
+            return Err(WriteRefused { reason });
+        }
         let now = now_micros();
         let mut results = Vec::with_capacity(items.len());
         let mut ops = Vec::with_capacity(items.len());
@@ -293,6 +395,7 @@ impl Ingest {
         let mut marks: Vec<LoggedMark> = Vec::new();
         let mut decide = self.decide.lock().await;
         decide.batch_ids.clear();
+        decide.batch_marks.clear();
         for item in items {
             let index = item.index.clone().unwrap_or_default();
             let result = self.decide_item(
@@ -312,10 +415,10 @@ impl Ingest {
             // is what `?refresh` must wait for — `seq` itself is never written
             let logged_before = seq - 1;
             drop(decide);
-            return WriteOutcome {
+            return Ok(WriteOutcome {
                 seq: logged_before,
                 items: results,
-            };
+            });
         }
         decide.next_seq += 1;
         for op in &logged {
@@ -328,6 +431,10 @@ impl Ingest {
             {
                 decide.reserved_ids.insert((index.clone(), id.clone()), seq);
             }
+        }
+        let undo: Vec<(String, u64, Option<u64>)> = std::mem::take(&mut decide.batch_marks);
+        if !undo.is_empty() {
+            decide.undo_marks.insert(seq, undo);
         }
         let record = Record {
             seq,
@@ -345,21 +452,32 @@ impl Ingest {
             fatal("the write-ahead log thread is gone");
         }
         drop(decide);
-        if acknowledged.await.is_err() {
-            fatal("the write-ahead log thread stopped before acknowledging");
-        }
+        let durable = match acknowledged.await {
+            Ok(durable) => durable,
+            Err(_) => fatal("the write-ahead log thread stopped before acknowledging"),
+        };
         let mut decide = self.decide.lock().await;
         decide
             .reserved_ids
             .retain(|_, reserved_seq| *reserved_seq != seq);
+        if durable.is_ok() {
+            // a failed record's undo waits for the recovery, which puts the marks back
+            decide.undo_marks.remove(&seq);
+        }
         drop(decide);
+        if let Err(error) = durable {
+            self.telemetry.ingest_batches_refused.add("failed_write", 1);
+            return Err(WriteRefused {
+                reason: self.disk.refusal().unwrap_or(error),
+            });
+        }
         if let Some((agent, micros)) = watermark {
             self.agents.seen(&agent, Some(micros), Instant::now());
         }
-        WriteOutcome {
+        Ok(WriteOutcome {
             seq,
             items: results,
-        }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -534,6 +652,14 @@ impl Ingest {
         }
         logged.push(op);
         if let Some(position) = position {
+            if !decide.batch_marks.iter().any(|(source, generation, _)| {
+                *source == position.source && *generation == position.generation
+            }) {
+                let previous = decide.marks.get(&position.source, position.generation);
+                decide
+                    .batch_marks
+                    .push((position.source.clone(), position.generation, previous));
+            }
             decide
                 .marks
                 .raise(&position.source, position.generation, position.offset, now);
@@ -564,8 +690,14 @@ impl Ingest {
         (total - self.in_flight.available_permits() as u64) * 1024
     }
 
-    /// Waits until everything up to `seq` is searchable; with `force`, commits now.
+    /// Waits until everything up to `seq` is searchable; with `force`, commits now. Returns
+    /// early while a failed write keeps the index from committing (searches then see
+    /// what is committed: a rule evaluates on it rather than waiting for the disk).
     pub async fn wait_searchable(&self, seq: u64, force: bool) {
+        let mut disk = self.disk.subscribe();
+        if disk.borrow_and_update().failed_write.is_some() {
+            return;
+        }
         let mut receiver = self.searchable.subscribe();
         // already searchable: no commit to ask for (a thousand rules evaluated at one
         // tick each ask; only those behind an acknowledged write should cost a commit)
@@ -576,7 +708,10 @@ impl Ingest {
         if force || self.search_idle() {
             self.refresh_now.notify_one();
         }
-        let _ = receiver.wait_for(|searchable| *searchable >= seq).await;
+        tokio::select! {
+            _ = receiver.wait_for(|searchable| *searchable >= seq) => {}
+            _ = disk.wait_for(|state| state.failed_write.is_some()) => {}
+        }
     }
 
     /// Whether no search came within `search_idle_after` (background refreshes pause).
@@ -642,6 +777,11 @@ impl Ingest {
                 self.telemetry.refreshes_skipped.add(1);
                 continue;
             }
+            // a failed write leaves writers that may be dead: nothing commits until the
+            // recovery has reset and replayed them
+            if self.disk.state().failed_write.is_some() {
+                continue;
+            }
             last_commit = (Instant::now(), ingested);
             let store = self.store.clone();
             let telemetry = self.telemetry.clone();
@@ -665,7 +805,8 @@ impl Ingest {
                     }
                 }
                 Ok(Err(error)) => {
-                    tracing::error!(%error, "index commit failed; retrying at the next refresh")
+                    tracing::error!(%error, "index commit failed; the write-ahead log keeps everything uncommitted, replayed once the data directory accepts writes");
+                    self.disk.write_failed("index commit", &error);
                 }
                 Err(error) => tracing::error!(%error, "index commit task failed"),
             }
@@ -673,9 +814,11 @@ impl Ingest {
     }
 
     /// Expires marks and agents, drops partitions past retention, snapshots the marks
-    /// and lets the log drop what the index holds.
+    /// and lets the log drop what the index holds. While storage is degraded only
+    /// retention runs (it frees space); the marks stay in the log.
     async fn maintain(&self, durable: u64) {
         let now = now_micros();
+        let epoch = std::sync::atomic::Ordering::SeqCst;
         let snapshot = {
             let mut decide = self.decide.lock().await;
             let expired = decide
@@ -684,9 +827,30 @@ impl Ingest {
             if expired > 0 {
                 tracing::info!(expired, "source high-water marks expired");
             }
-            decide.marks.clone()
+            // the snapshot holds marks of records still on their way through the log:
+            // it is saved only once they are durable, and not if any of them failed
+            (!self.disk.degraded()).then(|| {
+                (
+                    decide.marks.clone(),
+                    decide.next_seq - 1,
+                    self.shared.epoch.load(epoch),
+                )
+            })
         };
         self.agents.expire(Instant::now());
+        let snapshot = match snapshot {
+            Some((marks, upto, before)) => {
+                let mut synced = self.shared.synced.subscribe();
+                let mut disk = self.disk.subscribe();
+                let durable_in_time = tokio::select! {
+                    waited = synced.wait_for(|synced| *synced >= upto) => waited.is_ok(),
+                    _ = disk.wait_for(DiskState::degraded) => false,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => false,
+                };
+                (durable_in_time && self.shared.epoch.load(epoch) == before).then_some(marks)
+            }
+            None => None,
+        };
         let store = self.store.clone();
         let path = self.state_dir.join("sources.json");
         let telemetry = self.telemetry.clone();
@@ -697,25 +861,74 @@ impl Ingest {
             if let Ok(dropped) = &dropped {
                 telemetry.retention_dropped_partitions.add(*dropped as u64);
             }
-            snapshot.save(&path).map(|()| dropped)
+            let saved = snapshot.map(|snapshot| snapshot.save(&path)).transpose();
+            saved.map(|saved| dropped.map(|_| saved.is_some()))
         })
         .await;
         match result {
-            Ok(Ok(Ok(_))) => {
+            Ok(Ok(Ok(true))) => {
                 let _ = self.log.send(LogMessage::Truncate(durable)).await;
             }
+            Ok(Ok(Ok(false))) => {}
             Ok(Ok(Err(error))) => tracing::error!(%error, "retention failed"),
             Ok(Err(error)) => {
-                tracing::error!(%error, "cannot write the sources snapshot; the log is kept")
+                tracing::error!(%error, "cannot write the sources snapshot; the log is kept");
+                self.disk.write_failed("sources snapshot", &error);
             }
             Err(error) => tracing::error!(%error, "maintenance task failed"),
         }
+    }
+
+    /// Recovers from failed writes once there is space again: resets the index to its
+    /// last commits, replays the log into it, commits, opens a fresh log segment and puts
+    /// back the marks of the records that failed. Holds the decide lock throughout, so no
+    /// request is decided meanwhile. Returns whether it succeeded (if not, storage stays
+    /// degraded and the next check tries again).
+    pub async fn recover(&self) -> bool {
+        let mut decide = self.decide.lock().await;
+        let (reply, answer) = oneshot::channel();
+        if self.log.send(LogMessage::Recover { reply }).await.is_err() {
+            fatal("the write-ahead log thread is gone");
+        }
+        let (durable, failed) = match answer.await {
+            Ok(Ok(recovered)) => recovered,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "recovery from the failed write is not possible yet");
+                return false;
+            }
+            Err(_) => fatal("the write-ahead log thread stopped while recovering"),
+        };
+        let mut failed = failed;
+        failed.sort_unstable();
+        for seq in failed.iter().rev() {
+            for (source, generation, previous) in
+                decide.undo_marks.remove(seq).into_iter().flatten().rev()
+            {
+                decide.marks.restore(&source, generation, previous);
+            }
+        }
+        decide.undo_marks.clear();
+        drop(decide);
+        self.searchable.send_if_modified(|current| {
+            let changed = durable > *current;
+            *current = (*current).max(durable);
+            changed
+        });
+        tracing::info!(
+            failed_batches = failed.len(),
+            "recovered from the failed write: the write-ahead log is replayed and committed"
+        );
+        true
     }
 
     /// Flushes everything: the last records are applied, every partition committed.
     pub async fn close(&self) -> Result<(), IngestError> {
         // taking the lock waits for in-flight decisions; acknowledged records are applied
         let _decide = self.decide.lock().await;
+        if let Some((what, _)) = self.disk.state().failed_write {
+            tracing::warn!(%what, "not committing at shutdown after a failed write: the write-ahead log keeps everything acknowledged for the next start");
+            return Ok(());
+        }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -757,13 +970,31 @@ fn fatal(message: &str) -> ! {
     std::process::abort()
 }
 
-/// The log thread: group commit, apply in order, acknowledge.
-fn run_log(
-    mut writer: WalWriter,
+/// What the log thread works with besides its writer.
+struct LogContext {
     store: Arc<IndexStore>,
-    mut receiver: mpsc::Receiver<LogMessage>,
     telemetry: Arc<Telemetry>,
+    disk: Arc<DiskSpace>,
+    shared: Arc<LogShared>,
+    wal_dir: PathBuf,
+    rules: EventRules,
+    segment_bytes: u64,
+}
+
+/// The log thread: group commit, apply in order, acknowledge. Without a writer (a write
+/// failed, or the server started read-only) every record fails until a recovery.
+fn run_log(
+    mut writer: Option<WalWriter>,
+    mut last_seq: u64,
+    context: LogContext,
+    mut receiver: mpsc::Receiver<LogMessage>,
 ) {
+    let LogContext {
+        store, telemetry, ..
+    } = &context;
+    // records answered with an error since the last recovery
+    let mut failed: Vec<u64> = Vec::new();
+    let mut index_failed = false;
     let mut batch = Vec::new();
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -775,39 +1006,145 @@ fn run_log(
         }
         let started = Instant::now();
         let mut appended = Vec::new();
+        let mut failure: Option<String> = None;
         for message in batch.drain(..) {
             match message {
                 LogMessage::Append { record, ops, reply } => {
-                    if let Err(error) = writer.append(&record) {
-                        fatal(&format!("cannot append to the write-ahead log: {error}"));
+                    last_seq = last_seq.max(record.seq);
+                    if failure.is_none() {
+                        match writer.as_mut().map(|writer| writer.append(&record)) {
+                            Some(Ok(())) => {}
+                            Some(Err(error)) => failure = Some(error.to_string()),
+                            None => {
+                                failure = Some(
+                                    "the write-ahead log is closed after a failed write".into(),
+                                )
+                            }
+                        }
                     }
                     appended.push((record.seq, ops, reply));
                 }
-                LogMessage::Truncate(durable) => match writer.truncate(durable) {
-                    Ok(deleted) if deleted > 0 => {
-                        tracing::debug!(deleted, durable, "write-ahead log segments deleted")
+                LogMessage::Truncate(durable) => {
+                    let Some(writer) = writer.as_ref() else {
+                        continue;
+                    };
+                    match writer.truncate(durable) {
+                        Ok(deleted) if deleted > 0 => {
+                            tracing::debug!(deleted, durable, "write-ahead log segments deleted")
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot delete write-ahead log segments")
+                        }
                     }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "cannot delete write-ahead log segments"),
-                },
+                }
+                LogMessage::Recover { reply } => {
+                    let recovered = recover_log(&mut writer, last_seq, &failed, &context)
+                        .map(|durable| (durable, std::mem::take(&mut failed)));
+                    if recovered.is_ok() {
+                        index_failed = false;
+                        context
+                            .shared
+                            .epoch
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        context.shared.synced.send_replace(last_seq);
+                    }
+                    let _ = reply.send(recovered);
+                }
             }
         }
         if appended.is_empty() {
             continue;
         }
-        if let Err(error) = writer.sync() {
-            fatal(&format!("cannot fsync the write-ahead log: {error}"));
+        if failure.is_none()
+            && let Some(Err(error)) = writer.as_mut().map(WalWriter::sync)
+        {
+            failure = Some(error.to_string());
+        }
+        if let Some(error) = failure {
+            // nothing of this group is durable: none of it is acknowledged, and the
+            // segment is given up rather than trusted after a failed fsync
+            if let Some(abandoned) = writer.take() {
+                abandoned.abandon();
+                context
+                    .shared
+                    .epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                context.disk.write_failed("ingest write-ahead log", &error);
+            }
+            for (seq, _, reply) in appended {
+                store.skip(seq);
+                failed.push(seq);
+                let _ = reply.send(Err(error.clone()));
+            }
+            continue;
         }
         telemetry.wal_sync_seconds.observe(started.elapsed());
         telemetry.wal_records.add(appended.len() as u64);
+        if let Some((seq, _, _)) = appended.last() {
+            context.shared.synced.send_replace(*seq);
+        }
         for (seq, ops, reply) in appended {
-            if let Err(error) = store.apply(seq, ops, false) {
-                fatal(&format!("cannot apply record {seq} to the index: {error}"));
+            // durable in the log: acknowledged even when the index fails it (the log keeps
+            // it until the index has it; the recovery replays it)
+            if !index_failed && let Err(error) = store.apply(seq, ops, false) {
+                index_failed = true;
+                context.disk.write_failed("index", &error);
             }
-            let _ = reply.send(());
+            let _ = reply.send(Ok(()));
         }
     }
-    if let Err(error) = writer.sync() {
+    if let Some(Err(error)) = writer.as_mut().map(WalWriter::sync) {
         tracing::error!(%error, "final write-ahead log sync failed");
     }
+}
+
+/// Recovery from failed writes, on the log thread: the index goes back to its last
+/// commits, the whole log is replayed into it (but the records that failed) and
+/// committed, and a fresh segment opens after `last_seq`. Returns the index's durable
+/// sequence.
+fn recover_log(
+    writer: &mut Option<WalWriter>,
+    last_seq: u64,
+    failed: &[u64],
+    context: &LogContext,
+) -> Result<u64, String> {
+    let store = &context.store;
+    if let Some(current) = writer.as_mut() {
+        current.sync().map_err(|error| error.to_string())?;
+    }
+    store.reset_to_last_commits();
+    let committed = store.min_committed_seq();
+    let failed: std::collections::HashSet<u64> = failed.iter().copied().collect();
+    let mut apply_failure = None;
+    wal::replay(&context.wal_dir, |record| {
+        if record.seq <= committed || failed.contains(&record.seq) || apply_failure.is_some() {
+            return Ok(());
+        }
+        let seq = record.seq;
+        let ops = record
+            .ops
+            .into_iter()
+            .filter_map(|op| op_from_log(op, store, &context.rules))
+            .collect();
+        if let Err(error) = store.apply(seq, ops, true) {
+            apply_failure = Some(error.to_string());
+        }
+        Ok(())
+    })
+    .map_err(|error| error.to_string())?;
+    let reset = |error: String| {
+        store.reset_to_last_commits();
+        error
+    };
+    if let Some(error) = apply_failure {
+        return Err(reset(error));
+    }
+    let durable = store
+        .commit_all()
+        .map_err(|error| reset(error.to_string()))?;
+    let fresh = WalWriter::open(&context.wal_dir, last_seq + 1, context.segment_bytes)
+        .map_err(|error| error.to_string())?;
+    *writer = Some(fresh);
+    Ok(durable)
 }

@@ -47,6 +47,22 @@ impl SourceMarks {
         mark.updated_micros = now_micros;
     }
 
+    /// Puts a mark back to `offset` (`None`: no mark), undoing [`SourceMarks::raise`]s of
+    /// a batch that was never acknowledged.
+    pub fn restore(&mut self, source: &str, generation: u64, offset: Option<u64>) {
+        let key = (source.to_string(), generation);
+        match offset {
+            Some(offset) => {
+                if let Some(mark) = self.marks.get_mut(&key) {
+                    mark.offset = offset;
+                }
+            }
+            None => {
+                self.marks.remove(&key);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.marks.len()
     }

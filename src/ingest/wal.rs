@@ -11,6 +11,13 @@
 //! at the end of the last segment (a crash mid-write) is cut off at start; a bad record
 //! anywhere else stops the server with the file and offset, since data after it would be
 //! skipped silently otherwise.
+//!
+//! A failed write or fsync (a full disk) leaves the tail of the segment in an unknown
+//! state: the kernel may have dropped the dirty pages and will not report it twice
+//! (PostgreSQL's "fsyncgate"), so an fsync that succeeds later proves nothing about them.
+//! [`WalWriter::abandon`] therefore never retries: it cuts the segment back to the length
+//! of its last successful fsync and closes it, and the next writer starts a fresh segment.
+//! Records after the cut were never acknowledged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -311,6 +318,8 @@ pub struct WalWriter {
     file: BufWriter<File>,
     path: PathBuf,
     written: u64,
+    /// Length of the segment at its last successful fsync: everything before it is durable.
+    durable_length: u64,
     buffer: Vec<u8>,
 }
 
@@ -335,6 +344,7 @@ impl WalWriter {
             file: BufWriter::with_capacity(1 << 20, file),
             path,
             written,
+            durable_length: written,
             buffer: Vec::new(),
         })
     }
@@ -360,7 +370,33 @@ impl WalWriter {
         self.file
             .get_ref()
             .sync_data()
-            .map_err(io_error(&self.path))
+            .map_err(io_error(&self.path))?;
+        self.durable_length = self.written;
+        Ok(())
+    }
+
+    /// Gives the segment up after a failed write or fsync: drops what is buffered, cuts
+    /// the file back to its last durable length (best effort: a crash before the cut
+    /// reaches the disk can leave whole records of never-acknowledged batches, replayed
+    /// like any other) and closes it. The fsync is not retried on this file.
+    pub fn abandon(self) {
+        let (file, _unwritten) = self.file.into_parts();
+        let cut = file
+            .set_len(self.durable_length)
+            .and_then(|()| file.sync_all());
+        match cut {
+            Ok(()) => tracing::warn!(
+                path = %self.path.display(),
+                length = self.durable_length,
+                "write-ahead log segment cut back to its last durable length and closed"
+            ),
+            Err(error) => tracing::error!(
+                path = %self.path.display(),
+                length = self.durable_length,
+                %error,
+                "cannot cut the write-ahead log segment back to its last durable length; closed"
+            ),
+        }
     }
 
     /// Deletes segments whose records are all at or below `durable_seq`; the current
@@ -468,6 +504,28 @@ mod tests {
         })
         .expect("replay twice");
         assert_eq!(again, 1, "the tail was cut off for good");
+    }
+
+    #[test]
+    fn an_abandoned_segment_keeps_what_was_synced_and_the_log_goes_on_in_a_fresh_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = WalWriter::open(dir.path(), 1, 1 << 20).expect("open");
+        writer.append(&record(1)).expect("append");
+        writer.sync().expect("sync");
+        // as if the fsync of record 2 had failed: it is written (buffered), never synced
+        writer.append(&record(2)).expect("append");
+        writer.file.flush().expect("flush");
+        writer.abandon();
+        let mut writer = WalWriter::open(dir.path(), 3, 1 << 20).expect("fresh segment");
+        writer.append(&record(3)).expect("append");
+        writer.sync().expect("sync");
+        let mut seen = Vec::new();
+        replay(dir.path(), |record| {
+            seen.push(record.seq);
+            Ok(())
+        })
+        .expect("replay: the cut segment is not corrupt");
+        assert_eq!(seen, vec![1, 3], "the unsynced record 2 is gone");
     }
 
     #[test]

@@ -221,6 +221,7 @@ impl Sandbox {
             dir.path().join("state"),
             crate::app::ingest_settings(&config),
             Arc::clone(&telemetry),
+            Arc::new(crate::storage::DiskSpace::unwatched()),
         )
         .map_err(|error| error.to_string())?;
         let tsdb = Arc::new(
@@ -346,7 +347,11 @@ async fn run_group(
         }
     }
     if !items.is_empty() {
-        let outcome = sandbox.ingest.write(items, None).await;
+        let outcome = sandbox
+            .ingest
+            .write(items, None)
+            .await
+            .map_err(|refused| format!("input_logs: {refused}"))?;
         if let Some(error) = outcome.items.iter().find_map(|item| item.error.as_ref()) {
             return Err(format!("input_logs: a line was refused: {error:?}"));
         }

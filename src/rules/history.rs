@@ -4,7 +4,11 @@
 //! and served by `GET /_lookout/alerts/history`.
 //!
 //! Recording never blocks an evaluation or a delivery: events go through a channel to one
-//! writer task, which writes whatever has queued up as one batch.
+//! writer task, which writes whatever has queued up as one batch. While storage is
+//! degraded (a full disk) the writer holds the events in memory — [`History::held`]
+//! serves them to the history API meanwhile — and writes them once writes resume; beyond
+//! [`MAX_QUEUED`] held events the oldest are dropped with a warning, and a shutdown while
+//! degraded loses what is held (the alerts themselves are unaffected).
 
 use std::sync::Arc;
 
@@ -30,6 +34,14 @@ pub struct History {
     sender: Option<mpsc::Sender<Value>>,
     /// Events kept in memory instead (replays show them).
     kept: Option<Arc<std::sync::Mutex<Vec<Value>>>>,
+    /// Events the writer could not write yet (storage degraded), oldest first.
+    held: Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+fn lock(events: &std::sync::Mutex<Vec<Value>>) -> std::sync::MutexGuard<'_, Vec<Value>> {
+    events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl History {
@@ -37,12 +49,18 @@ impl History {
     /// drains what is queued once its token is cancelled).
     pub fn new(ingest: Arc<Ingest>) -> (History, HistoryWriter) {
         let (sender, receiver) = mpsc::channel(MAX_QUEUED);
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
         (
             History {
                 sender: Some(sender),
                 kept: None,
+                held: Arc::clone(&held),
             },
-            HistoryWriter { ingest, receiver },
+            HistoryWriter {
+                ingest,
+                receiver,
+                held,
+            },
         )
     }
 
@@ -51,6 +69,7 @@ impl History {
         History {
             sender: None,
             kept: None,
+            held: Default::default(),
         }
     }
 
@@ -59,7 +78,20 @@ impl History {
         History {
             sender: None,
             kept: Some(Default::default()),
+            held: Default::default(),
         }
+    }
+
+    /// The newest `size` events not written to the index yet (storage degraded), of one
+    /// rule or all, newest first.
+    pub fn held(&self, rule: Option<&str>, size: usize) -> Vec<Value> {
+        lock(&self.held)
+            .iter()
+            .rev()
+            .filter(|event| rule.is_none_or(|rule| event["rule"] == rule))
+            .take(size)
+            .cloned()
+            .collect()
     }
 
     /// The events kept since the last call (an in-memory history's).
@@ -93,16 +125,22 @@ impl History {
 pub struct HistoryWriter {
     ingest: Arc<Ingest>,
     receiver: mpsc::Receiver<Value>,
+    held: Arc<std::sync::Mutex<Vec<Value>>>,
 }
+
+/// How often held events are tried again while storage is degraded.
+const RETRY_HELD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl HistoryWriter {
     pub async fn run(self, cancel: CancellationToken) {
         let HistoryWriter {
             ingest,
             mut receiver,
+            held,
         } = self;
-        let mut batch: Vec<Value> = Vec::new();
+        let mut holding = false;
         loop {
+            let mut batch: Vec<Value> = Vec::new();
             let received = tokio::select! {
                 received = receiver.recv_many(&mut batch, 1000) => received,
                 () = cancel.cancelled() => {
@@ -112,22 +150,60 @@ impl HistoryWriter {
                     }
                     0
                 }
+                () = tokio::time::sleep(RETRY_HELD), if holding => usize::MAX,
             };
-            if !batch.is_empty() {
-                write_batch(&ingest, std::mem::take(&mut batch)).await;
+            let pending = {
+                let mut held = lock(&held);
+                held.extend(batch);
+                let excess = held.len().saturating_sub(MAX_QUEUED);
+                if excess > 0 {
+                    held.drain(..excess);
+                    tracing::warn!(
+                        dropped = excess,
+                        "alert history events dropped: too many held while storage is degraded"
+                    );
+                }
+                held.clone()
+            };
+            // while holding, no attempt until storage says writes are accepted
+            let wait_for_storage = holding && ingest.disk().degraded();
+            if !pending.is_empty() && !wait_for_storage {
+                match write_batch(&ingest, &pending).await {
+                    Ok(()) => {
+                        lock(&held).drain(..pending.len());
+                        if std::mem::take(&mut holding) {
+                            tracing::info!(
+                                events = pending.len(),
+                                "alert history events held while storage was degraded are written"
+                            );
+                        }
+                    }
+                    Err(refused) => {
+                        if !std::mem::replace(&mut holding, true) {
+                            tracing::warn!(reason = %refused, "alert history events held in memory until storage accepts writes again");
+                        }
+                    }
+                }
             }
             if received == 0 {
+                let lost = lock(&held).len();
+                if lost > 0 {
+                    tracing::warn!(
+                        events = lost,
+                        "alert history events lost: shutting down while storage is degraded"
+                    );
+                }
                 return;
             }
         }
     }
 }
 
-async fn write_batch(ingest: &Ingest, events: Vec<Value>) {
+async fn write_batch(ingest: &Ingest, events: &[Value]) -> Result<(), crate::ingest::WriteRefused> {
     let rules = ingest.settings.rules.clone();
     let now = chrono::Utc::now().timestamp_micros();
     let items: Vec<Item> = events
-        .into_iter()
+        .iter()
         .map(|event| Item {
             kind: ActionKind::Index,
             index: Some(INDEX.to_string()),
@@ -136,10 +212,11 @@ async fn write_batch(ingest: &Ingest, events: Vec<Value>) {
             prepared: event::prepare(&bytes::Bytes::from(event.to_string()), &rules, now).map(Some),
         })
         .collect();
-    let outcome = ingest.write(items, None).await;
+    let outcome = ingest.write(items, None).await?;
     for item in outcome.items.iter().filter(|item| item.error.is_some()) {
         tracing::error!(error = ?item.error, "cannot index an alert history event");
     }
+    Ok(())
 }
 
 /// The newest `size` history events, of one rule or all, newest first.

@@ -11,6 +11,14 @@
 //! (the rule's `notify`, else the routes); each notifier gets one message per rule and
 //! tick, recorded in the outbox before it is attempted. Transitions and delivery attempts
 //! go to the `.lookout-alerts` history.
+//!
+//! On a full disk (or any failing write under `state/`) alerting goes on from memory:
+//! a rule's state that cannot be saved is kept in memory and written again at each of
+//! its evaluations until it succeeds (a restart meanwhile sees the last state that was
+//! saved, so it may repeat a notice, never lose one); a delivery whose outbox record
+//! cannot be written is sent unrecorded (lost if the process dies before it is
+//! delivered); history events wait in [`History`]'s queue. Each is logged when it starts
+//! failing and when it recovers, not at every tick.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -307,6 +315,10 @@ pub struct RuleManager {
     outbox: Option<Arc<Outbox>>,
     /// Each rule's alert state as last saved (read from disk once, at its first tick).
     states: std::sync::Mutex<BTreeMap<String, RuleState>>,
+    /// Rules whose state in memory could not be written to disk yet.
+    unsaved: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Whether the last outbox record failed (logged once per change).
+    outbox_failing: std::sync::atomic::AtomicBool,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
@@ -417,6 +429,8 @@ impl RuleManager {
             runner,
             telemetry,
             states: Default::default(),
+            unsaved: Default::default(),
+            outbox_failing: Default::default(),
             running: Default::default(),
             broken: Default::default(),
             statuses: Default::default(),
@@ -898,7 +912,7 @@ impl RuleManager {
             .lock_states()
             .insert(rule.to_string(), state.clone())
             .is_some_and(|saved| same_on_disk(&saved, state, grouped));
-        if unchanged {
+        if unchanged && !self.lock_unsaved().contains(rule) {
             return Ok(());
         }
         let path = self.state_path(rule);
@@ -909,6 +923,17 @@ impl RuleManager {
             &path,
             &serde_json::to_vec_pretty(state).expect("state serializes"),
         )
+    }
+
+    /// Where this manager records transitions and deliveries.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets a rule's state, in memory and on disk.
@@ -926,9 +951,15 @@ impl RuleManager {
     }
 
     /// Waits (at most `max_delay` past the tick) until every live agent has shipped
-    /// everything up to the tick (rules that read no logs do not wait).
+    /// everything up to the tick (rules that read no logs do not wait, nor does any rule
+    /// while storage is degraded).
     async fn wait_for_agents(&self, rule: &LoadedRule, tick: DateTime<Utc>) {
         if !self.sources.reads_logs(rule) {
+            return;
+        }
+        // storage degraded: agents are refused and cannot catch up, so waiting would only
+        // delay alerts exactly when the host is in trouble
+        if self.ingest.disk().degraded() {
             return;
         }
         let tick_micros = tick.timestamp_micros();
@@ -971,8 +1002,17 @@ impl RuleManager {
             deliveries.extend(self.record(rule, &notifier, &message));
         }
         let grouped = !rule.file.group_by.is_empty();
-        if let Err(error) = self.save_state(&rule.name, grouped, &state) {
-            tracing::error!(rule = %rule.name, %error, "cannot save alert state");
+        match self.save_state(&rule.name, grouped, &state) {
+            Ok(()) => {
+                if self.lock_unsaved().remove(&rule.name) {
+                    tracing::info!(rule = %rule.name, "alert state saved again");
+                }
+            }
+            Err(error) => {
+                if self.lock_unsaved().insert(rule.name.clone()) {
+                    tracing::error!(rule = %rule.name, %error, "cannot save alert state; it is kept in memory, alerting goes on, and it is written again at each evaluation until the disk accepts it");
+                }
+            }
         }
         let active: Vec<ActiveAlert> = state
             .alerts
@@ -1285,9 +1325,24 @@ impl RuleManager {
         };
         let id = match &self.outbox {
             Some(outbox) => match outbox.record(&delivery) {
-                Ok(id) => Some(id),
+                Ok(id) => {
+                    if self
+                        .outbox_failing
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::info!(rule = %rule.name, "deliveries are recorded in the outbox again");
+                    }
+                    Some(id)
+                }
                 Err(error) => {
-                    tracing::error!(rule = %rule.name, %error, "cannot record the delivery; sending it unrecorded");
+                    if self
+                        .outbox_failing
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::debug!(rule = %rule.name, %error, "cannot record the delivery; sending it unrecorded");
+                    } else {
+                        tracing::error!(rule = %rule.name, %error, "cannot record deliveries in the outbox; sending them unrecorded (a restart before they are delivered loses them) until it can");
+                    }
                     None
                 }
             },

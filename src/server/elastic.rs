@@ -158,11 +158,17 @@ async fn root(State(state): State<SharedState>) -> Response {
     }))
 }
 
+/// `yellow` with the reason while storage is degraded (writes refused, every document
+/// searchable): Elasticsearch keeps `_cluster/health` green at the flood stage, since no
+/// shard becomes unassigned, and turns the disk indicator of `_health_report` red; red
+/// here would claim data is unsearchable, and yellow still satisfies readers that wait
+/// for `wait_for_status=yellow`.
 async fn cluster_health(State(state): State<SharedState>) -> Response {
     let shards = state.store.names().len();
-    ok(&json!({
+    let refusal = state.ingest.disk().refusal();
+    let mut health = json!({
         "cluster_name": "lookout",
-        "status": "green",
+        "status": if refusal.is_some() { "yellow" } else { "green" },
         "timed_out": false,
         "number_of_nodes": 1,
         "number_of_data_nodes": 1,
@@ -176,7 +182,11 @@ async fn cluster_health(State(state): State<SharedState>) -> Response {
         "number_of_in_flight_fetch": 0,
         "task_max_waiting_in_queue_millis": 0,
         "active_shards_percent_as_number": 100.0,
-    }))
+    });
+    if let Some(reason) = refusal {
+        health["lookout"] = json!({"storage": "read_only", "reason": reason});
+    }
+    ok(&health)
 }
 
 // ---------------------------------------------------------------- ingest
@@ -269,7 +279,7 @@ async fn run_bulk(
     })
     .await
     .map_err(|error| ApiError::internal("parsing a bulk body", error))?;
-    let outcome = write_items(&state, items, agent, refresh).await;
+    let outcome = write_items(&state, items, agent, refresh).await?;
     let errors = outcome.items.iter().any(|item| item.error.is_some());
     let text = bulk_answer::answer(
         started.elapsed().as_millis(),
@@ -288,20 +298,20 @@ async fn write_items(
     items: Vec<Item>,
     agent: Option<(String, Option<i64>)>,
     refresh: Refresh,
-) -> crate::ingest::WriteOutcome {
+) -> Result<crate::ingest::WriteOutcome, ApiError> {
     let watermark = agent
         .as_ref()
         .and_then(|(id, watermark)| watermark.map(|micros| (id.clone(), micros)));
     if let Some((id, None)) = &agent {
         state.ingest.agents.seen(id, None, Instant::now());
     }
-    let outcome = state.ingest.write(items, watermark).await;
+    let outcome = state.ingest.write(items, watermark).await?;
     match refresh {
         Refresh::No => {}
         Refresh::Force => state.ingest.wait_searchable(outcome.seq, true).await,
         Refresh::WaitFor => state.ingest.wait_searchable(outcome.seq, false).await,
     }
-    outcome
+    Ok(outcome)
 }
 
 /// Writes one document through the same path as `_bulk` and answers in ES' single-doc shape.
@@ -332,7 +342,7 @@ async fn write_one(
         position: None,
         prepared,
     };
-    let outcome = write_items(&state, vec![item], None, refresh).await;
+    let outcome = write_items(&state, vec![item], None, refresh).await?;
     let result = outcome
         .items
         .into_iter()

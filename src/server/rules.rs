@@ -289,6 +289,10 @@ async fn history(
     };
     let rule = params.get("rule").cloned();
     let store = state.store.clone();
+    // events not indexed yet (storage degraded) are the newest
+    let held = state.rules.get().map_or_else(Vec::new, |rules| {
+        rules.history().held(rule.as_deref(), size)
+    });
     state.ingest.refresh().await;
     let failed =
         |reason: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "search_failed", reason);
@@ -298,5 +302,6 @@ async fn history(
     .await
     .map_err(|join_error| failed(join_error.to_string()))?
     .map_err(failed)?;
+    let events: Vec<Value> = held.into_iter().chain(events).take(size).collect();
     Ok(ok(&json!({"events": events})))
 }

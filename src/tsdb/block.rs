@@ -156,19 +156,24 @@ pub fn write(
         bytes: (chunk_bytes.len() + index.len()) as u64,
         source: source.to_string(),
     };
-    for (file, bytes) in [
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+    let written = [
         ("chunks", chunk_bytes),
         ("index", index),
-        (
-            "meta.json",
-            serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?,
-        ),
-    ] {
+        ("meta.json", meta_json),
+    ]
+    .into_iter()
+    .try_for_each(|(file, bytes)| {
         let mut handle = File::create(temporary.join(file))?;
         handle.write_all(&bytes)?;
-        handle.sync_all()?;
+        handle.sync_all()
+    })
+    .and_then(|()| File::open(&temporary)?.sync_all());
+    if let Err(error) = written {
+        // a full disk: what was written of the block holds space nobody can use
+        let _ = std::fs::remove_dir_all(&temporary);
+        return Err(error);
     }
-    File::open(&temporary)?.sync_all()?;
     let final_dir = blocks_dir.join(&name);
     std::fs::rename(&temporary, &final_dir)?;
     File::open(blocks_dir)?.sync_all()?;

@@ -9,6 +9,15 @@
 //! deleted; blocks past the retention are deleted whole; blocks that appear in
 //! `blocks/` (an import) are picked up. Queries read the head, then the blocks, and
 //! merge by timestamp.
+//!
+//! On a full disk (storage degraded, see [`crate::storage`]) scrapes go on: samples are
+//! appended to the head and queried as usual but not logged, counted in
+//! `lookout_tsdb_samples_unlogged_total` (lost if the process stops before the head is
+//! persisted); no block is written and retention still deletes. A failed log write or a
+//! failed block write degrades storage instead of failing the scrape; the log segment a
+//! write failed in is not trusted again: once writes resume the log continues in a fresh
+//! segment that starts with every series of the head. Opening on a full disk works the
+//! same way.
 
 pub mod block;
 pub mod chunk;
@@ -19,7 +28,8 @@ pub mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use block::Block;
@@ -51,6 +61,11 @@ pub struct Tsdb {
     dir: PathBuf,
     blocks: RwLock<Vec<Arc<Block>>>,
     pub options: TsdbOptions,
+    /// The log must continue in a fresh segment (with every series) before it takes
+    /// samples again: a write to it failed, or samples skipped it while degraded.
+    wal_stale: AtomicBool,
+    /// The server's disk watch (none for tools): degrades instead of failing.
+    disk: OnceLock<Arc<crate::storage::DiskSpace>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,9 +113,14 @@ impl Tsdb {
                 }
             }
         }
-        // the new segment starts with every series it may refer to
-        wal.log(&head.series_records())?;
-        wal.remove_before(persisted)?;
+        // the new segment starts with every series it may refer to; on a full disk the
+        // store opens anyway and starts a fresh segment once it can
+        let logged = wal
+            .log(&head.series_records())
+            .and_then(|()| wal.remove_before(persisted).map(drop));
+        if let Err(error) = &logged {
+            tracing::error!(%error, "cannot write the metrics write-ahead log; samples are kept in memory until it can");
+        }
         if replayed > 0 {
             tracing::info!(
                 samples = replayed,
@@ -114,7 +134,28 @@ impl Tsdb {
             dir: dir.to_path_buf(),
             blocks: RwLock::new(blocks),
             options,
+            wal_stale: AtomicBool::new(logged.is_err()),
+            disk: OnceLock::new(),
         })
+    }
+
+    /// Makes the store degrade with `disk` instead of failing appends (the server).
+    pub fn attach_disk(&self, disk: Arc<crate::storage::DiskSpace>) {
+        let _ = self.disk.set(disk);
+    }
+
+    /// Logs `records` durably, first continuing in a fresh segment when the log is stale.
+    fn log(&self, wal: &mut Wal, records: &[Record]) -> std::io::Result<()> {
+        if self.wal_stale.load(Ordering::Relaxed) {
+            wal.rotate(&self.head.series_records())?;
+            self.wal_stale.store(false, Ordering::Relaxed);
+            tracing::info!("metrics write-ahead log continues in a fresh segment");
+        }
+        let logged = wal.log(records);
+        if logged.is_err() {
+            self.wal_stale.store(true, Ordering::Relaxed);
+        }
+        logged
     }
 
     /// Appends a batch, logging new series and accepted samples durably (one fsync);
@@ -145,8 +186,26 @@ impl Tsdb {
             records.push(Record::Samples(samples));
         }
         // nothing accepted and no new series: nothing to make durable
-        if !records.is_empty() {
-            wal.log(&records)?;
+        if records.is_empty() {
+            return Ok(results);
+        }
+        let Some(disk) = self.disk.get() else {
+            self.log(&mut wal, &records)?;
+            return Ok(results);
+        };
+        let unlogged = || {
+            let samples = records.iter().map(|record| match record {
+                Record::Samples(samples) => samples.len() as u64,
+                Record::Series { .. } => 0,
+            });
+            disk.telemetry().tsdb_samples_unlogged.add(samples.sum());
+        };
+        if disk.degraded() {
+            self.wal_stale.store(true, Ordering::Relaxed);
+            unlogged();
+        } else if let Err(error) = self.log(&mut wal, &records) {
+            disk.write_failed("metrics write-ahead log", &error);
+            unlogged();
         }
         Ok(results)
     }
@@ -257,7 +316,11 @@ impl Tsdb {
         }
         self.head.truncate(end);
         let mut wal = lock(&self.wal);
-        wal.rotate(&self.head.series_records())?;
+        if let Err(error) = wal.rotate(&self.head.series_records()) {
+            self.wal_stale.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+        self.wal_stale.store(false, Ordering::Relaxed);
         wal.remove_before(end)?;
         Ok(true)
     }
@@ -341,23 +404,38 @@ impl Tsdb {
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         let tick = (self.options.block_duration / 4)
             .clamp(Duration::from_millis(200), Duration::from_secs(60));
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
+            // degraded: no block is written (the head holds on), retention still frees
+            let compact = !self.disk.get().is_some_and(|disk| disk.degraded());
             let tsdb = Arc::clone(&self);
             let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 tsdb.reload_blocks();
-                while tsdb.compact()? {}
+                let compacted = (|| {
+                    while compact && tsdb.compact()? {}
+                    Ok(())
+                })();
                 tsdb.apply_retention(chrono::Utc::now().timestamp_millis());
-                Ok(())
+                compacted
             })
             .await;
             match outcome {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if compact && std::mem::take(&mut failing) {
+                        tracing::info!("metrics store maintenance works again");
+                    }
+                }
                 Ok(Err(error)) => {
-                    tracing::error!(%error, "metrics store maintenance failed; retrying")
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!(%error, "metrics store maintenance failed; the head keeps the samples, retrying");
+                    }
+                    if let Some(disk) = self.disk.get() {
+                        disk.write_failed("metrics block", &error);
+                    }
                 }
                 Err(error) => tracing::error!(%error, "metrics store maintenance panicked"),
             }
@@ -368,6 +446,49 @@ impl Tsdb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn while_degraded_samples_stay_queryable_unlogged_and_the_log_resumes_in_a_fresh_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let up = head::labels(&[("__name__", "up"), ("job", "node")]);
+        let born_degraded = head::labels(&[("__name__", "up"), ("job", "late")]);
+        let disk = Arc::new(crate::storage::DiskSpace::unwatched());
+        {
+            let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("open");
+            tsdb.attach_disk(disk.clone());
+            tsdb.append(&[(up.clone(), 0, 1.0)]).expect("append");
+            disk.write_failed("metrics write-ahead log", &"No space left on device");
+            // a series first seen while degraded: not logged, but queryable
+            let results = tsdb
+                .append(&[
+                    (up.clone(), 15_000, 1.0),
+                    (born_degraded.clone(), 15_000, 1.0),
+                ])
+                .expect("a degraded append does not fail");
+            assert!(results.iter().all(Result::is_ok));
+            assert_eq!(disk.telemetry().tsdb_samples_unlogged.get(), 2);
+            assert_eq!(tsdb.select(&[], 0, i64::MAX).len(), 2);
+            disk.recovered();
+            tsdb.append(&[(born_degraded.clone(), 30_000, 2.0)])
+                .expect("append");
+        }
+        let tsdb = Tsdb::open(dir.path(), TsdbOptions::default()).expect("reopen");
+        let late = tsdb.select(
+            &[head::Matcher::Equal("job".into(), "late".into())],
+            0,
+            i64::MAX,
+        );
+        // the fresh segment starts with every series, so the sample logged after the
+        // recovery finds its series; the unlogged one is gone, as counted
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].1, vec![(30_000, 2.0)]);
+        let node = tsdb.select(
+            &[head::Matcher::Equal("job".into(), "node".into())],
+            0,
+            i64::MAX,
+        );
+        assert_eq!(node[0].1, vec![(0, 1.0)]);
+    }
 
     #[test]
     fn a_reopened_store_has_every_logged_sample_and_still_refuses_old_ones() {

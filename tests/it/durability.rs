@@ -170,7 +170,13 @@ async fn agents_heartbeat_and_deregister() {
 async fn the_write_ahead_log_is_truncated_behind_commits_without_losing_anything() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("small-wal.toml");
-    std::fs::write(&config, "[ingest]\nwal_segment_bytes = 4096\n").expect("config");
+    // never search-idle: commits follow the refresh interval instead of waiting up to
+    // search_idle_after (30 s, the deadline below: the test raced it under load)
+    std::fs::write(
+        &config,
+        "[ingest]\nwal_segment_bytes = 4096\n[index]\nsearch_idle_after = \"0s\"\n",
+    )
+    .expect("config");
     let data = dir.path().join("data");
     let config_arg = config.to_str().expect("utf8").to_string();
     let server = Server::start(&data, &["--config", &config_arg]);

@@ -17,7 +17,7 @@ pub(crate) async fn listen(router: axum::Router) -> String {
     address.to_string()
 }
 
-async fn target(body: &'static str) -> String {
+pub(crate) async fn target(body: &'static str) -> String {
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || async move {
