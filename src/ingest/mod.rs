@@ -361,7 +361,19 @@ impl Ingest {
         });
         std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || run_log(writer, next_seq - 1, context, log_receiver))
+            .spawn(move || {
+                // a bug here would leave the server accepting batches nobody logs:
+                // stop instead, and let the restart replay the write-ahead log
+                let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_log(writer, next_seq - 1, context, log_receiver)
+                }));
+                if let Err(panic) = logged {
+                    fatal(&format!(
+                        "the write-ahead log thread panicked: {}",
+                        crate::error::panic_message(&*panic)
+                    ));
+                }
+            })
             .map_err(|error| IngestError::State(format!("cannot start the log thread: {error}")))?;
         Ok(ingest)
     }
