@@ -1,0 +1,17 @@
+//! Generated-input (fuzz) tests of every parser and decoder that reads outside input:
+//! grammar-aware generators and mutations of realistic inputs (proptest, stable Rust),
+//! each case run on a thread with the server's stack size.
+//!
+//! Properties: no panic, no stack overflow, each case in bounded time and memory, and
+//! round trips where a renderer exists. `LOOKOUT_FUZZ_CASES=N` runs N cases per target
+//! (the default is small enough for every `cargo test`).
+
+mod bulk;
+mod exposition;
+mod filter_path;
+mod harness;
+mod promql;
+mod query;
+mod rule;
+mod schedule;
+mod template;
