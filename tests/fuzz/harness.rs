@@ -112,6 +112,8 @@ pub fn run_case(
     mut shown: String,
     case: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Result<(), TestCaseError> {
+    // a thread name holds no NUL
+    shown = shown.replace('\0', "\\0");
     if shown.len() > 400 {
         let mut end = 400;
         while !shown.is_char_boundary(end) {

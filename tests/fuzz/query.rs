@@ -154,7 +154,34 @@ fn lucene_grammar() -> Arc<Grammar> {
 /// Inputs of the query parsers that crash today, skipped until the fixes in progress
 /// land; each class has its reproducer in an ignored test below.
 pub fn known_query_crash(text: &str) -> bool {
-    date_math_after_multibyte(text)
+    // a NUL: the term keys use NUL as a separator, and tantivy panics reading the type
+    // code after it ("The term has an invalid type code"), see `a_nul_in_a_query_panics_in_tantivy`
+    text.contains('\0')
+        || text.contains("\\u0000")
+        || text
+            .match_indices("now")
+            .chain(text.match_indices("||"))
+            .any(|(at, anchor)| {
+                let math = text[at + anchor.len()..]
+                    .split(|c: char| c.is_whitespace() || "]}\"".contains(c))
+                    .next()
+                    .unwrap_or("");
+                date_math_crash(math)
+            })
+}
+
+/// Date math (`date_math::apply_math`) that panics: a multibyte character after the
+/// anchor (`now€`: the input is sliced one byte past the operator character, see
+/// `date_math_with_a_multibyte_operator_panics`), or an amount that moves the time past
+/// chrono's range (`now-429496729615m`: `time + Duration` unchecked in `add_unit`, see
+/// `date_math_past_the_range_of_time_panics`).
+fn date_math_crash(math: &str) -> bool {
+    let longest_number = math
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    !math.is_ascii() || longest_number >= 8
 }
 
 /// A histogram whose buckets from its (extended) bounds and interval number past `i64`:
@@ -209,19 +236,6 @@ fn bucket_count_overflows(body: &Value) -> bool {
         (None, None) => data_span,
     };
     interval > 0.0 && span / interval > 1e15
-}
-
-/// `now€`: date math slices its input one byte past the operator character, mid-character
-/// (`date_math::apply_math`); see `date_math_with_a_multibyte_operator_panics`.
-fn date_math_after_multibyte(text: &str) -> bool {
-    text.match_indices("now")
-        .chain(text.match_indices("||"))
-        .any(|(at, anchor)| {
-            text[at + anchor.len()..]
-                .split(|c: char| c.is_whitespace() || "]}\"".contains(c))
-                .next()
-                .is_some_and(|math| !math.is_ascii())
-        })
 }
 
 fn context() -> ParseContext {
@@ -305,8 +319,27 @@ fn run_query(query: &Query) -> Result<(), String> {
     let (_, store) = store();
     let scope = Scope::new(&store.all(), query);
     let _ = query.time_bounds();
-    let _ = search::count(store, &scope, query);
+    tolerating_tantivy_seek_assertion(|| {
+        let _ = search::count(store, &scope, query);
+    });
     Ok(())
+}
+
+/// Runs `search`, letting one known panic pass: tantivy's debug assertion in
+/// `PhraseScorer::seek_danger` (`target (0) should be greater than or equal to doc
+/// (2147483647)`), which a `must_not` phrase of several words that matches nothing in a
+/// segment trips when its `Exclude` starts (`NOT 3.5` on a text field). A debug build
+/// only: release builds have no such check. See `a_negated_phrase_trips_a_tantivy_debug_assertion`.
+fn tolerating_tantivy_seek_assertion(search: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(search)) {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if !message.contains("should be greater than or equal to doc") {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 /// Runs a whole search body (query, aggregations, sort, paging) with URL parameters.
@@ -316,11 +349,15 @@ fn run_search(body: &Value, params: &HashMap<String, String>) -> Result<(), Stri
     };
     let (_, store) = store();
     let scope = Scope::new(&store.all(), &request.query);
-    if let Ok(outcome) = search::execute(store, &scope, &request, None) {
-        search::render_hits(store, &scope.targets, &outcome.hits, &request)
-            .map_err(|error| format!("hits found cannot be rendered: {error}"))?;
-    }
-    Ok(())
+    let mut rendered = Ok(());
+    tolerating_tantivy_seek_assertion(|| {
+        if let Ok(outcome) = search::execute(store, &scope, &request, None) {
+            rendered = search::render_hits(store, &scope.targets, &outcome.hits, &request)
+                .map(|_| ())
+                .map_err(|error| format!("hits found cannot be rendered: {error}"));
+        }
+    });
+    rendered
 }
 
 fn check_lucene(text: String, options: LuceneOptions) -> Result<(), TestCaseError> {
@@ -730,6 +767,64 @@ fn huge_date_histogram_intervals_panic() {
     let body = json!({"aggs": {"a": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1000000000000d"}}}});
     let outcome = run_case("date interval", body.to_string(), move || {
         run_search(&body, &HashMap::new())
+    });
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+#[test]
+#[ignore = "enabled once the query parsers' fixes land: date math past the range of time panics"]
+fn date_math_past_the_range_of_time_panics() {
+    let outcome = run_case(
+        "date math range",
+        "@timestamp:[now-429496729615m TO now]".to_string(),
+        move || {
+            let _ = lucene::parse(
+                "@timestamp:[now-429496729615m TO now]",
+                &context(),
+                &LuceneOptions::default(),
+            );
+            Ok(())
+        },
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+#[test]
+#[ignore = "a tantivy debug assertion (release builds have none): a negated phrase that matches nothing trips it"]
+fn a_negated_phrase_trips_a_tantivy_debug_assertion() {
+    let outcome = run_case(
+        "negated phrase",
+        "NOT 3.5 (df=http.path)".to_string(),
+        || {
+            let options = LuceneOptions {
+                default_fields: vec!["http.path".into()],
+                ..LuceneOptions::default()
+            };
+            let query =
+                lucene::parse("NOT 3.5", &context(), &options).map_err(|error| error.reason)?;
+            let (_, store) = store();
+            let _ = search::count(store, &Scope::new(&store.all(), &query), &query);
+            Ok(())
+        },
+    );
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+/// The minimal input the fuzzer found (default field `service`).
+#[test]
+#[ignore = "enabled once queries with NUL are refused: tantivy panics on a term key holding one"]
+fn a_nul_in_a_query_panics_in_tantivy() {
+    const TEXT: &str =
+        " AND message:/time(d|out)/\0@timestamp:[now-15m TO now] AND latency_ms:{100 TO *}";
+    let outcome = run_case("nul", format!("{TEXT:?}"), || {
+        let options = LuceneOptions {
+            default_fields: vec!["service".into()],
+            ..LuceneOptions::default()
+        };
+        let query = lucene::parse(TEXT, &context(), &options).map_err(|error| error.reason)?;
+        let (_, store) = store();
+        let _ = search::count(store, &Scope::new(&store.all(), &query), &query);
+        Ok(())
     });
     assert!(outcome.is_ok(), "{outcome:?}");
 }
