@@ -52,6 +52,17 @@ fn rewrite_level(level: &mut Value, at: &str) -> Result<(), QueryError> {
                 continue;
             }
             let Value::Object(body) = body else { continue };
+            if kind == "range"
+                && body
+                    .get("ranges")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+            {
+                // tantivy indexes the first range unchecked
+                return Err(QueryError::parsing(format!(
+                    "[{at}][range]: no `ranges` given; name at least one, like {{\"to\": 100}}"
+                )));
+            }
             rewrite_field(body);
             if kind == "date_histogram" {
                 rewrite_interval(body, &at)?;
@@ -178,6 +189,18 @@ fn count_buckets(results: &Value) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A range aggregation without ranges panicked inside tantivy's range collector.
+    #[test]
+    fn a_range_aggregation_without_ranges_is_refused() {
+        let mut aggs = json!({"r": {"range": {"field": "status", "ranges": []}}});
+        let error = rewrite_level(&mut aggs, "aggs").expect_err("no ranges");
+        assert!(
+            error.reason.contains("no `ranges` given"),
+            "{}",
+            error.reason
+        );
+    }
 
     #[test]
     fn fields_and_calendar_intervals_are_rewritten() {

@@ -136,12 +136,10 @@ pub fn parse_action(line: &[u8]) -> Result<Action, (ActionKind, String)> {
             return Err((kind, "_id must not be empty".into()));
         }
         Some(serde_json::Value::String(id)) if id.len() > 512 => {
+            let start: String = id.chars().take(20).collect();
             return Err((
                 kind,
-                format!(
-                    "_id [{}...] is too long, must be no longer than 512 bytes",
-                    &id[..20]
-                ),
+                format!("_id [{start}...] is too long, must be no longer than 512 bytes"),
             ));
         }
         Some(serde_json::Value::String(id)) => Some(id),
@@ -252,6 +250,17 @@ mod tests {
                 generation: 1,
                 offset: 4096
             })
+        );
+    }
+
+    /// The error quoted the id's first 20 bytes, which can end inside a character.
+    #[test]
+    fn a_long_multibyte_id_is_refused_without_slicing_a_character() {
+        let line = format!(r#"{{"index":{{"_id":"{}"}}}}"#, "€".repeat(200));
+        let (_, reason) = parse_action(line.as_bytes()).expect_err("over 512 bytes");
+        assert!(
+            reason.starts_with(&format!("_id [{}...]", "€".repeat(20))),
+            "{reason}"
         );
     }
 

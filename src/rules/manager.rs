@@ -176,7 +176,7 @@ impl LoadedRule {
         let group_ttl = duration(
             "group_ttl",
             file.group_ttl.as_deref(),
-            (window * 10).max(Duration::from_secs(3600)),
+            window.saturating_mul(10).max(Duration::from_secs(3600)),
         )
         .map_err(at)?;
         let schedule = Schedule::parse(&file.schedule, file.timezone.as_deref())
@@ -1679,6 +1679,15 @@ mod tests {
                 },
             )]),
         }
+    }
+
+    /// A window near `u64::MAX` seconds overflowed the default `group_ttl` (ten windows).
+    #[test]
+    fn a_huge_window_loads_without_overflowing_the_default_group_ttl() {
+        let text = r#"{"version": 1, "query": "status:500", "window": "18446744073709551615s",
+            "threshold": {"op": ">", "value": 1}}"#;
+        let rule = LoadedRule::parse(text, "huge_window", "test").expect("loads");
+        assert_eq!(rule.group_ttl, Duration::MAX);
     }
 
     #[test]

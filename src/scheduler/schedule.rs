@@ -79,6 +79,12 @@ impl Schedule {
 
     /// The first tick strictly after `after`, or `None` when the schedule has no more.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // within days of chrono's range ends local times and the slack below do not exist
+        let margin = Duration::days(2);
+        if after > DateTime::<Utc>::MAX_UTC - margin {
+            return None;
+        }
+        let after = after.max(DateTime::<Utc>::MIN_UTC + margin);
         // wall-clock candidates, from a little before `after`'s wall-clock time (a
         // fall-back repeats up to an hour or two), in wall-clock order; a candidate's
         // instants grow with it except inside a repeated hour, so once a candidate lies
@@ -252,6 +258,15 @@ mod tests {
         DateTime::parse_from_rfc3339(text)
             .expect("a time")
             .with_timezone(&Utc)
+    }
+
+    /// Times within hours of chrono's range ends overflowed the DST arithmetic.
+    #[test]
+    fn ticks_near_the_ends_of_time_do_not_overflow() {
+        let schedule = Schedule::parse("0 * * * * *", Some("Pacific/Kiritimati")).expect("valid");
+        assert_eq!(schedule.next_after(DateTime::<Utc>::MAX_UTC), None);
+        // returns, with or without a tick (the cron crate knows no years that early)
+        let _ = schedule.next_after(DateTime::<Utc>::MIN_UTC);
     }
 
     /// The first `count` ticks after `after`, as RFC 3339 UTC.

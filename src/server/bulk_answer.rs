@@ -99,9 +99,9 @@ pub fn answer(
                 rendered.truncate(mark);
             }
         }
-        // an empty list stays only when nothing filters it (Elasticsearch leaves out what
-        // a filter empties)
-        if !rendered.is_empty() || filter.is_none() {
+        // an empty list stays only when the filter keeps it whole (Elasticsearch leaves
+        // out what a filter empties), as `FilterPath::filter` does
+        if !rendered.is_empty() || keep("items") == Keep::All {
             key(&mut text, "items");
             text.push('[');
             text.push_str(&rendered);
@@ -234,6 +234,18 @@ mod tests {
 
     fn parsed(text: &str) -> Value {
         serde_json::from_str(text).expect("valid JSON")
+    }
+
+    /// An answer without items lost its `items: []` under a filter that keeps them whole.
+    #[test]
+    fn an_empty_items_list_stays_when_the_filter_keeps_it_whole() {
+        let filter = FilterPath::parse("-a*").expect("a filter");
+        assert_eq!(
+            parsed(&answer(5, false, &[], 7, Some(&filter))),
+            json!({"took": 5, "errors": false, "items": []})
+        );
+        let filter = FilterPath::parse("items.*.error").expect("a filter");
+        assert_eq!(parsed(&answer(5, false, &[], 7, Some(&filter))), json!({}));
     }
 
     #[test]
