@@ -64,7 +64,11 @@ async fn loader(base: String, stop: Arc<AtomicBool>, phase: Arc<Mutex<Arc<Phase>
             .send()
             .await
             .expect("bulk");
-        assert!(response.status().is_success(), "bulk: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "bulk: {}",
+            response.status()
+        );
         let current = Arc::clone(&phase.lock().expect("phase"));
         current.ingested.fetch_add(2000, Ordering::Relaxed);
     }
@@ -76,13 +80,10 @@ async fn hammer(base: String, stop: Arc<AtomicBool>, phase: Arc<Phase>, promql: 
         let response = if promql {
             let end = chrono::Utc::now().timestamp();
             client
-                .get(format!("{base}/api/v1/query_range"))
-                .query(&[
-                    ("query", "sum by (service) (log_matches{query=\"errors\"})".to_string()),
-                    ("start", (end - 6 * 3600).to_string()),
-                    ("end", end.to_string()),
-                    ("step", "60".to_string()),
-                ])
+                .get(format!(
+                    "{base}/api/v1/query_range?query=sum%20by%20(service)%20(log_matches%7Bquery%3D%22errors%22%7D)&start={}&end={end}&step=60",
+                    end - 6 * 3600
+                ))
                 .send()
                 .await
         } else {

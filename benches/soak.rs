@@ -58,15 +58,17 @@ fn line(seq: u64, source: &str, random: &mut Random) -> Value {
         "seq": seq,
         "service": service(service_number),
         "status": status,
-        "http": {"method": if id % 5 == 0 { "POST" } else { "GET" }, "path": format!("/api/v1/cart/{id}")},
+        "http": {"method": if id.is_multiple_of(5) { "POST" } else { "GET" }, "path": format!("/api/v1/cart/{id}")},
         "message": format!("GET /api/v1/cart/{id} returned {status} in {latency}ms for user {user}"),
         "trace_id": format!("{:016x}{:016x}", random.next(), random.next()),
     });
     if random.below(3) == 0 {
-        value["user"] = json!({"id": user, "plan": ["free", "pro", "team"][(user % 3) as usize]});
+        let plan = ["free", "pro", "team"][(user % 3) as usize];
+        value["user"] = json!({"id": user, "plan": plan});
     }
     if status == 500 {
-        value["error"] = json!({"type": ["timeout", "refused", "reset"][(id % 3) as usize]});
+        let kind = ["timeout", "refused", "reset"][(id % 3) as usize];
+        value["error"] = json!({"type": kind});
     }
     value
 }
@@ -243,7 +245,7 @@ async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64
     let client = reqwest::Client::new();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let response = if round % 2 == 0 {
+        let response = if round.is_multiple_of(2) {
             client
                 .post(format!("{base}/logs/_search"))
                 .json(&json!({
@@ -257,17 +259,16 @@ async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64
         } else {
             let end = chrono::Utc::now().timestamp();
             client
-                .get(format!("{base}/api/v1/query_range"))
-                .query(&[
-                    ("query", "sum by (service) (rate(soak_requests_total[5m]))".to_string()),
-                    ("start", (end - 3600).to_string()),
-                    ("end", end.to_string()),
-                    ("step", "30".to_string()),
-                ])
+                .get(format!(
+                    "{base}/api/v1/query_range?query=sum%20by%20(service)%20(rate(soak_requests_total%5B5m%5D))&start={}&end={end}&step=30",
+                    end - 3600
+                ))
                 .send()
                 .await
         };
-        if !response.is_ok_and(|response| response.status().is_success() || response.status() == 400) {
+        if !response
+            .is_ok_and(|response| response.status().is_success() || response.status() == 400)
+        {
             failures.fetch_add(1, Ordering::Relaxed);
         }
         round += 1;
@@ -330,7 +331,9 @@ async fn counted(client: &reqwest::Client, base: &str, source: &str) -> (u64, f6
         .expect("json");
     (
         answer["hits"]["total"]["value"].as_u64().unwrap_or(0),
-        answer["aggregations"]["seq_sum"]["value"].as_f64().unwrap_or(-1.0),
+        answer["aggregations"]["seq_sum"]["value"]
+            .as_f64()
+            .unwrap_or(-1.0),
     )
 }
 

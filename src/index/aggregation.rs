@@ -67,9 +67,84 @@ fn rewrite_level(level: &mut Value, at: &str) -> Result<(), QueryError> {
             if kind == "date_histogram" {
                 rewrite_interval(body, &at)?;
             }
+            if kind == "histogram" || kind == "date_histogram" {
+                check_histogram_bounds(kind, body, &at)?;
+            }
         }
     }
     Ok(())
+}
+
+/// The longest `fixed_interval` accepted: a century (tantivy's interval arithmetic
+/// overflows past `i64` milliseconds).
+const MAX_INTERVAL_MILLIS: f64 = 100.0 * 365.0 * 86_400_000.0;
+
+/// Refuses a histogram whose interval or `extended_bounds`/`hard_bounds` would make more
+/// than [`MAX_BUCKETS`] buckets before tantivy computes them (its bucket arithmetic
+/// overflows on bounds such as `1e300`).
+fn check_histogram_bounds(
+    kind: &str,
+    body: &Map<String, Value>,
+    at: &str,
+) -> Result<(), QueryError> {
+    let interval = if kind == "histogram" {
+        body.get("interval").and_then(Value::as_f64)
+    } else {
+        body.get("fixed_interval")
+            .and_then(Value::as_str)
+            .and_then(interval_millis)
+    };
+    let Some(interval) = interval else {
+        return Ok(()); // tantivy says what is wrong with it
+    };
+    if !(interval > 0.0 && interval.is_finite())
+        || (kind == "date_histogram" && interval > MAX_INTERVAL_MILLIS)
+    {
+        return Err(QueryError::parsing(format!(
+            "[{at}][{kind}]: the interval must be positive and at most a century"
+        )));
+    }
+    for bounds in ["extended_bounds", "hard_bounds"] {
+        let Some(Value::Object(bounds)) = body.get(bounds) else {
+            continue;
+        };
+        let (Some(min), Some(max)) = (
+            bounds.get("min").and_then(Value::as_f64),
+            bounds.get("max").and_then(Value::as_f64),
+        ) else {
+            continue;
+        };
+        let buckets = (max - min) / interval;
+        if !buckets.is_finite() || buckets > f64::from(MAX_BUCKETS) {
+            return Err(QueryError {
+                kind: "too_many_buckets_exception",
+                reason: format!(
+                    "Trying to create too many buckets. Must be less than or equal to: [{MAX_BUCKETS}] but was [{}]. This limit can be set by changing the [search.max_buckets] cluster level setting. ([{at}][{kind}] bounds from {min} to {max} at an interval of {interval})",
+                    if buckets.is_finite() {
+                        format!("{buckets:.0}")
+                    } else {
+                        "more than can be counted".into()
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds of a fixed interval such as `30s`, `1500ms`, `7d`.
+fn interval_millis(text: &str) -> Option<f64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let amount: f64 = text[..digits].parse().ok()?;
+    let unit = match &text[digits..] {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    Some(amount * unit)
 }
 
 fn rewrite_field(body: &mut Map<String, Value>) {

@@ -30,6 +30,10 @@ pub(super) fn is_stale(value: f64) -> bool {
 
 pub(super) const NAME: &str = "__name__";
 
+/// Loops over steps look at the deadline every this many steps (a subquery at `1ms`
+/// has millions of them).
+pub(super) const DEADLINE_EVERY: usize = 4096;
+
 /// One element of a vector at one step. `drop_name` marks `__name__` for removal at
 /// the end (delayed name removal).
 #[derive(Debug, Clone)]
@@ -315,6 +319,9 @@ impl<'a> Evaluator<'a> {
         for (labels, points) in self.select(selector, min - lookback + 1, max, hints)? {
             let mut cursor = Cursor::default();
             for (i, &time) in times.iter().enumerate() {
+                if i % DEADLINE_EVERY == DEADLINE_EVERY - 1 {
+                    self.check_deadline("vector selector")?;
+                }
                 if let Some((_, value)) = cursor.latest(&points, time, lookback) {
                     out[i].push(Sample {
                         labels: Arc::clone(&labels),
@@ -427,6 +434,9 @@ impl<'a> Evaluator<'a> {
         let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
         let mut series: Vec<RangeSeries> = Vec::new();
         for (i, samples) in steps.into_iter().enumerate() {
+            if i % DEADLINE_EVERY == DEADLINE_EVERY - 1 {
+                self.check_deadline("subquery")?;
+            }
             let time = inner_start + i as i64 * step;
             for sample in samples {
                 let slot = *index

@@ -881,6 +881,9 @@ fn over_time(evaluator: &mut Evaluator, name: &str, args: &[Box<Expr>]) -> Resul
         let mut previous_start = i64::MIN;
         let mut labels: Option<(Labels, bool)> = None;
         for (i, &(start, end)) in windows.iter().enumerate() {
+            if i % super::eval::DEADLINE_EVERY == super::eval::DEADLINE_EVERY - 1 {
+                evaluator.check_deadline("range function")?;
+            }
             if start < previous_start {
                 (from, to) = (0, 0);
             }

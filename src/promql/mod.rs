@@ -340,15 +340,18 @@ fn parse_error(text: &str, message: &str) -> String {
 }
 
 /// Byte length of the longest prefix (at a character boundary, not ending in space)
-/// that parses on its own.
+/// that parses on its own, if one is found within a small budget: each attempt is a whole
+/// parse (regex matchers compile again each time), so the search stops after 50 ms.
 fn longest_parsing_prefix(text: &str) -> Option<usize> {
     if text.len() > 4096 {
         return None;
     }
+    let deadline = Instant::now() + Duration::from_millis(50);
     text.char_indices()
         .map(|(offset, c)| offset + c.len_utf8())
         .filter(|&offset| !text[..offset].ends_with(char::is_whitespace))
         .rev()
+        .take_while(|_| Instant::now() < deadline)
         .find(|&offset| promql_parser::parser::parse(&text[..offset]).is_ok())
 }
 

@@ -13,9 +13,9 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 /// Cases per target in `cargo test`; `LOOKOUT_FUZZ_CASES=N` runs N instead.
 const DEFAULT_CASES: u32 = 256;
 
-/// Stack of a tokio worker thread (tokio's default), which request handlers and rule
-/// evaluations run on: an input that overflows it here overflows the server.
-const SERVER_STACK_BYTES: usize = 2 << 20;
+/// Stack of the server's threads that run requests, rules and queries: an input that
+/// overflows it here would overflow the server.
+const SERVER_STACK_BYTES: usize = lookout::THREAD_STACK_BYTES;
 
 /// Longest one case may take. Cases take milliseconds; the margin is for a debug build on a
 /// loaded two-core machine, not for slow inputs.

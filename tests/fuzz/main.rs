@@ -6,10 +6,9 @@
 //! round trips where a renderer exists. `LOOKOUT_FUZZ_CASES=N` runs N cases per target
 //! (the default is small enough for every `cargo test`).
 //!
-//! Input classes that crash today, in code whose fixes are in progress, are skipped by
-//! named predicates (`known_query_crash`, `known_template_crash`, …) and reproduced by
-//! `#[ignore]`d tests; run one with `cargo test --test fuzz -- --ignored --exact NAME`
-//! (one at a time: a stack overflow aborts the process).
+//! Every crash found is a named regression test beside its target. One is `#[ignore]`d: a
+//! debug assertion inside tantivy that release builds do not have; run it with
+//! `cargo test --test fuzz -- --ignored --exact NAME`.
 
 mod bulk;
 mod exposition;

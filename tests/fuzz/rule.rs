@@ -161,14 +161,7 @@ fn grammar() -> Arc<Grammar> {
     ))
 }
 
-/// Classes of the query and template parsers that crash today (see `query.rs` and
-/// `template.rs`), skipped here too until their fixes land.
-fn known_crash(text: &str) -> bool {
-    crate::query::known_query_crash(text) || crate::template::known_template_crash(text)
-}
-
 fn load(text: String, name: String) -> Result<(), TestCaseError> {
-    prop_assume!(!known_crash(&text));
     run_case("rule", format!("{:?}", (&name, &text)), move || {
         let Ok(rule) = LoadedRule::parse(&text, &name, "fuzz.json") else {
             return Ok(());

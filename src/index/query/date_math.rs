@@ -88,7 +88,7 @@ fn apply_math(anchor_micros: i64, mut math: &str, rounding: Rounding) -> Option<
     let mut time = Utc.timestamp_micros(anchor_micros).single()?;
     while !math.is_empty() {
         let op = math.chars().next()?;
-        math = &math[1..];
+        math = &math[op.len_utf8()..];
         match op {
             '+' | '-' => {
                 let digits = math.chars().take_while(char::is_ascii_digit).count();
@@ -118,11 +118,11 @@ fn add_unit(time: DateTime<Utc>, amount: i64, unit: char) -> Option<DateTime<Utc
     Some(match unit {
         'y' => add_months(time, amount.checked_mul(12)?)?,
         'M' => add_months(time, amount)?,
-        'w' => time + Duration::try_weeks(amount)?,
-        'd' => time + Duration::try_days(amount)?,
-        'h' | 'H' => time + Duration::try_hours(amount)?,
-        'm' => time + Duration::try_minutes(amount)?,
-        's' => time + Duration::try_seconds(amount)?,
+        'w' => time.checked_add_signed(Duration::try_weeks(amount)?)?,
+        'd' => time.checked_add_signed(Duration::try_days(amount)?)?,
+        'h' | 'H' => time.checked_add_signed(Duration::try_hours(amount)?)?,
+        'm' => time.checked_add_signed(Duration::try_minutes(amount)?)?,
+        's' => time.checked_add_signed(Duration::try_seconds(amount)?)?,
         _ => return None,
     })
 }

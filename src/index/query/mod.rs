@@ -43,6 +43,15 @@ pub enum FieldRef {
 impl FieldRef {
     /// Resolves a user-given field name.
     pub fn parse(name: &str, timestamp_field: &str) -> FieldRef {
+        // NUL ends a path and 0x01 separates its segments in tantivy's term keys: a name
+        // holding one would be read back as another path and a type code that does not
+        // exist (tantivy panics). No field is named so; such a name matches nothing.
+        if name.contains(['\0', '\u{1}']) {
+            return FieldRef::Path {
+                path: name.replace(['\0', '\u{1}'], "\u{fffd}"),
+                keyword: false,
+            };
+        }
         match name {
             "" | "*" | "_all" => FieldRef::All,
             "_id" => FieldRef::Id,
