@@ -15,7 +15,10 @@
 //! - a query load: two clients, each every 2 s alternating a search with a date
 //!   histogram over the last 15 minutes and a PromQL range query over the last hour.
 //!
-//! Every 30 s: RSS, open descriptors, threads, write-ahead log bytes and CPU. At the end
+//! The metrics head is persisted every 15 minutes (`block_duration = "10m"`, persisted at
+//! one and a half of it) so that its write-ahead log goes through whole cycles within
+//! the hour. Every 30 s: RSS, open descriptors, threads, both write-ahead logs' bytes and
+//! CPU. At the end
 //! the writers stop and every line is checked to be counted exactly once (count and sum of
 //! `seq` per source), and the server's warnings and errors are listed.
 //!
@@ -110,6 +113,9 @@ job_name = "soak"
 scrape_interval = "15s"
 [[scrape_configs.static_configs]]
 targets = ["{target}"]
+
+[metrics]
+block_duration = "10m"
 
 [agent]
 [[agent.inputs]]
@@ -282,6 +288,7 @@ struct Sample {
     fds: usize,
     threads: u64,
     wal_mib: f64,
+    tsdb_wal_mib: f64,
     cpu: f64,
 }
 
@@ -295,13 +302,16 @@ fn sample(pid: u32, data: &Path, started: Instant) -> Sample {
             .and_then(|value| value.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let wal_bytes: u64 = ["logs/wal", "tsdb/wal"]
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(data.join(dir)).into_iter().flatten())
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|metadata| metadata.len())
-        .sum();
+    let bytes = |dir: &str| -> f64 {
+        std::fs::read_dir(data.join(dir))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum::<u64>() as f64
+            / 1_048_576.0
+    };
     Sample {
         minute: started.elapsed().as_secs_f64() / 60.0,
         rss_mib: field("VmRSS:") as f64 / 1024.0,
@@ -309,7 +319,8 @@ fn sample(pid: u32, data: &Path, started: Instant) -> Sample {
             .map(|entries| entries.count())
             .unwrap_or(0),
         threads: field("Threads:"),
-        wal_mib: wal_bytes as f64 / 1_048_576.0,
+        wal_mib: bytes("logs/wal"),
+        tsdb_wal_mib: bytes("tsdb/wal"),
         cpu: cpu_seconds(pid),
     }
 }
@@ -442,13 +453,19 @@ fn main() {
             .collect();
         let started = Instant::now();
         let mut samples = Vec::new();
-        println!("minute  rss_mib  fds  threads  wal_mib  cpu_s");
+        println!("minute  rss_mib  fds  threads  wal_mib  tsdb_wal_mib  cpu_s");
         while started.elapsed() < Duration::from_secs(minutes * 60) {
             tokio::time::sleep(Duration::from_secs(30)).await;
             let now = sample(pid, &data, started);
             println!(
-                "{:6.1}  {:7.1}  {:3}  {:7}  {:7.1}  {:6.1}",
-                now.minute, now.rss_mib, now.fds, now.threads, now.wal_mib, now.cpu
+                "{:6.1}  {:7.1}  {:3}  {:7}  {:7.1}  {:12.1}  {:6.1}",
+                now.minute,
+                now.rss_mib,
+                now.fds,
+                now.threads,
+                now.wal_mib,
+                now.tsdb_wal_mib,
+                now.cpu
             );
             samples.push(now);
         }
@@ -493,7 +510,7 @@ fn main() {
         if let (Some(first), Some(last)) = (first, last) {
             let hours = ((last.minute - first.minute) / 60.0).max(1e-9);
             println!(
-                "\nafter {warmup} min of warm-up, over {:.0} min: RSS {:.0} → {:.0} MiB (max {:.0}; {:+.1} MiB/h), fds {} → {} (max {:.0}), threads {} → {} (max {:.0}), WAL {:.1} → {:.1} MiB (max {:.1}), CPU {:.1}% of a core",
+                "\nafter {warmup} min of warm-up, over {:.0} min: RSS {:.0} → {:.0} MiB (max {:.0}; {:+.1} MiB/h), fds {} → {} (max {:.0}), threads {} → {} (max {:.0}), log WAL {:.1} → {:.1} MiB (max {:.1}), metrics WAL {:.1} → {:.1} MiB (max {:.1}), CPU {:.1}% of a core",
                 last.minute - first.minute,
                 first.rss_mib,
                 last.rss_mib,
@@ -508,6 +525,9 @@ fn main() {
                 first.wal_mib,
                 last.wal_mib,
                 max(|sample| sample.wal_mib),
+                first.tsdb_wal_mib,
+                last.tsdb_wal_mib,
+                max(|sample| sample.tsdb_wal_mib),
                 100.0 * (last.cpu - first.cpu) / ((last.minute - first.minute) * 60.0).max(1e-9),
             );
         }
