@@ -120,6 +120,7 @@ fn main() {
     let docs = env_or("DOCS", 1_000_000);
     let seconds = env_or("SECONDS", 60);
     let clients = env_or("CLIENTS", 16);
+    lookout::install_tls_provider();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let work = tempfile::tempdir().expect("tempdir");

@@ -359,6 +359,7 @@ fn main() {
     let rules = env_or("RULES", 1000);
     let series = env_or("SERIES", 10_000);
     let rotate_bytes = env_or("ROTATE_MIB", 8) << 20;
+    lookout::install_tls_provider();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let work = tempfile::tempdir().expect("tempdir");
