@@ -297,6 +297,7 @@ impl Ingest {
         let opened = match apply_failure {
             Some(error) => Err(error),
             None => (|| -> Result<(WalWriter, u64), IngestError> {
+                store.replayed_through(next_seq - 1);
                 let durable = store.commit_all()?;
                 let writer = WalWriter::open(&wal_dir, next_seq, settings.wal_segment_bytes)?;
                 marks
@@ -994,32 +995,35 @@ struct LogContext {
 }
 
 /// The log thread: group commit, apply in order, acknowledge. Without a writer (a write
-/// failed, or the server started read-only) every record fails until a recovery.
+/// failed, or the server started read-only) every record fails until a recovery. A
+/// recovery is a barrier: the records received before it finish their group commit
+/// first (else the recovery would replay one of them and the group apply it again).
 fn run_log(
     mut writer: Option<WalWriter>,
     mut last_seq: u64,
     context: LogContext,
     mut receiver: mpsc::Receiver<LogMessage>,
 ) {
-    let LogContext {
-        store, telemetry, ..
-    } = &context;
-    // records answered with an error since the last recovery
-    let mut failed: Vec<u64> = Vec::new();
-    let mut index_failed = false;
-    let mut batch = Vec::new();
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < 512 {
-            match receiver.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
+    let mut group = GroupState::default();
+    let mut batch = std::collections::VecDeque::new();
+    loop {
+        if batch.is_empty() {
+            let Some(first) = receiver.blocking_recv() else {
+                break;
+            };
+            batch.push_back(first);
+            while batch.len() < 512 {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push_back(message),
+                    Err(_) => break,
+                }
             }
         }
         let started = Instant::now();
         let mut appended = Vec::new();
         let mut failure: Option<String> = None;
-        for message in batch.drain(..) {
+        let mut recover = None;
+        while let Some(message) = batch.pop_front() {
             match message {
                 LogMessage::Append { record, ops, reply } => {
                     last_seq = last_seq.max(record.seq);
@@ -1051,63 +1055,103 @@ fn run_log(
                     }
                 }
                 LogMessage::Recover { reply } => {
-                    let recovered = recover_log(&mut writer, last_seq, &failed, &context)
-                        .map(|durable| (durable, std::mem::take(&mut failed)));
-                    if recovered.is_ok() {
-                        index_failed = false;
-                        context
-                            .shared
-                            .epoch
-                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        context.shared.synced.send_replace(last_seq);
-                    }
-                    let _ = reply.send(recovered);
+                    recover = Some(reply);
+                    break;
                 }
             }
         }
-        if appended.is_empty() {
-            continue;
+        if !appended.is_empty() {
+            finish_group(
+                &mut writer,
+                appended,
+                failure,
+                started,
+                &mut group,
+                &context,
+            );
         }
-        if failure.is_none()
-            && let Some(Err(error)) = writer.as_mut().map(WalWriter::sync)
-        {
-            failure = Some(error.to_string());
-        }
-        if let Some(error) = failure {
-            // nothing of this group is durable: none of it is acknowledged, and the
-            // segment is given up rather than trusted after a failed fsync
-            if let Some(abandoned) = writer.take() {
-                abandoned.abandon();
+        if let Some(reply) = recover {
+            let recovered = recover_log(&mut writer, last_seq, &group.failed, &context)
+                .map(|durable| (durable, std::mem::take(&mut group.failed)));
+            if recovered.is_ok() {
+                group.index_failed = false;
                 context
                     .shared
                     .epoch
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                context.disk.write_failed("ingest write-ahead log", &error);
+                context.shared.synced.send_replace(last_seq);
             }
-            for (seq, _, reply) in appended {
-                store.skip(seq);
-                failed.push(seq);
-                let _ = reply.send(Err(error.clone()));
-            }
-            continue;
-        }
-        telemetry.wal_sync_seconds.observe(started.elapsed());
-        telemetry.wal_records.add(appended.len() as u64);
-        if let Some((seq, _, _)) = appended.last() {
-            context.shared.synced.send_replace(*seq);
-        }
-        for (seq, ops, reply) in appended {
-            // durable in the log: acknowledged even when the index fails it (the log keeps
-            // it until the index has it; the recovery replays it)
-            if !index_failed && let Err(error) = store.apply(seq, ops, false) {
-                index_failed = true;
-                context.disk.write_failed("index", &error);
-            }
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(recovered);
         }
     }
     if let Some(Err(error)) = writer.as_mut().map(WalWriter::sync) {
         tracing::error!(%error, "final write-ahead log sync failed");
+    }
+}
+
+/// What the log thread remembers between groups.
+#[derive(Default)]
+struct GroupState {
+    /// Records answered with an error since the last recovery.
+    failed: Vec<u64>,
+    /// An index write failed: records are acknowledged (durable in the log) but not
+    /// applied until the recovery replays them.
+    index_failed: bool,
+}
+
+type Appended = (u64, Vec<WriteOp>, oneshot::Sender<Result<(), String>>);
+
+/// Ends a group commit: fsyncs the records appended since the last one, then applies and
+/// acknowledges them, or (when appending or the fsync failed) fails every one of them.
+fn finish_group(
+    writer: &mut Option<WalWriter>,
+    appended: Vec<Appended>,
+    mut failure: Option<String>,
+    started: Instant,
+    group: &mut GroupState,
+    context: &LogContext,
+) {
+    let LogContext {
+        store, telemetry, ..
+    } = context;
+    if failure.is_none()
+        && let Some(Err(error)) = writer.as_mut().map(WalWriter::sync)
+    {
+        failure = Some(error.to_string());
+    }
+    if let Some(error) = failure {
+        // nothing of this group is durable: none of it is acknowledged, and the
+        // segment is given up rather than trusted after a failed fsync
+        if let Some(abandoned) = writer.take() {
+            abandoned.abandon();
+            context
+                .shared
+                .epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            context.disk.write_failed("ingest write-ahead log", &error);
+        }
+        for (seq, _, reply) in appended {
+            store.skip(seq);
+            group.failed.push(seq);
+            let _ = reply.send(Err(error.clone()));
+        }
+        return;
+    }
+    telemetry.wal_sync_seconds.observe(started.elapsed());
+    telemetry.wal_records.add(appended.len() as u64);
+    if let Some((seq, _, _)) = appended.last() {
+        context.shared.synced.send_replace(*seq);
+    }
+    for (seq, ops, reply) in appended {
+        // durable in the log: acknowledged even when the index fails it (the log keeps
+        // it until the index has it; the recovery replays it)
+        if !group.index_failed
+            && let Err(error) = store.apply(seq, ops, false)
+        {
+            group.index_failed = true;
+            context.disk.write_failed("index", &error);
+        }
+        let _ = reply.send(Ok(()));
     }
 }
 
@@ -1152,6 +1196,7 @@ fn recover_log(
     if let Some(error) = apply_failure {
         return Err(reset(error));
     }
+    store.replayed_through(last_seq);
     let durable = store
         .commit_all()
         .map_err(|error| reset(error.to_string()))?;
@@ -1159,4 +1204,110 @@ fn recover_log(
         .map_err(|error| error.to_string())?;
     *writer = Some(fresh);
     Ok(durable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::index::partition::WriterOptions;
+    use crate::index::store::StoreSettings;
+
+    const HOUR: i64 = 3_600_000_000;
+
+    fn rules() -> EventRules {
+        EventRules {
+            timestamp_fields: vec!["@timestamp".into()],
+            max_depth: 20,
+            max_line_bytes: 1 << 20,
+            retention_micros: i64::MAX / 4,
+            future_tolerance_micros: i64::MAX / 4,
+        }
+    }
+
+    fn store(dir: &Path) -> Arc<IndexStore> {
+        Arc::new(
+            IndexStore::open(
+                dir,
+                StoreSettings {
+                    partition_span_micros: HOUR,
+                    retention_micros: i64::MAX / 4,
+                    writer: WriterOptions {
+                        threads: 1,
+                        memory_bytes: 15 << 20,
+                    },
+                    max_open_writers: 4,
+                },
+            )
+            .expect("store"),
+        )
+    }
+
+    fn context(store: &Arc<IndexStore>, wal_dir: &Path) -> LogContext {
+        LogContext {
+            store: store.clone(),
+            telemetry: Arc::new(Telemetry::default()),
+            disk: Arc::new(DiskSpace::unwatched()),
+            shared: Arc::new(LogShared {
+                synced: watch::channel(0).0,
+                epoch: std::sync::atomic::AtomicU64::new(0),
+            }),
+            wal_dir: wal_dir.to_path_buf(),
+            rules: rules(),
+            segment_bytes: 1 << 20,
+        }
+    }
+
+    /// An `Append` of one document with a generated id, and where its answer arrives.
+    fn append(store: &IndexStore, seq: u64) -> (LogMessage, oneshot::Receiver<Result<(), String>>) {
+        let record = Record {
+            seq,
+            ops: vec![LoggedOp::Index(LoggedDoc {
+                index: "logs".into(),
+                id: format!("generated-{seq}"),
+                timestamp_micros: 1_795_341_600_000_000,
+                overwrite: false,
+                explicit_id: false,
+                source: bytes::Bytes::from_static(br#"{"message":"hello"}"#),
+            })],
+            ..Record::default()
+        };
+        let ops = record
+            .ops
+            .iter()
+            .cloned()
+            .filter_map(|op| op_from_log(op, store, &rules()))
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        (LogMessage::Append { record, ops, reply }, answer)
+    }
+
+    // Regression: a recovery handled in the middle of a group commit replayed the record
+    // appended before it, and the group then applied that record a second time.
+    #[test]
+    fn a_record_in_the_same_group_as_a_recovery_is_applied_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(&dir.path().join("indices"));
+        let wal_dir = dir.path().join("wal");
+        let writer = WalWriter::open(&wal_dir, 1, 1 << 20).expect("log");
+        let (sender, receiver) = mpsc::channel(16);
+        let (message, acknowledged) = append(&store, 1);
+        sender.try_send(message).expect("queued");
+        let (reply, recovered) = oneshot::channel();
+        sender
+            .try_send(LogMessage::Recover { reply })
+            .expect("queued");
+        drop(sender);
+        // both messages wait in the queue: the log thread takes them as one group
+        run_log(Some(writer), 0, context(&store, &wal_dir), receiver);
+        assert_eq!(acknowledged.blocking_recv().expect("answered"), Ok(()));
+        recovered
+            .blocking_recv()
+            .expect("answered")
+            .expect("recovered");
+        store.commit_all().expect("commit");
+        let logs = store.get("logs").expect("index");
+        assert_eq!(logs.doc_count(), 1, "applied once");
+    }
 }
