@@ -179,9 +179,22 @@ struct DecideState {
     batch_ids: HashMap<(String, String), bool>,
     /// Per record on its way through the log, the marks it raised and their previous
     /// offsets, to put back if the record fails.
-    undo_marks: std::collections::BTreeMap<u64, Vec<(String, u64, Option<u64>)>>,
+    undo_marks: std::collections::BTreeMap<u64, Vec<UndoMark>>,
     /// The marks the current request raised so far, with their previous offsets.
-    batch_marks: Vec<(String, u64, Option<u64>)>,
+    batch_marks: Vec<UndoMark>,
+    /// Whether an item of the current request is `noop` by a mark that a record still
+    /// on its way through the log raised (that record may fail and its mark go back).
+    batch_noop_undurable: bool,
+}
+
+/// A high-water mark a record raised, and its offset before, put back if the record
+/// fails.
+#[derive(Debug, Clone)]
+struct UndoMark {
+    source: String,
+    generation: u64,
+    /// `None`: there was no mark.
+    previous: Option<u64>,
 }
 
 /// The ingest component; one per server.
@@ -231,6 +244,9 @@ pub struct WriteOutcome {
 
 /// Bytes ingested since the last commit after which a search-idle index commits anyway.
 const IDLE_MAX_UNCOMMITTED_BYTES: u64 = 256 << 20;
+
+/// How often marks are snapshotted, the log truncated and retention applied.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `Ingest::last_search_ms` before any search.
 const NEVER_SEARCHED: u64 = u64::MAX;
@@ -347,6 +363,7 @@ impl Ingest {
                 batch_ids: HashMap::new(),
                 undo_marks: Default::default(),
                 batch_marks: Vec::new(),
+                batch_noop_undurable: false,
             }),
             log,
             searchable,
@@ -409,6 +426,7 @@ impl Ingest {
         let mut decide = self.decide.lock().await;
         decide.batch_ids.clear();
         decide.batch_marks.clear();
+        decide.batch_noop_undurable = false;
         for item in items {
             let index = item.index.clone().unwrap_or_default();
             let result = self.decide_item(
@@ -423,7 +441,11 @@ impl Ingest {
             results.push(result);
         }
         let seq = decide.next_seq;
-        if ops.is_empty() && marks.is_empty() && watermark.is_none() {
+        // a `noop` by the mark of a record not durable yet is not answered before that
+        // record: an empty record logged behind it fails with it (then this request is
+        // refused, and the agent's retry finds the mark put back) or is durable after it
+        if ops.is_empty() && marks.is_empty() && watermark.is_none() && !decide.batch_noop_undurable
+        {
             // nothing to log (all noops or failures): report the last record logged, which
             // is what `?refresh` must wait for — `seq` itself is never written
             let logged_before = seq - 1;
@@ -445,7 +467,7 @@ impl Ingest {
                 decide.reserved_ids.insert((index.clone(), id.clone()), seq);
             }
         }
-        let undo: Vec<(String, u64, Option<u64>)> = std::mem::take(&mut decide.batch_marks);
+        let undo = std::mem::take(&mut decide.batch_marks);
         if !undo.is_empty() {
             decide.undo_marks.insert(seq, undo);
         }
@@ -544,6 +566,10 @@ impl Ingest {
             let held = decide.marks.get(&position.source, position.generation);
             if held.is_some_and(|offset| position.offset <= offset) {
                 self.telemetry.ingest_noop.add(1);
+                let undurable = decide.undo_marks.values().flatten().any(|undo| {
+                    undo.source == position.source && undo.generation == position.generation
+                });
+                decide.batch_noop_undurable |= undurable;
                 return ItemResult {
                     kind,
                     index: index.to_string(),
@@ -665,13 +691,15 @@ impl Ingest {
         }
         logged.push(op);
         if let Some(position) = position {
-            if !decide.batch_marks.iter().any(|(source, generation, _)| {
-                *source == position.source && *generation == position.generation
+            if !decide.batch_marks.iter().any(|undo| {
+                undo.source == position.source && undo.generation == position.generation
             }) {
                 let previous = decide.marks.get(&position.source, position.generation);
-                decide
-                    .batch_marks
-                    .push((position.source.clone(), position.generation, previous));
+                decide.batch_marks.push(UndoMark {
+                    source: position.source.clone(),
+                    generation: position.generation,
+                    previous,
+                });
             }
             decide
                 .marks
@@ -769,6 +797,7 @@ impl Ingest {
         let mut interval = tokio::time::interval(self.settings.refresh_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintenance = Instant::now();
+        let mut last_retention: Option<Instant> = None;
         let mut last_commit = (Instant::now(), self.telemetry.ingest_bytes.get());
         loop {
             let asked = tokio::select! {
@@ -776,6 +805,12 @@ impl Ingest {
                 _ = self.refresh_now.notified() => true,
                 _ = shutdown.cancelled() => break,
             };
+            // at the first tick (a restart with a lower retention) and every
+            // MAINTENANCE_INTERVAL after, whatever the state of the disk
+            if last_retention.is_none_or(|at| at.elapsed() >= MAINTENANCE_INTERVAL) {
+                last_retention = Some(Instant::now());
+                self.apply_retention().await;
+            }
             // search-idle: no background commit (a whole indexing run then commits like a
             // bulk loader: tantivy restarts its indexing threads at every commit), but one
             // at least every idle period or IDLE_MAX_UNCOMMITTED_BYTES, so the write-ahead
@@ -812,7 +847,7 @@ impl Ingest {
                         *current = (*current).max(durable);
                         changed
                     });
-                    if last_maintenance.elapsed() >= Duration::from_secs(5) {
+                    if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                         last_maintenance = Instant::now();
                         self.maintain(durable).await;
                     }
@@ -826,9 +861,8 @@ impl Ingest {
         }
     }
 
-    /// Expires marks and agents, drops partitions past retention, snapshots the marks
-    /// and lets the log drop what the index holds. While storage is degraded only
-    /// retention runs (it frees space); the marks stay in the log.
+    /// Expires marks and agents, snapshots the marks and lets the log drop what the index
+    /// holds. While storage is degraded the marks stay in the log.
     async fn maintain(&self, durable: u64) {
         let now = now_micros();
         let epoch = std::sync::atomic::Ordering::SeqCst;
@@ -864,31 +898,44 @@ impl Ingest {
             }
             None => None,
         };
-        let store = self.store.clone();
+        let Some(snapshot) = snapshot else {
+            return;
+        };
         let path = self.state_dir.join("sources.json");
-        let telemetry = self.telemetry.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let dropped = store.drop_expired(now);
-            // counted as soon as the partitions are gone (a regression: a scrape between
-            // the drop and the snapshot saw the data gone but the counter still at 0)
-            if let Ok(dropped) = &dropped {
-                telemetry.retention_dropped_partitions.add(*dropped as u64);
-            }
-            let saved = snapshot.map(|snapshot| snapshot.save(&path)).transpose();
-            saved.map(|saved| dropped.map(|_| saved.is_some()))
-        })
-        .await;
-        match result {
-            Ok(Ok(Ok(true))) => {
+        let saved = tokio::task::spawn_blocking(move || snapshot.save(&path)).await;
+        match saved {
+            Ok(Ok(())) => {
                 let _ = self.log.send(LogMessage::Truncate(durable)).await;
             }
-            Ok(Ok(Ok(false))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "retention failed"),
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot write the sources snapshot; the log is kept");
                 self.disk.write_failed("sources snapshot", &error);
             }
             Err(error) => tracing::error!(%error, "maintenance task failed"),
+        }
+    }
+
+    /// Drops the partitions past `index.retention`. Runs on its own schedule, also while
+    /// storage is degraded: dropping whole expired partitions only frees space, and it is
+    /// how lowering `index.retention` gets a full disk writable again.
+    async fn apply_retention(&self) {
+        let store = self.store.clone();
+        let telemetry = self.telemetry.clone();
+        let now = now_micros();
+        let dropped = tokio::task::spawn_blocking(move || {
+            let dropped = store.drop_expired(now);
+            // counted as soon as the partitions are gone (a regression: a scrape right
+            // after saw the data gone but the counter still at 0)
+            if let Ok(dropped) = &dropped {
+                telemetry.retention_dropped_partitions.add(*dropped as u64);
+            }
+            dropped
+        })
+        .await;
+        match dropped {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "retention failed"),
+            Err(error) => tracing::error!(%error, "retention task failed"),
         }
     }
 
@@ -914,10 +961,10 @@ impl Ingest {
         let mut failed = failed;
         failed.sort_unstable();
         for seq in failed.iter().rev() {
-            for (source, generation, previous) in
-                decide.undo_marks.remove(seq).into_iter().flatten().rev()
-            {
-                decide.marks.restore(&source, generation, previous);
+            for undo in decide.undo_marks.remove(seq).into_iter().flatten().rev() {
+                decide
+                    .marks
+                    .restore(&undo.source, undo.generation, undo.previous);
             }
         }
         decide.undo_marks.clear();
@@ -1227,12 +1274,16 @@ mod tests {
     }
 
     fn store(dir: &Path) -> Arc<IndexStore> {
+        store_keeping(dir, i64::MAX / 4)
+    }
+
+    fn store_keeping(dir: &Path, retention_micros: i64) -> Arc<IndexStore> {
         Arc::new(
             IndexStore::open(
                 dir,
                 StoreSettings {
                     partition_span_micros: HOUR,
-                    retention_micros: i64::MAX / 4,
+                    retention_micros,
                     writer: WriterOptions {
                         threads: 1,
                         memory_bytes: 15 << 20,
@@ -1259,14 +1310,30 @@ mod tests {
         }
     }
 
+    fn settings() -> IngestSettings {
+        IngestSettings {
+            rules: rules(),
+            source_ttl: Duration::from_secs(3600),
+            agent_timeout: Duration::from_secs(60),
+            max_in_flight_bytes: 64 << 20,
+            wal_segment_bytes: 1 << 20,
+            refresh_interval: Duration::from_millis(20),
+            search_idle_after: Duration::ZERO,
+        }
+    }
+
     /// An `Append` of one document with a generated id, and where its answer arrives.
-    fn append(store: &IndexStore, seq: u64) -> (LogMessage, oneshot::Receiver<Result<(), String>>) {
+    fn append(
+        store: &IndexStore,
+        seq: u64,
+        timestamp_micros: i64,
+    ) -> (LogMessage, oneshot::Receiver<Result<(), String>>) {
         let record = Record {
             seq,
             ops: vec![LoggedOp::Index(LoggedDoc {
                 index: "logs".into(),
                 id: format!("generated-{seq}"),
-                timestamp_micros: 1_795_341_600_000_000,
+                timestamp_micros,
                 overwrite: false,
                 explicit_id: false,
                 source: bytes::Bytes::from_static(br#"{"message":"hello"}"#),
@@ -1292,7 +1359,7 @@ mod tests {
         let wal_dir = dir.path().join("wal");
         let writer = WalWriter::open(&wal_dir, 1, 1 << 20).expect("log");
         let (sender, receiver) = mpsc::channel(16);
-        let (message, acknowledged) = append(&store, 1);
+        let (message, acknowledged) = append(&store, 1, 1_795_341_600_000_000);
         sender.try_send(message).expect("queued");
         let (reply, recovered) = oneshot::channel();
         sender
@@ -1309,5 +1376,41 @@ mod tests {
         store.commit_all().expect("commit");
         let logs = store.get("logs").expect("index");
         assert_eq!(logs.doc_count(), 1, "applied once");
+    }
+
+    // Regression: retention ran only after a successful commit, and nothing commits while
+    // a failed write is recorded, so lowering `index.retention` could not free a full disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_drops_expired_partitions_while_storage_is_degraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_keeping(&dir.path().join("indices"), 24 * HOUR);
+        let (LogMessage::Append { ops, .. }, _) = append(&store, 1, now_micros() - 72 * HOUR)
+        else {
+            unreachable!("append builds an Append")
+        };
+        store.apply(1, ops, false).expect("apply");
+        store.commit_all().expect("commit");
+        let disk = Arc::new(DiskSpace::unwatched());
+        let ingest = Ingest::open(
+            store.clone(),
+            dir.path().join("wal"),
+            dir.path().join("state"),
+            settings(),
+            Arc::new(Telemetry::default()),
+            disk.clone(),
+        )
+        .expect("open");
+        disk.write_failed("index", &"No space left on device (os error 28)");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let refresher = tokio::spawn(ingest.clone().run_refresher(shutdown.clone()));
+        let logs = store.get("logs").expect("index");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !logs.partitions().is_empty() {
+            assert!(Instant::now() < deadline, "the expired partition is kept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(disk.degraded(), "still waiting for the recovery");
+        shutdown.cancel();
+        refresher.await.expect("refresher");
     }
 }

@@ -311,6 +311,30 @@ pub fn replay(
     Ok(last_seq)
 }
 
+/// Test hook ([`crate::fault`]): while a file named [`HOLD_SYNC`] is in the log
+/// directory an fsync of the log waits, and while one named [`FAIL_SYNC`] is there it
+/// fails with `EIO` — the failures of a real disk that a full tmpfs cannot produce.
+#[cfg(debug_assertions)]
+fn injected_sync_fault(dir: &Path) -> std::io::Result<()> {
+    if !crate::fault::enabled() {
+        return Ok(());
+    }
+    while dir.join(HOLD_SYNC).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if dir.join(FAIL_SYNC).exists() {
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// See [`injected_sync_fault`].
+pub const HOLD_SYNC: &str = "test-hold-sync";
+/// See [`injected_sync_fault`].
+pub const FAIL_SYNC: &str = "test-fail-sync";
+
 /// The open log: appends records to the current segment.
 pub struct WalWriter {
     dir: PathBuf,
@@ -367,6 +391,8 @@ impl WalWriter {
     /// Writes out buffered records and waits until the disk has them.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.file.flush().map_err(io_error(&self.path))?;
+        #[cfg(debug_assertions)]
+        injected_sync_fault(&self.dir).map_err(io_error(&self.path))?;
         self.file
             .get_ref()
             .sync_data()
