@@ -330,9 +330,11 @@ fn injected_sync_fault(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// See [`injected_sync_fault`].
+/// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while a file of this name is in the
+/// log directory, an fsync of the log waits.
 pub const HOLD_SYNC: &str = "test-hold-sync";
-/// See [`injected_sync_fault`].
+/// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while a file of this name is in the
+/// log directory, an fsync of the log fails with `EIO`.
 pub const FAIL_SYNC: &str = "test-fail-sync";
 
 /// The open log: appends records to the current segment.
