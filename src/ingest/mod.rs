@@ -1118,7 +1118,7 @@ fn run_log(
             );
         }
         if let Some(reply) = recover {
-            let recovered = recover_log(&mut writer, last_seq, &group.failed, &context)
+            let recovered = recover_log(&mut writer, last_seq, &mut group, &context)
                 .map(|durable| (durable, std::mem::take(&mut group.failed)));
             if recovered.is_ok() {
                 group.index_failed = false;
@@ -1144,6 +1144,8 @@ struct GroupState {
     /// An index write failed: records are acknowledged (durable in the log) but not
     /// applied until the recovery replays them.
     index_failed: bool,
+    /// The cut of an abandoned segment that failed: the recovery completes it first.
+    pending_cut: Option<wal::SegmentCut>,
 }
 
 type Appended = (u64, Vec<WriteOp>, oneshot::Sender<Result<(), String>>);
@@ -1170,7 +1172,11 @@ fn finish_group(
         // nothing of this group is durable: none of it is acknowledged, and the
         // segment is given up rather than trusted after a failed fsync
         if let Some(abandoned) = writer.take() {
-            abandoned.abandon();
+            let cut = abandoned.abandon();
+            if let Err(error) = cut.complete() {
+                tracing::warn!(%error, "cannot cut the abandoned write-ahead log segment yet; the recovery does it before a new segment opens");
+                group.pending_cut = Some(cut);
+            }
             context
                 .shared
                 .epoch
@@ -1209,13 +1215,20 @@ fn finish_group(
 fn recover_log(
     writer: &mut Option<WalWriter>,
     last_seq: u64,
-    failed: &[u64],
+    group: &mut GroupState,
     context: &LogContext,
 ) -> Result<u64, String> {
     let store = &context.store;
     if let Some(current) = writer.as_mut() {
         current.sync().map_err(|error| error.to_string())?;
     }
+    // the abandoned segment must end with its last durable record before the replay
+    // reads it and before a fresh segment follows it
+    if let Some(cut) = &group.pending_cut {
+        cut.complete().map_err(|error| error.to_string())?;
+        group.pending_cut = None;
+    }
+    let failed = &group.failed;
     store.reset_to_last_commits();
     let committed = store.min_committed_seq();
     let failed: std::collections::HashSet<u64> = failed.iter().copied().collect();

@@ -632,3 +632,55 @@ async fn the_recovery_after_a_failed_index_write_keeps_every_acknowledged_docume
     drop(server);
     drop(tmpfs);
 }
+
+// Regression: when cutting an abandoned log segment back failed, the recovery opened a
+// fresh segment anyway; the never-acknowledged records left in the abandoned one were
+// replayed at the next start (or its torn tail refused the start as corrupt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_segment_cut_keeps_storage_degraded_until_it_is_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nmin_free_bytes = 0\nmin_free_percent = 0.0\ncheck_interval = \"100ms\"\n",
+    )
+    .expect("config");
+    let start = || {
+        Server::start_with_env(
+            &data,
+            "127.0.0.1:0",
+            &["--config", &config.display().to_string()],
+            &[("LOOKOUT_TEST_HOOKS", "1")],
+        )
+    };
+    let server = start();
+    let wal = data.join("logs/wal");
+    let (status, body) = server.post_ndjson("/_bulk", agent_batch(1..11)).await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+
+    // the fsync fails and so does the cut of the segment back to its durable length
+    std::fs::write(wal.join(lookout::ingest::wal::FAIL_SYNC), b"").expect("fail");
+    std::fs::write(wal.join(lookout::ingest::wal::FAIL_CUT), b"").expect("fail");
+    let (status, body) = server.post_ndjson("/_bulk", agent_batch(11..21)).await;
+    assert_eq!(status, 429, "{body}");
+    std::fs::remove_file(wal.join(lookout::ingest::wal::FAIL_SYNC)).expect("heal");
+    // the recovery waits for the cut: writes stay refused
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        degraded(&server).await,
+        "recovered before the segment was cut"
+    );
+    std::fs::remove_file(wal.join(lookout::ingest::wal::FAIL_CUT)).expect("heal");
+    wait_until("storage recovered", 30, || async {
+        !degraded(&server).await
+    })
+    .await;
+
+    // a restart replays nothing of the refused batch
+    server.kill();
+    let server = start();
+    let (status, _) = server.post_json("/_refresh", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.count("logs", "*").await, 10);
+}
