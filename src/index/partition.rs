@@ -258,8 +258,11 @@ impl Partition {
             self.reader.reload().map_err(|error| self.error(error))?;
             let mut state = lock(&self.state);
             state.committed_seq = seq;
-            // operations applied after `seq` was read are still pending
-            state.first_pending_seq = (state.applied_seq > seq).then_some(seq + 1);
+            // operations applied after `seq` was read are in the commit but not in its
+            // label: pending until a later commit labels them. A closed writer has no
+            // later commit, and holds nothing uncommitted: the log may drop them (the
+            // low label only makes a replay upsert them again)
+            state.first_pending_seq = (state.applied_seq > seq && !close).then_some(seq + 1);
         }
         Ok(committed)
     }

@@ -13,7 +13,7 @@
 //! - Index names follow Elasticsearch's rules, which also keeps every path inside the data
 //!   directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,8 +197,13 @@ pub struct IndexStore {
     settings: StoreSettings,
     indices: RwLock<BTreeMap<String, Arc<LogIndex>>>,
     write_tick: AtomicU64,
-    /// Highest WAL record whose operations have all reached the writers.
+    /// Highest WAL record up to which every record's operations have reached the writers
+    /// (or the record failed before the log had it): the label of a commit.
     complete_seq: AtomicU64,
+    /// Records above `complete_seq` that failed before the log had them (never
+    /// acknowledged, never replayed): `complete_seq` passes over them once every record
+    /// before them is applied, never before.
+    failed_seqs: Mutex<BTreeSet<u64>>,
     /// Serializes commits (the refresher, `?refresh=true`, eviction, shutdown).
     commit_lock: Mutex<()>,
 }
@@ -217,6 +222,7 @@ impl IndexStore {
             indices: RwLock::new(BTreeMap::new()),
             write_tick: AtomicU64::new(0),
             complete_seq: AtomicU64::new(0),
+            failed_seqs: Mutex::new(BTreeSet::new()),
             commit_lock: Mutex::new(()),
         };
         let mut indices = BTreeMap::new();
@@ -576,8 +582,20 @@ impl IndexStore {
                 }
             }
         }
-        self.complete_seq.fetch_max(seq, Ordering::SeqCst);
+        self.complete_through(seq);
         Ok(())
+    }
+
+    /// Records that every operation of WAL record `seq` reached the writers: the complete
+    /// sequence rises to it, and past the failed records that follow it.
+    fn complete_through(&self, seq: u64) {
+        let mut failed = lock(&self.failed_seqs);
+        let mut complete = self.complete_seq.load(Ordering::SeqCst).max(seq);
+        while failed.remove(&(complete + 1)) {
+            complete += 1;
+        }
+        *failed = failed.split_off(&(complete + 1));
+        self.complete_seq.store(complete, Ordering::SeqCst);
     }
 
     /// Marks `partition` as just written; opening its writer may close the least
@@ -643,19 +661,34 @@ impl IndexStore {
     }
 
     /// Records that WAL record `seq` has nothing to apply (its write failed and it was
-    /// never acknowledged), so waiting for it to become searchable ends.
+    /// never acknowledged), so waiting for it to become searchable ends once every
+    /// record before it is applied. Records before it that were acknowledged but not
+    /// applied yet (after a failed index write) keep the complete sequence below it.
     pub fn skip(&self, seq: u64) {
-        self.complete_seq.fetch_max(seq, Ordering::SeqCst);
+        lock(&self.failed_seqs).insert(seq);
+        self.complete_through(0);
+    }
+
+    /// Records that a whole replay of the write-ahead log applied every record up to
+    /// `seq` the log holds: the others are committed already or failed before the log
+    /// had them, so nothing up to `seq` is left to wait for.
+    pub fn replayed_through(&self, seq: u64) {
+        self.complete_through(seq);
     }
 
     /// Resets every partition to its last commit, dropping its writer and what that
-    /// writer held (see [`Partition::reset_to_last_commit`]); the caller replays the
-    /// write-ahead log after it.
+    /// writer held (see [`Partition::reset_to_last_commit`]), and the complete sequence
+    /// with them: nothing after the oldest commit is applied any more, so a commit during
+    /// the replay that follows (a writer evicted) is labelled with what the replay
+    /// applied, not with what the discarded writers had.
     pub fn reset_to_last_commits(&self) {
         let _guard = lock(&self.commit_lock);
         for partition in self.all_partitions() {
             partition.reset_to_last_commit();
         }
+        self.complete_seq
+            .store(self.min_committed_seq(), Ordering::SeqCst);
+        self.complete_through(0);
     }
 
     /// Commits and closes every writer (shutdown).
@@ -759,6 +792,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::partition::WriterOptions;
 
     #[test]
     fn index_names_follow_elasticsearch_rules() {
@@ -780,6 +814,97 @@ mod tests {
         assert!(glob_match("l*s-*t", "logs-checkout"));
         assert!(!glob_match("logs-*", "logs"));
         assert!(!glob_match("logs", "logs-a"));
+    }
+
+    const HOUR: i64 = 3_600_000_000;
+
+    fn doc(store: &IndexStore, id: &str, timestamp_micros: i64) -> WriteOp {
+        let source = bytes::Bytes::from(format!(r#"{{"name":"{id}"}}"#));
+        WriteOp::Index {
+            index: "logs".into(),
+            doc: LogDoc {
+                id: id.to_string(),
+                timestamp_micros,
+                body: crate::index::body::Body::parse(source).expect("json"),
+                timestamp_key: None,
+                fields: store.fields,
+            },
+            overwrite: false,
+            explicit_id: false,
+        }
+    }
+
+    fn ids(store: &IndexStore) -> Vec<String> {
+        let mut found: Vec<String> = (0..6)
+            .map(|number| format!("b{number}"))
+            .filter(|id| store.id_exists("logs", id))
+            .collect();
+        found.sort();
+        found
+    }
+
+    // Regression: a replay evicting a writer committed it labelled with the sequence the
+    // discarded writers had reached, so the rest of the replay skipped that partition
+    // and acknowledged documents were lost.
+    #[test]
+    fn a_replay_that_evicts_writers_keeps_every_document_of_the_replayed_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = IndexStore::open(
+            dir.path(),
+            StoreSettings {
+                partition_span_micros: HOUR,
+                retention_micros: 1000 * HOUR * 24 * 365,
+                writer: WriterOptions {
+                    threads: 1,
+                    memory_bytes: 15 << 20,
+                },
+                max_open_writers: 4,
+            },
+        )
+        .expect("store");
+        let start = 1_795_341_600_000_000;
+        // five hourly partitions, the first one written again at the end
+        let ops = |store: &IndexStore| -> Vec<WriteOp> {
+            [0, 1, 2, 3, 4, 0]
+                .iter()
+                .enumerate()
+                .map(|(number, hour)| doc(store, &format!("b{number}"), start + hour * HOUR))
+                .collect()
+        };
+        store.apply(1, ops(&store), false).expect("apply");
+        // a later record fails (a full disk), then the recovery resets and replays
+        store.skip(2);
+        store.reset_to_last_commits();
+        store.apply(1, ops(&store), true).expect("replay");
+        store.replayed_through(2);
+        assert_eq!(store.commit_all().expect("commit"), 2);
+        store.reset_to_last_commits();
+        assert_eq!(ids(&store), ["b0", "b1", "b2", "b3", "b4", "b5"]);
+    }
+
+    #[test]
+    fn a_failed_record_after_unapplied_ones_does_not_complete_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = IndexStore::open(
+            dir.path(),
+            StoreSettings {
+                partition_span_micros: HOUR,
+                retention_micros: 1000 * HOUR * 24 * 365,
+                writer: WriterOptions {
+                    threads: 1,
+                    memory_bytes: 15 << 20,
+                },
+                max_open_writers: 4,
+            },
+        )
+        .expect("store");
+        store.apply(1, vec![], false).expect("apply");
+        // records 2 and 3 acknowledged but not applied (a failed index write), 4 failed
+        store.skip(4);
+        assert_eq!(store.durable_seq(), 1);
+        store.apply(2, vec![], true).expect("replay");
+        store.apply(3, vec![], true).expect("replay");
+        assert_eq!(store.durable_seq(), 4, "the failed record is passed over");
     }
 
     #[test]

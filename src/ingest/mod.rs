@@ -179,9 +179,22 @@ struct DecideState {
     batch_ids: HashMap<(String, String), bool>,
     /// Per record on its way through the log, the marks it raised and their previous
     /// offsets, to put back if the record fails.
-    undo_marks: std::collections::BTreeMap<u64, Vec<(String, u64, Option<u64>)>>,
+    undo_marks: std::collections::BTreeMap<u64, Vec<UndoMark>>,
     /// The marks the current request raised so far, with their previous offsets.
-    batch_marks: Vec<(String, u64, Option<u64>)>,
+    batch_marks: Vec<UndoMark>,
+    /// Whether an item of the current request is `noop` by a mark that a record still
+    /// on its way through the log raised (that record may fail and its mark go back).
+    batch_noop_undurable: bool,
+}
+
+/// A high-water mark a record raised, and its offset before, put back if the record
+/// fails.
+#[derive(Debug, Clone)]
+struct UndoMark {
+    source: String,
+    generation: u64,
+    /// `None`: there was no mark.
+    previous: Option<u64>,
 }
 
 /// The ingest component; one per server.
@@ -231,6 +244,9 @@ pub struct WriteOutcome {
 
 /// Bytes ingested since the last commit after which a search-idle index commits anyway.
 const IDLE_MAX_UNCOMMITTED_BYTES: u64 = 256 << 20;
+
+/// How often marks are snapshotted, the log truncated and retention applied.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `Ingest::last_search_ms` before any search.
 const NEVER_SEARCHED: u64 = u64::MAX;
@@ -297,6 +313,7 @@ impl Ingest {
         let opened = match apply_failure {
             Some(error) => Err(error),
             None => (|| -> Result<(WalWriter, u64), IngestError> {
+                store.replayed_through(next_seq - 1);
                 let durable = store.commit_all()?;
                 let writer = WalWriter::open(&wal_dir, next_seq, settings.wal_segment_bytes)?;
                 marks
@@ -346,6 +363,7 @@ impl Ingest {
                 batch_ids: HashMap::new(),
                 undo_marks: Default::default(),
                 batch_marks: Vec::new(),
+                batch_noop_undurable: false,
             }),
             log,
             searchable,
@@ -408,6 +426,7 @@ impl Ingest {
         let mut decide = self.decide.lock().await;
         decide.batch_ids.clear();
         decide.batch_marks.clear();
+        decide.batch_noop_undurable = false;
         for item in items {
             let index = item.index.clone().unwrap_or_default();
             let result = self.decide_item(
@@ -422,7 +441,11 @@ impl Ingest {
             results.push(result);
         }
         let seq = decide.next_seq;
-        if ops.is_empty() && marks.is_empty() && watermark.is_none() {
+        // a `noop` by the mark of a record not durable yet is not answered before that
+        // record: an empty record logged behind it fails with it (then this request is
+        // refused, and the agent's retry finds the mark put back) or is durable after it
+        if ops.is_empty() && marks.is_empty() && watermark.is_none() && !decide.batch_noop_undurable
+        {
             // nothing to log (all noops or failures): report the last record logged, which
             // is what `?refresh` must wait for — `seq` itself is never written
             let logged_before = seq - 1;
@@ -444,7 +467,7 @@ impl Ingest {
                 decide.reserved_ids.insert((index.clone(), id.clone()), seq);
             }
         }
-        let undo: Vec<(String, u64, Option<u64>)> = std::mem::take(&mut decide.batch_marks);
+        let undo = std::mem::take(&mut decide.batch_marks);
         if !undo.is_empty() {
             decide.undo_marks.insert(seq, undo);
         }
@@ -543,6 +566,10 @@ impl Ingest {
             let held = decide.marks.get(&position.source, position.generation);
             if held.is_some_and(|offset| position.offset <= offset) {
                 self.telemetry.ingest_noop.add(1);
+                let undurable = decide.undo_marks.values().flatten().any(|undo| {
+                    undo.source == position.source && undo.generation == position.generation
+                });
+                decide.batch_noop_undurable |= undurable;
                 return ItemResult {
                     kind,
                     index: index.to_string(),
@@ -664,13 +691,15 @@ impl Ingest {
         }
         logged.push(op);
         if let Some(position) = position {
-            if !decide.batch_marks.iter().any(|(source, generation, _)| {
-                *source == position.source && *generation == position.generation
+            if !decide.batch_marks.iter().any(|undo| {
+                undo.source == position.source && undo.generation == position.generation
             }) {
                 let previous = decide.marks.get(&position.source, position.generation);
-                decide
-                    .batch_marks
-                    .push((position.source.clone(), position.generation, previous));
+                decide.batch_marks.push(UndoMark {
+                    source: position.source.clone(),
+                    generation: position.generation,
+                    previous,
+                });
             }
             decide
                 .marks
@@ -768,6 +797,7 @@ impl Ingest {
         let mut interval = tokio::time::interval(self.settings.refresh_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintenance = Instant::now();
+        let mut last_retention: Option<Instant> = None;
         let mut last_commit = (Instant::now(), self.telemetry.ingest_bytes.get());
         loop {
             let asked = tokio::select! {
@@ -775,6 +805,12 @@ impl Ingest {
                 _ = self.refresh_now.notified() => true,
                 _ = shutdown.cancelled() => break,
             };
+            // at the first tick (a restart with a lower retention) and every
+            // MAINTENANCE_INTERVAL after, whatever the state of the disk
+            if last_retention.is_none_or(|at| at.elapsed() >= MAINTENANCE_INTERVAL) {
+                last_retention = Some(Instant::now());
+                self.apply_retention().await;
+            }
             // search-idle: no background commit (a whole indexing run then commits like a
             // bulk loader: tantivy restarts its indexing threads at every commit), but one
             // at least every idle period or IDLE_MAX_UNCOMMITTED_BYTES, so the write-ahead
@@ -811,7 +847,7 @@ impl Ingest {
                         *current = (*current).max(durable);
                         changed
                     });
-                    if last_maintenance.elapsed() >= Duration::from_secs(5) {
+                    if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                         last_maintenance = Instant::now();
                         self.maintain(durable).await;
                     }
@@ -825,9 +861,8 @@ impl Ingest {
         }
     }
 
-    /// Expires marks and agents, drops partitions past retention, snapshots the marks
-    /// and lets the log drop what the index holds. While storage is degraded only
-    /// retention runs (it frees space); the marks stay in the log.
+    /// Expires marks and agents, snapshots the marks and lets the log drop what the index
+    /// holds. While storage is degraded the marks stay in the log.
     async fn maintain(&self, durable: u64) {
         let now = now_micros();
         let epoch = std::sync::atomic::Ordering::SeqCst;
@@ -863,31 +898,44 @@ impl Ingest {
             }
             None => None,
         };
-        let store = self.store.clone();
+        let Some(snapshot) = snapshot else {
+            return;
+        };
         let path = self.state_dir.join("sources.json");
-        let telemetry = self.telemetry.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let dropped = store.drop_expired(now);
-            // counted as soon as the partitions are gone (a regression: a scrape between
-            // the drop and the snapshot saw the data gone but the counter still at 0)
-            if let Ok(dropped) = &dropped {
-                telemetry.retention_dropped_partitions.add(*dropped as u64);
-            }
-            let saved = snapshot.map(|snapshot| snapshot.save(&path)).transpose();
-            saved.map(|saved| dropped.map(|_| saved.is_some()))
-        })
-        .await;
-        match result {
-            Ok(Ok(Ok(true))) => {
+        let saved = tokio::task::spawn_blocking(move || snapshot.save(&path)).await;
+        match saved {
+            Ok(Ok(())) => {
                 let _ = self.log.send(LogMessage::Truncate(durable)).await;
             }
-            Ok(Ok(Ok(false))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "retention failed"),
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot write the sources snapshot; the log is kept");
                 self.disk.write_failed("sources snapshot", &error);
             }
             Err(error) => tracing::error!(%error, "maintenance task failed"),
+        }
+    }
+
+    /// Drops the partitions past `index.retention`. Runs on its own schedule, also while
+    /// storage is degraded: dropping whole expired partitions only frees space, and it is
+    /// how lowering `index.retention` gets a full disk writable again.
+    async fn apply_retention(&self) {
+        let store = self.store.clone();
+        let telemetry = self.telemetry.clone();
+        let now = now_micros();
+        let dropped = tokio::task::spawn_blocking(move || {
+            let dropped = store.drop_expired(now);
+            // counted as soon as the partitions are gone (a regression: a scrape right
+            // after saw the data gone but the counter still at 0)
+            if let Ok(dropped) = &dropped {
+                telemetry.retention_dropped_partitions.add(*dropped as u64);
+            }
+            dropped
+        })
+        .await;
+        match dropped {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "retention failed"),
+            Err(error) => tracing::error!(%error, "retention task failed"),
         }
     }
 
@@ -913,10 +961,10 @@ impl Ingest {
         let mut failed = failed;
         failed.sort_unstable();
         for seq in failed.iter().rev() {
-            for (source, generation, previous) in
-                decide.undo_marks.remove(seq).into_iter().flatten().rev()
-            {
-                decide.marks.restore(&source, generation, previous);
+            for undo in decide.undo_marks.remove(seq).into_iter().flatten().rev() {
+                decide
+                    .marks
+                    .restore(&undo.source, undo.generation, undo.previous);
             }
         }
         decide.undo_marks.clear();
@@ -994,32 +1042,35 @@ struct LogContext {
 }
 
 /// The log thread: group commit, apply in order, acknowledge. Without a writer (a write
-/// failed, or the server started read-only) every record fails until a recovery.
+/// failed, or the server started read-only) every record fails until a recovery. A
+/// recovery is a barrier: the records received before it finish their group commit
+/// first (else the recovery would replay one of them and the group apply it again).
 fn run_log(
     mut writer: Option<WalWriter>,
     mut last_seq: u64,
     context: LogContext,
     mut receiver: mpsc::Receiver<LogMessage>,
 ) {
-    let LogContext {
-        store, telemetry, ..
-    } = &context;
-    // records answered with an error since the last recovery
-    let mut failed: Vec<u64> = Vec::new();
-    let mut index_failed = false;
-    let mut batch = Vec::new();
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < 512 {
-            match receiver.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
+    let mut group = GroupState::default();
+    let mut batch = std::collections::VecDeque::new();
+    loop {
+        if batch.is_empty() {
+            let Some(first) = receiver.blocking_recv() else {
+                break;
+            };
+            batch.push_back(first);
+            while batch.len() < 512 {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push_back(message),
+                    Err(_) => break,
+                }
             }
         }
         let started = Instant::now();
         let mut appended = Vec::new();
         let mut failure: Option<String> = None;
-        for message in batch.drain(..) {
+        let mut recover = None;
+        while let Some(message) = batch.pop_front() {
             match message {
                 LogMessage::Append { record, ops, reply } => {
                     last_seq = last_seq.max(record.seq);
@@ -1051,63 +1102,109 @@ fn run_log(
                     }
                 }
                 LogMessage::Recover { reply } => {
-                    let recovered = recover_log(&mut writer, last_seq, &failed, &context)
-                        .map(|durable| (durable, std::mem::take(&mut failed)));
-                    if recovered.is_ok() {
-                        index_failed = false;
-                        context
-                            .shared
-                            .epoch
-                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        context.shared.synced.send_replace(last_seq);
-                    }
-                    let _ = reply.send(recovered);
+                    recover = Some(reply);
+                    break;
                 }
             }
         }
-        if appended.is_empty() {
-            continue;
+        if !appended.is_empty() {
+            finish_group(
+                &mut writer,
+                appended,
+                failure,
+                started,
+                &mut group,
+                &context,
+            );
         }
-        if failure.is_none()
-            && let Some(Err(error)) = writer.as_mut().map(WalWriter::sync)
-        {
-            failure = Some(error.to_string());
-        }
-        if let Some(error) = failure {
-            // nothing of this group is durable: none of it is acknowledged, and the
-            // segment is given up rather than trusted after a failed fsync
-            if let Some(abandoned) = writer.take() {
-                abandoned.abandon();
+        if let Some(reply) = recover {
+            let recovered = recover_log(&mut writer, last_seq, &mut group, &context)
+                .map(|durable| (durable, std::mem::take(&mut group.failed)));
+            if recovered.is_ok() {
+                group.index_failed = false;
                 context
                     .shared
                     .epoch
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                context.disk.write_failed("ingest write-ahead log", &error);
+                context.shared.synced.send_replace(last_seq);
             }
-            for (seq, _, reply) in appended {
-                store.skip(seq);
-                failed.push(seq);
-                let _ = reply.send(Err(error.clone()));
-            }
-            continue;
-        }
-        telemetry.wal_sync_seconds.observe(started.elapsed());
-        telemetry.wal_records.add(appended.len() as u64);
-        if let Some((seq, _, _)) = appended.last() {
-            context.shared.synced.send_replace(*seq);
-        }
-        for (seq, ops, reply) in appended {
-            // durable in the log: acknowledged even when the index fails it (the log keeps
-            // it until the index has it; the recovery replays it)
-            if !index_failed && let Err(error) = store.apply(seq, ops, false) {
-                index_failed = true;
-                context.disk.write_failed("index", &error);
-            }
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(recovered);
         }
     }
     if let Some(Err(error)) = writer.as_mut().map(WalWriter::sync) {
         tracing::error!(%error, "final write-ahead log sync failed");
+    }
+}
+
+/// What the log thread remembers between groups.
+#[derive(Default)]
+struct GroupState {
+    /// Records answered with an error since the last recovery.
+    failed: Vec<u64>,
+    /// An index write failed: records are acknowledged (durable in the log) but not
+    /// applied until the recovery replays them.
+    index_failed: bool,
+    /// The cut of an abandoned segment that failed: the recovery completes it first.
+    pending_cut: Option<wal::SegmentCut>,
+}
+
+type Appended = (u64, Vec<WriteOp>, oneshot::Sender<Result<(), String>>);
+
+/// Ends a group commit: fsyncs the records appended since the last one, then applies and
+/// acknowledges them, or (when appending or the fsync failed) fails every one of them.
+fn finish_group(
+    writer: &mut Option<WalWriter>,
+    appended: Vec<Appended>,
+    mut failure: Option<String>,
+    started: Instant,
+    group: &mut GroupState,
+    context: &LogContext,
+) {
+    let LogContext {
+        store, telemetry, ..
+    } = context;
+    if failure.is_none()
+        && let Some(Err(error)) = writer.as_mut().map(WalWriter::sync)
+    {
+        failure = Some(error.to_string());
+    }
+    if let Some(error) = failure {
+        // nothing of this group is durable: none of it is acknowledged, and the
+        // segment is given up rather than trusted after a failed fsync
+        if let Some(abandoned) = writer.take() {
+            let cut = abandoned.abandon();
+            if let Err(error) = cut.complete() {
+                tracing::warn!(%error, "cannot cut the abandoned write-ahead log segment yet; the recovery does it before a new segment opens");
+                group.pending_cut = Some(cut);
+            }
+            context
+                .shared
+                .epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            context.disk.write_failed("ingest write-ahead log", &error);
+        }
+        for (seq, _, reply) in appended {
+            store.skip(seq);
+            group.failed.push(seq);
+            let _ = reply.send(Err(error.clone()));
+        }
+        return;
+    }
+    telemetry.wal_sync_seconds.observe(started.elapsed());
+    telemetry.wal_records.add(appended.len() as u64);
+    if let Some((seq, _, _)) = appended.last() {
+        context.shared.synced.send_replace(*seq);
+    }
+    for (seq, ops, reply) in appended {
+        // durable in the log: acknowledged even when the index fails it (the log keeps
+        // it until the index has it; the recovery replays it)
+        if !group.index_failed
+            && let Err(error) = store.apply(seq, ops, false)
+        {
+            group.index_failed = true;
+            context.disk.write_failed("index", &error);
+        }
+        let _ = reply.send(Ok(()));
     }
 }
 
@@ -1118,13 +1215,20 @@ fn run_log(
 fn recover_log(
     writer: &mut Option<WalWriter>,
     last_seq: u64,
-    failed: &[u64],
+    group: &mut GroupState,
     context: &LogContext,
 ) -> Result<u64, String> {
     let store = &context.store;
     if let Some(current) = writer.as_mut() {
         current.sync().map_err(|error| error.to_string())?;
     }
+    // the abandoned segment must end with its last durable record before the replay
+    // reads it and before a fresh segment follows it
+    if let Some(cut) = &group.pending_cut {
+        cut.complete().map_err(|error| error.to_string())?;
+        group.pending_cut = None;
+    }
+    let failed = &group.failed;
     store.reset_to_last_commits();
     let committed = store.min_committed_seq();
     let failed: std::collections::HashSet<u64> = failed.iter().copied().collect();
@@ -1152,6 +1256,7 @@ fn recover_log(
     if let Some(error) = apply_failure {
         return Err(reset(error));
     }
+    store.replayed_through(last_seq);
     let durable = store
         .commit_all()
         .map_err(|error| reset(error.to_string()))?;
@@ -1159,4 +1264,166 @@ fn recover_log(
         .map_err(|error| error.to_string())?;
     *writer = Some(fresh);
     Ok(durable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::index::partition::WriterOptions;
+    use crate::index::store::StoreSettings;
+
+    const HOUR: i64 = 3_600_000_000;
+
+    fn rules() -> EventRules {
+        EventRules {
+            timestamp_fields: vec!["@timestamp".into()],
+            max_depth: 20,
+            max_line_bytes: 1 << 20,
+            retention_micros: i64::MAX / 4,
+            future_tolerance_micros: i64::MAX / 4,
+        }
+    }
+
+    fn store(dir: &Path) -> Arc<IndexStore> {
+        store_keeping(dir, i64::MAX / 4)
+    }
+
+    fn store_keeping(dir: &Path, retention_micros: i64) -> Arc<IndexStore> {
+        Arc::new(
+            IndexStore::open(
+                dir,
+                StoreSettings {
+                    partition_span_micros: HOUR,
+                    retention_micros,
+                    writer: WriterOptions {
+                        threads: 1,
+                        memory_bytes: 15 << 20,
+                    },
+                    max_open_writers: 4,
+                },
+            )
+            .expect("store"),
+        )
+    }
+
+    fn context(store: &Arc<IndexStore>, wal_dir: &Path) -> LogContext {
+        LogContext {
+            store: store.clone(),
+            telemetry: Arc::new(Telemetry::default()),
+            disk: Arc::new(DiskSpace::unwatched()),
+            shared: Arc::new(LogShared {
+                synced: watch::channel(0).0,
+                epoch: std::sync::atomic::AtomicU64::new(0),
+            }),
+            wal_dir: wal_dir.to_path_buf(),
+            rules: rules(),
+            segment_bytes: 1 << 20,
+        }
+    }
+
+    fn settings() -> IngestSettings {
+        IngestSettings {
+            rules: rules(),
+            source_ttl: Duration::from_secs(3600),
+            agent_timeout: Duration::from_secs(60),
+            max_in_flight_bytes: 64 << 20,
+            wal_segment_bytes: 1 << 20,
+            refresh_interval: Duration::from_millis(20),
+            search_idle_after: Duration::ZERO,
+        }
+    }
+
+    /// An `Append` of one document with a generated id, and where its answer arrives.
+    fn append(
+        store: &IndexStore,
+        seq: u64,
+        timestamp_micros: i64,
+    ) -> (LogMessage, oneshot::Receiver<Result<(), String>>) {
+        let record = Record {
+            seq,
+            ops: vec![LoggedOp::Index(LoggedDoc {
+                index: "logs".into(),
+                id: format!("generated-{seq}"),
+                timestamp_micros,
+                overwrite: false,
+                explicit_id: false,
+                source: bytes::Bytes::from_static(br#"{"message":"hello"}"#),
+            })],
+            ..Record::default()
+        };
+        let ops = record
+            .ops
+            .iter()
+            .cloned()
+            .filter_map(|op| op_from_log(op, store, &rules()))
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        (LogMessage::Append { record, ops, reply }, answer)
+    }
+
+    // Regression: a recovery handled in the middle of a group commit replayed the record
+    // appended before it, and the group then applied that record a second time.
+    #[test]
+    fn a_record_in_the_same_group_as_a_recovery_is_applied_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(&dir.path().join("indices"));
+        let wal_dir = dir.path().join("wal");
+        let writer = WalWriter::open(&wal_dir, 1, 1 << 20).expect("log");
+        let (sender, receiver) = mpsc::channel(16);
+        let (message, acknowledged) = append(&store, 1, 1_795_341_600_000_000);
+        sender.try_send(message).expect("queued");
+        let (reply, recovered) = oneshot::channel();
+        sender
+            .try_send(LogMessage::Recover { reply })
+            .expect("queued");
+        drop(sender);
+        // both messages wait in the queue: the log thread takes them as one group
+        run_log(Some(writer), 0, context(&store, &wal_dir), receiver);
+        assert_eq!(acknowledged.blocking_recv().expect("answered"), Ok(()));
+        recovered
+            .blocking_recv()
+            .expect("answered")
+            .expect("recovered");
+        store.commit_all().expect("commit");
+        let logs = store.get("logs").expect("index");
+        assert_eq!(logs.doc_count(), 1, "applied once");
+    }
+
+    // Regression: retention ran only after a successful commit, and nothing commits while
+    // a failed write is recorded, so lowering `index.retention` could not free a full disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_drops_expired_partitions_while_storage_is_degraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_keeping(&dir.path().join("indices"), 24 * HOUR);
+        let (LogMessage::Append { ops, .. }, _) = append(&store, 1, now_micros() - 72 * HOUR)
+        else {
+            unreachable!("append builds an Append")
+        };
+        store.apply(1, ops, false).expect("apply");
+        store.commit_all().expect("commit");
+        let disk = Arc::new(DiskSpace::unwatched());
+        let ingest = Ingest::open(
+            store.clone(),
+            dir.path().join("wal"),
+            dir.path().join("state"),
+            settings(),
+            Arc::new(Telemetry::default()),
+            disk.clone(),
+        )
+        .expect("open");
+        disk.write_failed("index", &"No space left on device (os error 28)");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let refresher = tokio::spawn(ingest.clone().run_refresher(shutdown.clone()));
+        let logs = store.get("logs").expect("index");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !logs.partitions().is_empty() {
+            assert!(Instant::now() < deadline, "the expired partition is kept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(disk.degraded(), "still waiting for the recovery");
+        shutdown.cancel();
+        refresher.await.expect("refresher");
+    }
 }

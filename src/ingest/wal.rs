@@ -311,6 +311,74 @@ pub fn replay(
     Ok(last_seq)
 }
 
+/// Test hook ([`crate::fault`]): while a file named [`HOLD_SYNC`] is in the log
+/// directory an fsync of the log waits, and while one named [`FAIL_SYNC`] is there it
+/// fails with `EIO` — the failures of a real disk that a full tmpfs cannot produce.
+#[cfg(debug_assertions)]
+fn injected_sync_fault(dir: &Path) -> std::io::Result<()> {
+    if !crate::fault::enabled() {
+        return Ok(());
+    }
+    while dir.join(HOLD_SYNC).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if dir.join(FAIL_SYNC).exists() {
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while a file of this name is in the
+/// log directory, an fsync of the log waits.
+pub const HOLD_SYNC: &str = "test-hold-sync";
+/// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while a file of this name is in the
+/// log directory, an fsync of the log fails with `EIO`.
+pub const FAIL_SYNC: &str = "test-fail-sync";
+/// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while a file of this name is in the
+/// log directory, cutting an abandoned segment back fails with `EIO`.
+pub const FAIL_CUT: &str = "test-fail-cut";
+
+/// A segment to cut back to its last durable length (see [`WalWriter::abandon`]).
+#[derive(Debug, Clone)]
+pub struct SegmentCut {
+    path: PathBuf,
+    length: u64,
+}
+
+impl SegmentCut {
+    /// Cuts the segment and waits until the disk has the cut; an error leaves it to do.
+    pub fn complete(&self) -> Result<(), WalError> {
+        #[cfg(debug_assertions)]
+        if crate::fault::enabled()
+            && self
+                .path
+                .parent()
+                .is_some_and(|dir| dir.join(FAIL_CUT).exists())
+        {
+            return Err(WalError::Io {
+                path: self.path.display().to_string(),
+                source: std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
+            });
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| {
+                file.set_len(self.length)?;
+                file.sync_all()
+            })
+            .map_err(io_error(&self.path))?;
+        tracing::warn!(
+            path = %self.path.display(),
+            length = self.length,
+            "write-ahead log segment cut back to its last durable length and closed"
+        );
+        Ok(())
+    }
+}
+
 /// The open log: appends records to the current segment.
 pub struct WalWriter {
     dir: PathBuf,
@@ -367,6 +435,8 @@ impl WalWriter {
     /// Writes out buffered records and waits until the disk has them.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.file.flush().map_err(io_error(&self.path))?;
+        #[cfg(debug_assertions)]
+        injected_sync_fault(&self.dir).map_err(io_error(&self.path))?;
         self.file
             .get_ref()
             .sync_data()
@@ -375,27 +445,17 @@ impl WalWriter {
         Ok(())
     }
 
-    /// Gives the segment up after a failed write or fsync: drops what is buffered, cuts
-    /// the file back to its last durable length (best effort: a crash before the cut
-    /// reaches the disk can leave whole records of never-acknowledged batches, replayed
-    /// like any other) and closes it. The fsync is not retried on this file.
-    pub fn abandon(self) {
-        let (file, _unwritten) = self.file.into_parts();
-        let cut = file
-            .set_len(self.durable_length)
-            .and_then(|()| file.sync_all());
-        match cut {
-            Ok(()) => tracing::warn!(
-                path = %self.path.display(),
-                length = self.durable_length,
-                "write-ahead log segment cut back to its last durable length and closed"
-            ),
-            Err(error) => tracing::error!(
-                path = %self.path.display(),
-                length = self.durable_length,
-                %error,
-                "cannot cut the write-ahead log segment back to its last durable length; closed"
-            ),
+    /// Gives the segment up after a failed write or fsync: drops what is buffered and
+    /// closes it, and returns the cut back to its last durable length, which the caller
+    /// completes ([`SegmentCut::complete`]) before any new segment opens: a segment
+    /// followed by another must end with its last acknowledged record (else replay
+    /// would find whole records of never-acknowledged batches, or a torn one). The fsync
+    /// is not retried on this file.
+    pub fn abandon(self) -> SegmentCut {
+        let (_file, _unwritten) = self.file.into_parts();
+        SegmentCut {
+            path: self.path,
+            length: self.durable_length,
         }
     }
 
@@ -515,7 +575,7 @@ mod tests {
         // as if the fsync of record 2 had failed: it is written (buffered), never synced
         writer.append(&record(2)).expect("append");
         writer.file.flush().expect("flush");
-        writer.abandon();
+        writer.abandon().complete().expect("cut");
         let mut writer = WalWriter::open(dir.path(), 3, 1 << 20).expect("fresh segment");
         writer.append(&record(3)).expect("append");
         writer.sync().expect("sync");
