@@ -297,7 +297,11 @@ impl Head {
                 }));
             }
         }
-        range
+        // a chunk that straddles the last truncation keeps samples from before it (they
+        // are in a block already): the head starts where it was truncated, or the next
+        // compaction would persist the same range again, without end
+        let min_valid = self.min_valid.load(Ordering::Relaxed);
+        range.map(|(oldest, newest)| (oldest.max(min_valid).min(newest), newest))
     }
 
     /// The series records of every held series, as a new log segment starts with.

@@ -536,6 +536,45 @@ mod tests {
     }
 
     #[test]
+    fn chunks_straddling_a_block_boundary_do_not_make_compaction_repeat_a_block() {
+        // the soak found it: scrapes that started 20 minutes past the hour fill chunks
+        // (120 samples, 30 minutes) across every hour boundary; truncation keeps those
+        // chunks, and the head's oldest sample stayed before the persisted block, so the
+        // same block was written again and again (thousands, with their open files)
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = TsdbOptions {
+            block_duration: Duration::from_secs(3600),
+            retention: Duration::from_secs(100 * 3600),
+        };
+        let up = head::labels(&[("__name__", "up"), ("job", "node")]);
+        let tsdb = Tsdb::open(dir.path(), options).expect("open");
+        let offset = 20 * 60_000;
+        for step in 0..(6 * 240i64) {
+            tsdb.append(&[(up.clone(), offset + step * 15_000, step as f64)])
+                .expect("append");
+        }
+        let mut persisted = 0;
+        while tsdb.compact().expect("compact") {
+            persisted += 1;
+            assert!(persisted <= 10, "compaction repeats itself");
+        }
+        let ranges: Vec<(i64, i64)> = tsdb
+            .block_metas()
+            .iter()
+            .map(|meta| (meta.min_time, meta.max_time))
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = ranges.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ranges.len(),
+            "one block per range: {ranges:?}"
+        );
+        assert_eq!(persisted, 5, "{ranges:?}");
+        let everything = tsdb.select(&[], 0, i64::MAX);
+        assert_eq!(everything[0].1.len(), 6 * 240, "no sample lost or doubled");
+    }
+
+    #[test]
     fn the_head_is_persisted_into_blocks_and_queries_see_one_history() {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = TsdbOptions {
