@@ -263,11 +263,11 @@ pub async fn read(
 }
 
 /// Whether a body error is the body's inactivity timeout (`server::router` wraps every
-/// request body in one).
+/// request body in an [`InactivityTimeout`]).
 fn is_timeout(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
-        if error.is::<tower_http::timeout::TimeoutError>() {
+        if error.is::<BodyTimedOut>() {
             return true;
         }
         source = error.source();
@@ -275,9 +275,104 @@ fn is_timeout(error: &axum::Error) -> bool {
     false
 }
 
+/// The client sent nothing of its request body for `http.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of the request body for the body read timeout")]
+pub struct BodyTimedOut;
+
+/// A request body that fails with [`BodyTimedOut`] when the *client* sends nothing for
+/// `timeout`: the clock runs only while the server waits for the next bytes.
+///
+/// Hand-written: tower-http's `TimeoutBody` starts its clock at the first read and checks
+/// it before reading, so the time the server spends elsewhere between reads (waiting for
+/// the in-flight budget or for the write-ahead log under load) counts too, and it fails
+/// bodies whose bytes had long arrived.
+pub struct InactivityTimeout {
+    inner: Body,
+    timeout: std::time::Duration,
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl InactivityTimeout {
+    pub fn new(inner: Body, timeout: std::time::Duration) -> InactivityTimeout {
+        InactivityTimeout {
+            inner,
+            timeout,
+            waiting: None,
+        }
+    }
+}
+
+impl http_body::Body for InactivityTimeout {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(context) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match waiting.as_mut().poll(context) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_clients_silence_counts_against_the_body_timeout() {
+        let timeout = std::time::Duration::from_millis(100);
+        // the bytes are there; the server is busy elsewhere for longer than the timeout
+        let sent = Body::new(InactivityTimeout::new(Body::from("all of it"), timeout));
+        tokio::time::sleep(timeout * 5).await;
+        let bytes = axum::body::to_bytes(sent, 1024).await.expect("no timeout");
+        assert_eq!(bytes, "all of it");
+        // a client that sends one chunk and then nothing
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        sender.send(Ok(Bytes::from("part"))).await.expect("send");
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        let stalled = Body::new(InactivityTimeout::new(Body::from_stream(stream), timeout));
+        let mut chunks = stalled.into_data_stream();
+        let first = chunks.next().await.expect("a chunk").expect("the chunk");
+        assert_eq!(first, "part");
+        let started = tokio::time::Instant::now();
+        let error = chunks
+            .next()
+            .await
+            .expect("an outcome")
+            .expect_err("timed out");
+        assert!(is_timeout(&error), "{error}");
+        assert_eq!(started.elapsed(), timeout);
+        drop(sender);
+    }
 
     #[test]
     fn lines_are_cut_across_chunk_boundaries_without_losing_bytes() {

@@ -89,10 +89,7 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::map_request(move |request: Request| async move {
             request.map(|body| {
-                axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-                    body_read_timeout,
-                    body,
-                ))
+                axum::body::Body::new(body::InactivityTimeout::new(body, body_read_timeout))
             })
         }))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom({
