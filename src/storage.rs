@@ -116,10 +116,6 @@ impl DiskSpace {
         )
     }
 
-    pub fn check_interval(&self) -> Duration {
-        self.config.check_interval
-    }
-
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
@@ -205,9 +201,6 @@ impl DiskSpace {
     /// looks for it recognizes the block).
     pub fn refusal(&self) -> Option<String> {
         let state = self.state.borrow();
-        if !state.degraded() {
-            return None;
-        }
         let cause = match (&state.low_space, &state.failed_write) {
             (Some((free, watermark)), _) => format!(
                 "only {} free in the file system of `{}`, below the storage watermark of {} (storage.min_free_bytes, storage.min_free_percent)",
@@ -219,7 +212,7 @@ impl DiskSpace {
                 "a write of the {what} failed ({error}); it is retried once the file system of `{}` has space and accepts writes again",
                 self.data_dir.display()
             ),
-            (None, None) => unreachable!("degraded has a cause"),
+            (None, None) => return None,
         };
         Some(format!(
             "index blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block]; {cause}. Lookout is read-only: searches, rules and alerts keep working; free space under the data directory (DATA_DIR `{}`, e.g. lower index.retention or metrics.retention, or delete files) and writes resume by themselves",
