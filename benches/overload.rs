@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Random, env_or, lookout_command, median, wait_listening};
+use common::{Random, env_or, median};
 use serde_json::json;
 
 /// `_bulk` bodies of `lines` request lines stamped within the last `span_secs`.
@@ -157,19 +157,12 @@ fn main() {
             format!("[notifiers.hook]\ntype = \"slack\"\nurl = \"{slack}/hook\"\nmax_per_second = 100\n"),
         )
         .expect("config");
-        let mut child = lookout_command()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(work.path().join("data"))
-            .arg("--queries")
-            .arg(&queries)
-            .arg("--config")
-            .arg(&config)
-            .env("LOOKOUT_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lookout serve");
-        let base = wait_listening(&mut child);
+        let (mut child, base) = common::start_lookout(
+            &work.path().join("data"),
+            &queries,
+            &config,
+            Stdio::inherit(),
+        );
         let client = reqwest::Client::new();
         let mut random = Random(7);
         let mut loaded = 0;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
-use common::{Random, cpu_seconds, env_or, lookout_command, median, wait_listening};
+use common::{Random, cpu_seconds, env_or, median};
 use serde_json::json;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -115,20 +115,7 @@ fn write_rules(work: &Path, rules: u64, mock: &str) -> (std::path::PathBuf, std:
 }
 
 fn start_server(data: &Path, queries: &Path, config: &Path) -> (Child, String) {
-    let mut child = lookout_command()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--queries")
-        .arg(queries)
-        .arg("--config")
-        .arg(config)
-        .env("LOOKOUT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn lookout serve");
-    let base = wait_listening(&mut child);
-    (child, base)
+    common::start_lookout(data, queries, config, Stdio::inherit())
 }
 
 /// Live traffic until `stop`: `rate` lines a second, and 25 500s for each service of the

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Random, cpu_seconds, env_or, lookout_command, wait_listening};
+use common::{Random, cpu_seconds, env_or};
 use serde_json::{Value, json};
 
 const SERVICES: u64 = 1000;
@@ -397,19 +397,7 @@ fn main() {
             target.trim_start_matches("http://"),
         );
         let data = work.path().join("data");
-        let mut child = lookout_command()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--queries")
-            .arg(&queries)
-            .arg("--config")
-            .arg(&config)
-            .env("LOOKOUT_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lookout serve");
-        let base = wait_listening(&mut child);
+        let (mut child, base) = common::start_lookout(&data, &queries, &config, Stdio::piped());
         let pid = child.id();
         let logged = Arc::new(Mutex::new(Vec::<String>::new()));
         {

@@ -271,3 +271,27 @@ pub async fn serve(router: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}")
 }
+
+/// Starts the release `lookout serve` on a loopback port with `data`, `queries` and
+/// `config`, its logs at `warn` to `stderr`; returns it and `http://ADDR`.
+pub fn start_lookout(
+    data: &Path,
+    queries: &Path,
+    config: &Path,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let mut child = lookout_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg("--queries")
+        .arg(queries)
+        .arg("--config")
+        .arg(config)
+        .env("LOOKOUT_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn lookout serve");
+    let base = wait_listening(&mut child);
+    (child, base)
+}
