@@ -701,9 +701,14 @@ impl IndexStore {
         Ok(())
     }
 
-    /// Drops partitions whose events are all older than `now − retention`; returns how
-    /// many were dropped.
-    pub fn drop_expired(&self, now_micros: i64) -> Result<usize, StoreError> {
+    /// Drops partitions whose events are all older than `now − retention`; calls
+    /// `on_dropped` as each one's directory is gone (so a counter never lags the disk) and
+    /// returns how many were dropped.
+    pub fn drop_expired(
+        &self,
+        now_micros: i64,
+        mut on_dropped: impl FnMut(),
+    ) -> Result<usize, StoreError> {
         let cutoff = now_micros - self.settings.retention_micros;
         let mut dropped = 0;
         for index in self.all() {
@@ -725,6 +730,7 @@ impl IndexStore {
                 partition.discard_writer();
                 std::fs::remove_dir_all(&partition.dir).map_err(io_error(&partition.dir))?;
                 tracing::info!(index = %index.name, partition = %partition.dir.display(), "retention dropped partition");
+                on_dropped();
                 dropped += 1;
             }
         }

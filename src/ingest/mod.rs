@@ -923,13 +923,9 @@ impl Ingest {
         let telemetry = self.telemetry.clone();
         let now = now_micros();
         let dropped = tokio::task::spawn_blocking(move || {
-            let dropped = store.drop_expired(now);
-            // counted as soon as the partitions are gone (a regression: a scrape right
+            // counted as each partition's directory goes (a regression: a scrape right
             // after saw the data gone but the counter still at 0)
-            if let Ok(dropped) = &dropped {
-                telemetry.retention_dropped_partitions.add(*dropped as u64);
-            }
-            dropped
+            store.drop_expired(now, || telemetry.retention_dropped_partitions.add(1))
         })
         .await;
         match dropped {
