@@ -40,6 +40,9 @@ pub struct Partition {
     state: Mutex<WriteState>,
     /// Tick of the last write, for least-recently-used writer eviction.
     pub last_write_tick: AtomicU64,
+    /// When it was last written, in milliseconds on the store's clock: writers idle for
+    /// a while are closed.
+    pub last_write_ms: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +137,7 @@ impl Partition {
                 first_pending_seq: None,
             }),
             last_write_tick: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
         })
     }
 

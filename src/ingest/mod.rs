@@ -247,6 +247,9 @@ const IDLE_MAX_UNCOMMITTED_BYTES: u64 = 256 << 20;
 
 /// How often marks are snapshotted, the log truncated and retention applied.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// A partition writer not written for this long is committed and closed at maintenance
+/// (its threads and indexing memory go back).
+const WRITER_IDLE_CLOSE: Duration = Duration::from_secs(60);
 
 /// `Ingest::last_search_ms` before any search.
 const NEVER_SEARCHED: u64 = u64::MAX;
@@ -864,6 +867,20 @@ impl Ingest {
     /// Expires marks and agents, snapshots the marks and lets the log drop what the index
     /// holds. While storage is degraded the marks stay in the log.
     async fn maintain(&self, durable: u64) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close_idle_writers(WRITER_IDLE_CLOSE))
+            .await
+        {
+            Ok(Ok(closed)) if closed > 0 => {
+                tracing::debug!(closed, "idle partition writers closed")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "closing an idle partition writer failed; the write-ahead log keeps everything uncommitted");
+                self.disk.write_failed("index commit", &error);
+            }
+            Err(error) => tracing::error!(%error, "closing idle writers failed"),
+        }
         let now = now_micros();
         let epoch = std::sync::atomic::Ordering::SeqCst;
         let snapshot = {
