@@ -210,6 +210,10 @@ pub struct Ingest {
     log: mpsc::Sender<LogMessage>,
     searchable: watch::Sender<u64>,
     refresh_now: Notify,
+    /// The highest record someone waits to see searchable: the refresher commits (even
+    /// search-idle) until it is, so a commit that ran before that record was applied is
+    /// followed by another one rather than by silence.
+    refresh_wanted: std::sync::atomic::AtomicU64,
     /// When the last search asked for fresh results (ms since `started`;
     /// [`NEVER_SEARCHED`] before the first: a fresh server is search-idle).
     last_search_ms: std::sync::atomic::AtomicU64,
@@ -371,6 +375,7 @@ impl Ingest {
             log,
             searchable,
             refresh_now: Notify::new(),
+            refresh_wanted: std::sync::atomic::AtomicU64::new(0),
             last_search_ms: std::sync::atomic::AtomicU64::new(NEVER_SEARCHED),
             started: Instant::now(),
             state_dir,
@@ -750,6 +755,8 @@ impl Ingest {
         }
         // a search-idle index has no background refresh to wait for
         if force || self.search_idle() {
+            self.refresh_wanted
+                .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
             self.refresh_now.notify_one();
         }
         tokio::select! {
@@ -788,10 +795,14 @@ impl Ingest {
         }
     }
 
-    /// Commits pending writes now and waits until they are searchable.
+    /// Commits what is acknowledged now and waits until it is searchable. Batches still
+    /// on their way through the log (not acknowledged yet) are not waited for: a rule's
+    /// evaluation or a `_refresh` under saturating ingest waits for one commit, not for
+    /// every batch queued behind the log — nor for the lock a batch holds while it waits
+    /// for room in the log's queue.
     pub async fn refresh(&self) {
-        let seq = self.decide.lock().await.next_seq.saturating_sub(1);
-        self.wait_searchable(seq, true).await;
+        let acknowledged = *self.shared.synced.borrow();
+        self.wait_searchable(acknowledged, true).await;
     }
 
     /// Commits partitions on the refresh interval (or when asked), publishes what is
@@ -820,7 +831,12 @@ impl Ingest {
             // log stays short and a restart replays little (as Elasticsearch's translog
             // flush threshold does)
             let ingested = self.telemetry.ingest_bytes.get();
+            let wanted = self
+                .refresh_wanted
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > *self.searchable.borrow();
             if !asked
+                && !wanted
                 && self.search_idle()
                 && last_commit.0.elapsed() < self.settings.search_idle_after
                 && ingested.saturating_sub(last_commit.1) < IDLE_MAX_UNCOMMITTED_BYTES

@@ -152,6 +152,9 @@ impl HistoryWriter {
                 }
                 () = tokio::time::sleep(RETRY_HELD), if holding => usize::MAX,
             };
+            // while holding, no attempt until storage says writes are accepted (and no
+            // copy of what is held: up to MAX_QUEUED events, every second)
+            let wait_for_storage = holding && ingest.disk().degraded();
             let pending = {
                 let mut held = lock(&held);
                 held.extend(batch);
@@ -163,11 +166,10 @@ impl HistoryWriter {
                         "alert history events dropped: too many held while storage is degraded"
                     );
                 }
-                held.clone()
+                // copied, not taken: `History::held` shows them until they are indexed
+                if wait_for_storage { Vec::new() } else { held.clone() }
             };
-            // while holding, no attempt until storage says writes are accepted
-            let wait_for_storage = holding && ingest.disk().degraded();
-            if !pending.is_empty() && !wait_for_storage {
+            if !pending.is_empty() {
                 match write_batch(&ingest, &pending).await {
                     Ok(()) => {
                         lock(&held).drain(..pending.len());
