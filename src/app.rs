@@ -139,7 +139,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let state = Arc::new(AppState {
         store: store.clone(),
         ingest: ingest.clone(),
-        telemetry,
+        telemetry: Arc::clone(&telemetry),
         token,
         max_body_bytes: config.ingest.max_body_bytes,
         body_read_timeout: config.http.body_read_timeout,
@@ -149,12 +149,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             "search",
             config.search.max_concurrent,
             config.search.max_queued,
+            Arc::clone(&telemetry),
         )
         .context("starting the search threads")?,
         promql_pool: QueryPool::start(
             "promql",
             config.metrics.query_max_concurrency,
             config.metrics.query_max_queued,
+            Arc::clone(&telemetry),
         )
         .context("starting the query threads")?,
         started: Instant::now(),

@@ -178,6 +178,8 @@ pub struct Telemetry {
     pub requests_refused: LabeledCounter,
     /// Request handlers that panicked (each answered 500; the server went on).
     pub handler_panics: Counter,
+    /// Searches and PromQL queries stopped because their client went away, by pool.
+    pub queries_cancelled: LabeledCounter,
     pub wal_sync_seconds: Histogram,
     pub wal_records: Counter,
     pub commit_seconds: Histogram,
@@ -311,6 +313,13 @@ impl Telemetry {
             "lookout_http_handler_panics_total",
             "Request handlers that panicked: a bug, answered with 500 while the server went on.",
             self.handler_panics.get(),
+        );
+        labeled(
+            &mut out,
+            "lookout_queries_cancelled_total",
+            "Searches and PromQL queries stopped because their client went away, by pool.",
+            "pool",
+            &self.queries_cancelled,
         );
         counter(
             &mut out,

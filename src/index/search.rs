@@ -80,6 +80,18 @@ pub struct SearchRequest {
     /// Past this the search stops between partitions and answers with what it found
     /// (`timed_out`); none: it runs to its end.
     pub timeout: Option<std::time::Duration>,
+    /// Cancelled when the client went away: the search stops between partitions.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl SearchRequest {
+    /// This request, stopping between partitions once `cancel` is cancelled.
+    pub fn cancelled_by(self, cancel: &tokio_util::sync::CancellationToken) -> SearchRequest {
+        SearchRequest {
+            cancel: Some(cancel.clone()),
+            ..self
+        }
+    }
 }
 
 impl Default for SearchRequest {
@@ -94,6 +106,7 @@ impl Default for SearchRequest {
             aggregations: None,
             max_buckets: aggregation::MAX_BUCKETS,
             timeout: None,
+            cancel: None,
         }
     }
 }
@@ -457,6 +470,8 @@ pub enum SearchError {
     Query(#[from] QueryError),
     #[error("search failed: {0}")]
     Engine(#[from] tantivy::TantivyError),
+    #[error("the search was cancelled: its client went away")]
+    Canceled,
 }
 
 /// Runs `request` over `scope`, returning hits strictly after `after` (scroll).
@@ -505,6 +520,14 @@ pub fn execute(
         if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
             timed_out = true;
             break;
+        }
+        // the client left: nobody reads the answer
+        if request
+            .cancel
+            .as_ref()
+            .is_some_and(tokio_util::sync::CancellationToken::is_cancelled)
+        {
+            return Err(SearchError::Canceled);
         }
         let top = TopHits {
             sort: sort.clone(),

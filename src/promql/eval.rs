@@ -125,6 +125,7 @@ pub(super) struct Evaluator<'a> {
     query_end: i64,
     query_step: i64,
     deadline: Instant,
+    cancel: Option<tokio_util::sync::CancellationToken>,
     samples: usize,
     pub annotations: Annotations,
 }
@@ -151,8 +152,17 @@ impl<'a> Evaluator<'a> {
             query_end: end,
             query_step: if start == end { 0 } else { interval },
             deadline,
+            cancel: None,
             samples: 0,
             annotations: Annotations::default(),
+        }
+    }
+
+    /// Stops at the next deadline check once `cancel` is cancelled (the client left).
+    pub fn cancelled_by(self, cancel: &tokio_util::sync::CancellationToken) -> Evaluator<'a> {
+        Evaluator {
+            cancel: Some(cancel.clone()),
+            ..self
         }
     }
 
@@ -183,6 +193,13 @@ impl<'a> Evaluator<'a> {
     pub fn check_deadline(&self, what: &'static str) -> Result<(), Error> {
         if Instant::now() > self.deadline {
             return Err(Error::Timeout(what));
+        }
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(tokio_util::sync::CancellationToken::is_cancelled)
+        {
+            return Err(Error::Canceled(what));
         }
         Ok(())
     }

@@ -207,6 +207,9 @@ pub enum Error {
     /// More samples than `max_samples` would be held (`execution`).
     #[error("query processing would load too many samples into memory in {0}")]
     TooManySamples(&'static str),
+    /// Whoever asked went away (`canceled`, Prometheus' word for a cancelled context).
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
 }
 
 impl Error {
@@ -216,6 +219,7 @@ impl Error {
             Error::BadData(_) => "bad_data",
             Error::Execution(_) | Error::TooManySamples(_) => "execution",
             Error::Timeout(_) => "timeout",
+            Error::Canceled(_) => "canceled",
         }
     }
 }
@@ -371,11 +375,25 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 /// Evaluates expressions against a [`Storage`].
 pub struct Engine {
     pub options: EngineOptions,
+    /// Cancelled when whoever asked went away: evaluation stops at its next deadline
+    /// check.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
     pub fn new(options: EngineOptions) -> Engine {
-        Engine { options }
+        Engine {
+            options,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// This engine, stopping its evaluations once `cancel` is cancelled.
+    pub fn cancelled_by(self, cancel: &tokio_util::sync::CancellationToken) -> Engine {
+        Engine {
+            cancel: cancel.clone(),
+            ..self
+        }
     }
 
     /// Evaluates `expr` at `time` (ms).
@@ -393,7 +411,8 @@ impl Engine {
             time,
             1,
             deadline(&self.options),
-        );
+        )
+        .cancelled_by(&self.cancel);
         let value = evaluator.evaluate(&expr.ast)?;
         let result = evaluator.finish_instant(value, time)?;
         Ok((result, evaluator.annotations))
@@ -427,7 +446,8 @@ impl Engine {
             end,
             step,
             deadline(&self.options),
-        );
+        )
+        .cancelled_by(&self.cancel);
         match eval::value_type(&expr.ast) {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}

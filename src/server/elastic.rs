@@ -770,7 +770,8 @@ async fn run_search(
     let scope = Arc::new(search::Scope::new(&indices, &request.query));
     let search_scope = scope.clone();
     let search_request = request.clone();
-    let (outcome, hits) = on_search_pool(state, move || {
+    let (outcome, hits) = on_search_pool(state, move |cancel| {
+        let search_request = search_request.cancelled_by(cancel);
         let outcome = search::execute(&store, &search_scope, &search_request, None)?;
         let hits = search::render_hits(
             &store,
@@ -836,7 +837,7 @@ async fn run_search(
 /// rejected search thread pool does.
 async fn on_search_pool<T: Send + 'static>(
     state: &SharedState,
-    search: impl FnOnce() -> T + Send + 'static,
+    search: impl FnOnce(&tokio_util::sync::CancellationToken) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     state
         .search_pool
@@ -878,6 +879,10 @@ fn search_error(error: search::SearchError) -> ApiError {
             bad_request("illegal_argument_exception", reason)
         }
         search::SearchError::Engine(error) => ApiError::internal("searching", error),
+        // nobody reads it: the client left (Elasticsearch's word for a cancelled task)
+        search::SearchError::Canceled => {
+            bad_request("task_cancelled_exception", search::SearchError::Canceled.to_string())
+        }
     }
 }
 
@@ -937,7 +942,8 @@ async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>
     let store = state.store.clone();
     let search_scope = scope.clone();
     let search_request = request.clone();
-    let (outcome, hits) = on_search_pool(state, move || {
+    let (outcome, hits) = on_search_pool(state, move |cancel| {
+        let search_request = search_request.cancelled_by(cancel);
         let outcome = search::execute(&store, &search_scope, &search_request, last)?;
         let hits = search::render_hits(
             &store,
@@ -1193,7 +1199,7 @@ async fn run_count(
     let store = state.store.clone();
     let scope = search::Scope::new(&indices, &query);
     let shards = scope.targets.len().max(1);
-    let count = on_search_pool(state, move || search::count(&store, &scope, &query))
+    let count = on_search_pool(state, move |_| search::count(&store, &scope, &query))
         .await?
         .map_err(search_error)?;
     state.telemetry.query_seconds.observe(started.elapsed());

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::SharedState;
 use super::query_pool::PoolError;
@@ -61,6 +62,10 @@ impl From<promql::Error> for Failure {
         let status = match error {
             promql::Error::BadData(_) => StatusCode::BAD_REQUEST,
             promql::Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // nobody reads it: the client left (Prometheus' "client closed connection")
+            promql::Error::Canceled(_) => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             promql::Error::Execution(_) | promql::Error::TooManySamples(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -269,7 +274,7 @@ fn result_json(value: &QueryValue) -> Value {
 /// `metrics.query_max_concurrency` at once); a full pool answers 503 at once.
 async fn evaluate<T: Send + 'static>(
     state: &SharedState,
-    run: impl FnOnce() -> Result<T, promql::Error> + Send + 'static,
+    run: impl FnOnce(&CancellationToken) -> Result<T, promql::Error> + Send + 'static,
 ) -> Result<T, Failure> {
     match state.promql_pool.run(run).await {
         Ok(result) => Ok(result?),
@@ -330,7 +335,8 @@ async fn run_query(
     let engine = params.engine(&state)?;
     before_log_search(&state, &expr).await;
     let series = std::sync::Arc::clone(&state.series);
-    let (value, annotations) = evaluate(&state, move || {
+    let (value, annotations) = evaluate(&state, move |cancel| {
+        let engine = engine.cancelled_by(cancel);
         series.read(|storage| engine.instant(storage, &expr, time))
     })
     .await?;
@@ -389,7 +395,8 @@ async fn run_query_range(
     let engine = params.engine(&state)?;
     before_log_search(&state, &expr).await;
     let series = std::sync::Arc::clone(&state.series);
-    let (series, annotations) = evaluate(&state, move || {
+    let (series, annotations) = evaluate(&state, move |cancel| {
+        let engine = engine.cancelled_by(cancel);
         series.read(|storage| engine.range(storage, &expr, start, end, step))
     })
     .await?;
@@ -440,7 +447,7 @@ async fn series_of(
     let (state, params) = (std::sync::Arc::clone(state), params?);
     state.ingest.before_search().await;
     let reader = std::sync::Arc::clone(&state);
-    evaluate(&state, move || {
+    evaluate(&state, move |_| {
         Ok(matching_series(&reader, &params, required))
     })
     .await?
@@ -511,7 +518,7 @@ async fn label_values(
                 state.series.tsdb.label_values(&name).into_iter().collect();
             let logs = std::sync::Arc::clone(&state.series.log_matches);
             let label = name.clone();
-            if let Ok(found) = evaluate(&state, move || Ok(logs.label_values(&label))).await {
+            if let Ok(found) = evaluate(&state, move |_| Ok(logs.label_values(&label))).await {
                 values.extend(found);
             }
             success(json!(values), &Annotations::default())

@@ -9,13 +9,19 @@
 //! Priority: the pool's threads lower their own nice value ([`QUERY_NICE`]), so when the
 //! box is saturated by queries the kernel gives the CPU first to what must not wait —
 //! rule evaluation (tokio's blocking pool), ingest acknowledgments (the write-ahead log
-//! and indexing threads), notifications. A query whose client went away while it was
-//! queued is not started.
+//! and indexing threads), notifications.
+//!
+//! A query does not outlive its client: one whose client went away while it was queued
+//! is not started, and a running one gets a [`CancellationToken`] that is cancelled when
+//! the request is dropped (hyper drops it when the client closes the connection); the
+//! searches and the PromQL evaluator look at it where they look at their deadline.
 //!
 //! A query that panics fails alone ([`PoolError::Panicked`]); the thread goes on.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
 
 /// The nice value added to the pool's threads (0 is normal, 19 the lowest priority).
 pub const QUERY_NICE: i32 = 10;
@@ -45,13 +51,19 @@ pub struct QueryPool {
     threads: usize,
     queue: usize,
     sender: SyncSender<Job>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl QueryPool {
     /// Starts `threads` threads (named `NAME-N`, [`crate::THREAD_STACK_BYTES`] of stack)
     /// sharing a queue of `queue` jobs. Threads that cannot be started are logged; at
     /// least one must start.
-    pub fn start(name: &'static str, threads: usize, queue: usize) -> std::io::Result<QueryPool> {
+    pub fn start(
+        name: &'static str,
+        threads: usize,
+        queue: usize,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> std::io::Result<QueryPool> {
         let threads = threads.max(1);
         // the channel holds the queued jobs; a job being run is out of it
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(queue);
@@ -68,24 +80,32 @@ impl QueryPool {
             threads,
             queue,
             sender,
+            telemetry,
         })
     }
 
     /// Runs `query` on the pool and waits for its result, or refuses it at once when
-    /// the pool is full.
+    /// the pool is full. The token `query` gets is cancelled if this future is dropped
+    /// before the result arrives (the client left): a long query should look at it.
     pub async fn run<T: Send + 'static>(
         &self,
-        query: impl FnOnce() -> T + Send + 'static,
+        query: impl FnOnce(&CancellationToken) -> T + Send + 'static,
     ) -> Result<T, PoolError> {
         let (reply, result) = tokio::sync::oneshot::channel();
+        let cancel = CancellationToken::new();
+        let cancel_on_drop = cancel.clone().drop_guard();
+        let (telemetry, name) = (Arc::clone(&self.telemetry), self.name);
         let job: Job = Box::new(move || {
             if reply.is_closed() {
                 return; // the client went away while this waited
             }
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(query)).map_err(|panic| {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(&cancel)))
+                .map_err(|panic| {
                     PoolError::Panicked(crate::error::panic_message(&*panic).to_string())
                 });
+            if cancel.is_cancelled() {
+                telemetry.queries_cancelled.add(name, 1);
+            }
             let _ = reply.send(outcome);
         });
         match self.sender.try_send(job) {
@@ -99,7 +119,9 @@ impl QueryPool {
             }
             Err(TrySendError::Disconnected(_)) => return Err(PoolError::Stopped),
         }
-        result.await.map_err(|_| PoolError::Stopped)?
+        let outcome = result.await.map_err(|_| PoolError::Stopped)?;
+        cancel_on_drop.disarm();
+        outcome
     }
 }
 
@@ -138,11 +160,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_pool_refuses_at_once_and_a_panic_fails_one_query() {
-        let pool = QueryPool::start("test-query", 1, 1).expect("pool");
+        let pool = QueryPool::start("test-query", 1, 1, Arc::default()).expect("pool");
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Arc::new(Mutex::new(gate));
         let blocking = |gate: Arc<Mutex<Receiver<()>>>| {
-            move || {
+            move |_: &CancellationToken| {
                 let _ = gate.lock().expect("gate").recv();
                 1
             }
@@ -162,7 +184,7 @@ mod tests {
                 break attempt;
             }
         };
-        let refused = pool.run(|| 2).await;
+        let refused = pool.run(|_| 2).await;
         assert!(
             matches!(
                 refused,
@@ -178,8 +200,40 @@ mod tests {
         release.send(()).expect("release");
         assert_eq!(running.await.expect("join"), Ok(1));
         assert_eq!(queued.await.expect("join"), Ok(1));
-        let panicked = pool.run(|| -> u32 { panic!("on purpose") }).await;
+        let panicked = pool.run(|_| -> u32 { panic!("on purpose") }).await;
         assert_eq!(panicked, Err(PoolError::Panicked("on purpose".into())));
-        assert_eq!(pool.run(|| 3).await, Ok(3), "the thread survives");
+        assert_eq!(pool.run(|_| 3).await, Ok(3), "the thread survives");
+    }
+
+    #[tokio::test]
+    async fn a_running_query_is_cancelled_when_its_caller_goes_away() {
+        let pool = Arc::new(QueryPool::start("test-cancel", 1, 1, Arc::default()).expect("pool"));
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let (seen, cancelled) = std::sync::mpsc::channel::<bool>();
+        let caller = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move {
+                pool.run(move |cancel| {
+                    let _ = started.send(());
+                    // a long query looking at its token, bounded so a bug fails the test
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while !cancel.is_cancelled() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let _ = seen.send(cancel.is_cancelled());
+                })
+                .await
+            }
+        });
+        running.await.expect("the query started");
+        caller.abort(); // the client left: its request future is dropped
+        let was_cancelled = tokio::task::spawn_blocking(move || cancelled.recv())
+            .await
+            .expect("join")
+            .expect("the query ended");
+        assert!(was_cancelled, "the running query saw its cancellation");
+        // a query that completes is not cancelled afterwards
+        let token = pool.run(|cancel| cancel.clone()).await.expect("ran");
+        assert!(!token.is_cancelled());
     }
 }

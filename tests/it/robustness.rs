@@ -543,3 +543,36 @@ async fn aggregations_count_their_empty_buckets_against_max_buckets() {
     assert!(growth_mib < 600, "RSS grew by {growth_mib} MiB");
     assert_alive(&server).await;
 }
+
+#[tokio::test]
+async fn a_query_whose_client_leaves_is_stopped_and_frees_its_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        dir.path(),
+        "[metrics]\nquery_max_concurrency = 1\nquery_max_queued = 0\nquery_timeout = \"10m\"\n",
+    );
+    // ≈ 11 M subquery steps: seconds of work, far more than the test waits for
+    let heavy = urlencode("count_over_time(vector(1)[3h:1ms])");
+    let mut client = TcpStream::connect(server.address()).expect("connect");
+    write!(
+        client,
+        "GET /api/v1/query?query={heavy}&time=1700000000 HTTP/1.1\r\nHost: lookout\r\n\r\n"
+    )
+    .expect("send");
+    // it holds the one slot: a small query is refused while it runs
+    wait_until("the heavy query runs", 30, || async {
+        promql(&server, "1").await.0 == 503
+    })
+    .await;
+    drop(client);
+    wait_until("the query is cancelled once its client left", 30, || async {
+        server
+            .metrics()
+            .await
+            .contains("lookout_queries_cancelled_total{pool=\"promql\"} 1\n")
+    })
+    .await;
+    let (status, body) = promql(&server, "1").await;
+    assert_eq!(status, 200, "the slot is free again: {body}");
+    assert_alive(&server).await;
+}
