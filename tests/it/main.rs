@@ -11,6 +11,7 @@ mod chaos;
 mod correlation;
 mod demo;
 mod durability;
+mod event_time;
 mod full_disk;
 mod golden;
 mod ingest_search;
