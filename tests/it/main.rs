@@ -15,6 +15,7 @@ mod event_time;
 mod full_disk;
 mod golden;
 mod ingest_search;
+mod log_matches_exact;
 mod metrics;
 mod notifications;
 mod robustness;
