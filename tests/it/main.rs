@@ -18,6 +18,7 @@ mod ingest_search;
 mod log_matches_exact;
 mod metrics;
 mod notifications;
+mod resolve_messages;
 mod robustness;
 mod rules_api;
 mod slack;
