@@ -21,6 +21,7 @@ mod notifications;
 mod resolve_messages;
 mod robustness;
 mod rules_api;
+mod schedule_validation;
 mod slack;
 mod tooling;
 mod ui;
