@@ -101,6 +101,31 @@ async fn old_lines_through_bulk_fail_with_the_reason_and_page_nobody() {
             "{reason}"
         );
     }
+    // an hour ahead, beyond the 15-minute tolerance: refused the same way
+    let (status, body) = server
+        .post_ndjson(
+            "/_bulk",
+            bulk_body(
+                "logs",
+                &error_lines(1, 0)
+                    .into_iter()
+                    .map(|mut line| {
+                        line["@timestamp"] =
+                            json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+                        line
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(true)), "{body}");
+    let reason = body["items"][0]["index"]["error"]["reason"]
+        .as_str()
+        .expect("reason");
+    assert!(
+        reason.contains("is in the future") && reason.contains("ingest.future_tolerance"),
+        "{reason}"
+    );
     // ten days old: inside reject_older_than, kept at its own time
     let (status, body) = server
         .post_ndjson(
@@ -119,12 +144,12 @@ async fn old_lines_through_bulk_fail_with_the_reason_and_page_nobody() {
         "backfilled lines keep their own time"
     );
     let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(
-            "lookout_ingest_index_lines_rejected_total{index=\"logs\",reason=\"too_old\"} 10"
-        ),
-        "{metrics}"
-    );
+    for counted in [
+        "lookout_ingest_index_lines_rejected_total{index=\"logs\",reason=\"too_old\"} 10",
+        "lookout_ingest_index_lines_rejected_total{index=\"logs\",reason=\"too_new\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} not in {metrics}");
+    }
 
     evaluated_after(&server, acknowledged).await;
     assert!(
