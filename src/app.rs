@@ -45,7 +45,7 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
             timestamp_fields: config.ingest.timestamp_fields.clone(),
             max_depth: config.ingest.max_depth,
             max_line_bytes: config.ingest.max_line_bytes as usize,
-            retention_micros: micros(config.index.retention),
+            reject_older_than_micros: micros(config.reject_older_than()),
             future_tolerance_micros: micros(config.ingest.future_tolerance),
         },
         source_ttl: config.source_ttl(),

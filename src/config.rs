@@ -214,9 +214,13 @@ pub struct IngestConfig {
     pub max_depth: usize,
     /// Where the event time is read from, in order.
     pub timestamp_fields: Vec<String>,
-    /// Event times further than this in the future are replaced by the ingest time.
+    /// Event times further than this in the future fail their item.
     #[serde(with = "crate::duration_serde")]
     pub future_tolerance: Duration,
+    /// Event times older than this fail their item, never re-stamped as now (default: the
+    /// retention; at most the retention).
+    #[serde(with = "crate::duration_serde::option")]
+    pub reject_older_than: Option<Duration>,
     /// How long per-file high-water marks of the agent protocol are kept (default: the
     /// retention).
     #[serde(with = "crate::duration_serde::option")]
@@ -242,6 +246,7 @@ impl Default for IngestConfig {
                 "ts".into(),
             ],
             future_tolerance: Duration::from_secs(15 * 60),
+            reject_older_than: None,
             source_ttl: None,
             agent_timeout: Duration::from_secs(120),
             wal_segment_bytes: 64 * 1024 * 1024,
@@ -456,6 +461,14 @@ impl Config {
             "must be at least ingest.max_body_bytes, or a maximal request could never be accepted",
         );
         check(
+            self.reject_older_than() <= self.index.retention,
+            "ingest.reject_older_than",
+            &format!(
+                "is longer than index.retention ({}): lines that old would be accepted and then dropped by retention; raise index.retention too, or lower this",
+                humantime::format_duration(self.index.retention)
+            ),
+        );
+        check(
             self.ingest.max_depth >= 1,
             "ingest.max_depth",
             "must be at least 1",
@@ -536,6 +549,13 @@ impl Config {
     pub fn source_ttl(&self) -> Duration {
         self.ingest.source_ttl.unwrap_or(self.index.retention)
     }
+
+    /// Event times older than this are refused.
+    pub fn reject_older_than(&self) -> Duration {
+        self.ingest
+            .reject_older_than
+            .unwrap_or(self.index.retention)
+    }
 }
 
 #[cfg(test)]
@@ -567,6 +587,18 @@ mod tests {
         assert!(
             error.errors[0].starts_with("lookout.toml: `index.partition_span`"),
             "{error}"
+        );
+
+        let config: Config =
+            toml::from_str("[ingest]\nreject_older_than = \"30d\"\n").expect("parses");
+        let error = config
+            .validate("lookout.toml")
+            .expect_err("beyond the retention");
+        assert_eq!(
+            error.errors,
+            [
+                "lookout.toml: `ingest.reject_older_than`: is longer than index.retention (7days): lines that old would be accepted and then dropped by retention; raise index.retention too, or lower this"
+            ]
         );
     }
 

@@ -174,6 +174,9 @@ pub struct Telemetry {
     pub ingest_bytes: Counter,
     pub ingest_noop: Counter,
     pub ingest_rejected: LabeledCounter,
+    /// Documents refused by what they hold (bad JSON, event time out of range, …), by
+    /// index and reason.
+    pub ingest_rejected_by_index: PairCounter,
     pub ingest_time_replaced: LabeledCounter,
     pub requests_refused: LabeledCounter,
     /// Request handlers that panicked (each answered 500; the server went on).
@@ -294,10 +297,16 @@ impl Telemetry {
             "reason",
             &self.ingest_rejected,
         );
+        self.ingest_rejected_by_index.write(
+            &mut out,
+            "lookout_ingest_index_lines_rejected_total",
+            "Documents refused for what they hold (too_old, too_new, invalid_json, …), by index and reason.",
+            ("index", "reason"),
+        );
         labeled(
             &mut out,
             "lookout_ingest_time_replaced_total",
-            "Documents whose event time was replaced by the ingest time, by reason.",
+            "Documents whose event time was missing or unparsable and replaced by the ingest time, by reason.",
             "reason",
             &self.ingest_time_replaced,
         );

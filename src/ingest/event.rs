@@ -5,8 +5,11 @@
 //! then `timestamp`, `time`, `ts`): RFC 3339 with any offset (or without one, read as UTC),
 //! or epoch seconds, milliseconds, microseconds or nanoseconds told apart by magnitude.
 //! Missing → ingest time, and `@timestamp` is added to the source so every tool sees the
-//! time it was indexed at. Unparsable or outside `[now − retention, now + tolerance]` →
-//! ingest time, with the original kept in `event.original_timestamp`.
+//! time it was indexed at. Unparsable → ingest time, with the original kept in
+//! `event.original_timestamp`. Older than `reject_older_than` or further than the tolerance
+//! in the future → the line is refused with the reason (Loki's behaviour): an old line is
+//! never re-stamped as now, so shipped history can never count in a rule's current
+//! window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,7 +43,6 @@ pub enum TimeSource {
     Event,
     MissingUsedIngestTime,
     InvalidUsedIngestTime,
-    OutOfRangeUsedIngestTime,
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +50,9 @@ pub struct EventRules {
     pub timestamp_fields: Vec<String>,
     pub max_depth: usize,
     pub max_line_bytes: usize,
-    pub retention_micros: i64,
+    /// Event times older than `now` minus this are refused (default: the retention).
+    pub reject_older_than_micros: i64,
+    /// Event times later than `now` plus this are refused.
     pub future_tolerance_micros: i64,
 }
 
@@ -126,18 +130,10 @@ pub fn prepare(
                 TimeSource::InvalidUsedIngestTime,
                 Some((key, Some(value.clone()))),
             ),
-            Some(micros)
-                if micros < now_micros - rules.retention_micros
-                    || micros > now_micros + rules.future_tolerance_micros =>
-            {
-                (
-                    now_micros,
-                    Some(key.clone()),
-                    TimeSource::OutOfRangeUsedIngestTime,
-                    Some((key, Some(value.clone()))),
-                )
+            Some(micros) => {
+                check_time_range(micros, &key, rules, now_micros)?;
+                (micros, Some(key), TimeSource::Event, None)
             }
-            Some(micros) => (micros, Some(key), TimeSource::Event, None),
         },
     };
     let (source, body) = match rewrite {
@@ -163,6 +159,61 @@ pub fn prepare(
         timestamp_key,
         time_source,
     })
+}
+
+/// Refuses an event time outside `[now − reject_older_than, now + future_tolerance]`.
+fn check_time_range(
+    micros: i64,
+    key: &str,
+    rules: &EventRules,
+    now_micros: i64,
+) -> Result<(), Rejection> {
+    let oldest = now_micros.saturating_sub(rules.reject_older_than_micros);
+    let newest = now_micros.saturating_add(rules.future_tolerance_micros);
+    let (label, reason) = if micros < oldest {
+        (
+            "too_old",
+            format!(
+                "event time {} (`{key}`) is older than the retention: events before {} (now − {}, ingest.reject_older_than) are refused so that shipped history never counts as now; to backfill deliberately, raise ingest.reject_older_than (and index.retention)",
+                format_micros(micros),
+                format_seconds(oldest),
+                format_span(rules.reject_older_than_micros),
+            ),
+        )
+    } else if micros > newest {
+        (
+            "too_new",
+            format!(
+                "event time {} (`{key}`) is in the future: events after {} (now + {}, ingest.future_tolerance) are refused; check the clock of the machine that wrote the line, or raise ingest.future_tolerance",
+                format_micros(micros),
+                format_seconds(newest),
+                format_span(rules.future_tolerance_micros),
+            ),
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Rejection {
+        kind: "illegal_argument_exception",
+        label,
+        reason,
+    })
+}
+
+/// A time to the second, for messages.
+fn format_seconds(micros: i64) -> String {
+    Utc.timestamp_micros(micros)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A span of microseconds as config writes it (`7days`, `15m`).
+fn format_span(micros: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(
+        (micros.max(0) / 1_000_000) as u64,
+    ))
+    .to_string()
 }
 
 /// Puts `original` at `event.original_timestamp` without overwriting an application key:
@@ -305,7 +356,7 @@ mod tests {
             ],
             max_depth: 64,
             max_line_bytes: 1 << 20,
-            retention_micros: 7 * 86_400_000_000,
+            reject_older_than_micros: 7 * 86_400_000_000,
             future_tolerance_micros: 15 * 60_000_000,
         }
     }
@@ -343,30 +394,79 @@ mod tests {
         }
     }
 
+    /// Regression (issue 19): old lines were re-stamped with the ingest time and fired
+    /// rules for the current window; now they fail their item, and so do future ones.
     #[test]
-    fn out_of_range_time_is_replaced_and_the_original_kept() {
+    fn out_of_range_times_are_refused_never_restamped() {
+        let day = 86_400_000_000;
+        let cases = [
+            (r#"{"@timestamp":"2024-04-10T10:00:00Z"}"#, Some("too_old")),
+            (r#"{"ts":1712743200}"#, Some("too_old")),
+            (r#"{"@timestamp":"2001-01-01T00:00:00Z"}"#, Some("too_old")),
+            (r#"{"@timestamp":"2024-05-01T10:16:00Z"}"#, Some("too_new")),
+            // the bounds themselves are accepted
+            (r#"{"@timestamp":"2024-04-24T10:00:00Z"}"#, None),
+            (r#"{"@timestamp":"2024-05-01T10:15:00Z"}"#, None),
+        ];
+        for (line, refused) in cases {
+            let prepared = prepare(
+                &bytes::Bytes::copy_from_slice(line.as_bytes()),
+                &rules(),
+                NOW,
+            );
+            match refused {
+                None => assert_eq!(
+                    prepared.expect(line).time_source,
+                    TimeSource::Event,
+                    "{line}"
+                ),
+                Some(label) => {
+                    let rejection = prepared.expect_err(line);
+                    assert_eq!(rejection.label, label, "{line}");
+                    assert_eq!(rejection.kind, "illegal_argument_exception");
+                }
+            }
+        }
+        let old = prepare(
+            &bytes::Bytes::from_static(br#"{"@timestamp":"2024-04-10T10:00:00Z"}"#),
+            &rules(),
+            NOW,
+        )
+        .expect_err("too old");
+        assert_eq!(
+            old.reason,
+            "event time 2024-04-10T10:00:00.000000Z (`@timestamp`) is older than the retention: events before 2024-04-24T10:00:00Z (now − 7days, ingest.reject_older_than) are refused so that shipped history never counts as now; to backfill deliberately, raise ingest.reject_older_than (and index.retention)"
+        );
+        let wider = EventRules {
+            reject_older_than_micros: 30 * day,
+            ..rules()
+        };
+        let backfilled = prepare(
+            &bytes::Bytes::from_static(br#"{"@timestamp":"2024-04-10T10:00:00Z"}"#),
+            &wider,
+            NOW,
+        )
+        .expect("a raised reject_older_than accepts it, at its own time");
+        assert_eq!(backfilled.timestamp_micros, NOW - 21 * day);
+    }
+
+    #[test]
+    fn unparsable_time_is_replaced_and_the_original_kept() {
         let event = prepare(
-            &bytes::Bytes::from_static(
-                br#"{"@timestamp":"2001-01-01T00:00:00Z","event":{"kind":"x"}}"#,
-            ),
+            &bytes::Bytes::from_static(br#"{"@timestamp":"yesterday","event":{"kind":"x"}}"#),
             &rules(),
             NOW,
         )
         .expect("valid");
         assert_eq!(event.timestamp_micros, NOW);
-        assert_eq!(event.time_source, TimeSource::OutOfRangeUsedIngestTime);
+        assert_eq!(event.time_source, TimeSource::InvalidUsedIngestTime);
         let source: Value = serde_json::from_slice(&event.source).expect("json");
-        assert_eq!(
-            source["event"]["original_timestamp"],
-            "2001-01-01T00:00:00Z"
-        );
+        assert_eq!(source["event"]["original_timestamp"], "yesterday");
         assert_eq!(source["event"]["kind"], "x");
         assert_eq!(source["@timestamp"], "2024-05-01T10:00:00.000000Z");
 
         let event = prepare(
-            &bytes::Bytes::from_static(
-                br#"{"@timestamp":"2024-05-01T10:20:00Z","event":"scalar"}"#,
-            ),
+            &bytes::Bytes::from_static(br#"{"@timestamp":"soon","event":"scalar"}"#),
             &rules(),
             NOW,
         )
@@ -376,7 +476,7 @@ mod tests {
             source["event"], "scalar",
             "the application's key is not overwritten"
         );
-        assert_eq!(source["event.original_timestamp"], "2024-05-01T10:20:00Z");
+        assert_eq!(source["event.original_timestamp"], "soon");
     }
 
     #[test]

@@ -559,6 +559,9 @@ impl Ingest {
         let event = match prepared {
             Err(rejection) => {
                 self.telemetry.ingest_rejected.add(rejection.label, 1);
+                self.telemetry
+                    .ingest_rejected_by_index
+                    .add(index, rejection.label, 1);
                 return ItemResult::failed(
                     kind,
                     index.to_string(),
@@ -642,9 +645,6 @@ impl Ingest {
                     }
                     TimeSource::InvalidUsedIngestTime => {
                         self.telemetry.ingest_time_replaced.add("invalid", 1)
-                    }
-                    TimeSource::OutOfRangeUsedIngestTime => {
-                        self.telemetry.ingest_time_replaced.add("out_of_range", 1)
                     }
                 }
                 self.telemetry.ingest_docs.add(1);
@@ -1310,7 +1310,7 @@ mod tests {
             timestamp_fields: vec!["@timestamp".into()],
             max_depth: 20,
             max_line_bytes: 1 << 20,
-            retention_micros: i64::MAX / 4,
+            reject_older_than_micros: i64::MAX / 4,
             future_tolerance_micros: i64::MAX / 4,
         }
     }

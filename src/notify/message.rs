@@ -205,12 +205,20 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
     let mut fields = vec![
         json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", truncate(&escape(&message.severity), 200))}),
     ];
-    if message.window.is_empty() {
-        fields
-            .push(json!({"type": "mrkdwn", "text": format!("*Value*\n{first_value}{threshold}")}));
+    // a resolve carries the last value while firing, and says so
+    let last = if message.kind == MessageKind::Resolved {
+        " (last while firing)"
     } else {
-        fields
-            .push(json!({"type": "mrkdwn", "text": format!("*Count*\n{first_value}{threshold}")}));
+        ""
+    };
+    if message.window.is_empty() {
+        fields.push(
+            json!({"type": "mrkdwn", "text": format!("*Value{last}*\n{first_value}{threshold}")}),
+        );
+    } else {
+        fields.push(
+            json!({"type": "mrkdwn", "text": format!("*Count{last}*\n{first_value}{threshold}")}),
+        );
         fields.push(json!({"type": "mrkdwn", "text": format!("*Window*\n{}", truncate(&escape(&message.window), 100))}));
     }
     fields.push(json!({"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))}));

@@ -266,7 +266,9 @@ pub fn count_series(
                 continue;
             };
             running += count;
-            sums.push((((key as i64) - base).div_euclid(bucket), running));
+            // the key is milliseconds as a float, computed from nanoseconds: `…20050` can
+            // come back as `…20049.9998`, which truncation would put in the bucket before
+            sums.push((((key.round() as i64) - base).div_euclid(bucket), running));
         }
         cumulative.push((labels.clone(), sums));
     };
@@ -522,6 +524,77 @@ mod tests {
             total[0].1[0],
             Some(count_window(&store, &window(&query, &[])).expect("count")[0].count)
         );
+    }
+
+    /// Regression (issue 19): at evaluation times such as `…20.050` a bucket key read back
+    /// as `…20049.9998` was truncated into the bucket before, and the count was 0 while
+    /// `_count` over the same window gave 12.
+    #[test]
+    fn series_counts_equal_window_counts_at_every_millisecond_offset() {
+        let second = 1_000_000;
+        let millisecond = 1_000;
+        // twelve lines at odd microseconds, and some exactly on the start or end of a tested
+        // window
+        let documents: Vec<(i64, Value)> = (0..12)
+            .map(|n| TICK - 40 * second + n * 3_123_457)
+            .chain([-45_950, -41_050, 5_050, 12_345].map(|ms| TICK + ms * millisecond))
+            .map(|at| (at, json!({"status": 500})))
+            .collect();
+        let (_dir, store) = store_with(&documents);
+        let query = json!("status:500");
+        let spec = SeriesSpec {
+            index: "logs",
+            query: &query,
+            group_by: &[],
+            window_ms: 60_000,
+            group_ttl_ms: 300_000,
+        };
+        let tick_ms = TICK / 1000;
+        let by_count = |time: i64| {
+            count_window(
+                &store,
+                &Window {
+                    end_micros: time * 1000,
+                    ..window(&query, &[])
+                },
+            )
+            .expect("count")[0]
+                .count
+        };
+        let seed = chrono::Utc::now().timestamp_subsec_nanos() as u64 | 1;
+        let mut random = seed;
+        let mut next = move || {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            (random % 20_000) as i64
+        };
+        let randomized: Vec<i64> = (0..100).map(|_| next()).collect();
+        let mut failures = Vec::new();
+        // one time per call: every .x50 of 20 s, the ends of a second, and random offsets
+        let offsets = (0..20_000)
+            .step_by(50)
+            .chain([1, 999, 7_001, 19_999])
+            .chain(randomized.iter().copied());
+        for offset_ms in offsets {
+            let time = tick_ms + offset_ms;
+            let series = count_series(&store, &spec, &[time]).expect("series");
+            if series[0].1[0] != Some(by_count(time)) {
+                failures.push((offset_ms, series[0].1[0], by_count(time)));
+            }
+        }
+        // many times per call, as a range query asks: steps of 50 ms, 1 ms and 1.05 s from
+        // odd starts
+        for (start, step, count) in [(50, 50, 400), (999, 1, 300), (randomized[0], 1_050, 19)] {
+            let times: Vec<i64> = (0..count).map(|n| tick_ms + start + n * step).collect();
+            let series = count_series(&store, &spec, &times).expect("series");
+            for (time, counted) in times.iter().zip(&series[0].1) {
+                if *counted != Some(by_count(*time)) {
+                    failures.push((time - tick_ms, *counted, by_count(*time)));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "seed {seed}: {failures:?}");
     }
 
     #[test]

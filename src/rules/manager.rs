@@ -297,6 +297,10 @@ struct GroupState {
     /// The count at the last evaluation.
     #[serde(default)]
     value: f64,
+    /// The value at the last evaluation where the condition held: what a resolve message
+    /// reports (the value at resolve time is the one that no longer alerts, often 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    firing_value: Option<f64>,
     alert: AlertState,
 }
 
@@ -1106,6 +1110,9 @@ impl RuleManager {
             }
             let silenced = silenced(labels);
             let holds = *present && rule.holds(*value);
+            if holds {
+                group.firing_value = Some(*value);
+            }
             let step = group.alert.step(tick, holds, silenced, &rule.timing);
             if let Some(transition) = step.transition {
                 record_transition(history, rule, tick, group, transition, silenced);
@@ -1173,7 +1180,7 @@ impl RuleManager {
         for (notifier, kind, alerts) in self.route(rule, notices) {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
-                let data = template_data(rule, &message.alerts[0]);
+                let data = template_data(rule, &message.alerts[0], false);
                 message.samples = self.sources.samples(rule, tick, &data.labels);
                 message.context = self
                     .sources
@@ -1226,13 +1233,21 @@ impl RuleManager {
         alerts: Vec<AlertLine>,
     ) -> AlertMessage {
         let first = &alerts[0];
-        let data = template_data(rule, first);
+        let resolved = kind == MessageKind::Resolved;
+        let data = template_data(rule, first, resolved);
         let summary = rule.summary.as_ref().map_or_else(
-            || match &rule.source {
-                RuleSource::Logs { .. } => {
-                    format!("{} matches in the last {}", first.value, data.window)
+            || {
+                let text = match &rule.source {
+                    RuleSource::Logs { .. } => {
+                        format!("{} matches in the last {}", first.value, data.window)
+                    }
+                    RuleSource::Metrics { expr } => format!("{} = {}", expr.text, first.value),
+                };
+                if resolved {
+                    format!("{text} (last value while firing)")
+                } else {
+                    text
                 }
-                RuleSource::Metrics { expr } => format!("{} = {}", expr.text, first.value),
             },
             |template| template.render(&data),
         );
@@ -1476,6 +1491,7 @@ fn same_on_disk(saved: &RuleState, current: &RuleState, grouped: bool) -> bool {
                 saved_key == key
                     && saved.labels == now.labels
                     && saved.alert == now.alert
+                    && saved.firing_value == now.firing_value
                     && (!grouped || saved.last_seen == now.last_seen)
             })
 }
@@ -1555,6 +1571,7 @@ fn annotations(
             reason: None,
             starts_at: None,
         },
+        false,
     );
     let mut annotations = BTreeMap::new();
     if let Some(summary) = &rule.summary {
@@ -1569,9 +1586,11 @@ fn annotations(
     annotations
 }
 
-/// What a rule's templates see for one alert.
-fn template_data(rule: &LoadedRule, alert: &AlertLine) -> TemplateData {
+/// What a rule's templates see for one alert (`resolved`: in a resolve message, where its
+/// value is the last seen while firing).
+fn template_data(rule: &LoadedRule, alert: &AlertLine, resolved: bool) -> TemplateData {
     TemplateData {
+        resolved,
         labels: alert.labels.clone(),
         value: alert.value,
         count: alert.value.max(0.0) as u64,
@@ -1622,10 +1641,14 @@ fn graph_url(external_url: &str, expression: &str, at: DateTime<Utc>) -> Option<
     .map(String::from)
 }
 
+/// The message line of `notice`; a resolve reports the last value while firing.
 fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (MessageKind, AlertLine) {
     let line = |fired_for: Option<std::time::Duration>, reason: Option<String>| AlertLine {
         labels: group.labels.clone(),
-        value: group.value,
+        value: match notice {
+            Notice::Resolved { .. } => group.firing_value.unwrap_or(group.value),
+            Notice::Firing | Notice::Repeat => group.value,
+        },
         starts_at: match fired_for {
             Some(fired_for) => Some(at - chrono::Duration::from_std(fired_for).unwrap_or_default()),
             None => group.alert.firing_since,
@@ -1675,6 +1698,7 @@ mod tests {
                     labels: BTreeMap::new(),
                     last_seen: DateTime::from_timestamp(seen, 0),
                     value,
+                    firing_value: None,
                     alert,
                 },
             )]),
@@ -1710,5 +1734,11 @@ mod tests {
             &state(0.0, 1_795_341_600, Phase::Pending),
             false
         ));
+        // and the value a resolve after a restart reports
+        let mut held = state(7.0, 1_795_341_600, Phase::Inactive);
+        for group in held.alerts.values_mut() {
+            group.firing_value = Some(7.0);
+        }
+        assert!(!same_on_disk(&saved, &held, false));
     }
 }

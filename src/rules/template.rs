@@ -1,5 +1,8 @@
 //! Alert templates in Prometheus' syntax (a Go `text/template` subset): `{{ $labels.NAME }}`,
 //! `{{ $value }}`, `{{ $count }}`, `{{ $window }}`, `{{ $threshold }}`, `{{ $rule }}`,
+//! `{{ $resolved }}` (true in a resolve message, whose `$value` is the last value while
+//! firing) and `{{ $status }}` (`firing` or `resolved`, Alertmanager's `.Status`),
+//! `{{ if PIPELINE }}…{{ else }}…{{ end }}` (Go's truth: false, 0 and "" are false),
 //! pipelines (`{{ $value | humanize }}`), and Prometheus' functions `humanize`,
 //! `humanize1024`, `humanizeDuration`, `humanizePercentage`, `printf`, `toUpper`,
 //! `toLower`, `title`; `{{-`/`-}}` trim whitespace.
@@ -28,6 +31,8 @@ pub struct TemplateData {
     pub window: String,
     pub threshold: String,
     pub rule: String,
+    /// Rendering a resolve message: `value` and `count` are the last seen while firing.
+    pub resolved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +44,11 @@ pub struct Template {
 enum Part {
     Text(String),
     Action(Vec<Command>),
+    /// `{{ if PIPELINE }}`: what follows, up to its `Else` or `End`, renders when the
+    /// pipeline is true.
+    If(Vec<Command>),
+    Else,
+    End,
 }
 
 /// `function arguments…`, or a lone operand (first command of a pipeline only).
@@ -56,6 +66,8 @@ enum Operand {
     Window,
     Threshold,
     Rule,
+    Resolved,
+    Status,
     Text(String),
     Number(f64),
 }
@@ -83,12 +95,13 @@ const FUNCTIONS: &[(&str, Function)] = &[
     ("title", Function::Title),
 ];
 
-const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule";
+const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule, $resolved, $status";
 
 #[derive(Debug, Clone)]
 enum Val {
     Text(String),
     Number(f64),
+    Bool(bool),
 }
 
 impl Val {
@@ -96,13 +109,45 @@ impl Val {
         match self {
             Val::Text(text) => text.clone(),
             Val::Number(number) => format_number(*number),
+            Val::Bool(bool) => bool.to_string(),
         }
     }
     fn number(&self) -> f64 {
         match self {
             Val::Number(number) => *number,
             Val::Text(text) => text.trim().parse().unwrap_or(f64::NAN),
+            Val::Bool(bool) => f64::from(u8::from(*bool)),
         }
+    }
+    /// Go's truth: false, zero and the empty string are false.
+    fn truth(&self) -> bool {
+        match self {
+            Val::Text(text) => !text.is_empty(),
+            Val::Number(number) => *number != 0.0,
+            Val::Bool(bool) => *bool,
+        }
+    }
+}
+
+/// `if`, `else` or `end` when the action `chars[start..end]` is one, with where an `if`'s
+/// pipeline starts.
+fn keyword(chars: &[char], start: usize, end: usize) -> Option<(&'static str, usize)> {
+    let mut at = start;
+    while at < end && chars[at].is_whitespace() {
+        at += 1;
+    }
+    let word_start = at;
+    while at < end && chars[at].is_ascii_alphabetic() {
+        at += 1;
+    }
+    let word: String = chars[word_start..at].iter().collect();
+    let rest_is_blank = chars[at..end].iter().all(|char| char.is_whitespace());
+    let followed_by_space = at < end && chars[at].is_whitespace();
+    match word.as_str() {
+        "if" if followed_by_space => Some(("if", at)),
+        "else" if rest_is_blank => Some(("else", at)),
+        "end" if rest_is_blank => Some(("end", at)),
+        _ => None,
     }
 }
 
@@ -114,6 +159,8 @@ impl Template {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut position = 0;
+        // the `{{ if }}`s not ended yet: where each opened, and whether it had its `else`
+        let mut open_ifs: Vec<(usize, bool)> = Vec::new();
         while position < chars.len() {
             if chars[position] == '{' && chars.get(position + 1) == Some(&'{') {
                 let open = position;
@@ -143,7 +190,34 @@ impl Template {
                 if !literal.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut literal)));
                 }
-                parts.push(Part::Action(parse_pipeline(&chars, start, end, labels)?));
+                let unopened = |what: &str| TemplateError {
+                    column: open + 1,
+                    message: format!("`{{{{ {what} }}}}` without its `{{{{ if … }}}}`"),
+                };
+                match keyword(&chars, start, end) {
+                    Some(("if", pipeline)) => {
+                        parts.push(Part::If(parse_pipeline(&chars, pipeline, end, labels)?));
+                        open_ifs.push((open, false));
+                    }
+                    Some(("else", _)) => match open_ifs.last_mut() {
+                        Some((_, seen_else)) if !*seen_else => {
+                            *seen_else = true;
+                            parts.push(Part::Else);
+                        }
+                        Some(_) => {
+                            return Err(TemplateError {
+                                column: open + 1,
+                                message: "a second `{{ else }}` for one `{{ if … }}`".into(),
+                            });
+                        }
+                        None => return Err(unopened("else")),
+                    },
+                    Some(_) => {
+                        open_ifs.pop().ok_or_else(|| unopened("end"))?;
+                        parts.push(Part::End);
+                    }
+                    None => parts.push(Part::Action(parse_pipeline(&chars, start, end, labels)?)),
+                }
                 position = close + 2;
                 if trim_after {
                     while position < chars.len() && chars[position].is_whitespace() {
@@ -155,6 +229,12 @@ impl Template {
                 position += 1;
             }
         }
+        if let Some((open, _)) = open_ifs.last() {
+            return Err(TemplateError {
+                column: open + 1,
+                message: "`{{ if … }}` without its `{{ end }}`".into(),
+            });
+        }
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
         }
@@ -163,26 +243,29 @@ impl Template {
 
     pub fn render(&self, data: &TemplateData) -> String {
         let mut out = String::new();
+        // per open `if`: whether its enclosing text renders, and whether its branch does
+        let mut branches: Vec<(bool, bool)> = Vec::new();
+        let mut rendering = true;
         for part in &self.parts {
             match part {
+                Part::If(commands) => {
+                    let truth =
+                        rendering && evaluate(commands, data).is_some_and(|value| value.truth());
+                    branches.push((rendering, truth));
+                    rendering = truth;
+                }
+                Part::Else => {
+                    if let Some((outer, truth)) = branches.last() {
+                        rendering = *outer && !*truth;
+                    }
+                }
+                Part::End => {
+                    rendering = branches.pop().is_none_or(|(outer, _)| outer);
+                }
+                _ if !rendering => {}
                 Part::Text(text) => out.push_str(text),
                 Part::Action(commands) => {
-                    let mut result: Option<Val> = None;
-                    for command in commands {
-                        let mut arguments: Vec<Val> = command
-                            .arguments
-                            .iter()
-                            .map(|operand| operand_value(operand, data))
-                            .collect();
-                        if let Some(previous) = result.take() {
-                            arguments.push(previous);
-                        }
-                        result = Some(match command.function {
-                            None => arguments.pop().unwrap_or(Val::Text(String::new())),
-                            Some(function) => call(function, &arguments),
-                        });
-                    }
-                    if let Some(result) = result {
+                    if let Some(result) = evaluate(commands, data) {
                         out.push_str(&result.text());
                     }
                 }
@@ -199,6 +282,26 @@ impl Template {
         }
         out
     }
+}
+
+/// The value of a pipeline: each command's result is the last argument of the next.
+fn evaluate(commands: &[Command], data: &TemplateData) -> Option<Val> {
+    let mut result: Option<Val> = None;
+    for command in commands {
+        let mut arguments: Vec<Val> = command
+            .arguments
+            .iter()
+            .map(|operand| operand_value(operand, data))
+            .collect();
+        if let Some(previous) = result.take() {
+            arguments.push(previous);
+        }
+        result = Some(match command.function {
+            None => arguments.pop().unwrap_or(Val::Text(String::new())),
+            Some(function) => call(function, &arguments),
+        });
+    }
+    result
 }
 
 fn operand_value(operand: &Operand, data: &TemplateData) -> Val {
@@ -218,6 +321,8 @@ fn operand_value(operand: &Operand, data: &TemplateData) -> Val {
         Operand::Window => Val::Text(data.window.clone()),
         Operand::Threshold => Val::Text(data.threshold.clone()),
         Operand::Rule => Val::Text(data.rule.clone()),
+        Operand::Resolved => Val::Bool(data.resolved),
+        Operand::Status => Val::Text(if data.resolved { "resolved" } else { "firing" }.into()),
         Operand::Text(text) => Val::Text(text.clone()),
         Operand::Number(number) => Val::Number(*number),
     }
@@ -326,6 +431,8 @@ fn parse_pipeline(
                     ("window", None) => Operand::Window,
                     ("threshold", None) => Operand::Threshold,
                     ("rule", None) => Operand::Rule,
+                    ("resolved", None) => Operand::Resolved,
+                    ("status", None) => Operand::Status,
                     _ => {
                         return Err(error(
                             token_start,
@@ -643,6 +750,7 @@ mod tests {
             window: "1m".into(),
             threshold: "> 20".into(),
             rule: "checkout_5xx".into(),
+            resolved: false,
         }
     }
 
@@ -683,6 +791,49 @@ mod tests {
         for (template, expected) in table {
             assert_eq!(render(template), expected, "{template}");
         }
+    }
+
+    #[test]
+    fn a_template_tells_a_resolve_from_a_firing() {
+        let text = "{{ $status }}: p95 {{ if $resolved }}was {{ $value }} when it last fired{{ else }}is {{ $value }}{{ end }}{{ if $count }} ({{ $count }}){{ end }}";
+        let template = Template::parse(text, None).expect("valid");
+        assert_eq!(template.render(&data()), "firing: p95 is 1234.5678 (31)");
+        let resolved = TemplateData {
+            resolved: true,
+            count: 0,
+            ..data()
+        };
+        assert_eq!(
+            template.render(&resolved),
+            "resolved: p95 was 1234.5678 when it last fired"
+        );
+        // nested, with pipelines and Go's truth (0 and "" are false)
+        let nested = Template::parse(
+            "{{ if $resolved }}R{{ if $labels.service | toUpper }}[{{ $labels.service }}]{{ else }}-{{ end }}{{ else }}F{{ if 0 }}zero{{ end }}{{ end }}{{ $resolved }}",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(nested.render(&resolved), "R[checkout]true");
+        assert_eq!(nested.render(&data()), "Ffalse");
+        let error = |text: &str| Template::parse(text, None).expect_err(text).to_string();
+        assert_eq!(
+            error("a {{ if $resolved }}b"),
+            "column 3: `{{ if … }}` without its `{{ end }}`"
+        );
+        assert_eq!(
+            error("a {{ end }}"),
+            "column 3: `{{ end }}` without its `{{ if … }}`"
+        );
+        assert_eq!(
+            error("{{ else }}"),
+            "column 1: `{{ else }}` without its `{{ if … }}`"
+        );
+        assert!(error("{{ if 1 }}{{ else }}{{ else }}{{ end }}").contains("a second `{{ else }}`"));
+        assert!(
+            error("{{ if }}").contains("empty action"),
+            "{}",
+            error("{{ if }}")
+        );
     }
 
     #[test]

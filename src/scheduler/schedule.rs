@@ -1,7 +1,12 @@
 //! When a rule runs: a cron expression in a time zone, turned into a strictly increasing
 //! sequence of real instants (its ticks).
 //!
-//! - 6- or 7-field expressions (with seconds) are the `cron` crate's syntax as they are.
+//! - 6-field expressions (seconds first) are the `cron` crate's syntax as they are (its
+//!   day-of-week numbers 1–7 from Sunday); its optional 7th field, a year, is refused: a
+//!   year makes a rule that silently stops one day.
+//! - Every field is checked here first, so an error names the field, the value and its
+//!   range (`second `70` is out of range 0-59`), and a schedule no time matches (`0 0 0 30
+//!   2 *`, February 30) is an error, not a rule that never runs.
 //! - Classic 5-field crontab lines get Vixie cron's semantics, translated before they
 //!   reach the `cron` crate: day-of-week 0 and 7 are Sunday (the crate numbers 1–7 from
 //!   Sunday), and when both day-of-month and day-of-week are restricted (neither starts
@@ -21,7 +26,9 @@ use chrono_tz::Tz;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     #[error(
-        "schedule `{expression}` has {fields} fields; use 5 (minute hour day-of-month month day-of-week) or 6 (with seconds first)"
+        "schedule `{expression}` has {fields} {}; use 5 (minute hour day-of-month month day-of-week) or 6 (second minute hour day-of-month month day-of-week){}",
+        if *.fields == 1 { "field" } else { "fields" },
+        if *.fields == 7 { "; a 7th (year) field is not supported" } else { "" }
     )]
     FieldCount { expression: String, fields: usize },
     #[error("schedule `{expression}`: {reason}")]
@@ -50,9 +57,23 @@ impl Schedule {
                 .map_err(|_| ScheduleError::Timezone(name.to_string()))?,
         };
         let fields: Vec<&str> = expression.split_whitespace().collect();
+        let invalid = |reason: String| ScheduleError::Invalid {
+            expression: expression.to_string(),
+            reason,
+        };
         let (cron_expressions, hour_field) = match fields.len() {
-            5 => (vixie(expression, &fields)?, fields[1]),
-            6 | 7 => (vec![fields.join(" ")], fields[2]),
+            5 => {
+                for (field, spec) in fields[..4].iter().zip(&FIELDS[1..5]) {
+                    spec.check(field).map_err(invalid)?;
+                }
+                (vixie(expression, &fields)?, fields[1])
+            }
+            6 => {
+                for (field, spec) in fields.iter().zip(&FIELDS) {
+                    spec.check(field).map_err(invalid)?;
+                }
+                (vec![fields.join(" ")], fields[2])
+            }
             count => {
                 return Err(ScheduleError::FieldCount {
                     expression: expression.to_string(),
@@ -70,11 +91,17 @@ impl Schedule {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Schedule {
+        let schedule = Schedule {
             alternatives,
             timezone,
             every_hour: hour_field == "*",
-        })
+        };
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(invalid(
+                "no time matches it, so it would never run; check that its day-of-month exists in its months (e.g. not February 30)".into(),
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The first tick strictly after `after`, or `None` when the schedule has no more.
@@ -184,6 +211,145 @@ fn vixie(expression: &str, fields: &[&str]) -> Result<Vec<String>, ScheduleError
 }
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// One field of a 6-field expression: its name, range and the names it also takes (for
+/// the value `first`, `first + 1`, …).
+struct FieldSpec {
+    name: &'static str,
+    first: u32,
+    last: u32,
+    names: &'static [&'static str],
+    /// Whether `?` (no specific value) is allowed, as in the `cron` crate's day fields.
+    question_mark: bool,
+}
+
+/// The six fields, seconds first; a 5-field line uses the middle four (its day-of-week is
+/// Vixie's, checked by [`weekdays`]).
+const FIELDS: [FieldSpec; 6] = [
+    FieldSpec {
+        name: "second",
+        first: 0,
+        last: 59,
+        names: &[],
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "minute",
+        first: 0,
+        last: 59,
+        names: &[],
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "hour",
+        first: 0,
+        last: 23,
+        names: &[],
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "day-of-month",
+        first: 1,
+        last: 31,
+        names: &[],
+        question_mark: true,
+    },
+    FieldSpec {
+        name: "month",
+        first: 1,
+        last: 12,
+        names: &MONTH_NAMES,
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "day-of-week",
+        first: 1,
+        last: 7,
+        names: &DAY_NAMES,
+        question_mark: true,
+    },
+];
+
+impl FieldSpec {
+    /// Checks one field (a list of `*`, values, ranges, each with an optional `/step`);
+    /// the error names the field, the part and the allowed range.
+    fn check(&self, field: &str) -> Result<(), String> {
+        let (name, first, last) = (self.name, self.first, self.last);
+        let range_text = if self.names.is_empty() {
+            format!("{first}-{last}")
+        } else {
+            format!(
+                "{first}-{last} or {}-{}",
+                self.names[0],
+                self.names[self.names.len() - 1]
+            )
+        };
+        let value = |text: &str| -> Result<u32, String> {
+            if let Some(position) = self
+                .names
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(text))
+            {
+                return Ok(first + position as u32);
+            }
+            match text.parse::<u64>() {
+                Ok(number) if (u64::from(first)..=u64::from(last)).contains(&number) => {
+                    Ok(number as u32)
+                }
+                Ok(_) => Err(format!("{name} `{text}` is out of range {range_text}")),
+                Err(_) => Err(format!(
+                    "{name} `{text}` is not a number{}; {name} takes {range_text}, `*`, ranges `a-b`, lists `a,b` and steps `*/n`",
+                    if self.names.is_empty() {
+                        ""
+                    } else {
+                        " or a name"
+                    }
+                )),
+            }
+        };
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            let (low, high) = match range {
+                "*" => (first, last),
+                "?" if self.question_mark && step.is_none() => continue,
+                _ => match range.split_once('-') {
+                    Some((low, high)) => {
+                        let (low, high) = (value(low)?, value(high)?);
+                        if low > high {
+                            return Err(format!("{name} range `{range}` runs backwards"));
+                        }
+                        (low, high)
+                    }
+                    None => (value(range)?, last),
+                },
+            };
+            if let Some(step) = step {
+                let span = high - low;
+                match step.parse::<u64>() {
+                    Ok(step) if step >= 1 && step <= u64::from(span.max(1)) => {}
+                    Ok(step) if step >= 1 => {
+                        return Err(format!(
+                            "{name} step `{step}` in `{part}` is larger than its range {low}-{high}; use 1-{}",
+                            span.max(1)
+                        ));
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{name} step `{step}` in `{part}` is not a whole number of at least 1"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A Vixie day-of-week field (0–7, 0 and 7 Sunday, names, ranges, steps, lists) as a list
 /// of day names the `cron` crate reads unambiguously; `*` stays `*`.
@@ -430,6 +596,80 @@ mod tests {
                 .to_string()
         };
         assert!(error("* * * *", None).contains("has 4 fields"));
+        // issue 19: a past year, wrong ranges and "1 fields" were accepted or misreported
+        let table = [
+            (
+                "*/10 * * * * * 2020",
+                "schedule `*/10 * * * * * 2020` has 7 fields; use 5 (minute hour day-of-month month day-of-week) or 6 (second minute hour day-of-month month day-of-week); a 7th (year) field is not supported",
+            ),
+            (
+                "@daily",
+                "schedule `@daily` has 1 field; use 5 (minute hour day-of-month month day-of-week) or 6 (second minute hour day-of-month month day-of-week)",
+            ),
+            (
+                "*/70 * * * * *",
+                "schedule `*/70 * * * * *`: second step `70` in `*/70` is larger than its range 0-59; use 1-59",
+            ),
+            (
+                "70 * * * * *",
+                "schedule `70 * * * * *`: second `70` is out of range 0-59",
+            ),
+            (
+                "0 0 24 * * *",
+                "schedule `0 0 24 * * *`: hour `24` is out of range 0-23",
+            ),
+            (
+                "0 0 0 0 * *",
+                "schedule `0 0 0 0 * *`: day-of-month `0` is out of range 1-31",
+            ),
+            (
+                "0 0 0 * 13 *",
+                "schedule `0 0 0 * 13 *`: month `13` is out of range 1-12 or JAN-DEC",
+            ),
+            (
+                "0 0 0 * * 0",
+                "schedule `0 0 0 * * 0`: day-of-week `0` is out of range 1-7 or SUN-SAT",
+            ),
+            (
+                "*/0 * * * *",
+                "schedule `*/0 * * * *`: minute step `0` in `*/0` is not a whole number of at least 1",
+            ),
+            (
+                "0 30-10 * * * *",
+                "schedule `0 30-10 * * * *`: minute range `30-10` runs backwards",
+            ),
+            (
+                "0 0 0 L * *",
+                "schedule `0 0 0 L * *`: day-of-month `L` is not a number; day-of-month takes 1-31, `*`, ranges `a-b`, lists `a,b` and steps `*/n`",
+            ),
+            (
+                "0 0 30 2 *",
+                "schedule `0 0 30 2 *`: no time matches it, so it would never run; check that its day-of-month exists in its months (e.g. not February 30)",
+            ),
+            (
+                "0 0 0 31 4,6 ?",
+                "schedule `0 0 0 31 4,6 ?`: no time matches it, so it would never run; check that its day-of-month exists in its months (e.g. not February 30)",
+            ),
+        ];
+        for (expression, expected) in table {
+            assert_eq!(error(expression, None), expected, "{expression}");
+        }
+        // the edges of every range are valid
+        for valid in [
+            "0 * * * * *",
+            "59 59 23 31 12 7",
+            "*/59 */59 */23 */30 */11 */6",
+            "0 0 0 ? JAN-dec SUN-sat",
+            "0 0 12 29 2 *",
+            "0 */5 * * 1-5",
+            "5/10 * * * * *",
+        ] {
+            assert!(
+                Schedule::parse(valid, None).is_ok(),
+                "{valid}: {:?}",
+                Schedule::parse(valid, None).err()
+            );
+        }
         assert!(error("61 * * * *", None).starts_with("schedule `61 * * * *`"));
         assert!(error("0 9 * * 8", None).contains("out of range 0-7"));
         assert!(error("0 9 * * fri-mon", None).contains("runs backwards"));

@@ -36,7 +36,7 @@ fn rules() -> EventRules {
         ],
         max_depth: 64,
         max_line_bytes: 1 << 20,
-        retention_micros: 7 * 24 * 3_600_000_000,
+        reject_older_than_micros: 7 * 24 * 3_600_000_000,
         future_tolerance_micros: 15 * 60_000_000,
     }
 }

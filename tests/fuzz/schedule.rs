@@ -1,4 +1,4 @@
-//! Cron schedules: generated 5-, 6- and 7-field expressions in real and bogus time zones,
+//! Cron schedules: generated expressions of 4 to 8 fields in real and bogus time zones,
 //! and mutated crontab lines; what parses must yield strictly increasing ticks, each
 //! after the time asked about, at any time (DST transitions, the far past and future).
 

@@ -21,6 +21,8 @@ fn operand() -> impl Strategy<Value = String> {
             "$window",
             "$threshold",
             "$rule",
+            "$resolved",
+            "$status",
             "$labels",
             "$labels.service",
             "$labels.job",
@@ -72,9 +74,22 @@ fn action() -> impl Strategy<Value = String> {
 }
 
 pub fn generated() -> BoxedStrategy<String> {
-    proptest::collection::vec(prop_oneof![action(), "\\PC{0,12}"], 0..ACTIONS)
-        .prop_map(|parts| parts.concat())
-        .boxed()
+    let keyword = proptest::sample::select(vec![
+        "{{ if $resolved }}",
+        "{{- if $count -}}",
+        "{{ if $labels.service | toUpper }}",
+        "{{ else }}",
+        "{{ end }}",
+        "{{ if }}",
+        "{{ iff $value }}",
+    ])
+    .prop_map(str::to_string);
+    proptest::collection::vec(
+        prop_oneof![3 => action(), 3 => "\\PC{0,12}", 2 => keyword],
+        0..ACTIONS,
+    )
+    .prop_map(|parts| parts.concat())
+    .boxed()
 }
 
 fn grammar() -> Arc<Grammar> {
@@ -85,12 +100,32 @@ fn grammar() -> Arc<Grammar> {
             "High error rate on {{ $labels.job }}",
             "{{ printf \"%.2f\" $value }} req/s ({{ $threshold }}) for {{ $rule }}",
             "{{- $labels.instance -}} is down: {{ $value | humanizeDuration }}",
+            "p95 {{ if $resolved }}was{{ else }}is{{ end }} {{ $value }} ({{ $status }})",
             "disk {{ $value | humanize1024 }}B, {{ \"a\\\"b\" | toUpper }} {{ title \"x y\" }}",
             "sum(rate(http_requests_total{service=\"{{ $labels.service }}\"}[5m]))",
         ],
         &[
-            "{{", "}}", "{{-", "-}}", "|", "$", "$value", "$labels", ".", "\"", "\\", "printf",
-            "humanize", "%", "%.2f", "%d", " ",
+            "{{",
+            "}}",
+            "{{-",
+            "-}}",
+            "|",
+            "$",
+            "$value",
+            "$labels",
+            ".",
+            "\"",
+            "\\",
+            "printf",
+            "humanize",
+            "%",
+            "%.2f",
+            "%d",
+            " ",
+            "if",
+            "else",
+            "end",
+            "$resolved",
         ],
         &[("{{ ", " }}"), ("\"", "\"")],
     ))
@@ -111,16 +146,17 @@ fn data() -> impl Strategy<Value = TemplateData> {
             Just(f64::NAN)
         ],
         any::<u64>(),
-        (text.clone(), text.clone(), text),
+        (text.clone(), text.clone(), text, any::<bool>()),
     )
         .prop_map(
-            |(labels, value, count, (window, threshold, rule))| TemplateData {
+            |(labels, value, count, (window, threshold, rule, resolved))| TemplateData {
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
                 value,
                 count,
                 window,
                 threshold,
                 rule,
+                resolved,
             },
         )
 }
