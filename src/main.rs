@@ -126,8 +126,9 @@ enum RulesCommand {
         /// End of the backtest: RFC 3339 or relative.
         #[arg(long, default_value = "now")]
         to: String,
-        /// The server whose index is replayed (default: the config's listen address,
-        /// else http://127.0.0.1:9200).
+        /// The server whose index is replayed (default: the config's listen address;
+        /// without either, http://127.0.0.1:9200 only if it is a Lookout holding the
+        /// rule's index). The report names the server it used.
         #[arg(long)]
         server: Option<String>,
         /// Server config file, for the listen address and the auth token.
@@ -335,6 +336,11 @@ fn rules_backtest(
     server: Option<String>,
     config: Option<PathBuf>,
 ) -> ExitCode {
+    let chosen_by = match (&server, &config) {
+        (Some(_), _) => lookout::rules::backtest::ServerChoice::Flag,
+        (None, Some(_)) => lookout::rules::backtest::ServerChoice::Config,
+        (None, None) => lookout::rules::backtest::ServerChoice::Default,
+    };
     let config = match server_config(config) {
         Ok(config) => config,
         Err(code) => return code,
@@ -353,7 +359,11 @@ fn rules_backtest(
             return ExitCode::from(2);
         }
     };
-    let server = lookout::rules::backtest::Server { url, token };
+    let server = lookout::rules::backtest::Server {
+        url,
+        token,
+        chosen_by,
+    };
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
         .and_then(|runtime| {
