@@ -486,15 +486,21 @@ fn is_agent_config(path: &std::path::Path) -> bool {
 }
 
 fn check(paths: Vec<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() {
-        vec![
-            PathBuf::from("config/lookout.toml"),
-            PathBuf::from("config/agent.toml"),
-            PathBuf::from("queries"),
-        ]
+    // with no arguments: what `serve` and `ship` would read here, those that exist
+    let (paths, skipped): (Vec<PathBuf>, Vec<PathBuf>) = if paths.is_empty() {
+        ["config/lookout.toml", "config/agent.toml", "queries"]
+            .into_iter()
+            .map(PathBuf::from)
+            .partition(|path| path.exists())
     } else {
-        paths
+        (paths, Vec::new())
     };
+    for path in &skipped {
+        println!(
+            "skipped {}: not here (nothing needs it; pass paths to check files elsewhere)",
+            path.display()
+        );
+    }
     let mut errors = Vec::new();
     let mut checked = 0;
     // notifier names the checked configs define, and those the rules and routes use
@@ -543,13 +549,11 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                         }
                     })
                     .map_err(|error| error.errors),
-                _ => lookout::rules::manager::LoadedRule::load(&file)
-                    .map(|rule| {
-                        for name in rule.file.notify {
-                            used.push((format!("{}: `notify`", file.display()), name));
-                        }
-                    })
-                    .map_err(|error| vec![error]),
+                _ => check_rule_file(&file).map(|rule| {
+                    for name in rule.file.notify {
+                        used.push((format!("{}: `notify`", file.display()), name));
+                    }
+                }),
             };
             if let Err(found) = result {
                 errors.extend(found);
@@ -581,6 +585,10 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
             );
         }
     }
+    if checked == 0 && !skipped.is_empty() {
+        println!("nothing to check here: no config/lookout.toml, config/agent.toml or queries/");
+        return ExitCode::SUCCESS;
+    }
     if errors.is_empty() {
         println!("{checked} file(s) OK");
         ExitCode::SUCCESS
@@ -588,4 +596,17 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
         eprintln!("{} error(s) in {checked} file(s)", errors.len());
         ExitCode::FAILURE
     }
+}
+
+/// Checks one rule file: the rule, or every error it has.
+fn check_rule_file(
+    path: &std::path::Path,
+) -> Result<lookout::rules::manager::LoadedRule, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default();
+    lookout::rules::check::check_rule(&text, name, &path.display().to_string())
 }

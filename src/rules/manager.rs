@@ -36,7 +36,7 @@ pub use replay::{FiringAlert, ReplayStep};
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
 use super::history::History;
-use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
+use super::model::{RuleFile, Threshold, ThresholdOp};
 use super::observe::{ContextValue, Observation, Sources};
 use super::template::{Template, TemplateData};
 use crate::ingest::Ingest;
@@ -81,15 +81,6 @@ pub enum RuleSource {
     Metrics { expr: crate::promql::Expr },
 }
 
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text).map_err(|error| {
-            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
-        }),
-    }
-}
-
 impl LoadedRule {
     /// Reads and checks one rule file.
     pub fn load(path: &Path) -> Result<LoadedRule, String> {
@@ -102,131 +93,10 @@ impl LoadedRule {
         LoadedRule::parse(&text, name, &path.display().to_string())
     }
 
-    /// Checks the text of rule `name`; `origin` starts every error.
+    /// Checks the text of rule `name`; `origin` starts every error (all of them, one a
+    /// line; see [`super::check`]).
     pub fn parse(text: &str, name: &str, origin: &str) -> Result<LoadedRule, String> {
-        let file = parse_rule(text, name, origin)?;
-        let at = |error: String| format!("{origin}: {error}");
-        let name = name.to_string();
-        let source = match (&file.query, &file.promql) {
-            (Some(_), Some(_)) => {
-                return Err(at(
-                    "`promql`: a rule has either `query` (a log rule) or `promql` (a metric rule), not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(at(
-                    "`query`: a rule needs `query` (a log query to count) or `promql` (a PromQL expression)".into(),
-                ));
-            }
-            (Some(query), None) => {
-                if file.threshold.is_none() {
-                    return Err(at(
-                        "`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}"
-                            .into(),
-                    ));
-                }
-                RuleSource::Logs {
-                    index: file.index.clone().unwrap_or_else(|| "logs".into()),
-                    query: query.clone(),
-                }
-            }
-            (None, Some(text)) => {
-                for (field, set) in [
-                    ("index", file.index.is_some()),
-                    ("window", file.window.is_some()),
-                    ("group_by", !file.group_by.is_empty()),
-                    ("group_ttl", file.group_ttl.is_some()),
-                ] {
-                    if set {
-                        return Err(at(format!(
-                            "`{field}`: belongs to log rules; a metric rule's series and ranges are in its `promql` expression"
-                        )));
-                    }
-                }
-                let expr =
-                    crate::promql::parse(text).map_err(|error| at(format!("`promql`: {error}")))?;
-                RuleSource::Metrics { expr }
-            }
-        };
-        let threshold = file.threshold.clone();
-        let window =
-            duration("window", file.window.as_deref(), Duration::from_secs(60)).map_err(at)?;
-        let timing = Timing {
-            for_duration: duration("for", file.for_duration.as_deref(), Duration::ZERO)
-                .map_err(at)?,
-            keep_firing_for: duration(
-                "keep_firing_for",
-                file.keep_firing_for.as_deref(),
-                Duration::ZERO,
-            )
-            .map_err(at)?,
-            repeat_interval: match &file.repeat_interval {
-                None => None,
-                Some(text) => {
-                    Some(duration("repeat_interval", Some(text), Duration::ZERO).map_err(at)?)
-                }
-            },
-        };
-        let max_delay = duration(
-            "max_delay",
-            file.max_delay.as_deref(),
-            Duration::from_secs(30),
-        )
-        .map_err(at)?;
-        let group_ttl = duration(
-            "group_ttl",
-            file.group_ttl.as_deref(),
-            window.saturating_mul(10).max(Duration::from_secs(3600)),
-        )
-        .map_err(at)?;
-        let schedule = Schedule::parse(&file.schedule, file.timezone.as_deref())
-            .map_err(|error| at(format!("`schedule`: {error}")))?;
-        // log rules know their labels (the group_by fields); a metric rule's come from
-        // its expression
-        let labels = matches!(source, RuleSource::Logs { .. }).then_some(file.group_by.as_slice());
-        let summary = file
-            .summary
-            .as_deref()
-            .map(|text| Template::parse(text, labels))
-            .transpose()
-            .map_err(|error| at(format!("`summary`: {error}")))?;
-        let description = file
-            .description
-            .as_deref()
-            .map(|text| Template::parse(text, labels))
-            .transpose()
-            .map_err(|error| at(format!("`description`: {error}")))?;
-        let mut context = Vec::new();
-        for (number, text) in file.context.iter().enumerate() {
-            let template = Template::parse(text, labels)
-                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
-            // the expression must parse once labels are in: try it with placeholders
-            let example = template.render(&TemplateData {
-                labels: file
-                    .group_by
-                    .iter()
-                    .map(|field| (field.clone(), "x".to_string()))
-                    .collect(),
-                ..TemplateData::default()
-            });
-            crate::promql::parse(&example)
-                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
-            context.push(template);
-        }
-        Ok(LoadedRule {
-            context,
-            source,
-            description,
-            name,
-            file,
-            schedule,
-            window,
-            threshold,
-            timing,
-            summary,
-            max_delay,
-            group_ttl,
-        })
+        super::check::check_rule(text, name, origin).map_err(|errors| errors.join("\n"))
     }
 
     /// Whether an observed value meets the condition (always, without a threshold).

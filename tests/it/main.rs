@@ -17,6 +17,7 @@ mod ingest_search;
 mod metrics;
 mod notifications;
 mod robustness;
+mod rule_correctness;
 mod rules_api;
 mod slack;
 mod tooling;
