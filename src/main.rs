@@ -501,6 +501,10 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
             path.display()
         );
     }
+    // log rules by name (the saved queries), and the `log_matches` names of metric rules
+    let mut saved_queries = std::collections::BTreeSet::new();
+    let mut references: Vec<(PathBuf, String, String)> = Vec::new();
+    let mut rules_checked = 0;
     let mut errors = Vec::new();
     let mut checked = 0;
     // notifier names the checked configs define, and those the rules and routes use
@@ -549,11 +553,24 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                         }
                     })
                     .map_err(|error| error.errors),
-                _ => check_rule_file(&file).map(|rule| {
-                    for name in rule.file.notify {
-                        used.push((format!("{}: `notify`", file.display()), name));
-                    }
-                }),
+                _ => {
+                    rules_checked += 1;
+                    check_rule_file(&file).map(|(rule, text)| {
+                        match &rule.source {
+                            lookout::rules::manager::RuleSource::Logs { .. } => {
+                                saved_queries.insert(rule.name.clone());
+                            }
+                            lookout::rules::manager::RuleSource::Metrics { expr } => {
+                                for name in lookout::rules::dead_query::saved_queries_named(expr) {
+                                    references.push((file.clone(), text.clone(), name));
+                                }
+                            }
+                        }
+                        for name in rule.file.notify {
+                            used.push((format!("{}: `notify`", file.display()), name));
+                        }
+                    })
+                }
             };
             if let Err(found) = result {
                 errors.extend(found);
@@ -562,6 +579,33 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     }
     for error in &errors {
         eprintln!("{error}");
+    }
+    for (file, text, name) in references {
+        // a saved query may be a rule file beside this one that was not checked
+        let beside = file
+            .parent()
+            .map(|dir| dir.join(format!("{name}.json")).exists())
+            .unwrap_or(false);
+        if !saved_queries.contains(&name) && !beside {
+            let message = lookout::rules::dead_query::unknown_saved_query(
+                &name,
+                saved_queries.iter().map(String::as_str),
+            );
+            eprintln!(
+                "warning: {}",
+                lookout::rules::dead_query::at_field(
+                    &text,
+                    &file.display().to_string(),
+                    "promql",
+                    &message
+                )
+            );
+        }
+    }
+    if rules_checked > 0 {
+        println!(
+            "not checked offline: whether the fields, indices and series the rules name exist (PUT /_lookout/rules/NAME and its _dry_run warn about those on a server)"
+        );
     }
     // an unconfigured notifier is a warning, not an error: its alerts go to the console
     let mut known = configured.unwrap_or_default();
@@ -598,10 +642,10 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-/// Checks one rule file: the rule, or every error it has.
+/// Checks one rule file: the rule and its text, or every error it has.
 fn check_rule_file(
     path: &std::path::Path,
-) -> Result<lookout::rules::manager::LoadedRule, Vec<String>> {
+) -> Result<(lookout::rules::manager::LoadedRule, String), Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
     let name = path
@@ -609,4 +653,5 @@ fn check_rule_file(
         .and_then(|stem| stem.to_str())
         .unwrap_or_default();
     lookout::rules::check::check_rule(&text, name, &path.display().to_string())
+        .map(|rule| (rule, text))
 }

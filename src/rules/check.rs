@@ -4,7 +4,8 @@
 //! nearest known key as a suggestion. Used by `lookout check`, the rules API, the loader
 //! and backtests alike, so they all accept and refuse the same files.
 //!
-//! It does not look at data.
+//! It does not look at data: whether the fields, indices, saved queries and series a rule
+//! names exist is [`super::dead_query`]'s business.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -332,6 +333,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         file.group_ttl.as_deref(),
         window.saturating_mul(10).max(Duration::from_secs(3600)),
     );
+    let expect_matches = file
+        .expect_matches
+        .as_deref()
+        .map(|text| duration_of("expect_matches", Some(text), Duration::ZERO));
+    if expect_matches.is_some_and(|period| period.is_zero()) {
+        problems.field("expect_matches", "must be longer than 0s, e.g. \"1h\"");
+    }
     // log rules know their labels (the group_by fields); a metric rule's come from its
     // expression
     let labels = file.promql.is_none().then_some(file.group_by.as_slice());
@@ -384,6 +392,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         context,
         max_delay,
         group_ttl,
+        expect_matches,
     })
 }
 

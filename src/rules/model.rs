@@ -69,6 +69,10 @@ pub struct RuleFile {
     /// How long a group is remembered (and counted as 0 when absent).
     #[serde(default)]
     pub group_ttl: Option<String>,
+    /// Alert (through the rule's notifiers) when the query has matched nothing for this
+    /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
+    #[serde(default)]
+    pub expect_matches: Option<String>,
 }
 
 fn default_schedule() -> String {

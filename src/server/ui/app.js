@@ -411,7 +411,10 @@ function rulesPage(main) {
           const output = h("div");
           return [h("tr", {},
             h("td", {}, h("span", { class: `badge ${rule.health}` }, rule.health)),
-            h("td", {}, rule.name, rule.load_error || rule.last_error ? h("div", { class: "error" }, rule.load_error || rule.last_error) : null,
+            h("td", {}, rule.name,
+              rule.never_matched ? h("span", { class: "badge never-matched", title: "its query has matched nothing since it loaded" }, "never matched") : null,
+              rule.load_error || rule.last_error ? h("div", { class: "error" }, rule.load_error || rule.last_error) : null,
+              (rule.warnings || []).map((warning) => h("div", { class: "warning" }, warning)),
               h("details", {}, h("summary", {}, "JSON"), h("pre", {}, JSON.stringify(rule.rule, null, 2)))),
             h("td", {}, since(rule.last_evaluation)),
             h("td", {}, rule.evaluation_seconds != null ? `${(rule.evaluation_seconds * 1000).toFixed(1)} ms` : "—"),
