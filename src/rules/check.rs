@@ -16,6 +16,7 @@ use super::alert_state::Timing;
 use super::manager::{LoadedRule, RuleSource};
 use super::model::{RuleFile, valid_name};
 use super::template::{Template, TemplateData};
+pub use crate::config::suggestion;
 use crate::scheduler::schedule::{Schedule, ScheduleError};
 
 /// The top-level keys a rule file may have, read from its schema (so they never drift).
@@ -115,18 +116,6 @@ fn without_position(error: &serde_json::Error) -> String {
         Some(at) => text[..at].to_string(),
         None => text,
     }
-}
-
-/// The known key nearest to `unknown`, when it is near enough to be a typo.
-pub fn suggestion<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|candidate| (strsim::damerau_levenshtein(unknown, candidate), candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= (candidate.chars().count() / 3).max(1) + usize::from(unknown.len() > 4)
-        })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
 }
 
 fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {

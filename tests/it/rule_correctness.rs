@@ -415,6 +415,19 @@ fn check_reports_every_mistake_of_a_file_at_once() {
         "one position format: {stderr}"
     );
 
+    // config files print positions the same way, with the same suggestions
+    let config = dir.path().join("typo.toml");
+    std::fs::write(&config, "[ingest]\nmax_body_byte = 1\n").expect("write");
+    let (code, _, stderr) = lookout(&["check", &config.display().to_string()], dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:1: unknown field `max_body_byte`, expected one of",
+            config.display()
+        )) && stderr.contains("; did you mean `max_body_bytes`?"),
+        "{stderr}"
+    );
+
     // a fresh directory: what exists is checked, what does not is named as skipped
     let fresh = tempfile::tempdir().expect("tempdir");
     let (code, stdout, stderr) = lookout(&["check"], fresh.path());
