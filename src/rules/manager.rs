@@ -1462,8 +1462,10 @@ fn record_transition(
     let (from, to, reason) = match transition {
         Transition::Pending => ("inactive", "pending", None),
         Transition::PendingCancelled => ("pending", "inactive", None),
+        // straight from inactive when it became active and firing at once (as the
+        // `expect_matches` alarm does whatever the rule's `for`)
         Transition::Firing => (
-            if rule.timing.for_duration.is_zero() {
+            if group.alert.active_since == group.alert.firing_since {
                 "inactive"
             } else {
                 "pending"

@@ -205,6 +205,8 @@ async fn an_expect_matches_rule_alerts_when_its_query_matched_nothing() {
     let mut rule = log_rule("logs", "level:FATAL");
     rule["window"] = json!("2s");
     rule["expect_matches"] = json!("2s");
+    // the rule's own `for` does not delay the alarm
+    rule["for"] = json!("1h");
     std::fs::write(queries.join("fatal_errors.json"), rule.to_string()).expect("write");
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
@@ -221,8 +223,15 @@ async fn an_expect_matches_rule_alerts_when_its_query_matched_nothing() {
         alerts["data"]["alerts"][0]["labels"]["lookout_alert"], "no_matches",
         "{alerts}"
     );
+    let events = crate::alerting::history(&server, "fatal_errors").await;
+    assert!(
+        events.iter().any(|event| event["from"] == "inactive"
+            && event["to"] == "firing"
+            && event["labels"]["lookout_alert"] == "no_matches"),
+        "{events:?}"
+    );
 
-    // a match resolves it (and the rule's own alert fires)
+    // a match resolves it
     ingest(&server, &[line("FATAL")]).await;
     wait_until("the alarm resolves", 30, || {
         let texts = delivered_texts(&mock);
