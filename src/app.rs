@@ -66,6 +66,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             config.listen
         );
     }
+    // the port first: a taken port fails before anything is created on disk
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let data_dir = DataDir::open(&config.data_dir)?;
     let telemetry = Arc::new(Telemetry::default());
     let disk = Arc::new(crate::storage::DiskSpace::new(
@@ -185,12 +189,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         header_read_timeout: config.http.header_read_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
     // tests and scripts wait for this line instead of sleeping
     println!("listening on {address}");
+    println!("web UI at http://{address}/ui/");
     tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
     let stopping = CancellationToken::new();
     {

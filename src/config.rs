@@ -109,6 +109,44 @@ impl AuthConfig {
     }
 }
 
+/// The known name nearest to `unknown`, when it is near enough to be a typo (for "did
+/// you mean …?" in config and rule errors).
+pub fn suggestion<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|candidate| (strsim::damerau_levenshtein(unknown, candidate), candidate))
+        .filter(|(distance, candidate)| {
+            *distance <= (candidate.chars().count() / 3).max(1) + usize::from(unknown.len() > 4)
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// A TOML error of file `origin` (whose text is `text`) as `lookout check` prints every
+/// error: `FILE:LINE:COLUMN: message`, once, with the nearest known key for an unknown one.
+pub fn toml_error(origin: &str, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    // "unknown field `max_body_byte`, expected one of `max_body_bytes`, …"
+    let hint = message
+        .strip_prefix("unknown field `")
+        .and_then(|_| {
+            let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+            let (unknown, known) = names.split_first()?;
+            suggestion(unknown, known.iter().copied())
+        })
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("{origin}:{line}:{column}: {message}{hint}")
+        }
+        None => format!("{origin}: {message}{hint}"),
+    }
+}
+
 /// A secret configured directly, through an environment variable or in a file, in that
 /// order; an error names the source (`env` or `file`: the field is `…_env` or `…_file`)
 /// and what is wrong. The secret itself never appears in an error.
@@ -367,11 +405,7 @@ impl Config {
             errors: vec![format!("{}: cannot read: {error}", path.display())],
         })?;
         let config: Config = toml::from_str(&text).map_err(|error| ConfigError {
-            errors: vec![format!(
-                "{}: {}",
-                path.display(),
-                error.to_string().trim_end()
-            )],
+            errors: vec![toml_error(&path.display().to_string(), &text, &error)],
         })?;
         config.validate(&path.display().to_string())?;
         Ok(config)

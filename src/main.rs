@@ -126,8 +126,9 @@ enum RulesCommand {
         /// End of the backtest: RFC 3339 or relative.
         #[arg(long, default_value = "now")]
         to: String,
-        /// The server whose index is replayed (default: the config's listen address,
-        /// else http://127.0.0.1:9200).
+        /// The server whose index is replayed (default: the config's listen address;
+        /// without either, http://127.0.0.1:9200 only if it is a Lookout holding the
+        /// rule's index). The report names the server it used.
         #[arg(long)]
         server: Option<String>,
         /// Server config file, for the listen address and the auth token.
@@ -335,6 +336,11 @@ fn rules_backtest(
     server: Option<String>,
     config: Option<PathBuf>,
 ) -> ExitCode {
+    let chosen_by = match (&server, &config) {
+        (Some(_), _) => lookout::rules::backtest::ServerChoice::Flag,
+        (None, Some(_)) => lookout::rules::backtest::ServerChoice::Config,
+        (None, None) => lookout::rules::backtest::ServerChoice::Default,
+    };
     let config = match server_config(config) {
         Ok(config) => config,
         Err(code) => return code,
@@ -353,7 +359,11 @@ fn rules_backtest(
             return ExitCode::from(2);
         }
     };
-    let server = lookout::rules::backtest::Server { url, token };
+    let server = lookout::rules::backtest::Server {
+        url,
+        token,
+        chosen_by,
+    };
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
         .and_then(|runtime| {
@@ -476,15 +486,25 @@ fn is_agent_config(path: &std::path::Path) -> bool {
 }
 
 fn check(paths: Vec<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() {
-        vec![
-            PathBuf::from("config/lookout.toml"),
-            PathBuf::from("config/agent.toml"),
-            PathBuf::from("queries"),
-        ]
+    // with no arguments: what `serve` and `ship` would read here, those that exist
+    let (paths, skipped): (Vec<PathBuf>, Vec<PathBuf>) = if paths.is_empty() {
+        ["config/lookout.toml", "config/agent.toml", "queries"]
+            .into_iter()
+            .map(PathBuf::from)
+            .partition(|path| path.exists())
     } else {
-        paths
+        (paths, Vec::new())
     };
+    for path in &skipped {
+        println!(
+            "skipped {}: not here (nothing needs it; pass paths to check files elsewhere)",
+            path.display()
+        );
+    }
+    // log rules by name (the saved queries), and the `log_matches` names of metric rules
+    let mut saved_queries = std::collections::BTreeSet::new();
+    let mut references: Vec<(PathBuf, String, String)> = Vec::new();
+    let mut rules_checked = 0;
     let mut errors = Vec::new();
     let mut checked = 0;
     // notifier names the checked configs define, and those the rules and routes use
@@ -533,13 +553,24 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                         }
                     })
                     .map_err(|error| error.errors),
-                _ => lookout::rules::manager::LoadedRule::load(&file)
-                    .map(|rule| {
+                _ => {
+                    rules_checked += 1;
+                    check_rule_file(&file).map(|(rule, text)| {
+                        match &rule.source {
+                            lookout::rules::manager::RuleSource::Logs { .. } => {
+                                saved_queries.insert(rule.name.clone());
+                            }
+                            lookout::rules::manager::RuleSource::Metrics { expr } => {
+                                for name in lookout::rules::dead_query::saved_queries_named(expr) {
+                                    references.push((file.clone(), text.clone(), name));
+                                }
+                            }
+                        }
                         for name in rule.file.notify {
                             used.push((format!("{}: `notify`", file.display()), name));
                         }
                     })
-                    .map_err(|error| vec![error]),
+                }
             };
             if let Err(found) = result {
                 errors.extend(found);
@@ -548,6 +579,33 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     }
     for error in &errors {
         eprintln!("{error}");
+    }
+    for (file, text, name) in references {
+        // a saved query may be a rule file beside this one that was not checked
+        let beside = file
+            .parent()
+            .map(|dir| dir.join(format!("{name}.json")).exists())
+            .unwrap_or(false);
+        if !saved_queries.contains(&name) && !beside {
+            let message = lookout::rules::dead_query::unknown_saved_query(
+                &name,
+                saved_queries.iter().map(String::as_str),
+            );
+            eprintln!(
+                "warning: {}",
+                lookout::rules::dead_query::at_field(
+                    &text,
+                    &file.display().to_string(),
+                    "promql",
+                    &message
+                )
+            );
+        }
+    }
+    if rules_checked > 0 {
+        println!(
+            "not checked offline: whether the fields, indices and series the rules name exist (PUT /_lookout/rules/NAME and its _dry_run warn about those on a server)"
+        );
     }
     // an unconfigured notifier is a warning, not an error: its alerts go to the console
     let mut known = configured.unwrap_or_default();
@@ -571,6 +629,10 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
             );
         }
     }
+    if checked == 0 && !skipped.is_empty() {
+        println!("nothing to check here: no config/lookout.toml, config/agent.toml or queries/");
+        return ExitCode::SUCCESS;
+    }
     if errors.is_empty() {
         println!("{checked} file(s) OK");
         ExitCode::SUCCESS
@@ -578,4 +640,18 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
         eprintln!("{} error(s) in {checked} file(s)", errors.len());
         ExitCode::FAILURE
     }
+}
+
+/// Checks one rule file: the rule and its text, or every error it has.
+fn check_rule_file(
+    path: &std::path::Path,
+) -> Result<(lookout::rules::manager::LoadedRule, String), Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default();
+    lookout::rules::check::check_rule(&text, name, &path.display().to_string())
+        .map(|rule| (rule, text))
 }

@@ -150,10 +150,10 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
         let config: AgentConfig = toml::from_str(&text).map_err(|error| {
-            vec![format!(
-                "{}: {}",
-                path.display(),
-                error.to_string().trim_end()
+            vec![crate::config::toml_error(
+                &path.display().to_string(),
+                &text,
+                &error,
             )]
         })?;
         config.validate(&path.display().to_string(), "")?;

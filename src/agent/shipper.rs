@@ -177,6 +177,9 @@ pub struct Shipper {
     checkpoints_dirty: bool,
     last_request: Instant,
     backoff: Backoff,
+    /// Why heartbeats fail, while they do (logged when it starts and when it ends, so an
+    /// idle agent whose server is down says so).
+    heartbeat_failing: Option<String>,
 }
 
 impl Shipper {
@@ -202,6 +205,7 @@ impl Shipper {
             watermark: None,
             checkpoints_dirty: false,
             last_request: Instant::now(),
+            heartbeat_failing: None,
         }
     }
 
@@ -274,12 +278,25 @@ impl Shipper {
             request = request.header("X-Lookout-Watermark", watermark);
         }
         self.last_request = Instant::now();
-        match request.send().await {
-            Ok(response) if response.status().is_success() => self.metrics.heartbeats.add(1),
-            Ok(response) => {
-                tracing::debug!(status = %response.status(), "heartbeat refused")
+        let failure = match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                self.metrics.heartbeats.add(1);
+                None
             }
-            Err(error) => tracing::debug!(error = %error.without_url(), "heartbeat failed"),
+            Ok(response) => Some(format!("refused with {}", response.status())),
+            Err(error) => Some(error.without_url().to_string()),
+        };
+        match (failure, self.heartbeat_failing.is_some()) {
+            (Some(error), false) => {
+                tracing::warn!(%error, "the server does not answer heartbeats; lines written meanwhile are kept and shipped when it is back");
+                self.heartbeat_failing = Some(error);
+            }
+            (None, true) => {
+                tracing::info!("the server answers heartbeats again");
+                self.heartbeat_failing = None;
+            }
+            (Some(error), true) => tracing::debug!(%error, "heartbeat failed"),
+            (None, false) => {}
         }
     }
 

@@ -242,7 +242,9 @@ Alerts print here{slack}. Ctrl-C stops the demo.",
     );
 }
 
-/// Stops the demo once `cycles` alerts of `checkout_errors` have fired and resolved.
+/// Stops the demo once `cycles` alerts of `checkout_errors` have fired and resolved and
+/// no alert of any rule is still active (so the last incident's resolves are all sent;
+/// the shutdown lets their deliveries finish).
 async fn stop_after_cycles(base: String, cycles: usize, shutdown: CancellationToken) {
     let client = reqwest::Client::new();
     let url = format!("{base}/_lookout/alerts/history?rule=checkout_errors&size=1000");
@@ -263,8 +265,20 @@ async fn stop_after_cycles(base: String, cycles: usize, shutdown: CancellationTo
             .flatten()
             .filter(|event| event["type"] == "transition" && event["to"] == "resolved")
             .count();
-        if resolved >= cycles {
-            println!("demo: {resolved} fire → resolve cycle(s) seen; stopping");
+        if resolved < cycles {
+            continue;
+        }
+        let quiet = match client.get(format!("{base}/api/v1/alerts")).send().await {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|body| body["data"]["alerts"].as_array().is_some_and(Vec::is_empty)),
+            Err(_) => false,
+        };
+        if quiet {
+            println!(
+                "demo: {resolved} fire → resolve cycle(s) seen and every alert resolved; stopping"
+            );
             shutdown.cancel();
             return;
         }

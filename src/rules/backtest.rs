@@ -1,16 +1,93 @@
 //! `lookout rules test RULE.json --from T --to T`: asks the running server to replay the
 //! rule over its indexed history (`POST /_lookout/rules/NAME/_backtest`, the same code
 //! as the scheduler and the dry run) and prints the timeline of pending, firing and
-//! resolved, and the messages it would have sent. Nothing is sent.
+//! resolved, and the messages it would have sent. Nothing is sent. The report starts with
+//! the server it asked and why that one; a server nobody named (no `--server`, no
+//! `--config`) is used only when it answers as a Lookout holding the rule's index.
 
 use std::path::Path;
 
 use serde_json::Value;
 
-/// Where the server is and how to authenticate.
+/// Where the server is, how to authenticate, and who chose it.
 pub struct Server {
     pub url: String,
     pub token: Option<String>,
+    pub chosen_by: ServerChoice,
+}
+
+/// Who named the server a backtest asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerChoice {
+    /// `--server URL`.
+    Flag,
+    /// The listen address of `--config`.
+    Config,
+    /// Nobody: the default address, used only when it proves to be the right server.
+    Default,
+}
+
+impl ServerChoice {
+    fn describe(self) -> &'static str {
+        match self {
+            ServerChoice::Flag => "from --server",
+            ServerChoice::Config => "the listen address of --config",
+            ServerChoice::Default => {
+                "the default address, checked to be a Lookout holding the rule's index"
+            }
+        }
+    }
+}
+
+/// Whether the server nobody named is a Lookout that holds `index` (for a log rule).
+async fn check_default(server: &Server, index: Option<&str>) -> Result<(), String> {
+    let refuse = |why: String| {
+        format!(
+            "no --server or --config given, and {} (the default address) {why}; pass --server URL (or --config FILE) to name the server whose index to replay",
+            server.url
+        )
+    };
+    let base = server.url.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let get = |path: String| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = &server.token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let info: Value = match get("/_lookout/info".into()).await {
+        Ok(response) if response.status().is_success() => {
+            response.json().await.unwrap_or(Value::Null)
+        }
+        Ok(response) => {
+            return Err(refuse(format!(
+                "does not answer as Lookout (GET /_lookout/info: {})",
+                response.status()
+            )));
+        }
+        Err(error) => {
+            return Err(refuse(format!(
+                "cannot be reached ({})",
+                error.without_url()
+            )));
+        }
+    };
+    if info["name"] != "lookout" {
+        return Err(refuse("does not answer as Lookout".into()));
+    }
+    if let Some(index) = index {
+        let holds = get(format!("/{index}/_count"))
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if !holds {
+            return Err(refuse(format!("is a Lookout without index `{index}`")));
+        }
+    }
+    Ok(())
 }
 
 /// Replays the rule file at `path` over `[from, to]` on `server`; returns the report.
@@ -22,7 +99,14 @@ pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<S
         .and_then(|stem| stem.to_str())
         .unwrap_or_default();
     // the same checks as the server's, with the file's name in the errors
-    super::manager::LoadedRule::parse(&text, name, &path.display().to_string())?;
+    let rule = super::manager::LoadedRule::parse(&text, name, &path.display().to_string())?;
+    if server.chosen_by == ServerChoice::Default {
+        let index = match &rule.source {
+            super::manager::RuleSource::Logs { index, .. } => Some(index.as_str()),
+            super::manager::RuleSource::Metrics { .. } => None,
+        };
+        check_default(server, index).await?;
+    }
     let url = reqwest::Url::parse_with_params(
         &format!(
             "{}/_lookout/rules/{name}/_backtest",
@@ -56,7 +140,12 @@ pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<S
             body["error"]["reason"].as_str().unwrap_or_default()
         ));
     }
-    Ok(render(&body))
+    Ok(format!(
+        "server: {} ({})\n{}",
+        server.url,
+        server.chosen_by.describe(),
+        render(&body)
+    ))
 }
 
 /// The report of a backtest answer: one line per transition, then the messages.

@@ -36,7 +36,7 @@ pub use replay::{FiringAlert, ReplayStep};
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
 use super::history::History;
-use super::model::{RuleFile, Threshold, ThresholdOp, parse_rule};
+use super::model::{RuleFile, Threshold, ThresholdOp};
 use super::observe::{ContextValue, Observation, Sources};
 use super::template::{Template, TemplateData};
 use crate::ingest::Ingest;
@@ -68,6 +68,8 @@ pub struct LoadedRule {
     pub context: Vec<Template>,
     pub max_delay: Duration,
     pub group_ttl: Duration,
+    /// Alert when the query has matched nothing for this long (`expect_matches`).
+    pub expect_matches: Option<Duration>,
 }
 
 /// What a rule watches.
@@ -79,15 +81,6 @@ pub enum RuleSource {
     },
     /// The output series of a PromQL expression.
     Metrics { expr: crate::promql::Expr },
-}
-
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text).map_err(|error| {
-            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
-        }),
-    }
 }
 
 impl LoadedRule {
@@ -102,131 +95,10 @@ impl LoadedRule {
         LoadedRule::parse(&text, name, &path.display().to_string())
     }
 
-    /// Checks the text of rule `name`; `origin` starts every error.
+    /// Checks the text of rule `name`; `origin` starts every error (all of them, one a
+    /// line; see [`super::check`]).
     pub fn parse(text: &str, name: &str, origin: &str) -> Result<LoadedRule, String> {
-        let file = parse_rule(text, name, origin)?;
-        let at = |error: String| format!("{origin}: {error}");
-        let name = name.to_string();
-        let source = match (&file.query, &file.promql) {
-            (Some(_), Some(_)) => {
-                return Err(at(
-                    "`promql`: a rule has either `query` (a log rule) or `promql` (a metric rule), not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(at(
-                    "`query`: a rule needs `query` (a log query to count) or `promql` (a PromQL expression)".into(),
-                ));
-            }
-            (Some(query), None) => {
-                if file.threshold.is_none() {
-                    return Err(at(
-                        "`threshold`: a log rule needs one, e.g. {\"op\": \">\", \"value\": 20}"
-                            .into(),
-                    ));
-                }
-                RuleSource::Logs {
-                    index: file.index.clone().unwrap_or_else(|| "logs".into()),
-                    query: query.clone(),
-                }
-            }
-            (None, Some(text)) => {
-                for (field, set) in [
-                    ("index", file.index.is_some()),
-                    ("window", file.window.is_some()),
-                    ("group_by", !file.group_by.is_empty()),
-                    ("group_ttl", file.group_ttl.is_some()),
-                ] {
-                    if set {
-                        return Err(at(format!(
-                            "`{field}`: belongs to log rules; a metric rule's series and ranges are in its `promql` expression"
-                        )));
-                    }
-                }
-                let expr =
-                    crate::promql::parse(text).map_err(|error| at(format!("`promql`: {error}")))?;
-                RuleSource::Metrics { expr }
-            }
-        };
-        let threshold = file.threshold.clone();
-        let window =
-            duration("window", file.window.as_deref(), Duration::from_secs(60)).map_err(at)?;
-        let timing = Timing {
-            for_duration: duration("for", file.for_duration.as_deref(), Duration::ZERO)
-                .map_err(at)?,
-            keep_firing_for: duration(
-                "keep_firing_for",
-                file.keep_firing_for.as_deref(),
-                Duration::ZERO,
-            )
-            .map_err(at)?,
-            repeat_interval: match &file.repeat_interval {
-                None => None,
-                Some(text) => {
-                    Some(duration("repeat_interval", Some(text), Duration::ZERO).map_err(at)?)
-                }
-            },
-        };
-        let max_delay = duration(
-            "max_delay",
-            file.max_delay.as_deref(),
-            Duration::from_secs(30),
-        )
-        .map_err(at)?;
-        let group_ttl = duration(
-            "group_ttl",
-            file.group_ttl.as_deref(),
-            window.saturating_mul(10).max(Duration::from_secs(3600)),
-        )
-        .map_err(at)?;
-        let schedule = Schedule::parse(&file.schedule, file.timezone.as_deref())
-            .map_err(|error| at(format!("`schedule`: {error}")))?;
-        // log rules know their labels (the group_by fields); a metric rule's come from
-        // its expression
-        let labels = matches!(source, RuleSource::Logs { .. }).then_some(file.group_by.as_slice());
-        let summary = file
-            .summary
-            .as_deref()
-            .map(|text| Template::parse(text, labels))
-            .transpose()
-            .map_err(|error| at(format!("`summary`: {error}")))?;
-        let description = file
-            .description
-            .as_deref()
-            .map(|text| Template::parse(text, labels))
-            .transpose()
-            .map_err(|error| at(format!("`description`: {error}")))?;
-        let mut context = Vec::new();
-        for (number, text) in file.context.iter().enumerate() {
-            let template = Template::parse(text, labels)
-                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
-            // the expression must parse once labels are in: try it with placeholders
-            let example = template.render(&TemplateData {
-                labels: file
-                    .group_by
-                    .iter()
-                    .map(|field| (field.clone(), "x".to_string()))
-                    .collect(),
-                ..TemplateData::default()
-            });
-            crate::promql::parse(&example)
-                .map_err(|error| at(format!("`context[{number}]`: {error}")))?;
-            context.push(template);
-        }
-        Ok(LoadedRule {
-            context,
-            source,
-            description,
-            name,
-            file,
-            schedule,
-            window,
-            threshold,
-            timing,
-            summary,
-            max_delay,
-            group_ttl,
-        })
+        super::check::check_rule(text, name, origin).map_err(|errors| errors.join("\n"))
     }
 
     /// Whether an observed value meets the condition (always, without a threshold).
@@ -288,6 +160,12 @@ struct RuleState {
     version: u32,
     /// Alerts by their group labels (`k=v,k=v`).
     alerts: BTreeMap<String, GroupState>,
+    /// The last tick at which the query matched anything (kept for `expect_matches`).
+    #[serde(default)]
+    last_match: Option<DateTime<Utc>>,
+    /// The `expect_matches` alert: the query matched nothing for too long.
+    #[serde(default)]
+    no_matches: Option<GroupState>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -353,6 +231,19 @@ pub struct RuleStatus {
     pub last_error: Option<String>,
     /// Active (pending or firing) alerts: labels, phase, since, value.
     pub alerts: Vec<ActiveAlert>,
+    /// When the running version of the rule was loaded.
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// Evaluations of the running version.
+    pub evaluations_since_load: u64,
+    /// The last tick of the running version at which its query matched anything.
+    pub last_match: Option<DateTime<Utc>>,
+}
+
+impl RuleStatus {
+    /// Evaluated since it loaded, and its query has never matched anything.
+    pub fn never_matched(&self) -> bool {
+        self.evaluations_since_load > 0 && self.last_match.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +268,10 @@ pub struct RuleView {
     pub status: RuleStatus,
     /// The next tick of its schedule.
     pub next_evaluation: Option<DateTime<Utc>>,
+    /// Seconds between its next two ticks.
+    pub interval_seconds: f64,
+    /// What it names that the data does not have (see [`super::dead_query::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// Why a rule could not be written.
@@ -535,13 +430,44 @@ impl RuleManager {
         status.last_error = error.cloned();
     }
 
-    /// The running rules with their last evaluation and active alerts.
-    pub fn rules(&self) -> Vec<RuleView> {
+    /// The running rules with their last evaluation and active alerts, and with their
+    /// warnings when `with_warnings` (which reads the index's fields and the TSDB).
+    pub fn rules(&self, with_warnings: bool) -> Vec<RuleView> {
+        let (mut views, loaded) = self.rule_views();
+        if with_warnings {
+            // outside the locks: evaluations must not wait for this
+            for (view, (rule, text)) in views.iter_mut().zip(loaded) {
+                view.warnings = super::dead_query::warnings(
+                    &rule,
+                    &text,
+                    &self.origin(&view.name),
+                    &self.sources,
+                );
+            }
+        }
+        views
+    }
+
+    /// The running rules' views (without warnings), with each rule and its text.
+    #[allow(clippy::type_complexity)]
+    fn rule_views(&self) -> (Vec<RuleView>, Vec<(Arc<LoadedRule>, String)>) {
         let running = self.lock_running();
         let statuses = self.lock_statuses();
-        running
+        let now = Utc::now();
+        let loaded = running
+            .values()
+            .map(|running| (Arc::clone(&running.rule), running.text.clone()))
+            .collect();
+        let views = running
             .iter()
             .map(|(name, running)| RuleView {
+                interval_seconds: running
+                    .rule
+                    .schedule
+                    .next_after(now)
+                    .and_then(|next| Some((next, running.rule.schedule.next_after(next)?)))
+                    .map_or(0.0, |(next, after)| (after - next).as_seconds_f64()),
+                warnings: Vec::new(),
                 name: name.clone(),
                 query: match &running.rule.source {
                     RuleSource::Logs { query, .. } => query.clone(),
@@ -552,9 +478,25 @@ impl RuleManager {
                 summary: running.rule.file.summary.clone(),
                 severity: running.rule.file.severity.clone(),
                 status: statuses.get(name).cloned().unwrap_or_default(),
-                next_evaluation: running.rule.schedule.next_after(Utc::now()),
+                next_evaluation: running.rule.schedule.next_after(now),
             })
-            .collect()
+            .collect();
+        (views, loaded)
+    }
+
+    /// How errors and warnings name rule `name`'s file.
+    pub fn origin(&self, name: &str) -> String {
+        self.queries_dir
+            .join(format!("{name}.json"))
+            .display()
+            .to_string()
+    }
+
+    /// What `rule` (whose text is `text`) names that the data does not have, once
+    /// everything acknowledged is searchable.
+    pub async fn warnings(&self, rule: &LoadedRule, text: &str, origin: &str) -> Vec<String> {
+        self.refresh_for(rule).await;
+        super::dead_query::warnings(rule, text, origin, &self.sources)
     }
 
     /// Every rule file of `queries/`: name, text, and why it does not run when it does not.
@@ -759,6 +701,14 @@ impl RuleManager {
                     Ok(rule) => {
                         broken.remove(name);
                         self.sources.log_matches.set(name, rule.saved_query());
+                        {
+                            // "never matched" and `expect_matches` count from this version
+                            let mut statuses = self.lock_statuses();
+                            let status = statuses.entry(name.clone()).or_default();
+                            status.loaded_at = Some(Utc::now());
+                            status.evaluations_since_load = 0;
+                            status.last_match = None;
+                        }
                         let rule = Arc::new(rule);
                         if let Some(old) = running.remove(name) {
                             old.cancel.cancel();
@@ -995,8 +945,10 @@ impl RuleManager {
     ) -> Result<(), String> {
         self.refresh_for(rule).await;
         let observations = self.observe(rule, tick).await?;
+        let matched = super::dead_query::matched(rule, &observations);
         let mut state = self.load_state(&rule.name);
         let notices = self.advance(rule, tick, observations, &mut state, &self.history, true);
+        let quiet = self.expect_matches(rule, tick, matched, &mut state, &self.history);
         // the messages are recorded in the outbox before the state that says they were
         // sent, so a crash between the two repeats a notice rather than losing it
         let mut deliveries = Vec::new();
@@ -1005,8 +957,14 @@ impl RuleManager {
         for (notifier, message) in self.messages(rule, tick, notices).await? {
             deliveries.extend(self.record(rule, &notifier, &message));
         }
+        if let Some(period) = rule.expect_matches {
+            for (notifier, mut message) in self.messages(rule, tick, quiet).await? {
+                super::dead_query::rewrite_message(&mut message, period, state.last_match);
+                deliveries.extend(self.record(rule, &notifier, &message));
+            }
+        }
         let grouped = !rule.file.group_by.is_empty();
-        match self.save_state(&rule.name, grouped, &state) {
+        match self.save_state(&rule.name, grouped || rule.expect_matches.is_some(), &state) {
             Ok(()) => {
                 if self.lock_unsaved().remove(&rule.name) {
                     tracing::info!(rule = %rule.name, "alert state saved again");
@@ -1018,7 +976,7 @@ impl RuleManager {
                 }
             }
         }
-        let active: Vec<ActiveAlert> = state
+        let mut active: Vec<ActiveAlert> = state
             .alerts
             .values()
             .filter(|group| group.alert.phase != super::alert_state::Phase::Inactive)
@@ -1030,14 +988,80 @@ impl RuleManager {
                 annotations: annotations(rule, &group.labels, group.value),
             })
             .collect();
-        self.lock_statuses()
-            .entry(rule.name.clone())
-            .or_default()
-            .alerts = active;
+        if let (Some(group), Some(period)) = (&state.no_matches, rule.expect_matches)
+            && group.alert.phase == super::alert_state::Phase::Firing
+        {
+            active.push(ActiveAlert {
+                labels: group.labels.clone(),
+                firing: true,
+                active_since: group.alert.active_since,
+                value: 0.0,
+                annotations: BTreeMap::from([(
+                    "summary".to_string(),
+                    format!(
+                        "`{}` has matched nothing for {}",
+                        rule.name,
+                        humantime::format_duration(period)
+                    ),
+                )]),
+            });
+        }
+        {
+            let mut statuses = self.lock_statuses();
+            let status = statuses.entry(rule.name.clone()).or_default();
+            status.alerts = active;
+            status.evaluations_since_load += 1;
+            if matched {
+                status.last_match = Some(tick);
+            }
+        }
         for (id, delivery) in deliveries {
             self.dispatch(id, delivery);
         }
         Ok(())
+    }
+
+    /// Steps the `expect_matches` alert of `rule` at `tick` (firing while its query has
+    /// matched nothing for the period, resolved at its next match) and returns what is
+    /// to be announced. Without `expect_matches` only the last match is kept.
+    fn expect_matches(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        matched: bool,
+        state: &mut RuleState,
+        history: &History,
+    ) -> Vec<(MessageKind, AlertLine)> {
+        if matched {
+            state.last_match = Some(tick);
+        }
+        let Some(period) = rule.expect_matches else {
+            state.no_matches = None;
+            return Vec::new();
+        };
+        let loaded_at = self
+            .lock_statuses()
+            .get(&rule.name)
+            .and_then(|status| status.loaded_at)
+            .unwrap_or(tick);
+        let quiet = super::dead_query::quiet_too_long(period, tick, state.last_match, loaded_at);
+        let group = state.no_matches.get_or_insert_with(|| GroupState {
+            labels: super::dead_query::no_matches_labels(),
+            ..GroupState::default()
+        });
+        let silenced = self.silenced(rule, &group.labels);
+        let timing = Timing {
+            repeat_interval: rule.timing.repeat_interval,
+            ..Timing::default()
+        };
+        let step = group.alert.step(tick, quiet, silenced, &timing);
+        if let Some(transition) = step.transition {
+            record_transition(history, rule, tick, group, transition, silenced);
+        }
+        step.notice
+            .map(|notice| notice_line(notice, tick, group))
+            .into_iter()
+            .collect()
     }
 
     /// What the rule sees at `tick` (counts per group, or output series).
@@ -1453,8 +1477,10 @@ fn record_transition(
     let (from, to, reason) = match transition {
         Transition::Pending => ("inactive", "pending", None),
         Transition::PendingCancelled => ("pending", "inactive", None),
+        // straight from inactive when it became active and firing at once (as the
+        // `expect_matches` alarm does whatever the rule's `for`)
         Transition::Firing => (
-            if rule.timing.for_duration.is_zero() {
+            if group.alert.active_since == group.alert.firing_since {
                 "inactive"
             } else {
                 "pending"
@@ -1481,7 +1507,10 @@ fn record_transition(
 
 /// Whether two states persist the same facts (see `RuleManager::save_state`).
 fn same_on_disk(saved: &RuleState, current: &RuleState, grouped: bool) -> bool {
+    let alarm = |state: &RuleState| state.no_matches.as_ref().map(|group| group.alert.clone());
     saved.version == current.version
+        && alarm(saved) == alarm(current)
+        && (!grouped || saved.last_match == current.last_match)
         && saved.alerts.len() == current.alerts.len()
         && saved
             .alerts
@@ -1702,6 +1731,7 @@ mod tests {
                     alert,
                 },
             )]),
+            ..RuleState::default()
         }
     }
 

@@ -69,6 +69,10 @@ pub struct RuleFile {
     /// How long a group is remembered (and counted as 0 when absent).
     #[serde(default)]
     pub group_ttl: Option<String>,
+    /// Alert (through the rule's notifiers) when the query has matched nothing for this
+    /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
+    #[serde(default)]
+    pub expect_matches: Option<String>,
 }
 
 fn default_schedule() -> String {
@@ -125,49 +129,12 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Parses and checks the text of rule `name`; `origin` (a file name, or `request body`)
-/// starts every error.
+/// starts every error, one a line. The checks are [`super::check::check_rule`]'s, so a
+/// file reads the same everywhere.
 pub fn parse_rule(text: &str, name: &str, origin: &str) -> Result<RuleFile, String> {
-    let rule: RuleFile = serde_json::from_str(text)
-        .map_err(|error| format!("{origin}:{}:{}: {error}", error.line(), error.column()))?;
-    if !valid_name(name) {
-        return Err(format!(
-            "{origin}: the file name is the rule name and must be [A-Za-z0-9_-]+ (rename the file)"
-        ));
-    }
-    if let Err(error) =
-        crate::scheduler::schedule::Schedule::parse(&rule.schedule, rule.timezone.as_deref())
-    {
-        let field = match error {
-            crate::scheduler::schedule::ScheduleError::Timezone(_) => "timezone",
-            _ => "schedule",
-        };
-        return Err(format!("{origin}: `{field}`: {error}"));
-    }
-    if let Some(query) = &rule.query {
-        let as_dsl = match query {
-            serde_json::Value::String(text) => serde_json::json!({"query_string": {"query": text}}),
-            other => other.clone(),
-        };
-        let context = crate::index::query::dsl::ParseContext {
-            now_micros: chrono::Utc::now().timestamp_micros(),
-            timestamp_field: "@timestamp".into(),
-        };
-        if let Err(error) = crate::index::query::dsl::parse_query(&as_dsl, &context) {
-            return Err(format!("{origin}: `query`: {}", error.reason));
-        }
-    }
-    let labels = rule.promql.is_none().then_some(rule.group_by.as_slice());
-    for (field, text) in [
-        ("summary", &rule.summary),
-        ("description", &rule.description),
-    ] {
-        if let Some(text) = text
-            && let Err(error) = super::template::Template::parse(text, labels)
-        {
-            return Err(format!("{origin}: `{field}`: {error}"));
-        }
-    }
-    Ok(rule)
+    super::check::check_rule(text, name, origin)
+        .map(|rule| rule.file)
+        .map_err(|errors| errors.join("\n"))
 }
 
 #[cfg(test)]
@@ -201,7 +168,8 @@ mod tests {
         std::fs::write(&path, rule.to_string()).expect("write");
         let error = read_rule(&path).expect_err("invalid");
         assert!(
-            error.contains("bad_cron.json: `schedule`: schedule `61 * * * *`"),
+            error.contains("bad_cron.json:1:")
+                && error.contains(": `schedule`: schedule `61 * * * *`"),
             "{error}"
         );
         rule["schedule"] = "0 9 * * 1-5".into();
@@ -225,7 +193,10 @@ mod tests {
         rule["query"] = "status:(500".into();
         std::fs::write(&path, rule.to_string()).expect("write");
         let error = read_rule(&path).expect_err("invalid");
-        assert!(error.contains("bad_cron.json: `query`: "), "{error}");
+        assert!(
+            error.contains("bad_cron.json:1:") && error.contains(": `query`: "),
+            "{error}"
+        );
         rule["query"] = serde_json::json!({"term": {"status": 500}});
         std::fs::write(&path, rule.to_string()).expect("write");
         assert!(read_rule(&path).is_ok(), "a DSL object is a query too");
@@ -233,7 +204,7 @@ mod tests {
         std::fs::write(&path, rule.to_string()).expect("write");
         let error = read_rule(&path).expect_err("invalid");
         assert!(
-            error.contains("bad_cron.json: `summary`: column 20: `$labels.host` is not a label"),
+            error.contains(": `summary`: column 20: `$labels.host` is not a label"),
             "{error}"
         );
     }

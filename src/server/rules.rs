@@ -1,12 +1,16 @@
 //! Lookout's own rules API: the saved queries of `queries/` as files you can list, read,
 //! write and delete over HTTP, a dry run of any rule, and the alert history.
 //!
-//! - `GET /_lookout/rules`: every rule file, with its health or why it does not load;
+//! - `GET /_lookout/rules`: every rule file, with its health or why it does not load,
+//!   its warnings (what it names that the data does not have), when its query last
+//!   matched and whether it never has since it loaded;
 //! - `GET|PUT|DELETE /_lookout/rules/{name}`: one rule's JSON (PUT validates it exactly as
-//!   `lookout check` does and writes `queries/NAME.json` only when it is valid);
+//!   `lookout check` does, writes `queries/NAME.json` only when it is valid, and answers
+//!   its warnings);
 //! - `POST /_lookout/rules/{name}/_dry_run[?at=T]`: the current count, the state
 //!   each alert would move to and the messages it would send, for the rule on disk or the
-//!   rule in the body (to try an edit before saving it); nothing is sent or saved;
+//!   rule in the body (to try an edit before saving it), with its warnings; nothing is
+//!   sent or saved;
 //! - `POST /_lookout/rules/{name}/_backtest?from=T&to=T`: the rule replayed over history
 //!   (T: RFC 3339 or date math such as `now-6h`; default the last hour): its timeline of
 //!   transitions and the messages it would have sent (`lookout rules test` prints it);
@@ -79,7 +83,7 @@ fn manager(state: &SharedState) -> Result<&std::sync::Arc<RuleManager>, Problem>
 async fn list(State(state): State<SharedState>) -> Answer {
     let manager = manager(&state)?;
     let running: HashMap<String, crate::rules::manager::RuleView> = manager
-        .rules()
+        .rules(true)
         .into_iter()
         .map(|view| (view.name.clone(), view))
         .collect();
@@ -105,6 +109,9 @@ async fn list(State(state): State<SharedState>) -> Answer {
                 "last_error": status.and_then(|status| status.last_error.clone()),
                 "active_alerts": status.map_or(0, |status| status.alerts.len()),
                 "next_evaluation": view.and_then(|view| view.next_evaluation).map(|time| time.to_rfc3339()),
+                "warnings": view.map_or_else(Vec::new, |view| view.warnings.clone()),
+                "last_match": status.and_then(|status| status.last_match).map(|time| time.to_rfc3339()),
+                "never_matched": status.is_some_and(|status| status.never_matched()),
             })
         })
         .collect();
@@ -153,14 +160,24 @@ async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: B
     let manager = manager(&state)?;
     let text = body_text(&body)?;
     match manager.put_rule(&name, text) {
-        Ok(created) => Ok(json_response(
-            if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            &json!({"name": name, "result": if created { "created" } else { "updated" }}),
-        )),
+        Ok(created) => {
+            let origin = "request body";
+            let warnings = match LoadedRule::parse(text, &name, origin) {
+                Ok(rule) => manager.warnings(&rule, text, origin).await,
+                Err(_) => Vec::new(),
+            };
+            for warning in &warnings {
+                tracing::warn!(rule = %name, %warning, "rule written through the API may never match");
+            }
+            Ok(json_response(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &json!({"name": name, "result": if created { "created" } else { "updated" }, "warnings": warnings}),
+            ))
+        }
         Err(PutRuleError::Invalid(reason)) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_rule",
@@ -195,11 +212,12 @@ async fn dry_run(
 ) -> Answer {
     let manager = manager(&state)?;
     let at = time_parameter(&params, "at", "now")?;
-    let rule = rule_of(manager, &name, &body)?;
-    let result = manager
+    let (rule, text, origin) = rule_of(manager, &name, &body)?;
+    let mut result = manager
         .dry_run(&rule, at)
         .await
         .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+    result["warnings"] = manager.warnings(&rule, &text, &origin).await.into();
     Ok(ok(&result))
 }
 
@@ -229,12 +247,12 @@ fn time_parameter(
     })
 }
 
-/// The rule in the body, or else rule `name` on disk.
+/// The rule in the body, or else rule `name` on disk, with its text and how errors name it.
 fn rule_of(
     manager: &RuleManager,
     name: &str,
     body: &Bytes,
-) -> Result<std::sync::Arc<LoadedRule>, Problem> {
+) -> Result<(std::sync::Arc<LoadedRule>, String, String), Problem> {
     let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
     let (text, origin) = if empty {
         let text = manager.rule_text(name).ok_or_else(|| not_found(name))?;
@@ -242,9 +260,10 @@ fn rule_of(
     } else {
         (body_text(body)?.to_string(), "request body".to_string())
     };
-    LoadedRule::parse(&text, name, &origin)
+    let rule = LoadedRule::parse(&text, name, &origin)
         .map(std::sync::Arc::new)
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))
+        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
+    Ok((rule, text, origin))
 }
 
 async fn backtest(
@@ -263,7 +282,7 @@ async fn backtest(
             format!("`to` ({to}) is before `from` ({from})"),
         ));
     }
-    let rule = rule_of(manager, &name, &body)?;
+    let (rule, _, _) = rule_of(manager, &name, &body)?;
     let result = manager
         .backtest(rule, from, to)
         .await

@@ -400,7 +400,7 @@ impl Tsdb {
     }
 
     /// Compacts, applies retention and picks up imported blocks, every quarter block
-    /// duration (at most every 10 s).
+    /// duration (between 200 ms and 60 s: within a minute with the default 2 h).
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         let tick = (self.options.block_duration / 4)
             .clamp(Duration::from_millis(200), Duration::from_secs(60));

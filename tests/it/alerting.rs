@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Timelike;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::slack::{MockSlack, start_mock};
 use crate::support::{Server, bulk_body, wait_until};
@@ -621,10 +621,13 @@ async fn a_rule_failing_at_run_time_is_unhealthy_and_the_others_keep_running() {
     })
     .await;
     let (_, rules) = server.get("/api/v1/rules").await;
-    let rules = rules["data"]["groups"][0]["rules"]
+    // one group per rule file, as Prometheus has one per rule file
+    let rules: Vec<Value> = rules["data"]["groups"]
         .as_array()
-        .expect("rules")
-        .clone();
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
     let by_name = |name: &str| {
         rules
             .iter()

@@ -409,5 +409,10 @@ fn lookout_check_reports_every_error_with_file_and_field() {
         stderr.contains("bad_rule.json:2:") && stderr.contains("=>"),
         "{stderr}"
     );
-    assert!(stderr.contains("4 error(s) in 3 file(s)"), "{stderr}");
+    // every error of a file, not only its first: the rule also lacks `query`
+    assert!(
+        stderr.contains("bad_rule.json: `query`: a rule needs `query`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("5 error(s) in 3 file(s)"), "{stderr}");
 }

@@ -47,7 +47,7 @@ async fn the_demo_fires_and_resolves_an_alert_with_its_context_within_three_minu
         "demo: incident: checkout starts failing",
         "alert \"[FIRING] checkout_errors:",
         "alert \"[RESOLVED] checkout_errors:",
-        "demo: 1 fire → resolve cycle(s) seen; stopping",
+        "demo: 1 fire → resolve cycle(s) seen and every alert resolved; stopping",
     ] {
         assert!(
             stdout.contains(expected),
@@ -66,6 +66,19 @@ async fn the_demo_fires_and_resolves_an_alert_with_its_context_within_three_minu
                 .any(|text| text.starts_with("[RESOLVED] checkout_errors")),
         "{texts:?}"
     );
+    // it stops after the last alert resolved, not before: every rule that fired resolved
+    // (`--cycles` once stopped while another rule of the incident was still firing)
+    for text in &texts {
+        if let Some(rest) = text.strip_prefix("[FIRING] ") {
+            let rule = rest.split(':').next().unwrap_or_default();
+            assert!(
+                texts
+                    .iter()
+                    .any(|text| text.starts_with(&format!("[RESOLVED] {rule}:"))),
+                "{rule} fired and never resolved: {texts:?}"
+            );
+        }
+    }
     let firing = mock
         .lock()
         .expect("mock")

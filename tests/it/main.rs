@@ -20,6 +20,7 @@ mod metrics;
 mod notifications;
 mod resolve_messages;
 mod robustness;
+mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
 mod slack;

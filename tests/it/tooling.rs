@@ -189,3 +189,52 @@ async fn retention_drops_whole_old_partitions() {
     }
     assert_eq!(server.count("logs", "age:new").await, 1);
 }
+
+/// `serve` once created its data directory before finding its port taken; it now fails
+/// on the port first, leaving nothing behind, and a server that starts prints its UI.
+#[test]
+fn serve_fails_on_a_taken_port_before_creating_anything_and_prints_its_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let data = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", &address, "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was created");
+    drop(taken);
+
+    let server = Server::start(&data, &[]);
+    let printed = server.output.lock().expect("output").clone();
+    assert!(
+        printed.contains(&format!("web UI at {}/ui/", server.base)),
+        "{printed:?}"
+    );
+}
+
+/// An idle agent whose server went away said nothing at the default log level; it now
+/// warns once when its heartbeats start failing.
+#[tokio::test]
+async fn an_idle_agent_says_when_its_server_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let pattern = logs.join("*.json").display().to_string();
+    let config = crate::support::agent_config(dir.path(), &server.base, &[&pattern], "");
+    let agent = crate::support::Agent::start(&config);
+    server.kill();
+    crate::support::wait_until("the agent warns that heartbeats fail", 30, || {
+        std::future::ready(agent.log_contains("the server does not answer heartbeats"))
+    })
+    .await;
+    agent.kill();
+}

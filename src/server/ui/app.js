@@ -411,7 +411,10 @@ function rulesPage(main) {
           const output = h("div");
           return [h("tr", {},
             h("td", {}, h("span", { class: `badge ${rule.health}` }, rule.health)),
-            h("td", {}, rule.name, rule.load_error || rule.last_error ? h("div", { class: "error" }, rule.load_error || rule.last_error) : null,
+            h("td", {}, rule.name,
+              rule.never_matched ? h("span", { class: "badge never-matched", title: "its query has matched nothing since it loaded" }, "never matched") : null,
+              rule.load_error || rule.last_error ? h("div", { class: "error" }, rule.load_error || rule.last_error) : null,
+              (rule.warnings || []).map((warning) => h("div", { class: "warning" }, warning)),
               h("details", {}, h("summary", {}, "JSON"), h("pre", {}, JSON.stringify(rule.rule, null, 2)))),
             h("td", {}, since(rule.last_evaluation)),
             h("td", {}, rule.evaluation_seconds != null ? `${(rule.evaluation_seconds * 1000).toFixed(1)} ms` : "—"),
@@ -451,7 +454,12 @@ function metricsPage(main) {
   const state = { expr: p.get("expr") || "", from: p.get("from") || "now-1h", to: p.get("to") || "now", view: p.get("view") || "graph" };
   const names = h("datalist", { id: "metric-names" });
   const expr = h("input", { id: "expr", class: "wide", list: "metric-names", value: state.expr, "aria-label": "PromQL expression",
-    placeholder: 'rate(http_requests_total[5m]) or log_matches{query="checkout_5xx"}', autocomplete: "off" });
+    placeholder: "rate(http_requests_total[5m]) or log_matches", autocomplete: "off" });
+  // the example names a saved query this server has, not one it may not
+  api("/api/v1/label/query/values").then((answer) => {
+    const saved = (answer.data || [])[0];
+    if (saved) expr.placeholder = `rate(http_requests_total[5m]) or log_matches{query="${saved}"}`;
+  }).catch(() => {});
   const from = h("input", { id: "metrics-from", value: state.from, size: 18, "aria-label": "From" });
   const to = h("input", { id: "metrics-to", value: state.to, size: 18, "aria-label": "To" });
   const view = h("select", { id: "view", "aria-label": "View" }, h("option", { value: "graph" }, "Graph"), h("option", { value: "table" }, "Table"));

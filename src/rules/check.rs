@@ -1,0 +1,440 @@
+//! Checks the text of one rule file and reports every error it has at once, each as
+//! `ORIGIN:LINE:COLUMN: message` (the position of the offending key, or of a JSON syntax
+//! error) or `ORIGIN: message` when there is no place to point at. A misspelt key gets the
+//! nearest known key as a suggestion. Used by `lookout check`, the rules API, the loader
+//! and backtests alike, so they all accept and refuse the same files.
+//!
+//! It does not look at data: whether the fields, indices, saved queries and series a rule
+//! names exist is [`super::dead_query`]'s business.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::alert_state::Timing;
+use super::manager::{LoadedRule, RuleSource};
+use super::model::{RuleFile, valid_name};
+use super::template::{Template, TemplateData};
+pub use crate::config::suggestion;
+use crate::scheduler::schedule::{Schedule, ScheduleError};
+
+/// The top-level keys a rule file may have, read from its schema (so they never drift).
+static KEYS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let schema =
+        serde_json::to_value(schemars::schema_for!(RuleFile)).expect("a schema serializes");
+    schema["properties"]
+        .as_object()
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+});
+
+/// The errors found so far in one rule's text.
+struct Problems<'a> {
+    text: &'a str,
+    origin: &'a str,
+    errors: Vec<String>,
+    /// Known keys suggested for misspelt ones: their absence is that typo, not one more
+    /// error.
+    suggested: Vec<&'static str>,
+}
+
+impl Problems<'_> {
+    /// An error about top-level key `field` (`context[1]` points at `context`).
+    fn field(&mut self, field: &str, message: impl std::fmt::Display) {
+        let key = field.split('[').next().unwrap_or(field);
+        let error = match key_position(self.text, key) {
+            Some((line, column)) => {
+                format!("{}:{line}:{column}: `{field}`: {message}", self.origin)
+            }
+            None => format!("{}: `{field}`: {message}", self.origin),
+        };
+        self.errors.push(error);
+    }
+
+    fn whole(&mut self, message: impl std::fmt::Display) {
+        self.errors.push(format!("{}: {message}", self.origin));
+    }
+}
+
+/// Where top-level key `key` of the JSON object `text` is (1-based line and column of its
+/// opening quote), if it is there.
+pub fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (mut line, mut column) = (1, 0);
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(char) = chars.next() {
+        column += 1;
+        match char {
+            '\n' => {
+                line += 1;
+                column = 0;
+            }
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '"' => {
+                let start = (line, column);
+                let mut string = String::new();
+                while let Some(inner) = chars.next() {
+                    column += 1;
+                    match inner {
+                        '\\' => {
+                            if let Some(escaped) = chars.next() {
+                                column += 1;
+                                string.push(escaped);
+                            }
+                        }
+                        '"' => break,
+                        '\n' => {
+                            line += 1;
+                            column = 0;
+                        }
+                        other => string.push(other),
+                    }
+                }
+                if depth == 1 && string == key {
+                    let mut rest = chars.clone();
+                    while rest.peek().is_some_and(|next| next.is_whitespace()) {
+                        rest.next();
+                    }
+                    if rest.peek() == Some(&':') {
+                        return Some(start);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// serde_json's message without its " at line L column C" (the position is printed once,
+/// in front).
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text).map_err(|error| {
+            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
+        }),
+    }
+}
+
+/// Checks the text of rule `name`; `origin` (a file name, or `request body`) starts every
+/// error. Returns the rule ready to run, or every error found.
+pub fn check_rule(text: &str, name: &str, origin: &str) -> Result<LoadedRule, Vec<String>> {
+    let value: Value = serde_json::from_str(text).map_err(|error| {
+        vec![format!(
+            "{origin}:{}:{}: {}",
+            error.line(),
+            error.column(),
+            without_position(&error)
+        )]
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(vec![format!(
+            "{origin}: a rule is a JSON object, e.g. {{\"version\": 1, \"query\": \"status:500\", \"threshold\": {{\"op\": \">\", \"value\": 20}}}}"
+        )]);
+    };
+    let mut problems = Problems {
+        text,
+        origin,
+        errors: Vec::new(),
+        suggested: Vec::new(),
+    };
+    if !valid_name(name) {
+        problems
+            .whole("the file name is the rule name and must be [A-Za-z0-9_-]+ (rename the file)");
+    }
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|key| !KEYS.contains(key))
+        .cloned()
+        .collect();
+    for key in unknown {
+        object.remove(&key);
+        let hint = match suggestion(&key, KEYS.iter().map(String::as_str)) {
+            Some(known) => {
+                if let Some(key) = ["threshold", "query", "promql"]
+                    .into_iter()
+                    .find(|key| *key == known)
+                {
+                    problems.suggested.push(key);
+                }
+                format!("did you mean `{known}`?")
+            }
+            None => format!("known fields: {}", KEYS.join(", ")),
+        };
+        let error = match key_position(text, &key) {
+            Some((line, column)) => {
+                format!("{origin}:{line}:{column}: unknown field `{key}`, {hint}")
+            }
+            None => format!("{origin}: unknown field `{key}`, {hint}"),
+        };
+        problems.errors.push(error);
+    }
+    match object.get("version") {
+        None => problems.whole("`version`: missing; add \"version\": 1"),
+        Some(version) if version.as_u64() != Some(1) => {
+            problems.field("version", format!("must be 1, not {version}"));
+        }
+        Some(_) => {}
+    }
+    object.insert("version".into(), 1.into());
+    // each key on its own, so one wrong type does not hide the next
+    let keys: Vec<String> = object.keys().cloned().collect();
+    for key in keys {
+        let mut single = Map::new();
+        single.insert("version".into(), 1.into());
+        single.insert(key.clone(), object[&key].clone());
+        if let Err(error) = serde_json::from_value::<RuleFile>(Value::Object(single)) {
+            problems.field(&key, without_position(&error));
+            object.remove(&key);
+        }
+    }
+    let file: RuleFile = match serde_json::from_value(Value::Object(object)) {
+        Ok(file) => file,
+        Err(error) => {
+            problems.whole(without_position(&error));
+            return Err(problems.errors);
+        }
+    };
+    let rule = check_fields(file, name, &mut problems);
+    match rule {
+        Some(rule) if problems.errors.is_empty() => Ok(rule),
+        _ => Err(problems.errors),
+    }
+}
+
+/// The checks of a rule whose keys and types are right; `None` when one failed.
+fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<LoadedRule> {
+    let schedule = match Schedule::parse(&file.schedule, file.timezone.as_deref()) {
+        Ok(schedule) => Some(schedule),
+        Err(error) => {
+            let field = match error {
+                ScheduleError::Timezone(_) => "timezone",
+                _ => "schedule",
+            };
+            problems.field(field, error);
+            None
+        }
+    };
+    if let Some(query) = &file.query {
+        let as_dsl = match query {
+            Value::String(text) => serde_json::json!({"query_string": {"query": text}}),
+            other => other.clone(),
+        };
+        let context = crate::index::query::dsl::ParseContext {
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            timestamp_field: "@timestamp".into(),
+        };
+        if let Err(error) = crate::index::query::dsl::parse_query(&as_dsl, &context) {
+            problems.field("query", error.reason);
+        }
+    }
+    let source = match (&file.query, &file.promql) {
+        (Some(_), Some(_)) => {
+            problems.field(
+                "promql",
+                "a rule has either `query` (a log rule) or `promql` (a metric rule), not both",
+            );
+            None
+        }
+        (None, None) => {
+            if !problems
+                .suggested
+                .iter()
+                .any(|key| *key == "query" || *key == "promql")
+            {
+                problems.whole("`query`: a rule needs `query` (a log query to count) or `promql` (a PromQL expression)");
+            }
+            None
+        }
+        (Some(query), None) => {
+            if file.threshold.is_none() && !problems.suggested.contains(&"threshold") {
+                problems.whole(
+                    "`threshold`: a log rule needs one, e.g. \"threshold\": {\"op\": \">\", \"value\": 20}",
+                );
+            }
+            Some(RuleSource::Logs {
+                index: file.index.clone().unwrap_or_else(|| "logs".into()),
+                query: query.clone(),
+            })
+        }
+        (None, Some(text)) => {
+            for (field, set) in [
+                ("index", file.index.is_some()),
+                ("window", file.window.is_some()),
+                ("group_by", !file.group_by.is_empty()),
+                ("group_ttl", file.group_ttl.is_some()),
+            ] {
+                if set {
+                    problems.field(field, "belongs to log rules; a metric rule's series and ranges are in its `promql` expression");
+                }
+            }
+            match crate::promql::parse(text) {
+                Ok(expr) => Some(RuleSource::Metrics { expr }),
+                Err(error) => {
+                    problems.field("promql", error);
+                    None
+                }
+            }
+        }
+    };
+    let mut duration_of = |field: &str, text: Option<&str>, default: Duration| {
+        duration(field, text, default).unwrap_or_else(|error| {
+            problems.field(
+                field,
+                error
+                    .split_once(": ")
+                    .map_or(error.as_str(), |(_, rest)| rest),
+            );
+            default
+        })
+    };
+    let window = duration_of("window", file.window.as_deref(), Duration::from_secs(60));
+    let timing = Timing {
+        for_duration: duration_of("for", file.for_duration.as_deref(), Duration::ZERO),
+        keep_firing_for: duration_of(
+            "keep_firing_for",
+            file.keep_firing_for.as_deref(),
+            Duration::ZERO,
+        ),
+        repeat_interval: file
+            .repeat_interval
+            .as_deref()
+            .map(|text| duration_of("repeat_interval", Some(text), Duration::ZERO)),
+    };
+    let max_delay = duration_of(
+        "max_delay",
+        file.max_delay.as_deref(),
+        Duration::from_secs(30),
+    );
+    let group_ttl = duration_of(
+        "group_ttl",
+        file.group_ttl.as_deref(),
+        window.saturating_mul(10).max(Duration::from_secs(3600)),
+    );
+    let expect_matches = file
+        .expect_matches
+        .as_deref()
+        .map(|text| duration_of("expect_matches", Some(text), Duration::ZERO));
+    if expect_matches.is_some_and(|period| period.is_zero()) {
+        problems.field("expect_matches", "must be longer than 0s, e.g. \"1h\"");
+    }
+    // log rules know their labels (the group_by fields); a metric rule's come from its
+    // expression
+    let labels = file.promql.is_none().then_some(file.group_by.as_slice());
+    let template = |problems: &mut Problems, field: &str, text: &str| {
+        Template::parse(text, labels)
+            .map_err(|error| problems.field(field, error))
+            .ok()
+    };
+    let summary = file
+        .summary
+        .as_deref()
+        .and_then(|text| template(problems, "summary", text));
+    let description = file
+        .description
+        .as_deref()
+        .and_then(|text| template(problems, "description", text));
+    let mut context = Vec::new();
+    for (number, text) in file.context.iter().enumerate() {
+        let field = format!("context[{number}]");
+        let Some(parsed) = template(problems, &field, text) else {
+            continue;
+        };
+        // the expression must parse once labels are in: try it with placeholders
+        let example = parsed.render(&TemplateData {
+            labels: file
+                .group_by
+                .iter()
+                .map(|field| (field.clone(), "x".to_string()))
+                .collect(),
+            ..TemplateData::default()
+        });
+        match crate::promql::parse(&example) {
+            Ok(_) => context.push(parsed),
+            Err(error) => problems.field(&field, error),
+        }
+    }
+    if !problems.errors.is_empty() {
+        return None;
+    }
+    Some(LoadedRule {
+        name: name.to_string(),
+        threshold: file.threshold.clone(),
+        source: source?,
+        schedule: schedule?,
+        file,
+        window,
+        timing,
+        summary,
+        description,
+        context,
+        max_delay,
+        group_ttl,
+        expect_matches,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mistake_of_a_rule_is_reported_once_with_one_position_format() {
+        let text = r#"{
+  "version": 1,
+  "query": "status:500",
+  "treshold": {"op": ">", "value": 20},
+  "window": "five minutes",
+  "severity": 3,
+  "summary": "{{ $labels.host }}"
+}"#;
+        let errors = check_rule(text, "three_mistakes", "q.json")
+            .err()
+            .expect("invalid");
+        let joined = errors.join("\n");
+        assert!(
+            joined.contains("q.json:4:3: unknown field `treshold`, did you mean `threshold`?"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("q.json:5:3: `window`: `five minutes`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("q.json:6:3: `severity`: invalid type"),
+            "{joined}"
+        );
+        assert!(joined.contains("q.json:7:3: `summary`: "), "{joined}");
+        assert!(
+            !joined.contains(" at line "),
+            "one position format: {joined}"
+        );
+    }
+
+    #[test]
+    fn key_positions_are_of_top_level_keys_only() {
+        let text = "{\"threshold\": {\"value\": 1},\n  \"value\": 2}";
+        assert_eq!(key_position(text, "value"), Some((2, 3)));
+        assert_eq!(key_position(text, "threshold"), Some((1, 2)));
+        assert_eq!(key_position(text, "missing"), None);
+    }
+
+    #[test]
+    fn suggestions_are_for_near_misses_only() {
+        let keys = ["threshold", "schedule", "group_by", "window"];
+        assert_eq!(suggestion("treshold", keys), Some("threshold"));
+        assert_eq!(suggestion("shedule", keys), Some("schedule"));
+        assert_eq!(suggestion("colour", keys), None);
+    }
+}
