@@ -52,8 +52,14 @@ async fn schedules_that_cannot_run_are_refused_by_check_and_put() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for ((_, reason), path) in CASES.iter().zip(&files) {
-        let expected = format!("{}: `schedule`: {reason}", path.display());
-        assert!(stderr.contains(&expected), "{expected}\nnot in:\n{stderr}");
+        // `FILE:LINE:COLUMN: field: reason`
+        let expected = format!("`schedule`: {reason}");
+        assert!(
+            stderr.lines().any(|line| line
+                .strip_prefix(&format!("{}:", path.display()))
+                .is_some_and(|rest| rest.ends_with(&expected))),
+            "{expected}\nnot in:\n{stderr}"
+        );
     }
 
     let server = Server::start(
