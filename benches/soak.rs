@@ -285,6 +285,11 @@ async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64
 struct Sample {
     minute: f64,
     rss_mib: f64,
+    /// The heap and other private memory: what a leak grows. RSS also counts the pages
+    /// of memory-mapped index files a search touched (RssFile), which grow with the
+    /// data searched and which the kernel reclaims under pressure.
+    anon_mib: f64,
+    file_mib: f64,
     fds: usize,
     threads: u64,
     wal_mib: f64,
@@ -315,6 +320,8 @@ fn sample(pid: u32, data: &Path, started: Instant) -> Sample {
     Sample {
         minute: started.elapsed().as_secs_f64() / 60.0,
         rss_mib: field("VmRSS:") as f64 / 1024.0,
+        anon_mib: field("RssAnon:") as f64 / 1024.0,
+        file_mib: field("RssFile:") as f64 / 1024.0,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|entries| entries.count())
             .unwrap_or(0),
@@ -442,14 +449,16 @@ fn main() {
             .collect();
         let started = Instant::now();
         let mut samples = Vec::new();
-        println!("minute  rss_mib  fds  threads  wal_mib  tsdb_wal_mib  cpu_s");
+        println!("minute  rss_mib  anon_mib  file_mib  fds  threads  wal_mib  tsdb_wal_mib  cpu_s");
         while started.elapsed() < Duration::from_secs(minutes * 60) {
             tokio::time::sleep(Duration::from_secs(30)).await;
             let now = sample(pid, &data, started);
             println!(
-                "{:6.1}  {:7.1}  {:3}  {:7}  {:7.1}  {:12.1}  {:6.1}",
+                "{:6.1}  {:7.1}  {:8.1}  {:8.1}  {:3}  {:7}  {:7.1}  {:12.1}  {:6.1}",
                 now.minute,
                 now.rss_mib,
+                now.anon_mib,
+                now.file_mib,
                 now.fds,
                 now.threads,
                 now.wal_mib,
@@ -519,6 +528,41 @@ fn main() {
                 max(|sample| sample.tsdb_wal_mib),
                 100.0 * (last.cpu - first.cpu) / ((last.minute - first.minute) * 60.0).max(1e-9),
             );
+            // samples swing by a hundred MiB from one to the next (indexing buffers,
+            // query results), so the trend is a least-squares slope over every sample and
+            // the means of the first and last fifth, not two single samples
+            let trend = |value: fn(&Sample) -> f64| {
+                let n = after_warmup.len() as f64;
+                let (sx, sy) = after_warmup.iter().fold((0.0, 0.0), |(sx, sy), sample| {
+                    (sx + sample.minute, sy + value(sample))
+                });
+                let (sxx, sxy) = after_warmup.iter().fold((0.0, 0.0), |(sxx, sxy), sample| {
+                    (
+                        sxx + sample.minute * sample.minute,
+                        sxy + sample.minute * value(sample),
+                    )
+                });
+                let slope_per_hour = 60.0 * (n * sxy - sx * sy) / (n * sxx - sx * sx).max(1e-9);
+                let fifth = (after_warmup.len() / 5).max(1);
+                let mean = |samples: &[&Sample]| {
+                    samples.iter().map(|sample| value(sample)).sum::<f64>() / samples.len() as f64
+                };
+                (
+                    mean(&after_warmup[..fifth]),
+                    mean(&after_warmup[after_warmup.len() - fifth..]),
+                    slope_per_hour,
+                )
+            };
+            for (name, value) in [
+                ("RSS", (|sample: &Sample| sample.rss_mib) as fn(&Sample) -> f64),
+                ("anonymous (heap)", |sample: &Sample| sample.anon_mib),
+                ("file-backed (mapped index)", |sample: &Sample| sample.file_mib),
+            ] {
+                let (early, late, slope) = trend(value);
+                println!(
+                    "{name}: mean of the first fifth {early:.0} MiB, of the last fifth {late:.0} MiB; least-squares slope {slope:+.0} MiB/h"
+                );
+            }
         }
         println!(
             "exactly once: _bulk sent {bulk_lines} (seq sum {bulk_sum}), counted {} (seq sum {}); agent wrote {agent_lines} (seq sum {agent_sum}), counted {} (seq sum {})",
