@@ -315,7 +315,8 @@ pub struct IndexConfig {
     pub writer_memory_bytes: u64,
     /// Indexing threads of one partition writer.
     pub writer_threads: usize,
-    /// Partition writers kept open at once (least recently used is closed first).
+    /// Partition writers kept open at once (least recently used is closed first; one not
+    /// written for a minute is closed at maintenance).
     pub max_open_writers: usize,
 }
 
