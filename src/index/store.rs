@@ -1027,7 +1027,10 @@ mod tests {
             .iter()
             .map(|partition| partition.searcher().segment_readers().len())
             .collect();
-        assert_eq!(segments, [1; 6], "one segment per partition: no eviction mid-batch");
+        assert_eq!(
+            segments, [1; 6],
+            "one segment per partition: no eviction mid-batch"
+        );
         let docs: u64 = logs
             .partitions()
             .iter()
@@ -1042,19 +1045,31 @@ mod tests {
         let store = store_with_writers(dir.path(), 4);
         let start = 1_795_341_600_000_000;
         store
-            .apply(1, vec![doc(&store, "a", start), doc(&store, "b", start + HOUR)], false)
+            .apply(
+                1,
+                vec![doc(&store, "a", start), doc(&store, "b", start + HOUR)],
+                false,
+            )
             .expect("apply");
         let logs = store.get("logs").expect("index");
         assert_eq!(
-            store.close_idle_writers(std::time::Duration::from_secs(3600)).expect("close"),
+            store
+                .close_idle_writers(std::time::Duration::from_secs(3600))
+                .expect("close"),
             0,
             "just written: kept open"
         );
         assert_eq!(
-            store.close_idle_writers(std::time::Duration::ZERO).expect("close"),
+            store
+                .close_idle_writers(std::time::Duration::ZERO)
+                .expect("close"),
             2
         );
-        assert!(logs.partitions().iter().all(|partition| !partition.has_open_writer()));
+        assert!(
+            logs.partitions()
+                .iter()
+                .all(|partition| !partition.has_open_writer())
+        );
         // what they held is committed: searchable without another commit
         let docs: u64 = logs
             .partitions()

@@ -884,8 +884,7 @@ impl Ingest {
     /// holds. While storage is degraded the marks stay in the log.
     async fn maintain(&self, durable: u64) {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.close_idle_writers(WRITER_IDLE_CLOSE))
-            .await
+        match tokio::task::spawn_blocking(move || store.close_idle_writers(WRITER_IDLE_CLOSE)).await
         {
             Ok(Ok(closed)) if closed > 0 => {
                 tracing::debug!(closed, "idle partition writers closed")

@@ -167,7 +167,11 @@ impl HistoryWriter {
                     );
                 }
                 // copied, not taken: `History::held` shows them until they are indexed
-                if wait_for_storage { Vec::new() } else { held.clone() }
+                if wait_for_storage {
+                    Vec::new()
+                } else {
+                    held.clone()
+                }
             };
             if !pending.is_empty() {
                 match write_batch(&ingest, &pending).await {

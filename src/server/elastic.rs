@@ -880,9 +880,10 @@ fn search_error(error: search::SearchError) -> ApiError {
         }
         search::SearchError::Engine(error) => ApiError::internal("searching", error),
         // nobody reads it: the client left (Elasticsearch's word for a cancelled task)
-        search::SearchError::Canceled => {
-            bad_request("task_cancelled_exception", search::SearchError::Canceled.to_string())
-        }
+        search::SearchError::Canceled => bad_request(
+            "task_cancelled_exception",
+            search::SearchError::Canceled.to_string(),
+        ),
     }
 }
 

@@ -571,12 +571,16 @@ async fn a_query_whose_client_leaves_is_stopped_and_frees_its_slot() {
     })
     .await;
     drop(client);
-    wait_until("the query is cancelled once its client left", 30, || async {
-        server
-            .metrics()
-            .await
-            .contains("lookout_queries_cancelled_total{pool=\"promql\"} 1\n")
-    })
+    wait_until(
+        "the query is cancelled once its client left",
+        30,
+        || async {
+            server
+                .metrics()
+                .await
+                .contains("lookout_queries_cancelled_total{pool=\"promql\"} 1\n")
+        },
+    )
     .await;
     let (status, body) = promql(&server, "1").await;
     assert_eq!(status, 200, "the slot is free again: {body}");
