@@ -935,19 +935,7 @@ mod tests {
     #[test]
     fn a_replay_that_evicts_writers_keeps_every_document_of_the_replayed_records() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = IndexStore::open(
-            dir.path(),
-            StoreSettings {
-                partition_span_micros: HOUR,
-                retention_micros: 1000 * HOUR * 24 * 365,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 15 << 20,
-                },
-                max_open_writers: 4,
-            },
-        )
-        .expect("store");
+        let store = store_with_writers(dir.path(), 4);
         let start = 1_795_341_600_000_000;
         // five hourly partitions, the first one written again at the end
         let ops = |store: &IndexStore| -> Vec<WriteOp> {
@@ -971,19 +959,7 @@ mod tests {
     #[test]
     fn a_failed_record_after_unapplied_ones_does_not_complete_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = IndexStore::open(
-            dir.path(),
-            StoreSettings {
-                partition_span_micros: HOUR,
-                retention_micros: 1000 * HOUR * 24 * 365,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 15 << 20,
-                },
-                max_open_writers: 4,
-            },
-        )
-        .expect("store");
+        let store = store_with_writers(dir.path(), 4);
         store.apply(1, vec![], false).expect("apply");
         // records 2 and 3 acknowledged but not applied (a failed index write), 4 failed
         store.skip(4);
