@@ -64,6 +64,37 @@ impl LabeledCounter {
     }
 }
 
+/// A gauge with one label, moved up and down.
+#[derive(Default)]
+pub struct LabeledGauge(Mutex<BTreeMap<String, i64>>);
+
+impl LabeledGauge {
+    pub fn add(&self, label: &str, delta: i64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(label.to_string())
+            .or_default() += delta;
+    }
+    /// Writes the gauge in the text format, labelled `label_name`.
+    pub fn write(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
+        write_gauge_header(out, name, help);
+        let snapshot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (label, value) in snapshot {
+            let _ = writeln!(
+                out,
+                "{name}{{{label_name}=\"{}\"}} {value}",
+                escape_label(&label)
+            );
+        }
+    }
+}
+
 /// A counter with two labels.
 #[derive(Default)]
 pub struct PairCounter(Mutex<BTreeMap<(String, String), u64>>);
@@ -183,6 +214,7 @@ pub struct Telemetry {
     pub handler_panics: Counter,
     /// Searches and PromQL queries stopped because their client went away, by pool.
     pub queries_cancelled: LabeledCounter,
+    pub queries_running: LabeledGauge,
     pub wal_sync_seconds: Histogram,
     pub wal_records: Counter,
     pub commit_seconds: Histogram,
@@ -329,6 +361,12 @@ impl Telemetry {
             "Searches and PromQL queries stopped because their client went away, by pool.",
             "pool",
             &self.queries_cancelled,
+        );
+        self.queries_running.write(
+            &mut out,
+            "lookout_queries_running",
+            "Searches and PromQL queries running now, by pool (at most its query_max_concurrency).",
+            "pool",
         );
         counter(
             &mut out,

@@ -565,11 +565,16 @@ async fn a_query_whose_client_leaves_is_stopped_and_frees_its_slot() {
         "GET /api/v1/query?query={heavy}&time=1700000000 HTTP/1.1\r\nHost: lookout\r\n\r\n"
     )
     .expect("send");
-    // it holds the one slot: a small query is refused while it runs
+    // (watched on /metrics: a probing query could take the slot first)
     wait_until("the heavy query runs", 30, || async {
-        promql(&server, "1").await.0 == 503
+        server
+            .metrics()
+            .await
+            .contains("lookout_queries_running{pool=\"promql\"} 1\n")
     })
     .await;
+    // it holds the one slot: a small query is refused while it runs
+    assert_eq!(promql(&server, "1").await.0, 503);
     drop(client);
     wait_until(
         "the query is cancelled once its client left",
