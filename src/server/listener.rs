@@ -15,6 +15,10 @@
 //!   connection is asked to finish its request in flight and close; those still open
 //!   after the grace period are cut. The caller commits what was acknowledged afterwards.
 //!
+//! - **Raw `<`, `>`, `"` in request targets**, as curl sends `?q=latency:>500`, are
+//!   percent-encoded before hyper parses them ([`super::request_target`]), so they are
+//!   accepted as Elasticsearch accepts them.
+//!
 //! axum's `serve` is kept for nothing: it has no timer (so no header timeout), no limit
 //! and waits for the slowest client forever on shutdown.
 
@@ -90,6 +94,7 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
+            let stream = super::request_target::LenientTarget::new(stream);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

@@ -22,6 +22,7 @@ pub mod lookout;
 pub mod prometheus;
 pub mod prometheus_query;
 pub mod query_pool;
+pub mod request_target;
 pub mod response;
 pub mod rules;
 pub mod ui;

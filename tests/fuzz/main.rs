@@ -16,6 +16,7 @@ mod filter_path;
 mod harness;
 mod promql;
 mod query;
+mod request_target;
 mod rule;
 mod schedule;
 mod template;

@@ -416,3 +416,57 @@ fn lookout_check_reports_every_error_with_file_and_field() {
     );
     assert!(stderr.contains("5 error(s) in 3 file(s)"), "{stderr}");
 }
+
+/// Sends `requests` raw on one keep-alive connection (the last asks to close) and returns
+/// everything the server answered.
+async fn raw_exchange(server: &Server, requests: Vec<u8>) -> String {
+    let address = server.address().to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream.write_all(&requests).expect("send");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .expect("raw exchange")
+}
+
+#[tokio::test]
+async fn raw_comparison_operators_in_q_work_as_curl_sends_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let mut body = String::new();
+    for (latency, message) in [(120, "fast"), (640, "slow db query"), (905, "slow cache")] {
+        body.push_str(&format!(
+            "{{\"index\":{{}}}}\n{{\"latency_ms\":{latency},\"message\":\"{message}\"}}\n"
+        ));
+    }
+    let (status, result) = server.post_ndjson("/app/_bulk?refresh=true", body).await;
+    assert_eq!(
+        (status, &result["errors"]),
+        (200, &json!(false)),
+        "{result}"
+    );
+    // what `curl 'localhost:9200/app/_count?q=latency_ms:>500'` sends: the `>` raw; then a
+    // body-carrying request and a raw `"` on the same keep-alive connection
+    let search = "{\"query\":{\"match\":{\"message\":\"cache\"}}}";
+    let requests = format!(
+        "GET /app/_count?q=latency_ms:>500 HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /app/_count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{search}\
+         GET /app/_count?q=message:\"db\" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        search.len()
+    );
+    let answer = raw_exchange(&server, requests.into_bytes()).await;
+    let counts: Vec<&str> = answer
+        .match_indices("\"count\":")
+        .map(|(at, _)| &answer[at..at + 9])
+        .collect();
+    assert_eq!(
+        counts,
+        ["\"count\":2", "\"count\":1", "\"count\":1"],
+        "{answer}"
+    );
+    assert!(!answer.contains("400 Bad Request"), "{answer}");
+}
