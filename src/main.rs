@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 // glibc's allocator spent a fifth of ingest CPU in malloc/free (measured with perf on
 // `cargo bench --bench ingest`); mimalloc is the standard drop-in for such workloads.
+// Built without the `mimalloc` feature, the system allocator stays (for heap profilers).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use lookout::agent::config::{AgentConfig, InputConfig};
@@ -437,6 +439,9 @@ fn tsdb_import(
 /// mimalloc reads its options from the environment when the process starts, so `ship`
 /// re-executes itself once with them set (same pid, same arguments).
 fn tune_allocator_for_the_agent() {
+    if !cfg!(feature = "mimalloc") {
+        return;
+    }
     use std::os::unix::process::CommandExt;
     const OPTIONS: [(&str, &str); 2] = [
         ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
