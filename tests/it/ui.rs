@@ -1,5 +1,5 @@
 //! The web UI in a real browser: headless Chromium (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them) driven over WebDriver against a real
+//! `chromium-driver`; `scripts/test` installs them) driven over WebDriver against a real
 //! `lookout serve` with ingested logs, a firing alert and scraped metrics. Screenshots of
 //! each page are saved to `target/tmp/ui-screenshots/`.
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::correlation::{scrape_config, scripted_target, serve_rules_with_config};
+use crate::support::rules::serve_rules_with_config;
+use crate::support::scrape::{scrape_config, scripted_target};
 use crate::support::{bulk_body, wait_until};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -31,7 +32,7 @@ impl Drop for Driver {
 async fn driver() -> Driver {
     assert!(
         std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (.ci/run does)"
+        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (scripts/test does)"
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
