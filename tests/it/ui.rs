@@ -176,6 +176,15 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .post_ndjson("/_bulk?refresh=true", bulk_body("logs", &docs))
         .await;
     assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    // a second index, as `lookout ship --index app` makes: the search page finds it too
+    let billing: Vec<serde_json::Value> = (0..3)
+        .map(|n| json!({"@timestamp": (now - chrono::Duration::seconds(45 * n)).to_rfc3339(),
+                        "service": "billing", "status": 500, "message": format!("invoice failed {n}")}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("app", &billing))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
     wait_until("the alert fires", 30, || async {
         let (_, body) = server.get("/api/v1/alerts").await;
         body["data"]["alerts"]
@@ -291,6 +300,36 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .await
         .expect("open search");
     wait_for(&client, "#results", "No logs in this range — widen it", 1).await;
+
+    // no index in the URL: every index but the hidden ones, as Elasticsearch's `_search`
+    client
+        .goto(&server.url("/ui/search?q=status:500&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#summary", "15 matching log lines", 1).await;
+    wait_for(&client, "#hits tr.doc", "invoice failed", 3).await;
+    wait_for_value(&client, "#index", "*").await;
+    // the index box offers every index the server has
+    for name in ["*", "logs", "app"] {
+        wait_for_value(&client, "#index-names option", name).await;
+    }
+    screenshot(&client, "search-every-index").await;
+    // an index without the lines: the empty state offers every index
+    client
+        .goto(&server.url("/ui/search?index=app&q=service:checkout&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#results", "or check the query and the index", 1).await;
+    client
+        .find(Locator::XPath("//button[text()='search every index']"))
+        .await
+        .expect("every-index button")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&client, "#summary", "12 matching log lines", 1).await;
+    let url = client.current_url().await.expect("url");
+    assert!(url.as_str().contains("index=*"), "{url}");
 
     // the alerts page shows the firing alert
     client
