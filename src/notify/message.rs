@@ -1,6 +1,6 @@
 //! Alert messages as Slack payloads: a `text` fallback plus Block Kit blocks, always within
-//! Slack's limits (checked by [`super::slack::check_limits`] in the tests for the worst
-//! inputs: long summaries, huge sample lines, sixty alerts at once).
+//! Slack's limits (checked by the tests' `check_limits`, `tests/it/support/slack_limits.rs`,
+//! for the worst inputs: long summaries, huge sample lines, sixty alerts at once).
 //!
 //! One message per rule and tick: the alerts of a rule that change at the same tick are
 //! listed together, the first [`MAX_LISTED`] in full and the rest as "+N more". A message
@@ -397,7 +397,7 @@ pub fn alertmanager_payload(message: &AlertMessage, receiver: &str, external_url
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::slack::check_limits;
+    use crate::notify::slack::limits::check_limits;
 
     fn message(kind: MessageKind, alerts: usize) -> AlertMessage {
         AlertMessage {

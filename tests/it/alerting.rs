@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::Timelike;
 use serde_json::{Value, json};
 
-use crate::slack::{MockSlack, start_mock};
-use crate::support::{Server, bulk_body, wait_until};
+use crate::support::rules::{history, ingest_500s, ingest_for, seed_rule, serve_rules};
+use crate::support::slack::{MockSlack, delivered, delivered_texts, received, start_mock};
+use crate::support::{Server, wait_until};
 
 // the mock Slack runs in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,108 +106,6 @@ async fn thirty_500s_fire_once_then_resolve_once_then_stay_quiet() {
             "{expected} missing from {metrics}"
         );
     }
-}
-
-/// The alert history of `rule`, newest first, once it holds at least one event.
-pub(crate) async fn history(server: &Server, rule: &str) -> Vec<serde_json::Value> {
-    let (status, body) = server
-        .get(&format!("/_lookout/alerts/history?rule={rule}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().cloned().unwrap_or_default()
-}
-
-/// `lookout serve` on `dir/data`, running `queries`, alerting to `webhook`.
-pub(crate) fn serve_rules(
-    dir: &std::path::Path,
-    queries: &std::path::Path,
-    webhook: &str,
-) -> Server {
-    Server::start_with_env(
-        &dir.join("data"),
-        "127.0.0.1:0",
-        &["--queries", &queries.display().to_string()],
-        &[("SLACK_WEBHOOK_URL", webhook)],
-    )
-}
-
-/// Writes the seed rule (`status:500` over 5 s, every 5 s, above 20) and starts a mock
-/// Slack; returns the queries directory, the mock and its webhook URL.
-pub(crate) async fn seed_rule(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, Arc<Mutex<MockSlack>>, String) {
-    let queries = dir.join("queries");
-    std::fs::create_dir_all(&queries).expect("mkdir");
-    std::fs::write(
-        queries.join("seed_500s.json"),
-        json!({
-            "version": 1,
-            "schedule": "*/5 * * * * *",
-            "index": "logs",
-            "query": "status:500",
-            "window": "5s",
-            "threshold": {"op": ">", "value": 20},
-            "severity": "critical",
-            "summary": "{{ $count }} HTTP 500s in the last {{ $window }}",
-            "runbook_url": "https://runbooks.example/500s"
-        })
-        .to_string(),
-    )
-    .expect("rule");
-    let mock = Arc::new(Mutex::new(MockSlack::default()));
-    let webhook = start_mock(mock.clone()).await;
-    (queries, mock, webhook)
-}
-
-/// Keeps clear of the last half second before a 5-second tick: lines stamped before a
-/// tick but acknowledged after it would belong to a window already counted (with no agent
-/// to wait for).
-pub(crate) async fn clear_of_tick() {
-    let into_period = chrono::Utc::now().timestamp_millis().rem_euclid(5000) as u64;
-    if into_period > 4500 {
-        tokio::time::sleep(Duration::from_millis(5000 - into_period + 50)).await;
-    }
-}
-
-/// Ingests `count` lines with `status: 500`, stamped now.
-pub(crate) async fn ingest_500s(server: &Server, count: usize) {
-    clear_of_tick().await;
-    let now = chrono::Utc::now().to_rfc3339();
-    let lines: Vec<serde_json::Value> = (0..count)
-        .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
-        .collect();
-    let (status, body) = server
-        .post_ndjson("/_bulk", bulk_body("logs", &lines))
-        .await;
-    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
-}
-
-/// A condition for `wait_until`: the mock received at least `count` messages.
-pub(crate) fn received(
-    mock: &Arc<Mutex<MockSlack>>,
-    count: usize,
-) -> impl FnMut() -> std::future::Ready<bool> {
-    let mock = mock.clone();
-    move || std::future::ready(mock.lock().expect("mock").received.len() >= count)
-}
-
-/// A condition for `wait_until`: the mock accepted at least `count` messages.
-pub(crate) fn delivered(
-    mock: &Arc<Mutex<MockSlack>>,
-    count: usize,
-) -> impl FnMut() -> std::future::Ready<bool> {
-    let mock = mock.clone();
-    move || std::future::ready(mock.lock().expect("mock").delivered.len() >= count)
-}
-
-/// The `text` of every message the mock accepted, in order.
-pub(crate) fn delivered_texts(mock: &Arc<Mutex<MockSlack>>) -> Vec<String> {
-    mock.lock()
-        .expect("mock")
-        .delivered
-        .iter()
-        .map(|payload| payload["text"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 // the mock Slack runs in this process while the test waits
@@ -378,7 +277,7 @@ async fn queries_reload_live_a_broken_edit_keeps_the_last_good_rule_and_deletion
 }
 
 /// Writes `rule` as `queries/NAME.json` and starts a server with a mock Slack.
-pub(crate) async fn server_with_rule(
+async fn server_with_rule(
     dir: &std::path::Path,
     name: &str,
     rule: serde_json::Value,
@@ -390,19 +289,6 @@ pub(crate) async fn server_with_rule(
     let webhook = start_mock(mock.clone()).await;
     let server = serve_rules(dir, &queries, &webhook);
     (server, mock)
-}
-
-pub(crate) async fn ingest_for(server: &Server, services: &[&str]) {
-    clear_of_tick().await;
-    let now = chrono::Utc::now().to_rfc3339();
-    let lines: Vec<serde_json::Value> = services
-        .iter()
-        .map(|service| json!({"@timestamp": now, "service": service, "status": 500}))
-        .collect();
-    let (status, body) = server
-        .post_ndjson("/_bulk", bulk_body("logs", &lines))
-        .await;
-    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
 }
 
 // the mock Slack runs in this process while the test waits

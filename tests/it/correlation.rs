@@ -3,48 +3,18 @@
 //! scraped counter), the seed's Prometheus alerting rule runs as a Lookout metric rule,
 //! and a log alert carries its `context` metric values to Slack.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::alerting::{delivered, delivered_texts};
-use crate::metrics::listen;
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::serve_rules_with_config;
+use crate::support::scrape::{scrape_config, scripted_target};
+use crate::support::slack::{MockSlack, delivered, delivered_texts, start_mock};
 use crate::support::{Server, bulk_body, urlencode, wait_until};
-
-/// A target serving whatever `body` holds when scraped (`{n}` becomes the scrape number).
-pub(crate) async fn scripted_target(body: Arc<Mutex<String>>) -> String {
-    let scrapes = Arc::new(AtomicU64::new(0));
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (body, scrapes) = (Arc::clone(&body), Arc::clone(&scrapes));
-            async move {
-                let n = scrapes.fetch_add(1, Ordering::SeqCst) + 1;
-                let text = body.lock().expect("body").replace("{n}", &n.to_string());
-                ([("content-type", "text/plain; version=0.0.4")], text)
-            }
-        }),
-    );
-    listen(router).await
-}
 
 fn write_rule(queries: &std::path::Path, name: &str, rule: Value) {
     std::fs::create_dir_all(queries).expect("mkdir");
     std::fs::write(queries.join(format!("{name}.json")), rule.to_string()).expect("rule");
-}
-
-pub(crate) fn scrape_config(dir: &std::path::Path, target: &str) -> std::path::PathBuf {
-    let config = dir.join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[scrape_configs]]\njob_name = \"app\"\nscrape_interval = \"1s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{target}\"]\n"
-        ),
-    )
-    .expect("config");
-    config
 }
 
 async fn instant(server: &Server, query: &str, time_ms: i64) -> Vec<Value> {
@@ -453,32 +423,6 @@ async fn a_log_alert_carries_its_context_metric_values_to_slack() {
         "{latency_line} vs {expected} s"
     );
     assert!(latency_line.ends_with("ms"), "a duration: {latency_line}");
-}
-
-/// `lookout serve` on `dir/data` with `config` and `queries`, alerting to `webhook`
-/// (none: the console).
-pub(crate) fn serve_rules_with_config(
-    dir: &std::path::Path,
-    queries: &std::path::Path,
-    config: &std::path::Path,
-    webhook: &str,
-) -> Server {
-    let env: &[(&str, &str)] = if webhook.is_empty() {
-        &[]
-    } else {
-        &[("SLACK_WEBHOOK_URL", webhook)]
-    };
-    Server::start_with_env(
-        &dir.join("data"),
-        "127.0.0.1:0",
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--queries",
-            &queries.display().to_string(),
-        ],
-        env,
-    )
 }
 
 fn lookout(args: &[&str]) -> (i32, String, String) {

@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::alerting::delivered_texts;
-use crate::slack::{MockSlack, start_mock};
+use crate::support::slack::{MockSlack, delivered_texts, start_mock};
 
 // the mock Slack runs in this process while the demo runs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::alerting::{delivered, delivered_texts, serve_rules};
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::serve_rules;
+use crate::support::slack::{MockSlack, delivered, delivered_texts, start_mock};
 use crate::support::{Agent, Server, agent_config, bulk_body, wait_until};
 
 /// A rule firing on more than 5 ERROR lines in the last minute, checked every second.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::slack::{MockSlack, start_mock};
+use crate::support::slack::{MockSlack, start_mock};
 use crate::support::{
     Agent, Server, agent_config, append_lines, assert_exactly_once, bulk_body, wait_until,
 };
@@ -210,7 +210,7 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     let queries = rule(dir.path());
     let mock = Arc::new(Mutex::new(MockSlack::default()));
     let webhook = start_mock(mock.clone()).await;
-    let target = crate::metrics::target("app_requests_total 7\n").await;
+    let target = crate::support::scrape::target("app_requests_total 7\n").await;
     let server = start(
         dir.path(),
         &data,
@@ -279,13 +279,13 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
     wait_until(
         "the firing message",
         30,
-        crate::alerting::delivered(&mock, 1),
+        crate::support::slack::delivered(&mock, 1),
     )
     .await;
     wait_until(
         "the resolved message",
         30,
-        crate::alerting::delivered(&mock, 2),
+        crate::support::slack::delivered(&mock, 2),
     )
     .await;
     let messages: Vec<String> = mock
@@ -310,10 +310,10 @@ async fn a_full_disk_refuses_writes_keeps_searching_and_alerting_and_resumes_by_
             .collect()
     };
     wait_until("the held history shows both transitions", 10, || async {
-        transitions(crate::alerting::history(&server, "disk_500s").await).len() >= 2
+        transitions(crate::support::rules::history(&server, "disk_500s").await).len() >= 2
     })
     .await;
-    let held = transitions(crate::alerting::history(&server, "disk_500s").await);
+    let held = transitions(crate::support::rules::history(&server, "disk_500s").await);
     assert_eq!(held, ["resolved", "firing"], "newest first");
     let metrics = server.metrics().await;
     assert!(

@@ -10,6 +10,7 @@ mod bad_input;
 mod chaos;
 mod correlation;
 mod demo;
+mod docs;
 mod durability;
 mod event_time;
 mod full_disk;

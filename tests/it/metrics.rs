@@ -5,27 +5,8 @@
 
 use serde_json::Value;
 
-use crate::support::{Server, urlencode, wait_until};
-
-/// Serves `router` on a loopback port; returns `host:port`.
-pub(crate) async fn listen(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address.to_string()
-}
-
-pub(crate) async fn target(body: &'static str) -> String {
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || async move {
-            ([("content-type", "text/plain; version=0.0.4")], body)
-        }),
-    );
-    listen(router).await
-}
+use crate::support::scrape::target;
+use crate::support::{Server, listen, urlencode, wait_until};
 
 // the targets run in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +318,7 @@ async fn the_query_api_answers_in_prometheus_shapes_including_errors() {
             .contains("native histograms"),
         "{body}"
     );
-    // Prometheus' own client, unmodified (Debian's prometheus package; .ci/run installs it)
+    // Prometheus' own client, unmodified (Debian's prometheus package; scripts/test installs it)
     let promtool = |args: Vec<String>| {
         let output = std::process::Command::new("promtool")
             .args(&args)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::alerting::{history, ingest_500s, ingest_for, received, seed_rule, serve_rules};
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::{history, ingest_500s, ingest_for, seed_rule, serve_rules};
+use crate::support::slack::{MockSlack, received, start_mock};
 use crate::support::{Server, wait_until};
 
 fn rule(severity: &str, notify: &[&str]) -> Value {

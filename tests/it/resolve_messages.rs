@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::alerting::{delivered, delivered_texts};
-use crate::correlation::{scrape_config, scripted_target, serve_rules_with_config};
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::serve_rules_with_config;
+use crate::support::scrape::{scrape_config, scripted_target};
+use crate::support::slack::{MockSlack, delivered, delivered_texts, start_mock};
 use crate::support::{bulk_body, wait_until};
 
 /// The text of every section field of a delivered Slack payload, joined.

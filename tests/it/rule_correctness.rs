@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::alerting::{delivered_texts, received, serve_rules};
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::serve_rules;
+use crate::support::slack::{MockSlack, delivered_texts, received, start_mock};
 use crate::support::{Server, bulk_body, decode, wait_until};
 
 fn lookout(args: &[&str], cwd: &Path) -> (Option<i32>, String, String) {
@@ -223,7 +223,7 @@ async fn an_expect_matches_rule_alerts_when_its_query_matched_nothing() {
         alerts["data"]["alerts"][0]["labels"]["lookout_alert"], "no_matches",
         "{alerts}"
     );
-    let events = crate::alerting::history(&server, "fatal_errors").await;
+    let events = crate::support::rules::history(&server, "fatal_errors").await;
     assert!(
         events.iter().any(|event| event["from"] == "inactive"
             && event["to"] == "firing"

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::alerting::{history, ingest_500s, serve_rules};
-use crate::slack::{MockSlack, start_mock};
+use crate::support::rules::{history, ingest_500s, serve_rules};
+use crate::support::slack::{MockSlack, start_mock};
 use crate::support::{Server, decode, wait_until};
 
 async fn send(

@@ -1,143 +1,18 @@
-//! Slack delivery against a mock Slack on loopback that answers what each test scripts
-//! and rejects any payload outside Slack's limits, like Slack does.
+//! Slack delivery against the mock Slack (`support::slack`), which answers what each
+//! test scripts and rejects any payload outside Slack's limits, like Slack does; and
+//! those limits themselves (`support::slack_limits`).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use lookout::config::Secret;
-use lookout::notify::slack::check_limits;
 use lookout::notify::webhook::{Outcome, Webhook};
 
-#[derive(Default)]
-pub struct MockSlack {
-    /// (status, Retry-After, body) for the next requests; then 200 "ok".
-    pub script: VecDeque<(u16, Option<u64>, &'static str)>,
-    /// When each request arrived, and its payload.
-    pub received: Vec<(Instant, Value)>,
-    /// Payloads answered 200 (delivered), in order.
-    pub delivered: Vec<Value>,
-    /// Validate payloads as Alertmanager's webhook payload instead of Slack messages.
-    pub alertmanager: bool,
-    /// Hold the answer to the next accepted message this long (once).
-    pub hold_next_answer: Option<Duration>,
-}
-
-/// Why `payload` is not Alertmanager's webhook payload (version 4), or `Ok`.
-pub fn check_alertmanager(payload: &Value) -> Result<(), String> {
-    let string = |value: &Value, what: &str| {
-        value
-            .as_str()
-            .map(|_| ())
-            .ok_or_else(|| format!("`{what}` is not a string"))
-    };
-    if payload["version"] != "4" {
-        return Err("`version` is not \"4\"".into());
-    }
-    for field in ["groupKey", "status", "receiver", "externalURL"] {
-        string(&payload[field], field)?;
-    }
-    for field in ["groupLabels", "commonLabels", "commonAnnotations"] {
-        if !payload[field].is_object() {
-            return Err(format!("`{field}` is not an object"));
-        }
-    }
-    let alerts = payload["alerts"]
-        .as_array()
-        .ok_or("`alerts` is not an array")?;
-    if alerts.is_empty() {
-        return Err("no alerts".into());
-    }
-    for alert in alerts {
-        for field in [
-            "status",
-            "startsAt",
-            "endsAt",
-            "generatorURL",
-            "fingerprint",
-        ] {
-            string(&alert[field], field)?;
-        }
-        for field in ["startsAt", "endsAt"] {
-            chrono::DateTime::parse_from_rfc3339(alert[field].as_str().unwrap_or_default())
-                .map_err(|error| format!("`{field}`: {error}"))?;
-        }
-        let labels = alert["labels"]
-            .as_object()
-            .ok_or("`labels` is not an object")?;
-        if !labels.contains_key("alertname") || labels.values().any(|value| !value.is_string()) {
-            return Err("`labels` lacks `alertname` or has a non-string value".into());
-        }
-    }
-    Ok(())
-}
-
-/// What the mock answers to `payload`, and how long to hold the answer back.
-fn answer(mock: &mut MockSlack, payload: Value) -> (axum::response::Response, Option<Duration>) {
-    mock.received.push((Instant::now(), payload.clone()));
-    let valid = if mock.alertmanager {
-        check_alertmanager(&payload)
-    } else {
-        check_limits(&payload)
-    };
-    if let Err(reason) = valid {
-        eprintln!("mock slack: invalid payload: {reason}");
-        return (
-            (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
-            None,
-        );
-    }
-    match mock.script.pop_front() {
-        Some((status, retry_after, body)) => {
-            let mut response =
-                (StatusCode::from_u16(status).expect("status"), body).into_response();
-            if let Some(seconds) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", seconds.to_string().parse().expect("header"));
-            }
-            (response, None)
-        }
-        None => {
-            mock.delivered.push(payload);
-            // accepted, like Slack; the answer may be held back (a sender that dies
-            // meanwhile never learns of the acceptance)
-            (
-                (StatusCode::OK, "ok").into_response(),
-                mock.hold_next_answer.take(),
-            )
-        }
-    }
-}
-
-/// Starts the mock; returns its webhook URL.
-pub async fn start_mock(mock: Arc<Mutex<MockSlack>>) -> String {
-    let handler = move |body: axum::body::Bytes| {
-        let mock = mock.clone();
-        async move {
-            let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            // the lock is released before any wait
-            let (response, hold) = answer(&mut mock.lock().expect("mock"), payload);
-            if let Some(hold) = hold {
-                tokio::time::sleep(hold).await;
-            }
-            response
-        }
-    };
-    let router =
-        axum::Router::new().route("/services/T000/B000/s3cr3t", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}/services/T000/B000/s3cr3t")
-}
+use crate::support::slack::{MockSlack, start_mock};
+use crate::support::slack_limits::check_limits;
 
 fn message(text: &str) -> Value {
     json!({
@@ -265,4 +140,28 @@ async fn an_unreachable_webhook_gives_up_at_the_deadline_without_revealing_its_u
     assert!(attempts >= 2, "retried before the deadline");
     assert!(!last_error.contains("s3cr3t"), "{last_error}");
     assert!(!format!("{webhook:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn limits_are_slacks() {
+    assert!(check_limits(&json!({"text": "hi"})).is_ok());
+    assert!(check_limits(&json!({})).is_err());
+    let section =
+        |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
+    assert!(check_limits(&json!({"text": "x", "blocks": [section("a".repeat(3000))]})).is_ok());
+    assert!(
+        check_limits(&json!({"text": "x", "blocks": [section("a".repeat(3001))]}))
+            .expect_err("too long")
+            .contains("section text over 3000")
+    );
+    let header = json!({"type": "header", "text": {"type": "plain_text", "text": "h".repeat(151)}});
+    assert!(check_limits(&json!({"text": "x", "blocks": [header]})).is_err());
+    let many: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
+    assert!(check_limits(&json!({"text": "x", "blocks": many})).is_err());
+    let big: Vec<Value> = (0..20).map(|_| section("b".repeat(2500))).collect();
+    assert!(
+        check_limits(&json!({"text": "x", "blocks": big}))
+            .expect_err("too big")
+            .contains("over 40000")
+    );
 }

@@ -19,7 +19,7 @@ async fn the_official_elasticsearch_python_client_works_unmodified() {
         tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(base).output())
             .await
             .expect("join")
-            .expect("python3 runs (CI installs it with the `elasticsearch` package; see .ci/run)");
+            .expect("python3 runs (scripts/test installs it with the `elasticsearch` package)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -55,7 +55,7 @@ async fn the_acknowledgment_waits_for_the_write_ahead_log_fsync() {
         .env("LOOKOUT_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .expect("strace is installed (CI installs it; see .ci/run)");
+        .expect("strace is installed (scripts/test installs it)");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let address = loop {

@@ -1,5 +1,5 @@
 //! The web UI in a real browser: headless Chromium (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them) driven over WebDriver against a real
+//! `chromium-driver`; `scripts/test` installs them) driven over WebDriver against a real
 //! `lookout serve` with ingested logs, a firing alert and scraped metrics. Screenshots of
 //! each page are saved to `target/tmp/ui-screenshots/`.
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::correlation::{scrape_config, scripted_target, serve_rules_with_config};
+use crate::support::rules::serve_rules_with_config;
+use crate::support::scrape::{scrape_config, scripted_target};
 use crate::support::{bulk_body, wait_until};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -31,7 +32,7 @@ impl Drop for Driver {
 async fn driver() -> Driver {
     assert!(
         std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (.ci/run does)"
+        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (scripts/test does)"
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -175,6 +176,15 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .post_ndjson("/_bulk?refresh=true", bulk_body("logs", &docs))
         .await;
     assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    // a second index, as `lookout ship --index app` makes: the search page finds it too
+    let billing: Vec<serde_json::Value> = (0..3)
+        .map(|n| json!({"@timestamp": (now - chrono::Duration::seconds(45 * n)).to_rfc3339(),
+                        "service": "billing", "status": 500, "message": format!("invoice failed {n}")}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("app", &billing))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
     wait_until("the alert fires", 30, || async {
         let (_, body) = server.get("/api/v1/alerts").await;
         body["data"]["alerts"]
@@ -290,6 +300,36 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         .await
         .expect("open search");
     wait_for(&client, "#results", "No logs in this range — widen it", 1).await;
+
+    // no index in the URL: every index but the hidden ones, as Elasticsearch's `_search`
+    client
+        .goto(&server.url("/ui/search?q=status:500&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#summary", "15 matching log lines", 1).await;
+    wait_for(&client, "#hits tr.doc", "invoice failed", 3).await;
+    wait_for_value(&client, "#index", "*").await;
+    // the index box offers every index the server has
+    for name in ["*", "logs", "app"] {
+        wait_for_value(&client, "#index-names option", name).await;
+    }
+    screenshot(&client, "search-every-index").await;
+    // an index without the lines: the empty state offers every index
+    client
+        .goto(&server.url("/ui/search?index=app&q=service:checkout&from=now-1h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#results", "or check the query and the index", 1).await;
+    client
+        .find(Locator::XPath("//button[text()='search every index']"))
+        .await
+        .expect("every-index button")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&client, "#summary", "12 matching log lines", 1).await;
+    let url = client.current_url().await.expect("url");
+    assert!(url.as_str().contains("index=*"), "{url}");
 
     // the alerts page shows the firing alert
     client

@@ -132,18 +132,29 @@ function route() {
   page(main);
 }
 
+// Every non-hidden index, as Elasticsearch's `_search` without one: what the search page
+// shows when the URL names no index.
+const EVERY_INDEX = "*";
+
 // Search: query bar, time range, histogram (drag to zoom), results, field sidebar.
 function searchPage(main) {
   const p = params();
   const state = {
-    index: p.get("index") || "logs",
+    index: p.get("index") || EVERY_INDEX,
     q: p.get("q") ?? (p.get("dsl") ? "" : "*"),
     dsl: p.get("dsl") || "",
     from: p.get("from") || "now-15m",
     to: p.get("to") || "now",
     page: Number(p.get("page") || 0),
   };
-  const index = h("input", { id: "index", name: "index", value: state.index, size: 12, "aria-label": "Index" });
+  const index = h("input", { id: "index", name: "index", value: state.index, size: 12, "aria-label": "Index",
+    list: "index-names", placeholder: EVERY_INDEX, autocomplete: "off" });
+  // the index box offers the indices this server has: every one, each by name, hidden last
+  const indexNames = h("datalist", { id: "index-names" }, h("option", { value: EVERY_INDEX }, "every index"));
+  api("/_cat/indices/*,.*?format=json").then((rows) => {
+    const names = rows.map((row) => row.index).sort((a, b) => a.startsWith(".") - b.startsWith(".") || a.localeCompare(b));
+    indexNames.append(...names.map((name) => h("option", { value: name })));
+  }).catch(() => {});
   const query = h("input", { id: "q", name: "q", class: "wide", value: state.dsl ? state.dsl : state.q,
     "aria-label": state.dsl ? "Query DSL (JSON)" : "Lucene query", placeholder: "status:500 AND service:checkout" });
   const from = h("input", { id: "from", name: "from", value: state.from, size: 22, "aria-label": "From" });
@@ -174,11 +185,11 @@ function searchPage(main) {
   const histogram = h("div", { id: "histogram" });
   const fields = h("aside", { id: "fields", "aria-label": "Fields" });
   const results = h("div", { id: "results" });
-  main.append(form, error, summary, histogram, h("div", { class: "layout" }, fields, results));
+  main.append(indexNames, form, error, summary, histogram, h("div", { class: "layout" }, fields, results));
 
   function submit(page = 0) {
     const search = new URLSearchParams();
-    search.set("index", index.value.trim() || "logs");
+    search.set("index", index.value.trim() || EVERY_INDEX);
     const text = query.value.trim();
     if (text.startsWith("{")) search.set("dsl", text); else search.set("q", text || "*");
     search.set("from", from.value.trim() || "now-15m");
@@ -229,7 +240,8 @@ function searchPage(main) {
       fields.replaceChildren();
       results.replaceChildren(h("p", { class: "empty" }, "No logs in this range — widen it ",
         h("button", { class: "plain", onclick: () => { from.value = "now-24h"; to.value = "now"; submit(); } }, "to the last 24 hours"),
-        " or check the query."));
+        state.index === EVERY_INDEX ? " or check the query." : [" or check the query and the index (",
+          h("button", { class: "plain", onclick: () => { index.value = EVERY_INDEX; submit(); } }, "search every index"), ")."]));
       return;
     }
     fields.replaceChildren(...fieldsView(hits, (field, value) => {
@@ -422,7 +434,7 @@ function rulesPage(main) {
             h("td", {}, String(rule.active_alerts)),
             h("td", {}, h("button", { class: "plain", onclick: () => dryRun(rule.name, output) }, "Dry run"))),
           h("tr", { class: "dry-run", hidden: true }, h("td", { colspan: 7 }, output))];
-        }).flat())) : h("p", { class: "empty" }, "No rules yet: add JSON files to queries/ (see README)."));
+        }).flat())) : h("p", { class: "empty" }, "No rules yet: add JSON files to queries/ (see docs/rules.md)."));
     } catch (error) {
       list.replaceChildren(errorBox(error));
     }
@@ -618,7 +630,7 @@ function targetsPage(main) {
           h("td", {}, h("span", { class: `badge ${target.health}` }, target.health)), h("td", {}, target.scrapeUrl),
           h("td", {}, labelsView(target.labels)), h("td", {}, since(target.lastScrape)),
           h("td", {}, `${(target.lastScrapeDuration * 1000).toFixed(1)} ms`), h("td", { class: "error" }, target.lastError || ""))))) :
-        h("p", { class: "empty" }, "No scrape targets: add [[scrape_configs]] to the config (see README)."));
+        h("p", { class: "empty" }, "No scrape targets: add [[scrape_configs]] to the config (see docs/configuration.md)."));
     } catch (error) {
       list.replaceChildren(errorBox(error));
     }

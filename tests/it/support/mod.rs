@@ -1,5 +1,14 @@
-//! Runs the real `lookout` binary on `127.0.0.1:0` with a temporary data directory, and
-//! waits for its `listening on ADDR` line instead of sleeping.
+//! What the integration tests share; no test module imports from another. Here: the real
+//! `lookout` binary on `127.0.0.1:0` with a temporary data directory (waiting for its
+//! `listening on ADDR` line instead of sleeping), the agent beside it, bulk bodies, and
+//! bounded waits. Beside it: [`slack`] (the mock Slack receiver), [`slack_limits`]
+//! (Slack's message limits), [`rules`] (servers running rules, lines that fire them, alert
+//! history) and [`scrape`] (scrape targets on loopback).
+
+pub mod rules;
+pub mod scrape;
+pub mod slack;
+pub mod slack_limits;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -468,4 +477,14 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Serves `router` on a loopback port; returns `host:port`.
+pub async fn listen(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address.to_string()
 }
