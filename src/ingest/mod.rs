@@ -30,6 +30,7 @@
 pub mod agents;
 pub mod bulk;
 pub mod event;
+pub mod item;
 pub mod sources;
 pub mod wal;
 
@@ -46,8 +47,9 @@ use crate::index::store::{WriteOp, validate_index_name};
 use crate::storage::{DiskSpace, DiskState};
 use crate::telemetry::Telemetry;
 use agents::Agents;
-use bulk::{ActionKind, Pair, SourcePosition};
-use event::{EventRules, IdGenerator, Rejection, TimeSource};
+use bulk::ActionKind;
+use event::{EventRules, IdGenerator, TimeSource};
+pub use item::{Item, ItemFailure, ItemOutcome, ItemResult, parse_bulk};
 use sources::SourceMarks;
 use wal::{LoggedDoc, LoggedMark, LoggedOp, Record, WalWriter};
 
@@ -62,86 +64,6 @@ pub struct IngestSettings {
     pub refresh_interval: Duration,
     /// See `index.search_idle_after` (zero: never idle).
     pub search_idle_after: Duration,
-}
-
-/// One item of a write request, after parsing.
-#[derive(Debug)]
-pub struct Item {
-    pub kind: ActionKind,
-    pub index: Option<String>,
-    pub id: Option<String>,
-    pub position: Option<SourcePosition>,
-    pub prepared: Result<Option<event::Event>, Rejection>,
-}
-
-/// The result of one item, rendered in ES' `_bulk` item shape.
-#[derive(Debug, Clone)]
-pub struct ItemResult {
-    pub kind: ActionKind,
-    pub index: String,
-    pub id: Option<String>,
-    pub status: u16,
-    pub result: Option<&'static str>,
-    pub error: Option<(&'static str, String)>,
-}
-
-impl ItemResult {
-    fn failed(
-        kind: ActionKind,
-        index: String,
-        id: Option<String>,
-        status: u16,
-        error_kind: &'static str,
-        reason: String,
-    ) -> ItemResult {
-        ItemResult {
-            kind,
-            index,
-            id,
-            status,
-            result: None,
-            error: Some((error_kind, reason)),
-        }
-    }
-}
-
-/// Parses a `_bulk` body into items; `default_index` comes from the URL.
-pub fn parse_bulk(
-    lines: &[bytes::Bytes],
-    default_index: Option<&str>,
-    rules: &EventRules,
-    now_micros: i64,
-) -> Vec<Item> {
-    bulk::pair_lines(lines)
-        .into_iter()
-        .map(|pair| match pair {
-            Pair::Ok { action, source } => Item {
-                kind: action.kind,
-                index: action.index.or_else(|| default_index.map(str::to_string)),
-                id: action.id,
-                position: action.position,
-                prepared: match source {
-                    Some(line) => event::prepare(&line, rules, now_micros).map(Some),
-                    None => Ok(None),
-                },
-            },
-            Pair::Bad {
-                kind,
-                index,
-                reason,
-            } => Item {
-                kind,
-                index: index.or_else(|| default_index.map(str::to_string)),
-                id: None,
-                position: None,
-                prepared: Err(Rejection {
-                    kind: "illegal_argument_exception",
-                    label: "bad_action",
-                    reason,
-                }),
-            },
-        })
-        .collect()
 }
 
 enum LogMessage {
@@ -543,18 +465,23 @@ impl Ingest {
         } = item;
         if index.is_empty() {
             self.telemetry.ingest_rejected.add("no_index", 1);
-            return ItemResult::failed(kind, String::new(), id, 400, "action_request_validation_exception", "Validation Failed: 1: index is missing; name it in the action line or the URL (/logs/_bulk)".into());
+            return ItemResult {
+                kind,
+                index: String::new(),
+                id,
+                outcome: ItemOutcome::Failed(ItemFailure::MissingIndex),
+            };
         }
         if let Err(error) = validate_index_name(index) {
             self.telemetry.ingest_rejected.add("invalid_index_name", 1);
-            return ItemResult::failed(
+            return ItemResult {
                 kind,
-                index.to_string(),
+                index: index.to_string(),
                 id,
-                400,
-                "invalid_index_name_exception",
-                error.to_string(),
-            );
+                outcome: ItemOutcome::Failed(ItemFailure::InvalidIndexName {
+                    reason: error.to_string(),
+                }),
+            };
         }
         let event = match prepared {
             Err(rejection) => {
@@ -562,14 +489,12 @@ impl Ingest {
                 self.telemetry
                     .ingest_rejected_by_index
                     .add(index, rejection.label, 1);
-                return ItemResult::failed(
+                return ItemResult {
                     kind,
-                    index.to_string(),
+                    index: index.to_string(),
                     id,
-                    400,
-                    rejection.kind,
-                    rejection.reason,
-                );
+                    outcome: ItemOutcome::Failed(ItemFailure::Rejected(rejection)),
+                };
             }
             Ok(event) => event,
         };
@@ -585,9 +510,7 @@ impl Ingest {
                     kind,
                     index: index.to_string(),
                     id,
-                    status: 200,
-                    result: Some("noop"),
-                    error: None,
+                    outcome: ItemOutcome::Noop,
                 };
             }
         }
@@ -599,7 +522,7 @@ impl Ingest {
                 None => decide.reserved_ids.contains_key(&key) || self.store.id_exists(index, id),
             }
         };
-        let (status, result, op) = match (kind, event) {
+        let (outcome, op) = match (kind, event) {
             (ActionKind::Delete, _) => {
                 let id = id.clone().expect("delete actions carry an id");
                 if !exists(&id) {
@@ -607,14 +530,11 @@ impl Ingest {
                         kind,
                         index: index.to_string(),
                         id: Some(id),
-                        status: 404,
-                        result: Some("not_found"),
-                        error: None,
+                        outcome: ItemOutcome::NotFound,
                     };
                 }
                 (
-                    200,
-                    "deleted",
+                    ItemOutcome::Deleted,
                     LoggedOp::Delete {
                         index: index.to_string(),
                         id,
@@ -627,16 +547,12 @@ impl Ingest {
                 let existed = explicit_id && exists(&id);
                 if kind == ActionKind::Create && existed {
                     self.telemetry.ingest_rejected.add("version_conflict", 1);
-                    return ItemResult::failed(
+                    return ItemResult {
                         kind,
-                        index.to_string(),
-                        Some(id.clone()),
-                        409,
-                        "version_conflict_engine_exception",
-                        format!(
-                            "[{id}]: version conflict, document already exists (current version [1])"
-                        ),
-                    );
+                        index: index.to_string(),
+                        id: Some(id.clone()),
+                        outcome: ItemOutcome::Failed(ItemFailure::AlreadyExists { id }),
+                    };
                 }
                 match event.time_source {
                     TimeSource::Event => {}
@@ -662,14 +578,13 @@ impl Ingest {
                     overwrite,
                     explicit_id,
                 });
-                let (status, result) = if existed {
-                    (200, "updated")
+                let outcome = if existed {
+                    ItemOutcome::Updated
                 } else {
-                    (201, "created")
+                    ItemOutcome::Created
                 };
                 (
-                    status,
-                    result,
+                    outcome,
                     LoggedOp::Index(LoggedDoc {
                         index: index.to_string(),
                         id,
@@ -727,9 +642,7 @@ impl Ingest {
             kind,
             index: index.to_string(),
             id: Some(id),
-            status,
-            result: Some(result),
-            error: None,
+            outcome,
         }
     }
 
