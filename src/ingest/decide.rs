@@ -19,7 +19,8 @@ use super::sources::SourceMarks;
 use super::wal::{LoggedDoc, LoggedMark, LoggedOp};
 use crate::index::IndexStore;
 use crate::index::document::LogDoc;
-use crate::index::store::{WriteOp, validate_index_name};
+use crate::index::store::WriteOp;
+use crate::index_name::validate_index_name;
 use crate::telemetry::Telemetry;
 
 /// What the decide lock guards.
