@@ -1,5 +1,6 @@
-//! Ingest's item outcomes in Elasticsearch's words: the status code, `result` and error
-//! type of each outcome ([`status`], [`item_error`]), and whole `_bulk` answers in ES'
+//! Ingest's answers in Elasticsearch's words: a refused write request (429
+//! `cluster_block_exception`), the status code, `result` and error type of each item
+//! outcome ([`status`], [`item_error`]), and whole `_bulk` answers in ES'
 //! item shape, written as text (building and serializing a `serde_json::Value` per item
 //! cost 7 % of ingest CPU), through `filter_path` when the request names one.
 
@@ -10,7 +11,19 @@ use super::filter_path::{FilterPath, Keep};
 use crate::error::{ApiError, ErrorCode};
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::event::RejectionKind;
-use crate::ingest::{ItemFailure, ItemOutcome, ItemResult};
+use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteRefused};
+
+/// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
+/// with 429 `cluster_block_exception`, which clients (Beats, Logstash, the agent) retry.
+impl From<WriteRefused> for ApiError {
+    fn from(refused: WriteRefused) -> Self {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            "cluster_block_exception",
+            refused.reason,
+        )
+    }
+}
 
 /// The HTTP status Elasticsearch gives an item with this outcome (in a `_bulk` item, and
 /// as the answer of a single-document write).
