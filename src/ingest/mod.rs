@@ -285,6 +285,7 @@ impl Ingest {
             self.telemetry.ingest_batches_refused.add(cause, 1);
             return Err(WriteRefused { reason });
         }
+        let now = now_micros();
         let mut decide = self.decide.lock().await;
         let Decided {
             results,
@@ -295,7 +296,7 @@ impl Ingest {
             store: &self.store,
             telemetry: &self.telemetry,
             ids: &self.ids,
-            now_micros: now_micros(),
+            now_micros: now,
             state: &mut decide,
         }
         .decide_all(items);
