@@ -105,6 +105,8 @@ pub enum IngestError {
     Wal(#[from] wal::WalError),
     #[error(transparent)]
     Store(#[from] crate::index::StoreError),
+    #[error(transparent)]
+    Sources(#[from] sources::SourcesError),
     #[error("{0}")]
     State(String),
 }
@@ -148,8 +150,7 @@ impl Ingest {
         std::fs::create_dir_all(&state_dir).map_err(|error| {
             IngestError::State(format!("cannot create `{}`: {error}", state_dir.display()))
         })?;
-        let mut marks =
-            SourceMarks::load(&state_dir.join("sources.json")).map_err(IngestError::State)?;
+        let mut marks = SourceMarks::load(&state_dir.join("sources.json"))?;
         let committed = store.min_committed_seq();
         let started = Instant::now();
         let mut replayed = 0u64;
