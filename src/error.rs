@@ -99,15 +99,3 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a panic without a message")
 }
-
-/// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
-/// with 429 `cluster_block_exception`, which clients (Beats, Logstash, the agent) retry.
-impl From<crate::ingest::WriteRefused> for ApiError {
-    fn from(refused: crate::ingest::WriteRefused) -> Self {
-        ApiError::new(
-            ErrorCode::TooManyRequests,
-            "cluster_block_exception",
-            refused.reason,
-        )
-    }
-}

@@ -21,6 +21,7 @@ pub mod duration_serde;
 pub mod error;
 pub mod fault;
 pub mod index;
+pub mod index_name;
 pub mod ingest;
 pub mod notify;
 pub mod promql;

@@ -18,19 +18,28 @@ use serde_json::{Map, Value};
 
 use crate::index::body::{Body, BodyError, Part};
 
-/// Why a line was rejected; `kind` is ES' error type, `reason` says what to fix.
+/// Why a line was rejected; `kind` sorts the mistake, `reason` says what to fix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    pub kind: &'static str,
+    pub kind: RejectionKind,
     /// Short label for the `lookout_ingest_lines_rejected_total{reason}` counter.
     pub label: &'static str,
     pub reason: String,
 }
 
+/// What sort of mistake a rejected line is (the server names it in its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The line is not a document: too long, not UTF-8, not JSON, not an object, too deep.
+    Unparsable,
+    /// A value is not accepted: an event time out of range, a malformed action line.
+    IllegalValue,
+}
+
 impl Rejection {
     fn parse(label: &'static str, reason: String) -> Rejection {
         Rejection {
-            kind: "document_parsing_exception",
+            kind: RejectionKind::Unparsable,
             label,
             reason,
         }
@@ -194,7 +203,7 @@ fn check_time_range(
         return Ok(());
     };
     Err(Rejection {
-        kind: "illegal_argument_exception",
+        kind: RejectionKind::IllegalValue,
         label,
         reason,
     })
@@ -423,7 +432,7 @@ mod tests {
                 Some(label) => {
                     let rejection = prepared.expect_err(line);
                     assert_eq!(rejection.label, label, "{line}");
-                    assert_eq!(rejection.kind, "illegal_argument_exception");
+                    assert_eq!(rejection.kind, RejectionKind::IllegalValue);
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! them exactly. Marks untouched for `source_ttl` expire.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,23 @@ pub struct SourceMarks {
 struct Snapshot {
     version: u32,
     marks: Vec<(String, u64, Mark)>,
+}
+
+/// Why the sources snapshot cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SourcesError {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{}` is not a valid sources snapshot: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("`{}` has unknown version {version}", path.display())]
+    UnknownVersion { path: PathBuf, version: u32 },
 }
 
 impl SourceMarks {
@@ -79,26 +96,30 @@ impl SourceMarks {
         before - self.marks.len()
     }
 
-    pub fn load(path: &Path) -> Result<SourceMarks, String> {
+    /// Reads the snapshot at `path`; none there is no marks.
+    pub fn load(path: &Path) -> Result<SourceMarks, SourcesError> {
         let text = match std::fs::read(path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(SourceMarks::default());
             }
-            Err(error) => return Err(format!("cannot read `{}`: {error}", path.display())),
+            Err(source) => {
+                return Err(SourcesError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        let snapshot: Snapshot = serde_json::from_slice(&text).map_err(|error| {
-            format!(
-                "`{}` is not a valid sources snapshot: {error}",
-                path.display()
-            )
-        })?;
+        let snapshot: Snapshot =
+            serde_json::from_slice(&text).map_err(|source| SourcesError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if snapshot.version != 1 {
-            return Err(format!(
-                "`{}` has unknown version {}",
-                path.display(),
-                snapshot.version
-            ));
+            return Err(SourcesError::UnknownVersion {
+                path: path.to_path_buf(),
+                version: snapshot.version,
+            });
         }
         Ok(SourceMarks {
             marks: snapshot

@@ -352,7 +352,7 @@ async fn run_group(
             .write(items, None)
             .await
             .map_err(|refused| format!("input_logs: {refused}"))?;
-        if let Some(error) = outcome.items.iter().find_map(|item| item.error.as_ref()) {
+        if let Some(error) = outcome.items.iter().find_map(|item| item.failure()) {
             return Err(format!("input_logs: a line was refused: {error:?}"));
         }
         sandbox.ingest.refresh().await;

@@ -219,8 +219,8 @@ async fn write_batch(ingest: &Ingest, events: &[Value]) -> Result<(), crate::ing
         })
         .collect();
     let outcome = ingest.write(items, None).await?;
-    for item in outcome.items.iter().filter(|item| item.error.is_some()) {
-        tracing::error!(error = ?item.error, "cannot index an alert history event");
+    for failure in outcome.items.iter().filter_map(|item| item.failure()) {
+        tracing::error!(error = %failure, "cannot index an alert history event");
     }
     Ok(())
 }

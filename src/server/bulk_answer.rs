@@ -1,12 +1,86 @@
-//! `_bulk` answers in Elasticsearch's item shape, written as text (building and
-//! serializing a `serde_json::Value` per item cost 7 % of ingest CPU), through
-//! `filter_path` when the request names one.
+//! Ingest's answers in Elasticsearch's words: a refused write request (429
+//! `cluster_block_exception`), the status code, `result` and error type of each item
+//! outcome ([`status`], [`item_error`]), and whole `_bulk` answers in ES'
+//! item shape, written as text (building and serializing a `serde_json::Value` per item
+//! cost 7 % of ingest CPU), through `filter_path` when the request names one.
 
+use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::filter_path::{FilterPath, Keep};
-use crate::ingest::ItemResult;
+use crate::error::{ApiError, ErrorCode};
 use crate::ingest::bulk::ActionKind;
+use crate::ingest::event::RejectionKind;
+use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteRefused};
+
+/// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
+/// with 429 `cluster_block_exception`, which clients (Beats, Logstash, the agent) retry.
+impl From<WriteRefused> for ApiError {
+    fn from(refused: WriteRefused) -> Self {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            "cluster_block_exception",
+            refused.reason,
+        )
+    }
+}
+
+/// The HTTP status Elasticsearch gives an item with this outcome (in a `_bulk` item, and
+/// as the answer of a single-document write).
+pub fn status(outcome: &ItemOutcome) -> u16 {
+    match outcome {
+        ItemOutcome::Created => 201,
+        ItemOutcome::Updated | ItemOutcome::Deleted | ItemOutcome::Noop => 200,
+        ItemOutcome::NotFound => 404,
+        ItemOutcome::Failed(ItemFailure::AlreadyExists { .. }) => 409,
+        ItemOutcome::Failed(_) => 400,
+    }
+}
+
+/// The `result` Elasticsearch writes for an item that was not refused.
+fn result_name(outcome: &ItemOutcome) -> Option<&'static str> {
+    match outcome {
+        ItemOutcome::Created => Some("created"),
+        ItemOutcome::Updated => Some("updated"),
+        ItemOutcome::Deleted => Some("deleted"),
+        ItemOutcome::NotFound => Some("not_found"),
+        ItemOutcome::Noop => Some("noop"),
+        ItemOutcome::Failed(_) => None,
+    }
+}
+
+/// Elasticsearch's `error.type` for a refused item.
+fn error_type(failure: &ItemFailure) -> &'static str {
+    match failure {
+        ItemFailure::MissingIndex => "action_request_validation_exception",
+        ItemFailure::InvalidIndexName { .. } => "invalid_index_name_exception",
+        ItemFailure::Rejected(rejection) => match rejection.kind {
+            RejectionKind::Unparsable => "document_parsing_exception",
+            RejectionKind::IllegalValue => "illegal_argument_exception",
+        },
+        ItemFailure::AlreadyExists { .. } => "version_conflict_engine_exception",
+    }
+}
+
+/// A refused item as the error of a single-document write; `None` when it was not refused.
+pub fn item_error(item: &ItemResult) -> Option<ApiError> {
+    let failure = item.failure()?;
+    let code = match failure {
+        ItemFailure::AlreadyExists { .. } => ErrorCode::Conflict,
+        _ => ErrorCode::BadRequest,
+    };
+    Some(ApiError {
+        code,
+        kind: error_type(failure),
+        reason: failure.to_string(),
+        index: Some(item.index.clone()),
+    })
+}
+
+/// The status of a single-document write's answer.
+pub fn item_status(item: &ItemResult) -> StatusCode {
+    StatusCode::from_u16(status(&item.outcome)).unwrap_or(StatusCode::OK)
+}
 
 /// The keys of one item, in the order Elasticsearch writes them.
 const FIELDS: [&str; 9] = [
@@ -155,7 +229,7 @@ fn write_item(
         Some(id) => out.push_str(&quoted(id)),
         None => out.push_str("null"),
     });
-    if let Some(result) = item.result {
+    if let Some(result) = result_name(&item.outcome) {
         field(out, 2, &|out| out.push('1'));
         field(out, 3, &|out| {
             let _ = write!(out, "\"{result}\"");
@@ -174,10 +248,10 @@ fn write_item(
         field(out, 6, &|out| out.push('1'));
     }
     field(out, 7, &|out| {
-        let _ = write!(out, "{}", item.status);
+        let _ = write!(out, "{}", status(&item.outcome));
     });
-    if let Some((kind, reason)) = &item.error {
-        let error = || serde_json::json!({"type": kind, "reason": reason, "index": item.index});
+    if let Some(failure) = item.failure() {
+        let error = || serde_json::json!({"type": error_type(failure), "reason": failure.to_string(), "index": item.index});
         if let Some(error) = partial(filter, keep, ERROR, error) {
             field(out, ERROR, &|out| out.push_str(&error));
         }
@@ -209,6 +283,7 @@ fn partial(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::event::Rejection;
     use serde_json::json;
 
     fn items() -> Vec<ItemResult> {
@@ -217,17 +292,13 @@ mod tests {
                 kind: ActionKind::Index,
                 index: "logs".into(),
                 id: Some("a\"1".into()),
-                status: 201,
-                result: Some("created"),
-                error: None,
+                outcome: ItemOutcome::Created,
             },
             ItemResult {
                 kind: ActionKind::Create,
                 index: "logs".into(),
                 id: Some("b".into()),
-                status: 409,
-                result: None,
-                error: Some(("version_conflict_engine_exception", "exists".into())),
+                outcome: ItemOutcome::Failed(ItemFailure::AlreadyExists { id: "b".into() }),
             },
         ]
     }
@@ -258,11 +329,83 @@ mod tests {
                     "_shards": {"total": 1, "successful": 1, "failed": 0},
                     "_seq_no": 7, "_primary_term": 1, "status": 201}},
                 {"create": {"_index": "logs", "_id": "b", "status": 409,
-                    "error": {"type": "version_conflict_engine_exception", "reason": "exists", "index": "logs"}}}
+                    "error": {"type": "version_conflict_engine_exception",
+                        "reason": "[b]: version conflict, document already exists (current version [1])",
+                        "index": "logs"}}}
             ]})
         );
         assert_eq!(item_json(&items()[0], 7)["index"]["_seq_no"], 7);
         assert_eq!(parsed(&answer(0, false, &[], 1, None))["items"], json!([]));
+    }
+
+    /// Each outcome gets Elasticsearch's status, `result` and error type (ingest names
+    /// none of them).
+    #[test]
+    fn outcomes_are_written_in_elasticsearch_terms() {
+        let rejected = |kind| {
+            ItemOutcome::Failed(ItemFailure::Rejected(Rejection {
+                kind,
+                label: "too_old",
+                reason: "event time is older than the retention".into(),
+            }))
+        };
+        let cases = [
+            (ItemOutcome::Created, 201, Some("created"), None),
+            (ItemOutcome::Updated, 200, Some("updated"), None),
+            (ItemOutcome::Deleted, 200, Some("deleted"), None),
+            (ItemOutcome::NotFound, 404, Some("not_found"), None),
+            (ItemOutcome::Noop, 200, Some("noop"), None),
+            (
+                ItemOutcome::Failed(ItemFailure::MissingIndex),
+                400,
+                None,
+                Some("action_request_validation_exception"),
+            ),
+            (
+                ItemOutcome::Failed(ItemFailure::InvalidIndexName {
+                    reason: "invalid index name [A], must be lowercase".into(),
+                }),
+                400,
+                None,
+                Some("invalid_index_name_exception"),
+            ),
+            (
+                rejected(RejectionKind::Unparsable),
+                400,
+                None,
+                Some("document_parsing_exception"),
+            ),
+            (
+                rejected(RejectionKind::IllegalValue),
+                400,
+                None,
+                Some("illegal_argument_exception"),
+            ),
+            (
+                ItemOutcome::Failed(ItemFailure::AlreadyExists { id: "b".into() }),
+                409,
+                None,
+                Some("version_conflict_engine_exception"),
+            ),
+        ];
+        for (outcome, expected_status, expected_result, expected_type) in cases {
+            let item = ItemResult {
+                kind: ActionKind::Index,
+                index: "logs".into(),
+                id: Some("b".into()),
+                outcome: outcome.clone(),
+            };
+            let json = &item_json(&item, 7)["index"];
+            assert_eq!(json["status"], expected_status, "{outcome:?}");
+            assert_eq!(json["result"].as_str(), expected_result, "{outcome:?}");
+            assert_eq!(json["error"]["type"].as_str(), expected_type, "{outcome:?}");
+            assert_eq!(item_status(&item).as_u16(), expected_status, "{outcome:?}");
+            let error = item_error(&item);
+            assert_eq!(error.as_ref().map(|error| error.kind), expected_type);
+            if let Some(error) = error {
+                assert_eq!(error.code.status().as_u16(), expected_status);
+            }
+        }
     }
 
     /// The text writer agrees with the generic filter over the unfiltered answer.

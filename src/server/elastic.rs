@@ -280,7 +280,7 @@ async fn run_bulk(
     .await
     .map_err(|error| ApiError::internal("parsing a bulk body", error))?;
     let outcome = write_items(&state, items, agent, refresh).await?;
-    let errors = outcome.items.iter().any(|item| item.error.is_some());
+    let errors = outcome.items.iter().any(|item| item.failure().is_some());
     let text = bulk_answer::answer(
         started.elapsed().as_millis(),
         errors,
@@ -348,19 +348,10 @@ async fn write_one(
         .into_iter()
         .next()
         .expect("one item in, one result out");
-    if let Some((kind, reason)) = &result.error {
-        let code = match result.status {
-            409 => ErrorCode::Conflict,
-            _ => ErrorCode::BadRequest,
-        };
-        return Err(ApiError {
-            code,
-            kind,
-            reason: reason.clone(),
-            index: Some(result.index.clone()),
-        });
+    if let Some(error) = bulk_answer::item_error(&result) {
+        return Err(error);
     }
-    let status = StatusCode::from_u16(result.status).unwrap_or(StatusCode::OK);
+    let status = bulk_answer::item_status(&result);
     let rendered = bulk_answer::item_json(&result, outcome.seq);
     let inner = rendered
         .as_object()

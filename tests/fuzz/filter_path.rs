@@ -3,8 +3,9 @@
 //! or changes a value), filtering twice changes nothing, `**` keeps everything, and the
 //! `_bulk` answer written through `FilterPath::decide` equals the whole answer filtered.
 
-use lookout::ingest::ItemResult;
 use lookout::ingest::bulk::ActionKind;
+use lookout::ingest::event::{Rejection, RejectionKind};
+use lookout::ingest::{ItemFailure, ItemOutcome, ItemResult};
 use lookout::server::bulk_answer;
 use lookout::server::filter_path::FilterPath;
 use proptest::prelude::*;
@@ -96,6 +97,11 @@ fn is_part_of(part: &Value, whole: &Value) -> bool {
 }
 
 fn item() -> impl Strategy<Value = ItemResult> {
+    let rejected = ItemOutcome::Failed(ItemFailure::Rejected(Rejection {
+        kind: RejectionKind::Unparsable,
+        label: "invalid_json",
+        reason: "bad \"line\"\n".to_string(),
+    }));
     (
         prop_oneof![
             Just(ActionKind::Index),
@@ -104,16 +110,21 @@ fn item() -> impl Strategy<Value = ItemResult> {
         ],
         "[a-z\"\\\\é]{0,6}",
         proptest::option::of("[a-z0-9\"]{0,6}"),
-        proptest::sample::select(vec![200u16, 201, 400, 404, 409, 429]),
-        any::<bool>(),
+        proptest::sample::select(vec![
+            ItemOutcome::Created,
+            ItemOutcome::Updated,
+            ItemOutcome::Deleted,
+            ItemOutcome::NotFound,
+            ItemOutcome::Noop,
+            rejected,
+            ItemOutcome::Failed(ItemFailure::AlreadyExists { id: "a\"b".into() }),
+        ]),
     )
-        .prop_map(|(kind, index, id, status, failed)| ItemResult {
+        .prop_map(|(kind, index, id, outcome)| ItemResult {
             kind,
             index,
             id,
-            status,
-            result: (!failed).then_some("created"),
-            error: failed.then(|| ("document_parsing_exception", "bad \"line\"\n".to_string())),
+            outcome,
         })
 }
 

@@ -9,22 +9,11 @@ use serde_json::{Map, Value};
 
 use super::date_math::{Rounding, parse_micros};
 use super::lucene::{self, LuceneOptions};
+// callers name it `dsl::ParseContext`; it lives in `query` so `lucene` needs nothing here
+pub use super::ParseContext;
 use super::{
     BoolQuery, FieldRef, MAX_NESTED_DEPTH, MinimumShouldMatch, Operator, Query, QueryError, Scalar,
 };
-
-/// What parsing needs from outside: the clock (for `now`) and the event-time field name.
-#[derive(Debug, Clone)]
-pub struct ParseContext {
-    pub now_micros: i64,
-    pub timestamp_field: String,
-}
-
-impl ParseContext {
-    pub fn field(&self, name: &str) -> FieldRef {
-        FieldRef::parse(name, &self.timestamp_field)
-    }
-}
 
 const QUERY_NAMES: &[&str] = &[
     "match_all",

@@ -70,6 +70,19 @@ impl FieldRef {
     }
 }
 
+/// What parsing needs from outside: the clock (for `now`) and the event-time field name.
+#[derive(Debug, Clone)]
+pub struct ParseContext {
+    pub now_micros: i64,
+    pub timestamp_field: String,
+}
+
+impl ParseContext {
+    pub fn field(&self, name: &str) -> FieldRef {
+        FieldRef::parse(name, &self.timestamp_field)
+    }
+}
+
 /// A scalar as a query gives it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {

@@ -1,0 +1,166 @@
+//! The store's write path against real partitions: replays, failed records, the writer
+//! budget, and partition directory names.
+
+use super::*;
+use crate::index::partition::WriterOptions;
+
+const HOUR: i64 = 3_600_000_000;
+
+fn doc(store: &IndexStore, id: &str, timestamp_micros: i64) -> WriteOp {
+    let source = bytes::Bytes::from(format!(r#"{{"name":"{id}"}}"#));
+    WriteOp::Index {
+        index: "logs".into(),
+        doc: LogDoc {
+            id: id.to_string(),
+            timestamp_micros,
+            body: crate::index::body::Body::parse(source).expect("json"),
+            timestamp_key: None,
+            fields: store.fields,
+        },
+        overwrite: false,
+        explicit_id: false,
+    }
+}
+
+fn ids(store: &IndexStore) -> Vec<String> {
+    let mut found: Vec<String> = (0..6)
+        .map(|number| format!("b{number}"))
+        .filter(|id| store.id_exists("logs", id))
+        .collect();
+    found.sort();
+    found
+}
+
+// Regression: a replay evicting a writer committed it labelled with the sequence the
+// discarded writers had reached, so the rest of the replay skipped that partition
+// and acknowledged documents were lost.
+#[test]
+fn a_replay_that_evicts_writers_keeps_every_document_of_the_replayed_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_writers(dir.path(), 4);
+    let start = 1_795_341_600_000_000;
+    // five hourly partitions, the first one written again at the end
+    let ops = |store: &IndexStore| -> Vec<WriteOp> {
+        [0, 1, 2, 3, 4, 0]
+            .iter()
+            .enumerate()
+            .map(|(number, hour)| doc(store, &format!("b{number}"), start + hour * HOUR))
+            .collect()
+    };
+    store.apply(1, ops(&store), false).expect("apply");
+    // a later record fails (a full disk), then the recovery resets and replays
+    store.skip(2);
+    store.reset_to_last_commits();
+    store.apply(1, ops(&store), true).expect("replay");
+    store.replayed_through(2);
+    assert_eq!(store.commit_all().expect("commit"), 2);
+    store.reset_to_last_commits();
+    assert_eq!(ids(&store), ["b0", "b1", "b2", "b3", "b4", "b5"]);
+}
+
+#[test]
+fn a_failed_record_after_unapplied_ones_does_not_complete_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_writers(dir.path(), 4);
+    store.apply(1, vec![], false).expect("apply");
+    // records 2 and 3 acknowledged but not applied (a failed index write), 4 failed
+    store.skip(4);
+    assert_eq!(store.durable_seq(), 1);
+    store.apply(2, vec![], true).expect("replay");
+    store.apply(3, vec![], true).expect("replay");
+    assert_eq!(store.durable_seq(), 4, "the failed record is passed over");
+}
+
+fn store_with_writers(dir: &Path, max_open_writers: usize) -> IndexStore {
+    IndexStore::open(
+        dir,
+        StoreSettings {
+            partition_span_micros: HOUR,
+            retention_micros: 1000 * HOUR * 24 * 365,
+            writer: WriterOptions {
+                threads: 1,
+                memory_bytes: 15 << 20,
+            },
+            max_open_writers,
+        },
+    )
+    .expect("store")
+}
+
+// Regression: documents of one batch spread over more partitions than there are
+// writers evicted a writer (commit and close) every few documents.
+#[test]
+fn a_batch_over_more_partitions_than_writers_opens_each_writer_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_writers(dir.path(), 2);
+    let start = 1_795_341_600_000_000;
+    let ops: Vec<WriteOp> = (0..60)
+        .map(|number| doc(&store, &format!("d{number}"), start + (number % 6) * HOUR))
+        .collect();
+    store.apply(1, ops, false).expect("apply");
+    store.commit_all().expect("commit");
+    let logs = store.get("logs").expect("index");
+    let segments: Vec<usize> = logs
+        .partitions()
+        .iter()
+        .map(|partition| partition.searcher().segment_readers().len())
+        .collect();
+    assert_eq!(
+        segments, [1; 6],
+        "one segment per partition: no eviction mid-batch"
+    );
+    let docs: u64 = logs
+        .partitions()
+        .iter()
+        .map(|partition| partition.searcher().num_docs())
+        .sum();
+    assert_eq!(docs, 60);
+}
+
+#[test]
+fn idle_writers_are_committed_and_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_writers(dir.path(), 4);
+    let start = 1_795_341_600_000_000;
+    store
+        .apply(
+            1,
+            vec![doc(&store, "a", start), doc(&store, "b", start + HOUR)],
+            false,
+        )
+        .expect("apply");
+    let logs = store.get("logs").expect("index");
+    assert_eq!(
+        store
+            .close_idle_writers(std::time::Duration::from_secs(3600))
+            .expect("close"),
+        0,
+        "just written: kept open"
+    );
+    assert_eq!(
+        store
+            .close_idle_writers(std::time::Duration::ZERO)
+            .expect("close"),
+        2
+    );
+    assert!(
+        logs.partitions()
+            .iter()
+            .all(|partition| !partition.has_open_writer())
+    );
+    // what they held is committed: searchable without another commit
+    let docs: u64 = logs
+        .partitions()
+        .iter()
+        .map(|partition| partition.searcher().num_docs())
+        .sum();
+    assert_eq!(docs, 2);
+    assert_eq!(store.durable_seq(), 1);
+}
+
+#[test]
+fn partition_dir_names_round_trip() {
+    let start = 1_714_557_600_000_000;
+    assert_eq!(partition_dir_name(start), "p20240501T100000Z");
+    assert_eq!(parse_partition_dir(&partition_dir_name(start)), Some(start));
+}
