@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::SharedState;
 use super::elastic::agent_watermark;
+use super::error::{ApiError, ErrorCode};
 use super::response::ok;
-use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::GaugeSample;
 
 pub const PROTOCOL_VERSION: u32 = 1;

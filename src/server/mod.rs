@@ -16,6 +16,7 @@ pub mod alertmanager;
 pub mod body;
 pub mod bulk_answer;
 pub mod elastic;
+pub mod error;
 pub mod filter_path;
 pub mod listener;
 pub mod lookout;
@@ -34,7 +35,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ApiError, ErrorCode};
+use self::error::{ApiError, ErrorCode};
 use crate::index::IndexStore;
 use crate::ingest::Ingest;
 use crate::telemetry::Telemetry;
@@ -48,7 +49,7 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// A request body that sends nothing for this long fails with 408.
     pub body_read_timeout: std::time::Duration,
-    pub scrolls: elastic::Scrolls,
+    pub scrolls: crate::index::search::scroll::Scrolls,
     /// A search without its own `timeout` stops after this (`search.default_timeout`).
     pub search_timeout: std::time::Duration,
     /// Where the Elasticsearch API's searches run (bounded, low priority).
@@ -96,7 +97,7 @@ pub fn router(state: SharedState) -> Router {
             let telemetry = Arc::clone(&state.telemetry);
             move |panic: Box<dyn std::any::Any + Send>| {
                 telemetry.handler_panics.add(1);
-                let message = crate::error::panic_message(&*panic);
+                let message = crate::panic::message(&*panic);
                 tracing::error!(panic = message, "a request handler panicked; answered 500");
                 ApiError::new(
                     ErrorCode::Internal,

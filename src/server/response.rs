@@ -1,15 +1,22 @@
-//! Errors as Elasticsearch error bodies: `{"error": {"root_cause": [...], "type", "reason"},
-//! "status"}`, with the status from [`crate::error::ErrorCode::status`]. JSON responses are built here too.
+//! The one place errors become bodies, one shape per API dialect, with the status from
+//! [`ErrorCode::status`](super::error::ErrorCode::status):
+//!
+//! - Elasticsearch: `{"error": {"root_cause": [...], "type", "reason"}, "status"}`;
+//! - Prometheus: `{"status": "error", "errorType", "error"}`;
+//! - Alertmanager: `{"code", "message"}`;
+//! - the rules API: `{"error": {"type", "reason"}, "status"}`.
+//!
+//! JSON responses are built here too.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use super::error::{AlertmanagerError, ApiError, LookoutError, PrometheusError};
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.code.status();
+impl ApiError {
+    /// The Elasticsearch error body (also one failed search of an `_msearch`).
+    pub fn es_body(&self) -> Value {
         let mut cause = json!({"type": self.kind, "reason": self.reason});
         if let Some(index) = &self.index {
             cause["index"] = json!(index);
@@ -18,7 +25,45 @@ impl IntoResponse for ApiError {
         }
         let mut error = cause.clone();
         error["root_cause"] = json!([cause]);
-        json_response(status, &json!({"error": error, "status": status.as_u16()}))
+        json!({"error": error, "status": self.code.status().as_u16()})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.code.status(), &self.es_body())
+    }
+}
+
+impl IntoResponse for PrometheusError {
+    fn into_response(self) -> Response {
+        let PrometheusError(error) = self;
+        json_response(
+            error.code.status(),
+            &json!({"status": "error", "errorType": error.kind, "error": error.reason}),
+        )
+    }
+}
+
+impl IntoResponse for AlertmanagerError {
+    fn into_response(self) -> Response {
+        let AlertmanagerError(error) = self;
+        let status = error.code.status();
+        json_response(
+            status,
+            &json!({"code": status.as_u16(), "message": error.reason}),
+        )
+    }
+}
+
+impl IntoResponse for LookoutError {
+    fn into_response(self) -> Response {
+        let LookoutError(error) = self;
+        let status = error.code.status();
+        json_response(
+            status,
+            &json!({"error": {"type": error.kind, "reason": error.reason}, "status": status.as_u16()}),
+        )
     }
 }
 
