@@ -115,6 +115,12 @@ pub struct AlertmanagerError(pub ApiError);
 #[derive(Debug)]
 pub struct LookoutError(pub ApiError);
 
+impl LookoutError {
+    pub fn new(code: ErrorCode, kind: &'static str, reason: impl Into<String>) -> LookoutError {
+        LookoutError(ApiError::new(code, kind, reason))
+    }
+}
+
 impl From<ApiError> for PrometheusError {
     fn from(error: ApiError) -> Self {
         PrometheusError(error)

@@ -1,0 +1,63 @@
+//! The series and label APIs' selection (`/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/{name}/values` with `match[]`): the label sets the selectors name with
+//! samples in a time range, over every storage PromQL reads (the TSDB, `log_matches`).
+//!
+//! A storage lists its series through [`SeriesSource`], which need not read their
+//! samples; the answer is a set, in label order.
+
+use std::collections::BTreeSet;
+
+use super::{Error, selector_matchers};
+use crate::tsdb::head::{Labels, Matcher};
+
+/// A storage whose series the series API lists.
+pub trait SeriesSource {
+    /// The label sets of the series matching every matcher with samples in
+    /// `[start, end]` (ms); a storage that can fail says why.
+    fn series(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>, Error>;
+}
+
+impl SeriesSource for crate::tsdb::Tsdb {
+    fn series(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>, Error> {
+        Ok(self
+            .select(matchers, start, end)
+            .into_iter()
+            .map(|(labels, _)| labels)
+            .collect())
+    }
+}
+
+/// Why [`matching_series`] has no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeriesError {
+    /// A `match[]` selector does not parse.
+    #[error("{0}")]
+    Selector(Error),
+    /// A storage failed to list its series.
+    #[error("{0}")]
+    Source(Error),
+}
+
+/// The label sets of the series the `selectors` name (each read from every source in
+/// turn) with samples in `[start, end]` (ms).
+pub fn matching_series(
+    sources: &[&dyn SeriesSource],
+    selectors: &[&str],
+    start: i64,
+    end: i64,
+) -> Result<BTreeSet<Labels>, SeriesError> {
+    let mut found = BTreeSet::new();
+    for selector in selectors {
+        let groups = selector_matchers(selector).map_err(SeriesError::Selector)?;
+        for group in groups {
+            for source in sources {
+                found.extend(
+                    source
+                        .series(&group, start, end)
+                        .map_err(SeriesError::Source)?,
+                );
+            }
+        }
+    }
+    Ok(found)
+}
