@@ -61,3 +61,42 @@ pub fn matching_series(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every selection with its one series, or fails.
+    struct Fixed(Result<Labels, Error>);
+
+    impl SeriesSource for Fixed {
+        fn series(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<Labels>, Error> {
+            self.0.clone().map(|labels| vec![labels])
+        }
+    }
+
+    #[test]
+    fn every_source_answers_and_the_set_is_deduplicated() {
+        let up = crate::tsdb::head::labels(&[("__name__", "up")]);
+        let logs = crate::tsdb::head::labels(&[("__name__", "log_matches")]);
+        let (first, second) = (Fixed(Ok(up.clone())), Fixed(Ok(logs.clone())));
+        let sources: [&dyn SeriesSource; 2] = [&first, &second];
+        let found =
+            matching_series(&sources, &["up", "log_matches"], 0, 1).expect("valid selectors");
+        assert_eq!(found, BTreeSet::from([up, logs]));
+    }
+
+    #[test]
+    fn a_bad_selector_and_a_failing_source_are_told_apart() {
+        let failing = Fixed(Err(Error::Execution("index gone".into())));
+        let sources: [&dyn SeriesSource; 1] = [&failing];
+        assert!(matches!(
+            matching_series(&sources, &["rate("], 0, 1),
+            Err(SeriesError::Selector(_))
+        ));
+        assert!(matches!(
+            matching_series(&sources, &["up"], 0, 1),
+            Err(SeriesError::Source(_))
+        ));
+    }
+}

@@ -1,12 +1,14 @@
 //! The HTTP API: one router on one listener.
 //!
-//! - `elastic`: the Elasticsearch-compatible ingest and search API.
+//! - `elastic`: the Elasticsearch-compatible API, one file per area (documents, search,
+//!   scroll, indices, cluster); request parsing and execution live in `index`.
 //! - `lookout`: the agent protocol (`/_lookout/…`), health, `/metrics`.
 //! - `body`: request bodies read as a stream with size caps, in-flight accounting and
 //!   bounded gzip decompression.
 //! - `prometheus`, `alertmanager`: their APIs' shapes for rules, alerts and silences.
 //! - `rules`: Lookout's rules API (CRUD, dry run) and alert history.
-//! - `response`: the one place errors become ES error bodies.
+//! - `error`: the one error every route answers with (a closed `ErrorCode`, mapped to
+//!   HTTP status once); `response`: the one place it becomes a body, in each API's dialect.
 //!
 //! Auth: with a token configured, every route but `/-/healthy` and `/-/ready` needs
 //! `Authorization: Bearer|ApiKey|Basic`. Every response carries

@@ -91,3 +91,70 @@ pub fn json_text(status: StatusCode, text: String) -> Response {
 pub fn ok(body: &Value) -> Response {
     json_response(StatusCode::OK, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::error::ErrorCode;
+
+    async fn answer(response: Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn each_dialect_renders_the_same_error_in_its_shape() {
+        let error = || ApiError::new(ErrorCode::BadRequest, "bad_data", "no `query`");
+        assert_eq!(
+            answer(error().into_response()).await,
+            (
+                400,
+                r#"{"error":{"reason":"no `query`","root_cause":[{"reason":"no `query`","type":"bad_data"}],"type":"bad_data"},"status":400}"#.into()
+            )
+        );
+        assert_eq!(
+            answer(PrometheusError(error()).into_response()).await,
+            (
+                400,
+                r#"{"error":"no `query`","errorType":"bad_data","status":"error"}"#.into()
+            )
+        );
+        assert_eq!(
+            answer(AlertmanagerError(error()).into_response()).await,
+            (400, r#"{"code":400,"message":"no `query`"}"#.into())
+        );
+        assert_eq!(
+            answer(LookoutError(error()).into_response()).await,
+            (
+                400,
+                r#"{"error":{"reason":"no `query`","type":"bad_data"},"status":400}"#.into()
+            )
+        );
+    }
+
+    #[test]
+    fn an_es_error_about_an_index_names_it() {
+        let body = ApiError::index_not_found("logs").es_body();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["error"]["index"], "logs");
+        assert_eq!(body["error"]["root_cause"][0]["resource.id"], "logs");
+    }
+
+    #[test]
+    fn promql_errors_keep_prometheus_status_codes() {
+        use crate::promql::Error;
+        for (error, status, kind) in [
+            (Error::BadData("x".into()), 400, "bad_data"),
+            (Error::Execution("x".into()), 422, "execution"),
+            (Error::TooManySamples("x"), 422, "execution"),
+            (Error::Timeout("x"), 503, "timeout"),
+            (Error::Canceled("x"), 499, "canceled"),
+        ] {
+            let error = ApiError::from(error);
+            assert_eq!((error.code.status().as_u16(), error.kind), (status, kind));
+        }
+    }
+}

@@ -1,7 +1,9 @@
-//! An Elasticsearch `_search` request read into a [`SearchRequest`]: the body's `query`,
-//! `from`/`size`, `sort`, `_source`, `track_total_hits`, `aggs` and `timeout`, then the URL
-//! parameters that override them (`q` as a Lucene string with `df`, `default_operator`
+//! Elasticsearch search requests read from their body and URL. A `_search` request
+//! becomes a [`SearchRequest`]: the body's `query`, `from`/`size`, `sort`, `_source`,
+//! `track_total_hits`, `aggs` and `timeout`, then the URL parameters that override them (`q` as a Lucene string with `df`, `default_operator`
 //! and `lenient`, `size`, `from`, `sort`, `_source*`, `timeout`, `track_total_hits`).
+//!
+//! A `_count` request is its body's `query` or the URL's `q` ([`count_query`]).
 //!
 //! Keys Elasticsearch accepts that change nothing here (`highlight`, `version`, …) are
 //! ignored; an unknown key is a `parsing_exception`, as in Elasticsearch. Reads no index.
@@ -13,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::dsl::{ParseContext, parse_query};
 use super::lucene::{self, LuceneOptions};
-use super::{Operator, QueryError};
+use super::{Operator, Query, QueryError};
 use crate::index::search::{SearchRequest, SourceFilter, TrackTotalHits, parse_sort};
 
 /// A search's `timeout` (`"500ms"`, `"10s"`): past it the search stops between
@@ -132,6 +134,36 @@ pub fn search_request(
     Ok(request)
 }
 
+/// The query of a `_count` request: its body's `query` (the only key it may hold), then
+/// the URL's `q` as a Lucene string, which wins; every document without either.
+pub fn count_query(
+    body: Option<&Value>,
+    params: &HashMap<String, String>,
+    context: &ParseContext,
+) -> Result<Query, QueryError> {
+    let query = match body {
+        Some(Value::Object(map)) => {
+            if let Some(key) = map.keys().find(|key| key.as_str() != "query") {
+                return Err(QueryError::parsing(format!(
+                    "request does not support [{key}]; _count takes only `query`"
+                )));
+            }
+            match map.get("query") {
+                Some(query) => parse_query(query, context)?,
+                None => Query::MatchAll,
+            }
+        }
+        Some(_) => {
+            return Err(QueryError::parsing("the count body must be a JSON object"));
+        }
+        None => Query::MatchAll,
+    };
+    match params.get("q") {
+        Some(text) => lucene::parse(text, context, &LuceneOptions::default()),
+        None => Ok(query),
+    }
+}
+
 fn usize_of(value: &Value, name: &str) -> Result<usize, QueryError> {
     value.as_u64().map(|number| number as usize).ok_or_else(|| {
         QueryError::parsing(format!(
@@ -187,5 +219,66 @@ fn track_total(value: &Value) -> Result<TrackTotalHits, QueryError> {
         other => Err(QueryError::parsing(format!(
             "[track_total_hits] must be a boolean or a number, got {other}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context() -> ParseContext {
+        ParseContext {
+            now_micros: 0,
+            timestamp_field: "@timestamp".into(),
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn url_parameters_override_the_body() {
+        let body = json!({"size": 5, "from": 1, "_source": false, "query": {"match_all": {}}});
+        let request = search_request(
+            Some(&body),
+            &params(&[("size", "2"), ("_source", "a,b"), ("q", "status:500")]),
+            &context(),
+        )
+        .expect("valid");
+        assert_eq!((request.size, request.from), (2, 1));
+        assert_eq!(request.source.includes, ["a", "b"]);
+        assert_ne!(request.query, Query::MatchAll);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_parsing_errors() {
+        for (body, kind) in [
+            (json!({"sise": 5}), "parsing_exception"),
+            (json!({"size": -1}), "parsing_exception"),
+            (json!({"track_total_hits": "many"}), "parsing_exception"),
+            (json!({"timeout": "soon"}), "illegal_argument_exception"),
+            (json!([1]), "parsing_exception"),
+        ] {
+            let error =
+                search_request(Some(&body), &HashMap::new(), &context()).expect_err("refused");
+            assert_eq!(error.kind, kind, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_count_takes_only_a_query_and_q_wins() {
+        let no_body = count_query(None, &HashMap::new(), &context()).expect("valid");
+        assert_eq!(no_body, Query::MatchAll);
+        let error = count_query(Some(&json!({"size": 1})), &HashMap::new(), &context())
+            .expect_err("only query");
+        assert!(error.reason.contains("_count takes only `query`"));
+        let body = json!({"query": {"match_all": {}}});
+        let query = count_query(Some(&body), &params(&[("q", "x")]), &context()).expect("valid");
+        assert_ne!(query, Query::MatchAll);
     }
 }

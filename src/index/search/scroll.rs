@@ -130,3 +130,39 @@ impl Scrolls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(scrolls: &Scrolls, keep_alive: Duration) -> Result<String, TooManyScrolls> {
+        let request = SearchRequest {
+            from: 20,
+            ..SearchRequest::default()
+        };
+        scrolls.open(Arc::new(Scope::default()), request, None, 7, keep_alive)
+    }
+
+    #[test]
+    fn an_open_scroll_resumes_at_offset_zero_until_cleared() {
+        let scrolls = Scrolls::default();
+        let id = open(&scrolls, Duration::from_secs(60)).expect("room");
+        let position = scrolls.resume(&id, None).expect("open");
+        assert_eq!((position.request.from, position.total), (0, 7));
+        assert_eq!(scrolls.clear(std::slice::from_ref(&id)), 1);
+        assert!(scrolls.resume(&id, None).is_none());
+        assert_eq!(scrolls.clear(&[id]), 0);
+    }
+
+    #[test]
+    fn an_expired_scroll_is_gone_and_frees_its_slot() {
+        let scrolls = Scrolls::default();
+        let expired = open(&scrolls, Duration::ZERO).expect("room");
+        assert!(scrolls.resume(&expired, None).is_none());
+        for _ in 0..MAX_OPEN_SCROLLS {
+            open(&scrolls, Duration::from_secs(60)).expect("the expired one is dropped");
+        }
+        assert_eq!(open(&scrolls, Duration::from_secs(60)), Err(TooManyScrolls));
+        assert_eq!(scrolls.clear(&["_all".to_string()]), MAX_OPEN_SCROLLS);
+    }
+}

@@ -16,10 +16,7 @@ use super::{
     ApiResult, OptionalIndex, Params, bad_request, index_or, parse_context, parse_json_body,
     read_body, resolve,
 };
-use crate::index::query::Query as LogQuery;
-use crate::index::query::dsl::parse_query;
-use crate::index::query::lucene::{self, LuceneOptions};
-use crate::index::query::request::search_request;
+use crate::index::query::request::{count_query, search_request};
 use crate::index::search::{self, ScoredHit, SearchOutcome, SearchRequest, TrackTotalHits};
 use crate::server::SharedState;
 use crate::server::error::{ApiError, ErrorCode};
@@ -275,31 +272,7 @@ async fn run_count(
     let started = Instant::now();
     state.ingest.before_search().await;
     let indices = resolve(state, expression, params)?;
-    let query = match &body {
-        Some(Value::Object(map)) => {
-            if let Some(key) = map.keys().find(|key| key.as_str() != "query") {
-                return Err(bad_request(
-                    "parsing_exception",
-                    format!("request does not support [{key}]; _count takes only `query`"),
-                ));
-            }
-            match map.get("query") {
-                Some(query) => parse_query(query, &parse_context())?,
-                None => LogQuery::MatchAll,
-            }
-        }
-        Some(_) => {
-            return Err(bad_request(
-                "parsing_exception",
-                "the count body must be a JSON object",
-            ));
-        }
-        None => LogQuery::MatchAll,
-    };
-    let query = match params.get("q") {
-        Some(text) => lucene::parse(text, &parse_context(), &LuceneOptions::default())?,
-        None => query,
-    };
+    let query = count_query(body.as_ref(), params, &parse_context())?;
     let store = state.store.clone();
     let scope = search::Scope::new(&indices, &query);
     let shards = scope.targets.len().max(1);
