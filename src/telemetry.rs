@@ -2,8 +2,8 @@
 //!
 //! Hand-written rather than `prometheus-client`: that crate encodes only OpenMetrics text,
 //! and `/metrics` must be the classic format Prometheus' scraper and `promtool` default
-//! to. Counters and histograms are atomics; gauges about the index are computed when
-//! scraped.
+//! to. Counters and histograms are atomics; gauges about the stores are computed when
+//! scraped, from the [`StoreReadings`] the server takes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -228,7 +228,6 @@ pub struct Telemetry {
     pub rule_failures: LabeledCounter,
     /// Whether each rule's last evaluation succeeded.
     pub rule_health: Mutex<BTreeMap<String, bool>>,
-    /// Alert messages by outcome (`delivered`, `rejected`, `gave_up`, `console`).
     /// Alert messages by notifier and outcome (`delivered`, `rejected`, `gave_up`,
     /// `console`, `ui`).
     pub notifications: PairCounter,
@@ -532,5 +531,172 @@ impl Telemetry {
             }
         }
         out
+    }
+}
+
+/// What `/metrics` reports about the stores, read when it is scraped (the server reads
+/// them off the index, the ingest path and the metrics store; this module names them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreReadings {
+    pub indices: Vec<IndexReading>,
+    /// No search came within `index.search_idle_after`.
+    pub search_idle: bool,
+    /// Decoded request bytes held in memory.
+    pub in_flight_bytes: u64,
+    pub tsdb_head_series: usize,
+    pub tsdb_blocks: usize,
+    pub tsdb_blocks_bytes: u64,
+    /// Samples the metrics head refused, by why (counters kept by the head).
+    pub tsdb_out_of_order_samples: u64,
+    pub tsdb_duplicate_samples: u64,
+    pub tsdb_out_of_bounds_samples: u64,
+}
+
+/// One index's size, as `/metrics` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexReading {
+    pub name: String,
+    pub partitions: usize,
+    pub docs: u64,
+    pub disk_bytes: u64,
+}
+
+impl StoreReadings {
+    /// The readings as gauges, grouped by name (in index order within a name).
+    pub fn gauges(&self) -> Vec<GaugeSample> {
+        let mut gauges = Vec::new();
+        for index in &self.indices {
+            gauges.push(GaugeSample {
+                name: "lookout_index_partitions",
+                help: "Open time partitions per index.",
+                labels: vec![("index", index.name.clone())],
+                value: index.partitions as f64,
+            });
+            gauges.push(GaugeSample {
+                name: "lookout_index_docs",
+                help: "Searchable documents per index.",
+                labels: vec![("index", index.name.clone())],
+                value: index.docs as f64,
+            });
+            gauges.push(GaugeSample {
+                name: "lookout_index_size_bytes",
+                help: "Bytes on disk per index.",
+                labels: vec![("index", index.name.clone())],
+                value: index.disk_bytes as f64,
+            });
+        }
+        gauges.push(GaugeSample {
+            name: "lookout_index_search_idle",
+            help: "1 while no search came within index.search_idle_after (background refreshes pause; the next search refreshes first).",
+            labels: Vec::new(),
+            value: if self.search_idle { 1.0 } else { 0.0 },
+        });
+        gauges.push(GaugeSample {
+            name: "lookout_ingest_in_flight_bytes",
+            help: "Decoded request bytes held in memory right now (beyond ingest.max_in_flight_bytes requests get 429).",
+            labels: Vec::new(),
+            value: self.in_flight_bytes as f64,
+        });
+        for (name, help, value) in [
+            (
+                "lookout_tsdb_head_series",
+                "Series held in the metrics head.",
+                self.tsdb_head_series as f64,
+            ),
+            (
+                "lookout_tsdb_blocks",
+                "Persisted metrics blocks.",
+                self.tsdb_blocks as f64,
+            ),
+            (
+                "lookout_tsdb_blocks_bytes",
+                "Bytes of the metrics blocks (chunks and index).",
+                self.tsdb_blocks_bytes as f64,
+            ),
+        ] {
+            gauges.push(GaugeSample {
+                name,
+                help,
+                labels: Vec::new(),
+                value,
+            });
+        }
+        gauges.sort_by_key(|gauge| gauge.name);
+        gauges
+    }
+
+    /// The counters the metrics head keeps, after the rest of `/metrics`.
+    fn write_counters(&self, out: &mut String) {
+        for (name, help, value) in [
+            (
+                "lookout_tsdb_out_of_order_samples_total",
+                "Samples refused: older than their series' newest.",
+                self.tsdb_out_of_order_samples,
+            ),
+            (
+                "lookout_tsdb_duplicate_samples_total",
+                "Samples refused: a different value for a timestamp already stored.",
+                self.tsdb_duplicate_samples,
+            ),
+            (
+                "lookout_tsdb_out_of_bounds_samples_total",
+                "Samples refused: older than what the head holds (already in blocks).",
+                self.tsdb_out_of_bounds_samples,
+            ),
+        ] {
+            write_counter(out, name, help, value);
+        }
+    }
+}
+
+impl Telemetry {
+    /// The whole `/metrics` page: every self-metric, then what `readings` say.
+    pub fn render_with(&self, readings: &StoreReadings) -> String {
+        let mut text = self.render(&readings.gauges());
+        readings.write_counters(&mut text);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_readings_are_gauges_grouped_by_name_then_head_counters() {
+        let readings = StoreReadings {
+            indices: vec![
+                IndexReading {
+                    name: "app".into(),
+                    partitions: 2,
+                    docs: 10,
+                    disk_bytes: 4096,
+                },
+                IndexReading {
+                    name: "logs".into(),
+                    partitions: 1,
+                    docs: 3,
+                    disk_bytes: 512,
+                },
+            ],
+            search_idle: true,
+            in_flight_bytes: 7,
+            tsdb_head_series: 5,
+            tsdb_blocks: 1,
+            tsdb_blocks_bytes: 100,
+            tsdb_out_of_order_samples: 4,
+            tsdb_duplicate_samples: 0,
+            tsdb_out_of_bounds_samples: 2,
+        };
+        let text = Telemetry::default().render_with(&readings);
+        assert!(text.contains(
+            "# TYPE lookout_index_docs gauge\nlookout_index_docs{index=\"app\"} 10\nlookout_index_docs{index=\"logs\"} 3\n"
+        ));
+        assert!(text.contains("lookout_index_search_idle 1\n"));
+        assert!(text.contains("lookout_ingest_in_flight_bytes 7\n"));
+        assert!(text.contains("lookout_tsdb_blocks_bytes 100\n"));
+        assert!(text.ends_with(
+            "# TYPE lookout_tsdb_out_of_bounds_samples_total counter\nlookout_tsdb_out_of_bounds_samples_total 2\n"
+        ));
     }
 }

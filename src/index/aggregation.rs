@@ -6,6 +6,8 @@
 //! (minute, hour, day, week; months and years have no fixed length and are refused with a
 //! hint), and per-partition results are merged before they are finalized.
 
+mod metric_numbers;
+
 use serde_json::{Map, Value};
 use tantivy::Searcher;
 use tantivy::aggregation::agg_req::Aggregations;
@@ -219,11 +221,15 @@ pub fn finish(
     merged: Option<IntermediateAggregationResults>,
     max_buckets: u32,
 ) -> Result<Value, tantivy::TantivyError> {
+    let request = aggregations.clone();
     let results = merged
         .unwrap_or_default()
         .into_final_result(aggregations, limits(max_buckets))?;
-    let results = serde_json::to_value(results)
+    let mut results = serde_json::to_value(results)
         .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))?;
+    if let Value::Object(results) = &mut results {
+        metric_numbers::shape(&request, results);
+    }
     // tantivy counts the buckets it collects; the empty ones `min_doc_count: 0` and
     // `extended_bounds` add at the end only count against its memory limit. Elasticsearch
     // counts every bucket of the answer.

@@ -7,6 +7,8 @@
 //! orders `_doc` sorting and lets scroll pages continue after the last hit of the previous
 //! page (search-after on pinned searchers), without deep paging.
 
+pub mod scroll;
+
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::Arc;

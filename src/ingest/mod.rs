@@ -256,7 +256,7 @@ impl Ingest {
                 if let Err(panic) = logged {
                     fatal(&format!(
                         "the write-ahead log thread panicked: {}",
-                        crate::error::panic_message(&*panic)
+                        crate::panic::message(&*panic)
                     ));
                 }
             })

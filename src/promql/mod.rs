@@ -14,6 +14,7 @@ pub mod depth;
 mod eval;
 mod functions;
 pub mod notation;
+pub mod series;
 
 use std::time::{Duration, Instant};
 

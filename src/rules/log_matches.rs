@@ -314,6 +314,17 @@ impl Storage for LogMatches {
     }
 }
 
+impl promql::series::SeriesSource for LogMatches {
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, promql::Error> {
+        LogMatches::series(self, matchers, start, end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -812,7 +812,7 @@ impl RuleManager {
                     .unwrap_or_else(|panic| {
                         Err(format!(
                             "the evaluation panicked (a bug; please report it): {}",
-                            crate::error::panic_message(&*panic)
+                            crate::panic::message(&*panic)
                         ))
                     });
                 manager.record_status(&rule.name, tick, started.elapsed(), result.as_ref().err());
@@ -1704,7 +1704,7 @@ fn failed(what: &str, error: tokio::task::JoinError) -> String {
     match error.try_into_panic() {
         Ok(panic) => format!(
             "{what} panicked (a bug; please report it): {}",
-            crate::error::panic_message(&*panic)
+            crate::panic::message(&*panic)
         ),
         Err(error) => format!("{what} was cancelled: {error}"),
     }

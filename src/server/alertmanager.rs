@@ -4,12 +4,12 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
 use super::SharedState;
+use super::error::{AlertmanagerError, ApiError, ErrorCode};
 use super::response::ok;
 use crate::rules::silence::{Silence, SilenceRequest};
 
@@ -20,11 +20,16 @@ pub fn routes() -> Router<SharedState> {
 }
 
 fn bad_request(reason: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"code": 400, "message": reason})),
-    )
-        .into_response()
+    AlertmanagerError(ApiError::bad_request("bad_data", reason)).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    AlertmanagerError(ApiError::new(
+        ErrorCode::NotFound,
+        "not_found",
+        format!("silence {id} not found"),
+    ))
+    .into_response()
 }
 
 fn render(silence: &Silence) -> serde_json::Value {
@@ -46,11 +51,7 @@ async fn one(State(state): State<SharedState>, Path(id): Path<String>) -> Respon
         .find(|silence| silence.id == id)
     {
         Some(silence) => ok(&render(silence)),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"code": 404, "message": format!("silence {id} not found")})),
-        )
-            .into_response(),
+        None => not_found(&id),
     }
 }
 
@@ -72,15 +73,8 @@ async fn create(State(state): State<SharedState>, body: Bytes) -> Response {
 async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
     match state.silences.expire(&id) {
         Ok(true) => ok(&json!({})),
-        Ok(false) => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"code": 404, "message": format!("silence {id} not found")})),
-        )
-            .into_response(),
-        Err(reason) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"code": 500, "message": reason})),
-        )
+        Ok(false) => not_found(&id),
+        Err(reason) => AlertmanagerError(ApiError::new(ErrorCode::Internal, "internal", reason))
             .into_response(),
     }
 }

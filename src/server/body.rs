@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorCode};
 use crate::telemetry::Telemetry;
 
 /// A body in memory, as the chunks it arrived in, with the in-flight budget it holds

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::filter_path::{FilterPath, Keep};
-use crate::error::{ApiError, ErrorCode};
+use crate::server::error::{ApiError, ErrorCode};
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::event::RejectionKind;
 use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteRefused};

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::SharedState;
 use super::elastic::agent_watermark;
+use super::error::{ApiError, ErrorCode};
 use super::response::ok;
-use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::GaugeSample;
+use crate::telemetry::{IndexReading, StoreReadings};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -95,85 +95,33 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     let tsdb = std::sync::Arc::clone(&state.series.tsdb);
     let in_flight_bytes = state.ingest.in_flight_bytes();
     let search_idle = state.ingest.search_idle();
-    let gauges = tokio::task::spawn_blocking(move || {
-        let mut gauges = Vec::new();
-        for index in store.all() {
-            let partitions = index.partitions();
-            gauges.push(GaugeSample {
-                name: "lookout_index_partitions",
-                help: "Open time partitions per index.",
-                labels: vec![("index", index.name.clone())],
-                value: partitions.len() as f64,
-            });
-            gauges.push(GaugeSample {
-                name: "lookout_index_docs",
-                help: "Searchable documents per index.",
-                labels: vec![("index", index.name.clone())],
-                value: index.doc_count() as f64,
-            });
-            gauges.push(GaugeSample {
-                name: "lookout_index_size_bytes",
-                help: "Bytes on disk per index.",
-                labels: vec![("index", index.name.clone())],
-                value: index.disk_bytes() as f64,
-            });
-        }
-        gauges.push(GaugeSample {
-            name: "lookout_index_search_idle",
-            help: "1 while no search came within index.search_idle_after (background refreshes pause; the next search refreshes first).",
-            labels: Vec::new(),
-            value: if search_idle { 1.0 } else { 0.0 },
-        });
-        gauges.push(GaugeSample {
-            name: "lookout_ingest_in_flight_bytes",
-            help: "Decoded request bytes held in memory right now (beyond ingest.max_in_flight_bytes requests get 429).",
-            labels: Vec::new(),
-            value: in_flight_bytes as f64,
-        });
+    let readings = tokio::task::spawn_blocking(move || {
+        use std::sync::atomic::Ordering::Relaxed;
         let blocks = tsdb.block_metas();
-        for (name, help, value) in [
-            ("lookout_tsdb_head_series", "Series held in the metrics head.", tsdb.head.active_series() as f64),
-            ("lookout_tsdb_blocks", "Persisted metrics blocks.", blocks.len() as f64),
-            (
-                "lookout_tsdb_blocks_bytes",
-                "Bytes of the metrics blocks (chunks and index).",
-                blocks.iter().map(|meta| meta.bytes).sum::<u64>() as f64,
-            ),
-        ] {
-            gauges.push(GaugeSample {
-                name,
-                help,
-                labels: Vec::new(),
-                value,
-            });
+        StoreReadings {
+            indices: store
+                .all()
+                .iter()
+                .map(|index| IndexReading {
+                    name: index.name.clone(),
+                    partitions: index.partitions().len(),
+                    docs: index.doc_count(),
+                    disk_bytes: index.disk_bytes(),
+                })
+                .collect(),
+            search_idle,
+            in_flight_bytes,
+            tsdb_head_series: tsdb.head.active_series(),
+            tsdb_blocks: blocks.len(),
+            tsdb_blocks_bytes: blocks.iter().map(|meta| meta.bytes).sum(),
+            tsdb_out_of_order_samples: tsdb.head.out_of_order.load(Relaxed),
+            tsdb_duplicate_samples: tsdb.head.duplicates.load(Relaxed),
+            tsdb_out_of_bounds_samples: tsdb.head.out_of_bounds.load(Relaxed),
         }
-        gauges.sort_by_key(|gauge| gauge.name);
-        gauges
     })
     .await
     .unwrap_or_default();
-    let mut text = state.telemetry.render(&gauges);
-    use std::sync::atomic::Ordering::Relaxed;
-    let head = &state.series.tsdb.head;
-    for (name, help, value) in [
-        (
-            "lookout_tsdb_out_of_order_samples_total",
-            "Samples refused: older than their series' newest.",
-            head.out_of_order.load(Relaxed),
-        ),
-        (
-            "lookout_tsdb_duplicate_samples_total",
-            "Samples refused: a different value for a timestamp already stored.",
-            head.duplicates.load(Relaxed),
-        ),
-        (
-            "lookout_tsdb_out_of_bounds_samples_total",
-            "Samples refused: older than what the head holds (already in blocks).",
-            head.out_of_bounds.load(Relaxed),
-        ),
-    ] {
-        crate::telemetry::write_counter(&mut text, name, help, value);
-    }
+    let text = state.telemetry.render_with(&readings);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

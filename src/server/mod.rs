@@ -1,12 +1,14 @@
 //! The HTTP API: one router on one listener.
 //!
-//! - `elastic`: the Elasticsearch-compatible ingest and search API.
+//! - `elastic`: the Elasticsearch-compatible API, one file per area (documents, search,
+//!   scroll, indices, cluster); request parsing and execution live in `index`.
 //! - `lookout`: the agent protocol (`/_lookout/…`), health, `/metrics`.
 //! - `body`: request bodies read as a stream with size caps, in-flight accounting and
 //!   bounded gzip decompression.
 //! - `prometheus`, `alertmanager`: their APIs' shapes for rules, alerts and silences.
 //! - `rules`: Lookout's rules API (CRUD, dry run) and alert history.
-//! - `response`: the one place errors become ES error bodies.
+//! - `error`: the one error every route answers with (a closed `ErrorCode`, mapped to
+//!   HTTP status once); `response`: the one place it becomes a body, in each API's dialect.
 //!
 //! Auth: with a token configured, every route but `/-/healthy` and `/-/ready` needs
 //! `Authorization: Bearer|ApiKey|Basic`. Every response carries
@@ -16,6 +18,7 @@ pub mod alertmanager;
 pub mod body;
 pub mod bulk_answer;
 pub mod elastic;
+pub mod error;
 pub mod filter_path;
 pub mod listener;
 pub mod lookout;
@@ -35,7 +38,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ApiError, ErrorCode};
+use self::error::{ApiError, ErrorCode};
 use crate::index::IndexStore;
 use crate::ingest::Ingest;
 use crate::telemetry::Telemetry;
@@ -49,7 +52,7 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// A request body that sends nothing for this long fails with 408.
     pub body_read_timeout: std::time::Duration,
-    pub scrolls: elastic::Scrolls,
+    pub scrolls: crate::index::search::scroll::Scrolls,
     /// A search without its own `timeout` stops after this (`search.default_timeout`).
     pub search_timeout: std::time::Duration,
     /// Where the Elasticsearch API's searches run (bounded, low priority).
@@ -97,7 +100,7 @@ pub fn router(state: SharedState) -> Router {
             let telemetry = Arc::clone(&state.telemetry);
             move |panic: Box<dyn std::any::Any + Send>| {
                 telemetry.handler_panics.add(1);
-                let message = crate::error::panic_message(&*panic);
+                let message = crate::panic::message(&*panic);
                 tracing::error!(panic = message, "a request handler panicked; answered 500");
                 ApiError::new(
                     ErrorCode::Internal,

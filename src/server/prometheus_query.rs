@@ -11,14 +11,16 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::SharedState;
+use super::error::{ApiError, ErrorCode, PrometheusError};
 use super::query_pool::PoolError;
 use super::response::json_response;
+use crate::promql::series::{SeriesError, SeriesSource, matching_series};
 use crate::promql::{self, Annotations, Engine, QueryValue};
 use crate::tsdb::head::Labels;
 
@@ -36,52 +38,28 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/metadata", get(metadata))
 }
 
-/// A failed API call: HTTP status, Prometheus `errorType`, message.
-struct Failure(StatusCode, &'static str, String);
-
-impl Failure {
-    fn bad_data(message: String) -> Failure {
-        Failure(StatusCode::BAD_REQUEST, "bad_data", message)
-    }
-
-    fn parameter(name: &str, message: impl std::fmt::Display) -> Failure {
-        Failure::bad_data(format!("invalid parameter {name:?}: {message}"))
-    }
-
-    fn response(self) -> Response {
-        let Failure(status, kind, message) = self;
-        json_response(
-            status,
-            &json!({"status": "error", "errorType": kind, "error": message}),
-        )
-    }
+/// A Prometheus `bad_data` error (400).
+fn bad_data(message: impl Into<String>) -> PrometheusError {
+    PrometheusError(ApiError::new(ErrorCode::BadRequest, "bad_data", message))
 }
 
-impl From<promql::Error> for Failure {
-    fn from(error: promql::Error) -> Failure {
-        let status = match error {
-            promql::Error::BadData(_) => StatusCode::BAD_REQUEST,
-            promql::Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // nobody reads it: the client left (Prometheus' "client closed connection")
-            promql::Error::Canceled(_) => {
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-            }
-            promql::Error::Execution(_) | promql::Error::TooManySamples(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-        };
-        Failure(status, error.error_type(), error.to_string())
-    }
+/// A `bad_data` error about the parameter `name`.
+fn invalid_parameter(name: &str, message: impl std::fmt::Display) -> PrometheusError {
+    bad_data(format!("invalid parameter {name:?}: {message}"))
 }
 
 /// The request's parameters: the URL's, then a form body's (as Prometheus merges them).
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn read(raw: Option<String>, headers: &HeaderMap, body: &Bytes) -> Result<Params, Failure> {
+    fn read(
+        raw: Option<String>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Params, PrometheusError> {
         let mut pairs: Vec<(String, String)> = match raw {
             Some(raw) => serde_urlencoded::from_str(&raw)
-                .map_err(|error| Failure::bad_data(format!("invalid query string: {error}")))?,
+                .map_err(|error| bad_data(format!("invalid query string: {error}")))?,
             None => Vec::new(),
         };
         let form = headers
@@ -90,7 +68,7 @@ impl Params {
             .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
         if form && !body.is_empty() {
             let body: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-                .map_err(|error| Failure::bad_data(format!("invalid form body: {error}")))?;
+                .map_err(|error| bad_data(format!("invalid form body: {error}")))?;
             pairs.extend(body);
         }
         Ok(Params(pairs))
@@ -112,19 +90,19 @@ impl Params {
     }
 
     /// A required or optional time parameter, in milliseconds.
-    fn time(&self, name: &str) -> Result<Option<i64>, Failure> {
+    fn time(&self, name: &str) -> Result<Option<i64>, PrometheusError> {
         self.get(name)
-            .map(|text| parse_time(text).map_err(|error| Failure::parameter(name, error)))
+            .map(|text| parse_time(text).map_err(|error| invalid_parameter(name, error)))
             .transpose()
     }
 
-    fn engine(&self, state: &SharedState) -> Result<Engine, Failure> {
+    fn engine(&self, state: &SharedState) -> Result<Engine, PrometheusError> {
         let mut options = state.series.engine.clone();
         if let Some(text) = self.get("timeout") {
             let timeout = promql::parse_duration(text)
                 .filter(|ms| *ms > 0)
                 .ok_or_else(|| {
-                    Failure::parameter(
+                    invalid_parameter(
                         "timeout",
                         format!("cannot parse {text:?} to a valid duration"),
                     )
@@ -275,19 +253,19 @@ fn result_json(value: &QueryValue) -> Value {
 async fn evaluate<T: Send + 'static>(
     state: &SharedState,
     run: impl FnOnce(&CancellationToken) -> Result<T, promql::Error> + Send + 'static,
-) -> Result<T, Failure> {
+) -> Result<T, PrometheusError> {
     match state.promql_pool.run(run).await {
         Ok(result) => Ok(result?),
-        Err(busy @ PoolError::Busy { .. }) => Err(Failure(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(busy @ PoolError::Busy { .. }) => Err(PrometheusError(ApiError::new(
+            ErrorCode::Unavailable,
             "unavailable",
             busy.to_string(),
-        )),
-        Err(error) => Err(Failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        ))),
+        Err(error) => Err(PrometheusError(ApiError::new(
+            ErrorCode::Internal,
             "internal",
             error.to_string(),
-        )),
+        ))),
     }
 }
 
@@ -299,9 +277,9 @@ async fn before_log_search(state: &SharedState, expr: &promql::Expr) {
     }
 }
 
-fn parse_query(params: &Params) -> Result<promql::Expr, Failure> {
+fn parse_query(params: &Params) -> Result<promql::Expr, PrometheusError> {
     let text = params.get("query").unwrap_or_default();
-    promql::parse(text).map_err(|error| Failure::parameter("query", error))
+    promql::parse(text).map_err(|error| invalid_parameter("query", error))
 }
 
 async fn query(
@@ -312,7 +290,7 @@ async fn query(
 ) -> Response {
     run_query(state, raw, &headers, &body)
         .await
-        .unwrap_or_else(Failure::response)
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn run_query(
@@ -320,13 +298,13 @@ async fn run_query(
     raw: Option<String>,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Response, Failure> {
+) -> Result<Response, PrometheusError> {
     let params = Params::read(raw, headers, body)?;
     let time = params
         .get("time")
         .map(|text| {
             parse_time(text).map_err(|error| {
-                Failure::parameter("time", format!("Invalid time value for 'time': {error}"))
+                invalid_parameter("time", format!("Invalid time value for 'time': {error}"))
             })
         })
         .transpose()?
@@ -351,7 +329,7 @@ async fn query_range(
 ) -> Response {
     run_query_range(state, raw, &headers, &body)
         .await
-        .unwrap_or_else(Failure::response)
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn run_query_range(
@@ -359,36 +337,36 @@ async fn run_query_range(
     raw: Option<String>,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Response, Failure> {
+) -> Result<Response, PrometheusError> {
     let params = Params::read(raw, headers, body)?;
-    let required_time = |name: &str| -> Result<i64, Failure> {
+    let required_time = |name: &str| -> Result<i64, PrometheusError> {
         let text = params.get(name).unwrap_or_default();
-        parse_time(text).map_err(|error| Failure::parameter(name, error))
+        parse_time(text).map_err(|error| invalid_parameter(name, error))
     };
     let start = required_time("start")?;
     let end = required_time("end")?;
     if end < start {
-        return Err(Failure::parameter(
+        return Err(invalid_parameter(
             "end",
             "end timestamp must not be before start time",
         ));
     }
     let step_text = params.get("step").unwrap_or_default();
     let step = promql::parse_duration(step_text).ok_or_else(|| {
-        Failure::parameter(
+        invalid_parameter(
             "step",
             format!("cannot parse {step_text:?} to a valid duration"),
         )
     })?;
     if step <= 0 {
-        return Err(Failure::parameter(
+        return Err(invalid_parameter(
             "step",
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
     if (end - start) / step > MAX_POINTS {
-        return Err(Failure::bad_data(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+        return Err(bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
     let expr = parse_query(&params)?;
@@ -405,50 +383,39 @@ async fn run_query_range(
 
 /// The label sets of the series the `match[]` selectors name with samples in
 /// `[start, end]`; every series when no selector is given and `required` is false.
-fn matching_series(
+fn matching_series_of(
     state: &SharedState,
     params: &Params,
     required: bool,
-) -> Result<Option<BTreeSet<Labels>>, Failure> {
+) -> Result<Option<BTreeSet<Labels>>, PrometheusError> {
     let selectors = params.all("match[]");
     if selectors.is_empty() {
         if required {
-            return Err(Failure::bad_data("no match[] parameter provided".into()));
+            return Err(bad_data("no match[] parameter provided"));
         }
         return Ok(None);
     }
     let start = params.time("start")?.unwrap_or(i64::MIN / 2);
     let end = params.time("end")?.unwrap_or(i64::MAX / 2);
-    let mut found = BTreeSet::new();
-    for selector in selectors {
-        let groups = promql::selector_matchers(selector)
-            .map_err(|error| Failure::parameter("match[]", error))?;
-        for group in groups {
-            for (labels, _) in state.series.tsdb.select(&group, start, end) {
-                found.insert(labels);
-            }
-            let logs = state
-                .series
-                .log_matches
-                .series(&group, start, end)
-                .map_err(|error| Failure::bad_data(error.to_string()))?;
-            found.extend(logs);
-        }
+    let sources: [&dyn SeriesSource; 2] = [&*state.series.tsdb, &*state.series.log_matches];
+    match matching_series(&sources, &selectors, start, end) {
+        Ok(found) => Ok(Some(found)),
+        Err(SeriesError::Selector(error)) => Err(invalid_parameter("match[]", error)),
+        Err(SeriesError::Source(error)) => Err(bad_data(error.to_string())),
     }
-    Ok(Some(found))
 }
 
-/// [`matching_series`] on a blocking thread (`log_matches` searches the index).
+/// [`matching_series_of`] on a blocking thread (`log_matches` searches the index).
 async fn series_of(
     state: &SharedState,
-    params: Result<Params, Failure>,
+    params: Result<Params, PrometheusError>,
     required: bool,
-) -> Result<Option<BTreeSet<Labels>>, Failure> {
+) -> Result<Option<BTreeSet<Labels>>, PrometheusError> {
     let (state, params) = (std::sync::Arc::clone(state), params?);
     state.ingest.before_search().await;
     let reader = std::sync::Arc::clone(&state);
     evaluate(&state, move |_| {
-        Ok(matching_series(&reader, &params, required))
+        Ok(matching_series_of(&reader, &params, required))
     })
     .await?
 }
@@ -465,7 +432,7 @@ async fn series(
             let data: Vec<Value> = found.unwrap_or_default().iter().map(metric_json).collect();
             success(Value::Array(data), &Annotations::default())
         }
-        Err(failure) => failure.response(),
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -489,7 +456,7 @@ async fn labels(
             names.extend(state.series.log_matches.label_names());
             success(json!(names), &Annotations::default())
         }
-        Err(failure) => failure.response(),
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -523,7 +490,7 @@ async fn label_values(
             }
             success(json!(values), &Annotations::default())
         }
-        Err(failure) => failure.response(),
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -535,13 +502,13 @@ async fn metadata(
 ) -> Response {
     let params = match Params::read(raw, &headers, &Bytes::new()) {
         Ok(params) => params,
-        Err(failure) => return failure.response(),
+        Err(failure) => return failure.into_response(),
     };
     let limit = match params.get("limit").map(str::parse::<i64>) {
         None => i64::MAX,
         Some(Ok(limit)) if limit > 0 => limit,
         Some(Ok(_)) => i64::MAX,
-        Some(Err(_)) => return Failure::parameter("limit", "must be an integer").response(),
+        Some(Err(_)) => return invalid_parameter("limit", "must be an integer").into_response(),
     };
     let wanted = params.get("metric").filter(|metric| !metric.is_empty());
     let all = state

@@ -101,9 +101,7 @@ impl QueryPool {
             }
             telemetry.queries_running.add(name, 1);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(&cancel)))
-                .map_err(|panic| {
-                    PoolError::Panicked(crate::error::panic_message(&*panic).to_string())
-                });
+                .map_err(|panic| PoolError::Panicked(crate::panic::message(&*panic).to_string()));
             telemetry.queries_running.add(name, -1);
             if cancel.is_cancelled() {
                 telemetry.queries_cancelled.add(name, 1);

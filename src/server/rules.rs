@@ -21,12 +21,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
 use super::SharedState;
+use super::error::{ErrorCode, LookoutError};
 use super::response::{json_response, ok};
 use crate::rules::manager::{LoadedRule, PutRuleError, RuleManager};
 
@@ -42,38 +43,12 @@ pub fn routes() -> Router<SharedState> {
         .route("/_lookout/alerts/history", get(history))
 }
 
-/// An error of this API, as an ES-style error body.
-struct Problem {
-    status: StatusCode,
-    kind: &'static str,
-    reason: String,
-}
+type Answer = Result<Response, LookoutError>;
 
-impl Problem {
-    fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Problem {
-        Problem {
-            status,
-            kind,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &json!({"error": {"type": self.kind, "reason": self.reason}, "status": self.status.as_u16()}),
-        )
-    }
-}
-
-type Answer = Result<Response, Problem>;
-
-fn manager(state: &SharedState) -> Result<&std::sync::Arc<RuleManager>, Problem> {
+fn manager(state: &SharedState) -> Result<&std::sync::Arc<RuleManager>, LookoutError> {
     state.rules.get().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        LookoutError::new(
+            ErrorCode::Unavailable,
             "rules_not_started",
             "the rules are still starting; retry in a moment",
         )
@@ -122,8 +97,8 @@ async fn one(State(state): State<SharedState>, Path(name): Path<String>) -> Answ
     let manager = manager(&state)?;
     let text = manager.rule_text(&name).ok_or_else(|| not_found(&name))?;
     let rule: Value = serde_json::from_str(&text).map_err(|parse_error| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        LookoutError::new(
+            ErrorCode::Internal,
             "rule_unreadable",
             format!("queries/{name}.json is not JSON: {parse_error}"),
         )
@@ -131,25 +106,25 @@ async fn one(State(state): State<SharedState>, Path(name): Path<String>) -> Answ
     Ok(ok(&rule))
 }
 
-fn not_found(name: &str) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
+fn not_found(name: &str) -> LookoutError {
+    LookoutError::new(
+        ErrorCode::NotFound,
         "rule_not_found",
         format!("no rule `{name}` (no queries/{name}.json)"),
     )
 }
 
-fn body_text(body: &Bytes) -> Result<&str, Problem> {
+fn body_text(body: &Bytes) -> Result<&str, LookoutError> {
     if body.len() > MAX_RULE_BYTES {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        return Err(LookoutError::new(
+            ErrorCode::PayloadTooLarge,
             "rule_too_large",
             format!("a rule is at most {MAX_RULE_BYTES} bytes"),
         ));
     }
     std::str::from_utf8(body).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
+        LookoutError::new(
+            ErrorCode::BadRequest,
             "invalid_rule",
             "the body is not UTF-8; send the rule as JSON",
         )
@@ -178,13 +153,13 @@ async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: B
                 &json!({"name": name, "result": if created { "created" } else { "updated" }, "warnings": warnings}),
             ))
         }
-        Err(PutRuleError::Invalid(reason)) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
+        Err(PutRuleError::Invalid(reason)) => Err(LookoutError::new(
+            ErrorCode::BadRequest,
             "invalid_rule",
             reason,
         )),
-        Err(PutRuleError::Io(io_error)) => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        Err(PutRuleError::Io(io_error)) => Err(LookoutError::new(
+            ErrorCode::Internal,
             "io_error",
             format!("cannot write queries/{name}.json: {io_error}"),
         )),
@@ -196,8 +171,8 @@ async fn delete(State(state): State<SharedState>, Path(name): Path<String>) -> A
     match manager.delete_rule(&name) {
         Ok(true) => Ok(ok(&json!({"name": name, "result": "deleted"}))),
         Ok(false) => Err(not_found(&name)),
-        Err(io_error) => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        Err(io_error) => Err(LookoutError::new(
+            ErrorCode::Internal,
             "io_error",
             format!("cannot delete queries/{name}.json: {io_error}"),
         )),
@@ -216,7 +191,7 @@ async fn dry_run(
     let mut result = manager
         .dry_run(&rule, at)
         .await
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason))?;
     result["warnings"] = manager.warnings(&rule, &text, &origin).await.into();
     Ok(ok(&result))
 }
@@ -226,7 +201,7 @@ fn time_parameter(
     params: &HashMap<String, String>,
     field: &'static str,
     default: &str,
-) -> Result<chrono::DateTime<chrono::Utc>, Problem> {
+) -> Result<chrono::DateTime<chrono::Utc>, LookoutError> {
     let text = params.get(field).map_or(default, String::as_str);
     crate::index::query::date_math::parse_micros(
         text,
@@ -237,8 +212,8 @@ fn time_parameter(
     .ok()
     .and_then(chrono::DateTime::from_timestamp_micros)
     .ok_or_else(|| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
+        LookoutError::new(
+            ErrorCode::BadRequest,
             "invalid_parameter",
             format!(
                 "`{field}`: `{text}` is not a time; use RFC 3339 (2026-11-22T10:00:00Z) or date math (now-6h)"
@@ -252,7 +227,7 @@ fn rule_of(
     manager: &RuleManager,
     name: &str,
     body: &Bytes,
-) -> Result<(std::sync::Arc<LoadedRule>, String, String), Problem> {
+) -> Result<(std::sync::Arc<LoadedRule>, String, String), LookoutError> {
     let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
     let (text, origin) = if empty {
         let text = manager.rule_text(name).ok_or_else(|| not_found(name))?;
@@ -262,7 +237,7 @@ fn rule_of(
     };
     let rule = LoadedRule::parse(&text, name, &origin)
         .map(std::sync::Arc::new)
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "invalid_rule", reason))?;
     Ok((rule, text, origin))
 }
 
@@ -276,8 +251,8 @@ async fn backtest(
     let from = time_parameter(&params, "from", "now-1h")?;
     let to = time_parameter(&params, "to", "now")?;
     if to < from {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Err(LookoutError::new(
+            ErrorCode::BadRequest,
             "invalid_parameter",
             format!("`to` ({to}) is before `from` ({from})"),
         ));
@@ -286,7 +261,7 @@ async fn backtest(
     let result = manager
         .backtest(rule, from, to)
         .await
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason))?;
     Ok(ok(&result))
 }
 
@@ -299,8 +274,8 @@ async fn history(
         None => 100,
         Some(Ok(size)) if (1..=10_000).contains(&size) => size,
         Some(_) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
+            return Err(LookoutError::new(
+                ErrorCode::BadRequest,
                 "invalid_parameter",
                 "`size` is a number from 1 to 10000",
             ));
@@ -313,8 +288,7 @@ async fn history(
         rules.history().held(rule.as_deref(), size)
     });
     state.ingest.refresh().await;
-    let failed =
-        |reason: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "search_failed", reason);
+    let failed = |reason: String| LookoutError::new(ErrorCode::Internal, "search_failed", reason);
     let events = tokio::task::spawn_blocking(move || {
         crate::rules::history::recent(&store, rule.as_deref(), size)
     })

@@ -10,10 +10,10 @@ use lookout::index::document::LogDoc;
 use lookout::index::partition::WriterOptions;
 use lookout::index::query::dsl::{ParseContext, parse_query};
 use lookout::index::query::lucene::{self, LuceneOptions};
+use lookout::index::query::request::search_request;
 use lookout::index::query::{Operator, Query};
 use lookout::index::search::{self, Scope};
 use lookout::index::store::{StoreSettings, WriteOp};
-use lookout::server::elastic::search_request;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -277,7 +277,7 @@ fn tolerating_tantivy_seek_assertion(search: impl FnOnce()) {
 
 /// Runs a whole search body (query, aggregations, sort, paging) with URL parameters.
 fn run_search(body: &Value, params: &HashMap<String, String>) -> Result<(), String> {
-    let Ok(request) = search_request(Some(body), params) else {
+    let Ok(request) = search_request(Some(body), params, &context()) else {
         return Ok(());
     };
     let (_, store) = store();

@@ -5,6 +5,7 @@ mod support;
 
 mod agent;
 mod agent_model;
+mod aggregation_shapes;
 mod alerting;
 mod bad_input;
 mod chaos;

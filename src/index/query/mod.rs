@@ -10,6 +10,7 @@ pub mod compile;
 pub mod date_math;
 pub mod dsl;
 pub mod lucene;
+pub mod request;
 
 use std::ops::Bound;
 
