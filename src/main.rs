@@ -557,10 +557,10 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                     rules_checked += 1;
                     check_rule_file(&file).map(|(rule, text)| {
                         match &rule.source {
-                            lookout::rules::manager::RuleSource::Logs { .. } => {
+                            lookout::rules::rule::RuleSource::Logs { .. } => {
                                 saved_queries.insert(rule.name.clone());
                             }
-                            lookout::rules::manager::RuleSource::Metrics { expr } => {
+                            lookout::rules::rule::RuleSource::Metrics { expr } => {
                                 for name in lookout::rules::dead_query::saved_queries_named(expr) {
                                     references.push((file.clone(), text.clone(), name));
                                 }
@@ -645,7 +645,7 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
 /// Checks one rule file: the rule and its text, or every error it has.
 fn check_rule_file(
     path: &std::path::Path,
-) -> Result<(lookout::rules::manager::LoadedRule, String), Vec<String>> {
+) -> Result<(lookout::rules::rule::LoadedRule, String), Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
     let name = path

@@ -44,8 +44,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::log_matches::LogMatches;
-use super::manager::{FiringAlert, LoadedRule, ReplayStep, RuleManager, RuleServices};
+use super::manager::{FiringAlert, ReplayStep, RuleManager, RuleServices};
 use super::observe::Sources;
+use super::rule::LoadedRule;
 use crate::config::Config;
 use crate::index::IndexStore;
 use crate::ingest::bulk::ActionKind;
@@ -163,7 +164,9 @@ pub async fn run(path: &Path) -> Result<Report, String> {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut rules = Vec::new();
     for file in &fixtures.rule_files {
-        rules.push(Arc::new(LoadedRule::load(&base_dir.join(file))?));
+        rules.push(Arc::new(
+            LoadedRule::load(&base_dir.join(file)).map_err(|error| error.to_string())?,
+        ));
     }
     let evaluation_interval = match &fixtures.evaluation_interval {
         Some(text) => duration("evaluation_interval", text).map_err(at)?,

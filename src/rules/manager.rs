@@ -21,7 +21,7 @@
 //! failing and when it recovers, not at every tick.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +36,9 @@ pub use replay::{FiringAlert, ReplayStep};
 
 use super::alert_state::{AlertState, Notice, ResolveReason, Timing, Transition};
 use super::history::History;
-use super::model::{RuleFile, Threshold, ThresholdOp};
 use super::observe::{ContextValue, Observation, Sources};
-use super::template::{Template, TemplateData};
+use super::rule::{LoadedRule, RuleSource};
+use super::template::TemplateData;
 use crate::ingest::Ingest;
 use crate::notify::message::{
     AlertLine, AlertMessage, MessageKind, alertmanager_payload, search_url, slack_payload,
@@ -47,112 +47,8 @@ use crate::notify::notifiers::{Notifier, Notifiers};
 use crate::notify::outbox::{Delivery, Outbox};
 use crate::notify::webhook::Attempt;
 use crate::scheduler::runner::{Job, Runner};
-use crate::scheduler::schedule::Schedule;
 
 const STATE_VERSION: u32 = 1;
-
-/// A rule ready to run.
-pub struct LoadedRule {
-    pub name: String,
-    pub file: RuleFile,
-    pub source: RuleSource,
-    pub schedule: Schedule,
-    /// A log rule's counting window.
-    pub window: Duration,
-    /// Without one, every output series of a metric rule fires (as in Prometheus).
-    pub threshold: Option<Threshold>,
-    pub timing: Timing,
-    pub summary: Option<Template>,
-    pub description: Option<Template>,
-    /// PromQL templates evaluated when an alert fires.
-    pub context: Vec<Template>,
-    pub max_delay: Duration,
-    pub group_ttl: Duration,
-    /// Alert when the query has matched nothing for this long (`expect_matches`).
-    pub expect_matches: Option<Duration>,
-}
-
-/// What a rule watches.
-pub enum RuleSource {
-    /// Counts of a log query (Lucene string or DSL object) in an index.
-    Logs {
-        index: String,
-        query: serde_json::Value,
-    },
-    /// The output series of a PromQL expression.
-    Metrics { expr: crate::promql::Expr },
-}
-
-impl LoadedRule {
-    /// Reads and checks one rule file.
-    pub fn load(path: &Path) -> Result<LoadedRule, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-        let name = path
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .unwrap_or_default();
-        LoadedRule::parse(&text, name, &path.display().to_string())
-    }
-
-    /// Checks the text of rule `name`; `origin` starts every error (all of them, one a
-    /// line; see [`super::check`]).
-    pub fn parse(text: &str, name: &str, origin: &str) -> Result<LoadedRule, String> {
-        super::check::check_rule(text, name, origin).map_err(|errors| errors.join("\n"))
-    }
-
-    /// Whether an observed value meets the condition (always, without a threshold).
-    pub fn holds(&self, count: f64) -> bool {
-        let Some(threshold) = &self.threshold else {
-            return true;
-        };
-        let value = threshold.value;
-        match threshold.op {
-            ThresholdOp::Greater => count > value,
-            ThresholdOp::GreaterOrEqual => count >= value,
-            ThresholdOp::Less => count < value,
-            ThresholdOp::LessOrEqual => count <= value,
-            ThresholdOp::Equal => count == value,
-            ThresholdOp::NotEqual => count != value,
-        }
-    }
-
-    pub fn threshold_text(&self) -> String {
-        let Some(threshold) = &self.threshold else {
-            return String::new();
-        };
-        let op = match threshold.op {
-            ThresholdOp::Greater => ">",
-            ThresholdOp::GreaterOrEqual => ">=",
-            ThresholdOp::Less => "<",
-            ThresholdOp::LessOrEqual => "<=",
-            ThresholdOp::Equal => "==",
-            ThresholdOp::NotEqual => "!=",
-        };
-        format!("{op} {}", threshold.value)
-    }
-
-    /// A log rule as the `log_matches` series see it.
-    pub fn saved_query(&self) -> Option<super::log_matches::SavedQuery> {
-        match &self.source {
-            RuleSource::Logs { index, query } => Some(super::log_matches::SavedQuery {
-                name: self.name.clone(),
-                index: index.clone(),
-                query: query.clone(),
-                group_by: self.file.group_by.clone(),
-                window: self.window,
-                group_ttl: self.group_ttl,
-            }),
-            RuleSource::Metrics { .. } => None,
-        }
-    }
-
-    /// Whether groups that fall silent count 0 until their ttl (log rules) rather than
-    /// ending with their series (metric rules).
-    fn zero_fills(&self) -> bool {
-        matches!(self.source, RuleSource::Logs { .. })
-    }
-}
 
 /// The persisted state of one rule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -504,7 +400,9 @@ impl RuleManager {
         self.read_queries()
             .into_iter()
             .map(|(name, (path, text))| {
-                let error = LoadedRule::parse(&text, &name, &path.display().to_string()).err();
+                let error = LoadedRule::parse(&text, &name, &path.display().to_string())
+                    .err()
+                    .map(|error| error.to_string());
                 (name, text, error)
             })
             .collect()
@@ -569,7 +467,8 @@ impl RuleManager {
                 "`{name}`: a rule name is [A-Za-z0-9_-]+ (it becomes the file name)"
             )));
         }
-        LoadedRule::parse(text, name, "request body").map_err(PutRuleError::Invalid)?;
+        LoadedRule::parse(text, name, "request body")
+            .map_err(|error| PutRuleError::Invalid(error.to_string()))?;
         std::fs::create_dir_all(&self.queries_dir).map_err(PutRuleError::Io)?;
         let path = self.queries_dir.join(format!("{name}.json"));
         let created = !path.exists();
@@ -1733,15 +1632,6 @@ mod tests {
             )]),
             ..RuleState::default()
         }
-    }
-
-    /// A window near `u64::MAX` seconds overflowed the default `group_ttl` (ten windows).
-    #[test]
-    fn a_huge_window_loads_without_overflowing_the_default_group_ttl() {
-        let text = r#"{"version": 1, "query": "status:500", "window": "18446744073709551615s",
-            "threshold": {"op": ">", "value": 1}}"#;
-        let rule = LoadedRule::parse(text, "huge_window", "test").expect("loads");
-        assert_eq!(rule.group_ttl, Duration::MAX);
     }
 
     #[test]

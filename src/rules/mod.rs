@@ -19,5 +19,6 @@ pub mod log_matches;
 pub mod manager;
 pub mod model;
 pub mod observe;
+pub mod rule;
 pub mod silence;
 pub mod template;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::evaluate::{Window, count_window, sample_lines};
 use super::log_matches::LogMatches;
-use super::manager::{LoadedRule, RuleSource};
+use super::rule::{LoadedRule, RuleSource};
 use crate::index::IndexStore;
 use crate::promql::{self, Engine, EngineOptions, QueryValue, Storage, Union};
 use crate::tsdb::Tsdb;

@@ -28,7 +28,8 @@ use std::collections::HashMap;
 
 use super::SharedState;
 use super::response::{json_response, ok};
-use crate::rules::manager::{LoadedRule, PutRuleError, RuleManager};
+use crate::rules::manager::{PutRuleError, RuleManager};
+use crate::rules::rule::LoadedRule;
 
 /// Largest rule body accepted.
 const MAX_RULE_BYTES: usize = 256 * 1024;
@@ -262,7 +263,9 @@ fn rule_of(
     };
     let rule = LoadedRule::parse(&text, name, &origin)
         .map(std::sync::Arc::new)
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason))?;
+        .map_err(|reason| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_rule", reason.to_string())
+        })?;
     Ok((rule, text, origin))
 }
 
