@@ -211,18 +211,15 @@ impl Sandbox {
         config.index.retention = Duration::from_secs(200 * 365 * 86_400);
         config.ingest.future_tolerance = Duration::from_secs(200 * 365 * 86_400);
         let store = Arc::new(
-            IndexStore::open(
-                &dir.path().join("indices"),
-                crate::app::store_settings(&config),
-            )
-            .map_err(|error| error.to_string())?,
+            IndexStore::open(&dir.path().join("indices"), config.store_settings())
+                .map_err(|error| error.to_string())?,
         );
         let telemetry = Arc::new(Telemetry::default());
         let ingest = Ingest::open(
             Arc::clone(&store),
             dir.path().join("wal"),
             dir.path().join("state"),
-            crate::app::ingest_settings(&config),
+            config.ingest_settings(),
             Arc::clone(&telemetry),
             Arc::new(crate::storage::DiskSpace::unwatched()),
         )
