@@ -167,7 +167,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
-    let (history, history_writer) = crate::rules::history::History::new(ingest.clone());
+    let (history, history_writer) = crate::notify::history::History::new(ingest.clone());
     tasks.spawn(history_writer.run(background.clone()));
     let notifiers = crate::notify::notifiers::Notifiers::build(
         &config.notifiers,
@@ -223,7 +223,7 @@ fn start_rules(
     ),
     (notifiers, history): (
         crate::notify::notifiers::Notifiers,
-        crate::rules::history::History,
+        crate::notify::history::History,
     ),
     data_dir: &DataDir,
     background: &CancellationToken,
@@ -232,6 +232,14 @@ fn start_rules(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
+    let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+        notifiers,
+        &config.notify,
+        &data_dir.state(),
+        external_url.clone(),
+        telemetry.clone(),
+        history.clone(),
+    ));
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         crate::rules::manager::RuleServices {
             sources: sources.clone(),
@@ -240,7 +248,7 @@ fn start_rules(
             silences: silences.clone(),
             history,
         },
-        notifiers,
+        dispatcher,
         data_dir.state(),
         external_url,
         config.queries_dir.clone(),

@@ -35,6 +35,8 @@ pub struct Config {
     pub notifiers: std::collections::BTreeMap<String, crate::notify::notifiers::NotifierConfig>,
     /// Which notifiers an alert goes to when its rule names none.
     pub routing: crate::notify::notifiers::RoutingConfig,
+    /// How alert messages are delivered.
+    pub notify: crate::notify::notifiers::NotifyConfig,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
     /// An existing `prometheus.yml` whose `scrape_configs` are scraped too (read
@@ -61,6 +63,7 @@ impl Default for Config {
             agent: crate::agent::config::AgentConfig::default(),
             notifiers: Default::default(),
             routing: Default::default(),
+            notify: Default::default(),
             scrape_configs: Vec::new(),
             prometheus_config: None,
             metrics: MetricsConfig::default(),

@@ -4,6 +4,8 @@
 //! and final 4xx, [`outbox`] records deliveries before they are attempted, [`slack`] holds
 //! Slack's payload limits.
 
+pub mod dispatch;
+pub mod history;
 pub mod message;
 pub mod notifiers;
 pub mod outbox;

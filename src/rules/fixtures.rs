@@ -249,17 +249,27 @@ impl Sandbox {
             &Default::default(),
             None,
         )?;
+        let history = crate::notify::history::History::disabled();
+        let external_url = "http://127.0.0.1:9200".to_string();
+        let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+            notifiers,
+            &config.notify,
+            &dir.path().join("state"),
+            external_url.clone(),
+            Arc::clone(&telemetry),
+            history.clone(),
+        ));
         let manager = Arc::new(RuleManager::new(
             RuleServices {
                 sources: Arc::clone(&sources),
                 ingest: Arc::clone(&ingest),
                 telemetry,
                 silences: Arc::new(super::silence::Silences::open(&dir.path().join("state"))),
-                history: super::history::History::disabled(),
+                history,
             },
-            notifiers,
+            dispatcher,
             dir.path().join("state"),
-            "http://127.0.0.1:9200".into(),
+            external_url,
             dir.path().join("queries"),
         ));
         let stop = tokio_util::sync::CancellationToken::new();

@@ -28,7 +28,8 @@ use std::collections::HashMap;
 
 use super::SharedState;
 use super::response::{json_response, ok};
-use crate::rules::manager::{PutRuleError, RuleManager};
+use crate::rules::loader::PutRuleError;
+use crate::rules::manager::RuleManager;
 use crate::rules::rule::LoadedRule;
 
 /// Largest rule body accepted.
@@ -319,7 +320,7 @@ async fn history(
     let failed =
         |reason: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "search_failed", reason);
     let events = tokio::task::spawn_blocking(move || {
-        crate::rules::history::recent(&store, rule.as_deref(), size)
+        crate::notify::history::recent(&store, rule.as_deref(), size)
     })
     .await
     .map_err(|join_error| failed(join_error.to_string()))?

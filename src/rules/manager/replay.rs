@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{LoadedRule, RuleManager, RuleState, alert_labels, annotations};
+use super::RuleManager;
+use crate::notify::history::History;
 use crate::notify::message::AlertMessage;
-use crate::rules::history::History;
+use crate::rules::compose::{alert_labels, annotations};
+use crate::rules::rule::LoadedRule;
+use crate::rules::state_store::RuleState;
 
 /// One evaluation of a replay.
 pub struct ReplayStep {
@@ -50,8 +53,16 @@ impl RuleManager {
                 .sources
                 .observe(rule, tick)
                 .map_err(|error| format!("at {}: {error}", tick.to_rfc3339()))?;
-            let notices = self.advance(rule, tick, observations, &mut state, &history, false);
-            let messages = self.compose(rule, tick, notices);
+            // no silences: a replay shows what the rule does, not what is muted now
+            let notices = crate::rules::lifecycle::advance(
+                rule,
+                tick,
+                observations,
+                &mut state,
+                &history,
+                &|_| false,
+            );
+            let messages = self.composer.compose(rule, tick, notices);
             let firing = state
                 .alerts
                 .values()
@@ -110,7 +121,7 @@ impl RuleManager {
             .iter()
             .flat_map(|step| {
                 step.messages.iter().map(|(notifier, message)| {
-                    let payload = self.payload(notifier, message);
+                    let payload = self.dispatcher.payload(notifier, message);
                     serde_json::json!({
                         "at": step.at.to_rfc3339(),
                         "notifier": notifier,
