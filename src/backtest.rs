@@ -93,11 +93,12 @@ async fn check_default(server: &Server, index: Option<&str>) -> Result<(), Strin
 /// Replays the rule file at `path` over `[from, to]` on `server`; returns the report.
 pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<String, String> {
     // the same checks as the server's, with the file's name in the errors
-    let (rule, text) = super::rule::LoadedRule::read(path).map_err(|error| error.to_string())?;
+    let (rule, text) =
+        crate::rules::rule::LoadedRule::read(path).map_err(|error| error.to_string())?;
     if server.chosen_by == ServerChoice::Default {
         let index = match &rule.source {
-            super::rule::RuleSource::Logs { index, .. } => Some(index.as_str()),
-            super::rule::RuleSource::Metrics { .. } => None,
+            crate::rules::rule::RuleSource::Logs { index, .. } => Some(index.as_str()),
+            crate::rules::rule::RuleSource::Metrics { .. } => None,
         };
         check_default(server, index).await?;
     }
