@@ -388,7 +388,8 @@ async fn run_group(
             );
             let steps = tokio::task::spawn_blocking(move || manager.replay(&replayed, &ticks))
                 .await
-                .map_err(|error| error.to_string())??;
+                .map_err(|error| error.to_string())?
+                .map_err(|error| error.to_string())?;
             replays.insert(rule.name.clone(), steps);
         }
     }

@@ -32,7 +32,7 @@ pub use replay::{FiringAlert, ReplayStep};
 
 use super::compose::{Composer, alert_labels, annotations};
 use super::loader::{PutRuleError, QueryDir};
-use super::observe::{Observation, Sources};
+use super::observe::{Observation, ObserveError, Sources};
 use super::rule::{LoadedRule, RuleSource};
 use super::state_store::{RuleState, StateStore};
 use crate::ingest::Ingest;
@@ -116,6 +116,34 @@ pub struct RuleView {
     pub interval_seconds: f64,
     /// What it names that the data does not have (see [`super::dead_query::warnings`]).
     pub warnings: Vec<String>,
+}
+
+/// Why an evaluation (or a dry run, a replay, a backtest) of a rule failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluationError {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// A replayed tick could not be observed.
+    #[error("at {at}: {error}")]
+    ObserveAt { at: String, error: ObserveError },
+    /// A step panicked: a bug, which fails this evaluation only.
+    #[error("{what} panicked (a bug; please report it): {message}")]
+    Panicked { what: &'static str, message: String },
+    /// A step was cancelled (the runtime is shutting down).
+    #[error("{what} was cancelled: {error}")]
+    Cancelled {
+        what: &'static str,
+        error: tokio::task::JoinError,
+    },
+    /// A replay's blocking task did not finish.
+    #[error(transparent)]
+    Replay(tokio::task::JoinError),
+    #[error("more than {max} evaluations between {from} and {to}; shorten the range")]
+    TooManyTicks {
+        max: usize,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
 }
 
 /// The server's parts the rules work with.
@@ -213,13 +241,13 @@ impl RuleManager {
         rule: &str,
         tick: DateTime<Utc>,
         took: Duration,
-        error: Option<&String>,
+        error: Option<String>,
     ) {
         let mut statuses = self.lock_statuses();
         let status = statuses.entry(rule.to_string()).or_default();
         status.last_evaluation = Some(tick);
         status.evaluation_seconds = took.as_secs_f64();
-        status.last_error = error.cloned();
+        status.last_error = error;
     }
 
     /// The running rules with their last evaluation and active alerts, and with their
@@ -329,7 +357,7 @@ impl RuleManager {
         self: &Arc<Self>,
         rule: &Arc<LoadedRule>,
         at: DateTime<Utc>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, EvaluationError> {
         self.refresh_for(rule).await;
         let observations = self.observe(rule, at).await?;
         let mut state = self.states.load(&rule.name);
@@ -528,12 +556,13 @@ impl RuleManager {
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {
-                        Err(format!(
-                            "the evaluation panicked (a bug; please report it): {}",
-                            crate::error::panic_message(&*panic)
-                        ))
+                        Err(EvaluationError::Panicked {
+                            what: "the evaluation",
+                            message: crate::error::panic_message(&*panic).to_string(),
+                        })
                     });
-                manager.record_status(&rule.name, tick, started.elapsed(), result.as_ref().err());
+                let error = result.as_ref().err().map(ToString::to_string);
+                manager.record_status(&rule.name, tick, started.elapsed(), error);
                 if let Err(error) = &result {
                     telemetry.rule_failures.add(&rule.name, 1);
                     tracing::error!(rule = %rule.name, %error, "rule evaluation failed");
@@ -599,7 +628,7 @@ impl RuleManager {
         self: &Arc<Self>,
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EvaluationError> {
         self.refresh_for(rule).await;
         let observations = self.observe(rule, tick).await?;
         let matched = super::dead_query::matched(rule, &observations);
@@ -693,11 +722,12 @@ impl RuleManager {
         &self,
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
-    ) -> Result<Vec<Observation>, String> {
+    ) -> Result<Vec<Observation>, EvaluationError> {
         let (sources, rule) = (Arc::clone(&self.sources), Arc::clone(rule));
-        tokio::task::spawn_blocking(move || sources.observe(&rule, tick))
+        let observations = tokio::task::spawn_blocking(move || sources.observe(&rule, tick))
             .await
-            .map_err(|error| failed("reading what the rule counts", error))?
+            .map_err(|error| failed("reading what the rule counts", error))??;
+        Ok(observations)
     }
 
     /// The messages `notices` make (see [`Composer::compose`]), off the async threads.
@@ -706,7 +736,7 @@ impl RuleManager {
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
-    ) -> Result<Vec<(String, AlertMessage)>, String> {
+    ) -> Result<Vec<(String, AlertMessage)>, EvaluationError> {
         let (composer, rule) = (Arc::clone(&self.composer), Arc::clone(rule));
         tokio::task::spawn_blocking(move || composer.compose(&rule, tick, notices))
             .await
@@ -716,12 +746,12 @@ impl RuleManager {
 
 /// Why a rule's blocking step did not finish: the panic's message (a bug, which fails this
 /// evaluation only) or the runtime shutting down.
-fn failed(what: &str, error: tokio::task::JoinError) -> String {
+fn failed(what: &'static str, error: tokio::task::JoinError) -> EvaluationError {
     match error.try_into_panic() {
-        Ok(panic) => format!(
-            "{what} panicked (a bug; please report it): {}",
-            crate::error::panic_message(&*panic)
-        ),
-        Err(error) => format!("{what} was cancelled: {error}"),
+        Ok(panic) => EvaluationError::Panicked {
+            what,
+            message: crate::error::panic_message(&*panic).to_string(),
+        },
+        Err(error) => EvaluationError::Cancelled { what, error },
     }
 }

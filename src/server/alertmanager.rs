@@ -65,7 +65,7 @@ async fn create(State(state): State<SharedState>, body: Bytes) -> Response {
     };
     match state.silences.create(request) {
         Ok(id) => ok(&json!({"silenceID": id})),
-        Err(reason) => bad_request(reason),
+        Err(reason) => bad_request(reason.to_string()),
     }
 }
 
@@ -79,7 +79,7 @@ async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Res
             .into_response(),
         Err(reason) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"code": 500, "message": reason})),
+            axum::Json(json!({"code": 500, "message": reason.to_string()})),
         )
             .into_response(),
     }

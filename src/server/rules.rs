@@ -215,10 +215,13 @@ async fn dry_run(
     let manager = manager(&state)?;
     let at = time_parameter(&params, "at", "now")?;
     let (rule, text, origin) = rule_of(manager, &name, &body)?;
-    let mut result = manager
-        .dry_run(&rule, at)
-        .await
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+    let mut result = manager.dry_run(&rule, at).await.map_err(|reason| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "evaluation_failed",
+            reason.to_string(),
+        )
+    })?;
     result["warnings"] = manager.warnings(&rule, &text, &origin).await.into();
     Ok(ok(&result))
 }
@@ -287,10 +290,13 @@ async fn backtest(
         ));
     }
     let (rule, _, _) = rule_of(manager, &name, &body)?;
-    let result = manager
-        .backtest(rule, from, to)
-        .await
-        .map_err(|reason| Problem::new(StatusCode::BAD_REQUEST, "evaluation_failed", reason))?;
+    let result = manager.backtest(rule, from, to).await.map_err(|reason| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "evaluation_failed",
+            reason.to_string(),
+        )
+    })?;
     Ok(ok(&result))
 }
 

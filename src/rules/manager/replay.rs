@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::RuleManager;
+use super::{EvaluationError, RuleManager};
 use crate::notify::history::History;
 use crate::notify::message::AlertMessage;
 use crate::rules::compose::{alert_labels, annotations};
@@ -44,15 +44,18 @@ impl RuleManager {
         &self,
         rule: &LoadedRule,
         ticks: &[DateTime<Utc>],
-    ) -> Result<Vec<ReplayStep>, String> {
+    ) -> Result<Vec<ReplayStep>, EvaluationError> {
         let mut state = RuleState::default();
         let history = History::in_memory();
         let mut steps = Vec::with_capacity(ticks.len());
         for &tick in ticks {
-            let observations = self
-                .sources
-                .observe(rule, tick)
-                .map_err(|error| format!("at {}: {error}", tick.to_rfc3339()))?;
+            let observations =
+                self.sources
+                    .observe(rule, tick)
+                    .map_err(|error| EvaluationError::ObserveAt {
+                        at: tick.to_rfc3339(),
+                        error,
+                    })?;
             // no silences: a replay shows what the rule does, not what is muted now
             let notices = crate::rules::lifecycle::advance(
                 rule,
@@ -91,7 +94,7 @@ impl RuleManager {
         rule: Arc<LoadedRule>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, EvaluationError> {
         const MAX_TICKS: usize = 100_000;
         let mut ticks = Vec::new();
         let mut next = rule
@@ -99,9 +102,11 @@ impl RuleManager {
             .next_after(from - chrono::Duration::milliseconds(1));
         while let Some(tick) = next.filter(|tick| *tick <= to) {
             if ticks.len() == MAX_TICKS {
-                return Err(format!(
-                    "more than {MAX_TICKS} evaluations between {from} and {to}; shorten the range"
-                ));
+                return Err(EvaluationError::TooManyTicks {
+                    max: MAX_TICKS,
+                    from,
+                    to,
+                });
             }
             ticks.push(tick);
             next = rule.schedule.next_after(tick);
@@ -111,7 +116,7 @@ impl RuleManager {
         let (steps, rule) =
             tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(EvaluationError::Replay)?;
         let steps = steps?;
         let timeline: Vec<serde_json::Value> = steps
             .iter()
