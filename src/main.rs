@@ -304,7 +304,11 @@ fn main() -> ExitCode {
 fn rules_fixtures(path: &std::path::Path) -> ExitCode {
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
-        .and_then(|runtime| runtime.block_on(lookout::rules::fixtures::run(path)));
+        .and_then(|runtime| {
+            runtime
+                .block_on(lookout::rules::fixtures::run(path))
+                .map_err(|error| error.to_string())
+        });
     match outcome {
         Ok(report) => {
             for failure in &report.failures {
