@@ -169,15 +169,6 @@ fn without_position(error: &serde_json::Error) -> String {
     }
 }
 
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text).map_err(|error| {
-            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
-        }),
-    }
-}
-
 /// Checks the text of rule `name`; `origin` (a file name, or `request body`) starts every
 /// error. Returns the rule ready to run, or every error found.
 pub fn check_rule(text: &str, name: &str, origin: &str) -> Result<LoadedRule, Vec<String>> {
@@ -340,12 +331,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         }
     };
     let mut duration_of = |field: &str, text: Option<&str>, default: Duration| {
-        duration(field, text, default).unwrap_or_else(|error| {
+        let Some(text) = text else {
+            return default;
+        };
+        humantime::parse_duration(text).unwrap_or_else(|error| {
             problems.field(
                 field,
-                error
-                    .split_once(": ")
-                    .map_or(error.as_str(), |(_, rest)| rest),
+                format!("`{text}` is not a duration like \"1m\" ({error})"),
             );
             default
         })
