@@ -34,7 +34,7 @@ use super::compose::{Composer, alert_labels, annotations};
 use super::loader::{PutRuleError, QueryDir};
 use super::observe::{Observation, ObserveError, Sources};
 use super::rule::{LoadedRule, RuleSource};
-use super::state_store::{RuleState, StateStore};
+use super::state_store::StateStore;
 use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::history::History;
@@ -348,84 +348,6 @@ impl RuleManager {
                 (name, text, error)
             })
             .collect()
-    }
-
-    /// What `rule` would do if it were evaluated at `at`: the count of each group, the
-    /// phase each alert is in and would move to (from the rule's persisted state), and
-    /// the messages it would send — without sending, recording or saving anything.
-    pub async fn dry_run(
-        self: &Arc<Self>,
-        rule: &Arc<LoadedRule>,
-        at: DateTime<Utc>,
-    ) -> Result<serde_json::Value, EvaluationError> {
-        self.refresh_for(rule).await;
-        let observations = self.observe(rule, at).await?;
-        let mut state = self.states.load(&rule.name);
-        let before = state.clone();
-        let notices = super::lifecycle::advance(
-            rule,
-            at,
-            observations,
-            &mut state,
-            &History::disabled(),
-            &self.silenced(rule),
-        );
-        let phase = |state: &RuleState, key: &str| {
-            state
-                .alerts
-                .get(key)
-                .map_or(super::alert_state::Phase::Inactive, |group| {
-                    group.alert.phase
-                })
-        };
-        let groups: Vec<serde_json::Value> = state
-            .alerts
-            .iter()
-            .map(|(key, group)| {
-                serde_json::json!({
-                    "labels": group.labels,
-                    "count": group.value,
-                    "condition": rule.holds(group.value),
-                    "state": phase(&before, key),
-                    "would_become": group.alert.phase,
-                })
-            })
-            .chain(
-                // groups that expire at this evaluation
-                before
-                    .alerts
-                    .iter()
-                    .filter(|(key, _)| !state.alerts.contains_key(*key))
-                    .map(|(_, group)| {
-                        serde_json::json!({
-                            "labels": group.labels,
-                            "count": 0,
-                            "condition": false,
-                            "state": group.alert.phase,
-                            "would_become": "inactive",
-                            "reason": "group gone",
-                        })
-                    }),
-            )
-            .collect();
-        let mut messages = Vec::new();
-        for (notifier, message) in self.messages(rule, at, notices).await? {
-            messages.push(serde_json::json!({
-                "notifier": notifier,
-                "kind": message.kind.name(),
-                "alerts": message.alerts.len(),
-                "payload": self.dispatcher.payload(&notifier, &message),
-            }));
-        }
-        let start = at - chrono::Duration::from_std(rule.window).unwrap_or_default();
-        Ok(serde_json::json!({
-            "rule": rule.name,
-            "at": at.to_rfc3339(),
-            "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
-            "threshold": rule.threshold_text(),
-            "groups": groups,
-            "messages": messages,
-        }))
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {

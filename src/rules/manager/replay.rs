@@ -1,7 +1,8 @@
-//! Replays: a rule evaluated at past ticks from a fresh state, through the scheduler's
-//! own counting, lifecycle and message code, without silences and without sending,
-//! recording or saving anything. Backtests (`lookout rules test`, `_backtest`) and rule
-//! unit tests (`--fixtures`) are replays.
+//! Evaluations that send, record and save nothing, through the scheduler's own counting,
+//! lifecycle and message code. A dry run evaluates a rule once, from its persisted state
+//! and with silences (`_dry_run`). A replay evaluates it at past ticks from a fresh state,
+//! without silences: backtests (`lookout rules test`, `_backtest`) and rule unit tests
+//! (`--fixtures`) are replays.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +38,84 @@ pub struct FiringAlert {
 }
 
 impl RuleManager {
+    /// What `rule` would do if it were evaluated at `at`: the count of each group, the
+    /// phase each alert is in and would move to (from the rule's persisted state), and
+    /// the messages it would send — without sending, recording or saving anything.
+    pub async fn dry_run(
+        self: &Arc<Self>,
+        rule: &Arc<LoadedRule>,
+        at: DateTime<Utc>,
+    ) -> Result<serde_json::Value, EvaluationError> {
+        self.refresh_for(rule).await;
+        let observations = self.observe(rule, at).await?;
+        let mut state = self.states.load(&rule.name);
+        let before = state.clone();
+        let notices = crate::rules::lifecycle::advance(
+            rule,
+            at,
+            observations,
+            &mut state,
+            &History::disabled(),
+            &self.silenced(rule),
+        );
+        let phase = |state: &RuleState, key: &str| {
+            state
+                .alerts
+                .get(key)
+                .map_or(crate::rules::alert_state::Phase::Inactive, |group| {
+                    group.alert.phase
+                })
+        };
+        let groups: Vec<serde_json::Value> = state
+            .alerts
+            .iter()
+            .map(|(key, group)| {
+                serde_json::json!({
+                    "labels": group.labels,
+                    "count": group.value,
+                    "condition": rule.holds(group.value),
+                    "state": phase(&before, key),
+                    "would_become": group.alert.phase,
+                })
+            })
+            .chain(
+                // groups that expire at this evaluation
+                before
+                    .alerts
+                    .iter()
+                    .filter(|(key, _)| !state.alerts.contains_key(*key))
+                    .map(|(_, group)| {
+                        serde_json::json!({
+                            "labels": group.labels,
+                            "count": 0,
+                            "condition": false,
+                            "state": group.alert.phase,
+                            "would_become": "inactive",
+                            "reason": "group gone",
+                        })
+                    }),
+            )
+            .collect();
+        let mut messages = Vec::new();
+        for (notifier, message) in self.messages(rule, at, notices).await? {
+            messages.push(serde_json::json!({
+                "notifier": notifier,
+                "kind": message.kind.name(),
+                "alerts": message.alerts.len(),
+                "payload": self.dispatcher.payload(&notifier, &message),
+            }));
+        }
+        let start = at - chrono::Duration::from_std(rule.window).unwrap_or_default();
+        Ok(serde_json::json!({
+            "rule": rule.name,
+            "at": at.to_rfc3339(),
+            "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
+            "threshold": rule.threshold_text(),
+            "groups": groups,
+            "messages": messages,
+        }))
+    }
+
     /// Replays `rule` at each of `ticks` from a fresh state, through the same counting,
     /// lifecycle and message code as the scheduler, without silences, and without
     /// sending, recording or saving anything (backtests and rule unit tests); blocking.
