@@ -26,6 +26,10 @@ use super::outbox::{Delivery, Outbox};
 use super::webhook::Attempt;
 use crate::telemetry::Telemetry;
 
+/// Deadlines are capped here: a longer one is no deadline at all, and its date still has
+/// the four-digit year the outbox records need.
+const LONGEST_DEADLINE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Routes, records and sends alert messages.
 pub struct Dispatcher {
     notifiers: Notifiers,
@@ -182,8 +186,8 @@ impl Dispatcher {
             payload,
             created: now,
             deadline: now
-                + chrono::Duration::from_std(self.delivery_deadline)
-                    .unwrap_or(chrono::Duration::MAX),
+                + chrono::Duration::from_std(self.delivery_deadline.min(LONGEST_DEADLINE))
+                    .expect("a century is a chrono duration"),
         };
         let id = match &self.outbox {
             Some(outbox) => match outbox.record(&delivery) {
