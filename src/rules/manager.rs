@@ -445,16 +445,12 @@ impl RuleManager {
     /// that keeps running under a new `group_by` starts over).
     fn resolve_all(&self, rule: &LoadedRule) {
         let state = self.states.load(&rule.name);
-        let resolved = super::lifecycle::resolve_all(
-            rule,
-            state,
-            Utc::now(),
-            &self.history,
-            &self.silenced(rule),
-        );
+        let now = Utc::now();
+        let resolved =
+            super::lifecycle::resolve_all(rule, state, now, &self.history, &self.silenced(rule));
         self.states.forget(&rule.name);
         // only resolve messages: no samples to read, nothing blocks
-        for (notifier, message) in self.composer.compose(rule, Utc::now(), resolved) {
+        for (notifier, message) in self.composer.compose(rule, now, resolved) {
             if let Some(recorded) = self.dispatcher.record(&notifier, &message) {
                 self.dispatcher.send(recorded);
             }
