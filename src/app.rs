@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -13,49 +13,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::index::IndexStore;
-use crate::index::partition::WriterOptions;
-use crate::index::store::StoreSettings;
-use crate::ingest::event::EventRules;
-use crate::ingest::{Ingest, IngestSettings};
+use crate::ingest::Ingest;
 use crate::server::query_pool::QueryPool;
 use crate::server::{self, AppState};
 use crate::telemetry::Telemetry;
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// The index settings of `config`.
-pub fn store_settings(config: &Config) -> StoreSettings {
-    StoreSettings {
-        partition_span_micros: micros(config.index.partition_span),
-        retention_micros: micros(config.index.retention),
-        writer: WriterOptions {
-            threads: config.index.writer_threads,
-            memory_bytes: config.index.writer_memory_bytes as usize,
-        },
-        max_open_writers: config.index.max_open_writers,
-    }
-}
-
-/// The ingest settings of `config`.
-pub fn ingest_settings(config: &Config) -> IngestSettings {
-    IngestSettings {
-        rules: EventRules {
-            timestamp_fields: config.ingest.timestamp_fields.clone(),
-            max_depth: config.ingest.max_depth,
-            max_line_bytes: config.ingest.max_line_bytes as usize,
-            reject_older_than_micros: micros(config.reject_older_than()),
-            future_tolerance_micros: micros(config.ingest.future_tolerance),
-        },
-        source_ttl: config.source_ttl(),
-        agent_timeout: config.ingest.agent_timeout,
-        max_in_flight_bytes: config.ingest.max_in_flight_bytes,
-        wal_segment_bytes: config.ingest.wal_segment_bytes,
-        refresh_interval: config.index.refresh_interval,
-        search_idle_after: config.index.search_idle_after,
-    }
-}
 
 /// Runs the server until `shutdown` is cancelled (or a signal arrives).
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -77,7 +38,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.storage.clone(),
         telemetry.clone(),
     ));
-    let settings = store_settings(&config);
+    let settings = config.store_settings();
     let indices = data_dir.indices();
     let started = Instant::now();
     let store = Arc::new(
@@ -85,7 +46,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .await
             .context("opening the index")??,
     );
-    let ingest_settings = ingest_settings(&config);
+    let ingest_settings = config.ingest_settings();
     let (wal, state_dir, ingest_store, ingest_telemetry, ingest_disk) = (
         data_dir.wal(),
         data_dir.state(),
@@ -206,7 +167,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
-    let (history, history_writer) = crate::rules::history::History::new(ingest.clone());
+    let (history, history_writer) = crate::notify::history::History::new(ingest.clone());
     tasks.spawn(history_writer.run(background.clone()));
     let notifiers = crate::notify::notifiers::Notifiers::build(
         &config.notifiers,
@@ -262,7 +223,7 @@ fn start_rules(
     ),
     (notifiers, history): (
         crate::notify::notifiers::Notifiers,
-        crate::rules::history::History,
+        crate::notify::history::History,
     ),
     data_dir: &DataDir,
     background: &CancellationToken,
@@ -271,6 +232,14 @@ fn start_rules(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
+    let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+        notifiers,
+        &config.notify,
+        &data_dir.state(),
+        external_url.clone(),
+        telemetry.clone(),
+        history.clone(),
+    ));
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         crate::rules::manager::RuleServices {
             sources: sources.clone(),
@@ -279,7 +248,7 @@ fn start_rules(
             silences: silences.clone(),
             history,
         },
-        notifiers,
+        dispatcher,
         data_dir.state(),
         external_url,
         config.queries_dir.clone(),

@@ -35,6 +35,8 @@ pub struct Config {
     pub notifiers: std::collections::BTreeMap<String, crate::notify::notifiers::NotifierConfig>,
     /// Which notifiers an alert goes to when its rule names none.
     pub routing: crate::notify::notifiers::RoutingConfig,
+    /// How alert messages are delivered.
+    pub notify: crate::notify::notifiers::NotifyConfig,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
     /// An existing `prometheus.yml` whose `scrape_configs` are scraped too (read
@@ -61,6 +63,7 @@ impl Default for Config {
             agent: crate::agent::config::AgentConfig::default(),
             notifiers: Default::default(),
             routing: Default::default(),
+            notify: Default::default(),
             scrape_configs: Vec::new(),
             prometheus_config: None,
             metrics: MetricsConfig::default(),
@@ -591,6 +594,42 @@ impl Config {
             .reject_older_than
             .unwrap_or(self.index.retention)
     }
+
+    /// The index settings of this config.
+    pub fn store_settings(&self) -> crate::index::store::StoreSettings {
+        crate::index::store::StoreSettings {
+            partition_span_micros: micros(self.index.partition_span),
+            retention_micros: micros(self.index.retention),
+            writer: crate::index::partition::WriterOptions {
+                threads: self.index.writer_threads,
+                memory_bytes: self.index.writer_memory_bytes as usize,
+            },
+            max_open_writers: self.index.max_open_writers,
+        }
+    }
+
+    /// The ingest settings of this config.
+    pub fn ingest_settings(&self) -> crate::ingest::IngestSettings {
+        crate::ingest::IngestSettings {
+            rules: crate::ingest::event::EventRules {
+                timestamp_fields: self.ingest.timestamp_fields.clone(),
+                max_depth: self.ingest.max_depth,
+                max_line_bytes: self.ingest.max_line_bytes as usize,
+                reject_older_than_micros: micros(self.reject_older_than()),
+                future_tolerance_micros: micros(self.ingest.future_tolerance),
+            },
+            source_ttl: self.source_ttl(),
+            agent_timeout: self.ingest.agent_timeout,
+            max_in_flight_bytes: self.ingest.max_in_flight_bytes,
+            wal_segment_bytes: self.ingest.wal_segment_bytes,
+            refresh_interval: self.index.refresh_interval,
+            search_idle_after: self.index.search_idle_after,
+        }
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 pub mod agent;
 pub mod app;
 pub mod atomic_file;
+pub mod backtest;
+pub mod check;
 pub mod config;
 pub mod data_dir;
 pub mod demo;

@@ -306,7 +306,11 @@ fn main() -> ExitCode {
 fn rules_fixtures(path: &std::path::Path) -> ExitCode {
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
-        .and_then(|runtime| runtime.block_on(lookout::rules::fixtures::run(path)));
+        .and_then(|runtime| {
+            runtime
+                .block_on(lookout::rules::fixtures::run(path))
+                .map_err(|error| error.to_string())
+        });
     match outcome {
         Ok(report) => {
             for failure in &report.failures {
@@ -339,9 +343,9 @@ fn rules_backtest(
     config: Option<PathBuf>,
 ) -> ExitCode {
     let chosen_by = match (&server, &config) {
-        (Some(_), _) => lookout::rules::backtest::ServerChoice::Flag,
-        (None, Some(_)) => lookout::rules::backtest::ServerChoice::Config,
-        (None, None) => lookout::rules::backtest::ServerChoice::Default,
+        (Some(_), _) => lookout::backtest::ServerChoice::Flag,
+        (None, Some(_)) => lookout::backtest::ServerChoice::Config,
+        (None, None) => lookout::backtest::ServerChoice::Default,
     };
     let config = match server_config(config) {
         Ok(config) => config,
@@ -361,16 +365,14 @@ fn rules_backtest(
             return ExitCode::from(2);
         }
     };
-    let server = lookout::rules::backtest::Server {
+    let server = lookout::backtest::Server {
         url,
         token,
         chosen_by,
     };
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())
-        .and_then(|runtime| {
-            runtime.block_on(lookout::rules::backtest::run(&server, rule, from, to))
-        });
+        .and_then(|runtime| runtime.block_on(lookout::backtest::run(&server, rule, from, to)));
     match outcome {
         Ok(report) => {
             print!("{report}");
@@ -482,181 +484,18 @@ fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
-/// An agent config has `[[inputs]]` or `to` at the top level; a server config has neither.
-fn is_agent_config(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .is_some_and(|table| table.contains_key("inputs") || table.contains_key("to"))
-}
-
+/// `lookout check`: prints the report in order; exit 1 on any error.
 fn check(paths: Vec<PathBuf>) -> ExitCode {
-    // with no arguments: what `serve` and `ship` would read here, those that exist
-    let (paths, skipped): (Vec<PathBuf>, Vec<PathBuf>) = if paths.is_empty() {
-        ["config/lookout.toml", "config/agent.toml", "queries"]
-            .into_iter()
-            .map(PathBuf::from)
-            .partition(|path| path.exists())
-    } else {
-        (paths, Vec::new())
-    };
-    for path in &skipped {
-        println!(
-            "skipped {}: not here (nothing needs it; pass paths to check files elsewhere)",
-            path.display()
-        );
-    }
-    // log rules by name (the saved queries), and the `log_matches` names of metric rules
-    let mut saved_queries = std::collections::BTreeSet::new();
-    let mut references: Vec<(PathBuf, String, String)> = Vec::new();
-    let mut rules_checked = 0;
-    let mut errors = Vec::new();
-    let mut checked = 0;
-    // notifier names the checked configs define, and those the rules and routes use
-    let mut configured: Option<std::collections::BTreeSet<String>> = None;
-    let mut used: Vec<(String, String)> = Vec::new();
-    for path in paths {
-        let files: Vec<PathBuf> = if path.is_dir() {
-            match std::fs::read_dir(&path) {
-                Ok(entries) => entries
-                    .filter_map(Result::ok)
-                    .map(|entry| entry.path())
-                    .filter(|file| {
-                        file.extension()
-                            .is_some_and(|extension| extension == "json")
-                    })
-                    .collect(),
-                Err(error) => {
-                    errors.push(format!("{}: cannot read: {error}", path.display()));
-                    continue;
-                }
-            }
-        } else {
-            vec![path]
-        };
-        for file in files {
-            checked += 1;
-            let result = match file.extension().and_then(|extension| extension.to_str()) {
-                Some("toml") if is_agent_config(&file) => AgentConfig::load(&file).map(|_| ()),
-                Some("toml") => Config::load(&file)
-                    .map(|config| {
-                        if let Ok((_, warnings)) = config.scrape_jobs() {
-                            for warning in warnings {
-                                eprintln!("warning: {warning}");
-                            }
-                        }
-                        configured
-                            .get_or_insert_with(Default::default)
-                            .extend(config.notifiers.keys().cloned());
-                        for name in config
-                            .routing
-                            .default
-                            .iter()
-                            .chain(config.routing.routes.iter().flat_map(|route| &route.notify))
-                        {
-                            used.push((format!("{}: `routing`", file.display()), name.clone()));
-                        }
-                    })
-                    .map_err(|error| error.errors),
-                _ => {
-                    rules_checked += 1;
-                    check_rule_file(&file).map(|(rule, text)| {
-                        match &rule.source {
-                            lookout::rules::manager::RuleSource::Logs { .. } => {
-                                saved_queries.insert(rule.name.clone());
-                            }
-                            lookout::rules::manager::RuleSource::Metrics { expr } => {
-                                for name in lookout::rules::dead_query::saved_queries_named(expr) {
-                                    references.push((file.clone(), text.clone(), name));
-                                }
-                            }
-                        }
-                        for name in rule.file.notify {
-                            used.push((format!("{}: `notify`", file.display()), name));
-                        }
-                    })
-                }
-            };
-            if let Err(found) = result {
-                errors.extend(found);
-            }
+    let report = lookout::check::check(paths);
+    for line in &report.lines {
+        match line {
+            lookout::check::Line::Note(text) => println!("{text}"),
+            lookout::check::Line::Problem(text) => eprintln!("{text}"),
         }
     }
-    for error in &errors {
-        eprintln!("{error}");
-    }
-    for (file, text, name) in references {
-        // a saved query may be a rule file beside this one that was not checked
-        let beside = file
-            .parent()
-            .map(|dir| dir.join(format!("{name}.json")).exists())
-            .unwrap_or(false);
-        if !saved_queries.contains(&name) && !beside {
-            let message = lookout::rules::dead_query::unknown_saved_query(
-                &name,
-                saved_queries.iter().map(String::as_str),
-            );
-            eprintln!(
-                "warning: {}",
-                lookout::rules::dead_query::at_field(
-                    &text,
-                    &file.display().to_string(),
-                    "promql",
-                    &message
-                )
-            );
-        }
-    }
-    if rules_checked > 0 {
-        println!(
-            "not checked offline: whether the fields, indices and series the rules name exist (PUT /_lookout/rules/NAME and its _dry_run warn about those on a server)"
-        );
-    }
-    // an unconfigured notifier is a warning, not an error: its alerts go to the console
-    let mut known = configured.unwrap_or_default();
-    if known.is_empty() && std::env::var("SLACK_WEBHOOK_URL").is_ok_and(|url| !url.is_empty()) {
-        known.insert("slack".into());
-    }
-    known.extend(
-        lookout::notify::notifiers::BUILT_IN
-            .iter()
-            .map(|name| name.to_string()),
-    );
-    for (place, name) in used {
-        if !known.contains(&name) {
-            eprintln!(
-                "warning: {place}: notifier `{name}` is not configured; its alerts go to the console (define [notifiers.{name}] in lookout.toml{})",
-                if name == "slack" {
-                    " or set SLACK_WEBHOOK_URL"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-    if checked == 0 && !skipped.is_empty() {
-        println!("nothing to check here: no config/lookout.toml, config/agent.toml or queries/");
-        return ExitCode::SUCCESS;
-    }
-    if errors.is_empty() {
-        println!("{checked} file(s) OK");
+    if report.passed {
         ExitCode::SUCCESS
     } else {
-        eprintln!("{} error(s) in {checked} file(s)", errors.len());
         ExitCode::FAILURE
     }
-}
-
-/// Checks one rule file: the rule and its text, or every error it has.
-fn check_rule_file(
-    path: &std::path::Path,
-) -> Result<(lookout::rules::manager::LoadedRule, String), Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
-    let name = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or_default();
-    lookout::rules::check::check_rule(&text, name, &path.display().to_string())
-        .map(|rule| (rule, text))
 }

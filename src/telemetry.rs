@@ -198,6 +198,16 @@ impl Histogram {
     }
 }
 
+/// Counters shared by every job of a scheduler runner (`scheduler::runner::Runner`).
+#[derive(Default)]
+pub struct RunnerMetrics {
+    pub runs: Counter,
+    pub missed_ticks: Counter,
+    /// From the tick to the job's start (waiting for a slot included).
+    pub queue_delay: Histogram,
+    pub run_seconds: Histogram,
+}
+
 /// Every self-metric of the server.
 #[derive(Default)]
 pub struct Telemetry {
@@ -223,7 +233,7 @@ pub struct Telemetry {
     pub query_seconds: Histogram,
     pub retention_dropped_partitions: Counter,
     /// The rule scheduler's runs, missed ticks, queue delay and run time.
-    pub scheduler: std::sync::Arc<crate::scheduler::runner::RunnerMetrics>,
+    pub scheduler: std::sync::Arc<RunnerMetrics>,
     pub rule_evaluations: LabeledCounter,
     pub rule_failures: LabeledCounter,
     /// Whether each rule's last evaluation succeeded.

@@ -294,7 +294,7 @@ mod tests {
         for speed in [1.0, 4.0, 20.0, 100.0] {
             let pace = Pace::new(speed);
             for (name, template) in RULES {
-                crate::rules::manager::LoadedRule::parse(&pace.rule(template), name, name)
+                crate::rules::rule::LoadedRule::parse(&pace.rule(template), name, name)
                     .unwrap_or_else(|error| panic!("speed {speed}: {error}"));
             }
         }

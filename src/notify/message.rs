@@ -114,6 +114,22 @@ pub fn search_url(
     .map(String::from)
 }
 
+/// The UI's metrics page for `expression`, the hour before `at`.
+pub fn graph_url(external_url: &str, expression: &str, at: DateTime<Utc>) -> Option<String> {
+    let base = format!("{}/ui/metrics", external_url.trim_end_matches('/'));
+    let from = at - chrono::Duration::hours(1);
+    reqwest::Url::parse_with_params(
+        &base,
+        [
+            ("expr", expression),
+            ("from", &from.to_rfc3339()),
+            ("to", &at.to_rfc3339()),
+        ],
+    )
+    .ok()
+    .map(String::from)
+}
+
 /// Cuts `text` to `limit` characters, marking the cut.
 fn truncate(text: &str, limit: usize) -> String {
     if text.chars().count() <= limit {

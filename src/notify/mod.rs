@@ -1,9 +1,15 @@
-//! Notifications (DESIGN §6): [`message`] builds alert messages (Slack Block Kit within
-//! Slack's limits, Alertmanager's webhook payload), [`notifiers`] names the places they go
-//! and routes alerts there, [`webhook`] delivers with rate limit, `Retry-After`, backoff
-//! and final 4xx, [`outbox`] records deliveries before they are attempted, [`slack`] holds
-//! Slack's payload limits.
+//! Notifications (DESIGN §6). Rules reach them through one handle, the [`dispatch`]
+//! [`Dispatcher`](dispatch::Dispatcher): it routes a tick's alerts to notifiers, records
+//! each delivery in the [`outbox`] before it is attempted, and sends it in the background
+//! until its deadline (`[notify] delivery_deadline`), every attempt in the [`history`].
+//! [`message`] builds alert messages (Slack Block Kit within Slack's limits,
+//! Alertmanager's webhook payload), [`notifiers`] names the places they go and their
+//! routes, [`webhook`] delivers with rate limit, `Retry-After`, backoff and final 4xx,
+//! [`slack`] holds Slack's payload limits. Nothing here knows rules beyond the messages
+//! it is given.
 
+pub mod dispatch;
+pub mod history;
 pub mod message;
 pub mod notifiers;
 pub mod outbox;

@@ -78,6 +78,29 @@ pub struct RoutingConfig {
     pub routes: Vec<Route>,
 }
 
+/// `[notify]`: how alert messages are delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// How long a message is retried (HTTP 429, 5xx, transport errors) before it is given
+    /// up, counted from when it was recorded: a restart does not extend it.
+    #[serde(with = "crate::duration_serde")]
+    pub delivery_deadline: Duration,
+}
+
+impl NotifyConfig {
+    /// The default [`NotifyConfig::delivery_deadline`].
+    pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(10 * 60);
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            delivery_deadline: NotifyConfig::DELIVERY_DEADLINE,
+        }
+    }
+}
+
 /// One `[[routing.routes]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

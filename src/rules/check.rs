@@ -7,17 +7,68 @@
 //! It does not look at data: whether the fields, indices, saved queries and series a rule
 //! names exist is [`super::dead_query`]'s business.
 
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::alert_state::Timing;
-use super::manager::{LoadedRule, RuleSource};
 use super::model::{RuleFile, valid_name};
+use super::rule::{LoadedRule, RuleSource};
 use super::template::{Template, TemplateData};
 pub use crate::config::suggestion;
 use crate::scheduler::schedule::{Schedule, ScheduleError};
+
+/// Why a rule file does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{}: cannot read: {error}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Every error of the rule, each starting with its origin (one a line when shown).
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl RuleError {
+    /// Each error on its own (one for an unreadable file).
+    pub fn into_lines(self) -> Vec<String> {
+        match self {
+            RuleError::Invalid(errors) => errors,
+            unreadable => vec![unreadable.to_string()],
+        }
+    }
+}
+
+impl LoadedRule {
+    /// Reads and checks one rule file.
+    pub fn load(path: &Path) -> Result<LoadedRule, RuleError> {
+        LoadedRule::read(path).map(|(rule, _)| rule)
+    }
+
+    /// Reads and checks one rule file (its stem is the rule name, its path starts every
+    /// error); returns the rule with the text it was read from.
+    pub fn read(path: &Path) -> Result<(LoadedRule, String), RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|error| RuleError::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default();
+        let rule = LoadedRule::parse(&text, name, &path.display().to_string())?;
+        Ok((rule, text))
+    }
+
+    /// Checks the text of rule `name`; `origin` starts every error (see [`check_rule`]).
+    pub fn parse(text: &str, name: &str, origin: &str) -> Result<LoadedRule, RuleError> {
+        check_rule(text, name, origin).map_err(RuleError::Invalid)
+    }
+}
 
 /// The top-level keys a rule file may have, read from its schema (so they never drift).
 static KEYS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -115,15 +166,6 @@ fn without_position(error: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(at) => text[..at].to_string(),
         None => text,
-    }
-}
-
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text).map_err(|error| {
-            format!("`{field}`: `{text}` is not a duration like \"1m\" ({error})")
-        }),
     }
 }
 
@@ -289,12 +331,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         }
     };
     let mut duration_of = |field: &str, text: Option<&str>, default: Duration| {
-        duration(field, text, default).unwrap_or_else(|error| {
+        let Some(text) = text else {
+            return default;
+        };
+        humantime::parse_duration(text).unwrap_or_else(|error| {
             problems.field(
                 field,
-                error
-                    .split_once(": ")
-                    .map_or(error.as_str(), |(_, rest)| rest),
+                format!("`{text}` is not a duration like \"1m\" ({error})"),
             );
             default
         })
@@ -389,6 +432,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
 mod tests {
     use super::*;
 
+    /// Reads one rule file, naming the file (and line/column) in errors.
+    fn read_rule(path: &Path) -> Result<RuleFile, String> {
+        LoadedRule::load(path)
+            .map(|rule| rule.file)
+            .map_err(|error| error.to_string())
+    }
+
     #[test]
     fn every_mistake_of_a_rule_is_reported_once_with_one_position_format() {
         let text = r#"{
@@ -436,5 +486,98 @@ mod tests {
         assert_eq!(suggestion("treshold", keys), Some("threshold"));
         assert_eq!(suggestion("shedule", keys), Some("schedule"));
         assert_eq!(suggestion("colour", keys), None);
+    }
+
+    #[test]
+    fn bad_schedules_and_names_are_reported_with_file_and_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/checkout_5xx.json"),
+        )
+        .expect("example");
+        let mut rule: serde_json::Value = serde_json::from_str(&example).expect("json");
+        rule["schedule"] = "61 * * * *".into();
+        let path = dir.path().join("bad_cron.json");
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(
+            error.contains("bad_cron.json:1:")
+                && error.contains(": `schedule`: schedule `61 * * * *`"),
+            "{error}"
+        );
+        rule["schedule"] = "0 9 * * 1-5".into();
+        rule["timezone"] = "Nowhere/Land".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(
+            read_rule(&path)
+                .expect_err("invalid")
+                .contains("`timezone`")
+        );
+        rule["timezone"] = "Europe/Berlin".into();
+        let renamed = dir.path().join("bad name.json");
+        std::fs::write(&renamed, rule.to_string()).expect("write");
+        assert!(
+            read_rule(&renamed)
+                .expect_err("invalid")
+                .contains("[A-Za-z0-9_-]+")
+        );
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(read_rule(&path).is_ok());
+        rule["query"] = "status:(500".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(
+            error.contains("bad_cron.json:1:") && error.contains(": `query`: "),
+            "{error}"
+        );
+        rule["query"] = serde_json::json!({"term": {"status": 500}});
+        std::fs::write(&path, rule.to_string()).expect("write");
+        assert!(read_rule(&path).is_ok(), "a DSL object is a query too");
+        rule["summary"] = "{{ $count }} on {{ $labels.host }}".into();
+        std::fs::write(&path, rule.to_string()).expect("write");
+        let error = read_rule(&path).expect_err("invalid");
+        assert!(
+            error.contains(": `summary`: column 20: `$labels.host` is not a label"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn example_rules_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).expect("queries/ exists") {
+            let path = entry.expect("entry").path();
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "json")
+            {
+                let rule = read_rule(&path).expect("example rule is valid");
+                assert_eq!(rule.version, 1);
+                count += 1;
+            }
+        }
+        assert!(count >= 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, "{\"version\": 1,\n \"treshold\": {}}").expect("write");
+        let error = read_rule(&path).expect_err("typo");
+        assert!(
+            error.contains("bad.json:2:") && error.contains("treshold"),
+            "{error}"
+        );
+    }
+
+    /// A window near `u64::MAX` seconds overflowed the default `group_ttl` (ten windows).
+    #[test]
+    fn a_huge_window_loads_without_overflowing_the_default_group_ttl() {
+        let text = r#"{"version": 1, "query": "status:500", "window": "18446744073709551615s",
+            "threshold": {"op": ">", "value": 1}}"#;
+        let rule = LoadedRule::parse(text, "huge_window", "test").expect("loads");
+        assert_eq!(rule.group_ttl, Duration::MAX);
     }
 }

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::check::{key_position, suggestion};
-use super::manager::{LoadedRule, RuleSource};
 use super::observe::{Observation, Sources};
+use super::rule::{LoadedRule, RuleSource};
 use crate::index::query::{FieldRef, Query};
 use crate::notify::message::{AlertMessage, MessageKind};
 use crate::tsdb::head::Matcher;

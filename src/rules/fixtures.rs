@@ -36,16 +36,18 @@
 //! `description`, `runbook_url`) — and every mismatch is reported as a readable diff.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::check::RuleError;
 use super::log_matches::LogMatches;
-use super::manager::{FiringAlert, LoadedRule, ReplayStep, RuleManager, RuleServices};
+use super::manager::{EvaluationError, FiringAlert, ReplayStep, RuleManager, RuleServices};
 use super::observe::Sources;
+use super::rule::LoadedRule;
 use crate::config::Config;
 use crate::index::IndexStore;
 use crate::ingest::bulk::ActionKind;
@@ -148,25 +150,97 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-fn duration(field: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("`{field}`: `{text}` is not a duration like \"5m\" ({error})"))
+/// Why a fixtures file could not run; a check that does not hold is a failure in the
+/// [`Report`], not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{}: cannot read: {error}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    Syntax {
+        path: PathBuf,
+        error: serde_yaml_ng::Error,
+    },
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// A mistake in the file, in test group `group` (`None`: in the file's own fields).
+    #[error(
+        "{}: {}{error}",
+        path.display(),
+        group.as_deref().map(|group| format!("{group}: ")).unwrap_or_default()
+    )]
+    In {
+        path: PathBuf,
+        group: Option<String>,
+        error: GroupError,
+    },
+}
+
+/// What went wrong in one test group (or in the file's own fields).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("`{field}`: `{text}` is not a duration like \"5m\" ({error})")]
+    Duration {
+        field: String,
+        text: String,
+        error: humantime::DurationError,
+    },
+    /// A series, values, labels or expression that does not parse.
+    #[error("{field}: {error}")]
+    Notation { field: String, error: String },
+    #[error("{field}.values: native histograms are not supported")]
+    Histogram { field: String },
+    #[error("input_series: {0}")]
+    Series(std::io::Error),
+    #[error("input_logs: {0}")]
+    Logs(crate::ingest::WriteRefused),
+    #[error("input_logs: a line was refused: {0}")]
+    LineRefused(String),
+    #[error(transparent)]
+    Replay(#[from] EvaluationError),
+    #[error("{0}")]
+    Task(tokio::task::JoinError),
+    /// The group's own Lookout (index, ingest, TSDB) could not be set up or closed.
+    #[error("{0}")]
+    Sandbox(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, GroupError> {
+    humantime::parse_duration(text).map_err(|error| GroupError::Duration {
+        field: field.to_string(),
+        text: text.to_string(),
+        error,
+    })
 }
 
 /// Runs the fixtures file at `path`.
-pub async fn run(path: &Path) -> Result<Report, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+pub async fn run(path: &Path) -> Result<Report, FixtureError> {
+    let text = std::fs::read_to_string(path).map_err(|error| FixtureError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let fixtures: FixtureFile =
-        serde_yaml_ng::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))?;
-    let at = |error: String| format!("{}: {error}", path.display());
+        serde_yaml_ng::from_str(&text).map_err(|error| FixtureError::Syntax {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    let at = |group: Option<String>| {
+        move |error: GroupError| FixtureError::In {
+            path: path.to_path_buf(),
+            group,
+            error,
+        }
+    };
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut rules = Vec::new();
     for file in &fixtures.rule_files {
         rules.push(Arc::new(LoadedRule::load(&base_dir.join(file))?));
     }
     let evaluation_interval = match &fixtures.evaluation_interval {
-        Some(text) => duration("evaluation_interval", text).map_err(at)?,
+        Some(text) => duration("evaluation_interval", text).map_err(at(None))?,
         None => Duration::from_secs(60),
     };
     let mut report = Report::default();
@@ -177,7 +251,7 @@ pub async fn run(path: &Path) -> Result<Report, String> {
             .unwrap_or_else(|| format!("tests[{number}]"));
         let failures = run_group(group, &rules, evaluation_interval)
             .await
-            .map_err(|error| at(format!("{name}: {error}")))?;
+            .map_err(at(Some(name.clone())))?;
         let checks = group.alert_rule_test.len() + group.promql_expr_test.len();
         report.passed += checks - failures.len();
         report.failures.extend(
@@ -201,29 +275,27 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    async fn open(rules: &[Arc<LoadedRule>]) -> Result<Sandbox, String> {
-        let dir = tempfile::tempdir().map_err(|error| format!("temporary directory: {error}"))?;
+    async fn open(rules: &[Arc<LoadedRule>]) -> Result<Sandbox, GroupError> {
+        let dir = tempfile::tempdir()
+            .map_err(|error| GroupError::Sandbox(format!("temporary directory: {error}").into()))?;
         let mut config = Config::default();
         // the test starts at the epoch: nothing is too old or too new
         config.index.retention = Duration::from_secs(200 * 365 * 86_400);
         config.ingest.future_tolerance = Duration::from_secs(200 * 365 * 86_400);
         let store = Arc::new(
-            IndexStore::open(
-                &dir.path().join("indices"),
-                crate::app::store_settings(&config),
-            )
-            .map_err(|error| error.to_string())?,
+            IndexStore::open(&dir.path().join("indices"), config.store_settings())
+                .map_err(|error| GroupError::Sandbox(Box::new(error)))?,
         );
         let telemetry = Arc::new(Telemetry::default());
         let ingest = Ingest::open(
             Arc::clone(&store),
             dir.path().join("wal"),
             dir.path().join("state"),
-            crate::app::ingest_settings(&config),
+            config.ingest_settings(),
             Arc::clone(&telemetry),
             Arc::new(crate::storage::DiskSpace::unwatched()),
         )
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| GroupError::Sandbox(Box::new(error)))?;
         let tsdb = Arc::new(
             crate::tsdb::Tsdb::open(
                 &dir.path().join("tsdb"),
@@ -232,7 +304,7 @@ impl Sandbox {
                     ..Default::default()
                 },
             )
-            .map_err(|error| error.to_string())?,
+            .map_err(|error| GroupError::Sandbox(Box::new(error)))?,
         );
         let log_matches = Arc::new(LogMatches::new(Arc::clone(&store)));
         for rule in rules {
@@ -244,22 +316,30 @@ impl Sandbox {
             log_matches,
             engine: config.metrics.engine_options(),
         });
-        let notifiers = crate::notify::notifiers::Notifiers::build(
-            &BTreeMap::new(),
-            &Default::default(),
-            None,
-        )?;
+        let notifiers =
+            crate::notify::notifiers::Notifiers::build(&BTreeMap::new(), &Default::default(), None)
+                .map_err(|error| GroupError::Sandbox(error.into()))?;
+        let history = crate::notify::history::History::disabled();
+        let external_url = "http://127.0.0.1:9200".to_string();
+        let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+            notifiers,
+            &config.notify,
+            &dir.path().join("state"),
+            external_url.clone(),
+            Arc::clone(&telemetry),
+            history.clone(),
+        ));
         let manager = Arc::new(RuleManager::new(
             RuleServices {
                 sources: Arc::clone(&sources),
                 ingest: Arc::clone(&ingest),
                 telemetry,
                 silences: Arc::new(super::silence::Silences::open(&dir.path().join("state"))),
-                history: super::history::History::disabled(),
+                history,
             },
-            notifiers,
+            dispatcher,
             dir.path().join("state"),
-            "http://127.0.0.1:9200".into(),
+            external_url,
             dir.path().join("queries"),
         ));
         let stop = tokio_util::sync::CancellationToken::new();
@@ -276,7 +356,7 @@ impl Sandbox {
 }
 
 /// Milliseconds from the test start.
-fn offset(field: &str, text: &str) -> Result<i64, String> {
+fn offset(field: &str, text: &str) -> Result<i64, GroupError> {
     Ok(duration(field, text)?.as_millis() as i64)
 }
 
@@ -288,7 +368,7 @@ async fn run_group(
     group: &TestGroup,
     rules: &[Arc<LoadedRule>],
     evaluation_interval: Duration,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, GroupError> {
     let sandbox = Sandbox::open(rules).await?;
     let interval = match &group.interval {
         Some(text) => offset("interval", text)?,
@@ -299,9 +379,14 @@ async fn run_group(
     for (number, input) in group.input_series.iter().enumerate() {
         let field = format!("input_series[{number}]");
         let (labels, _) =
-            parse_series_line(&input.series).map_err(|error| format!("{field}.series: {error}"))?;
-        let values =
-            parse_values(&input.values).map_err(|error| format!("{field}.values: {error}"))?;
+            parse_series_line(&input.series).map_err(|error| GroupError::Notation {
+                field: format!("{field}.series"),
+                error,
+            })?;
+        let values = parse_values(&input.values).map_err(|error| GroupError::Notation {
+            field: format!("{field}.values"),
+            error,
+        })?;
         for (step, point) in values.into_iter().enumerate() {
             match point {
                 Point::Value(value) => {
@@ -309,9 +394,7 @@ async fn run_group(
                 }
                 Point::Missing => {}
                 Point::Histogram => {
-                    return Err(format!(
-                        "{field}.values: native histograms are not supported"
-                    ));
+                    return Err(GroupError::Histogram { field });
                 }
             }
         }
@@ -321,7 +404,7 @@ async fn run_group(
             .sources
             .tsdb
             .append(&batch)
-            .map_err(|error| format!("input_series: {error}"))?;
+            .map_err(GroupError::Series)?;
     }
     // log lines, through the real ingest path
     let rules_of_events = sandbox.ingest.settings.rules.clone();
@@ -351,9 +434,9 @@ async fn run_group(
             .ingest
             .write(items, None)
             .await
-            .map_err(|refused| format!("input_logs: {refused}"))?;
+            .map_err(GroupError::Logs)?;
         if let Some(error) = outcome.items.iter().find_map(|item| item.failure()) {
-            return Err(format!("input_logs: a line was refused: {error:?}"));
+            return Err(GroupError::LineRefused(error.to_string()));
         }
         sandbox.ingest.refresh().await;
     }
@@ -378,7 +461,7 @@ async fn run_group(
             );
             let steps = tokio::task::spawn_blocking(move || manager.replay(&replayed, &ticks))
                 .await
-                .map_err(|error| error.to_string())??;
+                .map_err(GroupError::Task)??;
             replays.insert(rule.name.clone(), steps);
         }
     }
@@ -421,7 +504,7 @@ async fn run_group(
         .ingest
         .close()
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| GroupError::Sandbox(Box::new(error)))?;
     Ok(failures)
 }
 
@@ -480,9 +563,11 @@ fn compare_alerts(
     Some(diff)
 }
 
-fn check_expr(sources: &Sources, test: &ExprTest, at: i64) -> Result<Option<String>, String> {
-    let expr = crate::promql::parse(&test.expr)
-        .map_err(|error| format!("expr `{}`: {error}", test.expr))?;
+fn check_expr(sources: &Sources, test: &ExprTest, at: i64) -> Result<Option<String>, GroupError> {
+    let expr = crate::promql::parse(&test.expr).map_err(|error| GroupError::Notation {
+        field: format!("expr `{}`", test.expr),
+        error: error.to_string(),
+    })?;
     let result = match sources.instant(&expr, at) {
         Ok(result) => result,
         Err(error) => return Ok(Some(format!("  evaluation failed: {error}\n"))),
@@ -493,8 +578,11 @@ fn check_expr(sources: &Sources, test: &ExprTest, at: i64) -> Result<Option<Stri
     };
     let mut want = Vec::new();
     for sample in &test.exp_samples {
-        let (labels, _) = parse_series_line(&sample.labels)
-            .map_err(|error| format!("exp_samples labels `{}`: {error}", sample.labels))?;
+        let (labels, _) =
+            parse_series_line(&sample.labels).map_err(|error| GroupError::Notation {
+                field: format!("exp_samples labels `{}`", sample.labels),
+                error,
+            })?;
         want.push(format(&labels, sample.value));
     }
     let mut have: Vec<String> = result

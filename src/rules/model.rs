@@ -3,7 +3,6 @@
 //! fails when it drifts; `LOOKOUT_UPDATE_SCHEMA=1 cargo test` rewrites it).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -108,17 +107,6 @@ pub fn schema_json() -> String {
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
-/// Reads one rule file, naming the file (and line/column) in errors.
-pub fn read_rule(path: &Path) -> Result<RuleFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-    let stem = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or("");
-    parse_rule(&text, stem, &path.display().to_string())
-}
-
 /// Whether `name` is a valid rule name (`[A-Za-z0-9_-]+`; it is also the file stem).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -128,17 +116,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|char| char.is_ascii_alphanumeric() || char == '_' || char == '-')
 }
 
-/// Parses and checks the text of rule `name`; `origin` (a file name, or `request body`)
-/// starts every error, one a line. The checks are [`super::check::check_rule`]'s, so a
-/// file reads the same everywhere.
-pub fn parse_rule(text: &str, name: &str, origin: &str) -> Result<RuleFile, String> {
-    super::check::check_rule(text, name, origin)
-        .map(|rule| rule.file)
-        .map_err(|errors| errors.join("\n"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -152,90 +133,6 @@ mod tests {
         assert_eq!(
             shipped, generated,
             "config/query.schema.json is stale: run LOOKOUT_UPDATE_SCHEMA=1 cargo test"
-        );
-    }
-
-    #[test]
-    fn bad_schedules_and_names_are_reported_with_file_and_field() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let example = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/checkout_5xx.json"),
-        )
-        .expect("example");
-        let mut rule: serde_json::Value = serde_json::from_str(&example).expect("json");
-        rule["schedule"] = "61 * * * *".into();
-        let path = dir.path().join("bad_cron.json");
-        std::fs::write(&path, rule.to_string()).expect("write");
-        let error = read_rule(&path).expect_err("invalid");
-        assert!(
-            error.contains("bad_cron.json:1:")
-                && error.contains(": `schedule`: schedule `61 * * * *`"),
-            "{error}"
-        );
-        rule["schedule"] = "0 9 * * 1-5".into();
-        rule["timezone"] = "Nowhere/Land".into();
-        std::fs::write(&path, rule.to_string()).expect("write");
-        assert!(
-            read_rule(&path)
-                .expect_err("invalid")
-                .contains("`timezone`")
-        );
-        rule["timezone"] = "Europe/Berlin".into();
-        let renamed = dir.path().join("bad name.json");
-        std::fs::write(&renamed, rule.to_string()).expect("write");
-        assert!(
-            read_rule(&renamed)
-                .expect_err("invalid")
-                .contains("[A-Za-z0-9_-]+")
-        );
-        std::fs::write(&path, rule.to_string()).expect("write");
-        assert!(read_rule(&path).is_ok());
-        rule["query"] = "status:(500".into();
-        std::fs::write(&path, rule.to_string()).expect("write");
-        let error = read_rule(&path).expect_err("invalid");
-        assert!(
-            error.contains("bad_cron.json:1:") && error.contains(": `query`: "),
-            "{error}"
-        );
-        rule["query"] = serde_json::json!({"term": {"status": 500}});
-        std::fs::write(&path, rule.to_string()).expect("write");
-        assert!(read_rule(&path).is_ok(), "a DSL object is a query too");
-        rule["summary"] = "{{ $count }} on {{ $labels.host }}".into();
-        std::fs::write(&path, rule.to_string()).expect("write");
-        let error = read_rule(&path).expect_err("invalid");
-        assert!(
-            error.contains(": `summary`: column 20: `$labels.host` is not a label"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn example_rules_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
-        let mut count = 0;
-        for entry in std::fs::read_dir(dir).expect("queries/ exists") {
-            let path = entry.expect("entry").path();
-            if path
-                .extension()
-                .is_some_and(|extension| extension == "json")
-            {
-                let rule = read_rule(&path).expect("example rule is valid");
-                assert_eq!(rule.version, 1);
-                count += 1;
-            }
-        }
-        assert!(count >= 1);
-    }
-
-    #[test]
-    fn unknown_fields_are_errors_with_position() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("bad.json");
-        std::fs::write(&path, "{\"version\": 1,\n \"treshold\": {}}").expect("write");
-        let error = read_rule(&path).expect_err("typo");
-        assert!(
-            error.contains("bad.json:2:") && error.contains("treshold"),
-            "{error}"
         );
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::evaluate::{Window, count_window, sample_lines};
+use super::evaluate::{EvaluateError, Window, count_window, sample_lines};
 use super::log_matches::LogMatches;
-use super::manager::{LoadedRule, RuleSource};
+use super::rule::{LoadedRule, RuleSource};
 use crate::index::IndexStore;
 use crate::promql::{self, Engine, EngineOptions, QueryValue, Storage, Union};
 use crate::tsdb::Tsdb;
@@ -34,6 +34,17 @@ pub struct ContextValue {
     pub unit: String,
     /// Why it has no value, when it failed.
     pub error: Option<String>,
+}
+
+/// Why a rule could not see its tick.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Counting a log rule's window failed.
+    #[error(transparent)]
+    Count(#[from] EvaluateError),
+    /// Evaluating a metric rule's expression failed.
+    #[error("promql: {0}")]
+    Promql(#[from] promql::Error),
 }
 
 /// Series a context line lists at most.
@@ -92,7 +103,7 @@ impl Sources {
         &self,
         rule: &LoadedRule,
         tick: DateTime<Utc>,
-    ) -> Result<Vec<Observation>, String> {
+    ) -> Result<Vec<Observation>, ObserveError> {
         if crate::fault::enabled() && rule.file.labels.contains_key(crate::fault::PANIC_LABEL) {
             panic!("test hook: rule `{}` panics", rule.name);
         }
@@ -107,8 +118,7 @@ impl Sources {
                         end_micros: tick.timestamp_micros(),
                         length: rule.window,
                     },
-                )
-                .map_err(|error| error.to_string())?;
+                )?;
                 Ok(counts
                     .into_iter()
                     .map(|group| Observation {
@@ -118,9 +128,7 @@ impl Sources {
                     .collect())
             }
             RuleSource::Metrics { expr } => {
-                let samples = self
-                    .instant(expr, tick.timestamp_millis())
-                    .map_err(|error| format!("promql: {error}"))?;
+                let samples = self.instant(expr, tick.timestamp_millis())?;
                 Ok(samples
                     .into_iter()
                     .map(|(labels, value)| Observation {

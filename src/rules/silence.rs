@@ -76,6 +76,21 @@ impl Silence {
     }
 }
 
+/// Why a silence was not created or expired.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error(
+        "a silence needs at least one matcher, e.g. {{\"name\": \"alertname\", \"value\": \"checkout_5xx\"}}"
+    )]
+    NoMatcher,
+    #[error("matcher `{name}`: `{value}` is not a valid regex")]
+    BadRegex { name: String, value: String },
+    #[error("endsAt must be after startsAt")]
+    EndsBeforeStart,
+    #[error("cannot save silences: {0}")]
+    Save(std::io::Error),
+}
+
 pub struct Silences {
     path: PathBuf,
     silences: Mutex<Vec<Silence>>,
@@ -109,20 +124,20 @@ impl Silences {
     }
 
     /// Creates a silence; a mistake is returned as what to fix.
-    pub fn create(&self, request: SilenceRequest) -> Result<String, String> {
+    pub fn create(&self, request: SilenceRequest) -> Result<String, SilenceError> {
         if request.matchers.is_empty() {
-            return Err("a silence needs at least one matcher, e.g. {\"name\": \"alertname\", \"value\": \"checkout_5xx\"}".into());
+            return Err(SilenceError::NoMatcher);
         }
         for matcher in &request.matchers {
             if matcher.is_regex && regex::Regex::new(&matcher.value).is_err() {
-                return Err(format!(
-                    "matcher `{}`: `{}` is not a valid regex",
-                    matcher.name, matcher.value
-                ));
+                return Err(SilenceError::BadRegex {
+                    name: matcher.name.clone(),
+                    value: matcher.value.clone(),
+                });
             }
         }
         if request.ends_at <= request.starts_at {
-            return Err("endsAt must be after startsAt".into());
+            return Err(SilenceError::EndsBeforeStart);
         }
         let now = Utc::now();
         let silence = Silence {
@@ -137,13 +152,12 @@ impl Silences {
         let id = silence.id.clone();
         let mut silences = self.lock();
         silences.push(silence);
-        self.save(&silences)
-            .map_err(|error| format!("cannot save silences: {error}"))?;
+        self.save(&silences).map_err(SilenceError::Save)?;
         Ok(id)
     }
 
     /// Expires a silence now; `false` when there is no such silence.
-    pub fn expire(&self, id: &str) -> Result<bool, String> {
+    pub fn expire(&self, id: &str) -> Result<bool, SilenceError> {
         let mut silences = self.lock();
         let now = Utc::now();
         let Some(silence) = silences.iter_mut().find(|silence| silence.id == id) else {
@@ -153,8 +167,7 @@ impl Silences {
             silence.ends_at = now;
             silence.updated_at = now;
         }
-        self.save(&silences)
-            .map_err(|error| format!("cannot save silences: {error}"))?;
+        self.save(&silences).map_err(SilenceError::Save)?;
         Ok(true)
     }
 

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::Schedule;
-use crate::telemetry::{Counter, Histogram};
+use crate::telemetry::RunnerMetrics;
 
 /// Wall-clock time.
 pub trait Clock: Send + Sync + 'static {
@@ -53,16 +53,6 @@ impl Clock for TokioClock {
 
 /// What runs at a tick.
 pub type Job = Arc<dyn Fn(DateTime<Utc>) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Counters shared by every job of a runner.
-#[derive(Default)]
-pub struct RunnerMetrics {
-    pub runs: Counter,
-    pub missed_ticks: Counter,
-    /// From the tick to the job's start (waiting for a slot included).
-    pub queue_delay: Histogram,
-    pub run_seconds: Histogram,
-}
 
 pub struct Runner {
     clock: Arc<dyn Clock>,

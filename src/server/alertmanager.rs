@@ -66,7 +66,7 @@ async fn create(State(state): State<SharedState>, body: Bytes) -> Response {
     };
     match state.silences.create(request) {
         Ok(id) => ok(&json!({"silenceID": id})),
-        Err(reason) => bad_request(reason),
+        Err(reason) => bad_request(reason.to_string()),
     }
 }
 
@@ -74,7 +74,7 @@ async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Res
     match state.silences.expire(&id) {
         Ok(true) => ok(&json!({})),
         Ok(false) => not_found(&id),
-        Err(reason) => AlertmanagerError(ApiError::new(ErrorCode::Internal, "internal", reason))
+        Err(reason) => AlertmanagerError(ApiError::new(ErrorCode::Internal, "internal", reason.to_string()))
             .into_response(),
     }
 }

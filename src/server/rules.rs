@@ -29,7 +29,9 @@ use std::collections::HashMap;
 use super::SharedState;
 use super::error::{ErrorCode, LookoutError};
 use super::response::{json_response, ok};
-use crate::rules::manager::{LoadedRule, PutRuleError, RuleManager};
+use crate::rules::loader::PutRuleError;
+use crate::rules::manager::RuleManager;
+use crate::rules::rule::LoadedRule;
 
 /// Largest rule body accepted.
 const MAX_RULE_BYTES: usize = 256 * 1024;
@@ -191,7 +193,7 @@ async fn dry_run(
     let mut result = manager
         .dry_run(&rule, at)
         .await
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason.to_string()))?;
     result["warnings"] = manager.warnings(&rule, &text, &origin).await.into();
     Ok(ok(&result))
 }
@@ -237,7 +239,7 @@ fn rule_of(
     };
     let rule = LoadedRule::parse(&text, name, &origin)
         .map(std::sync::Arc::new)
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "invalid_rule", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "invalid_rule", reason.to_string()))?;
     Ok((rule, text, origin))
 }
 
@@ -261,7 +263,7 @@ async fn backtest(
     let result = manager
         .backtest(rule, from, to)
         .await
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason))?;
+        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason.to_string()))?;
     Ok(ok(&result))
 }
 
@@ -290,7 +292,7 @@ async fn history(
     state.ingest.refresh().await;
     let failed = |reason: String| LookoutError::new(ErrorCode::Internal, "search_failed", reason);
     let events = tokio::task::spawn_blocking(move || {
-        crate::rules::history::recent(&store, rule.as_deref(), size)
+        crate::notify::history::recent(&store, rule.as_deref(), size)
     })
     .await
     .map_err(|join_error| failed(join_error.to_string()))?

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lookout::rules::manager::LoadedRule;
+use lookout::rules::rule::LoadedRule;
 use lookout::rules::template::TemplateData;
 use proptest::prelude::*;
 use serde_json::{Value, json};

@@ -1,16 +1,20 @@
-//! Replays: a rule evaluated at past ticks from a fresh state, through the scheduler's
-//! own counting, lifecycle and message code, without silences and without sending,
-//! recording or saving anything. Backtests (`lookout rules test`, `_backtest`) and rule
-//! unit tests (`--fixtures`) are replays.
+//! Evaluations that send, record and save nothing, through the scheduler's own counting,
+//! lifecycle and message code. A dry run evaluates a rule once, from its persisted state
+//! and with silences (`_dry_run`). A replay evaluates it at past ticks from a fresh state,
+//! without silences: backtests (`lookout rules test`, `_backtest`) and rule unit tests
+//! (`--fixtures`) are replays.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{LoadedRule, RuleManager, RuleState, alert_labels, annotations};
+use super::{EvaluationError, RuleManager};
+use crate::notify::history::History;
 use crate::notify::message::AlertMessage;
-use crate::rules::history::History;
+use crate::rules::compose::{alert_labels, annotations};
+use crate::rules::rule::LoadedRule;
+use crate::rules::state_store::RuleState;
 
 /// One evaluation of a replay.
 pub struct ReplayStep {
@@ -34,6 +38,84 @@ pub struct FiringAlert {
 }
 
 impl RuleManager {
+    /// What `rule` would do if it were evaluated at `at`: the count of each group, the
+    /// phase each alert is in and would move to (from the rule's persisted state), and
+    /// the messages it would send — without sending, recording or saving anything.
+    pub async fn dry_run(
+        self: &Arc<Self>,
+        rule: &Arc<LoadedRule>,
+        at: DateTime<Utc>,
+    ) -> Result<serde_json::Value, EvaluationError> {
+        self.refresh_for(rule).await;
+        let observations = self.observe(rule, at).await?;
+        let mut state = self.states.load(&rule.name);
+        let before = state.clone();
+        let notices = crate::rules::lifecycle::advance(
+            rule,
+            at,
+            observations,
+            &mut state,
+            &History::disabled(),
+            &self.silenced(rule),
+        );
+        let phase = |state: &RuleState, key: &str| {
+            state
+                .alerts
+                .get(key)
+                .map_or(crate::rules::alert_state::Phase::Inactive, |group| {
+                    group.alert.phase
+                })
+        };
+        let groups: Vec<serde_json::Value> = state
+            .alerts
+            .iter()
+            .map(|(key, group)| {
+                serde_json::json!({
+                    "labels": group.labels,
+                    "count": group.value,
+                    "condition": rule.holds(group.value),
+                    "state": phase(&before, key),
+                    "would_become": group.alert.phase,
+                })
+            })
+            .chain(
+                // groups that expire at this evaluation
+                before
+                    .alerts
+                    .iter()
+                    .filter(|(key, _)| !state.alerts.contains_key(*key))
+                    .map(|(_, group)| {
+                        serde_json::json!({
+                            "labels": group.labels,
+                            "count": 0,
+                            "condition": false,
+                            "state": group.alert.phase,
+                            "would_become": "inactive",
+                            "reason": "group gone",
+                        })
+                    }),
+            )
+            .collect();
+        let mut messages = Vec::new();
+        for (notifier, message) in self.messages(rule, at, notices).await? {
+            messages.push(serde_json::json!({
+                "notifier": notifier,
+                "kind": message.kind.name(),
+                "alerts": message.alerts.len(),
+                "payload": self.dispatcher.payload(&notifier, &message),
+            }));
+        }
+        let start = at - chrono::Duration::from_std(rule.window).unwrap_or_default();
+        Ok(serde_json::json!({
+            "rule": rule.name,
+            "at": at.to_rfc3339(),
+            "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
+            "threshold": rule.threshold_text(),
+            "groups": groups,
+            "messages": messages,
+        }))
+    }
+
     /// Replays `rule` at each of `ticks` from a fresh state, through the same counting,
     /// lifecycle and message code as the scheduler, without silences, and without
     /// sending, recording or saving anything (backtests and rule unit tests); blocking.
@@ -41,17 +123,28 @@ impl RuleManager {
         &self,
         rule: &LoadedRule,
         ticks: &[DateTime<Utc>],
-    ) -> Result<Vec<ReplayStep>, String> {
+    ) -> Result<Vec<ReplayStep>, EvaluationError> {
         let mut state = RuleState::default();
         let history = History::in_memory();
         let mut steps = Vec::with_capacity(ticks.len());
         for &tick in ticks {
-            let observations = self
-                .sources
-                .observe(rule, tick)
-                .map_err(|error| format!("at {}: {error}", tick.to_rfc3339()))?;
-            let notices = self.advance(rule, tick, observations, &mut state, &history, false);
-            let messages = self.compose(rule, tick, notices);
+            let observations =
+                self.sources
+                    .observe(rule, tick)
+                    .map_err(|error| EvaluationError::ObserveAt {
+                        at: tick.to_rfc3339(),
+                        error,
+                    })?;
+            // no silences: a replay shows what the rule does, not what is muted now
+            let notices = crate::rules::lifecycle::advance(
+                rule,
+                tick,
+                observations,
+                &mut state,
+                &history,
+                &|_| false,
+            );
+            let messages = self.composer.compose(rule, tick, notices);
             let firing = state
                 .alerts
                 .values()
@@ -80,7 +173,7 @@ impl RuleManager {
         rule: Arc<LoadedRule>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, EvaluationError> {
         const MAX_TICKS: usize = 100_000;
         let mut ticks = Vec::new();
         let mut next = rule
@@ -88,9 +181,11 @@ impl RuleManager {
             .next_after(from - chrono::Duration::milliseconds(1));
         while let Some(tick) = next.filter(|tick| *tick <= to) {
             if ticks.len() == MAX_TICKS {
-                return Err(format!(
-                    "more than {MAX_TICKS} evaluations between {from} and {to}; shorten the range"
-                ));
+                return Err(EvaluationError::TooManyTicks {
+                    max: MAX_TICKS,
+                    from,
+                    to,
+                });
             }
             ticks.push(tick);
             next = rule.schedule.next_after(tick);
@@ -100,7 +195,7 @@ impl RuleManager {
         let (steps, rule) =
             tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(EvaluationError::Replay)?;
         let steps = steps?;
         let timeline: Vec<serde_json::Value> = steps
             .iter()
@@ -110,7 +205,7 @@ impl RuleManager {
             .iter()
             .flat_map(|step| {
                 step.messages.iter().map(|(notifier, message)| {
-                    let payload = self.payload(notifier, message);
+                    let payload = self.dispatcher.payload(notifier, message);
                     serde_json::json!({
                         "at": step.at.to_rfc3339(),
                         "notifier": notifier,

@@ -92,25 +92,21 @@ async fn check_default(server: &Server, index: Option<&str>) -> Result<(), Strin
 
 /// Replays the rule file at `path` over `[from, to]` on `server`; returns the report.
 pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-    let name = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or_default();
     // the same checks as the server's, with the file's name in the errors
-    let rule = super::manager::LoadedRule::parse(&text, name, &path.display().to_string())?;
+    let (rule, text) =
+        crate::rules::rule::LoadedRule::read(path).map_err(|error| error.to_string())?;
     if server.chosen_by == ServerChoice::Default {
         let index = match &rule.source {
-            super::manager::RuleSource::Logs { index, .. } => Some(index.as_str()),
-            super::manager::RuleSource::Metrics { .. } => None,
+            crate::rules::rule::RuleSource::Logs { index, .. } => Some(index.as_str()),
+            crate::rules::rule::RuleSource::Metrics { .. } => None,
         };
         check_default(server, index).await?;
     }
     let url = reqwest::Url::parse_with_params(
         &format!(
-            "{}/_lookout/rules/{name}/_backtest",
-            server.url.trim_end_matches('/')
+            "{}/_lookout/rules/{}/_backtest",
+            server.url.trim_end_matches('/'),
+            rule.name
         ),
         [("from", from), ("to", to)],
     )

@@ -1,7 +1,8 @@
 //! The alert history: every transition of an alert and every delivery attempt, indexed
 //! into the hidden index `.lookout-alerts` (DESIGN §4–5) through the same durable ingest
 //! path as logs, so it is searched like logs (`GET /.lookout-alerts/_search?q=rule:NAME`)
-//! and served by `GET /_lookout/alerts/history`.
+//! and served by `GET /_lookout/alerts/history`. Rules record transitions, the
+//! [`super::dispatch::Dispatcher`] deliveries.
 //!
 //! Recording never blocks an evaluation or a delivery: events go through a channel to one
 //! writer task, which writes whatever has queued up as one batch. While storage is

@@ -1,0 +1,399 @@
+//! Delivery of alert messages (DESIGN §6), the one way rules reach notifiers: rules hand
+//! the [`Dispatcher`] the messages of a tick — [`Dispatcher::route`] says which notifier
+//! gets which alerts — and it builds each notifier's payload, records the delivery in the
+//! [`Outbox`] before it is attempted ([`Dispatcher::record`]), then sends it in the
+//! background with retries until its deadline ([`Dispatcher::send`]), each attempt in the
+//! [`History`]. Deliveries a previous run recorded but did not finish are sent again at
+//! start ([`Dispatcher::resume`]); at shutdown those in progress get a moment to finish
+//! ([`Dispatcher::finish`]), the rest stay recorded.
+//!
+//! A delivery whose outbox record cannot be written (a full disk) is sent unrecorded:
+//! lost if the process dies before it is delivered. That is logged when it starts failing
+//! and when it recovers, not at every message.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::history::History;
+use super::message::{AlertLine, AlertMessage, MessageKind, alertmanager_payload, slack_payload};
+use super::notifiers::{Notifier, Notifiers, NotifyConfig};
+use super::outbox::{Delivery, Outbox};
+use super::webhook::Attempt;
+use crate::telemetry::Telemetry;
+
+/// Deadlines are capped here: a longer one is no deadline at all, and its date still has
+/// the four-digit year the outbox records need.
+const LONGEST_DEADLINE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Routes, records and sends alert messages.
+pub struct Dispatcher {
+    notifiers: Notifiers,
+    outbox: Option<Arc<Outbox>>,
+    /// Whether the last outbox record failed (logged once per change).
+    outbox_failing: AtomicBool,
+    telemetry: Arc<Telemetry>,
+    history: History,
+    /// Base URL of the links in Alertmanager payloads.
+    external_url: String,
+    /// How long a delivery is retried, from when it is recorded.
+    delivery_deadline: Duration,
+    /// Deliveries in progress, so a shutdown can let them finish.
+    deliveries: tokio_util::task::TaskTracker,
+}
+
+/// A delivery recorded in the outbox (or not, when it could not be written), to be sent.
+#[must_use = "a recorded delivery is sent with `Dispatcher::send`"]
+pub struct Recorded {
+    id: Option<String>,
+    delivery: Delivery,
+}
+
+impl Dispatcher {
+    /// A dispatcher to `notifiers`, recording in `state_dir/outbox` (without it when the
+    /// directory cannot be created: deliveries are then sent unrecorded).
+    pub fn new(
+        notifiers: Notifiers,
+        config: &NotifyConfig,
+        state_dir: &Path,
+        external_url: String,
+        telemetry: Arc<Telemetry>,
+        history: History,
+    ) -> Dispatcher {
+        let outbox = Outbox::open(state_dir)
+            .map_err(|error| tracing::error!(%error, "cannot open the outbox; deliveries are not recorded"))
+            .ok()
+            .map(Arc::new);
+        Dispatcher {
+            notifiers,
+            outbox,
+            outbox_failing: AtomicBool::new(false),
+            telemetry,
+            history,
+            external_url,
+            delivery_deadline: config.delivery_deadline,
+            deliveries: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Sends again the deliveries a previous run recorded but did not finish.
+    pub fn resume(&self) {
+        if let Some(outbox) = &self.outbox {
+            for (id, delivery) in outbox.pending() {
+                tracing::info!(rule = %delivery.rule, "resuming a delivery recorded before the restart");
+                self.send(Recorded {
+                    id: Some(id),
+                    delivery,
+                });
+            }
+        }
+    }
+
+    /// Lets the deliveries in progress finish, for at most `within` (at shutdown); those
+    /// still retrying stay in the outbox and resume at the next start.
+    pub async fn finish(&self, within: Duration) {
+        self.deliveries.close();
+        if tokio::time::timeout(within, self.deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_progress = self.deliveries.len(),
+                "notifications still being delivered at shutdown resume at the next start"
+            );
+        }
+    }
+
+    /// Logs a warning when notifier `name` is not configured (it falls back to the
+    /// console); returns whether it is.
+    pub fn warn_if_unknown(&self, name: &str, used_by: &str) -> bool {
+        self.notifiers.warn_if_unknown(name, used_by)
+    }
+
+    /// Splits the notices of one rule's tick by notifier and kind: each notifier gets one
+    /// message per kind with the alerts routed to it. `rule_notify` is the rule's own
+    /// `notify` (empty: the routes decide on what `labels_of` gives for each alert).
+    pub fn route(
+        &self,
+        rule_notify: &[String],
+        notices: Vec<(MessageKind, AlertLine)>,
+        labels_of: impl Fn(&AlertLine) -> BTreeMap<String, String>,
+    ) -> Vec<(String, MessageKind, Vec<AlertLine>)> {
+        let mut messages: BTreeMap<(String, u8), (MessageKind, Vec<AlertLine>)> = BTreeMap::new();
+        for (kind, line) in notices {
+            let order = match kind {
+                MessageKind::Firing => 0,
+                MessageKind::Repeat => 1,
+                MessageKind::Resolved => 2,
+            };
+            for notifier in self.notifiers.route(rule_notify, &labels_of(&line)) {
+                messages
+                    .entry((notifier, order))
+                    .or_insert_with(|| (kind, Vec::new()))
+                    .1
+                    .push(line.clone());
+            }
+        }
+        messages
+            .into_iter()
+            .map(|((notifier, _), (kind, alerts))| (notifier, kind, alerts))
+            .collect()
+    }
+
+    /// What `notifier_name` is sent for `message` (`None`: nothing, it is UI only).
+    pub fn payload(
+        &self,
+        notifier_name: &str,
+        message: &AlertMessage,
+    ) -> Option<serde_json::Value> {
+        match self.notifiers.get(notifier_name).as_ref() {
+            Notifier::Ui => None,
+            Notifier::Webhook(_) => Some(alertmanager_payload(
+                message,
+                notifier_name,
+                &self.external_url,
+            )),
+            Notifier::Slack(_) | Notifier::Console => Some(slack_payload(message)),
+        }
+    }
+
+    /// Records the delivery of `message` to `notifier_name` in the outbox (when there is
+    /// one), to be sent by [`Dispatcher::send`]; `None` for the `ui` notifier, which only
+    /// records the history. Its retries end [`NotifyConfig::delivery_deadline`] from now.
+    pub fn record(&self, notifier_name: &str, message: &AlertMessage) -> Option<Recorded> {
+        let now = Utc::now();
+        let Some(payload) = self.payload(notifier_name, message) else {
+            self.telemetry.notifications.add(notifier_name, "ui", 1);
+            self.history.record(delivery_event(
+                &message.rule,
+                notifier_name,
+                message.kind.name(),
+                message.alerts.len(),
+                "ui",
+                None,
+            ));
+            return None;
+        };
+        let delivery = Delivery {
+            rule: message.rule.clone(),
+            notifier: notifier_name.to_string(),
+            kind: message.kind.name().to_string(),
+            alerts: message.alerts.len(),
+            payload,
+            created: now,
+            deadline: now
+                + chrono::Duration::from_std(self.delivery_deadline.min(LONGEST_DEADLINE))
+                    .expect("a century is a chrono duration"),
+        };
+        let id = match &self.outbox {
+            Some(outbox) => match outbox.record(&delivery) {
+                Ok(id) => {
+                    if self
+                        .outbox_failing
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::info!(rule = %message.rule, "deliveries are recorded in the outbox again");
+                    }
+                    Some(id)
+                }
+                Err(error) => {
+                    if self
+                        .outbox_failing
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::debug!(rule = %message.rule, %error, "cannot record the delivery; sending it unrecorded");
+                    } else {
+                        tracing::error!(rule = %message.rule, %error, "cannot record deliveries in the outbox; sending them unrecorded (a restart before they are delivered loses them) until it can");
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        Some(Recorded { id, delivery })
+    }
+
+    /// Sends a recorded delivery in the background and forgets it once it ended; every
+    /// attempt goes to the history.
+    pub fn send(&self, recorded: Recorded) {
+        let Recorded { id, delivery } = recorded;
+        let notifier = self.notifiers.get(&delivery.notifier);
+        let telemetry = Arc::clone(&self.telemetry);
+        let outbox = self.outbox.clone();
+        let history = self.history.clone();
+        self.deliveries.spawn(async move {
+            let (rule_name, notifier_name) = (&delivery.rule, &delivery.notifier);
+            let event = |outcome: &str, attempt: Option<&Attempt>| {
+                delivery_event(
+                    rule_name,
+                    notifier_name,
+                    &delivery.kind,
+                    delivery.alerts,
+                    outcome,
+                    attempt,
+                )
+            };
+            match notifier.as_ref() {
+                Notifier::Slack(webhook) | Notifier::Webhook(webhook) => {
+                    let left = (delivery.deadline - Utc::now())
+                        .to_std()
+                        .unwrap_or_default();
+                    let report = |attempt: Attempt| {
+                        let outcome = match (&attempt.error, attempt.retry_in) {
+                            (None, _) => "delivered",
+                            (Some(_), Some(_)) => {
+                                telemetry.notification_retries.add(notifier_name, 1);
+                                "retrying"
+                            }
+                            (Some(_), None)
+                                if attempt.status.is_some_and(|status| {
+                                    (400..500).contains(&status) && status != 429
+                                }) =>
+                            {
+                                "rejected"
+                            }
+                            (Some(_), None) => "gave_up",
+                        };
+                        history.record(event(outcome, Some(&attempt)));
+                    };
+                    let outcome = webhook
+                        .deliver_reporting(
+                            &delivery.payload,
+                            tokio::time::Instant::now() + left,
+                            &report,
+                        )
+                        .await;
+                    telemetry
+                        .notifications
+                        .add(notifier_name, outcome.name(), 1);
+                    match outcome {
+                        super::webhook::Outcome::Delivered { attempts } => {
+                            tracing::info!(rule = %rule_name, notifier = %notifier_name, attempts, "alert delivered")
+                        }
+                        outcome => {
+                            tracing::error!(rule = %rule_name, notifier = %notifier_name, ?outcome, "alert not delivered")
+                        }
+                    }
+                }
+                Notifier::Console | Notifier::Ui => {
+                    telemetry.notifications.add(notifier_name, "console", 1);
+                    history.record(event("console", None));
+                    tracing::info!(rule = %rule_name, message = %delivery.payload["text"], "alert (console)");
+                    println!("alert {}", delivery.payload["text"]);
+                }
+            }
+            if let (Some(id), Some(outbox)) = (id, outbox) {
+                outbox.complete(&id);
+            }
+        });
+    }
+}
+
+/// A history event for one delivery attempt (or a console or UI-only message).
+fn delivery_event(
+    rule: &str,
+    notifier: &str,
+    kind: &str,
+    alerts: usize,
+    outcome: &str,
+    attempt: Option<&Attempt>,
+) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "@timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "type": "delivery",
+        "rule": rule,
+        "notifier": notifier,
+        "kind": kind,
+        "alerts": alerts,
+        "outcome": outcome,
+        "message": format!("{rule} {kind} → {notifier}: {outcome}"),
+    });
+    if let Some(attempt) = attempt {
+        event["attempt"] = attempt.number.into();
+        if let Some(status) = attempt.status {
+            event["status"] = status.into();
+        }
+        if let Some(error) = &attempt.error {
+            event["error"] = error.clone().into();
+        }
+        if let Some(retry_in) = attempt.retry_in {
+            event["retry_in_seconds"] = retry_in.as_secs_f64().into();
+        }
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> AlertMessage {
+        AlertMessage {
+            kind: MessageKind::Firing,
+            rule: "checkout_5xx".into(),
+            at: Utc::now(),
+            labels: BTreeMap::new(),
+            description: None,
+            severity: "critical".into(),
+            summary: "30 HTTP 500s".into(),
+            threshold: "> 20".into(),
+            window: "1m".into(),
+            alerts: vec![AlertLine {
+                labels: BTreeMap::new(),
+                value: 30.0,
+                fired_for: None,
+                reason: None,
+                starts_at: None,
+            }],
+            samples: Vec::new(),
+            context: Vec::new(),
+            runbook_url: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_retried_until_the_configured_deadline() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let notifiers =
+            Notifiers::build(&BTreeMap::new(), &Default::default(), None).expect("builds");
+        let config = NotifyConfig {
+            delivery_deadline: Duration::from_secs(90),
+        };
+        let dispatcher = Dispatcher::new(
+            notifiers,
+            &config,
+            state.path(),
+            "http://127.0.0.1:9200".into(),
+            Arc::default(),
+            History::disabled(),
+        );
+        let recorded = dispatcher
+            .record("console", &message())
+            .expect("the console is sent to");
+        let delivery = &recorded.delivery;
+        assert_eq!(
+            delivery.deadline - delivery.created,
+            chrono::Duration::seconds(90)
+        );
+        // the deadline is recorded with the delivery, so a restart keeps it
+        let pending = Outbox::open(state.path()).expect("open").pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1.deadline, delivery.deadline);
+    }
+
+    #[test]
+    fn the_delivery_deadline_defaults_to_ten_minutes() {
+        assert_eq!(
+            NotifyConfig::default().delivery_deadline,
+            Duration::from_secs(600)
+        );
+        let config: crate::config::Config =
+            toml::from_str("[notify]\ndelivery_deadline = \"30s\"\n").expect("parses");
+        assert_eq!(config.notify.delivery_deadline, Duration::from_secs(30));
+    }
+}
