@@ -402,7 +402,7 @@ fn tsdb_import(
         Err(code) => return code,
     };
     let data_dir = data_dir.unwrap_or(config.data_dir);
-    match lookout::tsdb::import::import(&data_dir, file, config.metrics.block_duration) {
+    match lookout::scrape::import::import(&data_dir, file, config.metrics.block_duration) {
         Ok(report) => {
             let time = |ms: i64| {
                 chrono::DateTime::from_timestamp_millis(ms)

@@ -52,41 +52,12 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Checks `name` against Elasticsearch's index-name rules.
+/// Checks `name` against Elasticsearch's index-name rules ([`crate::index_name`]).
 pub fn validate_index_name(name: &str) -> Result<(), StoreError> {
-    let invalid = |reason: &str| {
-        Err(StoreError::InvalidName {
-            name: name.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if name.is_empty() {
-        return invalid("must not be empty");
-    }
-    if name == "." || name == ".." {
-        return invalid("must not be '.' or '..'");
-    }
-    if name.len() > 255 {
-        return invalid("must not be longer than 255 bytes");
-    }
-    if name.starts_with(['-', '_', '+']) {
-        return invalid("must not start with '_', '-', or '+'");
-    }
-    if name.chars().any(|c| c.is_uppercase()) {
-        return invalid("must be lowercase");
-    }
-    if let Some(bad) = name.chars().find(|c| {
-        matches!(
-            c,
-            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-        ) || c.is_control()
-    }) {
-        return invalid(&format!(
-            "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :] (found `{}`)",
-            bad.escape_default()
-        ));
-    }
-    Ok(())
+    crate::index_name::check_index_name(name).map_err(|reason| StoreError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
 }
 
 /// A write, in WAL order.
