@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod fingerprint;
