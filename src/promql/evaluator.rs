@@ -2,6 +2,8 @@
 //! subquery's), the limits (held samples, deadline, cancellation) and the annotations.
 //! The node kinds are evaluated over it elsewhere: the tree walk and selectors in
 //! `eval`, operators in `binary`, calls in `functions`, aggregations in `aggregate`.
+//! Those reach their operands through `Evaluator::evaluate` (the recursion of a tree
+//! walk); none of them imports another.
 
 use std::time::{Instant, SystemTime};
 
@@ -14,6 +16,9 @@ use super::{Annotations, EngineOptions, Error, Storage};
 /// has millions of them).
 pub(super) const DEADLINE_EVERY: usize = 4096;
 
+/// One query's evaluation: what it reads, its options and limits, and the window of
+/// steps the node being evaluated covers (`start`, `end`, `interval`, changed by
+/// subqueries).
 pub(super) struct Evaluator<'a> {
     pub(super) storage: &'a dyn Storage,
     pub options: &'a EngineOptions,
