@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::diagnostic::{suggestion, toml_error};
-pub use crate::secret::{Secret, resolve_secret};
+use crate::diagnostic::toml_error;
+use crate::secret::resolve_secret;
+// Named through the config by its callers (`config::Secret` in `app` and the tests,
+// `config::suggestion` in `rules::check`).
+pub use crate::diagnostic::suggestion;
+pub use crate::secret::Secret;
 
 /// Everything `lookout serve` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
