@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostic::toml_error;
+use crate::secret::resolve_secret;
+// Named through the config by its callers (`config::Secret` in `app` and the tests,
+// `config::suggestion` in `rules::check`).
+pub use crate::diagnostic::suggestion;
+pub use crate::secret::Secret;
+
 /// Everything `lookout serve` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,79 +116,6 @@ impl AuthConfig {
             self.token_file.as_deref(),
         )
         .map_err(|(field, error)| format!("`auth.token_{field}`: {error}"))
-    }
-}
-
-/// The known name nearest to `unknown`, when it is near enough to be a typo (for "did
-/// you mean …?" in config and rule errors).
-pub fn suggestion<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|candidate| (strsim::damerau_levenshtein(unknown, candidate), candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= (candidate.chars().count() / 3).max(1) + usize::from(unknown.len() > 4)
-        })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// A TOML error of file `origin` (whose text is `text`) as `lookout check` prints every
-/// error: `FILE:LINE:COLUMN: message`, once, with the nearest known key for an unknown one.
-pub fn toml_error(origin: &str, text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    // "unknown field `max_body_byte`, expected one of `max_body_bytes`, …"
-    let hint = message
-        .strip_prefix("unknown field `")
-        .and_then(|_| {
-            let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-            let (unknown, known) = names.split_first()?;
-            suggestion(unknown, known.iter().copied())
-        })
-        .map(|near| format!("; did you mean `{near}`?"))
-        .unwrap_or_default();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
-            format!("{origin}:{line}:{column}: {message}{hint}")
-        }
-        None => format!("{origin}: {message}{hint}"),
-    }
-}
-
-/// A secret configured directly, through an environment variable or in a file, in that
-/// order; an error names the source (`env` or `file`: the field is `…_env` or `…_file`)
-/// and what is wrong. The secret itself never appears in an error.
-pub fn resolve_secret(
-    value: Option<&str>,
-    env: Option<&str>,
-    file: Option<&Path>,
-) -> Result<Option<String>, (&'static str, String)> {
-    if let Some(value) = value {
-        return Ok(Some(value.to_string()));
-    }
-    if let Some(name) = env {
-        return std::env::var(name)
-            .map(|value| Some(value.trim().to_string()))
-            .map_err(|_| ("env", format!("environment variable `{name}` is not set")));
-    }
-    if let Some(path) = file {
-        return std::fs::read_to_string(path)
-            .map(|value| Some(value.trim().to_string()))
-            .map_err(|error| ("file", format!("cannot read `{}`: {error}", path.display())));
-    }
-    Ok(None)
-}
-
-/// A secret string: redacted in `Debug`, never serialized back.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("<redacted>")
     }
 }
 

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use lookout::agent::config::{AgentConfig, InputConfig};
+use lookout::agent::cli::{ShipFlags, ship_config};
 use lookout::config::Config;
 
 #[derive(Parser)]
@@ -53,31 +53,8 @@ enum Command {
         /// TOML config file (see config/agent.toml); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Glob of files to tail (`*`, `?`, `**`); repeat for more. Adds one input to
-        /// those of the config file.
-        #[arg(long = "path", value_name = "GLOB")]
-        paths: Vec<String>,
-        /// Glob of files to skip, for the --path input; repeat for more.
-        #[arg(long = "exclude", value_name = "GLOB")]
-        excludes: Vec<String>,
-        /// Static field added to every event of the --path input, KEY=VALUE; repeat for more.
-        #[arg(long = "field", value_name = "KEY=VALUE")]
-        fields: Vec<String>,
-        /// Base URL of Lookout or an Elasticsearch-compatible server.
-        #[arg(long)]
-        to: Option<String>,
-        /// Index to ship to (default `logs`).
-        #[arg(long)]
-        index: Option<String>,
-        /// Where checkpoints and dead letters are kept (default ./agent-state).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Bearer token for the server.
-        #[arg(long, env = "LOOKOUT_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Serve the agent's metrics at http://ADDR/metrics.
-        #[arg(long)]
-        metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        flags: ShipFlags,
     },
     /// Metrics store tools.
     Tsdb {
@@ -198,73 +175,15 @@ fn main() -> ExitCode {
                 tokio_util::sync::CancellationToken::new(),
             ))
         }
-        Command::Ship {
-            config,
-            paths,
-            excludes,
-            fields,
-            to,
-            index,
-            state_dir,
-            token,
-            metrics_listen,
-        } => {
-            let mut config = match config {
-                Some(path) => match AgentConfig::load(&path) {
-                    Ok(config) => config,
-                    Err(errors) => {
-                        for error in errors {
-                            eprintln!("{error}");
-                        }
-                        return ExitCode::from(2);
-                    }
-                },
-                None => AgentConfig::default(),
-            };
-            if !paths.is_empty() {
-                let mut static_fields = serde_json::Map::new();
-                for field in &fields {
-                    let Some((key, value)) = field.split_once('=') else {
-                        eprintln!(
-                            "--field `{field}`: expected KEY=VALUE, e.g. --field service=checkout"
-                        );
-                        return ExitCode::from(2);
-                    };
-                    static_fields.insert(key.to_string(), value.into());
-                }
-                config.inputs.push(InputConfig {
-                    paths,
-                    exclude: excludes,
-                    fields: static_fields,
-                    ..InputConfig::default()
-                });
-            } else if !excludes.is_empty() || !fields.is_empty() {
-                eprintln!("--exclude and --field apply to the --path input; add --path");
-                return ExitCode::from(2);
-            }
-            if to.is_some() {
-                config.to = to;
-            }
-            if let Some(index) = index {
-                config.index = index;
-            }
-            if state_dir.is_some() {
-                config.state_dir = state_dir;
-            }
-            if let Some(token) = token {
-                config.token = Some(lookout::config::Secret(token));
-            }
-            if metrics_listen.is_some() {
-                config.metrics_listen = metrics_listen;
-            }
-            if let Err(errors) = config.validate("command line", "") {
+        Command::Ship { config, flags } => match ship_config(config.as_deref(), flags) {
+            Ok(config) => run(lookout::app::ship(config)),
+            Err(errors) => {
                 for error in errors {
                     eprintln!("{error}");
                 }
-                return ExitCode::from(2);
+                ExitCode::from(2)
             }
-            run(lookout::app::ship(config))
-        }
+        },
         Command::Tsdb {
             command:
                 TsdbCommand::Import {
@@ -406,7 +325,7 @@ fn tsdb_import(
         Err(code) => return code,
     };
     let data_dir = data_dir.unwrap_or(config.data_dir);
-    match lookout::tsdb::import::import(&data_dir, file, config.metrics.block_duration) {
+    match lookout::scrape::import::import(&data_dir, file, config.metrics.block_duration) {
         Ok(report) => {
             let time = |ms: i64| {
                 chrono::DateTime::from_timestamp_millis(ms)

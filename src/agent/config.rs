@@ -25,7 +25,7 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Token sent as `Authorization: Bearer` (prefer `token_env` or `token_file`).
     #[serde(skip_serializing)]
-    pub token: Option<crate::config::Secret>,
+    pub token: Option<crate::secret::Secret>,
     /// Name of an environment variable holding the token.
     pub token_env: Option<String>,
     /// File holding the token (trailing newline ignored).
@@ -150,7 +150,7 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|error| vec![format!("{}: cannot read: {error}", path.display())])?;
         let config: AgentConfig = toml::from_str(&text).map_err(|error| {
-            vec![crate::config::toml_error(
+            vec![crate::diagnostic::toml_error(
                 &path.display().to_string(),
                 &text,
                 &error,
@@ -180,7 +180,7 @@ impl AgentConfig {
             );
         }
         check(
-            crate::index::store::validate_index_name(&self.index).is_ok(),
+            crate::index_name::validate_index_name(&self.index).is_ok(),
             "index",
             "must be a valid index name (lowercase, no spaces or `\\/*?\"<>|,#:`)",
         );
@@ -238,7 +238,7 @@ impl AgentConfig {
             }
             if let Some(index) = &input.index {
                 check(
-                    crate::index::store::validate_index_name(index).is_ok(),
+                    crate::index_name::validate_index_name(index).is_ok(),
                     &field("index"),
                     "must be a valid index name",
                 );
@@ -271,7 +271,7 @@ impl AgentConfig {
 
     /// The token, read from wherever it is configured.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
-        crate::config::resolve_secret(
+        crate::secret::resolve_secret(
             self.token.as_ref().map(|secret| secret.0.as_str()),
             self.token_env.as_deref(),
             self.token_file.as_deref(),

@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// Bytes the checksum covers at most.
 pub const HEAD_BYTES: u64 = 1024;
@@ -85,16 +84,17 @@ pub fn identify(file: &mut File) -> std::io::Result<Option<FileIdentity>> {
     }))
 }
 
-/// [`identify`] by path.
-pub fn identify_path(path: &Path) -> std::io::Result<Option<FileIdentity>> {
-    identify(&mut File::open(path)?)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::Path;
 
     use super::*;
+
+    /// [`identify`] by path.
+    fn identify_path(path: &Path) -> std::io::Result<Option<FileIdentity>> {
+        identify(&mut File::open(path)?)
+    }
 
     #[test]
     fn a_file_without_a_complete_line_or_1_kib_has_no_identity_yet() {

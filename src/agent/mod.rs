@@ -15,13 +15,16 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod fingerprint;
+mod line_scan;
 pub mod lines;
 pub mod metrics;
 pub mod shipper;
 pub mod tailer;
+pub mod wake;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -34,7 +37,8 @@ use self::checkpoint::{CheckpointError, Checkpoints};
 use self::config::AgentConfig;
 use self::metrics::AgentMetrics;
 use self::shipper::{Endpoint, Shipper};
-use self::tailer::{Tailer, Wake};
+use self::tailer::Tailer;
+use self::wake::Wake;
 
 /// Batches waiting for the shipper besides the one in flight: memory stays at a few
 /// `batch_max_bytes`.

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::batch::{Batch, BatchBuilder, InputFields, LinePosition, Target};
@@ -33,6 +33,7 @@ use super::dead_letter::{DeadLetterRecord, save_long_line};
 use super::fingerprint::{FileIdentity, identify};
 use super::lines::{Line, LineReader};
 use super::metrics::{AgentMetrics, FileStatus};
+use super::wake::{Wake, pattern_base, watch_events};
 
 /// Bytes one read of one file takes at most.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -41,55 +42,6 @@ const PASS_BYTES_PER_FILE: u64 = 16 * 1024 * 1024;
 /// Events closer than this are served by one pass (a busy writer would otherwise wake
 /// the tailer for every write).
 const MIN_PASS_SPACING: Duration = Duration::from_millis(20);
-
-/// What woke the tailer; set by the `notify` thread and the shutdown hook, never blocking
-/// them (flags coalesce, nothing queues).
-#[derive(Default)]
-pub struct Wake {
-    flags: Mutex<WakeFlags>,
-    condvar: Condvar,
-}
-
-#[derive(Default, Clone, Copy)]
-struct WakeFlags {
-    rescan: bool,
-    changed: bool,
-    stop: bool,
-}
-
-impl Wake {
-    fn set(&self, update: impl FnOnce(&mut WakeFlags)) {
-        update(
-            &mut self
-                .flags
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        self.condvar.notify_one();
-    }
-
-    /// Asks the tailer to flush what it read and stop.
-    pub fn stop(&self) {
-        self.set(|flags| flags.stop = true);
-    }
-
-    fn wait(&self, timeout: Duration) -> WakeFlags {
-        let flags = self
-            .flags
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (mut flags, _) = self
-            .condvar
-            .wait_timeout_while(flags, timeout, |flags| {
-                !(flags.rescan || flags.changed || flags.stop)
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken = *flags;
-        flags.rescan = false;
-        flags.changed = false;
-        taken
-    }
-}
 
 /// One input, compiled.
 struct Input {
@@ -191,30 +143,7 @@ impl Tailer {
                 read_from: input.read_from,
             })
             .collect();
-        let events = Arc::clone(&wake);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            use notify::EventKind;
-            use notify::event::ModifyKind;
-            match event {
-                Ok(event) if event.need_rescan() => events.set(|flags| flags.rescan = true),
-                Ok(event) => match event.kind {
-                    EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Name(_)) => {
-                        events.set(|flags| flags.rescan = true)
-                    }
-                    EventKind::Modify(_) | EventKind::Any => {
-                        events.set(|flags| flags.changed = true)
-                    }
-                    EventKind::Access(_) | EventKind::Other => {}
-                },
-                Err(_) => events.set(|flags| flags.rescan = true),
-            }
-        })
-        .map_err(|error| {
-            tracing::warn!(%error, "file events unavailable; polling only");
-        })
-        .ok();
+        let watcher = watch_events(Arc::clone(&wake));
         Tailer {
             config: config.clone(),
             state_dir: state_dir.to_path_buf(),
@@ -775,38 +704,6 @@ impl Tailer {
 /// The shipper is gone (shutdown after its timeout): stop reading.
 struct Disconnected;
 
-/// Directory a pattern's matches all live under, and whether they may be deeper than
-/// its direct children.
-pub fn pattern_base(pattern: &str) -> (PathBuf, bool) {
-    let path = Path::new(pattern);
-    let mut base = PathBuf::new();
-    let mut components = path.components().peekable();
-    while let Some(component) = components.next() {
-        let text = component.as_os_str().to_string_lossy();
-        if text.contains(['*', '?', '[']) {
-            let recursive = text.contains("**") || components.peek().is_some();
-            let base = if base.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                base
-            };
-            return (base, recursive);
-        }
-        if components.peek().is_none() {
-            // a literal file name: watch its directory
-            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            let parent = if parent.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                parent
-            };
-            return (parent, false);
-        }
-        base.push(component);
-    }
-    (PathBuf::from("."), false)
-}
-
 /// Offset just past the last newline of the first `length` bytes (where "read from the
 /// end" starts, so a half-written last line is not shipped as a fragment).
 fn end_of_last_line(file: &File, length: u64) -> u64 {
@@ -831,30 +728,4 @@ pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_micros() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_bases_are_the_literal_prefix() {
-        assert_eq!(
-            pattern_base("/var/log/app/*.json"),
-            (PathBuf::from("/var/log/app"), false)
-        );
-        assert_eq!(
-            pattern_base("/var/log/**/*.json"),
-            (PathBuf::from("/var/log"), true)
-        );
-        assert_eq!(
-            pattern_base("/var/log/*/app.json"),
-            (PathBuf::from("/var/log"), true)
-        );
-        assert_eq!(
-            pattern_base("logs/app.json"),
-            (PathBuf::from("logs"), false)
-        );
-        assert_eq!(pattern_base("*.json"), (PathBuf::from("."), false));
-    }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::webhook::Webhook;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// What kind of notifier a `[notifiers.NAME]` table configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +183,7 @@ pub fn validate(
 pub const BUILT_IN: [&str; 2] = ["console", "ui"];
 
 fn resolve_url(notifier: &NotifierConfig) -> Result<String, String> {
-    crate::config::resolve_secret(
+    crate::secret::resolve_secret(
         notifier.url.as_ref().map(|secret| secret.0.as_str()),
         notifier.url_env.as_deref(),
         notifier.url_file.as_deref(),

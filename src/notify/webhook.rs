@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

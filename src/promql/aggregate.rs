@@ -13,8 +13,9 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::Error;
-use super::eval::{Evaluator, NAME, Sample, Value};
-use super::functions::{average, kahan_sum, quantile, quantile_warning, variance};
+use super::evaluator::Evaluator;
+use super::statistics::{average, kahan_sum, quantile, quantile_warning, variance};
+use super::value::{NAME, Sample, Value, valid_label_name};
 use crate::tsdb::head::Labels;
 
 pub(super) fn aggregate(
@@ -58,7 +59,7 @@ pub(super) fn aggregate(
                         "count_values needs a string parameter".into(),
                     ));
                 };
-                if !super::functions::valid_label_name(label, evaluator.text) {
+                if !valid_label_name(label, evaluator.text) {
                     return Err(Error::Execution(format!("invalid label name {label:?}")));
                 }
                 count_values(samples, modifier, label)

@@ -5,22 +5,27 @@
 //!
 //! Evaluation works step by step as Prometheus' does: every instant-vector node yields
 //! one vector per output step, so an instant query is a range query with one step.
-//! `eval` walks the tree; `functions` and `aggregate` hold the per-step maths.
+//! `eval` walks the tree over the `evaluator`'s state and `value`s; `binary`, `functions`
+//! and `aggregate` hold the per-step maths, `statistics` the compensated sums they share.
 //! Native histograms are not stored yet: a query naming them is refused by the parser
 //! or finds no histogram samples.
 
 mod aggregate;
+mod binary;
 pub mod depth;
 mod eval;
+mod evaluator;
 mod functions;
 pub mod notation;
 pub mod series;
+mod statistics;
+mod value;
 
 use std::time::{Duration, Instant};
 
 use crate::tsdb::head::{Labels, Matcher};
 
-pub use eval::STALE_NAN_BITS;
+pub use value::STALE_NAN_BITS;
 
 pub use crate::tsdb::head::Selected;
 
@@ -404,7 +409,7 @@ impl Engine {
         expr: &Expr,
         time: i64,
     ) -> Result<(QueryValue, Annotations), Error> {
-        let mut evaluator = eval::Evaluator::new(
+        let mut evaluator = evaluator::Evaluator::new(
             storage,
             &self.options,
             &expr.text,
@@ -439,7 +444,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let mut evaluator = eval::Evaluator::new(
+        let mut evaluator = evaluator::Evaluator::new(
             storage,
             &self.options,
             &expr.text,

@@ -3,9 +3,11 @@
 //! [`relabel`], Prometheus' relabelling; [`target`], jobs with Prometheus'
 //! `scrape_configs` field names, their targets, and one scrape of one target; [`manager`],
 //! the scrape loop with staleness markers, target health and file_sd targets;
-//! [`prometheus_yml`], an existing `prometheus.yml` read as-is.
+//! [`prometheus_yml`], an existing `prometheus.yml` read as-is; [`import`], an OpenMetrics
+//! file backfilled into TSDB blocks (`lookout tsdb import`).
 
 pub mod exposition;
+pub mod import;
 pub mod manager;
 pub mod prometheus_yml;
 pub mod relabel;

@@ -54,7 +54,7 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
     #[serde(default, skip_serializing)]
-    pub bearer_token: Option<crate::config::Secret>,
+    pub bearer_token: Option<crate::secret::Secret>,
     #[serde(default)]
     pub bearer_token_file: Option<std::path::PathBuf>,
     /// Samples per scrape at most (0: no limit); beyond, the scrape fails.
@@ -123,7 +123,7 @@ pub fn read_target_file(path: &std::path::Path) -> Result<Vec<StaticConfig>, Str
 pub struct BasicAuth {
     pub username: String,
     #[serde(default, skip_serializing)]
-    pub password: Option<crate::config::Secret>,
+    pub password: Option<crate::secret::Secret>,
     #[serde(default)]
     pub password_file: Option<std::path::PathBuf>,
 }
@@ -218,7 +218,7 @@ impl Job {
                 None
             }
             (Some(basic), None, None) => {
-                let password = crate::config::resolve_secret(
+                let password = crate::secret::resolve_secret(
                     basic.password.as_ref().map(|secret| secret.0.as_str()),
                     None,
                     basic.password_file.as_deref(),
@@ -236,7 +236,7 @@ impl Job {
                         .encode(format!("{}:{password}", basic.username))
                 ))
             }
-            (None, token, file) => crate::config::resolve_secret(
+            (None, token, file) => crate::secret::resolve_secret(
                 token.as_ref().map(|secret| secret.0.as_str()),
                 None,
                 file.as_deref(),

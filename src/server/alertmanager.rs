@@ -74,7 +74,11 @@ async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Res
     match state.silences.expire(&id) {
         Ok(true) => ok(&json!({})),
         Ok(false) => not_found(&id),
-        Err(reason) => AlertmanagerError(ApiError::new(ErrorCode::Internal, "internal", reason.to_string()))
-            .into_response(),
+        Err(reason) => AlertmanagerError(ApiError::new(
+            ErrorCode::Internal,
+            "internal",
+            reason.to_string(),
+        ))
+        .into_response(),
     }
 }

@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::filter_path::{FilterPath, Keep};
-use crate::server::error::{ApiError, ErrorCode};
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::event::RejectionKind;
 use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteRefused};
+use crate::server::error::{ApiError, ErrorCode};
 
 /// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
 /// with 429 `cluster_block_exception`, which clients (Beats, Logstash, the agent) retry.

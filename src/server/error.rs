@@ -199,4 +199,3 @@ impl From<crate::promql::Error> for PrometheusError {
         PrometheusError(error.into())
     }
 }
-

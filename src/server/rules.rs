@@ -190,10 +190,13 @@ async fn dry_run(
     let manager = manager(&state)?;
     let at = time_parameter(&params, "at", "now")?;
     let (rule, text, origin) = rule_of(manager, &name, &body)?;
-    let mut result = manager
-        .dry_run(&rule, at)
-        .await
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason.to_string()))?;
+    let mut result = manager.dry_run(&rule, at).await.map_err(|reason| {
+        LookoutError::new(
+            ErrorCode::BadRequest,
+            "evaluation_failed",
+            reason.to_string(),
+        )
+    })?;
     result["warnings"] = manager.warnings(&rule, &text, &origin).await.into();
     Ok(ok(&result))
 }
@@ -239,7 +242,9 @@ fn rule_of(
     };
     let rule = LoadedRule::parse(&text, name, &origin)
         .map(std::sync::Arc::new)
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "invalid_rule", reason.to_string()))?;
+        .map_err(|reason| {
+            LookoutError::new(ErrorCode::BadRequest, "invalid_rule", reason.to_string())
+        })?;
     Ok((rule, text, origin))
 }
 
@@ -260,10 +265,13 @@ async fn backtest(
         ));
     }
     let (rule, _, _) = rule_of(manager, &name, &body)?;
-    let result = manager
-        .backtest(rule, from, to)
-        .await
-        .map_err(|reason| LookoutError::new(ErrorCode::BadRequest, "evaluation_failed", reason.to_string()))?;
+    let result = manager.backtest(rule, from, to).await.map_err(|reason| {
+        LookoutError::new(
+            ErrorCode::BadRequest,
+            "evaluation_failed",
+            reason.to_string(),
+        )
+    })?;
     Ok(ok(&result))
 }
 

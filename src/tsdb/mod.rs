@@ -1,7 +1,8 @@
 //! The metrics store (issue 5, DESIGN §7): [`chunk`], Gorilla-style compressed chunks
 //! (delta-of-delta timestamps, XOR values); [`head`], the in-memory series with an
 //! inverted index and out-of-order rejection; [`wal`], its segmented write-ahead log;
-//! [`block`], immutable on-disk blocks; [`import`], backfill from OpenMetrics text.
+//! [`block`], immutable on-disk blocks (also written by `crate::scrape::import`, the
+//! backfill from OpenMetrics text).
 //!
 //! [`Tsdb`] ties them: a batch (one scrape) is applied and logged with one fsync; once
 //! the head spans one and a half block durations its oldest block-aligned range is
@@ -23,7 +24,6 @@ pub mod block;
 pub mod chunk;
 pub mod encoding;
 pub mod head;
-pub mod import;
 pub mod wal;
 
 use std::collections::HashMap;

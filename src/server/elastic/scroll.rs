@@ -3,7 +3,7 @@
 //! `index::search::scroll`'s; `_search?scroll=…` opens one (`search`).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,31 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::search::search_and_render;
+use super::search::{parse_keep_alive, search_and_render};
 use super::{ApiResult, Params, bad_request, parse_json_body, read_body};
-use crate::index::search::scroll::MAX_KEEP_ALIVE;
 use crate::server::SharedState;
 use crate::server::error::{ApiError, ErrorCode};
 use crate::server::response::{json_response, ok};
-
-/// A scroll keep-alive (`"1m"`), at most [`MAX_KEEP_ALIVE`] as in Elasticsearch.
-pub(super) fn parse_keep_alive(text: &str) -> Result<Duration, ApiError> {
-    let keep_alive = crate::duration_serde::parse(text).map_err(|error| {
-        bad_request(
-            "illegal_argument_exception",
-            format!("scroll keep-alive: {error}"),
-        )
-    })?;
-    if keep_alive > MAX_KEEP_ALIVE {
-        return Err(bad_request(
-            "illegal_argument_exception",
-            format!(
-                "Keep alive for request ({text}) is too large. It must be less than (24h). This limit can be set by changing the [search.max_keep_alive] cluster level setting."
-            ),
-        ));
-    }
-    Ok(keep_alive)
-}
 
 async fn continue_scroll(state: &SharedState, id: &str, keep_alive: Option<&str>) -> ApiResult {
     let started = Instant::now();

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::scroll::parse_keep_alive;
 use super::{
     ApiResult, OptionalIndex, Params, bad_request, index_or, parse_context, parse_json_body,
     read_body, resolve,
@@ -293,4 +292,23 @@ pub(super) async fn count(
     let body = read_body(&state, &headers, body).await?;
     let body = parse_json_body(&body.contiguous())?;
     run_count(&state.0, &index_or(index, "_all"), &params.0, body).await
+}
+
+/// A scroll keep-alive (`"1m"`), at most [`MAX_KEEP_ALIVE`](crate::index::search::scroll::MAX_KEEP_ALIVE) as in Elasticsearch.
+pub(super) fn parse_keep_alive(text: &str) -> Result<std::time::Duration, ApiError> {
+    let keep_alive = crate::duration_serde::parse(text).map_err(|error| {
+        bad_request(
+            "illegal_argument_exception",
+            format!("scroll keep-alive: {error}"),
+        )
+    })?;
+    if keep_alive > crate::index::search::scroll::MAX_KEEP_ALIVE {
+        return Err(bad_request(
+            "illegal_argument_exception",
+            format!(
+                "Keep alive for request ({text}) is too large. It must be less than (24h). This limit can be set by changing the [search.max_keep_alive] cluster level setting."
+            ),
+        ));
+    }
+    Ok(keep_alive)
 }

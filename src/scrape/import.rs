@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::head::Labels;
+use super::exposition::{self, Format};
 use crate::data_dir::{DataDir, DataDirError};
-use crate::scrape::exposition::{self, Format};
+use crate::tsdb::head::Labels;
 
 #[derive(Debug)]
 pub struct ImportReport {
@@ -162,7 +162,7 @@ fn import_in_pieces(
         });
     }
     let range = block_duration.as_millis().max(1) as i64;
-    let mut by_block: HashMap<i64, super::head::Selected> = HashMap::new();
+    let mut by_block: HashMap<i64, crate::tsdb::head::Selected> = HashMap::new();
     let (mut min_time, mut max_time, mut total) = (i64::MAX, i64::MIN, 0u64);
     let series_count = series.len();
     for (labels, mut samples) in series {
@@ -193,7 +193,7 @@ fn import_in_pieces(
     keys.sort_unstable();
     for key in &keys {
         let block_series = &by_block[key];
-        super::block::write(
+        crate::tsdb::block::write(
             &blocks_dir,
             block_series,
             key * range,
@@ -239,9 +239,9 @@ mod tests {
             import(&dir.path().join("data"), &file, Duration::from_secs(7200)).expect("import");
         assert_eq!((report.blocks, report.series, report.samples), (2, 1, 600));
         assert!(!report.server_running);
-        let tsdb = super::super::Tsdb::open(
+        let tsdb = crate::tsdb::Tsdb::open(
             &dir.path().join("data/tsdb"),
-            super::super::TsdbOptions::default(),
+            crate::tsdb::TsdbOptions::default(),
         )
         .expect("open");
         let all = tsdb.select(&[], 0, i64::MAX);
