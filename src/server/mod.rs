@@ -86,7 +86,7 @@ pub fn router(state: SharedState) -> Router {
             ApiError::new(
                 ErrorCode::NotFound,
                 "no_handler_found_exception",
-                "no handler found for this path and method; see the API table in README.md",
+                "no handler found for this path and method; see the routes table in docs/api.md",
             )
             .into_response()
         })

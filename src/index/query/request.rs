@@ -72,7 +72,7 @@ pub fn search_request(
             | "stats" => {}
             other => {
                 return Err(QueryError::parsing(format!(
-                    "unknown key [{other}] in the search body; see README's API section for what is supported"
+                    "unknown key [{other}] in the search body; see docs/api.md for what is supported"
                 )));
             }
         }
