@@ -101,12 +101,8 @@ impl Webhook {
         Webhook::new(url, Duration::from_secs(1))
     }
 
-    /// Delivers `payload`, retrying as DESIGN §6 says until `deadline`.
-    pub async fn deliver(&self, payload: &Value, deadline: Instant) -> Outcome {
-        self.deliver_reporting(payload, deadline, &|_| {}).await
-    }
-
-    /// [`Webhook::deliver`], telling `report` about each attempt as it ends.
+    /// Delivers `payload`, retrying as DESIGN §6 says until `deadline`, telling `report`
+    /// about each attempt as it ends.
     pub async fn deliver_reporting(
         &self,
         payload: &Value,

@@ -36,7 +36,9 @@ async fn a_429_waits_for_retry_after() {
         .script
         .push_back((429, Some(3), "rate_limited"));
     let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
-    let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
+    let outcome = webhook
+        .deliver_reporting(&message("firing"), deadline(30), &|_| {})
+        .await;
     assert_eq!(outcome, Outcome::Delivered { attempts: 2 });
     let received = &mock.lock().expect("mock").received;
     let gap = received[1].0 - received[0].0;
@@ -51,7 +53,9 @@ async fn server_errors_are_retried_with_growing_backoff() {
         .script
         .extend([(500, None, "oops"), (503, None, "busy")]);
     let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
-    let outcome = webhook.deliver(&message("firing"), deadline(30)).await;
+    let outcome = webhook
+        .deliver_reporting(&message("firing"), deadline(30), &|_| {})
+        .await;
     assert_eq!(outcome, Outcome::Delivered { attempts: 3 });
     let received = &mock.lock().expect("mock").received;
     let gaps: Vec<Duration> = received
@@ -71,7 +75,11 @@ async fn invalid_payload_is_final_and_keeps_slacks_reason() {
     let webhook = Webhook::slack(Secret(start_mock(mock.clone()).await));
     let too_big: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
     let outcome = webhook
-        .deliver(&json!({"text": "x", "blocks": too_big}), deadline(30))
+        .deliver_reporting(
+            &json!({"text": "x", "blocks": too_big}),
+            deadline(30),
+            &|_| {},
+        )
         .await;
     assert_eq!(
         outcome,
@@ -93,7 +101,7 @@ async fn messages_to_one_webhook_go_out_at_most_one_per_second() {
             let webhook = webhook.clone();
             tokio::spawn(async move {
                 webhook
-                    .deliver(&message(&format!("alert {number}")), deadline(30))
+                    .deliver_reporting(&message(&format!("alert {number}")), deadline(30), &|_| {})
                     .await
             })
         })
@@ -129,7 +137,9 @@ async fn an_unreachable_webhook_gives_up_at_the_deadline_without_revealing_its_u
         .port();
     let url = format!("http://127.0.0.1:{port}/services/T000/B000/s3cr3t");
     let webhook = Webhook::slack(Secret(url));
-    let outcome = webhook.deliver(&message("firing"), deadline(2)).await;
+    let outcome = webhook
+        .deliver_reporting(&message("firing"), deadline(2), &|_| {})
+        .await;
     let Outcome::GaveUp {
         attempts,
         last_error,
