@@ -151,9 +151,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown_timeout: config.http.shutdown_timeout,
     };
     let address: SocketAddr = listener.local_addr()?;
-    // tests and scripts wait for this line instead of sleeping
-    println!("listening on {address}");
-    println!("web UI at http://{address}/ui/");
+    // tests and scripts wait for this line instead of sleeping; a reader that closed its
+    // end after it (`lookout serve | head -1`) must not stop the server, so a failed write
+    // to stdout is ignored rather than panicking as `println!` would
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on {address}");
+        let _ = writeln!(stdout, "web UI at http://{address}/ui/");
+        let _ = stdout.flush();
+    }
     tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
     let stopping = CancellationToken::new();
     {

@@ -77,6 +77,13 @@ fn rewrite_level(level: &mut Value, at: &str) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// A number as tantivy reads it: JSON numbers and numeric strings (`"interval": "10"`).
+fn number(value: &Value) -> Option<f64> {
+    value
+        .as_f64()
+        .or_else(|| value.as_str().and_then(|text| text.trim().parse().ok()))
+}
+
 /// The longest `fixed_interval` accepted: a century (tantivy's interval arithmetic
 /// overflows past `i64` milliseconds).
 const MAX_INTERVAL_MILLIS: f64 = 100.0 * 365.0 * 86_400_000.0;
@@ -90,7 +97,7 @@ fn check_histogram_bounds(
     at: &str,
 ) -> Result<(), QueryError> {
     let interval = if kind == "histogram" {
-        body.get("interval").and_then(Value::as_f64)
+        body.get("interval").and_then(number)
     } else {
         body.get("fixed_interval")
             .and_then(Value::as_str)
@@ -111,8 +118,8 @@ fn check_histogram_bounds(
             continue;
         };
         let (Some(min), Some(max)) = (
-            bounds.get("min").and_then(Value::as_f64),
-            bounds.get("max").and_then(Value::as_f64),
+            bounds.get("min").and_then(number),
+            bounds.get("max").and_then(number),
         ) else {
             continue;
         };

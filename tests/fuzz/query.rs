@@ -161,7 +161,11 @@ fn histogram_bucket_overflow(value: &Value) -> bool {
                 kind == "histogram"
                     && body
                         .get("interval")
-                        .and_then(Value::as_f64)
+                        .and_then(|interval| {
+                            interval.as_f64().or_else(|| {
+                                interval.as_str().and_then(|text| text.trim().parse().ok())
+                            })
+                        })
                         // the documents' values span less than 2e12
                         .is_some_and(|interval| interval > 0.0 && 2e12 / interval > 1e15)
             }) || map.values().any(histogram_bucket_overflow)
@@ -686,6 +690,18 @@ fn histogram_bounds_past_max_buckets_are_refused_before_tantivy() {
     let body = json!({"aggs": {"0": {"histogram": {"field": "status", "interval": 5222,
         "extended_bounds": {"min": 0, "max": 1e300}}}}});
     let outcome = run_case("histogram bounds", body.to_string(), move || {
+        run_search(&body, &HashMap::new())
+    });
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+/// The same with the interval written as a string, under another aggregation (found by
+/// the fuzzer: the check read only numeric intervals).
+#[test]
+fn histogram_bounds_with_a_string_interval_are_refused_before_tantivy() {
+    let body = json!({"aggs": {"a": {"aggs": {"a": {"avg": {"field": "status"}}},
+        "histogram": {"extended_bounds": {"max": 1e300, "min": 0.0}, "field": "status", "interval": "10"}}}});
+    let outcome = run_case("histogram string interval", body.to_string(), move || {
         run_search(&body, &HashMap::new())
     });
     assert!(outcome.is_ok(), "{outcome:?}");
