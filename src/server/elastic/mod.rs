@@ -157,6 +157,17 @@ async fn read_body(
     .await
 }
 
+/// Reads a request body (bounded as every body is) and parses it as an optional JSON
+/// object: a blank body is `None`.
+async fn read_json_body(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<Value>, ApiError> {
+    let body = read_body(state, headers, body).await?;
+    parse_json_body(&body.contiguous())
+}
+
 /// Resolves the `{index}` expression of a search-like request.
 fn resolve(
     state: &SharedState,

@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::search::{parse_keep_alive, search_and_render};
-use super::{ApiResult, Params, bad_request, parse_json_body, read_body};
+use super::{ApiResult, Params, bad_request, read_json_body};
 use crate::server::SharedState;
 use crate::server::error::{ApiError, ErrorCode};
 use crate::server::response::{json_response, ok};
@@ -62,8 +62,7 @@ pub(super) async fn scroll(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.contiguous())?;
+    let body = read_json_body(&state, &headers, body).await?;
     let id = scroll_ids(body.as_ref(), &params.0)
         .into_iter()
         .next()
@@ -106,8 +105,7 @@ pub(super) async fn clear_scroll(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.contiguous())?;
+    let body = read_json_body(&state, &headers, body).await?;
     Ok(clear(&state.0, scroll_ids(body.as_ref(), &params.0)))
 }
 

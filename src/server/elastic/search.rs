@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiResult, OptionalIndex, Params, bad_request, index_or, parse_context, parse_json_body,
-    read_body, resolve,
+    read_body, read_json_body, resolve,
 };
 use crate::index::query::request::{count_query, search_request};
 use crate::index::search::{self, ScoredHit, SearchOutcome, SearchRequest, TrackTotalHits};
@@ -153,8 +153,7 @@ pub(super) async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.contiguous())?;
+    let body = read_json_body(&state, &headers, body).await?;
     Ok(ok(&run_search(
         &state.0,
         &index_or(index, "_all"),
@@ -289,8 +288,7 @@ pub(super) async fn count(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let body = read_body(&state, &headers, body).await?;
-    let body = parse_json_body(&body.contiguous())?;
+    let body = read_json_body(&state, &headers, body).await?;
     run_count(&state.0, &index_or(index, "_all"), &params.0, body).await
 }
 
