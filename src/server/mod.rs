@@ -14,6 +14,7 @@
 //! `Authorization: Bearer|ApiKey|Basic`. Every response carries
 //! `X-Elastic-Product: Elasticsearch`, which official ES clients require.
 
+pub mod access;
 pub mod alertmanager;
 pub mod body;
 pub mod bulk_answer;
