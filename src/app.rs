@@ -27,6 +27,32 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             config.listen
         );
     }
+    let tls = match config.tls.enabled() {
+        true => Some(Arc::new(
+            server::tls::ReloadingTls::new(server::tls::TlsFiles::from_config(&config.tls))
+                .map_err(|error| anyhow::anyhow!("{error}"))?,
+        )),
+        false => None,
+    };
+    if !config.listen.ip().is_loopback() && tls.is_none() && !config.auth.insecure {
+        tracing::warn!(
+            listen = %config.listen,
+            "listening beyond loopback without TLS: tokens and logs travel in clear; set [tls] cert_file and key_file (or auth.insecure = true on a trusted network)"
+        );
+    }
+    if tls.is_some() && !config.agent.inputs.is_empty() && config.agent.to.is_none() {
+        anyhow::bail!(
+            "with [tls], the in-process agent of [[agent.inputs]] needs `agent.to`: an https:// URL whose host the certificate names (and `agent.tls_ca_file` for a private CA)"
+        );
+    }
+    let browser_guard = server::browser_guard::BrowserGuard {
+        hosts: server::browser_guard::AllowedHosts::from_config(
+            &config.http.allowed_hosts,
+            config.listen.ip().is_loopback(),
+        )
+        .map_err(anyhow::Error::msg)?,
+        tls: tls.is_some(),
+    };
     // the port first: a taken port fails before anything is created on disk
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -129,6 +155,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
         scrape: Default::default(),
         series: Arc::clone(&series),
+        browser_guard,
+        destructive_requires_name: config.index.destructive_requires_name,
     });
     tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
     let (scrape_jobs, scrape_warnings) = config
@@ -158,7 +186,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening on {address}");
-        let _ = writeln!(stdout, "web UI at http://{address}/ui/");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let _ = writeln!(stdout, "web UI at {scheme}://{address}/ui/");
         let _ = stdout.flush();
     }
     tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
@@ -197,6 +226,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         server::router(state),
         limits,
         telemetry,
+        tls,
         async move {
             stopping.cancelled().await;
             // the in-process agent ships what it read and deregisters through this
@@ -235,10 +265,14 @@ fn start_rules(
     data_dir: &DataDir,
     background: &CancellationToken,
 ) -> Arc<crate::rules::manager::RuleManager> {
-    let external_url = config
-        .external_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{address}"));
+    let external_url = config.external_url.clone().unwrap_or_else(|| {
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{address}")
+    });
     let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
         notifiers,
         &config.notify,

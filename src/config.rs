@@ -29,6 +29,8 @@ pub struct Config {
     /// Base URL put in links (Slack messages); default `http://<listen>`.
     pub external_url: Option<String>,
     pub auth: AuthConfig,
+    /// HTTPS on the listener (`[tls]`); plain HTTP without it.
+    pub tls: TlsConfig,
     /// Connections and requests on the listener.
     pub http: HttpConfig,
     /// Searches of the Elasticsearch API.
@@ -63,6 +65,7 @@ impl Default for Config {
             queries_dir: PathBuf::from("queries"),
             external_url: None,
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             http: HttpConfig::default(),
             search: SearchConfig::default(),
             ingest: IngestConfig::default(),
@@ -162,6 +165,12 @@ pub struct HttpConfig {
     /// (what was acknowledged is committed either way).
     #[serde(with = "crate::duration_serde")]
     pub shutdown_timeout: Duration,
+    /// Host names the server answers to (the `Host` header, against DNS rebinding), each
+    /// with an optional port: `["logs.example.com", "logs.internal:9200"]`; `["*"]` for
+    /// any. `localhost` and IP addresses are always answered. Empty (the default): with a
+    /// loopback `listen` only those; with any other `listen` every name (its keys protect
+    /// it).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -171,7 +180,29 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
         }
+    }
+}
+
+/// HTTPS on the listener. The files are read again when they change, so a renewed
+/// certificate is served without a restart (an unreadable or mismatched new pair keeps
+/// the old one, with a warning).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// With it, mutual TLS: a client must present a certificate signed by one of these
+    /// CA certificates (PEM), or the handshake fails.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 
@@ -255,6 +286,9 @@ pub struct IndexConfig {
     /// Partition writers kept open at once (least recently used is closed first; one not
     /// written for a minute is closed at maintenance).
     pub max_open_writers: usize,
+    /// Index deletion must name every index (Elasticsearch's
+    /// `action.destructive_requires_name`): `DELETE /_all`, `/*` or `/logs-*` are refused.
+    pub destructive_requires_name: bool,
 }
 
 impl Default for IndexConfig {
@@ -267,6 +301,7 @@ impl Default for IndexConfig {
             writer_memory_bytes: 128 * 1024 * 1024,
             writer_threads: 2,
             max_open_writers: 4,
+            destructive_requires_name: true,
         }
     }
 }
@@ -463,6 +498,25 @@ impl Config {
                 .into_iter()
                 .map(|error| format!("{origin}: {error}")),
         );
+        if let Err(error) = crate::server::browser_guard::AllowedHosts::from_config(
+            &self.http.allowed_hosts,
+            self.listen.ip().is_loopback(),
+        ) {
+            errors.push(format!("{origin}: {error}"));
+        }
+        let tls_error = match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), Some(_)) => crate::server::tls::TlsFiles::from_config(&self.tls)
+                .load()
+                .err()
+                .map(|error| error.to_string()),
+            (None, None) if self.tls.client_ca_file.is_some() => Some(
+                "`tls.client_ca_file`: needs `tls.cert_file` and `tls.key_file` (mutual TLS is part of HTTPS)".to_owned(),
+            ),
+            (None, None) => None,
+            (Some(_), None) => Some("`tls.key_file`: is needed with `tls.cert_file`".to_owned()),
+            (None, Some(_)) => Some("`tls.cert_file`: is needed with `tls.key_file`".to_owned()),
+        };
+        errors.extend(tls_error.map(|error| format!("{origin}: {error}")));
         if let Err(error) = self.auth.resolve_token() {
             errors.push(format!("{origin}: {error}"));
         }

@@ -4,6 +4,12 @@
 //! A leaf: the agent checks its configured index here, the index store checks the names
 //! it creates, ingest checks each item's index, without any of them depending on another.
 
+/// Whether `name` is one of Lookout's own hidden indices (`.lookout-alerts`, the alert
+/// history; `.lookout-audit`): written only by Lookout itself, never through the API.
+pub fn is_lookout_internal(name: &str) -> bool {
+    name.starts_with(".lookout-")
+}
+
 /// An index name Elasticsearch would refuse, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid index name [{name}], {reason}")]

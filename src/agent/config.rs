@@ -33,6 +33,10 @@ pub struct AgentConfig {
     /// Extra CA certificate(s) to trust for an `https://` server, PEM (the system's
     /// trusted roots are always used).
     pub tls_ca_file: Option<PathBuf>,
+    /// For a server that requires mutual TLS: this agent's certificate chain, PEM.
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key of `tls_client_cert_file`, PEM.
+    pub tls_client_key_file: Option<PathBuf>,
     /// `host.name` added to every event (default: this machine's host name).
     pub host_name: Option<String>,
     /// A batch is sent once it holds this many bytes (uncompressed NDJSON) ...
@@ -122,6 +126,8 @@ impl Default for AgentConfig {
             token_env: None,
             token_file: None,
             tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             host_name: None,
             batch_max_bytes: 1024 * 1024,
             batch_max_lines: 10_000,
@@ -158,6 +164,47 @@ impl AgentConfig {
         })?;
         config.validate(&path.display().to_string(), "")?;
         Ok(config)
+    }
+
+    /// The client certificate and key for mutual TLS, when configured; `Err` names the
+    /// field and says what is wrong.
+    pub fn client_identity(&self) -> Result<Option<reqwest::Identity>, (&'static str, String)> {
+        let (cert_file, key_file) = match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert_file), Some(key_file)) => (cert_file, key_file),
+            (Some(_), None) => {
+                return Err((
+                    "tls_client_key_file",
+                    "is needed with `tls_client_cert_file`".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls_client_cert_file",
+                    "is needed with `tls_client_key_file`".to_owned(),
+                ));
+            }
+        };
+        let read = |field, path: &Path| {
+            std::fs::read(path)
+                .map_err(|error| (field, format!("cannot read `{}`: {error}", path.display())))
+        };
+        let mut pem = read("tls_client_cert_file", cert_file)?;
+        pem.push(b'\n');
+        pem.extend(read("tls_client_key_file", key_file)?);
+        crate::install_tls_provider();
+        reqwest::Identity::from_pem(&pem)
+            .map(Some)
+            .map_err(|error| {
+                (
+                    "tls_client_cert_file",
+                    format!(
+                        "`{}` with `{}` is not a PEM certificate and private key: {error}",
+                        cert_file.display(),
+                        key_file.display()
+                    ),
+                )
+            })
     }
 
     /// Checks what types cannot. `origin` names the file, `prefix` the table the options
@@ -258,6 +305,9 @@ impl AgentConfig {
                     &format!("cannot read `{}`: {error}", path.display()),
                 ),
             }
+        }
+        if let Err((field, error)) = self.client_identity() {
+            errors.push(format!("{origin}: `{prefix}{field}`: {error}"));
         }
         if let Err(error) = self.resolve_token() {
             errors.push(format!("{origin}: `{prefix}{error}"));

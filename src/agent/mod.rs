@@ -107,7 +107,10 @@ pub async fn run(
             })?,
         None => Vec::new(),
     };
-    let endpoint = Endpoint::new(&to, token, config.request_timeout, extra_roots)
+    let identity = config
+        .client_identity()
+        .map_err(|(field, error)| AgentError::Config(format!("{field}: {error}")))?;
+    let endpoint = Endpoint::new(&to, token, config.request_timeout, extra_roots, identity)
         .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?;
     let metrics = Arc::new(AgentMetrics::default());
     if let Some(address) = config.metrics_listen {

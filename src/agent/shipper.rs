@@ -45,6 +45,7 @@ impl Endpoint {
         token: Option<String>,
         timeout: Duration,
         extra_roots: Vec<reqwest::Certificate>,
+        identity: Option<reqwest::Identity>,
     ) -> reqwest::Result<Endpoint> {
         crate::install_tls_provider();
         let mut builder = reqwest::Client::builder()
@@ -53,6 +54,9 @@ impl Endpoint {
             .user_agent(concat!("lookout-agent/", env!("CARGO_PKG_VERSION")));
         for certificate in extra_roots {
             builder = builder.add_root_certificate(certificate);
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
         }
         let client = builder.build()?;
         Ok(Endpoint {

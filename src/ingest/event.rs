@@ -34,6 +34,8 @@ pub enum RejectionKind {
     Unparsable,
     /// A value is not accepted: an event time out of range, a malformed action line.
     IllegalValue,
+    /// The caller may not write there (a hidden `.lookout-*` index written from outside).
+    Forbidden,
 }
 
 impl Rejection {

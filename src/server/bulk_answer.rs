@@ -33,6 +33,11 @@ pub fn status(outcome: &ItemOutcome) -> u16 {
         ItemOutcome::Updated | ItemOutcome::Deleted | ItemOutcome::Noop => 200,
         ItemOutcome::NotFound => 404,
         ItemOutcome::Failed(ItemFailure::AlreadyExists { .. }) => 409,
+        ItemOutcome::Failed(ItemFailure::Rejected(rejection))
+            if rejection.kind == RejectionKind::Forbidden =>
+        {
+            403
+        }
         ItemOutcome::Failed(_) => 400,
     }
 }
@@ -57,6 +62,7 @@ fn error_type(failure: &ItemFailure) -> &'static str {
         ItemFailure::Rejected(rejection) => match rejection.kind {
             RejectionKind::Unparsable => "document_parsing_exception",
             RejectionKind::IllegalValue => "illegal_argument_exception",
+            RejectionKind::Forbidden => "security_exception",
         },
         ItemFailure::AlreadyExists { .. } => "version_conflict_engine_exception",
     }
@@ -65,8 +71,9 @@ fn error_type(failure: &ItemFailure) -> &'static str {
 /// A refused item as the error of a single-document write; `None` when it was not refused.
 pub fn item_error(item: &ItemResult) -> Option<ApiError> {
     let failure = item.failure()?;
-    let code = match failure {
-        ItemFailure::AlreadyExists { .. } => ErrorCode::Conflict,
+    let code = match status(&item.outcome) {
+        403 => ErrorCode::Forbidden,
+        409 => ErrorCode::Conflict,
         _ => ErrorCode::BadRequest,
     };
     Some(ApiError {
@@ -380,6 +387,12 @@ mod tests {
                 400,
                 None,
                 Some("illegal_argument_exception"),
+            ),
+            (
+                rejected(RejectionKind::Forbidden),
+                403,
+                None,
+                Some("security_exception"),
             ),
             (
                 ItemOutcome::Failed(ItemFailure::AlreadyExists { id: "b".into() }),

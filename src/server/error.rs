@@ -16,8 +16,14 @@ use axum::http::StatusCode;
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
+    /// Understood, and refused whoever asks (a cross-site write, a foreign `Host`, a
+    /// hidden index written from outside).
+    Forbidden,
     NotFound,
     MethodNotAllowed,
+    /// A write whose body is not JSON (Elasticsearch's answer to a `Content-Type` it does
+    /// not support).
+    NotAcceptable,
     Conflict,
     PayloadTooLarge,
     /// Well-formed but cannot be carried out (Prometheus' `execution` errors).
@@ -38,8 +44,10 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,

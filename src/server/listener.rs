@@ -15,6 +15,10 @@
 //!   connection is asked to finish its request in flight and close; those still open
 //!   after the grace period are cut. The caller commits what was acknowledged afterwards.
 //!
+//! - **TLS** with `[tls]` (`super::tls`): the handshake must finish within the
+//!   header-read timeout; a client speaking plain HTTP gets a plain-HTTP 400 saying to
+//!   use `https://`; the certificate files are re-read when they change.
+//!
 //! - **Raw `<`, `>`, `"` in request targets**, as curl sends `?q=latency:>500`, are
 //!   percent-encoded before hyper parses them ([`super::request_target`]), so they are
 //!   accepted as Elasticsearch accepts them.
@@ -54,12 +58,13 @@ fn over_budget() -> Vec<u8> {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains connections for
-/// at most `limits.shutdown_timeout`.
+/// at most `limits.shutdown_timeout`. With `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnectionLimits,
     telemetry: Arc<Telemetry>,
+    tls: Option<Arc<super::tls::ReloadingTls>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -82,30 +87,38 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             telemetry.requests_refused.add("too_many_connections", 1);
-            let _ = stream.try_write(&over_budget());
+            if tls.is_none() {
+                let _ = stream.try_write(&over_budget());
+            }
             let _ = stream.shutdown().await;
             continue;
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let draining = draining.clone();
+        let tls = tls.as_ref().map(|tls| tls.current());
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let stream = super::request_target::LenientTarget::new(stream);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, service, limits, &draining, peer).await,
+                Some(config) => {
+                    let handshake = async {
+                        if !starts_a_tls_handshake(&mut stream).await {
+                            return None;
+                        }
+                        match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                            Ok(stream) => Some(stream),
+                            Err(error) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                None
+                            }
+                        }
+                    };
+                    // the handshake counts against the header-read timeout
+                    if let Ok(Some(stream)) =
+                        tokio::time::timeout(limits.header_read_timeout, handshake).await
+                    {
+                        serve_connection(stream, service, limits, &draining, peer).await;
                     }
-                }
-                () = draining.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
                 }
             }
             drop(slot);
@@ -123,6 +136,60 @@ pub async fn serve(
             timeout = ?limits.shutdown_timeout,
             "connections still open after the shutdown timeout are cut"
         );
+    }
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or `draining` asks it
+/// to finish its request in flight.
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<axum::Router>,
+    limits: ConnectionLimits,
+    draining: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let stream = super::request_target::LenientTarget::new(stream);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        }
+        () = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Whether a connection to the TLS listener starts with a TLS record; a client speaking
+/// plain HTTP is told to use `https://` (in plain HTTP, the one thing it can read) and
+/// closed.
+async fn starts_a_tls_handshake(stream: &mut tokio::net::TcpStream) -> bool {
+    /// The content type of a TLS handshake record.
+    const HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == HANDSHAKE => true,
+        Ok(1) => {
+            let body = r#"{"error":{"type":"security_exception","reason":"this listener speaks HTTPS only ([tls] in lookout.toml); use an https:// URL"},"status":400}"#;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            false
+        }
+        _ => false,
     }
 }
 

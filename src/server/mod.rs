@@ -10,6 +10,10 @@
 //! - `error`: the one error every route answers with (a closed `ErrorCode`, mapped to
 //!   HTTP status once); `response`: the one place it becomes a body, in each API's dialect.
 //!
+//! Layers, outermost first: `X-Elastic-Product` and `X-Content-Type-Options: nosniff` on
+//! every answer, panics as 500, body read timeouts, `browser_guard` (Host, cross-site
+//! writes, content types), then authentication.
+//!
 //! Auth: with a token configured, every route but `/-/healthy` and `/-/ready` needs
 //! `Authorization: Bearer|ApiKey|Basic`. Every response carries
 //! `X-Elastic-Product: Elasticsearch`, which official ES clients require.
@@ -17,6 +21,7 @@
 pub mod access;
 pub mod alertmanager;
 pub mod body;
+pub mod browser_guard;
 pub mod bulk_answer;
 pub mod elastic;
 pub mod error;
@@ -29,6 +34,7 @@ pub mod query_pool;
 pub mod request_target;
 pub mod response;
 pub mod rules;
+pub mod tls;
 pub mod ui;
 
 use std::sync::Arc;
@@ -69,6 +75,10 @@ pub struct AppState {
     /// What PromQL reads: the metrics store the scrape loop writes, the saved log queries
     /// as `log_matches` series, and the engine's settings.
     pub series: Arc<crate::rules::observe::Sources>,
+    /// The first layer's checks: `Host`, cross-site writes, write content types.
+    pub browser_guard: browser_guard::BrowserGuard,
+    /// `index.destructive_requires_name`: index deletion names every index.
+    pub destructive_requires_name: bool,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -92,6 +102,7 @@ pub fn router(state: SharedState) -> Router {
             .into_response()
         })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.browser_guard.clone(), browser_guard::guard))
         .layer(middleware::map_request(move |request: Request| async move {
             request.map(|body| {
                 axum::body::Body::new(body::InactivityTimeout::new(body, body_read_timeout))
@@ -113,9 +124,15 @@ pub fn router(state: SharedState) -> Router {
         }))
         .layer(middleware::map_response(
             |mut response: Response| async move {
-                response.headers_mut().insert(
+                let headers = response.headers_mut();
+                headers.insert(
                     "x-elastic-product",
                     HeaderValue::from_static("Elasticsearch"),
+                );
+                // no answer is ever sniffed into a script or a page (a 404 echoing a path)
+                headers.insert(
+                    "x-content-type-options",
+                    HeaderValue::from_static("nosniff"),
                 );
                 response
             },

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use super::SharedState;
+use super::error::{ApiError, ErrorCode};
 
 const INDEX_HTML: &[u8] = include_bytes!("ui/index.html");
 const APP_JS: &[u8] = include_bytes!("ui/app.js");
@@ -37,10 +38,6 @@ fn respond(content_type: &'static str, body: &'static [u8]) -> Response {
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
         ),
     );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
     response
 }
 
@@ -48,7 +45,7 @@ async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => respond("text/javascript; charset=utf-8", APP_JS),
         "style.css" => respond("text/css; charset=utf-8", STYLE_CSS),
-        _ => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+        _ => not_found("no such UI asset; the UI has /ui/assets/app.js and /ui/assets/style.css"),
     }
 }
 
@@ -58,11 +55,14 @@ async fn page(Path(page): Path<String>) -> Response {
     if known.contains(&page.trim_end_matches('/')) {
         respond("text/html; charset=utf-8", INDEX_HTML)
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("no UI page `{page}`; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics or /ui/targets"),
+        not_found(
+            "no such UI page; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics or /ui/targets",
         )
-            .into_response()
     }
+}
+
+/// A JSON 404 that does not echo the path: a text answer repeating what the link said
+/// would let any page put its words on this origin.
+fn not_found(reason: &'static str) -> Response {
+    ApiError::new(ErrorCode::NotFound, "resource_not_found_exception", reason).into_response()
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::{ApiResult, OptionalIndex, Params, bad_request, now_micros, read_body};
 use crate::ingest::bulk::ActionKind;
+use crate::ingest::event::{Rejection, RejectionKind};
 use crate::ingest::{Item, event};
 use crate::server::SharedState;
 use crate::server::bulk_answer;
@@ -119,12 +120,30 @@ async fn run_bulk(
     Ok(response)
 }
 
+/// Writes what a client sent: items naming one of Lookout's hidden indices fail
+/// (`security_exception`, 403) and the others go on; Lookout's own writes to them go
+/// through `Ingest` directly.
 async fn write_items(
     state: &SharedState,
-    items: Vec<Item>,
+    mut items: Vec<Item>,
     agent: Option<(String, Option<i64>)>,
     refresh: Refresh,
 ) -> Result<crate::ingest::WriteOutcome, ApiError> {
+    for item in &mut items {
+        if let Some(index) = item
+            .index
+            .as_deref()
+            .filter(|index| crate::index_name::is_lookout_internal(index))
+        {
+            item.prepared = Err(Rejection {
+                kind: RejectionKind::Forbidden,
+                label: "hidden_index",
+                reason: format!(
+                    "index [{index}] is written only by Lookout itself (its hidden `.lookout-*` indices); write to another index"
+                ),
+            });
+        }
+    }
     let watermark = agent
         .as_ref()
         .and_then(|(id, watermark)| watermark.map(|micros| (id.clone(), micros)));

@@ -33,6 +33,9 @@ pub(super) async fn create_index(
     State(state): State<SharedState>,
     Path(index): Path<String>,
 ) -> ApiResult {
+    if crate::index_name::is_lookout_internal(&index) {
+        return Err(hidden_index(&index));
+    }
     match state.store.create_index(&index) {
         Ok(true) => Ok(ok(
             &json!({"acknowledged": true, "shards_acknowledged": true, "index": index}),
@@ -69,7 +72,21 @@ pub(super) async fn delete_index(
     Path(index): Path<String>,
     params: Params,
 ) -> ApiResult {
+    if state.destructive_requires_name && !names_every_index(&index) {
+        return Err(ApiError::bad_request(
+            "illegal_argument_exception",
+            format!(
+                "Wildcard expressions or all indices are not allowed: [{index}] is not a list of index names; name each index to delete, or set `index.destructive_requires_name = false` in lookout.toml"
+            ),
+        ));
+    }
     let indices = resolve(&state, &index, &params.0)?;
+    if let Some(hidden) = indices
+        .iter()
+        .find(|log_index| crate::index_name::is_lookout_internal(&log_index.name))
+    {
+        return Err(hidden_index(&hidden.name));
+    }
     for log_index in indices {
         let store = state.store.clone();
         let name = log_index.name.clone();
@@ -80,6 +97,26 @@ pub(super) async fn delete_index(
             .map_err(|error| ApiError::internal("deleting an index", error))?;
     }
     Ok(ok(&json!({"acknowledged": true})))
+}
+
+/// Whether an index expression is a list of plain names: no `_all`, no wildcard, no
+/// exclusion (Elasticsearch's `action.destructive_requires_name`).
+fn names_every_index(expression: &str) -> bool {
+    expression.split(',').map(str::trim).all(|name| {
+        !name.is_empty() && name != "_all" && !name.contains(['*', '?']) && !name.starts_with('-')
+    })
+}
+
+/// The refusal of a client's write to one of Lookout's own hidden indices.
+fn hidden_index(index: &str) -> ApiError {
+    ApiError {
+        code: ErrorCode::Forbidden,
+        kind: "security_exception",
+        reason: format!(
+            "index [{index}] is written only by Lookout itself (its hidden `.lookout-*` indices); it cannot be created or deleted through the API"
+        ),
+        index: Some(index.to_owned()),
+    }
 }
 
 pub(super) async fn get_index(
@@ -322,4 +359,29 @@ pub(super) async fn field_caps(
     Ok(ok(
         &json!({"indices": indices.iter().map(|index| index.name.clone()).collect::<Vec<_>>(), "fields": body}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lists_of_plain_names_may_be_deleted_by_default() {
+        for named in ["logs", "logs,metrics", "logs-2024.01.01", " logs , other "] {
+            assert!(names_every_index(named), "{named}");
+        }
+        for destructive in [
+            "_all",
+            "*",
+            ".*",
+            "logs-*",
+            "logs,*",
+            "logs,-other",
+            "log?",
+            "",
+            "logs,",
+        ] {
+            assert!(!names_every_index(destructive), "{destructive}");
+        }
+    }
 }
