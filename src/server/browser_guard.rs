@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::SharedState;
 use super::error::{AlertmanagerError, ApiError, ErrorCode, LookoutError, PrometheusError};
 
 /// `Host` and `Origin` values longer than this are refused unparsed (a DNS name has at
@@ -250,12 +251,28 @@ pub fn is_json_content_type(value: &str) -> bool {
     .any(|allowed| essence.eq_ignore_ascii_case(allowed))
 }
 
-/// The middleware: answers a refusal, or passes the request on unchanged.
-pub async fn guard(State(guard): State<BrowserGuard>, request: Request, next: Next) -> Response {
-    match guard.check(request.method(), request.uri(), request.headers()) {
+/// The middleware: answers a refusal (counted in
+/// `lookout_http_requests_refused_total{reason}` as `foreign_host`, `cross_site` or
+/// `content_type`), or passes the request on unchanged.
+pub async fn guard(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    match state
+        .browser_guard
+        .check(request.method(), request.uri(), request.headers())
+    {
         Ok(()) => next.run(request).await,
-        Err(error) => in_dialect(request.uri().path(), error),
+        Err(Refusal { label, error }) => {
+            state.telemetry.requests_refused.add(label, 1);
+            in_dialect(request.uri().path(), error)
+        }
     }
+}
+
+/// Why a request may not go on: the metric's label and the answer.
+#[derive(Debug)]
+pub struct Refusal {
+    /// `foreign_host`, `cross_site` or `content_type`.
+    pub label: &'static str,
+    pub error: ApiError,
 }
 
 impl BrowserGuard {
@@ -265,7 +282,7 @@ impl BrowserGuard {
         method: &Method,
         uri: &axum::http::Uri,
         headers: &HeaderMap,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refusal> {
         // HTTP/1.0 may omit `Host` (and absolute-form targets carry it in the URI);
         // browsers always send it, so a request without any cannot be a rebinding page's
         let host_text = headers
@@ -276,14 +293,17 @@ impl BrowserGuard {
             None => None,
             Some(Ok(host)) if self.hosts.allows(&host) => Some(host),
             Some(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    "security_exception",
-                    format!(
-                        "this server does not answer to the host `{}` (the `Host` header), which guards against DNS rebinding; if that is its name, add it to `http.allowed_hosts` in lookout.toml",
-                        shortened(host_text.unwrap_or_default())
+                return Err(Refusal {
+                    label: "foreign_host",
+                    error: ApiError::new(
+                        ErrorCode::Forbidden,
+                        "security_exception",
+                        format!(
+                            "this server does not answer to the host `{}` (the `Host` header), which guards against DNS rebinding; if that is its name, add it to `http.allowed_hosts` in lookout.toml",
+                            shortened(host_text.unwrap_or_default())
+                        ),
                     ),
-                ));
+                });
             }
         };
         if !changes_state(method, uri.path()) {
@@ -318,28 +338,34 @@ impl BrowserGuard {
                 .get(header::CONTENT_TYPE)
                 .map(|value| value.to_str().unwrap_or("\u{fffd}"));
             if !content_type.is_some_and(is_json_content_type) {
-                return Err(ApiError::new(
-                    ErrorCode::NotAcceptable,
-                    "media_type_header_exception",
-                    format!(
-                        "Content-Type header [{}] is not supported: a request that changes something needs a JSON body; send `Content-Type: application/json` (`application/x-ndjson` for `_bulk`), with curl `-H 'Content-Type: application/json'`",
-                        shortened(content_type.unwrap_or(""))
+                return Err(Refusal {
+                    label: "content_type",
+                    error: ApiError::new(
+                        ErrorCode::NotAcceptable,
+                        "media_type_header_exception",
+                        format!(
+                            "Content-Type header [{}] is not supported: a request that changes something needs a JSON body; send `Content-Type: application/json` (`application/x-ndjson` for `_bulk`), with curl `-H 'Content-Type: application/json'`",
+                            shortened(content_type.unwrap_or(""))
+                        ),
                     ),
-                ));
+                });
             }
         }
         Ok(())
     }
 }
 
-fn cross_site(why: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Forbidden,
-        "security_exception",
-        format!(
-            "a cross-site request cannot change anything here ({why}); use the API from the Lookout UI itself or from a tool that is not a browser page"
+fn cross_site(why: &str) -> Refusal {
+    Refusal {
+        label: "cross_site",
+        error: ApiError::new(
+            ErrorCode::Forbidden,
+            "security_exception",
+            format!(
+                "a cross-site request cannot change anything here ({why}); use the API from the Lookout UI itself or from a tool that is not a browser page"
+            ),
         ),
-    )
+    }
 }
 
 /// A request header echoed in a refusal, cut short (it is the sender's text).
@@ -568,7 +594,7 @@ mod tests {
                 &path.parse::<Uri>().expect("uri"),
                 &map,
             )
-            .map_err(|error| error.code.status().as_u16())
+            .map_err(|refusal| refusal.error.code.status().as_u16())
     }
 
     #[test]

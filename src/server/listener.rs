@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -180,6 +180,10 @@ async fn starts_a_tls_handshake(stream: &mut tokio::net::TcpStream) -> bool {
     match stream.peek(&mut first).await {
         Ok(1) if first[0] == HANDSHAKE => true,
         Ok(1) => {
+            // read the request head first: closing with it unread would reset the
+            // connection before the client reads the answer
+            let mut head = [0u8; 8192];
+            let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut head)).await;
             let body = r#"{"error":{"type":"security_exception","reason":"this listener speaks HTTPS only ([tls] in lookout.toml); use an https:// URL"},"status":400}"#;
             let answer = format!(
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",

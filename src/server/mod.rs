@@ -102,7 +102,7 @@ pub fn router(state: SharedState) -> Router {
             .into_response()
         })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(state.browser_guard.clone(), browser_guard::guard))
+        .layer(middleware::from_fn_with_state(state.clone(), browser_guard::guard))
         .layer(middleware::map_request(move |request: Request| async move {
             request.map(|body| {
                 axum::body::Body::new(body::InactivityTimeout::new(body, body_read_timeout))

@@ -137,6 +137,7 @@ async fn oversized_and_gzip_bomb_bodies_get_413() {
         .client
         .post(server.url("/logs/_bulk?refresh=true"))
         .header("content-encoding", "gzip")
+        .header("content-type", "application/x-ndjson")
         .body(encoder.finish().expect("finish"))
         .send()
         .await
@@ -213,7 +214,7 @@ async fn bad_queries_and_unknown_indices_get_es_errors() {
         let mut stream = std::net::TcpStream::connect(address).expect("connect");
         stream
             .write_all(
-                b"PUT /.. HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                b"PUT /.. HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             )
             .expect("send");
         let mut answer = String::new();
@@ -453,9 +454,9 @@ async fn raw_comparison_operators_in_q_work_as_curl_sends_them() {
     // body-carrying request and a raw `"` on the same keep-alive connection
     let search = "{\"query\":{\"match\":{\"message\":\"cache\"}}}";
     let requests = format!(
-        "GET /app/_count?q=latency_ms:>500 HTTP/1.1\r\nHost: x\r\n\r\n\
-         POST /app/_count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{search}\
-         GET /app/_count?q=message:\"db\" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /app/_count?q=latency_ms:>500 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         POST /app/_count HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{search}\
+         GET /app/_count?q=message:\"db\" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         search.len()
     );
     let answer = raw_exchange(&server, requests.into_bytes()).await;

@@ -378,7 +378,9 @@ async fn slow_header_idle_and_stalled_body_clients_are_cut_at_their_timeouts() {
             // one header byte every 200 ms: never a whole head
             let mut stream = TcpStream::connect(&address).expect("connect");
             let started = Instant::now();
-            for byte in b"GET /_count HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa" {
+            for byte in
+                b"GET /_count HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa"
+            {
                 if stream.write_all(&[*byte]).is_err() {
                     break;
                 }
@@ -399,7 +401,7 @@ async fn slow_header_idle_and_stalled_body_clients_are_cut_at_their_timeouts() {
         std::thread::spawn(move || {
             let mut stream = TcpStream::connect(&address).expect("connect");
             stream
-                .write_all(b"POST /_bulk HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"index\":{}}\n")
+                .write_all(b"POST /_bulk HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"index\":{}}\n")
                 .expect("write");
             read_until_closed(&mut stream, Duration::from_secs(10))
         })
@@ -422,7 +424,7 @@ async fn slow_header_idle_and_stalled_body_clients_are_cut_at_their_timeouts() {
     // timeout rather than waiting for the client
     let mut stuck = TcpStream::connect(&address).expect("connect");
     stuck
-        .write_all(b"POST /_bulk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .write_all(b"POST /_bulk HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{")
         .expect("write");
     let started = Instant::now();
     let code = server.terminate();
@@ -562,7 +564,7 @@ async fn a_query_whose_client_leaves_is_stopped_and_frees_its_slot() {
     let mut client = TcpStream::connect(server.address()).expect("connect");
     write!(
         client,
-        "GET /api/v1/query?query={heavy}&time=1700000000 HTTP/1.1\r\nHost: lookout\r\n\r\n"
+        "GET /api/v1/query?query={heavy}&time=1700000000 HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     .expect("send");
     // (watched on /metrics: a probing query could take the slot first)

@@ -6,80 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::json;
 
+use crate::support::browser::{browser, driver};
 use crate::support::rules::serve_rules_with_config;
 use crate::support::scrape::{scrape_config, scripted_target};
 use crate::support::{bulk_body, wait_until};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// chromedriver on a free loopback port, stopped when dropped.
-struct Driver {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn driver() -> Driver {
-    assert!(
-        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (scripts/test does)"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
-    let child = std::process::Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let status = format!("{}/status", driver.url);
-    wait_until("chromedriver ready", 30, || async {
-        client
-            .get(&status)
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success())
-    })
-    .await;
-    driver
-}
-
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            // as root Chromium needs --no-sandbox; the rest keeps it off the network
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--window-size=1300,900",
-                     format!("--user-data-dir={}", profile.display())],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session")
-}
 
 /// Polls until `css` matches at least `count` elements whose text contains `text`.
 async fn wait_for(client: &Client, css: &str, text: &str, count: usize) -> Vec<String> {

@@ -5,6 +5,7 @@
 //! (Slack's message limits), [`rules`] (servers running rules, lines that fire them, alert
 //! history) and [`scrape`] (scrape targets on loopback).
 
+pub mod browser;
 pub mod rules;
 pub mod scrape;
 pub mod slack;

@@ -1,0 +1,286 @@
+//! HTTPS on the listener (`[tls]`, issue 21) with a private CA made here with rcgen: a
+//! client trusting the CA searches and ingests, plain HTTP is refused, mutual TLS refuses
+//! a client without a certificate, and a certificate replaced on disk is served to new
+//! connections while `lookout ship` keeps shipping exactly once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SerialNumber};
+use serde_json::json;
+
+use crate::support::{
+    Agent, Server, agent_config, ago, append_lines, assert_exactly_once, bulk_body, wait_until,
+};
+
+/// A private certificate authority that issues certificates into a directory.
+struct Pki {
+    authority: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Lookout test CA");
+        let authority = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        std::fs::write(dir.join("ca.crt"), authority.pem()).expect("write CA");
+        Pki {
+            authority,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn ca(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(self.authority.pem().as_bytes()).expect("CA PEM")
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1` signed by the CA: PEM of the
+    /// certificate, of its key, and its DER.
+    fn issue(&self, serial: u64) -> (String, String, Vec<u8>) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params");
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.not_after = rcgen::date_time_ymd(2040 + serial as i32 % 20, 1, 1);
+        let key = KeyPair::generate().expect("key");
+        let certificate = params.signed_by(&key, &self.authority).expect("sign");
+        (
+            certificate.pem(),
+            key.serialize_pem(),
+            certificate.der().to_vec(),
+        )
+    }
+
+    /// Issues a certificate and writes it as `NAME.crt` and `NAME.key`; returns its DER.
+    fn issue_files(&self, name: &str, serial: u64) -> Vec<u8> {
+        let (certificate, key, der) = self.issue(serial);
+        std::fs::write(self.dir.join(format!("{name}.crt")), certificate).expect("write cert");
+        std::fs::write(self.dir.join(format!("{name}.key")), key).expect("write key");
+        der
+    }
+
+    /// An HTTPS client trusting the CA, with `identity` (certificate and key PEM) when
+    /// given.
+    fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        lookout::install_tls_provider();
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(self.ca())
+            .timeout(std::time::Duration::from_secs(60));
+        if let Some(name) = identity {
+            let mut pem = std::fs::read(self.dir.join(format!("{name}.crt"))).expect("cert");
+            pem.extend(std::fs::read(self.dir.join(format!("{name}.key"))).expect("key"));
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+        }
+        builder.build().expect("client")
+    }
+}
+
+/// Starts `lookout serve` with `[tls]` from `tls` (TOML lines) and points the harness's
+/// client and URLs at `https://localhost:PORT`.
+fn serve_tls(dir: &Path, pki: &Pki, tls: &str) -> Server {
+    let config = dir.join("lookout.toml");
+    std::fs::write(&config, format!("[tls]\n{tls}\n")).expect("config");
+    let mut server = Server::start(
+        &dir.join("data"),
+        &["--config", config.to_str().expect("UTF-8")],
+    );
+    let port = server
+        .address()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    server.base = format!("https://localhost:{port}");
+    server.client = pki.client(Some("client"));
+    server
+}
+
+fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_private_ca_searches_and_ingests_and_plain_http_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    pki.issue_files("server", 1);
+    pki.issue_files("client", 2);
+    let server = serve_tls(
+        dir.path(),
+        &pki,
+        &format!(
+            "cert_file = {}\nkey_file = {}",
+            toml_path(&dir.path().join("server.crt")),
+            toml_path(&dir.path().join("server.key"))
+        ),
+    );
+    let (status, body) = server
+        .post_ndjson(
+            "/_bulk?refresh=true",
+            bulk_body(
+                "logs",
+                &[json!({"@timestamp": ago(5), "message": "over tls"})],
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.count("logs", "message:tls").await, 1);
+
+    // the same port in plain HTTP: an answer saying to use https, and nothing served
+    let plain = server.base.replace("https://", "http://");
+    let response = reqwest::get(format!("{plain}/logs/_count"))
+        .await
+        .expect("a plain-HTTP answer");
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("https://"), "{text}");
+    // a client that does not trust the CA is refused in the handshake
+    let error = reqwest::Client::new()
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .expect_err("an unknown CA");
+    assert!(
+        format!("{error:?}").to_lowercase().contains("certificate"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_a_client_without_a_certificate_and_serves_one_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    pki.issue_files("server", 1);
+    pki.issue_files("client", 2);
+    let server = serve_tls(
+        dir.path(),
+        &pki,
+        &format!(
+            "cert_file = {}\nkey_file = {}\nclient_ca_file = {}",
+            toml_path(&dir.path().join("server.crt")),
+            toml_path(&dir.path().join("server.key")),
+            toml_path(&pki.ca_file()),
+        ),
+    );
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200, "{body}");
+    let anonymous = pki.client(None);
+    let refused = anonymous
+        .get(format!("{}/logs/_count", server.base))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate gets no answer: {refused:?}"
+    );
+    // a certificate from another CA is refused too
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Pki::new(other_dir.path());
+    other.issue_files("client", 3);
+    let mut pem = std::fs::read(other_dir.path().join("client.crt")).expect("cert");
+    pem.extend(std::fs::read(other_dir.path().join("client.key")).expect("key"));
+    let stranger = reqwest::Client::builder()
+        .add_root_certificate(pki.ca())
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .build()
+        .expect("client");
+    assert!(
+        stranger
+            .get(format!("{}/logs/_count", server.base))
+            .send()
+            .await
+            .is_err(),
+        "a certificate of another CA is refused"
+    );
+}
+
+/// The certificate a new TLS connection to `address` is served.
+async fn served_certificate(address: &str, pki: &Pki) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            pki.authority.der().to_vec(),
+        ))
+        .expect("CA");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("handshake");
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a server certificate")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_to_new_connections_while_the_agent_ships_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let first = pki.issue_files("server", 1);
+    pki.issue_files("client", 2);
+    let server = serve_tls(
+        dir.path(),
+        &pki,
+        &format!(
+            "cert_file = {}\nkey_file = {}",
+            toml_path(&dir.path().join("server.crt")),
+            toml_path(&dir.path().join("server.key"))
+        ),
+    );
+    let port = server.base.rsplit(':').next().expect("port");
+    let address = format!("127.0.0.1:{port}");
+    assert_eq!(served_certificate(&address, &pki).await, first);
+
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let app = logs.join("app.log");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let config = agent_config(
+        &agent_dir,
+        &server.base,
+        &[&app.display().to_string()],
+        &format!("tls_ca_file = {}", toml_path(&pki.ca_file())),
+    );
+    append_lines(&app, "a", 0..200);
+    let agent = Agent::start(&config);
+    server.wait_caught_up(chrono::Utc::now()).await;
+
+    // rotation: a half-written pair first (the certificate before its key), then the
+    // key; the server keeps the old certificate until the pair fits
+    let (certificate, key, second) = pki.issue(7);
+    std::fs::write(dir.path().join("server.crt"), &certificate).expect("new cert");
+    append_lines(&app, "a", 200..400);
+    std::fs::write(dir.path().join("server.key"), &key).expect("new key");
+    wait_until("new connections get the new certificate", 30, || async {
+        served_certificate(&address, &pki).await == second
+    })
+    .await;
+    append_lines(&app, "a", 400..600);
+    server.wait_caught_up(chrono::Utc::now()).await;
+    assert_exactly_once(&server.seqs("logs").await, &[("a", 0..600)]);
+    assert_eq!(agent.terminate(), Some(0));
+}
