@@ -2,8 +2,9 @@
 //! again when they change.
 //!
 //! [`ReloadingTls::current`] is asked once per accepted connection; at most once a second
-//! it compares the files' modification times and sizes with those it last read, and on
-//! a change builds a new config from them. A new pair that does not load (half-written,
+//! it reads the files (a few kilobytes) and compares them with what it last read, and on
+//! a change builds a new config from them. (Contents, not modification times: those are
+//! coarse, and a renewed certificate has the same size as the old one.) A new pair that does not load (half-written,
 //! a key that does not match the certificate, a CA file with no certificate) keeps the
 //! config in use and logs a warning, and is tried again when the files change again;
 //! connections already open keep the certificate they were made with.
@@ -13,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -49,8 +50,8 @@ pub struct TlsFiles {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// What a file looked like when read: modification time and size (`None`: missing).
-type Stamp = Option<(SystemTime, u64)>;
+/// A file's contents when last read (`None`: unreadable).
+type Stamp = Option<Vec<u8>>;
 
 impl TlsFiles {
     /// The files of `config`; empty paths when `[tls]` is off (check
@@ -127,10 +128,7 @@ impl TlsFiles {
         std::iter::once(&self.cert_file)
             .chain(std::iter::once(&self.key_file))
             .chain(&self.client_ca_file)
-            .map(|path| {
-                let metadata = std::fs::metadata(path).ok()?;
-                Some((metadata.modified().ok()?, metadata.len()))
-            })
+            .map(|path| std::fs::read(path).ok())
             .collect()
     }
 }
@@ -180,6 +178,7 @@ fn read_certificates(
 pub struct ReloadingTls {
     files: TlsFiles,
     loaded: Mutex<Loaded>,
+    check_interval: Duration,
 }
 
 struct Loaded {
@@ -201,6 +200,7 @@ impl ReloadingTls {
                 stamps,
                 checked: Instant::now(),
             }),
+            check_interval: CHECK_INTERVAL,
         })
     }
 
@@ -210,7 +210,7 @@ impl ReloadingTls {
             .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if loaded.checked.elapsed() >= CHECK_INTERVAL {
+        if loaded.checked.elapsed() >= self.check_interval {
             loaded.checked = Instant::now();
             let stamps = self.files.stamps();
             if stamps != loaded.stamps {
@@ -228,5 +228,139 @@ impl ReloadingTls {
             }
         }
         Arc::clone(&loaded.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA and a function issuing certificates for `localhost` signed by it.
+    struct Authority(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
+
+    impl Authority {
+        fn new() -> Authority {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            Authority(
+                rcgen::CertifiedIssuer::self_signed(
+                    params,
+                    rcgen::KeyPair::generate().expect("key"),
+                )
+                .expect("CA"),
+            )
+        }
+
+        /// Certificate PEM, key PEM, certificate DER.
+        fn issue(&self) -> (String, String, Vec<u8>) {
+            let params =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+            let key = rcgen::KeyPair::generate().expect("key");
+            let certificate = params.signed_by(&key, &self.0).expect("sign");
+            (
+                certificate.pem(),
+                key.serialize_pem(),
+                certificate.der().to_vec(),
+            )
+        }
+    }
+
+    /// The leaf certificate a config serves, seen by a client trusting `authority` in
+    /// a handshake over memory.
+    fn served(config: Arc<ServerConfig>, authority: &Authority) -> Vec<u8> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(authority.0.der().clone()).expect("CA");
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+        let mut server = rustls::ServerConnection::new(config).expect("server");
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).expect("client writes");
+            server
+                .read_tls(&mut bytes.as_slice())
+                .expect("server reads");
+            server.process_new_packets().expect("server handshake");
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).expect("server writes");
+            client
+                .read_tls(&mut bytes.as_slice())
+                .expect("client reads");
+            client.process_new_packets().expect("client handshake");
+            if !client.is_handshaking() {
+                break;
+            }
+        }
+        client.peer_certificates().expect("a server certificate")[0].to_vec()
+    }
+
+    fn write_pair(dir: &Path, (certificate, key, _): &(String, String, Vec<u8>)) {
+        std::fs::write(dir.join("tls.crt"), certificate).expect("cert");
+        std::fs::write(dir.join("tls.key"), key).expect("key");
+    }
+
+    #[test]
+    fn a_changed_pair_is_served_and_a_mismatched_or_broken_one_keeps_the_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let authority = Authority::new();
+        let first = authority.issue();
+        write_pair(dir.path(), &first);
+        let files = TlsFiles {
+            cert_file: dir.path().join("tls.crt"),
+            key_file: dir.path().join("tls.key"),
+            client_ca_file: None,
+        };
+        let mut tls = ReloadingTls::new(files).expect("loads");
+        tls.check_interval = Duration::ZERO;
+        assert_eq!(served(tls.current(), &authority), first.2);
+
+        // the new certificate before its key: they do not fit, the old pair stays
+        let second = authority.issue();
+        std::fs::write(dir.path().join("tls.crt"), &second.0).expect("cert");
+        assert_eq!(served(tls.current(), &authority), first.2);
+        // then the key: the new pair is served
+        std::fs::write(dir.path().join("tls.key"), &second.1).expect("key");
+        assert_eq!(served(tls.current(), &authority), second.2);
+        // a half-written certificate keeps the pair in use
+        std::fs::write(dir.path().join("tls.crt"), &second.0[..second.0.len() / 2]).expect("cut");
+        assert_eq!(served(tls.current(), &authority), second.2);
+    }
+
+    #[test]
+    fn unusable_files_fail_with_the_setting_and_the_file_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let authority = Authority::new();
+        let pair = authority.issue();
+        write_pair(dir.path(), &pair);
+        std::fs::write(dir.path().join("empty.pem"), "").expect("empty");
+        let files = |cert: &str, key: &str, ca: Option<&str>| TlsFiles {
+            cert_file: dir.path().join(cert),
+            key_file: dir.path().join(key),
+            client_ca_file: ca.map(|ca| dir.path().join(ca)),
+        };
+        let message = |files: TlsFiles| files.load().expect_err("refused").to_string();
+        let missing = message(files("missing.crt", "tls.key", None));
+        assert!(missing.starts_with("`tls.cert_file` `"), "{missing}");
+        assert!(missing.contains("missing.crt`: cannot read"), "{missing}");
+        let no_key = message(files("tls.crt", "empty.pem", None));
+        assert!(no_key.contains("`tls.key_file`"), "{no_key}");
+        assert!(no_key.contains("no PEM private key"), "{no_key}");
+        let other = authority.issue();
+        std::fs::write(dir.path().join("other.key"), &other.1).expect("key");
+        let mismatch = message(files("tls.crt", "other.key", None));
+        assert!(
+            mismatch.contains("does not fit the certificate"),
+            "{mismatch}"
+        );
+        let no_ca = message(files("tls.crt", "tls.key", Some("empty.pem")));
+        assert!(no_ca.starts_with("`tls.client_ca_file`"), "{no_ca}");
+        assert!(files("tls.crt", "tls.key", Some("tls.crt")).load().is_ok());
     }
 }
