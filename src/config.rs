@@ -26,7 +26,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Saved queries (alert rules), one JSON file each.
     pub queries_dir: PathBuf,
-    /// Base URL put in links (Slack messages); default `http://<listen>`.
+    /// Base URL put in links (Slack messages); default `http://<listen>` (`https://` with
+    /// `[tls]`).
     pub external_url: Option<String>,
     pub auth: AuthConfig,
     /// HTTPS on the listener (`[tls]`); plain HTTP without it.
