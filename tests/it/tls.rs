@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SerialNumber};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
     Agent, Server, agent_config, ago, append_lines, assert_exactly_once, bulk_body, wait_until,
@@ -134,6 +135,20 @@ async fn a_client_trusting_the_private_ca_searches_and_ingests_and_plain_http_is
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.count("logs", "message:tls").await, 1);
+    // raw `"` in a request target, as curl sends it, over TLS too
+    let port = server.base.rsplit(':').next().expect("port").to_owned();
+    let mut stream = connect(&format!("127.0.0.1:{port}"), &pki).await;
+    stream
+        .write_all(
+            b"GET /logs/_count?q=message:\"over%20tls\" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""count":1"#), "{answer}");
 
     // the same port in plain HTTP: an answer saying to use https, and nothing served
     let plain = server.base.replace("https://", "http://");
@@ -203,8 +218,11 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_and_serves_one_with()
     );
 }
 
-/// The certificate a new TLS connection to `address` is served.
-async fn served_certificate(address: &str, pki: &Pki) -> Vec<u8> {
+/// A new TLS connection to `address` trusting the CA, for `localhost`.
+async fn connect(
+    address: &str,
+    pki: &Pki,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(
@@ -222,11 +240,16 @@ async fn served_certificate(address: &str, pki: &Pki) -> Vec<u8> {
         .await
         .expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
-        .expect("handshake");
-    stream
+        .expect("handshake")
+}
+
+/// The certificate a new TLS connection to `address` is served.
+async fn served_certificate(address: &str, pki: &Pki) -> Vec<u8> {
+    connect(address, pki)
+        .await
         .get_ref()
         .1
         .peer_certificates()
@@ -283,4 +306,48 @@ async fn a_replaced_certificate_is_served_to_new_connections_while_the_agent_shi
     server.wait_caught_up(chrono::Utc::now()).await;
     assert_exactly_once(&server.seqs("logs").await, &[("a", 0..600)]);
     assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn unusable_certificate_files_stop_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    pki.issue_files("server", 1);
+    pki.issue_files("other", 2);
+    let path = |name: &str| toml_path(&dir.path().join(name));
+    for (tls, expected) in [
+        (
+            format!(
+                "cert_file = {}\nkey_file = {}",
+                path("missing.crt"),
+                path("server.key")
+            ),
+            "missing.crt`: cannot read",
+        ),
+        (
+            format!(
+                "cert_file = {}\nkey_file = {}",
+                path("server.crt"),
+                path("other.key")
+            ),
+            "other.key`: does not fit the certificate",
+        ),
+        (
+            format!("cert_file = {}", path("server.crt")),
+            "`tls.key_file`: is needed with `tls.cert_file`",
+        ),
+    ] {
+        let config = dir.path().join("lookout.toml");
+        std::fs::write(&config, format!("[tls]\n{tls}\n")).expect("config");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run lookout serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{tls}: started");
+        assert!(stderr.contains(expected), "{tls}: {stderr}");
+    }
 }
