@@ -51,7 +51,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             config.listen.ip().is_loopback(),
         )
         .map_err(anyhow::Error::msg)?,
-        tls: tls.is_some(),
     };
     // the port first: a taken port fails before anything is created on disk
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -38,8 +38,6 @@ pub const MAX_AUTHORITY_BYTES: usize = 300;
 #[derive(Debug, Clone)]
 pub struct BrowserGuard {
     pub hosts: AllowedHosts,
-    /// Whether the listener speaks TLS: the port a `Host` without one means.
-    pub tls: bool,
 }
 
 /// The `Host` names the server answers to.
@@ -174,6 +172,20 @@ pub struct Origin {
     pub secure: bool,
     pub host: String,
     pub port: u16,
+}
+
+impl Origin {
+    /// Whether a page of this origin is the server a request was sent to as `host`: the
+    /// same name and port. A `Host` without a port was sent to a scheme's default port,
+    /// 80 or 443. The scheme is not compared: behind a proxy that ends TLS, the UI's
+    /// `https` origin reaches a plain listener.
+    pub fn is_of(&self, host: &Authority) -> bool {
+        self.host == host.host
+            && match host.port {
+                Some(port) => self.port == port,
+                None => self.port == 80 || self.port == 443,
+            }
+    }
 }
 
 /// Parses an `Origin` value (`http://host[:port]` or `https://…`); `null` and every other
@@ -324,10 +336,7 @@ impl BrowserGuard {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin_text = origin.to_str().unwrap_or("\u{fffd}");
             let own = match (parse_origin(origin_text), &host) {
-                (Some(origin), Some(host)) => {
-                    let port = host.port.unwrap_or(if self.tls { 443 } else { 80 });
-                    origin.secure == self.tls && origin.host == host.host && origin.port == port
-                }
+                (Some(origin), Some(host)) => origin.is_of(host),
                 _ => false,
             };
             if !own {
@@ -629,7 +638,6 @@ mod tests {
     fn check(method: &str, path: &str, headers: &[(&str, &str)]) -> Result<(), u16> {
         let guard = BrowserGuard {
             hosts: AllowedHosts::from_config(&[], true).expect("valid"),
-            tls: false,
         };
         let mut map = HeaderMap::new();
         for (name, value) in headers {
@@ -713,10 +721,28 @@ mod tests {
             ),
             Ok(())
         );
+        // behind a proxy that ends TLS the UI's origin is https, its Host without a port
+        let bare = ("host", "localhost");
+        assert_eq!(
+            check(
+                "POST",
+                "/_bulk",
+                &[bare, json, length, origin("https://localhost")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "POST",
+                "/_bulk",
+                &[bare, json, length, origin("http://localhost:8080")]
+            ),
+            Err(403)
+        );
         for foreign in [
             "http://evil.example",
             "http://127.0.0.1:9300",
-            "https://127.0.0.1:9200",
+            "http://127.0.0.1",
             "null",
         ] {
             assert_eq!(

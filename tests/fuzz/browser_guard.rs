@@ -91,7 +91,6 @@ fn a_write_from_another_origin_never_passes() {
         run_case("browser_guard", shown, move || {
             let guard = BrowserGuard {
                 hosts: AllowedHosts::Any,
-                tls: false,
             };
             let mut headers = HeaderMap::new();
             let (Ok(host_value), Ok(origin_value)) =
@@ -108,9 +107,10 @@ fn a_write_from_another_origin_never_passes() {
             let passed = guard.check(&method, &uri, &headers).is_ok();
             let same_origin = match (parse_origin(&origin), parse_authority(&host)) {
                 (Some(origin), Ok(host)) => {
-                    !origin.secure
-                        && origin.host == host.host
-                        && origin.port == host.port.unwrap_or(80)
+                    origin.host == host.host
+                        && host
+                            .port
+                            .map_or(matches!(origin.port, 80 | 443), |port| port == origin.port)
                 }
                 _ => false,
             };
