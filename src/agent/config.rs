@@ -356,6 +356,7 @@ mod tests {
             r#"
             to = "ftp://example"
             gzip_level = 12
+            tls_client_cert_file = "agent.crt"
             [[inputs]]
             paths = []
             [[inputs]]
@@ -370,6 +371,7 @@ mod tests {
             "`gzip_level`",
             "`inputs[0].paths`",
             "`inputs[1].paths`",
+            "`tls_client_key_file`: is needed with `tls_client_cert_file`",
         ] {
             assert!(text.contains(field), "{field} missing from {text}");
         }

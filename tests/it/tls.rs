@@ -1,12 +1,15 @@
 //! HTTPS on the listener (`[tls]`, issue 21) with a private CA made here with rcgen: a
 //! client trusting the CA searches and ingests, plain HTTP is refused, mutual TLS refuses
 //! a client without a certificate, and a certificate replaced on disk is served to new
-//! connections while `lookout ship` keeps shipping exactly once.
+//! connections while `lookout ship`, with its own client certificate, keeps shipping
+//! exactly once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SerialNumber};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -218,16 +221,15 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_and_serves_one_with()
     );
 }
 
-/// A new TLS connection to `address` trusting the CA, for `localhost`.
+/// A new TLS connection to `address` trusting the CA, for `localhost`, presenting the
+/// certificate `client`.
 async fn connect(
     address: &str,
     pki: &Pki,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(rustls::pki_types::CertificateDer::from(
-            pki.authority.der().to_vec(),
-        ))
+        .add(CertificateDer::from(pki.authority.der().to_vec()))
         .expect("CA");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -235,7 +237,14 @@ async fn connect(
     .with_safe_default_protocol_versions()
     .expect("versions")
     .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_client_auth_cert(
+        CertificateDer::pem_file_iter(pki.dir.join("client.crt"))
+            .expect("client.crt")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client certificate"),
+        PrivateKeyDer::from_pem_file(pki.dir.join("client.key")).expect("client key"),
+    )
+    .expect("client certificate and key");
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
@@ -259,7 +268,8 @@ async fn served_certificate(address: &str, pki: &Pki) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_replaced_certificate_is_served_to_new_connections_while_the_agent_ships_exactly_once() {
+async fn a_replaced_certificate_is_served_to_new_connections_while_an_mtls_agent_ships_exactly_once()
+ {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
     let first = pki.issue_files("server", 1);
@@ -268,9 +278,10 @@ async fn a_replaced_certificate_is_served_to_new_connections_while_the_agent_shi
         dir.path(),
         &pki,
         &format!(
-            "cert_file = {}\nkey_file = {}",
+            "cert_file = {}\nkey_file = {}\nclient_ca_file = {}",
             toml_path(&dir.path().join("server.crt")),
-            toml_path(&dir.path().join("server.key"))
+            toml_path(&dir.path().join("server.key")),
+            toml_path(&pki.ca_file()),
         ),
     );
     let port = server.base.rsplit(':').next().expect("port");
@@ -286,7 +297,12 @@ async fn a_replaced_certificate_is_served_to_new_connections_while_the_agent_shi
         &agent_dir,
         &server.base,
         &[&app.display().to_string()],
-        &format!("tls_ca_file = {}", toml_path(&pki.ca_file())),
+        &format!(
+            "tls_ca_file = {}\ntls_client_cert_file = {}\ntls_client_key_file = {}",
+            toml_path(&pki.ca_file()),
+            toml_path(&dir.path().join("client.crt")),
+            toml_path(&dir.path().join("client.key")),
+        ),
     );
     append_lines(&app, "a", 0..200);
     let agent = Agent::start(&config);
