@@ -17,7 +17,9 @@
 //!
 //! - **TLS** with `[tls]` (`super::tls`): the handshake must finish within the
 //!   header-read timeout; a client speaking plain HTTP gets a plain-HTTP 400 saying to
-//!   use `https://`; the certificate files are re-read when they change.
+//!   use `https://`; the certificate files are re-read when they change. Failed
+//!   handshakes are counted as `lookout_http_requests_refused_total{reason="tls_handshake"}`
+//!   (and `"plain_http_on_tls"`).
 //!
 //! - **Raw `<`, `>`, `"` in request targets**, as curl sends `?q=latency:>500`, are
 //!   percent-encoded before hyper parses them ([`super::request_target`]), so they are
@@ -97,17 +99,21 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let draining = draining.clone();
         let tls = tls.as_ref().map(|tls| tls.current());
+        let telemetry = Arc::clone(&telemetry);
         connections.spawn(async move {
             match tls {
                 None => serve_connection(stream, service, limits, &draining, peer).await,
                 Some(config) => {
                     let handshake = async {
                         if !starts_a_tls_handshake(&mut stream).await {
+                            telemetry.requests_refused.add("plain_http_on_tls", 1);
                             return None;
                         }
                         match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
                             Ok(stream) => Some(stream),
                             Err(error) => {
+                                // an unknown CA, no client certificate under mutual TLS
+                                telemetry.requests_refused.add("tls_handshake", 1);
                                 tracing::debug!(%peer, %error, "TLS handshake failed");
                                 None
                             }

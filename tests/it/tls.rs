@@ -219,6 +219,15 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_and_serves_one_with()
             .is_err(),
         "a certificate of another CA is refused"
     );
+    // counted once the server's side of each handshake has ended
+    wait_until("both refused handshakes are counted", 30, || async {
+        server
+            .metrics()
+            .await
+            .lines()
+            .any(|line| line == "lookout_http_requests_refused_total{reason=\"tls_handshake\"} 2")
+    })
+    .await;
 }
 
 /// A new TLS connection to `address` trusting the CA, for `localhost`, presenting the
