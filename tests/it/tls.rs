@@ -337,7 +337,7 @@ async fn a_replaced_certificate_is_served_to_new_connections_while_an_mtls_agent
 }
 
 #[test]
-fn unusable_certificate_files_stop_the_start_naming_the_file() {
+fn unusable_tls_settings_stop_the_start_naming_the_file_or_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
     pki.issue_files("server", 1);
@@ -363,6 +363,15 @@ fn unusable_certificate_files_stop_the_start_naming_the_file() {
         (
             format!("cert_file = {}", path("server.crt")),
             "`tls.key_file`: is needed with `tls.cert_file`",
+        ),
+        (
+            // the in-process agent cannot guess an https URL the certificate names
+            format!(
+                "cert_file = {}\nkey_file = {}\n[[agent.inputs]]\npaths = [\"app.log\"]",
+                path("server.crt"),
+                path("server.key")
+            ),
+            "needs `agent.to`",
         ),
     ] {
         let config = dir.path().join("lookout.toml");
