@@ -2,7 +2,8 @@
 //! client trusting the CA searches and ingests, plain HTTP is refused, mutual TLS refuses
 //! a client without a certificate, and a certificate replaced on disk is served to new
 //! connections while `lookout ship`, with its own client certificate, keeps shipping
-//! exactly once.
+//! exactly once. Unusable settings stop the start; a listener beyond loopback without TLS
+//! warns.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -387,4 +388,34 @@ fn unusable_tls_settings_stop_the_start_naming_the_file_or_setting() {
         assert!(!output.status.success(), "{tls}: started");
         assert!(stderr.contains(expected), "{tls}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_listener_beyond_loopback_without_tls_warns_that_tokens_travel_in_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[auth]\ntoken = \"s3cret-token\"\n").expect("config");
+    let server = Server::start_at(
+        &dir.path().join("data"),
+        "0.0.0.0:0",
+        &["--config", config.to_str().expect("UTF-8")],
+    );
+    wait_until("the start warns about clear-text tokens", 30, || async {
+        server
+            .output
+            .lock()
+            .expect("output lock")
+            .iter()
+            .any(|line| line.contains("tokens and logs travel in clear"))
+    })
+    .await;
+    assert!(
+        !server
+            .output
+            .lock()
+            .expect("output lock")
+            .iter()
+            .any(|line| line.contains("s3cret-token")),
+        "the token is never logged"
+    );
 }
