@@ -10,6 +10,7 @@
 //! debug assertion inside tantivy that release builds do not have; run it with
 //! `cargo test --test fuzz -- --ignored --exact NAME`.
 
+mod authorization;
 mod bulk;
 mod exposition;
 mod filter_path;
