@@ -552,6 +552,9 @@ pub struct KeyStore {
     internal: RwLock<Vec<Key>>,
     file: KeyFile,
     created: RwLock<Created>,
+    /// Held while this server changes the keys file and re-reads it, so that
+    /// [`KeyStore::notice_changes`] does not report its own changes as made elsewhere.
+    changing: std::sync::Mutex<()>,
 }
 
 /// What a caller presented: a token, and the key name an `ApiKey id:key` names.
@@ -570,6 +573,7 @@ impl KeyStore {
             internal: RwLock::default(),
             file: KeyFile::in_state_dir(state_dir),
             created: RwLock::default(),
+            changing: std::sync::Mutex::new(()),
         };
         store.reload()?;
         let created = store.created.read().unwrap_or_else(|p| p.into_inner());
@@ -619,6 +623,16 @@ impl KeyStore {
             .collect();
         *created = Created { stamp, keys };
         Ok((added, removed))
+    }
+
+    /// [`KeyStore::reload`] for changes made outside this server (the command line):
+    /// the names that appeared and disappeared, none while this server changes the file
+    /// itself.
+    pub fn notice_changes(&self) -> Result<(Vec<String>, Vec<String>), KeyError> {
+        match self.changing.try_lock() {
+            Ok(_changing) => self.reload(),
+            Err(_) => Ok((Vec::new(), Vec::new())),
+        }
     }
 
     /// Whether any key is configured or created: without one, authentication is off
@@ -683,6 +697,7 @@ impl KeyStore {
         role: Role,
         tenants: &TenantScope,
     ) -> Result<(Key, String), KeyError> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let created = self
             .file
             .create(name, role, tenants, |name| self.is_configured(name))?;
@@ -695,19 +710,18 @@ impl KeyStore {
         if self.is_configured(name) {
             return Err(KeyError::Configured(name.to_owned()));
         }
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         self.file.revoke(name)?;
         self.reload()?;
         Ok(())
     }
 
-    /// The key a credential matches, if any. Every key's digest is compared, in
-    /// constant time, whatever matched before; an `ApiKey` id must name the key (but
-    /// `auth.token`'s key takes any id, as it always did).
+    /// The key a credential matches among the keys last read (call
+    /// [`KeyStore::notice_changes`] first to see the file's latest). Every key's digest is
+    /// compared, in constant time, whatever matched before; an `ApiKey` id must name the
+    /// key (but `auth.token`'s key takes any id, as it always did).
     pub fn authenticate(&self, credential: &Credential) -> Option<Key> {
         use subtle::ConstantTimeEq;
-        if let Err(error) = self.reload() {
-            tracing::warn!(%error, "cannot re-read the keys file; keeping the keys read before");
-        }
         let presented = digest(&credential.token);
         let created = self.created.read().unwrap_or_else(|p| p.into_inner());
         let internal = self.internal.read().unwrap_or_else(|p| p.into_inner());
@@ -921,6 +935,10 @@ mod tests {
         KeyFile::in_state_dir(dir.path())
             .revoke("agent")
             .expect("revoke");
+        assert_eq!(
+            store.notice_changes().expect("reload"),
+            (Vec::new(), vec!["agent".to_owned()])
+        );
         assert!(store.authenticate(&credential).is_none());
         assert!(matches!(
             store.revoke("agent"),

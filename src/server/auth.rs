@@ -13,9 +13,11 @@
 //! - A role too small for the route: 403 in the route's dialect (Elasticsearch's
 //!   `security_exception`, Prometheus' `errorType`, Alertmanager's and Lookout's own).
 //! - Failed authentication is limited per source address ([`FailureLimiter`]): after
-//!   [`MAX_FAILURES`] wrong credentials within [`FAILURE_WINDOW`], the address gets 429
-//!   until the window ends, whatever it sends. Other addresses are unaffected, so an
-//!   attacker cannot lock a key's holder out from elsewhere. Counted in
+//!   [`MAX_FAILURES`] different wrong credentials within [`FAILURE_WINDOW`], the address
+//!   gets 429 until the window ends, whatever it sends. Other addresses are unaffected, so
+//!   an attacker cannot lock a key's holder out from elsewhere; the same wrong token sent
+//!   again (an agent with a stale key retrying) is not guessing and counts once, so it
+//!   does not lock out the other clients of its host. Every refusal is counted in
 //!   `lookout_auth_failures_total{reason}`.
 //!
 //! Without any key, nothing is checked and no principal is inserted (today's zero-config
@@ -215,10 +217,12 @@ pub struct FailureLimiter {
     sources: Mutex<HashMap<IpAddr, Window>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Window {
     started: Instant,
     failures: u32,
+    /// Fingerprints (a prefix of the SHA-256) of the wrong tokens counted in it.
+    seen: Vec<u64>,
 }
 
 impl FailureLimiter {
@@ -230,8 +234,9 @@ impl FailureLimiter {
         (window.failures >= MAX_FAILURES && now < ends).then(|| ends - now)
     }
 
-    /// Counts a failure of `source`.
-    pub fn failed(&self, source: IpAddr, now: Instant) {
+    /// Counts a failure of `source` with a token of this fingerprint, unless the same
+    /// token failed already in the window.
+    pub fn failed(&self, source: IpAddr, fingerprint: u64, now: Instant) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
             sources.retain(|_, window| now < window.started + FAILURE_WINDOW);
@@ -244,17 +249,19 @@ impl FailureLimiter {
                 sources.remove(&oldest);
             }
         }
-        let window = sources.entry(source).or_insert(Window {
+        let fresh = || Window {
             started: now,
             failures: 0,
-        });
+            seen: Vec::new(),
+        };
+        let window = sources.entry(source).or_insert_with(fresh);
         if now >= window.started + FAILURE_WINDOW {
-            *window = Window {
-                started: now,
-                failures: 0,
-            };
+            *window = fresh();
         }
-        window.failures = window.failures.saturating_add(1);
+        if window.failures < MAX_FAILURES && !window.seen.contains(&fingerprint) {
+            window.seen.push(fingerprint);
+            window.failures += 1;
+        }
     }
 }
 
@@ -314,7 +321,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let auth = &state.auth;
-    match auth.keys.reload() {
+    match auth.keys.notice_changes() {
         Ok((added, removed)) => {
             for (action, name) in added
                 .iter()
@@ -379,8 +386,9 @@ pub async fn authenticate(
         .and_then(|credential| auth.keys.authenticate(credential));
     let Some(key) = key else {
         let reason = if credential.is_some() {
-            if let Some(source) = source {
-                auth.failures.failed(source, now);
+            if let (Some(source), Some(credential)) = (source, &credential) {
+                auth.failures
+                    .failed(source, fingerprint(&credential.token), now);
             }
             "wrong"
         } else {
@@ -424,6 +432,12 @@ pub async fn authenticate(
     }
     request.extensions_mut().insert(key.principal());
     next.run(request).await
+}
+
+/// A prefix of a token's SHA-256: tells repeated wrong tokens apart without keeping them.
+fn fingerprint(token: &str) -> u64 {
+    let digest = crate::keys::digest(token);
+    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
 pub fn role_name(role: Role) -> &'static str {
@@ -520,15 +534,24 @@ mod tests {
         let attacker: IpAddr = [10, 0, 0, 1].into();
         let holder: IpAddr = [10, 0, 0, 2].into();
         let start = Instant::now();
-        for attempt in 0..MAX_FAILURES {
-            assert_eq!(limiter.blocked(attacker, start), None, "{attempt}");
-            limiter.failed(attacker, start);
+        for _ in 0..3 * MAX_FAILURES {
+            limiter.failed(attacker, 7, start);
         }
+        assert_eq!(
+            limiter.blocked(attacker, start),
+            None,
+            "the same wrong token again is not guessing"
+        );
+        for attempt in 1..MAX_FAILURES {
+            limiter.failed(attacker, u64::from(attempt), start);
+            assert_eq!(limiter.blocked(attacker, start), None, "{attempt}");
+        }
+        limiter.failed(attacker, 1000, start);
         assert!(limiter.blocked(attacker, start).is_some());
         assert_eq!(limiter.blocked(holder, start), None);
         let later = start + FAILURE_WINDOW;
         assert_eq!(limiter.blocked(attacker, later), None, "the block ends");
-        limiter.failed(attacker, later);
+        limiter.failed(attacker, 1001, later);
         assert_eq!(limiter.blocked(attacker, later), None, "a new window");
     }
 
@@ -537,7 +560,7 @@ mod tests {
         let limiter = FailureLimiter::default();
         let now = Instant::now();
         for index in 0..(MAX_SOURCES as u32 + 10) {
-            limiter.failed(IpAddr::from(index.to_be_bytes()), now);
+            limiter.failed(IpAddr::from(index.to_be_bytes()), 1, now);
         }
         assert_eq!(limiter.sources.lock().expect("lock").len(), MAX_SOURCES);
     }
