@@ -401,6 +401,15 @@ async fn an_ingest_key_writes_but_cannot_read_back_what_it_wrote() {
         whoami,
         json!({"key": "ingest", "role": "ingest", "tenants": ["default"], "tenant": "default", "authentication": true})
     );
+    let response = server
+        .client
+        .get(server.url("/_lookout/whoami"))
+        .bearer_auth(token_of("admin"))
+        .header("x-scope-orgid", "team-b")
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(response.status(), 403, "a key of `default` is not team-b's");
 }
 
 fn lookout_keys(data_dir: &Path, args: &[&str]) -> std::process::Output {
@@ -453,6 +462,17 @@ async fn keys_created_and_revoked_by_the_command_line_and_over_http_take_effect_
         "{listing}"
     );
 
+    let refused = lookout_keys(&data_dir, &["create", "--name", "x", "--role", "root"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown role `root`"));
+    let refused = lookout_keys(
+        &data_dir,
+        &["create", "--name", "cli-reader", "--role", "read"],
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("exists already"),
+        "{refused:?}"
+    );
     let revoked = lookout_keys(&data_dir, &["revoke", "cli-reader"]);
     assert!(revoked.status.success(), "{revoked:?}");
     assert_eq!(
