@@ -290,7 +290,8 @@ fn in_process_agent(
         return None;
     }
     let mut agent = config.agent.clone();
-    if agent.to.is_none() {
+    let to_this_server = agent.to.is_none();
+    if to_this_server {
         let host = if address.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], address.port()))
         } else {
@@ -299,15 +300,24 @@ fn in_process_agent(
         agent.to = Some(format!("http://{host}"));
     }
     if agent.token.is_none() && agent.token_env.is_none() && agent.token_file.is_none() {
-        // its own ingest key, in memory only (whatever keys are configured or created
-        // later, the in-process agent can write and nothing else)
-        agent.token = Some(crate::config::Secret(keys.add_internal(
-            "lookout-agent",
-            crate::server::access::Role::Ingest,
-            crate::server::access::TenantScope::Some(vec![
-                crate::server::access::DEFAULT_TENANT.to_owned(),
-            ]),
-        )));
+        agent.token = if to_this_server {
+            // its own ingest key, in memory only: whatever keys are configured or created
+            // later, the in-process agent can write to this server and do nothing else
+            Some(crate::config::Secret(keys.add_internal(
+                "lookout-agent",
+                crate::server::access::Role::Ingest,
+                crate::server::access::TenantScope::Some(vec![
+                    crate::server::access::DEFAULT_TENANT.to_owned(),
+                ]),
+            )))
+        } else {
+            config
+                .auth
+                .resolve_token()
+                .ok()
+                .flatten()
+                .map(crate::config::Secret)
+        };
     }
     let state_dir = data_dir.state().join("agent");
     Some(tokio::spawn(async move {

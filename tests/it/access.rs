@@ -861,3 +861,32 @@ async fn without_keys_everything_is_open_as_before() {
     .await;
     assert_eq!(status_with(&server, &token).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_agent_ships_with_its_own_key_when_keys_are_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app.json");
+    let lines: String = (0..20)
+        .map(|seq| format!("{{\"seq\":{seq},\"message\":\"line {seq}\"}}\n"))
+        .collect();
+    std::fs::write(&app, lines).expect("log file");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nindex = \"shipped\"\nheartbeat_interval = \"200ms\"\npoll_interval = \"50ms\"\n[[agent.inputs]]\npaths = [{:?}]\n\n[[auth.keys]]\nname = \"read\"\ntoken_sha256 = \"{}\"\nrole = \"read\"\n",
+            app.display().to_string(),
+            sha256_hex(&token_of("read"))
+        ),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    wait_until("the in-process agent shipped every line", 60, || async {
+        let (status, body) = send(&server, Some("read"), "GET", "/shipped/_count", None).await;
+        status == 200 && body["count"] == 20
+    })
+    .await;
+}
