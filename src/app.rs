@@ -20,10 +20,18 @@ use crate::telemetry::Telemetry;
 
 /// Runs the server until `shutdown` is cancelled (or a signal arrives).
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let token = config.auth.resolve_token().map_err(anyhow::Error::msg)?;
-    if !config.listen.ip().is_loopback() && token.is_none() && !config.auth.insecure {
+    let configured_keys = crate::keys::configured_keys(&config.auth)
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    let created_keys = crate::keys::KeyFile::in_state_dir(&config.data_dir.join("state"))
+        .read()
+        .map_err(anyhow::Error::new)?;
+    if !config.listen.ip().is_loopback()
+        && configured_keys.is_empty()
+        && created_keys.is_empty()
+        && !config.auth.insecure
+    {
         anyhow::bail!(
-            "refusing to listen on non-loopback address {} without authentication: set auth.token_env (or auth.token_file) or pass --insecure",
+            "refusing to listen on non-loopback address {} without authentication: set auth.token_env (or auth.token_file), configure [[auth.keys]], create one with `lookout keys create`, or pass --insecure",
             config.listen
         );
     }
@@ -126,11 +134,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
         engine: config.metrics.engine_options(),
     });
+    let keys = crate::keys::KeyStore::open(configured_keys, &data_dir.state())?;
     let state = Arc::new(AppState {
         store: store.clone(),
         ingest: ingest.clone(),
         telemetry: Arc::clone(&telemetry),
-        token,
+        auth: Arc::new(server::auth::Authenticator {
+            keys: Arc::clone(&keys),
+            failures: Default::default(),
+            audit: Arc::new(crate::audit::Audit::new(ingest.clone())),
+        }),
         max_body_bytes: config.ingest.max_body_bytes,
         body_read_timeout: config.http.body_read_timeout,
         scrolls: Default::default(),
@@ -201,7 +214,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             stopping.cancel();
         });
     }
-    let agent = in_process_agent(&config, address, &data_dir, stopping.clone());
+    let agent = in_process_agent(&config, address, &data_dir, &keys, stopping.clone());
     let (history, history_writer) = crate::notify::history::History::new(ingest.clone());
     tasks.spawn(history_writer.run(background.clone()));
     let notifiers = crate::notify::notifiers::Notifiers::build(
@@ -303,13 +316,15 @@ fn in_process_agent(
     config: &Config,
     address: SocketAddr,
     data_dir: &DataDir,
+    keys: &crate::keys::KeyStore,
     stopping: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.agent.inputs.is_empty() {
         return None;
     }
     let mut agent = config.agent.clone();
-    if agent.to.is_none() {
+    let to_this_server = agent.to.is_none();
+    if to_this_server {
         let host = if address.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], address.port()))
         } else {
@@ -318,12 +333,24 @@ fn in_process_agent(
         agent.to = Some(format!("http://{host}"));
     }
     if agent.token.is_none() && agent.token_env.is_none() && agent.token_file.is_none() {
-        agent.token = config
-            .auth
-            .resolve_token()
-            .ok()
-            .flatten()
-            .map(crate::config::Secret);
+        agent.token = if to_this_server {
+            // its own ingest key, in memory only: whatever keys are configured or created
+            // later, the in-process agent can write to this server and do nothing else
+            Some(crate::config::Secret(keys.add_internal(
+                "lookout-agent",
+                crate::server::access::Role::Ingest,
+                crate::server::access::TenantScope::Some(vec![
+                    crate::server::access::DEFAULT_TENANT.to_owned(),
+                ]),
+            )))
+        } else {
+            config
+                .auth
+                .resolve_token()
+                .ok()
+                .flatten()
+                .map(crate::config::Secret)
+        };
     }
     let state_dir = data_dir.state().join("agent");
     Some(tokio::spawn(async move {

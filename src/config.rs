@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::toml_error;
-use crate::secret::resolve_secret;
 // Named through the config by its callers (`config::Secret` in `app` and the tests,
 // `config::suggestion` in `rules::check`).
 pub use crate::diagnostic::suggestion;
@@ -83,8 +82,9 @@ impl Default for Config {
     }
 }
 
-/// API authentication. With a token set, every route but `/-/healthy` and `/-/ready`
-/// needs it (`Bearer`, `ApiKey` or `Basic` with any user).
+/// API authentication. With any key (`auth.token*`, `[[auth.keys]]`, or one created with
+/// `lookout keys create`), every route but `/-/healthy`, `/-/ready` and the UI's files
+/// needs one whose role covers it (see `keys` and `server::auth`).
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -97,6 +97,8 @@ pub struct AuthConfig {
     pub token_file: Option<PathBuf>,
     /// Allow a non-loopback `listen` without a token.
     pub insecure: bool,
+    /// Scoped keys (`[[auth.keys]]`): name, secret, role and tenants.
+    pub keys: Vec<crate::keys::KeyConfig>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -107,19 +109,24 @@ impl std::fmt::Debug for AuthConfig {
             .field("token_env", &self.token_env)
             .field("token_file", &self.token_file)
             .field("insecure", &self.insecure)
+            .field("keys", &self.keys)
             .finish()
     }
 }
 
 impl AuthConfig {
-    /// The configured token, read from wherever it is configured.
+    /// The configured token, read from wherever it is configured; an empty one is an
+    /// error naming its setting.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
-        resolve_secret(
+        crate::secret::resolve_credential(
             self.token.as_deref(),
             self.token_env.as_deref(),
             self.token_file.as_deref(),
         )
-        .map_err(|(field, error)| format!("`auth.token_{field}`: {error}"))
+        .map_err(|(field, error)| match field {
+            "value" => format!("`auth.token`: {error}"),
+            field => format!("`auth.token_{field}`: {error}"),
+        })
     }
 }
 
@@ -518,8 +525,8 @@ impl Config {
             (None, Some(_)) => Some("`tls.cert_file`: is needed with `tls.key_file`".to_owned()),
         };
         errors.extend(tls_error.map(|error| format!("{origin}: {error}")));
-        if let Err(error) = self.auth.resolve_token() {
-            errors.push(format!("{origin}: {error}"));
+        if let Err(found) = crate::keys::configured_keys(&self.auth) {
+            errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));
         }
         if let Err(agent_errors) = self.agent.validate(origin, "agent.") {
             errors.extend(agent_errors);

@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod app;
 pub mod atomic_file;
+pub mod audit;
 pub mod backtest;
 pub mod check;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod fault;
 pub mod index;
 pub mod index_name;
 pub mod ingest;
+pub mod keys;
 pub mod notify;
 pub mod panic;
 pub mod promql;

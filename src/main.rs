@@ -83,6 +83,18 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// API keys: create (the token is printed once), list, revoke. Created keys live in
+    /// DATA_DIR/state/keys.json as hashes; a running server sees changes at once.
+    Keys {
+        /// Server config file, for data_dir and the configured keys' names.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory (default: the config's, else ./data).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Validate config and rule files; every error with file and field; exit 1 on any.
     Check {
         /// Files to check: *.toml as server config, *.json as rules, directories of rules.
@@ -116,6 +128,32 @@ enum RulesCommand {
         /// A rule unit test file in `promtool test rules`' YAML layout plus `input_logs`.
         #[arg(long, conflicts_with = "rule")]
         fixtures: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its token (shown this once; only its hash is stored).
+    Create {
+        /// The key's name (letters, digits, `-`, `_`, `.`), shown in logs and the audit trail.
+        #[arg(long)]
+        name: String,
+        /// ingest (writes only), read, edit (rules, silences) or admin.
+        #[arg(long)]
+        role: String,
+        /// The one tenant the key acts for (default: `default`).
+        #[arg(long, conflicts_with = "tenants")]
+        tenant: Option<String>,
+        /// Several tenants, comma-separated, or `*` for every tenant (an operator key).
+        #[arg(long, value_delimiter = ',')]
+        tenants: Option<Vec<String>>,
+    },
+    /// List the keys (configured and created), never their secrets.
+    List,
+    /// Revoke a created key; it stops working at once, also in a running server.
+    Revoke {
+        /// The key's name.
+        name: String,
     },
 }
 
@@ -193,6 +231,11 @@ fn main() -> ExitCode {
                 },
         } => tsdb_import(config, data_dir, &file),
         Command::Check { paths } => check(paths),
+        Command::Keys {
+            config,
+            data_dir,
+            command,
+        } => keys(config, data_dir, command),
         Command::Demo {
             listen,
             data_dir,
@@ -401,6 +444,99 @@ fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lookout: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lookout keys`: works on the keys file directly (under its lock), so it needs no
+/// running server and a running one sees the change at its next request.
+fn keys(config: Option<PathBuf>, data_dir: Option<PathBuf>, command: KeysCommand) -> ExitCode {
+    use lookout::keys::{KeyFile, configured_keys, tenant_scope};
+    let config = match server_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let data_dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
+    let file = KeyFile::in_state_dir(&data_dir.join("state"));
+    let configured = match configured_keys(&config.auth) {
+        Ok(keys) => keys,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("lookout keys: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match command {
+        KeysCommand::Create {
+            name,
+            role,
+            tenant,
+            tenants,
+        } => {
+            let role = match serde_json::from_value::<lookout::server::access::Role>(
+                serde_json::Value::String(role.clone()),
+            ) {
+                Ok(role) => role,
+                Err(_) => {
+                    eprintln!(
+                        "lookout keys create: unknown role `{role}`; use ingest, read, edit or admin"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            tenant_scope(tenant.as_deref(), tenants.as_deref())
+                .and_then(|scope| {
+                    file.create(&name, role, &scope, |name| {
+                        configured.iter().any(|key| key.name == name)
+                    })
+                })
+                .map(|(key, token)| {
+                    eprintln!(
+                        "created key `{}` (role {}, tenants {}) in {}; its token is printed once, on stdout:",
+                        key.name,
+                        lookout::server::auth::role_name(key.role),
+                        lookout::keys::scope_list(&key.tenants).join(","),
+                        file.path().display()
+                    );
+                    println!("{token}");
+                })
+        }
+        KeysCommand::List => file.read().map(|created| {
+            println!(
+                "{:<24} {:<7} {:<9} {:<21} TENANTS",
+                "NAME", "ROLE", "SOURCE", "CREATED"
+            );
+            for key in configured.iter().chain(created.iter()) {
+                println!(
+                    "{:<24} {:<7} {:<9} {:<21} {}",
+                    key.name,
+                    lookout::server::auth::role_name(key.role),
+                    match key.source {
+                        lookout::keys::KeySource::Config => "config",
+                        lookout::keys::KeySource::Created => "created",
+                        lookout::keys::KeySource::Internal => "internal",
+                    },
+                    key.created.as_deref().unwrap_or("-"),
+                    lookout::keys::scope_list(&key.tenants).join(",")
+                );
+            }
+        }),
+        KeysCommand::Revoke { name } => {
+            if configured.iter().any(|key| key.name == name) {
+                Err(lookout::keys::KeyError::Configured(name))
+            } else {
+                file.revoke(&name).map(|()| {
+                    eprintln!("revoked key `{name}`");
+                })
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lookout keys: {error}");
             ExitCode::FAILURE
         }
     }

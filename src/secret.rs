@@ -30,6 +30,52 @@ pub fn resolve_secret(
     Ok(None)
 }
 
+/// [`resolve_secret`] for a credential that grants access (an API token): an empty one,
+/// or one of whitespace only (a file of blank lines, `LOOKOUT_TOKEN=''`), is an error
+/// rather than a secret, since it would pass for "no secret" or match an empty header.
+/// The error's source is `value` for the inline secret, else `env` or `file`.
+pub fn resolve_credential(
+    value: Option<&str>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>, (&'static str, String)> {
+    let source = match (value, env, file) {
+        (Some(_), _, _) => "value",
+        (None, Some(name), _) => {
+            return check_not_empty(
+                resolve_secret(None, Some(name), None),
+                "env",
+                &format!("environment variable `{name}`"),
+            );
+        }
+        (None, None, Some(path)) => {
+            return check_not_empty(
+                resolve_secret(None, None, Some(path)),
+                "file",
+                &format!("`{}`", path.display()),
+            );
+        }
+        (None, None, None) => return Ok(None),
+    };
+    check_not_empty(resolve_secret(value, None, None), source, "the value")
+}
+
+fn check_not_empty(
+    resolved: Result<Option<String>, (&'static str, String)>,
+    source: &'static str,
+    what: &str,
+) -> Result<Option<String>, (&'static str, String)> {
+    match resolved? {
+        Some(secret) if secret.trim().is_empty() => Err((
+            source,
+            format!(
+                "{what} is empty (or only whitespace); set a secret there, or remove the setting to run without one"
+            ),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// A secret string: redacted in `Debug`, never serialized back.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

@@ -220,6 +220,9 @@ pub struct Telemetry {
     pub ingest_rejected_by_index: PairCounter,
     pub ingest_time_replaced: LabeledCounter,
     pub requests_refused: LabeledCounter,
+    /// Requests refused by authentication, by reason (`missing`, `wrong`, `blocked`:
+    /// from a source over its failure limit, `forbidden`: a key whose role is too small).
+    pub auth_failures: LabeledCounter,
     /// Request handlers that panicked (each answered 500; the server went on).
     pub handler_panics: Counter,
     /// Searches and PromQL queries stopped because their client went away, by pool.
@@ -357,6 +360,13 @@ impl Telemetry {
             "Requests refused before reading them, by reason.",
             "reason",
             &self.requests_refused,
+        );
+        labeled(
+            &mut out,
+            "lookout_auth_failures_total",
+            "Requests refused by authentication, by reason: missing or wrong credentials, a source blocked after too many failures, a key whose role does not cover the route.",
+            "reason",
+            &self.auth_failures,
         );
         counter(
             &mut out,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::SharedState;
 use super::error::{AlertmanagerError, ApiError, ErrorCode};
+use super::keys::Actor;
 use super::response::ok;
 use crate::rules::silence::{Silence, SilenceRequest};
 
@@ -55,7 +56,7 @@ async fn one(State(state): State<SharedState>, Path(id): Path<String>) -> Respon
     }
 }
 
-async fn create(State(state): State<SharedState>, body: Bytes) -> Response {
+async fn create(actor: Actor, State(state): State<SharedState>, body: Bytes) -> Response {
     let request: SilenceRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -64,15 +65,34 @@ async fn create(State(state): State<SharedState>, body: Bytes) -> Response {
             ));
         }
     };
+    let summary = silence_summary(&request);
     match state.silences.create(request) {
-        Ok(id) => ok(&json!({"silenceID": id})),
+        Ok(id) => {
+            state
+                .auth
+                .audit
+                .record(actor.entry("silence.create", &id, summary))
+                .await;
+            ok(&json!({"silenceID": id}))
+        }
         Err(reason) => bad_request(reason.to_string()),
     }
 }
 
-async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
+async fn expire(
+    actor: Actor,
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Response {
     match state.silences.expire(&id) {
-        Ok(true) => ok(&json!({})),
+        Ok(true) => {
+            state
+                .auth
+                .audit
+                .record(actor.entry("silence.expire", &id, "expired"))
+                .await;
+            ok(&json!({}))
+        }
         Ok(false) => not_found(&id),
         Err(reason) => AlertmanagerError(ApiError::new(
             ErrorCode::Internal,
@@ -81,4 +101,31 @@ async fn expire(State(state): State<SharedState>, Path(id): Path<String>) -> Res
         ))
         .into_response(),
     }
+}
+
+/// What a silence mutes and until when, for the audit trail.
+fn silence_summary(request: &SilenceRequest) -> String {
+    let matchers: Vec<String> = request
+        .matchers
+        .iter()
+        .map(|matcher| {
+            let operator = match (matcher.is_equal, matcher.is_regex) {
+                (true, false) => "=",
+                (false, false) => "!=",
+                (true, true) => "=~",
+                (false, true) => "!~",
+            };
+            format!("{}{operator}{:?}", matcher.name, matcher.value)
+        })
+        .collect();
+    let mut summary = format!(
+        "{{{}}} from {} to {}",
+        matchers.join(","),
+        request.starts_at.to_rfc3339(),
+        request.ends_at.to_rfc3339()
+    );
+    if !request.created_by.is_empty() {
+        summary.push_str(&format!(" by {:?}", request.created_by));
+    }
+    summary.chars().take(500).collect()
 }

@@ -16,8 +16,7 @@ use axum::http::StatusCode;
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
-    /// Understood, and refused whoever asks (a cross-site write, a foreign `Host`, a
-    /// hidden index written from outside).
+    /// Authenticated, but the key's role or tenants do not cover the request.
     Forbidden,
     NotFound,
     MethodNotAllowed,

@@ -37,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::telemetry::Telemetry;
 
@@ -96,7 +97,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = router.clone();
         let draining = draining.clone();
         let tls = tls.as_ref().map(|tls| tls.current());
         let telemetry = Arc::clone(&telemetry);
@@ -149,7 +150,7 @@ pub async fn serve(
 /// to finish its request in flight.
 async fn serve_connection<S>(
     stream: S,
-    service: TowerToHyperService<axum::Router>,
+    router: axum::Router,
     limits: ConnectionLimits,
     draining: &CancellationToken,
     peer: std::net::SocketAddr,
@@ -160,6 +161,16 @@ async fn serve_connection<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    // the peer's address for the handlers (failed-authentication limits, audit
+    // trail), as axum's `ConnectInfo` extractor reads it
+    let service = TowerToHyperService::new(router.map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    ));
     let stream = super::request_target::LenientTarget::new(stream);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);

@@ -10,22 +10,24 @@
 //! - `error`: the one error every route answers with (a closed `ErrorCode`, mapped to
 //!   HTTP status once); `response`: the one place it becomes a body, in each API's dialect.
 //!
+//! - `access`, `auth`, `keys`: who is asking (scoped keys and their roles), checked by
+//!   one layer with one route table; the keys and audit API.
+//!
 //! Layers, outermost first: `X-Elastic-Product` and `X-Content-Type-Options: nosniff` on
 //! every answer, panics as 500, body read timeouts, `browser_guard` (Host, cross-site
-//! writes, content types), then authentication.
-//!
-//! Auth: with a token configured, every route but `/-/healthy` and `/-/ready` needs
-//! `Authorization: Bearer|ApiKey|Basic`. Every response carries
+//! writes, content types), then authentication (`auth`). Every response carries
 //! `X-Elastic-Product: Elasticsearch`, which official ES clients require.
 
 pub mod access;
 pub mod alertmanager;
+pub mod auth;
 pub mod body;
 pub mod browser_guard;
 pub mod bulk_answer;
 pub mod elastic;
 pub mod error;
 pub mod filter_path;
+pub mod keys;
 pub mod listener;
 pub mod lookout;
 pub mod prometheus;
@@ -40,9 +42,9 @@ pub mod ui;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::{self, Next};
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 
 use self::error::{ApiError, ErrorCode};
@@ -55,7 +57,8 @@ pub struct AppState {
     pub store: Arc<IndexStore>,
     pub ingest: Arc<Ingest>,
     pub telemetry: Arc<Telemetry>,
-    pub token: Option<String>,
+    /// The keys, their roles and the failed-authentication limiter.
+    pub auth: Arc<auth::Authenticator>,
     pub max_body_bytes: u64,
     /// A request body that sends nothing for this long fails with 408.
     pub body_read_timeout: std::time::Duration,
@@ -91,6 +94,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(prometheus_query::routes())
         .merge(alertmanager::routes())
         .merge(rules::routes())
+        .merge(keys::routes())
         .merge(ui::routes())
         .merge(elastic::routes())
         .fallback(|| async {
@@ -101,7 +105,7 @@ pub fn router(state: SharedState) -> Router {
             )
             .into_response()
         })
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), browser_guard::guard))
         .layer(middleware::map_request(move |request: Request| async move {
             request.map(|body| {
@@ -138,102 +142,4 @@ pub fn router(state: SharedState) -> Router {
             },
         ))
         .with_state(state)
-}
-
-async fn authenticate(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    if path == "/-/healthy" || path == "/-/ready" {
-        return next.run(request).await;
-    }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    if given.is_some_and(|value| authorization_matches(value, token)) {
-        return next.run(request).await;
-    }
-    let mut response = ApiError::new(
-        ErrorCode::Unauthorized,
-        "security_exception",
-        "missing or wrong credentials; send `Authorization: Bearer TOKEN`, `ApiKey TOKEN` or Basic auth with TOKEN as the password",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"lookout\", charset=\"UTF-8\""),
-    );
-    response
-}
-
-/// Accepts `Bearer TOKEN`, `ApiKey TOKEN`, `ApiKey base64(id:TOKEN)` and `Basic
-/// base64(any:TOKEN)`; compares in constant time.
-pub fn authorization_matches(header_value: &str, token: &str) -> bool {
-    use base64::Engine;
-    let (scheme, credentials) = header_value
-        .trim()
-        .split_once(' ')
-        .unwrap_or((header_value, ""));
-    let credentials = credentials.trim();
-    let decoded = || {
-        base64::engine::general_purpose::STANDARD
-            .decode(credentials)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "bearer" => constant_time_eq(credentials, token),
-        "apikey" => {
-            constant_time_eq(credentials, token)
-                || decoded().is_some_and(|text| {
-                    text.split_once(':')
-                        .is_some_and(|(_, secret)| constant_time_eq(secret, token))
-                })
-        }
-        "basic" => decoded().is_some_and(|text| {
-            text.split_once(':')
-                .is_some_and(|(_, password)| constant_time_eq(password, token))
-        }),
-        _ => false,
-    }
-}
-
-fn constant_time_eq(left: &str, right: &str) -> bool {
-    let (left, right) = (left.as_bytes(), right.as_bytes());
-    if left.len() != right.len() {
-        return false;
-    }
-    left.iter()
-        .zip(right)
-        .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-        == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use base64::Engine;
-
-    #[test]
-    fn every_documented_authorization_form_is_accepted() {
-        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-        assert!(authorization_matches("Bearer s3cret", "s3cret"));
-        assert!(authorization_matches("ApiKey s3cret", "s3cret"));
-        assert!(authorization_matches(
-            &format!("ApiKey {}", encode("key-id:s3cret")),
-            "s3cret"
-        ));
-        assert!(authorization_matches(
-            &format!("Basic {}", encode("anyone:s3cret")),
-            "s3cret"
-        ));
-        assert!(!authorization_matches("Bearer wrong", "s3cret"));
-        assert!(!authorization_matches(
-            &format!("Basic {}", encode("s3cret:wrong")),
-            "s3cret"
-        ));
-        assert!(!authorization_matches("s3cret", "s3cret"));
-    }
 }

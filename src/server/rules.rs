@@ -133,11 +133,29 @@ fn body_text(body: &Bytes) -> Result<&str, LookoutError> {
     })
 }
 
-async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: Bytes) -> Answer {
+async fn put(
+    actor: super::keys::Actor,
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Answer {
     let manager = manager(&state)?;
     let text = body_text(&body)?;
     match manager.put_rule(&name, text) {
         Ok(created) => {
+            state
+                .auth
+                .audit
+                .record(actor.entry(
+                    "rule.put",
+                    &name,
+                    format!(
+                        "{} queries/{name}.json ({} bytes)",
+                        if created { "created" } else { "updated" },
+                        text.len()
+                    ),
+                ))
+                .await;
             let origin = "request body";
             let warnings = match LoadedRule::parse(text, &name, origin) {
                 Ok(rule) => manager.warnings(&rule, text, origin).await,
@@ -168,10 +186,21 @@ async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: B
     }
 }
 
-async fn delete(State(state): State<SharedState>, Path(name): Path<String>) -> Answer {
+async fn delete(
+    actor: super::keys::Actor,
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Answer {
     let manager = manager(&state)?;
     match manager.delete_rule(&name) {
-        Ok(true) => Ok(ok(&json!({"name": name, "result": "deleted"}))),
+        Ok(true) => {
+            state
+                .auth
+                .audit
+                .record(actor.entry("rule.delete", &name, format!("deleted queries/{name}.json")))
+                .await;
+            Ok(ok(&json!({"name": name, "result": "deleted"})))
+        }
         Ok(false) => Err(not_found(&name)),
         Err(io_error) => Err(LookoutError::new(
             ErrorCode::Internal,

@@ -3,7 +3,8 @@
 //! no build step and no libraries, embedded in the binary with `include_bytes!`; every
 //! page is the one `index.html` shell, which reads its state from the URL
 //! (`/ui/search?index=I&q=LUCENE&from=T&to=T`, the link Slack messages carry) and calls
-//! the same APIs as everyone else. Behind the same authentication as the API.
+//! the same APIs as everyone else. The files themselves are open (they hold no data) so
+//! the UI can ask for a key, which it sends as a header with each API call.
 
 use axum::Router;
 use axum::extract::Path;
@@ -51,12 +52,12 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 /// Every page is the shell; its script draws the page the path names.
 async fn page(Path(page): Path<String>) -> Response {
-    let known = ["search", "alerts", "rules", "metrics", "targets"];
+    let known = ["search", "alerts", "rules", "metrics", "targets", "audit"];
     if known.contains(&page.trim_end_matches('/')) {
         respond("text/html; charset=utf-8", INDEX_HTML)
     } else {
         not_found(
-            "no such UI page; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics or /ui/targets",
+            "no such UI page; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics, /ui/targets or /ui/audit",
         )
     }
 }

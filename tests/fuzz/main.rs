@@ -10,6 +10,7 @@
 //! debug assertion inside tantivy that release builds do not have; run it with
 //! `cargo test --test fuzz -- --ignored --exact NAME`.
 
+mod authorization;
 mod browser_guard;
 mod bulk;
 mod exposition;

@@ -435,7 +435,8 @@ async fn cluster_info_cat_indices_mapping_and_index_lifecycle() {
     );
 
     let metrics = server.metrics().await;
-    assert!(metrics.contains("lookout_ingest_docs_total 1"), "{metrics}");
+    // the document of `app`, and the audit trail's entry of its deletion (.lookout-audit)
+    assert!(metrics.contains("lookout_ingest_docs_total 2"), "{metrics}");
     assert!(metrics.contains("# TYPE lookout_wal_sync_seconds histogram"));
 }
 

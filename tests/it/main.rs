@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod agent;
 mod agent_model;
 mod aggregation_shapes;

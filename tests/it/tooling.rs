@@ -29,6 +29,50 @@ async fn the_official_elasticsearch_python_client_works_unmodified() {
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 
+#[tokio::test]
+async fn the_python_client_uses_scoped_keys_as_api_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keys.toml");
+    let sha = |token: &str| -> String {
+        ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.keys]]\nname = \"shipper\"\ntoken_sha256 = \"{}\"\nrole = \"ingest\"\n\n[[auth.keys]]\nname = \"reader\"\ntoken_sha256 = \"{}\"\nrole = \"read\"\n",
+            sha("py-ingest-token"),
+            sha("py-read-token")
+        ),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf8")],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/es_client/api_key.py");
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([base.as_str(), "py-ingest-token", "py-read-token"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python3 runs (scripts/test installs it with the `elasticsearch` package)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the API key checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all api key checks passed"), "{stdout}");
+}
+
 /// A `kill -9` cannot prove this (the page cache survives it), so strace watches the
 /// syscalls: the response to a `_bulk` request is written only after an `fdatasync` of the
 /// write-ahead log has returned.

@@ -341,3 +341,126 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
     screenshot(&client, "targets").await;
     client.close().await.expect("close the browser");
 }
+
+/// Signs in through the UI's key form with `token` (the form must be showing).
+async fn sign_in(client: &Client, token: &str) {
+    wait_for(client, "#key-form", "API key", 1).await;
+    let input = client.find(Locator::Id("key")).await.expect("key input");
+    input.clear().await.expect("clear");
+    input.send_keys(token).await.expect("type the key");
+    client
+        .find(Locator::Css("#key-form button[type=submit]"))
+        .await
+        .expect("sign in button")
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn dry_run_buttons(client: &Client) -> usize {
+    client
+        .find_all(Locator::XPath("//button[text()='Dry run']"))
+        .await
+        .map_or(0, |found| found.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_asks_for_a_key_and_shows_only_what_the_key_may_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = String::new();
+    for role in ["read", "edit", "admin"] {
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("ui-token-{role}").as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        config.push_str(&format!(
+            "[[auth.keys]]\nname = \"ui-{role}\"\ntoken_sha256 = \"{hex}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    let config_path = dir.path().join("lookout.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    let server = crate::support::Server::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config_path.to_str().expect("utf8"),
+            "--queries",
+            queries.to_str().expect("utf8"),
+        ],
+    );
+    let response = server
+        .client
+        .put(server.url("/_lookout/rules/ui_rule"))
+        .bearer_auth("ui-token-edit")
+        .json(
+            &json!({"version": 1, "schedule": "0 0 0 1 1 *", "index": "logs",
+                      "query": "status:500", "window": "1h",
+                      "threshold": {"op": ">", "value": 1}, "severity": "warning",
+                      "summary": "{{ $count }} errors"}),
+        )
+        .send()
+        .await
+        .expect("put rule");
+    assert_eq!(response.status(), 201);
+
+    let driver = driver().await;
+    let client = browser(&driver, &dir.path().join("chromium")).await;
+    client
+        .goto(&server.url("/ui/rules"))
+        .await
+        .expect("open rules");
+    // the page's files load without a key, and the UI asks for one (no browser prompt)
+    sign_in(&client, "not-a-key").await;
+    wait_for(&client, "#main .error", "not valid", 1).await;
+    sign_in(&client, "ui-token-read").await;
+    wait_for(&client, "#rules", "ui_rule", 1).await;
+    wait_for(&client, "#who", "ui-read (read)", 1).await;
+    wait_for(&client, "#tenant", "default", 1).await;
+    assert_eq!(
+        dry_run_buttons(&client).await,
+        0,
+        "a read key edits nothing"
+    );
+    assert_eq!(
+        count(&client, "nav a[data-page='audit']:not([hidden])").await,
+        0
+    );
+    screenshot(&client, "rules-read-key").await;
+
+    client
+        .find(Locator::Id("sign-out"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    sign_in(&client, "ui-token-edit").await;
+    wait_for(&client, "#who", "ui-edit (edit)", 1).await;
+    wait_for(&client, "#rules", "ui_rule", 1).await;
+    assert_eq!(dry_run_buttons(&client).await, 1, "an edit key dry-runs");
+
+    // an admin sees the audit trail, with who changed the rule and from where
+    client
+        .find(Locator::Id("sign-out"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    sign_in(&client, "ui-token-admin").await;
+    wait_for(&client, "#who", "ui-admin (admin)", 1).await;
+    client
+        .goto(&server.url("/ui/audit"))
+        .await
+        .expect("open audit");
+    wait_for(&client, "tr.audit-entry", "rule.put", 1).await;
+    let entries = wait_for(&client, "tr.audit-entry", "ui-edit", 1).await;
+    assert!(entries[0].contains("127.0.0.1"), "{entries:?}");
+    assert_eq!(
+        count(&client, "nav a[data-page='audit']:not([hidden])").await,
+        1
+    );
+    screenshot(&client, "audit").await;
+    client.close().await.expect("close the browser");
+}

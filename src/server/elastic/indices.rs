@@ -68,6 +68,7 @@ pub(super) async fn head_index(
 }
 
 pub(super) async fn delete_index(
+    actor: crate::server::keys::Actor,
     State(state): State<SharedState>,
     Path(index): Path<String>,
     params: Params,
@@ -91,10 +92,16 @@ pub(super) async fn delete_index(
         let store = state.store.clone();
         let name = log_index.name.clone();
         drop(log_index);
-        tokio::task::spawn_blocking(move || store.delete_index(&name))
+        let deleted = name.clone();
+        tokio::task::spawn_blocking(move || store.delete_index(&deleted))
             .await
             .map_err(|error| ApiError::internal("deleting an index", error))?
             .map_err(|error| ApiError::internal("deleting an index", error))?;
+        state
+            .auth
+            .audit
+            .record(actor.entry("index.delete", &name, format!("DELETE /{index}")))
+            .await;
     }
     Ok(ok(&json!({"acknowledged": true})))
 }

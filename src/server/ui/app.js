@@ -36,9 +36,33 @@ function svg(tag, attrs, ...children) {
   return element;
 }
 
-/** Fetches JSON; throws an Error carrying the server's reason. */
+// ---------- the key ----------
+// The UI carries its key in a header it sets itself, never in credentials the browser
+// keeps and sends on its own (no Basic prompt), so a page of another site cannot act with
+// it. The key lives in sessionStorage: this tab only, gone when it closes.
+
+const KEY_STORAGE = "lookout.key", TENANT_STORAGE = "lookout.tenant";
+const ROLES = ["ingest", "read", "edit", "admin"];
+/** The caller as `/_lookout/whoami` answers: key, role, tenants, tenant, authentication. */
+let session = null;
+
+function credentials() {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const tenant = sessionStorage.getItem(TENANT_STORAGE);
+  if (tenant) headers["X-Scope-OrgID"] = tenant;
+  return headers;
+}
+
+/** Whether the current key's role includes `role`. */
+function can(role) {
+  return session !== null && ROLES.indexOf(session.role) >= ROLES.indexOf(role);
+}
+
+/** Fetches JSON; throws an Error carrying the server's reason. A 401 asks for a key. */
 async function api(path, options = {}) {
-  const init = { headers: { "Content-Type": "application/json" }, ...options };
+  const init = { ...options, headers: { "Content-Type": "application/json", ...credentials(), ...(options.headers || {}) } };
   if (init.body && typeof init.body !== "string") init.body = JSON.stringify(init.body);
   const response = await fetch(path, init);
   const text = await response.text();
@@ -46,12 +70,85 @@ async function api(path, options = {}) {
   try { body = text ? JSON.parse(text) : {}; } catch { body = { raw: text }; }
   if (!response.ok || body.status === "error") {
     const reason = (body.error && (body.error.root_cause?.[0]?.reason || body.error.reason)) ||
-      (typeof body.error === "string" ? body.error : null) || body.raw || `HTTP ${response.status}`;
+      (typeof body.error === "string" ? body.error : null) || body.message || body.raw || `HTTP ${response.status}`;
     const error = new Error(reason);
     error.status = response.status;
+    if (response.status === 401 && path !== "/_lookout/whoami") askForKey(sessionStorage.getItem(KEY_STORAGE) ? "The key is no longer valid." : null);
     throw error;
   }
   return body;
+}
+
+/** Replaces the page with the key form; `reason` says why it is back. */
+function askForKey(reason) {
+  session = null;
+  refresh = null;
+  drawSession();
+  const main = document.getElementById("main");
+  const input = h("input", { id: "key", name: "key", type: "password", class: "wide", autocomplete: "off",
+    "aria-label": "API key", placeholder: "lk_…" });
+  const problem = h("div", { class: "error", role: "alert" }, reason || "");
+  const form = h("form", { id: "key-form", class: "bar", onsubmit: async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, input.value.trim());
+    sessionStorage.removeItem(TENANT_STORAGE);
+    if (await start()) return;
+    problem.textContent = "That key is not valid: check it, or ask an admin for one (`lookout keys create`).";
+  } }, h("label", {}, "API key", input), h("button", { type: "submit" }, "Sign in"));
+  main.replaceChildren(h("h2", {}, "Sign in"),
+    h("p", {}, "This Lookout needs a key. It is kept in this tab only and sent as a header with each request."),
+    form, problem);
+  input.focus();
+}
+
+/** The key, role and tenant in the header, a tenant switcher for operator keys, sign out. */
+function drawSession() {
+  const place = document.getElementById("session");
+  document.querySelector("nav a[data-page='audit']").hidden = !can("admin");
+  if (!session || !session.authentication) { place.replaceChildren(); return; }
+  const tenants = session.tenants || [];
+  let tenant = h("span", { id: "tenant" }, session.tenant);
+  if (tenants.includes("*") || tenants.length > 1) {
+    const choose = (value) => {
+      value = value.trim();
+      if (value) sessionStorage.setItem(TENANT_STORAGE, value); else sessionStorage.removeItem(TENANT_STORAGE);
+      start();
+    };
+    if (tenants.includes("*")) {
+      tenant = h("input", { id: "tenant", value: session.tenant, size: 12, "aria-label": "Tenant", list: "tenant-names",
+        onchange: (event) => choose(event.target.value) });
+      const names = h("datalist", { id: "tenant-names" });
+      api("/_lookout/tenants").then((answer) => {
+        names.append(...(answer.tenants || []).map((entry) => h("option", { value: entry.name || entry })));
+      }).catch(() => {});
+      tenant = h("span", {}, tenant, names);
+    } else {
+      tenant = h("select", { id: "tenant", "aria-label": "Tenant", onchange: (event) => choose(event.target.value) },
+        tenants.map((name) => h("option", { value: name, selected: name === session.tenant }, name)));
+    }
+  }
+  place.replaceChildren(h("span", { id: "who" }, `${session.key} (${session.role})`), " · tenant ", tenant, " ",
+    h("button", { type: "button", class: "plain", id: "sign-out", onclick: () => {
+      sessionStorage.removeItem(KEY_STORAGE); sessionStorage.removeItem(TENANT_STORAGE); askForKey(null);
+    } }, "Sign out"));
+}
+
+/** Asks the server who the key is, then draws the page; false when the key is refused. */
+async function start() {
+  try {
+    session = await api("/_lookout/whoami");
+  } catch (error) {
+    if (error.status === 401) { askForKey(sessionStorage.getItem(KEY_STORAGE) ? "The key is not valid." : null); return false; }
+    if (error.status === 403 && sessionStorage.getItem(TENANT_STORAGE)) {
+      sessionStorage.removeItem(TENANT_STORAGE);
+      return start();
+    }
+    document.getElementById("main").replaceChildren(errorBox(error));
+    return false;
+  }
+  drawSession();
+  route();
+  return true;
 }
 
 /** Milliseconds of `now`, `now-15m`, `now+1h`, RFC 3339 or epoch ms. */
@@ -116,10 +213,11 @@ function go(path, search) {
 
 // ---------- pages ----------
 
-const pages = { search: searchPage, alerts: alertsPage, rules: rulesPage, metrics: metricsPage, targets: targetsPage };
+const pages = { search: searchPage, alerts: alertsPage, rules: rulesPage, metrics: metricsPage, targets: targetsPage, audit: auditPage };
 let refresh = null;
 
 function route() {
+  if (session === null) return;
   const name = location.pathname.replace(/^\/ui\/?/, "").split("/")[0] || "search";
   const page = pages[name] || searchPage;
   for (const link of document.querySelectorAll("nav a")) {
@@ -374,7 +472,7 @@ function alertsPage(main) {
           h("td", {}, alert.labels.alertname, h("br"), h("small", {}, alert.annotations?.summary || "")),
           h("td", {}, labelsView(alert.labels, ["alertname"])),
           h("td", {}, since(alert.activeAt)), h("td", {}, formatNumber(alert.value)),
-          h("td", {}, h("button", { class: "plain", onclick: () => silence(alert.labels) }, "Silence 1 h")))))) :
+          h("td", {}, can("edit") ? h("button", { class: "plain", onclick: () => silence(alert.labels) }, "Silence 1 h") : null))))) :
         h("p", { class: "empty" }, "Nothing is firing or pending."));
       const live = silenced.filter((entry) => entry.status?.state !== "expired");
       silences.replaceChildren(h("h2", {}, `Silences (${live.length})`), live.length ? h("table", {},
@@ -432,7 +530,7 @@ function rulesPage(main) {
             h("td", {}, rule.evaluation_seconds != null ? `${(rule.evaluation_seconds * 1000).toFixed(1)} ms` : "—"),
             h("td", {}, rule.next_evaluation ? formatTime(Date.parse(rule.next_evaluation)) : "—"),
             h("td", {}, String(rule.active_alerts)),
-            h("td", {}, h("button", { class: "plain", onclick: () => dryRun(rule.name, output) }, "Dry run"))),
+            h("td", {}, can("edit") ? h("button", { class: "plain", onclick: () => dryRun(rule.name, output) }, "Dry run") : null)),
           h("tr", { class: "dry-run", hidden: true }, h("td", { colspan: 7 }, output))];
         }).flat())) : h("p", { class: "empty" }, "No rules yet: add JSON files to queries/ (see docs/rules.md)."));
     } catch (error) {
@@ -639,6 +737,28 @@ function targetsPage(main) {
   run();
 }
 
+// Audit: who changed what, from where (admin keys).
+function auditPage(main) {
+  const list = h("section", { id: "audit" });
+  main.append(list);
+  async function run() {
+    try {
+      const answer = await api("/_lookout/audit?size=200");
+      const entries = answer.entries || [];
+      list.replaceChildren(h("h2", {}, `Audit trail (${entries.length})`), entries.length ? h("table", {},
+        h("thead", {}, h("tr", {}, ["Time", "Key", "Tenant", "Action", "Target", "Summary", "From"].map((title) => h("th", {}, title)))),
+        h("tbody", {}, entries.map((entry) => h("tr", { class: "audit-entry" },
+          h("td", { class: "time" }, formatTime(Date.parse(entry["@timestamp"]))), h("td", {}, entry.key), h("td", {}, entry.tenant || ""),
+          h("td", {}, h("code", {}, entry.action)), h("td", {}, entry.target), h("td", {}, entry.summary || ""), h("td", {}, entry.address || ""))))) :
+        h("p", { class: "empty" }, "No changes recorded yet: rule writes, silences, keys and index deletions appear here."));
+    } catch (error) {
+      list.replaceChildren(errorBox(error));
+    }
+  }
+  refresh = run;
+  run();
+}
+
 // ---------- start ----------
 
 window.addEventListener("popstate", route);
@@ -650,4 +770,4 @@ const auto = document.getElementById("autorefresh");
 auto.checked = localStorage.getItem("lookout.autorefresh") === "1";
 auto.addEventListener("change", () => localStorage.setItem("lookout.autorefresh", auto.checked ? "1" : "0"));
 setInterval(() => { if (auto.checked && refresh && !document.hidden) refresh(); }, REFRESH_MS);
-route();
+start();
