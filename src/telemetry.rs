@@ -566,6 +566,9 @@ pub struct StoreReadings {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexReading {
     pub name: String,
+    /// The index's tenant, labelled when tenants are configured (an index name is only
+    /// unique within its tenant).
+    pub tenant: Option<String>,
     pub partitions: usize,
     pub docs: u64,
     pub disk_bytes: u64,
@@ -576,22 +579,29 @@ impl StoreReadings {
     pub fn gauges(&self) -> Vec<GaugeSample> {
         let mut gauges = Vec::new();
         for index in &self.indices {
+            let labels = || {
+                let mut labels = vec![("index", index.name.clone())];
+                if let Some(tenant) = &index.tenant {
+                    labels.push(("tenant", tenant.clone()));
+                }
+                labels
+            };
             gauges.push(GaugeSample {
                 name: "lookout_index_partitions",
                 help: "Open time partitions per index.",
-                labels: vec![("index", index.name.clone())],
+                labels: labels(),
                 value: index.partitions as f64,
             });
             gauges.push(GaugeSample {
                 name: "lookout_index_docs",
                 help: "Searchable documents per index.",
-                labels: vec![("index", index.name.clone())],
+                labels: labels(),
                 value: index.docs as f64,
             });
             gauges.push(GaugeSample {
                 name: "lookout_index_size_bytes",
                 help: "Bytes on disk per index.",
-                labels: vec![("index", index.name.clone())],
+                labels: labels(),
                 value: index.disk_bytes as f64,
             });
         }
@@ -678,12 +688,14 @@ mod tests {
             indices: vec![
                 IndexReading {
                     name: "app".into(),
+                    tenant: None,
                     partitions: 2,
                     docs: 10,
                     disk_bytes: 4096,
                 },
                 IndexReading {
                     name: "logs".into(),
+                    tenant: None,
                     partitions: 1,
                     docs: 3,
                     disk_bytes: 512,

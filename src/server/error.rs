@@ -16,6 +16,8 @@ use axum::http::StatusCode;
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
+    /// Authenticated, but not allowed this (another tenant, a bigger role).
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -38,6 +40,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,

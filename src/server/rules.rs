@@ -160,6 +160,11 @@ async fn put(State(state): State<SharedState>, Path(name): Path<String>, body: B
             "invalid_rule",
             reason,
         )),
+        Err(PutRuleError::LimitReached(reason)) => Err(LookoutError::new(
+            ErrorCode::Conflict,
+            "rule_limit_reached",
+            reason,
+        )),
         Err(PutRuleError::Io(io_error)) => Err(LookoutError::new(
             ErrorCode::Internal,
             "io_error",
