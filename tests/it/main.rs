@@ -26,5 +26,6 @@ mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
 mod slack;
+mod tenants;
 mod tooling;
 mod ui;
