@@ -54,7 +54,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     let mut tenants: Vec<Tenant> = Vec::new();
     for spec in crate::tenant::specs(&config, scrape_jobs) {
-        let directory = data_dir.tenant(&spec.name)?;
+        let directory = if spec.is_default() {
+            data_dir.layout()
+        } else {
+            data_dir.tenant(&spec.name)?
+        };
         let in_flight = tenants
             .first()
             .map(|first| Arc::clone(&first.state.in_flight));

@@ -75,23 +75,29 @@ impl DataDir {
         self.layout().tsdb()
     }
 
-    fn layout(&self) -> TenantDir {
+    /// The default tenant's directories: the root itself, today's layout.
+    pub fn layout(&self) -> TenantDir {
         TenantDir {
             root: self.root.clone(),
         }
     }
 
-    /// Tenant `name`'s directories, created if missing: the root for
-    /// [`crate::tenant::DEFAULT_TENANT`], `tenants/NAME/` otherwise. `name` must be a valid
-    /// tenant name (`crate::tenant::name_error`), which cannot leave the data directory.
+    /// Another tenant's directories, `tenants/NAME/`, created if missing. `name` must be
+    /// one plain path component (tenant names are, see `crate::tenant::name_error`), so a
+    /// tenant's directory never leaves the data directory.
     pub fn tenant(&self, name: &str) -> Result<TenantDir, DataDirError> {
-        if name == crate::tenant::DEFAULT_TENANT {
-            return Ok(self.layout());
-        }
-        if let Some(error) = crate::tenant::name_error(name) {
+        let mut components = Path::new(name).components();
+        let plain = matches!(
+            (components.next(), components.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) && !name.contains(['/', '\\']);
+        if !plain {
             return Err(DataDirError::Io {
                 path: self.root.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, error),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("tenant `{name}` cannot name a directory of its own"),
+                ),
             });
         }
         let root = self.root.join("tenants").join(name);
@@ -152,11 +158,11 @@ mod tests {
     fn tenants_live_under_tenants_and_default_keeps_the_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDir::open(dir.path()).expect("open");
-        assert_eq!(data.tenant("default").expect("default").root, dir.path());
+        assert_eq!(data.layout().root, dir.path());
         let team = data.tenant("team-a").expect("team-a");
         assert_eq!(team.root, dir.path().join("tenants/team-a"));
         assert!(team.wal().is_dir() && team.tsdb().is_dir() && team.state().is_dir());
-        for escape in ["..", "../x", "a/../../b", ""] {
+        for escape in ["..", ".", "../x", "a/../../b", "/etc", "a/b", ""] {
             assert!(data.tenant(escape).is_err(), "`{escape}` must be refused");
         }
     }

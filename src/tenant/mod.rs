@@ -269,4 +269,34 @@ mod tests {
         assert_eq!(specs[2].limits.max_rules, Some(5));
         assert!(specs[0].slack_from_env && !specs[1].slack_from_env);
     }
+
+    #[test]
+    fn the_documented_two_tenant_example_is_valid() {
+        let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tenants.md");
+        let page = std::fs::read_to_string(page).expect("docs/tenants.md");
+        let example = page
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml example");
+        let config: crate::config::Config = toml::from_str(example).expect("the example parses");
+        // its webhook URLs come from an environment variable and a file of the reader's
+        let errors = config
+            .validate("docs/tenants.md")
+            .err()
+            .map(|error| error.errors)
+            .unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .all(|error| error.contains("`notifiers.") && error.contains(".url_")),
+            "{errors:?}"
+        );
+        let specs = specs(&config, Vec::new());
+        let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+        assert_eq!(names, ["default", "checkout", "search"]);
+        assert_eq!(specs[1].queries_dir, PathBuf::from("queries/checkout"));
+        assert_eq!(specs[1].limits.max_concurrent_queries, Some(2));
+        assert_eq!(specs[2].limits.ingest_rate_bytes, Some(1_048_576));
+    }
 }
