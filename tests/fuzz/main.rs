@@ -20,3 +20,4 @@ mod request_target;
 mod rule;
 mod schedule;
 mod template;
+mod tenant;

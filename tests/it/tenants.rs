@@ -575,7 +575,7 @@ async fn rule_and_series_limits_refuse_the_extra_and_show_it_in_metrics() {
             "team-a",
             &hook,
             &target,
-            "[tenants.team-a.limits]\nmax_rules = 1\nmax_active_series = 3\n",
+            "[tenants.team-a.limits]\nmax_rules = 1\nmax_active_series = 3\nmax_concurrent_queries = 2\n",
         ),
     )
     .expect("config");
@@ -624,6 +624,13 @@ async fn rule_and_series_limits_refuse_the_extra_and_show_it_in_metrics() {
             "lookout_tenant_max_active_series{tenant=\"team-a\"}"
         ),
         3.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lookout_tenant_max_concurrent_queries{tenant=\"team-a\"}"
+        ),
+        2.0
     );
     // the default tenant has no limits: no limit gauges, nothing refused
     assert!(
