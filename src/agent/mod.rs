@@ -108,7 +108,8 @@ pub async fn run(
         None => Vec::new(),
     };
     let endpoint = Endpoint::new(&to, token, config.request_timeout, extra_roots)
-        .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?;
+        .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?
+        .with_tenant(config.tenant.clone());
     let metrics = Arc::new(AgentMetrics::default());
     if let Some(address) = config.metrics_listen {
         serve_metrics(address, &metrics, &checkpoints, &cancel).await?;

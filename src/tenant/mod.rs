@@ -14,6 +14,7 @@
 //! escape the data directory.
 
 pub mod limits;
+pub mod name;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,9 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::server::access::DEFAULT_TENANT;
 pub use limits::LimitsConfig;
-
-/// Longest tenant name, in bytes.
-pub const MAX_TENANT_NAME_BYTES: usize = 64;
+pub use name::{MAX_TENANT_NAME_BYTES, name_error};
 
 /// One `[tenants.NAME]` table: what differs from the other tenants.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,23 +61,6 @@ impl TenantSpec {
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_TENANT
     }
-}
-
-/// Why `name` cannot name a tenant, or `None`.
-pub fn name_error(name: &str) -> Option<String> {
-    if name.is_empty() || name.len() > MAX_TENANT_NAME_BYTES {
-        return Some(format!(
-            "tenant name `{name}` must be 1 to {MAX_TENANT_NAME_BYTES} characters"
-        ));
-    }
-    if !name.bytes().all(|byte| {
-        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_'
-    }) {
-        return Some(format!(
-            "tenant name `{name}` may hold only lowercase letters, digits, `-` and `_` (it names a directory under the data directory)"
-        ));
-    }
-    None
 }
 
 /// Checks the `[tenants]` tables and `[limits]`; every error names its file and field.

@@ -665,3 +665,62 @@ async fn rule_and_series_limits_refuse_the_extra_and_show_it_in_metrics() {
         ) >= 2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_tenant_ships_into_that_tenant_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, hook) = webhook().await;
+    let target = crate::support::scrape::target("up_metric 1\n").await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        tenant_table("team-a", &hook, &target, "") + &tenant_table("team-b", &hook, &target, ""),
+    )
+    .expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    );
+    let app = dir.path().join("app.json");
+    crate::support::append_lines(&app, "app", 0..50);
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("mkdir");
+    let _agent = crate::support::Agent::start(&crate::support::agent_config(
+        &agent_dir,
+        &server.base,
+        &[&app.display().to_string()],
+        "tenant = \"team-b\"",
+    ));
+    let b = Caller {
+        server: &server,
+        tenant: "team-b",
+    };
+    wait_until("the agent's lines are in team-b", 30, || async {
+        let (status, body) = b.get("/logs/_count").await;
+        status == 200 && body["count"] == 50
+    })
+    .await;
+    // registered with B's ingest (its watermark gates B's rules), nowhere else
+    let (_, agents) = b.get("/_lookout/agents").await;
+    assert_eq!(
+        agents["agents"].as_array().map(Vec::len),
+        Some(1),
+        "{agents}"
+    );
+    let a = Caller {
+        server: &server,
+        tenant: "team-a",
+    };
+    for caller in [
+        &a,
+        &Caller {
+            server: &server,
+            tenant: "default",
+        },
+    ] {
+        let (_, indices) = caller.get("/_cat/indices?format=json").await;
+        assert_eq!(indices, json!([]), "{}", caller.tenant);
+        let (_, agents) = caller.get("/_lookout/agents").await;
+        assert_eq!(agents["agents"], json!([]), "{}", caller.tenant);
+    }
+}
