@@ -187,7 +187,14 @@ impl Tenant {
         shared: &Shared<'_>,
     ) -> anyhow::Result<Tenant> {
         let config = shared.config;
-        let telemetry = shared.telemetry;
+        // each tenant counts its own ingest, queries, rules and notifications (`/metrics`
+        // labels them by tenant); the default tenant's are the listener's, as before
+        let own_telemetry = Arc::new(Telemetry::default());
+        let telemetry = if spec.is_default() {
+            shared.telemetry
+        } else {
+            &own_telemetry
+        };
         let settings = config.store_settings();
         let indices = directory.indices();
         let started = Instant::now();

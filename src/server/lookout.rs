@@ -99,19 +99,26 @@ async fn agents(State(state): State<SharedState>) -> Response {
 
 async fn metrics(State(listener): State<Arc<ListenerState>>) -> Response {
     let tenants: Vec<SharedState> = listener.tenants.states().cloned().collect();
-    let labelled = tenants.len() > 1;
-    let (readings, limits) = tokio::task::spawn_blocking(move || {
-        let mut readings = StoreReadings::default();
-        let mut limits = Vec::new();
-        for state in &tenants {
-            read_tenant(state, labelled, &mut readings);
-            limits.push(limits_reading(state));
-        }
-        (readings, limits)
+    let (mut text, limits) = tokio::task::spawn_blocking(move || {
+        let pages: Vec<(String, String)> = tenants
+            .iter()
+            .map(|state| {
+                (
+                    state.tenant.clone(),
+                    state.telemetry.render_with(&readings(state)),
+                )
+            })
+            .collect();
+        let limits: Vec<_> = tenants.iter().map(limits_reading).collect();
+        // one tenant (no `[tenants]`): the page as it always was
+        let text = match pages.as_slice() {
+            [(_, page)] => page.clone(),
+            _ => crate::telemetry::merge_tenant_pages(&pages),
+        };
+        (text, limits)
     })
     .await
     .unwrap_or_default();
-    let mut text = listener.telemetry.render_with(&readings);
     crate::tenant::limits::write_metrics(&mut text, &limits);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
@@ -121,32 +128,32 @@ async fn metrics(State(listener): State<Arc<ListenerState>>) -> Response {
     response
 }
 
-/// Adds one tenant's stores to `readings`: its indices (with a `tenant` label when
-/// `labelled`, i.e. with tenants configured), its metrics head summed with the others'.
-fn read_tenant(state: &SharedState, labelled: bool, readings: &mut StoreReadings) {
+/// What `/metrics` reports about one tenant's stores.
+fn readings(state: &SharedState) -> StoreReadings {
     use std::sync::atomic::Ordering::Relaxed;
     let tsdb = &state.series.tsdb;
     let blocks = tsdb.block_metas();
-    readings
-        .indices
-        .extend(state.store.all().iter().map(|index| IndexReading {
-            name: index.name.clone(),
-            tenant: labelled.then(|| state.tenant.clone()),
-            partitions: index.partitions().len(),
-            docs: index.doc_count(),
-            disk_bytes: index.disk_bytes(),
-        }));
-    if state.tenant == crate::tenant::DEFAULT_TENANT {
-        // the in-flight budget is the server's, shared by every tenant
-        readings.in_flight_bytes = state.ingest.in_flight_bytes();
-        readings.search_idle = state.ingest.search_idle();
+    StoreReadings {
+        indices: state
+            .store
+            .all()
+            .iter()
+            .map(|index| IndexReading {
+                name: index.name.clone(),
+                partitions: index.partitions().len(),
+                docs: index.doc_count(),
+                disk_bytes: index.disk_bytes(),
+            })
+            .collect(),
+        search_idle: state.ingest.search_idle(),
+        in_flight_bytes: state.ingest.in_flight_bytes(),
+        tsdb_head_series: tsdb.head.active_series(),
+        tsdb_blocks: blocks.len(),
+        tsdb_blocks_bytes: blocks.iter().map(|meta| meta.bytes).sum(),
+        tsdb_out_of_order_samples: tsdb.head.out_of_order.load(Relaxed),
+        tsdb_duplicate_samples: tsdb.head.duplicates.load(Relaxed),
+        tsdb_out_of_bounds_samples: tsdb.head.out_of_bounds.load(Relaxed),
     }
-    readings.tsdb_head_series += tsdb.head.active_series();
-    readings.tsdb_blocks += blocks.len();
-    readings.tsdb_blocks_bytes += blocks.iter().map(|meta| meta.bytes).sum::<u64>();
-    readings.tsdb_out_of_order_samples += tsdb.head.out_of_order.load(Relaxed);
-    readings.tsdb_duplicate_samples += tsdb.head.duplicates.load(Relaxed);
-    readings.tsdb_out_of_bounds_samples += tsdb.head.out_of_bounds.load(Relaxed);
 }
 
 fn limits_reading(state: &SharedState) -> crate::tenant::limits::LimitsReading {

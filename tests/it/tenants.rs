@@ -368,6 +368,16 @@ async fn two_tenants_with_the_same_names_see_only_their_own_data() {
         assert_eq!(firing[0]["silenced"], json!(silenced), "{history}");
     }
 
+    // /metrics keeps the same names of two tenants apart
+    let metrics = server.metrics().await;
+    for (tenant, docs) in [("team-a", 3.0), ("team-b", 5.0)] {
+        let series = format!("lookout_index_docs{{tenant=\"{tenant}\",index=\"logs\"}}");
+        assert_eq!(metric(&metrics, &series), docs, "{metrics}");
+        let series =
+            format!("lookout_rule_evaluations_total{{tenant=\"{tenant}\",rule=\"errors\"}}");
+        assert!(metric(&metrics, &series) >= 1.0, "{metrics}");
+    }
+
     // the default tenant has none of it and needs no header; naming it works too
     for path in ["/_cat/indices?format=json", "/api/v2/silences"] {
         let (status, body) = server.get(path).await;
