@@ -71,8 +71,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 ..shared
             },
         )
-        .await
-        .with_context(|| format!("starting tenant `{}`", spec.name))?;
+        .await;
+        // a one-tenant setup reports its errors as it always did
+        let tenant = if spec.is_default() {
+            tenant?
+        } else {
+            tenant.with_context(|| format!("starting tenant `{}`", spec.name))?
+        };
         tenants.push(tenant);
     }
     {
