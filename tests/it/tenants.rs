@@ -734,3 +734,45 @@ async fn an_agent_with_a_tenant_ships_into_that_tenant_only() {
         assert_eq!(agents["agents"], json!([]), "{}", caller.tenant);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_tenant_with_its_acknowledged_documents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, hook) = webhook().await;
+    let target = crate::support::scrape::target("up_metric 1\n").await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        tenant_table("team-a", &hook, &target, "") + &tenant_table("team-b", &hook, &target, ""),
+    )
+    .expect("config");
+    let arguments = ["--config", &config.display().to_string()];
+    let server = Server::start(&dir.path().join("data"), &arguments);
+    for tenant in ["default", "team-a", "team-b"] {
+        let caller = Caller {
+            server: &server,
+            tenant,
+        };
+        let (status, body) = caller
+            .post_json(
+                "/logs/_doc",
+                &json!({"msg": format!("before shutdown in {tenant}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(server.terminate(), Some(0));
+    let server = Server::start(&dir.path().join("data"), &arguments);
+    for tenant in ["default", "team-a", "team-b"] {
+        let caller = Caller {
+            server: &server,
+            tenant,
+        };
+        let (status, body) = caller.get("/logs/_count?q=msg:shutdown").await;
+        assert_eq!(
+            (status, &body["count"]),
+            (200, &json!(1)),
+            "{tenant}: {body}"
+        );
+    }
+}
