@@ -98,7 +98,10 @@ async fn agents(State(state): State<SharedState>) -> Response {
 }
 
 async fn metrics(State(listener): State<Arc<ListenerState>>) -> Response {
-    let tenants: Vec<SharedState> = listener.tenants.states().cloned().collect();
+    let mut tenants: Vec<SharedState> = listener.tenants.states().cloned().collect();
+    // the default tenant's page first: its telemetry is the listener's and the disk's,
+    // where the server-wide families are counted
+    tenants.sort_by_key(|state| state.tenant != crate::tenant::DEFAULT_TENANT);
     let (mut text, limits) = tokio::task::spawn_blocking(move || {
         let pages: Vec<(String, String)> = tenants
             .iter()
