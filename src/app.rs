@@ -64,6 +64,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
     let data_dir = DataDir::open(&config.data_dir)?;
     let telemetry = Arc::new(Telemetry::default());
     let disk = Arc::new(crate::storage::DiskSpace::new(
@@ -71,126 +72,71 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.storage.clone(),
         telemetry.clone(),
     ));
-    let settings = config.store_settings();
-    let indices = data_dir.indices();
-    let started = Instant::now();
-    let store = Arc::new(
-        tokio::task::spawn_blocking(move || IndexStore::open(&indices, settings))
-            .await
-            .context("opening the index")??,
-    );
-    let ingest_settings = config.ingest_settings();
-    let (wal, state_dir, ingest_store, ingest_telemetry, ingest_disk) = (
-        data_dir.wal(),
-        data_dir.state(),
-        store.clone(),
-        telemetry.clone(),
-        disk.clone(),
-    );
-    let ingest = tokio::task::spawn_blocking(move || {
-        Ingest::open(
-            ingest_store,
-            wal,
-            state_dir,
-            ingest_settings,
-            ingest_telemetry,
-            ingest_disk,
-        )
-    })
-    .await
-    .context("replaying the write-ahead log")??;
-    tracing::info!(
-        indices = store.names().len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "index opened"
-    );
-
-    let tasks = TaskTracker::new();
-    let background = CancellationToken::new();
-    tasks.spawn(ingest.clone().run_refresher(background.clone()));
-    {
-        let ingest = ingest.clone();
-        tasks.spawn(disk.clone().run(
-            move || {
-                let ingest = ingest.clone();
-                async move { ingest.recover().await }
-            },
-            background.clone(),
-        ));
-    }
-
-    let tsdb_dir = data_dir.tsdb();
-    let tsdb_options = config.metrics.tsdb_options();
-    let tsdb = Arc::new(
-        tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir, tsdb_options))
-            .await
-            .context("opening the metrics store")?
-            .context("opening the metrics store")?,
-    );
-    tsdb.attach_disk(disk.clone());
-    let series = Arc::new(crate::rules::observe::Sources {
-        store: store.clone(),
-        tsdb: Arc::clone(&tsdb),
-        log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
-        engine: config.metrics.engine_options(),
-    });
     let keys = crate::keys::KeyStore::open(configured_keys, &data_dir.state())?;
-    let state = Arc::new(AppState {
-        store: store.clone(),
-        ingest: ingest.clone(),
-        telemetry: Arc::clone(&telemetry),
-        auth: Arc::new(server::auth::Authenticator {
-            keys: Arc::clone(&keys),
-            failures: Default::default(),
-            audit: Arc::new(crate::audit::Audit::new(ingest.clone())),
-        }),
-        max_body_bytes: config.ingest.max_body_bytes,
-        body_read_timeout: config.http.body_read_timeout,
-        scrolls: Default::default(),
-        search_timeout: config.search.default_timeout,
-        search_pool: QueryPool::start(
-            "search",
-            config.search.max_concurrent,
-            config.search.max_queued,
-            Arc::clone(&telemetry),
-        )
-        .context("starting the search threads")?,
-        promql_pool: QueryPool::start(
-            "promql",
-            config.metrics.query_max_concurrency,
-            config.metrics.query_max_queued,
-            Arc::clone(&telemetry),
-        )
-        .context("starting the query threads")?,
-        started: Instant::now(),
-        rules: Default::default(),
-        silences: Arc::new(crate::rules::silence::Silences::open(&data_dir.state())),
-        scrape: Default::default(),
-        series: Arc::clone(&series),
-        browser_guard,
-        destructive_requires_name: config.index.destructive_requires_name,
-    });
-    tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
     let (scrape_jobs, scrape_warnings) = config
         .scrape_jobs()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     for warning in scrape_warnings {
         tracing::warn!("{warning}");
     }
-    if !scrape_jobs.is_empty() {
-        let manager = Arc::new(
-            crate::scrape::manager::ScrapeManager::new(&scrape_jobs, tsdb)
-                .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,
-        );
-        tasks.spawn(Arc::clone(&manager).run(background.clone()));
-        let _ = state.scrape.set(manager);
+    let shared = Shared {
+        config: &config,
+        telemetry: &telemetry,
+        disk: &disk,
+        address,
+        keys: &keys,
+        in_flight: None,
+    };
+    let mut tenants: Vec<Tenant> = Vec::new();
+    for spec in crate::tenant::specs(&config, scrape_jobs) {
+        let directory = if spec.is_default() {
+            data_dir.layout()
+        } else {
+            data_dir.tenant(&spec.name)?
+        };
+        let in_flight = tenants
+            .first()
+            .map(|first| Arc::clone(&first.state.in_flight));
+        let in_flight = in_flight.as_ref();
+        let tenant = Tenant::start(
+            &spec,
+            &directory,
+            &Shared {
+                in_flight,
+                ..shared
+            },
+        )
+        .await;
+        // a one-tenant setup reports its errors as it always did
+        let tenant = if spec.is_default() {
+            tenant?
+        } else {
+            tenant.with_context(|| format!("starting tenant `{}`", spec.name))?
+        };
+        tenants.push(tenant);
+    }
+    {
+        let ingests: Vec<Arc<Ingest>> =
+            tenants.iter().map(|tenant| tenant.ingest.clone()).collect();
+        tenants[0].tasks.spawn(disk.clone().run(
+            move || {
+                let ingests = ingests.clone();
+                async move {
+                    let mut recovered = true;
+                    for ingest in ingests {
+                        recovered &= ingest.recover().await;
+                    }
+                    recovered
+                }
+            },
+            tenants[0].background.clone(),
+        ));
     }
     let limits = server::listener::ConnectionLimits {
         max_connections: server::listener::raise_open_file_limit(config.http.max_connections),
         header_read_timeout: config.http.header_read_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
     };
-    let address: SocketAddr = listener.local_addr()?;
     // tests and scripts wait for this line instead of sleeping; a reader that closed its
     // end after it (`lookout serve | head -1`) must not stop the server, so a failed write
     // to stdout is ignored rather than panicking as `println!` would
@@ -202,7 +148,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let _ = writeln!(stdout, "web UI at {scheme}://{address}/ui/");
         let _ = stdout.flush();
     }
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "listening");
+    tracing::info!(%address, data_dir = %config.data_dir.display(), tenants = tenants.len(), "listening");
     let stopping = CancellationToken::new();
     {
         let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
@@ -215,27 +161,23 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let agent = in_process_agent(&config, address, &data_dir, &keys, stopping.clone());
-    let (history, history_writer) = crate::notify::history::History::new(ingest.clone());
-    tasks.spawn(history_writer.run(background.clone()));
-    let notifiers = crate::notify::notifiers::Notifiers::build(
-        &config.notifiers,
-        &config.routing,
-        std::env::var("SLACK_WEBHOOK_URL").ok(),
-    )
-    .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let rules = start_rules(
-        &config,
-        address,
-        (&series, &ingest, &state.telemetry, &state.silences),
-        (notifiers, history),
-        &data_dir,
-        &background,
-    );
-    let _ = state.rules.set(Arc::clone(&rules));
-    let telemetry = Arc::clone(&state.telemetry);
+    let listener_state = Arc::new(server::ListenerState {
+        auth: Arc::new(server::auth::Authenticator {
+            keys: Arc::clone(&keys),
+            failures: Default::default(),
+            // key changes made by the command line are audited as the default tenant's
+            audit: Arc::clone(&tenants[0].state.audit),
+        }),
+        browser_guard,
+        telemetry: Arc::clone(&telemetry),
+        body_read_timeout: config.http.body_read_timeout,
+        tenants: server::dispatch::Tenants::new(
+            tenants.iter().map(|tenant| Arc::clone(&tenant.state)),
+        ),
+    });
     server::listener::serve(
         listener,
-        server::router(state),
+        server::router(listener_state),
         limits,
         telemetry,
         tls,
@@ -250,19 +192,211 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
     )
     .await;
-    background.cancel();
-    rules.finish_deliveries(config.http.shutdown_timeout).await;
-    tasks.close();
-    tasks.wait().await;
-    ingest.close().await?;
+    // every tenant stops as one did before tenants: background work first, then the
+    // deliveries in progress, then the index commits what was acknowledged
+    for tenant in &tenants {
+        tenant.background.cancel();
+    }
+    for tenant in tenants {
+        tenant.stop(config.http.shutdown_timeout).await?;
+    }
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Runs the rules of `queries/` on their schedules, reloading the directory as it changes.
+/// What every tenant's world is built with.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    config: &'a Config,
+    telemetry: &'a Arc<Telemetry>,
+    disk: &'a Arc<crate::storage::DiskSpace>,
+    address: SocketAddr,
+    keys: &'a Arc<crate::keys::KeyStore>,
+    /// The in-flight byte budget of the first tenant, which the others share.
+    in_flight: Option<&'a Arc<tokio::sync::Semaphore>>,
+}
+
+/// One tenant's world: index and ingest, metrics store and scrapes, rules and their
+/// alerts, silences, notifiers and history, query pools, all its own.
+struct Tenant {
+    state: server::SharedState,
+    ingest: Arc<Ingest>,
+    rules: Arc<crate::rules::manager::RuleManager>,
+    tasks: TaskTracker,
+    background: CancellationToken,
+}
+
+impl Tenant {
+    /// Opens the tenant's stores in `directory` (replaying their logs) and starts its
+    /// refresher, metrics store, scrapes and rules.
+    async fn start(
+        spec: &crate::tenant::TenantSpec,
+        directory: &crate::data_dir::TenantDir,
+        shared: &Shared<'_>,
+    ) -> anyhow::Result<Tenant> {
+        let config = shared.config;
+        // each tenant counts its own ingest, queries, rules and notifications (`/metrics`
+        // labels them by tenant); the default tenant's are the listener's, as before
+        let own_telemetry = Arc::new(Telemetry::default());
+        let telemetry = if spec.is_default() {
+            shared.telemetry
+        } else {
+            &own_telemetry
+        };
+        let settings = config.store_settings();
+        let indices = directory.indices();
+        let started = Instant::now();
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || IndexStore::open(&indices, settings))
+                .await
+                .context("opening the index")??,
+        );
+        let ingest_settings = config.ingest_settings();
+        let (wal, state_dir, ingest_store, ingest_telemetry, ingest_disk) = (
+            directory.wal(),
+            directory.state(),
+            store.clone(),
+            telemetry.clone(),
+            shared.disk.clone(),
+        );
+        let ingest = tokio::task::spawn_blocking(move || {
+            Ingest::open(
+                ingest_store,
+                wal,
+                state_dir,
+                ingest_settings,
+                ingest_telemetry,
+                ingest_disk,
+            )
+        })
+        .await
+        .context("replaying the write-ahead log")??;
+        tracing::info!(
+            tenant = %spec.name,
+            indices = store.names().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index opened"
+        );
+
+        let tasks = TaskTracker::new();
+        let background = CancellationToken::new();
+        tasks.spawn(ingest.clone().run_refresher(background.clone()));
+
+        let tsdb_dir = directory.tsdb();
+        let tsdb_options = crate::tsdb::TsdbOptions {
+            max_series: spec.limits.max_active_series,
+            ..config.metrics.tsdb_options()
+        };
+        let tsdb = Arc::new(
+            tokio::task::spawn_blocking(move || crate::tsdb::Tsdb::open(&tsdb_dir, tsdb_options))
+                .await
+                .context("opening the metrics store")?
+                .context("opening the metrics store")?,
+        );
+        tsdb.attach_disk(shared.disk.clone());
+        let series = Arc::new(crate::rules::observe::Sources {
+            store: store.clone(),
+            tsdb: Arc::clone(&tsdb),
+            log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
+            engine: config.metrics.engine_options(),
+        });
+        // the tenant's limit sizes its pools (each pool: searches, PromQL)
+        let queries = |configured: usize| spec.limits.max_concurrent_queries.unwrap_or(configured);
+        let state = Arc::new(AppState {
+            tenant: spec.name.clone(),
+            store: store.clone(),
+            ingest: ingest.clone(),
+            telemetry: Arc::clone(telemetry),
+            limits: Arc::new(crate::tenant::limits::TenantLimits::new(
+                &spec.name,
+                spec.limits.clone(),
+            )),
+            max_body_bytes: config.ingest.max_body_bytes,
+            in_flight: shared
+                .in_flight
+                .map_or_else(|| Arc::clone(&ingest.in_flight), Arc::clone),
+            body_read_timeout: config.http.body_read_timeout,
+            scrolls: Default::default(),
+            search_timeout: config.search.default_timeout,
+            search_pool: QueryPool::start(
+                "search",
+                queries(config.search.max_concurrent),
+                config.search.max_queued,
+                Arc::clone(telemetry),
+            )
+            .context("starting the search threads")?,
+            promql_pool: QueryPool::start(
+                "promql",
+                queries(config.metrics.query_max_concurrency),
+                config.metrics.query_max_queued,
+                Arc::clone(telemetry),
+            )
+            .context("starting the query threads")?,
+            started: Instant::now(),
+            rules: Default::default(),
+            silences: Arc::new(crate::rules::silence::Silences::open(&directory.state())),
+            scrape: Default::default(),
+            series: Arc::clone(&series),
+            keys: Arc::clone(shared.keys),
+            audit: Arc::new(crate::audit::Audit::new(ingest.clone())),
+            destructive_requires_name: config.index.destructive_requires_name,
+        });
+        tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
+        if !spec.scrape_configs.is_empty() {
+            let manager = Arc::new(
+                crate::scrape::manager::ScrapeManager::new(&spec.scrape_configs, tsdb)
+                    .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,
+            );
+            tasks.spawn(Arc::clone(&manager).run(background.clone()));
+            let _ = state.scrape.set(manager);
+        }
+        let (history, history_writer) = crate::notify::history::History::new(ingest.clone());
+        tasks.spawn(history_writer.run(background.clone()));
+        let notifiers = crate::notify::notifiers::Notifiers::build(
+            &spec.notifiers,
+            &spec.routing,
+            std::env::var("SLACK_WEBHOOK_URL")
+                .ok()
+                .filter(|_| spec.slack_from_env),
+        )
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let rules = start_rules(
+            config,
+            spec,
+            shared.address,
+            (&series, &ingest, &state.telemetry, &state.silences),
+            (notifiers, history),
+            directory,
+            &background,
+        );
+        let _ = state.rules.set(Arc::clone(&rules));
+        Ok(Tenant {
+            state,
+            ingest,
+            rules,
+            tasks,
+            background,
+        })
+    }
+
+    /// Finishes the deliveries in progress and commits every acknowledged document
+    /// (after `background` was cancelled).
+    async fn stop(self, shutdown_timeout: std::time::Duration) -> anyhow::Result<()> {
+        self.background.cancel();
+        self.rules.finish_deliveries(shutdown_timeout).await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.ingest.close().await?;
+        Ok(())
+    }
+}
+
+/// Runs the rules of the tenant's queries directory on their schedules, reloading the
+/// directory as it changes.
 fn start_rules(
     config: &Config,
+    spec: &crate::tenant::TenantSpec,
     address: SocketAddr,
     (sources, ingest, telemetry, silences): (
         &Arc<crate::rules::observe::Sources>,
@@ -274,7 +408,7 @@ fn start_rules(
         crate::notify::notifiers::Notifiers,
         crate::notify::history::History,
     ),
-    data_dir: &DataDir,
+    directory: &crate::data_dir::TenantDir,
     background: &CancellationToken,
 ) -> Arc<crate::rules::manager::RuleManager> {
     let external_url = config.external_url.clone().unwrap_or_else(|| {
@@ -288,24 +422,27 @@ fn start_rules(
     let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
         notifiers,
         &config.notify,
-        &data_dir.state(),
+        &directory.state(),
         external_url.clone(),
         telemetry.clone(),
         history.clone(),
     ));
-    let manager = Arc::new(crate::rules::manager::RuleManager::new(
-        crate::rules::manager::RuleServices {
-            sources: sources.clone(),
-            ingest: ingest.clone(),
-            telemetry: telemetry.clone(),
-            silences: silences.clone(),
-            history,
-        },
-        dispatcher,
-        data_dir.state(),
-        external_url,
-        config.queries_dir.clone(),
-    ));
+    let manager = Arc::new(
+        crate::rules::manager::RuleManager::new(
+            crate::rules::manager::RuleServices {
+                sources: sources.clone(),
+                ingest: ingest.clone(),
+                telemetry: telemetry.clone(),
+                silences: silences.clone(),
+                history,
+            },
+            dispatcher,
+            directory.state(),
+            external_url,
+            spec.queries_dir.clone(),
+        )
+        .with_max_rules(spec.limits.max_rules),
+    );
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
     manager
 }

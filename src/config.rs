@@ -55,6 +55,11 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The free-space watermark below which writes are refused (read-only mode).
     pub storage: crate::storage::StorageConfig,
+    /// Limits of every tenant (`[tenants.NAME.limits]` overrides them); unset: unlimited.
+    pub limits: crate::tenant::LimitsConfig,
+    /// Tenants beside `default` (`[tenants.NAME]`), each a world of its own: see
+    /// `crate::tenant`.
+    pub tenants: std::collections::BTreeMap<String, crate::tenant::TenantConfig>,
 }
 
 impl Default for Config {
@@ -78,6 +83,8 @@ impl Default for Config {
             prometheus_config: None,
             metrics: MetricsConfig::default(),
             storage: crate::storage::StorageConfig::default(),
+            limits: crate::tenant::LimitsConfig::default(),
+            tenants: Default::default(),
         }
     }
 }
@@ -359,6 +366,7 @@ impl MetricsConfig {
         crate::tsdb::TsdbOptions {
             block_duration: self.block_duration,
             retention: self.retention,
+            max_series: None,
         }
     }
 
@@ -555,6 +563,12 @@ impl Config {
         errors.extend(crate::notify::notifiers::validate(
             &self.notifiers,
             &self.routing,
+            origin,
+        ));
+        errors.extend(crate::tenant::validate(
+            &self.tenants,
+            &self.limits,
+            &self.queries_dir,
             origin,
         ));
         if errors.is_empty() {

@@ -678,6 +678,77 @@ impl Telemetry {
     }
 }
 
+/// Families about the server rather than a tenant (the disk, memory in flight, the
+/// listener's panics): with tenants, written once and unlabelled, from the first page.
+pub const SERVER_WIDE_FAMILIES: &[&str] = &[
+    "lookout_http_handler_panics_total",
+    "lookout_ingest_in_flight_bytes",
+    "lookout_storage_degraded",
+    "lookout_storage_free_bytes",
+    "lookout_storage_watermark_bytes",
+    "lookout_storage_write_failures_total",
+    "lookout_tsdb_samples_unlogged_total",
+];
+
+/// Merges the `/metrics` pages of several tenants (tenant, page; the first is the one
+/// server-wide families are read from) into one page: each family once with its HELP and
+/// TYPE, then its samples from every page with a `tenant` label, so a rule, notifier or
+/// index of the same name in two tenants stays two series.
+pub fn merge_tenant_pages(pages: &[(String, String)]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (number, (tenant, page)) in pages.iter().enumerate() {
+        let mut current = String::new();
+        for line in page.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                current = rest.split(' ').next().unwrap_or_default().to_owned();
+                let (header, _) = families.entry(current.clone()).or_insert_with(|| {
+                    order.push(current.clone());
+                    Default::default()
+                });
+                if !header.iter().any(|known| known == line) {
+                    header.push(line.to_owned());
+                }
+                continue;
+            }
+            let Some((_, samples)) = families.get_mut(&current) else {
+                continue;
+            };
+            if SERVER_WIDE_FAMILIES.contains(&current.as_str()) {
+                if number == 0 {
+                    samples.push(line.to_owned());
+                }
+            } else {
+                samples.push(with_tenant_label(line, tenant));
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (header, samples) = &families[&name];
+        for line in header.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `line` (one sample of the text format) with `tenant="…"` as its first label.
+fn with_tenant_label(line: &str, tenant: &str) -> String {
+    let label = format!("tenant=\"{}\"", escape_label(tenant));
+    match line.find(['{', ' ']) {
+        Some(at) if line[at..].starts_with('{') => {
+            format!("{}{{{label},{}", &line[..at], &line[at + 1..])
+        }
+        Some(at) => format!("{}{{{label}}}{}", &line[..at], &line[at..]),
+        None => line.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,5 +789,52 @@ mod tests {
         assert!(text.ends_with(
             "# TYPE lookout_tsdb_out_of_bounds_samples_total counter\nlookout_tsdb_out_of_bounds_samples_total 2\n"
         ));
+    }
+
+    #[test]
+    fn tenant_pages_merge_into_one_family_each_with_tenant_labels() {
+        let page = |rule: &str, runs: u64, free: u64| {
+            let telemetry = Telemetry::default();
+            telemetry.rule_evaluations.add(rule, runs);
+            telemetry.storage_free_bytes.set(free);
+            telemetry
+                .wal_sync_seconds
+                .observe(std::time::Duration::from_millis(1));
+            telemetry.render_with(&StoreReadings::default())
+        };
+        let merged = merge_tenant_pages(&[
+            ("default".to_owned(), page("errors", 1, 100)),
+            ("team-a".to_owned(), page("errors", 7, 0)),
+        ]);
+        assert!(merged.contains(
+            "# TYPE lookout_rule_evaluations_total counter\nlookout_rule_evaluations_total{tenant=\"default\",rule=\"errors\"} 1\nlookout_rule_evaluations_total{tenant=\"team-a\",rule=\"errors\"} 7\n"
+        ), "{merged}");
+        assert!(
+            merged.contains("lookout_wal_records_total{tenant=\"team-a\"} 0\n"),
+            "{merged}"
+        );
+        assert!(
+            merged.contains("lookout_wal_sync_seconds_bucket{tenant=\"team-a\",le=\"0.001\"} 1\n"),
+            "{merged}"
+        );
+        assert!(
+            merged.contains("lookout_wal_sync_seconds_count{tenant=\"default\"} 1\n"),
+            "{merged}"
+        );
+        // the disk is the server's: once, unlabelled, from the first page
+        assert!(
+            merged.contains("\nlookout_storage_free_bytes 100\n"),
+            "{merged}"
+        );
+        let samples = merged
+            .lines()
+            .filter(|line| line.starts_with("lookout_storage_free_bytes"));
+        assert_eq!(samples.count(), 1, "{merged}");
+        assert_eq!(
+            merged
+                .matches("# TYPE lookout_rule_evaluations_total")
+                .count(),
+            1
+        );
     }
 }

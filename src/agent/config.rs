@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub token_env: Option<String>,
     /// File holding the token (trailing newline ignored).
     pub token_file: Option<PathBuf>,
+    /// The tenant the lines go to on a Lookout with tenants, sent as `X-Scope-OrgID` on
+    /// every request (default: none, the server's default tenant or the key's).
+    pub tenant: Option<String>,
     /// Extra CA certificate(s) to trust for an `https://` server, PEM (the system's
     /// trusted roots are always used).
     pub tls_ca_file: Option<PathBuf>,
@@ -125,6 +128,7 @@ impl Default for AgentConfig {
             token: None,
             token_env: None,
             token_file: None,
+            tenant: None,
             tls_ca_file: None,
             tls_client_cert_file: None,
             tls_client_key_file: None,
@@ -225,6 +229,11 @@ impl AgentConfig {
                 "to",
                 "must be an http:// or https:// URL, e.g. \"http://127.0.0.1:9200\"",
             );
+        }
+        if let Some(tenant) = &self.tenant
+            && let Some(error) = crate::tenant::name_error(tenant)
+        {
+            check(false, "tenant", &error);
         }
         check(
             crate::index_name::validate_index_name(&self.index).is_ok(),

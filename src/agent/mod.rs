@@ -111,7 +111,8 @@ pub async fn run(
         .client_identity()
         .map_err(|(field, error)| AgentError::Config(format!("{field}: {error}")))?;
     let endpoint = Endpoint::new(&to, token, config.request_timeout, extra_roots, identity)
-        .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?;
+        .map_err(|error| AgentError::Config(format!("HTTP client: {error}")))?
+        .with_tenant(config.tenant.clone());
     let metrics = Arc::new(AgentMetrics::default());
     if let Some(address) = config.metrics_listen {
         serve_metrics(address, &metrics, &checkpoints, &cancel).await?;

@@ -37,6 +37,8 @@ pub struct Endpoint {
     /// Base URL without a trailing slash.
     pub base: String,
     pub token: Option<String>,
+    /// Sent as `X-Scope-OrgID` (`tenant` of the config).
+    pub tenant: Option<String>,
 }
 
 impl Endpoint {
@@ -63,11 +65,21 @@ impl Endpoint {
             client,
             base: base.trim_end_matches('/').to_string(),
             token,
+            tenant: None,
         })
     }
 
+    /// Every request names `tenant` in `X-Scope-OrgID`.
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Endpoint {
+        self.tenant = tenant;
+        self
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, format!("{}{path}", self.base));
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(tenant) = &self.tenant {
+            request = request.header("X-Scope-OrgID", tenant);
+        }
         match &self.token {
             Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
             None => request,

@@ -17,6 +17,8 @@ use super::rule::LoadedRule;
 pub enum PutRuleError {
     /// The rule is invalid: what is wrong, with its field.
     Invalid(String),
+    /// A new rule while the tenant runs `limits.max_rules` rules: why, with the limit.
+    LimitReached(String),
     Io(std::io::Error),
 }
 

@@ -58,6 +58,13 @@ pub struct RuleManager {
     /// Files that failed to load, with their text, so one broken edit is reported once.
     broken: std::sync::Mutex<BTreeMap<String, String>>,
     statuses: std::sync::Mutex<BTreeMap<String, RuleStatus>>,
+    /// The tenant's `limits.max_rules` (`None`: no limit).
+    max_rules: Option<usize>,
+    /// Rule files not running because of `max_rules`; retried at each reload, so one
+    /// starts as soon as a slot frees.
+    over_limit: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Rules refused for `max_rules` (at load, once per rule, or through the API).
+    rules_refused: crate::telemetry::Counter,
 }
 
 struct Running {
@@ -196,7 +203,27 @@ impl RuleManager {
             running: Default::default(),
             broken: Default::default(),
             statuses: Default::default(),
+            max_rules: None,
+            over_limit: Default::default(),
+            rules_refused: Default::default(),
         }
+    }
+
+    /// Runs at most `max_rules` rules (the tenant's `limits.max_rules`): the files beyond
+    /// it, in name order, are not loaded and the rules API refuses new ones.
+    pub fn with_max_rules(mut self, max_rules: Option<usize>) -> RuleManager {
+        self.max_rules = max_rules;
+        self
+    }
+
+    /// Rules running now.
+    pub fn rule_count(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    /// Rules refused for `max_rules` since the start.
+    pub fn rules_refused(&self) -> u64 {
+        self.rules_refused.get()
     }
 
     /// Lets the deliveries in progress finish, for at most `within` (at shutdown); those
@@ -316,6 +343,15 @@ impl RuleManager {
 
     /// Writes rule `name` (see [`QueryDir::write`]); returns whether it is new.
     pub fn put_rule(&self, name: &str, text: &str) -> Result<bool, PutRuleError> {
+        if let Some(max) = self.max_rules
+            && self.queries.text(name).is_none()
+            && self.queries.files().len() >= max
+        {
+            self.rules_refused.add(1);
+            return Err(PutRuleError::LimitReached(format!(
+                "rule `{name}` not created: this tenant has its limit of {max} rules (limits.max_rules); delete a rule first or ask for a higher limit"
+            )));
+        }
         self.queries.write(name, text)
     }
 
@@ -344,10 +380,23 @@ impl RuleManager {
             .map(|(name, (path, text))| {
                 let error = LoadedRule::parse(&text, &name, &path.display().to_string())
                     .err()
-                    .map(|error| error.to_string());
+                    .map(|error| error.to_string())
+                    .or_else(|| self.over_limit_reason(&name));
                 (name, text, error)
             })
             .collect()
+    }
+
+    /// Why rule `name` does not run when `max_rules` keeps it out.
+    fn over_limit_reason(&self, name: &str) -> Option<String> {
+        let max = self.max_rules?;
+        self.over_limit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name)
+            .then(|| {
+                format!("not running: this tenant runs its limit of {max} rules (limits.max_rules)")
+            })
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -365,6 +414,31 @@ impl RuleManager {
                 .broken
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // removed rules first: they free slots of `max_rules`
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|name| !files.contains_key(*name))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(old) = running.remove(&name) {
+                    old.cancel.cancel();
+                    self.sources.log_matches.set(&name, None);
+                    self.telemetry
+                        .rule_health
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&name);
+                    self.lock_statuses().remove(&name);
+                    tracing::info!(rule = %name, "rule removed");
+                    stopped.push(old.rule);
+                }
+            }
+            let mut over_limit = self
+                .over_limit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            over_limit.retain(|name| files.contains_key(name));
             for (name, (path, text)) in &files {
                 if running
                     .get(name)
@@ -373,6 +447,17 @@ impl RuleManager {
                 {
                     continue;
                 }
+                if let Some(max) = self.max_rules
+                    && !running.contains_key(name)
+                    && running.len() >= max
+                {
+                    if over_limit.insert(name.clone()) {
+                        self.rules_refused.add(1);
+                        tracing::error!(rule = %name, max_rules = max, "rule not loaded: this tenant runs its limit of rules (limits.max_rules); delete a rule or raise the limit");
+                    }
+                    continue;
+                }
+                over_limit.remove(name);
                 match LoadedRule::load(path) {
                     Ok(rule) => {
                         broken.remove(name);
@@ -413,25 +498,6 @@ impl RuleManager {
                         }
                         broken.insert(name.clone(), text.clone());
                     }
-                }
-            }
-            let gone: Vec<String> = running
-                .keys()
-                .filter(|name| !files.contains_key(*name))
-                .cloned()
-                .collect();
-            for name in gone {
-                if let Some(old) = running.remove(&name) {
-                    old.cancel.cancel();
-                    self.sources.log_matches.set(&name, None);
-                    self.telemetry
-                        .rule_health
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&name);
-                    self.lock_statuses().remove(&name);
-                    tracing::info!(rule = %name, "rule removed");
-                    stopped.push(old.rule);
                 }
             }
             broken.retain(|name, _| files.contains_key(name));

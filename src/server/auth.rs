@@ -33,7 +33,6 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::SharedState;
 use super::access::Role;
 use super::error::{AlertmanagerError, ApiError, ErrorCode, LookoutError, PrometheusError};
 use crate::keys::{Credential, KeyStore};
@@ -316,7 +315,7 @@ pub fn error_response(path: &str, error: ApiError) -> Response {
 
 /// The authentication layer (see the module doc).
 pub async fn authenticate(
-    State(state): State<SharedState>,
+    State(state): State<std::sync::Arc<super::ListenerState>>,
     mut request: Request,
     next: Next,
 ) -> Response {

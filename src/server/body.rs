@@ -32,6 +32,11 @@ impl ReadBody {
         }
     }
 
+    /// The body's size in bytes (decompressed).
+    pub fn byte_len(&self) -> u64 {
+        self.chunks.iter().map(|chunk| chunk.len() as u64).sum()
+    }
+
     /// The whole body in one piece (copied only when it arrived in several chunks).
     pub fn contiguous(&self) -> Bytes {
         ReadBody::concat(&self.chunks)

@@ -27,7 +27,6 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::SharedState;
 use super::error::{AlertmanagerError, ApiError, ErrorCode, LookoutError, PrometheusError};
 
 /// `Host` and `Origin` values longer than this are refused unparsed (a DNS name has at
@@ -270,7 +269,11 @@ pub fn is_json_content_type(value: &str) -> bool {
 /// The middleware: answers a refusal (counted in
 /// `lookout_http_requests_refused_total{reason}` as `foreign_host`, `cross_site` or
 /// `content_type`), or passes the request on unchanged.
-pub async fn guard(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn guard(
+    State(state): State<std::sync::Arc<super::ListenerState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     match state
         .browser_guard
         .check(request.method(), request.uri(), request.headers())

@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
-    /// Authenticated, but the key's role or tenants do not cover the request.
+    /// Authenticated, but not allowed this (another tenant, a bigger role), or refused
+    /// whoever asks (a cross-site write, a foreign `Host`, a hidden index written from
+    /// outside).
     Forbidden,
     NotFound,
     MethodNotAllowed,

@@ -118,13 +118,12 @@ async fn whoami(actor: Actor, State(state): State<SharedState>) -> Answer {
         "role": principal.role,
         "tenants": scope_list(&principal.tenants),
         "tenant": actor.tenant,
-        "authentication": state.auth.keys.enabled(),
+        "authentication": state.keys.enabled(),
     })))
 }
 
 async fn list(State(state): State<SharedState>) -> Answer {
     let keys: Vec<Value> = state
-        .auth
         .keys
         .list()
         .iter()
@@ -172,7 +171,7 @@ async fn create(actor: Actor, State(state): State<SharedState>, body: Bytes) -> 
     })?;
     let scope =
         tenant_scope(request.tenant.as_deref(), request.tenants.as_deref()).map_err(key_error)?;
-    let keys = state.auth.keys.clone();
+    let keys = state.keys.clone();
     let (name, role) = (request.name.clone(), request.role);
     let scope_for_store = scope.clone();
     let (key, token) =
@@ -183,7 +182,6 @@ async fn create(actor: Actor, State(state): State<SharedState>, body: Bytes) -> 
             })?
             .map_err(key_error)?;
     state
-        .auth
         .audit
         .record(actor.entry(
             "key.create",
@@ -206,7 +204,7 @@ async fn revoke(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> Answer {
-    let keys = state.auth.keys.clone();
+    let keys = state.keys.clone();
     let revoked = name.clone();
     tokio::task::spawn_blocking(move || keys.revoke(&revoked))
         .await
@@ -215,7 +213,6 @@ async fn revoke(
         })?
         .map_err(key_error)?;
     state
-        .auth
         .audit
         .record(actor.entry("key.revoke", &name, "revoked over HTTP"))
         .await;

@@ -1,4 +1,5 @@
-//! Lookout's own routes: the agent protocol (DESIGN §4), health and `/metrics`.
+//! Lookout's own routes: the agent protocol (DESIGN §4), per tenant; health and
+//! `/metrics`, global (the listener's, over every tenant).
 //!
 //! | route | what |
 //! |---|---|
@@ -7,6 +8,7 @@
 //! | `DELETE /_lookout/agents/{id}` | graceful deregistration |
 //! | `GET /_lookout/agents` | registered agents, their watermarks and liveness |
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -16,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
-use super::SharedState;
 use super::elastic::agent_watermark;
 use super::error::{ApiError, ErrorCode};
 use super::response::ok;
+use super::{ListenerState, SharedState};
 use crate::telemetry::{IndexReading, StoreReadings};
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,10 +32,15 @@ pub fn routes() -> Router<SharedState> {
         .route("/_lookout/heartbeat", post(heartbeat))
         .route("/_lookout/agents", get(agents))
         .route("/_lookout/agents/{id}", delete(deregister))
+        .merge(test_hooks())
+}
+
+/// Health and `/metrics`: the server's, whichever tenant asks.
+pub fn global_routes() -> Router<Arc<ListenerState>> {
+    Router::new()
         .route("/-/healthy", get(|| async { "Lookout is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Lookout is Ready.\n" }))
         .route("/metrics", get(metrics))
-        .merge(test_hooks())
 }
 
 /// `POST /_lookout/test/panic` panics in its handler, when [`crate::fault::enabled`].
@@ -90,42 +97,81 @@ async fn agents(State(state): State<SharedState>) -> Response {
     ok(&json!({"agents": state.ingest.agents.status(Instant::now())}))
 }
 
-async fn metrics(State(state): State<SharedState>) -> Response {
-    let store = state.store.clone();
-    let tsdb = std::sync::Arc::clone(&state.series.tsdb);
-    let in_flight_bytes = state.ingest.in_flight_bytes();
-    let search_idle = state.ingest.search_idle();
-    let readings = tokio::task::spawn_blocking(move || {
-        use std::sync::atomic::Ordering::Relaxed;
-        let blocks = tsdb.block_metas();
-        StoreReadings {
-            indices: store
-                .all()
-                .iter()
-                .map(|index| IndexReading {
-                    name: index.name.clone(),
-                    partitions: index.partitions().len(),
-                    docs: index.doc_count(),
-                    disk_bytes: index.disk_bytes(),
-                })
-                .collect(),
-            search_idle,
-            in_flight_bytes,
-            tsdb_head_series: tsdb.head.active_series(),
-            tsdb_blocks: blocks.len(),
-            tsdb_blocks_bytes: blocks.iter().map(|meta| meta.bytes).sum(),
-            tsdb_out_of_order_samples: tsdb.head.out_of_order.load(Relaxed),
-            tsdb_duplicate_samples: tsdb.head.duplicates.load(Relaxed),
-            tsdb_out_of_bounds_samples: tsdb.head.out_of_bounds.load(Relaxed),
-        }
+async fn metrics(State(listener): State<Arc<ListenerState>>) -> Response {
+    let mut tenants: Vec<SharedState> = listener.tenants.states().cloned().collect();
+    // the default tenant's page first: its telemetry is the listener's and the disk's,
+    // where the server-wide families are counted
+    tenants.sort_by_key(|state| state.tenant != crate::tenant::DEFAULT_TENANT);
+    let (mut text, limits) = tokio::task::spawn_blocking(move || {
+        let pages: Vec<(String, String)> = tenants
+            .iter()
+            .map(|state| {
+                (
+                    state.tenant.clone(),
+                    state.telemetry.render_with(&readings(state)),
+                )
+            })
+            .collect();
+        let limits: Vec<_> = tenants.iter().map(limits_reading).collect();
+        // one tenant (no `[tenants]`): the page as it always was
+        let text = match pages.as_slice() {
+            [(_, page)] => page.clone(),
+            _ => crate::telemetry::merge_tenant_pages(&pages),
+        };
+        (text, limits)
     })
     .await
     .unwrap_or_default();
-    let text = state.telemetry.render_with(&readings);
+    crate::tenant::limits::write_metrics(&mut text, &limits);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// What `/metrics` reports about one tenant's stores.
+fn readings(state: &SharedState) -> StoreReadings {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tsdb = &state.series.tsdb;
+    let blocks = tsdb.block_metas();
+    StoreReadings {
+        indices: state
+            .store
+            .all()
+            .iter()
+            .map(|index| IndexReading {
+                name: index.name.clone(),
+                partitions: index.partitions().len(),
+                docs: index.doc_count(),
+                disk_bytes: index.disk_bytes(),
+            })
+            .collect(),
+        search_idle: state.ingest.search_idle(),
+        in_flight_bytes: state.ingest.in_flight_bytes(),
+        tsdb_head_series: tsdb.head.active_series(),
+        tsdb_blocks: blocks.len(),
+        tsdb_blocks_bytes: blocks.iter().map(|meta| meta.bytes).sum(),
+        tsdb_out_of_order_samples: tsdb.head.out_of_order.load(Relaxed),
+        tsdb_duplicate_samples: tsdb.head.duplicates.load(Relaxed),
+        tsdb_out_of_bounds_samples: tsdb.head.out_of_bounds.load(Relaxed),
+    }
+}
+
+fn limits_reading(state: &SharedState) -> crate::tenant::limits::LimitsReading {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rules = state.rules.get();
+    crate::tenant::limits::LimitsReading {
+        tenant: state.tenant.clone(),
+        config: state.limits.config.clone(),
+        ingest_bytes: state.limits.ingest_bytes.get(),
+        ingest_refused: state.limits.ingest_refused.get(),
+        active_series: state.series.tsdb.head.active_series(),
+        series_refused: state.series.tsdb.head.series_limited.load(Relaxed),
+        rules: rules.map_or(0, |rules| rules.rule_count()),
+        rules_refused: rules.map_or(0, |rules| rules.rules_refused()),
+        queries_running: state.search_pool.running() + state.promql_pool.running(),
+        queries_refused: state.search_pool.refused() + state.promql_pool.refused(),
+    }
 }

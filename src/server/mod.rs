@@ -1,4 +1,10 @@
-//! The HTTP API: one router on one listener.
+//! The HTTP API: one listener, one router per tenant.
+//!
+//! [`router`] is the listener's: its layers (authentication, body timeout, panics,
+//! response headers) wrap everything once; it serves the global routes (health,
+//! `/metrics`, `/_lookout/tenants`, the UI's files) and hands every other request to
+//! `dispatch`, which picks the tenant and runs that tenant's [`tenant_router`] — built on
+//! the tenant's own [`AppState`], so no handler can reach another tenant's data.
 //!
 //! - `elastic`: the Elasticsearch-compatible API, one file per area (documents, search,
 //!   scroll, indices, cluster); request parsing and execution live in `index`.
@@ -24,6 +30,7 @@ pub mod auth;
 pub mod body;
 pub mod browser_guard;
 pub mod bulk_answer;
+pub mod dispatch;
 pub mod elastic;
 pub mod error;
 pub mod filter_path;
@@ -52,14 +59,23 @@ use crate::index::IndexStore;
 use crate::ingest::Ingest;
 use crate::telemetry::Telemetry;
 
-/// What every handler can reach.
+/// What every handler of one tenant can reach: that tenant's world.
 pub struct AppState {
+    /// The tenant's name ([`access::DEFAULT_TENANT`] without tenants).
+    pub tenant: String,
     pub store: Arc<IndexStore>,
     pub ingest: Arc<Ingest>,
     pub telemetry: Arc<Telemetry>,
-    /// The keys, their roles and the failed-authentication limiter.
-    pub auth: Arc<auth::Authenticator>,
+    /// The keys (shared by every tenant) that `/_lookout/keys` manages.
+    pub keys: Arc<crate::keys::KeyStore>,
+    /// Where this tenant's changes are recorded (`.lookout-audit` in its own store).
+    pub audit: Arc<crate::audit::Audit>,
+    /// The tenant's limits and what they refused.
+    pub limits: Arc<crate::tenant::limits::TenantLimits>,
     pub max_body_bytes: u64,
+    /// Decoded request bytes in flight: one budget for the whole server
+    /// (`ingest.max_in_flight_bytes`), shared by every tenant.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// A request body that sends nothing for this long fails with 408.
     pub body_read_timeout: std::time::Duration,
     pub scrolls: crate::index::search::scroll::Scrolls,
@@ -78,16 +94,26 @@ pub struct AppState {
     /// What PromQL reads: the metrics store the scrape loop writes, the saved log queries
     /// as `log_matches` series, and the engine's settings.
     pub series: Arc<crate::rules::observe::Sources>,
-    /// The first layer's checks: `Host`, cross-site writes, write content types.
-    pub browser_guard: browser_guard::BrowserGuard,
     /// `index.destructive_requires_name`: index deletion names every index.
     pub destructive_requires_name: bool,
 }
 
 pub type SharedState = Arc<AppState>;
 
-pub fn router(state: SharedState) -> Router {
-    let body_read_timeout = state.body_read_timeout;
+/// What the listener's own layers and routes reach: every tenant and what they share.
+pub struct ListenerState {
+    /// The keys, their roles and the failed-authentication limiter.
+    pub auth: Arc<auth::Authenticator>,
+    /// Which `Host` names the listener answers (DNS rebinding).
+    pub browser_guard: browser_guard::BrowserGuard,
+    pub telemetry: Arc<Telemetry>,
+    /// A request body that sends nothing for this long fails with 408.
+    pub body_read_timeout: std::time::Duration,
+    pub tenants: dispatch::Tenants,
+}
+
+/// The routes of one tenant, on its own state (see the module doc).
+pub fn tenant_router(state: SharedState) -> Router {
     Router::new()
         .merge(lookout::routes())
         .merge(prometheus::routes())
@@ -95,7 +121,6 @@ pub fn router(state: SharedState) -> Router {
         .merge(alertmanager::routes())
         .merge(rules::routes())
         .merge(keys::routes())
-        .merge(ui::routes())
         .merge(elastic::routes())
         .fallback(|| async {
             ApiError::new(
@@ -105,6 +130,17 @@ pub fn router(state: SharedState) -> Router {
             )
             .into_response()
         })
+        .with_state(state)
+}
+
+/// The listener's router: global routes, then each request to its tenant's router.
+pub fn router(state: Arc<ListenerState>) -> Router {
+    let body_read_timeout = state.body_read_timeout;
+    Router::new()
+        .merge(lookout::global_routes())
+        .merge(dispatch::routes())
+        .merge(ui::routes())
+        .fallback(dispatch::dispatch)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), browser_guard::guard))
         .layer(middleware::map_request(move |request: Request| async move {

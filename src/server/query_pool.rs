@@ -52,6 +52,10 @@ pub struct QueryPool {
     queue: usize,
     sender: SyncSender<Job>,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Queries of this pool running now, and refused because it was full (a tenant's
+    /// pools are its own, so these are the tenant's).
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    refused: crate::telemetry::Counter,
 }
 
 impl QueryPool {
@@ -81,7 +85,19 @@ impl QueryPool {
             queue,
             sender,
             telemetry,
+            running: Arc::default(),
+            refused: crate::telemetry::Counter::default(),
         })
+    }
+
+    /// Queries running now.
+    pub fn running(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queries refused because the pool was full, since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
     }
 
     /// Runs `query` on the pool and waits for its result, or refuses it at once when
@@ -95,13 +111,17 @@ impl QueryPool {
         let cancel = CancellationToken::new();
         let cancel_on_drop = cancel.clone().drop_guard();
         let (telemetry, name) = (Arc::clone(&self.telemetry), self.name);
+        let running = Arc::clone(&self.running);
         let job: Job = Box::new(move || {
+            use std::sync::atomic::Ordering::Relaxed;
             if reply.is_closed() {
                 return; // the client went away while this waited
             }
             telemetry.queries_running.add(name, 1);
+            running.fetch_add(1, Relaxed);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(&cancel)))
                 .map_err(|panic| PoolError::Panicked(crate::panic::message(&*panic).to_string()));
+            running.fetch_sub(1, Relaxed);
             telemetry.queries_running.add(name, -1);
             if cancel.is_cancelled() {
                 telemetry.queries_cancelled.add(name, 1);
@@ -111,6 +131,7 @@ impl QueryPool {
         match self.sender.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.refused.add(1);
                 return Err(PoolError::Busy {
                     pool: self.name,
                     running: self.threads,

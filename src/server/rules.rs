@@ -144,7 +144,6 @@ async fn put(
     match manager.put_rule(&name, text) {
         Ok(created) => {
             state
-                .auth
                 .audit
                 .record(actor.entry(
                     "rule.put",
@@ -178,6 +177,11 @@ async fn put(
             "invalid_rule",
             reason,
         )),
+        Err(PutRuleError::LimitReached(reason)) => Err(LookoutError::new(
+            ErrorCode::Conflict,
+            "rule_limit_reached",
+            reason,
+        )),
         Err(PutRuleError::Io(io_error)) => Err(LookoutError::new(
             ErrorCode::Internal,
             "io_error",
@@ -195,7 +199,6 @@ async fn delete(
     match manager.delete_rule(&name) {
         Ok(true) => {
             state
-                .auth
                 .audit
                 .record(actor.entry("rule.delete", &name, format!("deleted queries/{name}.json")))
                 .await;
@@ -334,6 +337,10 @@ async fn history(
     .await
     .map_err(|join_error| failed(join_error.to_string()))?
     .map_err(failed)?;
+    // an event held when `held` was read may have been indexed since (the writer drains
+    // what it wrote): shown once, from the index
+    let mut held = held;
+    held.retain(|event| !events.contains(event));
     let events: Vec<Value> = held.into_iter().chain(events).take(size).collect();
     Ok(ok(&json!({"events": events})))
 }

@@ -12,14 +12,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::SharedState;
 use super::error::{ApiError, ErrorCode};
 
 const INDEX_HTML: &[u8] = include_bytes!("ui/index.html");
 const APP_JS: &[u8] = include_bytes!("ui/app.js");
 const STYLE_CSS: &[u8] = include_bytes!("ui/style.css");
 
-pub fn routes() -> Router<SharedState> {
+/// Global: the same files for every tenant (the pages' API calls go to the tenant's).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/search") }))
         .route("/ui/", get(|| async { Redirect::permanent("/ui/search") }))

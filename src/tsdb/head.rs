@@ -91,6 +91,9 @@ pub enum AppendError {
     /// Older than what the head still holds (already persisted in a block).
     #[error("out of bounds")]
     OutOfBounds,
+    /// A new series while the head holds its tenant's `limits.max_active_series`.
+    #[error("per-tenant series limit reached (limits.max_active_series)")]
+    SeriesLimit,
 }
 
 struct Series {
@@ -125,6 +128,8 @@ pub struct Head {
     pub out_of_order: AtomicU64,
     pub duplicates: AtomicU64,
     pub out_of_bounds: AtomicU64,
+    /// Samples of new series dropped at the series limit ([`AppendError::SeriesLimit`]).
+    pub series_limited: AtomicU64,
     /// Samples older than this are refused: blocks hold that range now.
     min_valid: std::sync::atomic::AtomicI64,
 }
@@ -143,6 +148,14 @@ impl Head {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// Whether the head holds the series of `labels`.
+    pub fn contains(&self, labels: &Labels) -> bool {
+        self.ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(labels)
     }
 
     /// Number of series.

@@ -43,6 +43,9 @@ pub struct TsdbOptions {
     pub block_duration: Duration,
     /// Blocks entirely older than this are deleted.
     pub retention: Duration,
+    /// Series the head may hold; samples of more new series are refused
+    /// ([`AppendError::SeriesLimit`], counted in `head.series_limited`). `None`: no limit.
+    pub max_series: Option<usize>,
 }
 
 impl Default for TsdbOptions {
@@ -50,6 +53,7 @@ impl Default for TsdbOptions {
         TsdbOptions {
             block_duration: Duration::from_secs(2 * 3600),
             retention: Duration::from_secs(15 * 24 * 3600),
+            max_series: None,
         }
     }
 }
@@ -169,6 +173,15 @@ impl Tsdb {
         let mut samples = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
         for (labels, timestamp, value) in batch {
+            // the log's lock serializes appends, so the count cannot move under the check
+            if let Some(max) = self.options.max_series
+                && self.head.active_series() >= max
+                && !self.head.contains(labels)
+            {
+                self.head.series_limited.fetch_add(1, Ordering::Relaxed);
+                results.push(Err(AppendError::SeriesLimit));
+                continue;
+            }
             let (id, created) = self.head.series_id(labels);
             if created {
                 records.push(Record::Series {
@@ -545,6 +558,7 @@ mod tests {
         let options = TsdbOptions {
             block_duration: Duration::from_secs(3600),
             retention: Duration::from_secs(100 * 3600),
+            max_series: None,
         };
         let up = head::labels(&[("__name__", "up"), ("job", "node")]);
         let tsdb = Tsdb::open(dir.path(), options).expect("open");
@@ -580,6 +594,7 @@ mod tests {
         let options = TsdbOptions {
             block_duration: Duration::from_secs(3600),
             retention: Duration::from_secs(10 * 3600),
+            max_series: None,
         };
         let up = head::labels(&[("__name__", "up"), ("job", "node")]);
         let tsdb = Tsdb::open(dir.path(), options.clone()).expect("open");

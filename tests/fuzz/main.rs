@@ -22,3 +22,4 @@ mod request_target;
 mod rule;
 mod schedule;
 mod template;
+mod tenant;

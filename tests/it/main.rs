@@ -28,6 +28,7 @@ mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
 mod slack;
+mod tenants;
 mod tls;
 mod tooling;
 mod ui;

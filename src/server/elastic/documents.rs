@@ -97,6 +97,7 @@ async fn run_bulk(
         .and_then(|text| FilterPath::parse(text));
     let agent = agent_watermark(&headers)?;
     let body = read_body(&state, &headers, body).await?;
+    admit(&state, &body)?;
     let rules = state.ingest.settings.rules.clone();
     let items = tokio::task::spawn_blocking(move || {
         let items =
@@ -118,6 +119,21 @@ async fn run_bulk(
     let mut response = crate::server::response::json_text(StatusCode::OK, text);
     response.extensions_mut().insert(filter_path::Filtered);
     Ok(response)
+}
+
+/// Takes `body` from the tenant's ingest rate limit, or refuses the whole request with
+/// 429 (ES' back-pressure, which clients and the agent retry with backoff).
+fn admit(state: &SharedState, body: &crate::server::body::ReadBody) -> Result<(), ApiError> {
+    state
+        .limits
+        .admit_ingest(body.byte_len())
+        .map_err(|exceeded| {
+            ApiError::new(
+                crate::server::error::ErrorCode::TooManyRequests,
+                "es_rejected_execution_exception",
+                exceeded.to_string(),
+            )
+        })
 }
 
 /// Writes what a client sent: items naming one of Lookout's hidden indices fail
@@ -174,6 +190,7 @@ async fn write_one(
         Ok(None)
     } else {
         let body = read_body(&state, &headers, body).await?;
+        admit(&state, &body)?;
         let rules = state.ingest.settings.rules.clone();
         let bytes = body.contiguous();
         tokio::task::spawn_blocking(move || event::prepare(&bytes, &rules, now_micros()).map(Some))

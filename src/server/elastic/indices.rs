@@ -98,7 +98,6 @@ pub(super) async fn delete_index(
             .map_err(|error| ApiError::internal("deleting an index", error))?
             .map_err(|error| ApiError::internal("deleting an index", error))?;
         state
-            .auth
             .audit
             .record(actor.entry("index.delete", &name, format!("DELETE /{index}")))
             .await;

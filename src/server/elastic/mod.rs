@@ -151,7 +151,7 @@ async fn read_body(
         headers,
         body,
         state.max_body_bytes,
-        &state.ingest.in_flight,
+        &state.in_flight,
         &state.telemetry,
     )
     .await
