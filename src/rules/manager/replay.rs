@@ -211,10 +211,13 @@ impl RuleManager {
                         "notifier": notifier,
                         "kind": message.kind.name(),
                         "alerts": message.alerts.len(),
-                        "text": payload.as_ref().map_or_else(
-                            || message.summary.clone().into(),
-                            |payload| payload["text"].clone(),
-                        ),
+                        // Slack's and the console's text; other payloads have none
+                        "text": payload
+                            .as_ref()
+                            .and_then(|payload| payload.get("text"))
+                            .filter(|text| text.is_string() && !payload.as_ref().is_some_and(|payload| payload.get("html").is_some()))
+                            .cloned()
+                            .unwrap_or_else(|| message.summary.clone().into()),
                         "payload": payload,
                     })
                 })
