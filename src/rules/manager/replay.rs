@@ -211,13 +211,14 @@ impl RuleManager {
                         "notifier": notifier,
                         "kind": message.kind.name(),
                         "alerts": message.alerts.len(),
-                        // Slack's and the console's text; other payloads have none
-                        "text": payload
-                            .as_ref()
-                            .and_then(|payload| payload.get("text"))
-                            .filter(|text| text.is_string() && !payload.as_ref().is_some_and(|payload| payload.get("html").is_some()))
-                            .cloned()
-                            .unwrap_or_else(|| message.summary.clone().into()),
+                        // Slack's and the console's text; other payloads have none (an
+                        // email's `text` is its whole body)
+                        "text": match payload.as_ref() {
+                            Some(payload) if payload.get("blocks").is_some() => {
+                                payload["text"].clone()
+                            }
+                            _ => message.summary.clone().into(),
+                        },
                         "payload": payload,
                     })
                 })
