@@ -405,7 +405,7 @@ pub fn payload(message: &AlertMessage, addresses: &Addresses) -> Value {
             Some(firing_id),
         ),
     };
-    let subject = truncate(&one_line(&title(message)), MAX_SUBJECT_CHARS);
+    let subject = one_line(&truncate(&title(message), MAX_SUBJECT_CHARS));
     let (text, html) = bodies(message);
     let mut mail = json!({
         "from": addresses.from,
@@ -513,7 +513,7 @@ fn bodies(message: &AlertMessage) -> (String, String) {
         text.push_str("\nSample lines:\n");
         html.push_str("<h3>Sample lines</h3>\n<pre>");
         for line in message.samples.iter().take(MAX_SAMPLES) {
-            let line = truncate(&one_line(line), MAX_SAMPLE_CHARS);
+            let line = one_line(&truncate(line, MAX_SAMPLE_CHARS));
             text.push_str(&format!("  {line}\n"));
             html.push_str(&format!("{}\n", escape_html(&line)));
         }

@@ -135,12 +135,15 @@ pub fn graph_url(external_url: &str, expression: &str, at: DateTime<Utc>) -> Opt
 
 /// Cuts `text` to `limit` characters, marking the cut.
 pub(super) fn truncate(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
+    // stops at the limit: texts can be megabytes, and are cut many times over
+    if text.char_indices().nth(limit).is_none() {
         return text.to_string();
     }
-    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    let end = text
+        .char_indices()
+        .nth(limit.saturating_sub(1))
+        .map_or(0, |(at, _)| at);
+    format!("{}…", &text[..end])
 }
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped.

@@ -27,6 +27,8 @@ use super::message::{
 /// The largest payload sent (bytes, serialized): Teams' limit is 28 KB for the whole
 /// message; this leaves room for the envelope Teams adds.
 pub const MAX_PAYLOAD_BYTES: usize = 27 * 1024;
+/// A button's URL at most (bytes, serialized).
+const MAX_URL_BYTES: usize = 4096;
 
 /// How much of the optional content a card carries; [`card_payload`] tries smaller
 /// budgets until the payload fits.
@@ -194,11 +196,13 @@ fn card(message: &AlertMessage, budget: &Budget, cut_to_fit: bool) -> Value {
             "wrap": true,
         }));
     }
+    // a URL cannot be cut: one too long for the card is left out
+    let fits = |url: &str| json!(url).to_string().len() <= MAX_URL_BYTES;
     let mut actions = Vec::new();
-    if let Some((url, text)) = &message.link {
+    if let Some((url, text)) = message.link.as_ref().filter(|(url, _)| fits(url)) {
         actions.push(json!({"type": "Action.OpenUrl", "title": text, "url": url}));
     }
-    if let Some(url) = &message.runbook_url {
+    if let Some(url) = message.runbook_url.as_ref().filter(|url| fits(url)) {
         actions.push(json!({"type": "Action.OpenUrl", "title": "Runbook", "url": url}));
     }
     json!({

@@ -36,6 +36,8 @@ pub const MAX_SUMMARY_CHARS: usize = 1024;
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 /// A label value or a `custom_details` text at most (characters).
 const MAX_DETAIL_CHARS: usize = 2000;
+/// A link's URL at most (bytes, serialized).
+const MAX_URL_BYTES: usize = 16 * 1024;
 /// Labels listed in `custom_details` at most.
 const MAX_LABELS: usize = 100;
 
@@ -98,28 +100,41 @@ pub fn events(message: &AlertMessage) -> Value {
             .alerts
             .iter()
             .map(|alert| {
+                let labels = alert_labels(message, alert);
+                let dedup_key = fingerprint(&labels);
+                let event = |budget| event(message, alert, (&labels, &dedup_key), budget);
                 BUDGETS
                     .iter()
-                    .map(|budget| event(message, alert, budget))
+                    .map(event)
                     .find(|event| event.to_string().len() <= MAX_EVENT_BYTES)
-                    .unwrap_or_else(|| event(message, alert, &BUDGETS[BUDGETS.len() - 1]))
+                    .unwrap_or_else(|| event(&BUDGETS[BUDGETS.len() - 1]))
             })
             .collect(),
     )
 }
 
-fn event(message: &AlertMessage, alert: &AlertLine, budget: &Budget) -> Value {
-    let labels = alert_labels(message, alert);
-    let dedup_key = fingerprint(&labels);
+/// The event of `alert` with its `labels` (Alertmanager's) and `dedup_key`, within
+/// `budget`.
+fn event(
+    message: &AlertMessage,
+    alert: &AlertLine,
+    (labels, dedup_key): (&BTreeMap<String, String>, &str),
+    budget: &Budget,
+) -> Value {
     if message.kind == MessageKind::Resolved {
         // PagerDuty needs only the key to resolve; the rest would be ignored
         return json!({"event_action": "resolve", "dedup_key": dedup_key});
     }
     let cut = |text: &str| truncate(text, budget.detail_chars);
+    // PagerDuty refuses an empty summary (a title template may render to nothing)
     let summary = if message.summary.is_empty() {
         title(message)
     } else {
-        format!("{}: {}", title(message), message.summary)
+        format!(
+            "{}: {}",
+            truncate(&title(message), MAX_SUMMARY_CHARS),
+            truncate(&message.summary, MAX_SUMMARY_CHARS)
+        )
     };
     let mut details = serde_json::Map::new();
     let value_name = if message.window.is_empty() {
@@ -183,7 +198,11 @@ fn event(message: &AlertMessage, alert: &AlertLine, budget: &Budget) -> Value {
         })
         .map_or_else(|| "lookout".to_string(), |value| cut(value));
     let mut payload = json!({
-        "summary": truncate(&summary, MAX_SUMMARY_CHARS),
+        "summary": if summary.trim().is_empty() {
+            "Lookout alert".to_string()
+        } else {
+            truncate(&summary, MAX_SUMMARY_CHARS)
+        },
         "source": source,
         "severity": severity(&message.severity),
         "timestamp": message.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -196,11 +215,14 @@ fn event(message: &AlertMessage, alert: &AlertLine, budget: &Budget) -> Value {
     if let Some(component) = labels.get("component") {
         payload["component"] = json!(cut(component));
     }
+    // a URL cannot be cut: one too long is left out
+    let fits = |url: &&String| json!(url).to_string().len() <= MAX_URL_BYTES;
     let mut links = Vec::new();
-    if let Some((url, text)) = &message.link {
+    let link = message.link.as_ref().map(|(url, text)| (url, *text));
+    if let Some((url, text)) = link.filter(|(url, _)| fits(url)) {
         links.push(json!({"href": url, "text": text}));
     }
-    if let Some(url) = &message.runbook_url {
+    if let Some(url) = message.runbook_url.as_ref().filter(fits) {
         links.push(json!({"href": url, "text": "Runbook"}));
     }
     let mut event = json!({
@@ -210,7 +232,7 @@ fn event(message: &AlertMessage, alert: &AlertLine, budget: &Budget) -> Value {
         "payload": payload,
         "links": links,
     });
-    if let Some((url, _)) = &message.link {
+    if let Some((url, _)) = link.filter(|(url, _)| fits(url)) {
         event["client_url"] = json!(url);
     }
     event
