@@ -861,4 +861,33 @@ mod tests {
             "defaults unchanged elsewhere"
         );
     }
+
+    #[test]
+    fn the_commented_notifier_examples_of_the_shipped_config_are_real_options() {
+        // config/lookout.toml shows each type's options commented out; uncommented, they
+        // must parse (every key known, every value of its type)
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lookout.toml");
+        let text = std::fs::read_to_string(path).expect("config/lookout.toml");
+        let start = text
+            .find("# [notifiers.slack]")
+            .expect("the notifier examples");
+        let end = start
+            + text[start..]
+                .find("\n[routing]")
+                .expect("[routing] follows");
+        let uncommented: String = text[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config: crate::config::Config =
+            toml::from_str(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+        let kinds: Vec<&str> = config
+            .notifiers
+            .values()
+            .map(|notifier| notifier.kind.name())
+            .collect();
+        assert_eq!(kinds, ["webhook", "email", "pagerduty", "slack", "msteams"]);
+    }
 }
