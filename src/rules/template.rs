@@ -598,6 +598,34 @@ mod tests {
     }
 
     #[test]
+    fn the_messages_variables_are_for_notifier_templates_only() {
+        let text = "{{ $severity }} ×{{ $alerts }}: {{ $samples }} | {{ $context }} | {{ $link }} {{ $runbook_url }}";
+        let error = Template::parse(text, None).expect_err("a rule's template");
+        assert_eq!(error.column, 4, "{error}");
+        assert!(
+            error.message.contains("only known to notifier templates"),
+            "{error}"
+        );
+        let data = TemplateData {
+            message: MessageData {
+                severity: "critical".into(),
+                alerts: 2,
+                samples: vec!["a".into(), "b".into()],
+                context: vec!["p95 = 1s".into()],
+                link: "http://ui".into(),
+                runbook_url: "http://runbook".into(),
+            },
+            ..data()
+        };
+        assert_eq!(
+            Template::parse_notifier(text).expect("valid").render(&data),
+            "critical ×2: a\nb | p95 = 1s | http://ui http://runbook"
+        );
+        let unknown = Template::parse_notifier("{{ $nope }}").expect_err("unknown");
+        assert!(unknown.message.contains("$runbook_url"), "{unknown}");
+    }
+
+    #[test]
     fn a_template_tells_a_resolve_from_a_firing() {
         let text = "{{ $status }}: p95 {{ if $resolved }}was {{ $value }} when it last fired{{ else }}is {{ $value }}{{ end }}{{ if $count }} ({{ $count }}){{ end }}";
         let template = Template::parse(text, None).expect("valid");
