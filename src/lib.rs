@@ -35,6 +35,7 @@ pub mod secret;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod template;
 pub mod tsdb;
 
 /// The stack of every thread that runs requests, rules or queries (tokio's workers and

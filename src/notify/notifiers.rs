@@ -46,8 +46,8 @@ use super::email::Email;
 use super::message::AlertMessage;
 use super::pagerduty::PagerDuty;
 use super::webhook::{Attempt, Outcome, Webhook};
-use crate::rules::template::{MessageData, Template, TemplateData};
 use crate::secret::Secret;
+use crate::template::{MessageData, Template, TemplateData};
 
 /// What kind of notifier a `[notifiers.NAME]` table configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,7 +93,7 @@ const BUDGETS: [Budget; 4] = [
 ];
 
 /// The events of `message`, one per alert, without `routing_key` (added as each goes
-/// out). `external_url` is where the events link back to.
+/// out).
 pub fn events(message: &AlertMessage) -> Value {
     Value::Array(
         message
@@ -126,7 +126,6 @@ fn event(
         return json!({"event_action": "resolve", "dedup_key": dedup_key});
     }
     let cut = |text: &str| truncate(text, budget.detail_chars);
-    // PagerDuty refuses an empty summary (a title template may render to nothing)
     let summary = if message.summary.is_empty() {
         title(message)
     } else {
@@ -198,6 +197,7 @@ fn event(
         })
         .map_or_else(|| "lookout".to_string(), |value| cut(value));
     let mut payload = json!({
+        // PagerDuty refuses an empty summary (a title template may render to nothing)
         "summary": if summary.trim().is_empty() {
             "Lookout alert".to_string()
         } else {

@@ -18,7 +18,8 @@
 //! or label at its column instead of an alert rendering `<no value>` at 3 a.m.
 //!
 //! This file parses and renders; the functions and the values they take are in
-//! `functions`.
+//! `functions`. A leaf (it imports nothing of Lookout) shared by rules (`summary`,
+//! `description`, `context`) and notifiers (`title_template`, `body_template`).
 
 use std::collections::BTreeMap;
 
