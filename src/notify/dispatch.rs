@@ -144,21 +144,25 @@ impl Dispatcher {
             .collect()
     }
 
-    /// What `notifier_name` is sent for `message` (`None`: nothing, it is UI only).
+    /// What `notifier_name` is sent for `message` (`None`: nothing, it is UI only), with
+    /// the notifier's templates applied; secrets (a PagerDuty routing key, an SMTP
+    /// password) are added as it goes out, never here.
     pub fn payload(
         &self,
         notifier_name: &str,
         message: &AlertMessage,
     ) -> Option<serde_json::Value> {
-        match self.notifiers.get(notifier_name).as_ref() {
-            Notifier::Ui => None,
-            Notifier::Webhook(_) => Some(alertmanager_payload(
-                message,
-                notifier_name,
-                &self.external_url,
-            )),
-            Notifier::Slack(_) | Notifier::Console => Some(slack_payload(message)),
-        }
+        let message = self.notifiers.templated(notifier_name, message);
+        Some(match self.notifiers.get(notifier_name).as_ref() {
+            Notifier::Ui => return None,
+            Notifier::Webhook(_) => {
+                alertmanager_payload(&message, notifier_name, &self.external_url)
+            }
+            Notifier::PagerDuty(_) => super::pagerduty::events(&message),
+            Notifier::Email(email) => email.payload(&message),
+            Notifier::MsTeams(_) => super::msteams::card_payload(&message),
+            Notifier::Slack(_) | Notifier::Console => slack_payload(&message),
+        })
     }
 
     /// Records the delivery of `message` to `notifier_name` in the outbox (when there is
@@ -237,36 +241,30 @@ impl Dispatcher {
                     attempt,
                 )
             };
-            match notifier.as_ref() {
-                Notifier::Slack(webhook) | Notifier::Webhook(webhook) => {
-                    let left = (delivery.deadline - Utc::now())
-                        .to_std()
-                        .unwrap_or_default();
-                    let report = |attempt: Attempt| {
-                        let outcome = match (&attempt.error, attempt.retry_in) {
-                            (None, _) => "delivered",
-                            (Some(_), Some(_)) => {
-                                telemetry.notification_retries.add(notifier_name, 1);
-                                "retrying"
-                            }
-                            (Some(_), None)
-                                if attempt.status.is_some_and(|status| {
-                                    (400..500).contains(&status) && status != 429
-                                }) =>
-                            {
-                                "rejected"
-                            }
-                            (Some(_), None) => "gave_up",
-                        };
-                        history.record(event(outcome, Some(&attempt)));
-                    };
-                    let outcome = webhook
-                        .deliver_reporting(
-                            &delivery.payload,
-                            tokio::time::Instant::now() + left,
-                            &report,
-                        )
-                        .await;
+            let left = (delivery.deadline - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            let report = |attempt: Attempt| {
+                let outcome = match (&attempt.error, attempt.retry_in) {
+                    (None, _) => "delivered",
+                    (Some(_), Some(_)) => {
+                        telemetry.notification_retries.add(notifier_name, 1);
+                        "retrying"
+                    }
+                    (Some(_), None) if attempt.rejected => "rejected",
+                    (Some(_), None) => "gave_up",
+                };
+                history.record(event(outcome, Some(&attempt)));
+            };
+            let outcome = notifier
+                .deliver_reporting(
+                    &delivery.payload,
+                    tokio::time::Instant::now() + left,
+                    &report,
+                )
+                .await;
+            match outcome {
+                Some(outcome) => {
                     telemetry
                         .notifications
                         .add(notifier_name, outcome.name(), 1);
@@ -279,7 +277,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                Notifier::Console | Notifier::Ui => {
+                None => {
                     telemetry.notifications.add(notifier_name, "console", 1);
                     history.record(event("console", None));
                     tracing::info!(rule = %rule_name, message = %delivery.payload["text"], "alert (console)");
@@ -340,6 +338,7 @@ mod tests {
             description: None,
             severity: "critical".into(),
             summary: "30 HTTP 500s".into(),
+            title: None,
             threshold: "> 20".into(),
             window: "1m".into(),
             alerts: vec![AlertLine {

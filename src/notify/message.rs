@@ -72,8 +72,11 @@ pub struct AlertMessage {
     pub labels: BTreeMap<String, String>,
     pub description: Option<String>,
     pub severity: String,
-    /// The rendered `summary` template.
+    /// The rendered `summary` template (or the notifier's `body_template`).
     pub summary: String,
+    /// The notifier's rendered `title_template`; `None`: the default title
+    /// ([`title`]).
+    pub title: Option<String>,
     pub threshold: String,
     pub window: String,
     pub alerts: Vec<AlertLine>,
@@ -131,13 +134,16 @@ pub fn graph_url(external_url: &str, expression: &str, at: DateTime<Utc>) -> Opt
 }
 
 /// Cuts `text` to `limit` characters, marking the cut.
-fn truncate(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
+pub(super) fn truncate(text: &str, limit: usize) -> String {
+    // stops at the limit: texts can be megabytes, and are cut many times over
+    if text.char_indices().nth(limit).is_none() {
         return text.to_string();
     }
-    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    let end = text
+        .char_indices()
+        .nth(limit.saturating_sub(1))
+        .map_or(0, |(at, _)| at);
+    format!("{}…", &text[..end])
 }
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped.
@@ -147,7 +153,7 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn format_value(value: f64) -> String {
+pub(super) fn format_value(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{}", value as i64)
     } else {
@@ -155,7 +161,7 @@ fn format_value(value: f64) -> String {
     }
 }
 
-fn format_duration(duration: Duration) -> String {
+pub(super) fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     match seconds {
         0..60 => format!("{seconds}s"),
@@ -175,23 +181,44 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
-/// The Slack payload of `message`.
-pub fn slack_payload(message: &AlertMessage) -> Value {
-    let (emoji, status) = match message.kind {
-        MessageKind::Firing => ("🔥", "FIRING"),
-        MessageKind::Repeat => ("🔁", "STILL FIRING"),
-        MessageKind::Resolved => ("✅", "RESOLVED"),
-    };
+/// `FIRING`, `STILL FIRING` or `RESOLVED`.
+pub fn status_word(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Firing => "FIRING",
+        MessageKind::Repeat => "STILL FIRING",
+        MessageKind::Resolved => "RESOLVED",
+    }
+}
+
+/// The title of `message` in every notifier: its `title` (a notifier's
+/// `title_template`), else `[FIRING ×3] rule`.
+pub fn title(message: &AlertMessage) -> String {
+    if let Some(title) = &message.title {
+        return title.clone();
+    }
     let count = message.alerts.len();
-    let title = format!(
-        "{emoji} [{status}{}] {}",
+    format!(
+        "[{}{}] {}",
+        status_word(message.kind),
         if count > 1 {
             format!(" ×{count}")
         } else {
             String::new()
         },
         message.rule
-    );
+    )
+}
+
+/// The Slack payload of `message`.
+pub fn slack_payload(message: &AlertMessage) -> Value {
+    let emoji = match message.kind {
+        MessageKind::Firing => "🔥",
+        MessageKind::Repeat => "🔁",
+        MessageKind::Resolved => "✅",
+    };
+    let status = status_word(message.kind);
+    let count = message.alerts.len();
+    let title = format!("{emoji} {}", title(message));
     let mut blocks = vec![json!({
         "type": "header",
         "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER_TEXT), "emoji": true}
@@ -424,6 +451,7 @@ mod tests {
             description: None,
             severity: "critical".into(),
             summary: "31 HTTP 500s in the last 1m on checkout".into(),
+            title: None,
             threshold: "> 20".into(),
             window: "1m".into(),
             alerts: (0..alerts)

@@ -5,13 +5,18 @@
 //! [`message`] builds alert messages (Slack Block Kit within Slack's limits,
 //! Alertmanager's webhook payload), [`notifiers`] names the places they go and their
 //! routes, [`webhook`] delivers with rate limit, `Retry-After`, backoff and final 4xx,
-//! [`slack`] holds Slack's payload limits. Nothing here knows rules beyond the messages
-//! it is given.
+//! [`slack`] holds Slack's payload limits; [`pagerduty`] (Events API v2), [`email`]
+//! (SMTP) and [`msteams`] (Adaptive Cards) build and send their services' messages
+//! within those services' limits. Nothing here knows rules beyond the messages it is
+//! given.
 
 pub mod dispatch;
+pub mod email;
 pub mod history;
 pub mod message;
+pub mod msteams;
 pub mod notifiers;
 pub mod outbox;
+pub mod pagerduty;
 pub mod slack;
 pub mod webhook;

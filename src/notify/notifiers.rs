@@ -1,13 +1,24 @@
 //! Named notifiers and the routes that pick them (DESIGN §5–6).
 //!
 //! ```toml
-//! [notifiers.slack]            # type: slack | webhook | console | ui
+//! [notifiers.slack]            # type: slack | webhook | pagerduty | email | msteams | console | ui
 //! type = "slack"
 //! url_env = "SLACK_WEBHOOK_URL"
 //!
-//! [notifiers.pager]
+//! [notifiers.hook]
 //! type = "webhook"             # Alertmanager's webhook payload
-//! url_file = "/etc/lookout/pager-url"
+//! url_file = "/etc/lookout/hook-url"
+//!
+//! [notifiers.pager]
+//! type = "pagerduty"           # Events API v2
+//! routing_key_env = "PAGERDUTY_ROUTING_KEY"
+//!
+//! [notifiers.mail]
+//! type = "email"
+//! smtp = "smtp.example.com:587"
+//! from = "Lookout <alerts@example.com>"
+//! to = ["oncall@example.com"]
+//! title_template = "{{ $rule }} on {{ $labels.service }}"
 //!
 //! [routing]
 //! default = ["slack"]
@@ -31,8 +42,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::webhook::Webhook;
+use super::email::Email;
+use super::message::AlertMessage;
+use super::pagerduty::PagerDuty;
+use super::webhook::{Attempt, Outcome, Webhook};
 use crate::secret::Secret;
+use crate::template::{MessageData, Template, TemplateData};
 
 /// What kind of notifier a `[notifiers.NAME]` table configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,10 +57,34 @@ pub enum NotifierKind {
     Slack,
     /// Any HTTP receiver of Alertmanager's webhook payload (version 4).
     Webhook,
+    /// PagerDuty's Events API v2: `trigger` on firing, `resolve` on resolved, one
+    /// `dedup_key` per alert ([`super::pagerduty`]).
+    #[serde(rename = "pagerduty")]
+    PagerDuty,
+    /// Email over SMTP ([`super::email`]).
+    Email,
+    /// A Microsoft Teams Workflows webhook, Adaptive Cards ([`super::msteams`]).
+    #[serde(rename = "msteams")]
+    MsTeams,
     /// Logged and printed to stdout.
     Console,
     /// Not sent anywhere: the alert shows in the API, the history and the UI.
     Ui,
+}
+
+impl NotifierKind {
+    /// The name of the kind, as `type` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifierKind::Slack => "slack",
+            NotifierKind::Webhook => "webhook",
+            NotifierKind::PagerDuty => "pagerduty",
+            NotifierKind::Email => "email",
+            NotifierKind::MsTeams => "msteams",
+            NotifierKind::Console => "console",
+            NotifierKind::Ui => "ui",
+        }
+    }
 }
 
 /// One `[notifiers.NAME]` table.
@@ -63,9 +102,50 @@ pub struct NotifierConfig {
     /// File holding the URL (trailing newline ignored).
     #[serde(default)]
     pub url_file: Option<PathBuf>,
-    /// Messages per second at most (default: 1 for Slack, 10 for webhooks).
+    /// Messages per second at most (default: 1 for Slack and Teams, 2 for PagerDuty,
+    /// 10 for webhooks).
     #[serde(default)]
     pub max_per_second: Option<f64>,
+    /// PagerDuty: the integration's routing key (prefer `routing_key_env` or
+    /// `routing_key_file`).
+    #[serde(default, skip_serializing)]
+    pub routing_key: Option<Secret>,
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Email: the SMTP server, `host:port` (port 465: implicit TLS).
+    #[serde(default)]
+    pub smtp: Option<String>,
+    /// Email: STARTTLS on a port other than 465 (default `required`).
+    #[serde(default)]
+    pub starttls: Option<super::email::StartTls>,
+    /// Email: PEM file of a CA to trust besides the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Email: SMTP AUTH user (with one of `password_env`, `password_file`, `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Email: the sender (`Lookout <alerts@example.com>` or a bare address).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Email: recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// A template replacing the message's title (Prometheus syntax, see docs/rules.md).
+    #[serde(default)]
+    pub title_template: Option<String>,
+    /// A template replacing the message's summary paragraph.
+    #[serde(default)]
+    pub body_template: Option<String>,
 }
 
 /// `[routing]`: which notifiers an alert goes to when its rule names none.
@@ -131,29 +211,15 @@ pub fn validate(
                 "{origin}: `{field}`: `{name}` is built in; pick another name"
             ));
         }
-        let sources = usize::from(notifier.url.is_some())
-            + usize::from(notifier.url_env.is_some())
-            + usize::from(notifier.url_file.is_some());
-        match notifier.kind {
-            NotifierKind::Slack | NotifierKind::Webhook if sources != 1 => errors.push(format!(
-                "{origin}: `{field}`: a {:?} notifier needs exactly one of `url_env`, `url_file` or `url`",
-                notifier.kind
-            ).to_lowercase()),
-            NotifierKind::Console | NotifierKind::Ui if sources != 0 => errors.push(format!(
-                "{origin}: `{field}`: a console or ui notifier takes no url"
-            )),
-            _ => {}
-        }
-        if notifier.url.is_some() || notifier.url_env.is_some() || notifier.url_file.is_some() {
-            match resolve_url(notifier) {
-                Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-                // the URL is a secret: say what is wrong, never what it is
-                Ok(_) => errors.push(format!(
-                    "{origin}: `{field}`: the url must start with http:// or https://"
-                )),
-                Err(error) => errors.push(format!("{origin}: `{field}.{error}")),
-            }
-        }
+        errors.extend(
+            validate_notifier(notifier)
+                .into_iter()
+                // an error of the table itself starts with the backtick
+                .map(|error| {
+                    let dot = if error.starts_with('`') { "" } else { "." };
+                    format!("{origin}: `{field}{dot}{error}")
+                }),
+        );
         if let Some(rate) = notifier.max_per_second
             && !(rate > 0.0 && rate <= 1000.0)
         {
@@ -179,6 +245,88 @@ pub fn validate(
     errors
 }
 
+/// The errors of one notifier table, each starting with its field name and a backtick
+/// (``smtp`: …``; just the backtick for the table itself), never with a secret's value.
+fn validate_notifier(notifier: &NotifierConfig) -> Vec<String> {
+    let mut errors = Vec::new();
+    let kind = notifier.kind;
+    let url_sources = usize::from(notifier.url.is_some())
+        + usize::from(notifier.url_env.is_some())
+        + usize::from(notifier.url_file.is_some());
+    let key_sources = usize::from(notifier.routing_key.is_some())
+        + usize::from(notifier.routing_key_env.is_some())
+        + usize::from(notifier.routing_key_file.is_some());
+    match kind {
+        NotifierKind::Slack | NotifierKind::Webhook | NotifierKind::MsTeams if url_sources != 1 => {
+            errors.push(format!(
+                "`: a {} notifier needs exactly one of `url_env`, `url_file` or `url`",
+                kind.name()
+            ))
+        }
+        NotifierKind::PagerDuty if url_sources > 1 => errors.push(
+            "url`: give at most one of `url_env`, `url_file` or `url` (default: PagerDuty's Events API)".into(),
+        ),
+        NotifierKind::Email | NotifierKind::Console | NotifierKind::Ui if url_sources != 0 => {
+            errors.push(format!("`: a {} notifier takes no url", kind.name()))
+        }
+        _ => {}
+    }
+    if url_sources > 0 {
+        match resolve_url(notifier) {
+            Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+            // the URL is a secret: say what is wrong, never what it is
+            Ok(_) => errors.push("`: the url must start with http:// or https://".into()),
+            Err(error) => errors.push(error),
+        }
+    }
+    if kind == NotifierKind::PagerDuty {
+        if key_sources != 1 {
+            errors.push("routing_key`: a pagerduty notifier needs exactly one of `routing_key_env`, `routing_key_file` or `routing_key`".into());
+        } else if let Err(error) = resolve_routing_key(notifier) {
+            errors.push(error);
+        }
+    } else if key_sources > 0 {
+        errors.push(format!(
+            "routing_key`: only a pagerduty notifier takes a routing key, not a {} one",
+            kind.name()
+        ));
+    }
+    if kind == NotifierKind::Email {
+        errors.extend(super::email::validate(notifier));
+    } else {
+        let email_fields = [
+            ("smtp", notifier.smtp.is_some()),
+            ("starttls", notifier.starttls.is_some()),
+            ("ca_file", notifier.ca_file.is_some()),
+            ("username", notifier.username.is_some()),
+            ("password", notifier.password.is_some()),
+            ("password_env", notifier.password_env.is_some()),
+            ("password_file", notifier.password_file.is_some()),
+            ("from", notifier.from.is_some()),
+            ("to", !notifier.to.is_empty()),
+            ("cc", !notifier.cc.is_empty()),
+        ];
+        for (field, _) in email_fields.iter().filter(|(_, set)| *set) {
+            errors.push(format!(
+                "{field}`: only an email notifier takes `{field}`, not a {} one",
+                kind.name()
+            ));
+        }
+    }
+    for (field, text) in [
+        ("title_template", &notifier.title_template),
+        ("body_template", &notifier.body_template),
+    ] {
+        let Some(text) = text else { continue };
+        if kind == NotifierKind::Ui {
+            errors.push(format!("{field}`: a ui notifier sends nothing to template"));
+        } else if let Err(error) = Template::parse_notifier(text) {
+            errors.push(format!("{field}`: {error}"));
+        }
+    }
+    errors
+}
+
 /// Notifier names that exist without configuration.
 pub const BUILT_IN: [&str; 2] = ["console", "ui"];
 
@@ -192,19 +340,68 @@ fn resolve_url(notifier: &NotifierConfig) -> Result<String, String> {
     .ok_or_else(|| "url`: missing".to_string())
 }
 
+fn resolve_routing_key(notifier: &NotifierConfig) -> Result<String, String> {
+    crate::secret::resolve_secret(
+        notifier
+            .routing_key
+            .as_ref()
+            .map(|secret| secret.0.as_str()),
+        notifier.routing_key_env.as_deref(),
+        notifier.routing_key_file.as_deref(),
+    )
+    .map_err(|(field, error)| format!("routing_key_{field}`: {error}"))?
+    .filter(|key| !key.is_empty())
+    .ok_or_else(|| "routing_key`: missing or empty".to_string())
+}
+
 /// Where a message goes.
 pub enum Notifier {
     Slack(Webhook),
     /// Alertmanager's webhook payload.
     Webhook(Webhook),
+    PagerDuty(PagerDuty),
+    Email(Email),
+    /// Adaptive Cards to a Teams Workflows webhook.
+    MsTeams(Webhook),
     Console,
     /// Nowhere: API, history and UI only.
     Ui,
 }
 
+impl Notifier {
+    /// Delivers `payload` (built for this notifier by the dispatcher), retrying as
+    /// DESIGN §6 says until `deadline`, telling `report` about each attempt as it ends;
+    /// `None` for the console and UI-only notifiers, which send nothing.
+    pub async fn deliver_reporting(
+        &self,
+        payload: &serde_json::Value,
+        deadline: tokio::time::Instant,
+        report: &(dyn Fn(Attempt) + Send + Sync),
+    ) -> Option<Outcome> {
+        Some(match self {
+            Notifier::Slack(webhook) | Notifier::Webhook(webhook) | Notifier::MsTeams(webhook) => {
+                webhook.deliver_reporting(payload, deadline, report).await
+            }
+            Notifier::PagerDuty(pagerduty) => {
+                pagerduty.deliver_reporting(payload, deadline, report).await
+            }
+            Notifier::Email(email) => email.deliver_reporting(payload, deadline, report).await,
+            Notifier::Console | Notifier::Ui => return None,
+        })
+    }
+}
+
+/// A notifier's `title_template` and `body_template`, parsed.
+#[derive(Default)]
+struct Templates {
+    title: Option<Template>,
+    body: Option<Template>,
+}
+
 /// The configured notifiers by name, and the routes.
 pub struct Notifiers {
     by_name: BTreeMap<String, Arc<Notifier>>,
+    templates: BTreeMap<String, Templates>,
     routes: Vec<CompiledRoute>,
     default: Vec<String>,
 }
@@ -225,31 +422,51 @@ impl Notifiers {
         slack_from_environment: Option<String>,
     ) -> Result<Notifiers, String> {
         let mut by_name: BTreeMap<String, Arc<Notifier>> = BTreeMap::new();
+        let mut templates = BTreeMap::new();
         by_name.insert("console".into(), Arc::new(Notifier::Console));
         by_name.insert("ui".into(), Arc::new(Notifier::Ui));
         for (name, config) in notifiers {
             let spacing = |default: f64| {
                 Duration::from_secs_f64(1.0 / config.max_per_second.unwrap_or(default))
             };
+            let in_field = |error: String| format!("`notifiers.{name}.{error}");
+            let url = || resolve_url(config).map(Secret).map_err(in_field);
             let notifier = match config.kind {
-                NotifierKind::Slack => Notifier::Slack(Webhook::new(
-                    Secret(
-                        resolve_url(config)
-                            .map_err(|error| format!("`notifiers.{name}.{error}"))?,
-                    ),
-                    spacing(1.0),
-                )),
-                NotifierKind::Webhook => Notifier::Webhook(Webhook::new(
-                    Secret(
-                        resolve_url(config)
-                            .map_err(|error| format!("`notifiers.{name}.{error}"))?,
-                    ),
-                    spacing(10.0),
-                )),
+                NotifierKind::Slack => Notifier::Slack(Webhook::new(url()?, spacing(1.0))),
+                NotifierKind::Webhook => Notifier::Webhook(Webhook::new(url()?, spacing(10.0))),
+                NotifierKind::MsTeams => Notifier::MsTeams(Webhook::new(url()?, spacing(1.0))),
+                NotifierKind::PagerDuty => {
+                    let endpoint = if config.url.is_some()
+                        || config.url_env.is_some()
+                        || config.url_file.is_some()
+                    {
+                        url()?
+                    } else {
+                        Secret(super::pagerduty::DEFAULT_URL.to_string())
+                    };
+                    Notifier::PagerDuty(PagerDuty::new(
+                        Secret(resolve_routing_key(config).map_err(in_field)?),
+                        Webhook::new(endpoint, spacing(2.0)),
+                    ))
+                }
+                NotifierKind::Email => Notifier::Email(Email::new(config).map_err(in_field)?),
                 NotifierKind::Console => Notifier::Console,
                 NotifierKind::Ui => Notifier::Ui,
             };
             by_name.insert(name.clone(), Arc::new(notifier));
+            let parse = |field: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(Template::parse_notifier)
+                    .transpose()
+                    .map_err(|error| in_field(format!("{field}`: {error}")))
+            };
+            templates.insert(
+                name.clone(),
+                Templates {
+                    title: parse("title_template", &config.title_template)?,
+                    body: parse("body_template", &config.body_template)?,
+                },
+            );
         }
         if notifiers.is_empty()
             && let Some(url) = slack_from_environment.filter(|url| !url.trim().is_empty())
@@ -293,6 +510,7 @@ impl Notifiers {
             .collect();
         let built = Notifiers {
             by_name,
+            templates,
             routes,
             default,
         };
@@ -318,6 +536,31 @@ impl Notifiers {
             );
         }
         known
+    }
+
+    /// `message` as notifier `name` sends it: with its `title_template` and
+    /// `body_template` (which replaces the summary) rendered, when it has them.
+    pub fn templated<'a>(
+        &self,
+        name: &str,
+        message: &'a AlertMessage,
+    ) -> std::borrow::Cow<'a, AlertMessage> {
+        let Some(templates) = self
+            .templates
+            .get(name)
+            .filter(|templates| templates.title.is_some() || templates.body.is_some())
+        else {
+            return std::borrow::Cow::Borrowed(message);
+        };
+        let data = template_data(message);
+        let mut templated = message.clone();
+        if let Some(title) = &templates.title {
+            templated.title = Some(title.render(&data));
+        }
+        if let Some(body) = &templates.body {
+            templated.summary = body.render(&data);
+        }
+        std::borrow::Cow::Owned(templated)
     }
 
     /// The notifier called `name`, or the console when there is none.
@@ -366,6 +609,37 @@ impl Notifiers {
         let mut seen = std::collections::BTreeSet::new();
         names.retain(|name| seen.insert(name.clone()));
         names
+    }
+}
+
+/// What notifier templates see of `message`: its first alert as `$labels` (with the
+/// rule's labels, `alertname` and `severity`), `$value` and `$count`, and the message.
+fn template_data(message: &AlertMessage) -> TemplateData {
+    let first = message.alerts.first();
+    let value = first.map_or(0.0, |alert| alert.value);
+    TemplateData {
+        labels: first.map_or_else(
+            || message.labels.clone(),
+            |alert| super::message::alert_labels(message, alert),
+        ),
+        value,
+        count: value.max(0.0) as u64,
+        window: message.window.clone(),
+        threshold: message.threshold.clone(),
+        rule: message.rule.clone(),
+        resolved: message.kind == super::message::MessageKind::Resolved,
+        message: MessageData {
+            severity: message.severity.clone(),
+            alerts: message.alerts.len() as u64,
+            samples: message.samples.clone(),
+            context: message.context.clone(),
+            link: message
+                .link
+                .as_ref()
+                .map(|(url, _)| url.clone())
+                .unwrap_or_default(),
+            runbook_url: message.runbook_url.clone().unwrap_or_default(),
+        },
     }
 }
 
@@ -486,8 +760,134 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
         assert!(!text.contains("secret-host"), "{text}");
-        let unknown = toml::from_str::<crate::config::Config>("[notifiers.a]\ntype = \"email\"\n")
+        let unknown = toml::from_str::<crate::config::Config>("[notifiers.a]\ntype = \"sms\"\n")
             .expect_err("unknown type");
-        assert!(unknown.to_string().contains("email"), "{unknown}");
+        assert!(unknown.to_string().contains("sms"), "{unknown}");
+    }
+
+    #[test]
+    fn pagerduty_email_and_teams_tables_are_checked_field_by_field() {
+        let config: crate::config::Config = toml::from_str(
+            r#"
+            [notifiers.pager]
+            type = "pagerduty"
+            [notifiers.pager2]
+            type = "pagerduty"
+            routing_key = "k"
+            smtp = "mail:25"
+            [notifiers.mail]
+            type = "email"
+            smtp = "mail.example.com:465"
+            starttls = "none"
+            from = "not an address"
+            to = []
+            username = "lookout"
+            routing_key = "k"
+            [notifiers.teams]
+            type = "msteams"
+            title_template = "{{ $nope }}"
+            body_template = "{{ $samples"
+            "#,
+        )
+        .expect("parses");
+        let errors = config.validate("lookout.toml").expect_err("invalid").errors;
+        let text = errors.join("\n");
+        for expected in [
+            "`notifiers.pager.routing_key`: a pagerduty notifier needs exactly one of",
+            "`notifiers.pager2.smtp`: only an email notifier takes `smtp`",
+            "`notifiers.mail.starttls`: port 465 is implicit TLS",
+            "`notifiers.mail.from`: `not an address` is not an email address",
+            "`notifiers.mail.to`: name at least one recipient",
+            "`notifiers.mail.password`: a `username` needs one of",
+            "`notifiers.mail.routing_key`: only a pagerduty notifier takes a routing key",
+            "`notifiers.teams`: a msteams notifier needs exactly one of",
+            "`notifiers.teams.title_template`: column 4: unknown variable `$nope`",
+            "`notifiers.teams.body_template`: column 1: `{{` without its closing `}}`",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn templates_replace_the_title_and_summary_of_their_notifier_only() {
+        let config: crate::config::Config = toml::from_str(
+            r#"
+            [notifiers.teams]
+            type = "msteams"
+            url = "http://127.0.0.1:1/"
+            title_template = "{{ $severity | toUpper }}: {{ $rule }} on {{ $labels.service }} ({{ $alerts }})"
+            body_template = "{{ $count }} in {{ $window }}{{ if $resolved }} (resolved){{ end }}\n{{ $samples }}\n{{ $link }}"
+            "#,
+        )
+        .expect("parses");
+        config.validate("lookout.toml").expect("valid");
+        let notifiers = Notifiers::build(&config.notifiers, &config.routing, None).expect("builds");
+        let message = AlertMessage {
+            kind: super::super::message::MessageKind::Firing,
+            rule: "checkout_5xx".into(),
+            at: chrono::Utc::now(),
+            labels: BTreeMap::new(),
+            description: None,
+            severity: "critical".into(),
+            summary: "default summary".into(),
+            title: None,
+            threshold: "> 20".into(),
+            window: "1m".into(),
+            alerts: vec![super::super::message::AlertLine {
+                labels: labels(&[("service", "checkout")]),
+                value: 31.0,
+                fired_for: None,
+                reason: None,
+                starts_at: None,
+            }],
+            samples: vec!["line one".into(), "line two".into()],
+            context: Vec::new(),
+            runbook_url: None,
+            link: Some(("http://ui/search".into(), "Search these logs")),
+        };
+        let templated = notifiers.templated("teams", &message);
+        assert_eq!(
+            templated.title.as_deref(),
+            Some("CRITICAL: checkout_5xx on checkout (1)")
+        );
+        assert_eq!(
+            templated.summary,
+            "31 in 1m\nline one\nline two\nhttp://ui/search"
+        );
+        let console = notifiers.templated("console", &message);
+        assert_eq!(
+            (console.title.as_deref(), console.summary.as_str()),
+            (None, "default summary"),
+            "defaults unchanged elsewhere"
+        );
+    }
+
+    #[test]
+    fn the_commented_notifier_examples_of_the_shipped_config_are_real_options() {
+        // config/lookout.toml shows each type's options commented out; uncommented, they
+        // must parse (every key known, every value of its type)
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lookout.toml");
+        let text = std::fs::read_to_string(path).expect("config/lookout.toml");
+        let start = text
+            .find("# [notifiers.slack]")
+            .expect("the notifier examples");
+        let end = start
+            + text[start..]
+                .find("\n[routing]")
+                .expect("[routing] follows");
+        let uncommented: String = text[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config: crate::config::Config =
+            toml::from_str(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+        let kinds: Vec<&str> = config
+            .notifiers
+            .values()
+            .map(|notifier| notifier.kind.name())
+            .collect();
+        assert_eq!(kinds, ["webhook", "email", "pagerduty", "slack", "msteams"]);
     }
 }

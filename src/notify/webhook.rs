@@ -59,6 +59,8 @@ pub struct Attempt {
     pub error: Option<String>,
     /// When the next attempt follows (`None`: this was the last).
     pub retry_in: Option<Duration>,
+    /// The receiver refused the message for good (a 4xx other than 429, an SMTP 5xx).
+    pub rejected: bool,
 }
 
 /// One webhook: its URL, its client and its rate limit.
@@ -129,6 +131,7 @@ impl Webhook {
                         status: Some(response.status().as_u16()),
                         error: None,
                         retry_in: None,
+                        rejected: false,
                     });
                     return Outcome::Delivered { attempts };
                 }
@@ -153,13 +156,15 @@ impl Webhook {
                 Ok(response) if response.status().is_client_error() => {
                     let status = response.status().as_u16();
                     let reason = response.text().await.unwrap_or_default();
-                    let reason = reason.trim().chars().take(200).collect::<String>();
+                    // PagerDuty's `errors` list can be long: keep enough of it to act on
+                    let reason = reason.trim().chars().take(1000).collect::<String>();
                     tracing::error!(status, %reason, "the webhook rejected the message; not retrying");
                     report(Attempt {
                         number: attempts,
                         status: Some(status),
                         error: Some(reason.clone()),
                         retry_in: None,
+                        rejected: true,
                     });
                     return Outcome::Rejected {
                         attempts,
@@ -190,6 +195,7 @@ impl Webhook {
                 status,
                 error: Some(wait.error.clone()),
                 retry_in: (!gives_up).then_some(wait.delay),
+                rejected: false,
             });
             if gives_up {
                 tracing::error!(attempts, error = %wait.error, "webhook delivery gave up at its deadline");

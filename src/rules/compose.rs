@@ -114,6 +114,7 @@ impl Composer {
                 .clone()
                 .unwrap_or_else(|| "warning".into()),
             summary,
+            title: None,
             threshold: rule.threshold_text(),
             window,
             alerts,
@@ -187,6 +188,7 @@ fn template_data(rule: &LoadedRule, alert: &AlertLine, resolved: bool) -> Templa
         },
         threshold: rule.threshold_text(),
         rule: rule.name.clone(),
+        message: Default::default(),
     }
 }
 

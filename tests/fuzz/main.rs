@@ -16,6 +16,7 @@ mod bulk;
 mod exposition;
 mod filter_path;
 mod harness;
+mod notifier;
 mod promql;
 mod query;
 mod request_target;

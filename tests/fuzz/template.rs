@@ -157,6 +157,7 @@ fn data() -> impl Strategy<Value = TemplateData> {
                 threshold,
                 rule,
                 resolved,
+                message: Default::default(),
             },
         )
 }

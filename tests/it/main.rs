@@ -22,6 +22,7 @@ mod ingest_search;
 mod log_matches_exact;
 mod metrics;
 mod notifications;
+mod paging;
 mod resolve_messages;
 mod robustness;
 mod rule_correctness;

@@ -211,10 +211,14 @@ impl RuleManager {
                         "notifier": notifier,
                         "kind": message.kind.name(),
                         "alerts": message.alerts.len(),
-                        "text": payload.as_ref().map_or_else(
-                            || message.summary.clone().into(),
-                            |payload| payload["text"].clone(),
-                        ),
+                        // Slack's and the console's text; other payloads have none (an
+                        // email's `text` is its whole body)
+                        "text": match payload.as_ref() {
+                            Some(payload) if payload.get("blocks").is_some() => {
+                                payload["text"].clone()
+                            }
+                            _ => message.summary.clone().into(),
+                        },
                         "payload": payload,
                     })
                 })

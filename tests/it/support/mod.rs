@@ -3,13 +3,18 @@
 //! `listening on ADDR` line instead of sleeping), the agent beside it, bulk bodies, and
 //! bounded waits. Beside it: [`slack`] (the mock Slack receiver), [`slack_limits`]
 //! (Slack's message limits), [`rules`] (servers running rules, lines that fire them, alert
-//! history) and [`scrape`] (scrape targets on loopback).
+//! history) and [`scrape`] (scrape targets on loopback); for paging, [`pagerduty`] (a
+//! mock Events API v2), [`msteams`] (a mock Teams Workflows webhook) and [`smtp`] (a real
+//! SMTP server, aiosmtpd).
 
 pub mod browser;
+pub mod msteams;
+pub mod pagerduty;
 pub mod rules;
 pub mod scrape;
 pub mod slack;
 pub mod slack_limits;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -7,13 +7,19 @@
 //! `humanize1024`, `humanizeDuration`, `humanizePercentage`, `printf`, `toUpper`,
 //! `toLower`, `title`; `{{-`/`-}}` trim whitespace.
 //!
+//! A notifier's `title_template` and `body_template` ([`Template::parse_notifier`]) also
+//! see the whole message: `{{ $severity }}`, `{{ $alerts }}` (how many alerts it carries),
+//! `{{ $samples }}` and `{{ $context }}` (one line each), `{{ $link }}` (the UI search or
+//! graph) and `{{ $runbook_url }}`.
+//!
 //! Hand-written: the Go-template crates on crates.io are unmaintained (gtmpl: last release
 //! 2021, `printf` unfinished) and know nothing of Prometheus' functions. Templates are
 //! parsed when a rule is loaded, so `lookout check` reports an unknown variable, function
 //! or label at its column instead of an alert rendering `<no value>` at 3 a.m.
 //!
 //! This file parses and renders; the functions and the values they take are in
-//! `functions`.
+//! `functions`. A leaf (it imports nothing of Lookout) shared by rules (`summary`,
+//! `description`, `context`) and notifiers (`title_template`, `body_template`).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +47,20 @@ pub struct TemplateData {
     pub rule: String,
     /// Rendering a resolve message: `value` and `count` are the last seen while firing.
     pub resolved: bool,
+    /// The rest of the message, for notifier templates.
+    pub message: MessageData,
+}
+
+/// What notifier templates see beyond a rule's templates: the whole message.
+#[derive(Debug, Clone, Default)]
+pub struct MessageData {
+    pub severity: String,
+    /// How many alerts the message carries.
+    pub alerts: u64,
+    pub samples: Vec<String>,
+    pub context: Vec<String>,
+    pub link: String,
+    pub runbook_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -76,11 +96,19 @@ enum Operand {
     Rule,
     Resolved,
     Status,
+    Severity,
+    Alerts,
+    Samples,
+    Context,
+    Link,
+    RunbookUrl,
     Text(String),
     Number(f64),
 }
 
 const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule, $resolved, $status";
+const NOTIFIER_VARIABLES: &str =
+    "$severity, $alerts, $samples, $context, $link, $runbook_url in notifier templates";
 
 /// `if`, `else` or `end` when the action `chars[start..end]` is one, with where an `if`'s
 /// pipeline starts.
@@ -113,6 +141,21 @@ impl Template {
     /// Parses `text`. With `labels`, `$labels.NAME` must name one of them (a log rule's
     /// `group_by`); without, any label is allowed.
     pub fn parse(text: &str, labels: Option<&[String]>) -> Result<Template, TemplateError> {
+        Template::parse_scoped(text, labels, false)
+    }
+
+    /// Parses a notifier's `title_template` or `body_template`: any label, and the
+    /// message's variables too (`$severity`, `$alerts`, `$samples`, `$context`, `$link`,
+    /// `$runbook_url`).
+    pub fn parse_notifier(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_scoped(text, None, true)
+    }
+
+    fn parse_scoped(
+        text: &str,
+        labels: Option<&[String]>,
+        notifier: bool,
+    ) -> Result<Template, TemplateError> {
         let chars: Vec<char> = text.chars().collect();
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -154,7 +197,9 @@ impl Template {
                 };
                 match keyword(&chars, start, end) {
                     Some(("if", pipeline)) => {
-                        parts.push(Part::If(parse_pipeline(&chars, pipeline, end, labels)?));
+                        parts.push(Part::If(parse_pipeline(
+                            &chars, pipeline, end, labels, notifier,
+                        )?));
                         open_ifs.push((open, false));
                     }
                     Some(("else", _)) => match open_ifs.last_mut() {
@@ -174,7 +219,9 @@ impl Template {
                         open_ifs.pop().ok_or_else(|| unopened("end"))?;
                         parts.push(Part::End);
                     }
-                    None => parts.push(Part::Action(parse_pipeline(&chars, start, end, labels)?)),
+                    None => parts.push(Part::Action(parse_pipeline(
+                        &chars, start, end, labels, notifier,
+                    )?)),
                 }
                 position = close + 2;
                 if trim_after {
@@ -281,6 +328,12 @@ fn operand_value(operand: &Operand, data: &TemplateData) -> Val {
         Operand::Rule => Val::Text(data.rule.clone()),
         Operand::Resolved => Val::Bool(data.resolved),
         Operand::Status => Val::Text(if data.resolved { "resolved" } else { "firing" }.into()),
+        Operand::Severity => Val::Text(data.message.severity.clone()),
+        Operand::Alerts => Val::Number(data.message.alerts as f64),
+        Operand::Samples => Val::Text(data.message.samples.join("\n")),
+        Operand::Context => Val::Text(data.message.context.join("\n")),
+        Operand::Link => Val::Text(data.message.link.clone()),
+        Operand::RunbookUrl => Val::Text(data.message.runbook_url.clone()),
         Operand::Text(text) => Val::Text(text.clone()),
         Operand::Number(number) => Val::Number(*number),
     }
@@ -292,6 +345,7 @@ fn parse_pipeline(
     start: usize,
     end: usize,
     labels: Option<&[String]>,
+    notifier: bool,
 ) -> Result<Vec<Command>, TemplateError> {
     let error = |at: usize, message: String| TemplateError {
         column: at + 1,
@@ -391,6 +445,31 @@ fn parse_pipeline(
                     ("rule", None) => Operand::Rule,
                     ("resolved", None) => Operand::Resolved,
                     ("status", None) => Operand::Status,
+                    ("severity", None) if notifier => Operand::Severity,
+                    ("alerts", None) if notifier => Operand::Alerts,
+                    ("samples", None) if notifier => Operand::Samples,
+                    ("context", None) if notifier => Operand::Context,
+                    ("link", None) if notifier => Operand::Link,
+                    ("runbook_url", None) if notifier => Operand::RunbookUrl,
+                    (
+                        "severity" | "alerts" | "samples" | "context" | "link" | "runbook_url",
+                        None,
+                    ) => {
+                        return Err(error(
+                            token_start,
+                            format!(
+                                "`${name}` is only known to notifier templates (`title_template`, `body_template`)"
+                            ),
+                        ));
+                    }
+                    _ if notifier => {
+                        return Err(error(
+                            token_start,
+                            format!(
+                                "unknown variable `${name}`; known: {VARIABLES}, {NOTIFIER_VARIABLES}"
+                            ),
+                        ));
+                    }
                     _ => {
                         return Err(error(
                             token_start,
@@ -476,6 +555,7 @@ mod tests {
             threshold: "> 20".into(),
             rule: "checkout_5xx".into(),
             resolved: false,
+            message: MessageData::default(),
         }
     }
 
@@ -516,6 +596,34 @@ mod tests {
         for (template, expected) in table {
             assert_eq!(render(template), expected, "{template}");
         }
+    }
+
+    #[test]
+    fn the_messages_variables_are_for_notifier_templates_only() {
+        let text = "{{ $severity }} ×{{ $alerts }}: {{ $samples }} | {{ $context }} | {{ $link }} {{ $runbook_url }}";
+        let error = Template::parse(text, None).expect_err("a rule's template");
+        assert_eq!(error.column, 4, "{error}");
+        assert!(
+            error.message.contains("only known to notifier templates"),
+            "{error}"
+        );
+        let data = TemplateData {
+            message: MessageData {
+                severity: "critical".into(),
+                alerts: 2,
+                samples: vec!["a".into(), "b".into()],
+                context: vec!["p95 = 1s".into()],
+                link: "http://ui".into(),
+                runbook_url: "http://runbook".into(),
+            },
+            ..data()
+        };
+        assert_eq!(
+            Template::parse_notifier(text).expect("valid").render(&data),
+            "critical ×2: a\nb | p95 = 1s | http://ui http://runbook"
+        );
+        let unknown = Template::parse_notifier("{{ $nope }}").expect_err("unknown");
+        assert!(unknown.message.contains("$runbook_url"), "{unknown}");
     }
 
     #[test]
