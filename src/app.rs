@@ -239,14 +239,20 @@ fn start_rules(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+    let dispatcher = crate::notify::dispatch::Dispatcher::new(
         notifiers,
         &config.notify,
         &data_dir.state(),
         external_url.clone(),
         telemetry.clone(),
         history.clone(),
-    ));
+    );
+    // a validated config: its inhibit rules and time intervals compile
+    let dispatcher = Arc::new(
+        dispatcher
+            .with_alerting(&config.inhibit_rules, &config.time_intervals)
+            .expect("validated config"),
+    );
     let manager = Arc::new(crate::rules::manager::RuleManager::new(
         crate::rules::manager::RuleServices {
             sources: sources.clone(),
@@ -261,6 +267,22 @@ fn start_rules(
         config.queries_dir.clone(),
     ));
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
+    if let Some(heartbeat) = config.heartbeat.clone() {
+        let (rules, telemetry) = (Arc::clone(&manager), telemetry.clone());
+        let interval = heartbeat.interval;
+        let health: crate::notify::heartbeat::Health = Arc::new(move || {
+            let mut problems = rules.alerting_problems(interval);
+            if telemetry.storage_degraded.get() != 0 {
+                problems.push("storage is degraded: ingest refuses writes".into());
+            }
+            problems
+        });
+        tokio::spawn(crate::notify::heartbeat::run(
+            heartbeat,
+            health,
+            background.clone(),
+        ));
+    }
     manager
 }
 

@@ -5,13 +5,20 @@
 //! [`message`] builds alert messages (Slack Block Kit within Slack's limits,
 //! Alertmanager's webhook payload), [`notifiers`] names the places they go and their
 //! routes, [`webhook`] delivers with rate limit, `Retry-After`, backoff and final 4xx,
-//! [`slack`] holds Slack's payload limits. Nothing here knows rules beyond the messages
+//! [`slack`] holds Slack's payload limits. [`route`] is Alertmanager's routing tree and
+//! inhibit rules (with [`matcher`] and [`time_interval`]), [`group`] its aggregation
+//! groups, [`heartbeat`] the dead man's switch. Nothing here knows rules beyond the messages
 //! it is given.
 
 pub mod dispatch;
+pub mod group;
+pub mod heartbeat;
 pub mod history;
+pub mod matcher;
 pub mod message;
 pub mod notifiers;
 pub mod outbox;
+pub mod route;
 pub mod slack;
+pub mod time_interval;
 pub mod webhook;
