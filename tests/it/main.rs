@@ -22,6 +22,7 @@ mod metrics;
 mod notifications;
 mod resolve_messages;
 mod robustness;
+mod routing;
 mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
