@@ -299,7 +299,7 @@ fn muted(
     {
         let start = now.with_nanosecond_zeroed();
         let until = (1..=horizon.num_minutes())
-            .map(|minute| start + chrono::Duration::minutes(minute))
+            .map_while(|minute| start.checked_add_signed(chrono::Duration::minutes(minute)))
             .find(|at| {
                 route
                     .active_time_intervals

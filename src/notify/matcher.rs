@@ -54,12 +54,17 @@ impl PartialEq for Matcher {
 impl std::fmt::Display for Matcher {
     /// Alertmanager's form: `name="value"` with the value quoted and escaped.
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the escapes the parser reads back: `\\`, `\"` and `\n`, nothing else
+        let escaped = self
+            .value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         write!(
             formatter,
-            "{}{}{:?}",
+            "{}{}\"{escaped}\"",
             self.name,
-            self.kind.operator(),
-            self.value
+            self.kind.operator()
         )
     }
 }

@@ -143,7 +143,7 @@ impl TimeIntervals {
         let start = at.with_second(0)?.with_nanosecond(0)?;
         let minutes = horizon.num_minutes();
         (1..=minutes)
-            .map(|minute| start + chrono::Duration::minutes(minute))
+            .map_while(|minute| start.checked_add_signed(chrono::Duration::minutes(minute)))
             .find(|candidate| !self.holds(name, *candidate))
     }
 }

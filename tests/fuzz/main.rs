@@ -17,6 +17,7 @@ mod harness;
 mod promql;
 mod query;
 mod request_target;
+mod routing;
 mod rule;
 mod schedule;
 mod template;
