@@ -68,6 +68,9 @@ struct Group {
     next_flush: Option<DateTime<Utc>>,
     last_flush: Option<DateTime<Utc>>,
     last_sent: Option<DateTime<Utc>>,
+    /// Whether its route waits (`group_wait`, `group_interval`) or repeats on its own.
+    #[serde(default)]
+    batches: bool,
     /// Fingerprints whose hold (inhibited, muted) is already in the history.
     reported: BTreeSet<String>,
 }
@@ -78,6 +81,25 @@ struct GroupsState {
     /// Every firing alert routed, by fingerprint: the sources inhibit rules look at.
     firing: BTreeMap<String, BTreeMap<String, String>>,
     seq: u64,
+    /// Whether the last save wrote anything a restart needs (so an emptied state is
+    /// written once more).
+    #[serde(skip)]
+    saved_something: bool,
+}
+
+impl GroupsState {
+    /// Whether a restart needs anything of this state: held or waiting alerts, groups of
+    /// routes that wait, or (with inhibit rules) the firing alerts that inhibit. A config
+    /// without any of these writes nothing, so its notifications wait for no extra fsync.
+    fn worth_saving(&self, inhibits: bool) -> bool {
+        (inhibits && !self.firing.is_empty())
+            || self.groups.values().any(|group| {
+                group.batches
+                    || !group.unsent.is_empty()
+                    || !group.resolved.is_empty()
+                    || group.next_flush.is_some()
+            })
+    }
 }
 
 /// What a flush sends: a message for one destination.
@@ -119,6 +141,11 @@ impl Groups {
                     let _ = std::fs::rename(path, path.with_extension("corrupt"));
                     None
                 }
+            })
+            .map(|mut state: GroupsState| {
+                // what the file holds is cleared by the next save
+                state.saved_something = true;
+                state
             })
             .unwrap_or_default();
         Groups {
@@ -206,12 +233,17 @@ impl Groups {
                 state.groups.insert(id, group);
             }
         }
-        self.save(state);
+        self.save(state, !policy.inhibitor.is_empty());
         recorded
     }
 
-    fn save(&self, state: &GroupsState) {
+    fn save(&self, state: &mut GroupsState, inhibits: bool) {
         let Some(path) = &self.path else { return };
+        let worth = state.worth_saving(inhibits);
+        if !worth && !std::mem::take(&mut state.saved_something) {
+            return;
+        }
+        state.saved_something = worth;
         let bytes = serde_json::to_vec(state).expect("groups serialize");
         if let Err(error) = crate::atomic_file::write(path, &bytes) {
             tracing::warn!(%error, "cannot save the alert groups; a restart may lose notifications they hold");
@@ -344,6 +376,7 @@ impl GroupsState {
         let batches = route.is_some_and(RouteNode::batches) && !full;
         let route_repeats = route.and_then(|route| route.repeat_interval).is_some();
         let group = self.groups.entry(id).or_insert_with(|| Group {
+            batches: batches || route_repeats,
             notifier: destination.notifier.clone(),
             route: destination.route.clone(),
             group_key: destination.group_key.clone(),

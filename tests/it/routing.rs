@@ -552,3 +552,28 @@ async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_o
         "the heartbeat URL is a secret"
     );
 }
+
+#[test]
+fn the_example_routing_config_and_watchdog_rule_pass_lookout_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let url = "http://127.0.0.1:1/never-called";
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("check")
+        .arg(root.join("config/examples/routing.toml"))
+        .arg(root.join("config/examples/watchdog.json"))
+        .envs(
+            [
+                "PAGER_URL",
+                "SLACK_WEBHOOK_URL",
+                "TEAM_WEBHOOK_URL",
+                "WATCHDOG_URL",
+                "HEARTBEAT_URL",
+            ]
+            .map(|name| (name, url)),
+        )
+        .output()
+        .expect("check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
