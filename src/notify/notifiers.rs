@@ -16,10 +16,10 @@
 //! notify = ["ui"]              # shown in the API, the history and the UI; not sent
 //! ```
 //!
-//! A rule's `notify` overrides the routes. Otherwise the first route whose `match`
-//! (equality) and `match_re` (anchored regexes) all hold for the alert's labels — its group
-//! labels, the rule's `labels`, `alertname` and `severity` — decides, and routes with
-//! `continue = true` let later routes add theirs; no match: `routing.default`. `console` and
+//! A rule's `notify` overrides the routes. Otherwise the routing tree
+//! ([`super::route`], Alertmanager's: nested `routes`, `matchers`, `match` / `match_re`,
+//! `continue`) picks the notifiers from the alert's labels — its group labels, the
+//! rule's `labels`, `alertname` and `severity`; no match: `routing.default`. `console` and
 //! `ui` always exist. A name nobody configured (e.g. `slack` without a webhook) falls back
 //! to the console with a warning at start; `lookout check` warns, it does not fail. With no
 //! notifier configured at all, `SLACK_WEBHOOK_URL` in the environment creates `slack`.

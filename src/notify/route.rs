@@ -34,27 +34,41 @@ use super::time_interval::TimeIntervals;
 pub const MAX_ROUTE_DEPTH: usize = 32;
 
 /// `[routing]`: the root route.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Notifiers for alerts no route matches (empty: `slack` when configured, else
     /// `console`).
     pub default: Vec<String>,
-    /// Labels that make a group (`["..."]`: every label); default `["alertname"]`.
-    pub group_by: Option<Vec<String>>,
-    /// How long a new group waits for more alerts before its first notification
-    /// (default 0 s).
-    #[serde(with = "crate::duration_serde::option")]
-    pub group_wait: Option<Duration>,
-    /// How long a group waits after a notification before sending its changes
-    /// (default 0 s: at once).
-    #[serde(with = "crate::duration_serde::option")]
-    pub group_interval: Option<Duration>,
+    /// Labels that make a group (`["..."]`: every label; `[]`: one group for all, as in
+    /// Alertmanager).
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    #[serde(with = "crate::duration_serde")]
+    pub group_wait: Duration,
+    /// How long a group waits after a notification before sending its changes (0: at
+    /// once).
+    #[serde(with = "crate::duration_serde")]
+    pub group_interval: Duration,
     /// How often a group still firing is sent again (default: the rules' own
     /// `repeat_interval`).
     #[serde(with = "crate::duration_serde::option")]
     pub repeat_interval: Option<Duration>,
     pub routes: Vec<Route>,
+}
+
+impl Default for RoutingConfig {
+    /// Lookout's defaults: one group per rule, sent at once, reminders by the rules.
+    fn default() -> Self {
+        RoutingConfig {
+            default: Vec::new(),
+            group_by: vec!["alertname".into()],
+            group_wait: Duration::ZERO,
+            group_interval: Duration::ZERO,
+            repeat_interval: None,
+            routes: Vec::new(),
+        }
+    }
 }
 
 impl RoutingConfig {
@@ -250,14 +264,9 @@ impl RouteTree {
             matchers: Vec::new(),
             receivers: default,
             continue_matching: false,
-            group_by: GroupBy::from_config(
-                routing
-                    .group_by
-                    .as_deref()
-                    .unwrap_or(&["alertname".to_string()]),
-            ),
-            group_wait: routing.group_wait.unwrap_or_default(),
-            group_interval: routing.group_interval.unwrap_or_default(),
+            group_by: GroupBy::from_config(&routing.group_by),
+            group_wait: routing.group_wait,
+            group_interval: routing.group_interval,
             repeat_interval: routing.repeat_interval,
             mute_time_intervals: Vec::new(),
             active_time_intervals: Vec::new(),
@@ -432,13 +441,13 @@ pub fn validate(
 ) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, interval) in [
-        ("group_wait", routing.group_wait),
-        ("group_interval", routing.group_interval),
+        ("group_wait", Some(routing.group_wait)),
+        ("group_interval", Some(routing.group_interval)),
         ("repeat_interval", routing.repeat_interval),
     ] {
         check_interval(&mut errors, &format!("routing.{name}"), name, interval);
     }
-    check_group_by(&mut errors, "routing", routing.group_by.as_deref());
+    check_group_by(&mut errors, "routing", Some(&routing.group_by));
     for (number, route) in routing.routes.iter().enumerate() {
         validate_route(
             &mut errors,
