@@ -577,3 +577,63 @@ fn the_example_routing_config_and_watchdog_rule_pass_lookout_check() {
     assert!(check.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_waiting_in_its_group_survives_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let team = Arc::new(Mutex::new(MockSlack::default()));
+    let team_url = start_mock(team.clone()).await;
+    let config = r#"
+[notifiers.team]
+type = "slack"
+url_env = "TEAM_URL"
+
+[routing]
+default = ["team"]
+group_wait = "10s"
+"#;
+    let rules = [(
+        "checkout_down",
+        rule("critical", "1h", json!({"service": "checkout"})),
+    )];
+    let server = serve(dir.path(), &rules, config, &[("TEAM_URL", &team_url)]);
+    ingest_500s(&server, 2).await;
+    let groups = server.data_dir.join("state/routing/groups.json");
+    wait_until("the alert waits in its group, saved", 30, || {
+        let saved = std::fs::read_to_string(&groups)
+            .is_ok_and(|text| text.contains("checkout_down") && text.contains("unsent"));
+        async move { saved }
+    })
+    .await;
+    let killed_at = std::time::Instant::now();
+    server.kill();
+    assert!(
+        team.lock().expect("mock").received.is_empty(),
+        "still waiting at the kill"
+    );
+    // the rule's state says the alert fired: only the saved group can still send it
+    let server = serve(dir.path(), &rules, config, &[("TEAM_URL", &team_url)]);
+    wait_until(
+        "the held notification after the restart",
+        30,
+        received(&team, 1),
+    )
+    .await;
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(5),
+        "not before the group's wait"
+    );
+    assert_eq!(rules_sent(&team), ["checkout_down"]);
+    wait_until(
+        "its delivery is in the new server's history",
+        30,
+        || async {
+            history(&server, "checkout_down")
+                .await
+                .iter()
+                .any(|event| event["type"] == "delivery" && event["outcome"] == "delivered")
+        },
+    )
+    .await;
+    assert_eq!(team.lock().expect("mock").received.len(), 1, "once");
+}
