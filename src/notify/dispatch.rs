@@ -113,6 +113,24 @@ impl Dispatcher {
         Ok(self)
     }
 
+    /// What routing decides with: the inhibit rules, the time intervals, the routes.
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            inhibitor: &self.inhibitor,
+            intervals: &self.intervals,
+            tree: self.notifiers.tree(),
+        }
+    }
+
+    /// Records what a group flush sends (see [`Dispatcher::record`]).
+    fn record_flushed(&self, flushed: Flushed) -> Option<Recorded> {
+        self.record_routed(
+            Some(&flushed.destination),
+            &flushed.destination.notifier,
+            &flushed.message,
+        )
+    }
+
     /// Whether a delivery gave up (its deadline passed) within `window`.
     pub fn gave_up_within(&self, window: Duration) -> bool {
         self.last_gave_up
@@ -128,25 +146,13 @@ impl Dispatcher {
         if messages.is_empty() {
             return Vec::new();
         }
-        let tree = self.notifiers.tree();
-        let route = |path: &str| tree.route(path).cloned();
-        let policy = Policy {
-            inhibitor: &self.inhibitor,
-            intervals: &self.intervals,
-            route: &route,
-        };
+        let policy = self.policy();
         self.groups.accept(
             messages,
             Utc::now(),
             &policy,
             &|event| self.history.record(event),
-            |flushed: Flushed| {
-                self.record_routed(
-                    Some(&flushed.destination),
-                    &flushed.destination.notifier,
-                    &flushed.message,
-                )
-            },
+            |flushed| self.record_flushed(flushed),
         )
     }
 
@@ -160,24 +166,12 @@ impl Dispatcher {
                 () = cancel.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let tree = self.notifiers.tree();
-            let route = |path: &str| tree.route(path).cloned();
-            let policy = Policy {
-                inhibitor: &self.inhibitor,
-                intervals: &self.intervals,
-                route: &route,
-            };
+            let policy = self.policy();
             let recorded = self.groups.flush_due(
                 Utc::now(),
                 &policy,
                 &|event| self.history.record(event),
-                |flushed: Flushed| {
-                    self.record_routed(
-                        Some(&flushed.destination),
-                        &flushed.destination.notifier,
-                        &flushed.message,
-                    )
-                },
+                |flushed| self.record_flushed(flushed),
             );
             for recorded in recorded {
                 self.send(recorded);
@@ -193,13 +187,7 @@ impl Dispatcher {
         rule_notify: &[String],
         labels: &BTreeMap<String, String>,
     ) -> Vec<serde_json::Value> {
-        let tree = self.notifiers.tree();
-        let route = |path: &str| tree.route(path).cloned();
-        let policy = Policy {
-            inhibitor: &self.inhibitor,
-            intervals: &self.intervals,
-            route: &route,
-        };
+        let policy = self.policy();
         let now = Utc::now();
         self.notifiers
             .destinations(rule_notify, labels)

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::message::{AlertLine, AlertMessage, MessageKind, alert_labels, fingerprint};
-use super::route::{Destination, Inhibitor, RouteNode};
+use super::route::{Destination, Inhibitor, RouteNode, RouteTree};
 use super::time_interval::TimeIntervals;
 
 /// How far ahead the end of a mute is looked for (shown as "until").
@@ -112,8 +112,9 @@ pub struct Flushed {
 pub struct Policy<'a> {
     pub inhibitor: &'a Inhibitor,
     pub intervals: &'a TimeIntervals,
-    /// The route at a config path (`None`: gone since the alert was grouped).
-    pub route: &'a dyn Fn(&str) -> Option<RouteNode>,
+    /// The routes, looked up by config path (a path gone since its alert was grouped
+    /// flushes at once).
+    pub tree: &'a RouteTree,
 }
 
 /// The aggregation groups.
@@ -181,8 +182,8 @@ impl Groups {
     ) -> Vec<R> {
         let mut state = self.lock();
         for (destination, message) in messages {
-            let route = (policy.route)(&destination.route);
-            state.add(destination, message, route.as_ref(), now, event);
+            let route = policy.tree.route(&destination.route);
+            state.add(destination, message, route, now, event);
         }
         self.flush_locked(&mut state, now, policy, event, record)
     }
@@ -225,8 +226,8 @@ impl Groups {
             let Some(mut group) = state.groups.remove(&id) else {
                 continue;
             };
-            let route = (policy.route)(&group.route);
-            for flushed in group.flush(route.as_ref(), now, &state.firing, policy, event) {
+            let route = policy.tree.route(&group.route);
+            for flushed in group.flush(route, now, &state.firing, policy, event) {
                 recorded.extend(record(flushed));
             }
             if !group.alerts.is_empty() || !group.resolved.is_empty() {
@@ -912,12 +913,10 @@ mod tests {
             now: DateTime<Utc>,
             messages: Vec<AlertMessage>,
         ) -> Vec<(String, AlertMessage)> {
-            let tree = &self.tree;
-            let route = |path: &str| tree.route(path).cloned();
             let policy = Policy {
                 inhibitor: &self.inhibitor,
                 intervals: &self.intervals,
-                route: &route,
+                tree: &self.tree,
             };
             let event = |value: Value| self.events.lock().expect("lock").push(value);
             let record = |flushed: Flushed| Some((flushed.destination.group_key, flushed.message));
