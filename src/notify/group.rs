@@ -385,6 +385,7 @@ impl GroupsState {
             ..Group::default()
         });
         let kind = message.kind;
+        let mut joined: Vec<String> = Vec::new();
         for (index, line) in message.alerts.iter().enumerate() {
             let labels = alert_labels(&message, line);
             let fingerprint = fingerprint(&labels);
@@ -407,6 +408,7 @@ impl GroupsState {
                     group.alerts.insert(fingerprint.clone(), held);
                     group.unsent.insert(fingerprint.clone());
                     group.reported.remove(&fingerprint);
+                    joined.push(fingerprint);
                 }
                 MessageKind::Repeat => {
                     self.firing.insert(fingerprint.clone(), labels);
@@ -458,7 +460,22 @@ impl GroupsState {
                 }
             }
         };
-        group.next_flush = Some(group.next_flush.map_or(at, |scheduled| scheduled.min(at)));
+        let next = group.next_flush.map_or(at, |scheduled| scheduled.min(at));
+        group.next_flush = Some(next);
+        if batches && next > now {
+            // why it does not go out at once: it waits for its group
+            let reason = format!(
+                "waits in its group with {} firing until {}",
+                group.alerts.len(),
+                next.to_rfc3339()
+            );
+            for fingerprint in joined {
+                if let Some(held) = group.alerts.get(&fingerprint) {
+                    let detail = json!({"waiting_until": next.to_rfc3339()});
+                    event(routing_event(held, group, "grouped", &reason, Some(detail)));
+                }
+            }
+        }
     }
 }
 

@@ -403,7 +403,7 @@ function alertsPage(main) {
           h("td", {}, event.notifier), h("td", {}, h("code", {}, event.route), h("br"), h("small", {}, event.group_key)),
           h("td", {}, h("span", { class: `badge ${event.decision}` }, event.decision), ` ${event.reason || ""}`),
           h("td", {}, labelsView(event.labels)))))) :
-        h("p", { class: "empty" }, "No alert was inhibited, muted or dropped recently."));
+        h("p", { class: "empty" }, "No alert was grouped, inhibited, muted or dropped recently."));
       const transitions = (events.events || []).filter((event) => event.type === "transition");
       history.replaceChildren(h("h2", {}, "Recent transitions"), transitions.length ? h("table", {},
         h("thead", {}, h("tr", {}, ["Time", "Rule", "Transition", "Labels", "Value"].map((title) => h("th", {}, title)))),
