@@ -313,6 +313,7 @@ impl Dispatcher {
         let now = Utc::now();
         let route = destination.map(|destination| destination.route.clone());
         let group_key = destination.map(|destination| destination.group_key.clone());
+        let rules = merged_rules(message);
         let Some(payload) = self.payload_routed(notifier_name, message, destination) else {
             self.telemetry.notifications.add(notifier_name, "ui", 1);
             let mut event = delivery_event(
@@ -323,7 +324,7 @@ impl Dispatcher {
                 "ui",
                 None,
             );
-            with_route(&mut event, route.as_deref(), group_key.as_deref());
+            with_route(&mut event, route.as_deref(), group_key.as_deref(), &rules);
             self.history.record(event);
             return None;
         };
@@ -339,6 +340,7 @@ impl Dispatcher {
                     .expect("a century is a chrono duration"),
             route,
             group_key,
+            rules,
         };
         let id = match &self.outbox {
             Some(outbox) => match outbox.record(&delivery) {
@@ -388,7 +390,12 @@ impl Dispatcher {
                     outcome,
                     attempt,
                 );
-                with_route(&mut event, delivery.route.as_deref(), delivery.group_key.as_deref());
+                with_route(
+                    &mut event,
+                    delivery.route.as_deref(),
+                    delivery.group_key.as_deref(),
+                    &delivery.rules,
+                );
                 event
             };
             match notifier.as_ref() {
@@ -453,8 +460,31 @@ impl Dispatcher {
     }
 }
 
-/// Adds the route and group of a delivery to its history event.
-fn with_route(event: &mut serde_json::Value, route: Option<&str>, group_key: Option<&str>) {
+/// The rules of a message that merges the alerts of several (each alert carries its
+/// `alertname`); empty for a message of one rule.
+fn merged_rules(message: &AlertMessage) -> Vec<String> {
+    let mut rules: Vec<String> = Vec::new();
+    for alert in &message.alerts {
+        if let Some(name) = alert.labels.get("alertname")
+            && !rules.contains(name)
+        {
+            rules.push(name.clone());
+        }
+    }
+    if rules.len() > 1 { rules } else { Vec::new() }
+}
+
+/// Adds the route and group of a delivery (and the rules it merges) to its history
+/// event, so `?rule=NAME` finds a merged delivery under each of its rules.
+fn with_route(
+    event: &mut serde_json::Value,
+    route: Option<&str>,
+    group_key: Option<&str>,
+    rules: &[String],
+) {
+    if !rules.is_empty() {
+        event["rules"] = serde_json::json!(rules);
+    }
     if let Some(route) = route {
         event["route"] = route.into();
     }

@@ -35,6 +35,9 @@ pub struct Delivery {
     pub route: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    /// The rules whose alerts a grouped message merges (empty: only `rule`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
 }
 
 fn slack() -> String {
@@ -122,6 +125,7 @@ mod tests {
             deadline: DateTime::from_timestamp(1_795_342_200, 0).expect("time"),
             route: None,
             group_key: None,
+            rules: Vec::new(),
         };
         let second = outbox.record(&delivery("second", 5)).expect("record");
         let first = outbox.record(&delivery("first", 0)).expect("record");

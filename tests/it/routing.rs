@@ -185,6 +185,24 @@ group_interval = "6s"
         .expect("a delivery in the history");
     assert_eq!(delivery["route"], "routing");
     assert_eq!(delivery["group_key"], "{}:{service=\"checkout\"}");
+    wait_until(
+        "the merged delivery is in each rule's history",
+        30,
+        || async {
+            history(&server, "checkout_burst")
+                .await
+                .iter()
+                .any(|event| {
+                    let mut rules: Vec<&str> = event["rules"]
+                        .as_array()
+                        .map(|rules| rules.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    rules.sort_unstable();
+                    event["type"] == "delivery" && rules == ["checkout_burst", "checkout_errors"]
+                })
+        },
+    )
+    .await;
     assert!(
         !server
             .output
