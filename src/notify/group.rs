@@ -412,8 +412,17 @@ impl GroupsState {
                 }
                 MessageKind::Repeat => {
                     self.firing.insert(fingerprint.clone(), labels);
-                    // an alert announced before the groups existed (or were lost)
-                    group.alerts.entry(fingerprint.clone()).or_insert(held);
+                    // its current value (and samples) for the reminder, in its first place;
+                    // or an alert announced before the groups existed (or were lost)
+                    match group.alerts.get_mut(&fingerprint) {
+                        Some(known) => {
+                            known.message = held.message;
+                            known.labels = held.labels;
+                        }
+                        None => {
+                            group.alerts.insert(fingerprint.clone(), held);
+                        }
+                    }
                     if !route_repeats {
                         group.repeats.insert(fingerprint);
                     }
@@ -979,11 +988,14 @@ mod tests {
             vec![message("a", MessageKind::Resolved, &["x"], "warning")],
         );
         assert_eq!(summary(&sent), [("a".to_string(), "resolved", 1)]);
-        let sent = setup.run(
-            at(30),
-            vec![message("a", MessageKind::Repeat, &["y", "z"], "warning")],
-        );
+        let mut reminder = message("a", MessageKind::Repeat, &["y", "z"], "warning");
+        reminder.alerts[0].value = 42.0;
+        let sent = setup.run(at(30), vec![reminder]);
         assert_eq!(summary(&sent), [("a".to_string(), "repeat", 2)]);
+        assert_eq!(
+            sent[0].1.alerts[0].value, 42.0,
+            "the reminder's current value"
+        );
     }
 
     #[test]
