@@ -419,14 +419,21 @@ fn start_rules(
         };
         format!("{scheme}://{address}")
     });
-    let dispatcher = Arc::new(crate::notify::dispatch::Dispatcher::new(
+    let dispatcher = crate::notify::dispatch::Dispatcher::new(
         notifiers,
         &config.notify,
         &directory.state(),
         external_url.clone(),
         telemetry.clone(),
         history.clone(),
-    ));
+    );
+    // a validated config: its inhibit rules and time intervals compile (one set for
+    // every tenant)
+    let dispatcher = Arc::new(
+        dispatcher
+            .with_alerting(&config.inhibit_rules, &config.time_intervals)
+            .expect("validated config"),
+    );
     let manager = Arc::new(
         crate::rules::manager::RuleManager::new(
             crate::rules::manager::RuleServices {
@@ -444,6 +451,22 @@ fn start_rules(
         .with_max_rules(spec.limits.max_rules),
     );
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
+    if let Some(heartbeat) = config.heartbeat.clone() {
+        let (rules, telemetry) = (Arc::clone(&manager), telemetry.clone());
+        let interval = heartbeat.interval;
+        let health: crate::notify::heartbeat::Health = Arc::new(move || {
+            let mut problems = rules.alerting_problems(interval);
+            if telemetry.storage_degraded.get() != 0 {
+                problems.push("storage is degraded: ingest refuses writes".into());
+            }
+            problems
+        });
+        tokio::spawn(crate::notify::heartbeat::run(
+            heartbeat,
+            health,
+            background.clone(),
+        ));
+    }
     manager
 }
 

@@ -117,13 +117,8 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
                         configured
                             .get_or_insert_with(Default::default)
                             .extend(config.notifiers.keys().cloned());
-                        for name in config
-                            .routing
-                            .default
-                            .iter()
-                            .chain(config.routing.routes.iter().flat_map(|route| &route.notify))
-                        {
-                            used.push((format!("{}: `routing`", file.display()), name.clone()));
+                        for (field, name) in config.routing.receiver_names() {
+                            used.push((format!("{}: `{field}`", file.display()), name));
                         }
                     })
                     .map_err(|error| error.errors),
@@ -287,7 +282,7 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|line| line.contains("`routing`: notifier `pager` is not configured")),
+                .any(|line| line.contains("`routing.default`: notifier `pager` is not configured")),
             "{problems:?}"
         );
         assert!(

@@ -46,6 +46,13 @@ pub struct Config {
     pub routing: crate::notify::notifiers::RoutingConfig,
     /// How alert messages are delivered.
     pub notify: crate::notify::notifiers::NotifyConfig,
+    /// Alertmanager's `inhibit_rules`: firing alerts that mute others.
+    pub inhibit_rules: Vec<crate::notify::route::InhibitRuleConfig>,
+    /// Alertmanager's `time_intervals`, named for routes' `mute_time_intervals` and
+    /// `active_time_intervals`.
+    pub time_intervals: Vec<crate::notify::time_interval::TimeIntervalConfig>,
+    /// The dead man's switch: a URL pinged while alerting is healthy.
+    pub heartbeat: Option<crate::notify::heartbeat::HeartbeatConfig>,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
     /// An existing `prometheus.yml` whose `scrape_configs` are scraped too (read
@@ -79,6 +86,9 @@ impl Default for Config {
             notifiers: Default::default(),
             routing: Default::default(),
             notify: Default::default(),
+            inhibit_rules: Vec::new(),
+            time_intervals: Vec::new(),
+            heartbeat: None,
             scrape_configs: Vec::new(),
             prometheus_config: None,
             metrics: MetricsConfig::default(),
@@ -560,11 +570,25 @@ impl Config {
                 Err(error) => errors.push(format!("{origin}: prometheus_config: {error}")),
             }
         }
-        errors.extend(crate::notify::notifiers::validate(
-            &self.notifiers,
-            &self.routing,
-            origin,
-        ));
+        errors.extend(crate::notify::notifiers::validate(&self.notifiers, origin));
+        let intervals = crate::notify::time_interval::TimeIntervals::build(&self.time_intervals)
+            .unwrap_or_else(|found| {
+                errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));
+                Default::default()
+            });
+        errors.extend(
+            crate::notify::route::validate(&self.routing, &self.inhibit_rules, &intervals)
+                .into_iter()
+                .map(|error| format!("{origin}: {error}")),
+        );
+        if let Some(heartbeat) = &self.heartbeat {
+            errors.extend(
+                heartbeat
+                    .validate()
+                    .into_iter()
+                    .map(|error| format!("{origin}: {error}")),
+            );
+        }
         errors.extend(crate::tenant::validate(
             &self.tenants,
             &self.limits,

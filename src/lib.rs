@@ -37,8 +37,8 @@ pub mod secret;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
-pub mod tenant;
 pub mod template;
+pub mod tenant;
 pub mod tsdb;
 
 /// The stack of every thread that runs requests, rules or queries (tokio's workers and

@@ -7,6 +7,13 @@
 //! start ([`Dispatcher::resume`]); at shutdown those in progress get a moment to finish
 //! ([`Dispatcher::finish`]), the rest stay recorded.
 //!
+//! Between routing and recording sit the aggregation [`Groups`]: each alert joins the
+//! group of its route and group labels ([`super::route`]), which decides when it goes
+//! out (at once by default; after `group_wait` / `group_interval` when a route says so),
+//! holds back inhibited alerts and muted routes, and merges alerts of several rules into
+//! one message ([`Dispatcher::accept`], and [`Dispatcher::run_groups`] for the groups
+//! that wait).
+//!
 //! A delivery whose outbox record cannot be written (a full disk) is sent unrecorded:
 //! lost if the process dies before it is delivered. That is logged when it starts failing
 //! and when it recovers, not at every message.
@@ -19,10 +26,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::group::{Flushed, Groups, Policy};
 use super::history::History;
 use super::message::{AlertLine, AlertMessage, MessageKind, alertmanager_payload, slack_payload};
 use super::notifiers::{Notifier, Notifiers, NotifyConfig};
 use super::outbox::{Delivery, Outbox};
+use super::route::{Destination, InhibitRuleConfig, Inhibitor};
+use super::time_interval::{TimeIntervalConfig, TimeIntervals};
 use super::webhook::Attempt;
 use crate::telemetry::Telemetry;
 
@@ -44,6 +54,12 @@ pub struct Dispatcher {
     delivery_deadline: Duration,
     /// Deliveries in progress, so a shutdown can let them finish.
     deliveries: tokio_util::task::TaskTracker,
+    /// The aggregation groups between routing and delivery.
+    groups: Groups,
+    inhibitor: Inhibitor,
+    intervals: TimeIntervals,
+    /// When a delivery last gave up (its deadline passed), for the heartbeat.
+    last_gave_up: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// A delivery recorded in the outbox (or not, when it could not be written), to be sent.
@@ -77,7 +93,110 @@ impl Dispatcher {
             external_url,
             delivery_deadline: config.delivery_deadline,
             deliveries: tokio_util::task::TaskTracker::new(),
+            groups: Groups::open(state_dir),
+            inhibitor: Inhibitor::default(),
+            intervals: TimeIntervals::default(),
+            last_gave_up: Arc::default(),
         }
+    }
+
+    /// The same dispatcher with `[[inhibit_rules]]` and `[[time_intervals]]` (validated;
+    /// the error lists what is wrong otherwise).
+    pub fn with_alerting(
+        mut self,
+        inhibit_rules: &[InhibitRuleConfig],
+        time_intervals: &[TimeIntervalConfig],
+    ) -> Result<Dispatcher, String> {
+        self.inhibitor = Inhibitor::build(inhibit_rules);
+        self.intervals =
+            TimeIntervals::build(time_intervals).map_err(|errors| errors.join("; "))?;
+        Ok(self)
+    }
+
+    /// What routing decides with: the inhibit rules, the time intervals, the routes.
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            inhibitor: &self.inhibitor,
+            intervals: &self.intervals,
+            tree: self.notifiers.tree(),
+        }
+    }
+
+    /// Records what a group flush sends (see [`Dispatcher::record`]).
+    fn record_flushed(&self, flushed: Flushed) -> Option<Recorded> {
+        self.record_routed(
+            Some(&flushed.destination),
+            &flushed.destination.notifier,
+            &flushed.message,
+        )
+    }
+
+    /// Whether a delivery gave up (its deadline passed) within `window`.
+    pub fn gave_up_within(&self, window: Duration) -> bool {
+        self.last_gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() <= window)
+    }
+
+    /// Adds a tick's messages to their groups and records in the outbox what is to be
+    /// sent now (everything, for routes that do not wait); send each with
+    /// [`Dispatcher::send`] once the rule state is saved.
+    pub fn accept(&self, messages: Vec<(Destination, AlertMessage)>) -> Vec<Recorded> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        let policy = self.policy();
+        self.groups.accept(
+            messages,
+            Utc::now(),
+            &policy,
+            &|event| self.history.record(event),
+            |flushed| self.record_flushed(flushed),
+        )
+    }
+
+    /// Flushes the groups whose time came (`group_wait`, `group_interval`, the end of a
+    /// mute or an inhibition) until `cancel`, sending what they release.
+    pub async fn run_groups(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(Duration::from_millis(250));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let policy = self.policy();
+            let recorded = self.groups.flush_due(
+                Utc::now(),
+                &policy,
+                &|event| self.history.record(event),
+                |flushed| self.record_flushed(flushed),
+            );
+            for recorded in recorded {
+                self.send(recorded);
+            }
+        }
+    }
+
+    /// What routing does with an alert with `labels` (of a rule whose own `notify` is
+    /// `rule_notify`): for each destination its route, group, and whether it is
+    /// inhibited, muted or waiting (for the alerts API and page).
+    pub fn decisions(
+        &self,
+        rule_notify: &[String],
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        let policy = self.policy();
+        let now = Utc::now();
+        self.notifiers
+            .destinations(rule_notify, labels)
+            .into_iter()
+            .map(|(destination, node)| {
+                self.groups
+                    .decision(&destination, Some(node), labels, now, &policy)
+            })
+            .collect()
     }
 
     /// Sends again the deliveries a previous run recorded but did not finish.
@@ -114,25 +233,27 @@ impl Dispatcher {
         self.notifiers.warn_if_unknown(name, used_by)
     }
 
-    /// Splits the notices of one rule's tick by notifier and kind: each notifier gets one
-    /// message per kind with the alerts routed to it. `rule_notify` is the rule's own
-    /// `notify` (empty: the routes decide on what `labels_of` gives for each alert).
+    /// Splits the notices of one rule's tick by destination (notifier, route, group) and
+    /// kind: each gets one message per kind with the alerts routed to it. `rule_notify`
+    /// is the rule's own `notify` (empty: the routes decide on what `labels_of` gives for
+    /// each alert).
     pub fn route(
         &self,
         rule_notify: &[String],
         notices: Vec<(MessageKind, AlertLine)>,
         labels_of: impl Fn(&AlertLine) -> BTreeMap<String, String>,
-    ) -> Vec<(String, MessageKind, Vec<AlertLine>)> {
-        let mut messages: BTreeMap<(String, u8), (MessageKind, Vec<AlertLine>)> = BTreeMap::new();
+    ) -> Vec<(Destination, MessageKind, Vec<AlertLine>)> {
+        let mut messages: BTreeMap<(Destination, u8), (MessageKind, Vec<AlertLine>)> =
+            BTreeMap::new();
         for (kind, line) in notices {
             let order = match kind {
                 MessageKind::Firing => 0,
                 MessageKind::Repeat => 1,
                 MessageKind::Resolved => 2,
             };
-            for notifier in self.notifiers.route(rule_notify, &labels_of(&line)) {
+            for (destination, _) in self.notifiers.destinations(rule_notify, &labels_of(&line)) {
                 messages
-                    .entry((notifier, order))
+                    .entry((destination, order))
                     .or_insert_with(|| (kind, Vec::new()))
                     .1
                     .push(line.clone());
@@ -140,7 +261,7 @@ impl Dispatcher {
         }
         messages
             .into_iter()
-            .map(|((notifier, _), (kind, alerts))| (notifier, kind, alerts))
+            .map(|((destination, _), (kind, alerts))| (destination, kind, alerts))
             .collect()
     }
 
@@ -152,11 +273,27 @@ impl Dispatcher {
         notifier_name: &str,
         message: &AlertMessage,
     ) -> Option<serde_json::Value> {
+        self.payload_routed(notifier_name, message, None)
+    }
+
+    /// [`Dispatcher::payload`] of a message of `destination`'s group: Alertmanager's
+    /// payload carries its group key and labels.
+    pub fn payload_routed(
+        &self,
+        notifier_name: &str,
+        message: &AlertMessage,
+        destination: Option<&Destination>,
+    ) -> Option<serde_json::Value> {
         let message = self.notifiers.templated(notifier_name, message);
         Some(match self.notifiers.get(notifier_name).as_ref() {
             Notifier::Ui => return None,
             Notifier::Webhook(_) => {
-                alertmanager_payload(&message, notifier_name, &self.external_url)
+                let mut payload = alertmanager_payload(&message, notifier_name, &self.external_url);
+                if let Some(destination) = destination {
+                    payload["groupKey"] = destination.group_key.clone().into();
+                    payload["groupLabels"] = serde_json::json!(destination.group_labels);
+                }
+                payload
             }
             Notifier::PagerDuty(_) => super::pagerduty::events(&message),
             Notifier::Email(email) => email.payload(&message),
@@ -169,17 +306,32 @@ impl Dispatcher {
     /// one), to be sent by [`Dispatcher::send`]; `None` for the `ui` notifier, which only
     /// records the history. Its retries end [`NotifyConfig::delivery_deadline`] from now.
     pub fn record(&self, notifier_name: &str, message: &AlertMessage) -> Option<Recorded> {
+        self.record_routed(None, notifier_name, message)
+    }
+
+    /// [`Dispatcher::record`] of a message of `destination`'s group.
+    fn record_routed(
+        &self,
+        destination: Option<&Destination>,
+        notifier_name: &str,
+        message: &AlertMessage,
+    ) -> Option<Recorded> {
         let now = Utc::now();
-        let Some(payload) = self.payload(notifier_name, message) else {
+        let route = destination.map(|destination| destination.route.clone());
+        let group_key = destination.map(|destination| destination.group_key.clone());
+        let rules = merged_rules(message);
+        let Some(payload) = self.payload_routed(notifier_name, message, destination) else {
             self.telemetry.notifications.add(notifier_name, "ui", 1);
-            self.history.record(delivery_event(
+            let mut event = delivery_event(
                 &message.rule,
                 notifier_name,
                 message.kind.name(),
                 message.alerts.len(),
                 "ui",
                 None,
-            ));
+            );
+            with_route(&mut event, route.as_deref(), group_key.as_deref(), &rules);
+            self.history.record(event);
             return None;
         };
         let delivery = Delivery {
@@ -192,6 +344,9 @@ impl Dispatcher {
             deadline: now
                 + chrono::Duration::from_std(self.delivery_deadline.min(LONGEST_DEADLINE))
                     .expect("a century is a chrono duration"),
+            route,
+            group_key,
+            rules,
         };
         let id = match &self.outbox {
             Some(outbox) => match outbox.record(&delivery) {
@@ -229,17 +384,25 @@ impl Dispatcher {
         let telemetry = Arc::clone(&self.telemetry);
         let outbox = self.outbox.clone();
         let history = self.history.clone();
+        let last_gave_up = Arc::clone(&self.last_gave_up);
         self.deliveries.spawn(async move {
             let (rule_name, notifier_name) = (&delivery.rule, &delivery.notifier);
             let event = |outcome: &str, attempt: Option<&Attempt>| {
-                delivery_event(
+                let mut event = delivery_event(
                     rule_name,
                     notifier_name,
                     &delivery.kind,
                     delivery.alerts,
                     outcome,
                     attempt,
-                )
+                );
+                with_route(
+                    &mut event,
+                    delivery.route.as_deref(),
+                    delivery.group_key.as_deref(),
+                    &delivery.rules,
+                );
+                event
             };
             let left = (delivery.deadline - Utc::now())
                 .to_std()
@@ -273,6 +436,12 @@ impl Dispatcher {
                             tracing::info!(rule = %rule_name, notifier = %notifier_name, attempts, "alert delivered")
                         }
                         outcome => {
+                            if outcome.name() == "gave_up" {
+                                *last_gave_up
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                    Some(std::time::Instant::now());
+                            }
                             tracing::error!(rule = %rule_name, notifier = %notifier_name, ?outcome, "alert not delivered")
                         }
                     }
@@ -288,6 +457,39 @@ impl Dispatcher {
                 outbox.complete(&id);
             }
         });
+    }
+}
+
+/// The rules of a message that merges the alerts of several (each alert carries its
+/// `alertname`); empty for a message of one rule.
+fn merged_rules(message: &AlertMessage) -> Vec<String> {
+    let mut rules: Vec<String> = Vec::new();
+    for alert in &message.alerts {
+        if let Some(name) = alert.labels.get("alertname")
+            && !rules.contains(name)
+        {
+            rules.push(name.clone());
+        }
+    }
+    if rules.len() > 1 { rules } else { Vec::new() }
+}
+
+/// Adds the route and group of a delivery (and the rules it merges) to its history
+/// event, so `?rule=NAME` finds a merged delivery under each of its rules.
+fn with_route(
+    event: &mut serde_json::Value,
+    route: Option<&str>,
+    group_key: Option<&str>,
+    rules: &[String],
+) {
+    if !rules.is_empty() {
+        event["rules"] = serde_json::json!(rules);
+    }
+    if let Some(route) = route {
+        event["route"] = route.into();
+    }
+    if let Some(group_key) = group_key {
+        event["group_key"] = group_key.into();
     }
 }
 

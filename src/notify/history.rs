@@ -89,7 +89,7 @@ impl History {
         lock(&self.held)
             .iter()
             .rev()
-            .filter(|event| rule.is_none_or(|rule| event["rule"] == rule))
+            .filter(|event| rule.is_none_or(|rule| of_rule(event, rule)))
             .take(size)
             .cloned()
             .collect()
@@ -120,6 +120,15 @@ impl History {
             tracing::warn!(%error, "alert history event dropped");
         }
     }
+}
+
+/// Whether `event` is about `rule` (its `rule`, or one of the `rules` a grouped
+/// delivery merges).
+fn of_rule(event: &Value, rule: &str) -> bool {
+    event["rule"] == rule
+        || event["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|name| name == rule))
 }
 
 /// Indexes history events as they come.
@@ -228,8 +237,12 @@ async fn write_batch(ingest: &Ingest, events: &[Value]) -> Result<(), crate::ing
 
 /// The newest `size` history events, of one rule or all, newest first.
 pub fn recent(store: &IndexStore, rule: Option<&str>, size: usize) -> Result<Vec<Value>, String> {
+    // a delivery merging several rules' alerts lists them in `rules`
     let filter = match rule {
-        Some(rule) => json!({"term": {"rule": rule}}),
+        Some(rule) => json!({"bool": {
+            "should": [{"term": {"rule": rule}}, {"term": {"rules": rule}}],
+            "minimum_should_match": 1,
+        }}),
         None => json!({"match_all": {}}),
     };
     let context = crate::index::query::dsl::ParseContext {

@@ -339,11 +339,14 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
 }
 
 /// The labels of one alert as Alertmanager would show them: the rule's labels, the group
-/// labels, `alertname` and `severity`.
+/// labels, `alertname` and `severity` (an alert of a message merging several rules
+/// carries its own `alertname`).
 pub fn alert_labels(message: &AlertMessage, alert: &AlertLine) -> BTreeMap<String, String> {
     let mut labels = message.labels.clone();
     labels.extend(alert.labels.clone());
-    labels.insert("alertname".into(), message.rule.clone());
+    labels
+        .entry("alertname".into())
+        .or_insert_with(|| message.rule.clone());
     labels
         .entry("severity".into())
         .or_insert_with(|| message.severity.clone());

@@ -7,16 +7,23 @@
 //! routes, [`webhook`] delivers with rate limit, `Retry-After`, backoff and final 4xx,
 //! [`slack`] holds Slack's payload limits; [`pagerduty`] (Events API v2), [`email`]
 //! (SMTP) and [`msteams`] (Adaptive Cards) build and send their services' messages
-//! within those services' limits. Nothing here knows rules beyond the messages it is
-//! given.
+//! within those services' limits. [`route`] is Alertmanager's routing tree and inhibit
+//! rules (with [`matcher`] and [`time_interval`]), [`group`] its aggregation groups,
+//! [`heartbeat`] the dead man's switch. Nothing here knows rules beyond the messages it
+//! is given.
 
 pub mod dispatch;
 pub mod email;
+pub mod group;
+pub mod heartbeat;
 pub mod history;
+pub mod matcher;
 pub mod message;
 pub mod msteams;
 pub mod notifiers;
 pub mod outbox;
 pub mod pagerduty;
+pub mod route;
 pub mod slack;
+pub mod time_interval;
 pub mod webhook;

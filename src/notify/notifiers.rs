@@ -27,10 +27,10 @@
 //! notify = ["ui"]              # shown in the API, the history and the UI; not sent
 //! ```
 //!
-//! A rule's `notify` overrides the routes. Otherwise the first route whose `match`
-//! (equality) and `match_re` (anchored regexes) all hold for the alert's labels — its group
-//! labels, the rule's `labels`, `alertname` and `severity` — decides, and routes with
-//! `continue = true` let later routes add theirs; no match: `routing.default`. `console` and
+//! A rule's `notify` overrides the routes. Otherwise the routing tree
+//! ([`super::route`], Alertmanager's: nested `routes`, `matchers`, `match` / `match_re`,
+//! `continue`) picks the notifiers from the alert's labels — its group labels, the
+//! rule's `labels`, `alertname` and `severity`; no match: `routing.default`. `console` and
 //! `ui` always exist. A name nobody configured (e.g. `slack` without a webhook) falls back
 //! to the console with a warning at start; `lookout check` warns, it does not fail. With no
 //! notifier configured at all, `SLACK_WEBHOOK_URL` in the environment creates `slack`.
@@ -45,6 +45,8 @@ use serde::{Deserialize, Serialize};
 use super::email::Email;
 use super::message::AlertMessage;
 use super::pagerduty::PagerDuty;
+use super::route::{Destination, RouteNode, RouteTree};
+pub use super::route::{Route, RoutingConfig};
 use super::webhook::{Attempt, Outcome, Webhook};
 use crate::secret::Secret;
 use crate::template::{MessageData, Template, TemplateData};
@@ -148,16 +150,6 @@ pub struct NotifierConfig {
     pub body_template: Option<String>,
 }
 
-/// `[routing]`: which notifiers an alert goes to when its rule names none.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoutingConfig {
-    /// Notifiers for alerts no route matches (empty: `slack` when configured, else
-    /// `console`).
-    pub default: Vec<String>,
-    pub routes: Vec<Route>,
-}
-
 /// `[notify]`: how alert messages are delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,28 +173,9 @@ impl Default for NotifyConfig {
     }
 }
 
-/// One `[[routing.routes]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    /// Labels that must be equal.
-    #[serde(default, rename = "match")]
-    pub equal: BTreeMap<String, String>,
-    /// Labels that must match these regexes (anchored, as in Alertmanager).
-    #[serde(default)]
-    pub match_re: BTreeMap<String, String>,
-    pub notify: Vec<String>,
-    /// Keep looking at later routes after this one matched.
-    #[serde(default, rename = "continue")]
-    pub continue_matching: bool,
-}
-
-/// Checks notifier and route tables; each error names its field.
-pub fn validate(
-    notifiers: &BTreeMap<String, NotifierConfig>,
-    routing: &RoutingConfig,
-    origin: &str,
-) -> Vec<String> {
+/// Checks notifier tables; each error names its field (the routes are checked by
+/// [`super::route::validate`]).
+pub fn validate(notifiers: &BTreeMap<String, NotifierConfig>, origin: &str) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, notifier) in notifiers {
         let field = format!("notifiers.{name}");
@@ -226,20 +199,6 @@ pub fn validate(
             errors.push(format!(
                 "{origin}: `{field}.max_per_second`: must be above 0 and at most 1000"
             ));
-        }
-    }
-    for (number, route) in routing.routes.iter().enumerate() {
-        if route.notify.is_empty() {
-            errors.push(format!(
-                "{origin}: `routing.routes[{number}].notify`: name at least one notifier (\"ui\" to send nothing)"
-            ));
-        }
-        for (label, pattern) in &route.match_re {
-            if let Err(error) = regex::Regex::new(&format!("^(?:{pattern})$")) {
-                errors.push(format!(
-                    "{origin}: `routing.routes[{number}].match_re.{label}`: {error}"
-                ));
-            }
         }
     }
     errors
@@ -398,19 +357,11 @@ struct Templates {
     body: Option<Template>,
 }
 
-/// The configured notifiers by name, and the routes.
+/// The configured notifiers by name, their templates, and the routing tree.
 pub struct Notifiers {
     by_name: BTreeMap<String, Arc<Notifier>>,
     templates: BTreeMap<String, Templates>,
-    routes: Vec<CompiledRoute>,
-    default: Vec<String>,
-}
-
-struct CompiledRoute {
-    equal: BTreeMap<String, String>,
-    regexes: Vec<(String, regex::Regex)>,
-    notify: Vec<String>,
-    continue_matching: bool,
+    tree: RouteTree,
 }
 
 impl Notifiers {
@@ -490,36 +441,13 @@ impl Notifiers {
         } else {
             routing.default.clone()
         };
-        let routes = routing
-            .routes
-            .iter()
-            .map(|route| CompiledRoute {
-                equal: route.equal.clone(),
-                regexes: route
-                    .match_re
-                    .iter()
-                    .filter_map(|(label, pattern)| {
-                        regex::Regex::new(&format!("^(?:{pattern})$"))
-                            .ok()
-                            .map(|regex| (label.clone(), regex))
-                    })
-                    .collect(),
-                notify: route.notify.clone(),
-                continue_matching: route.continue_matching,
-            })
-            .collect();
         let built = Notifiers {
+            tree: RouteTree::build(routing, default),
             by_name,
             templates,
-            routes,
-            default,
         };
-        for name in built
-            .default
-            .iter()
-            .chain(built.routes.iter().flat_map(|route| &route.notify))
-        {
-            built.warn_if_unknown(name, "routing");
+        for (path, name) in built.tree.receivers() {
+            built.warn_if_unknown(&name, &path);
         }
         Ok(built)
     }
@@ -572,43 +500,40 @@ impl Notifiers {
             .expect("the console is built in")
     }
 
-    /// The notifier names an alert with these labels goes to: the rule's own `notify`
-    /// when it has one, else the routes, else the default.
-    pub fn route(&self, rule_notify: &[String], labels: &BTreeMap<String, String>) -> Vec<String> {
-        let mut names: Vec<String> = if rule_notify.is_empty() {
-            let mut chosen = Vec::new();
-            for route in &self.routes {
-                let matches = route
-                    .equal
-                    .iter()
-                    .all(|(label, value)| labels.get(label) == Some(value))
-                    && route.regexes.iter().all(|(label, regex)| {
-                        regex.is_match(labels.get(label).map_or("", String::as_str))
-                    });
-                if matches {
-                    chosen.extend(route.notify.iter().cloned());
-                    if !route.continue_matching {
-                        break;
-                    }
-                }
-            }
-            if chosen.is_empty() {
-                self.default.clone()
-            } else {
-                chosen
-            }
-        } else {
-            rule_notify.to_vec()
-        };
+    /// Where an alert with these labels goes: the rule's own `notify` when it has one,
+    /// else the routing tree; an unknown notifier is replaced by the console, and each
+    /// destination is listed once.
+    pub fn destinations(
+        &self,
+        rule_notify: &[String],
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<(Destination, &RouteNode)> {
+        let mut destinations = self.tree.destinations(rule_notify, labels);
         // an unknown name is delivered by the console: say so once per message, not twice
-        for name in &mut names {
-            if !self.by_name.contains_key(name.as_str()) {
-                *name = "console".into();
+        for (destination, _) in &mut destinations {
+            if !self.by_name.contains_key(destination.notifier.as_str()) {
+                destination.notifier = "console".into();
             }
         }
         let mut seen = std::collections::BTreeSet::new();
-        names.retain(|name| seen.insert(name.clone()));
-        names
+        destinations.retain(|(destination, _)| seen.insert(destination.notifier.clone()));
+        destinations
+    }
+
+    /// The notifier names an alert with these labels goes to (see
+    /// [`Notifiers::destinations`]), each once.
+    pub fn route(&self, rule_notify: &[String], labels: &BTreeMap<String, String>) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.destinations(rule_notify, labels)
+            .into_iter()
+            .map(|(destination, _)| destination.notifier)
+            .filter(|name| seen.insert(name.clone()))
+            .collect()
+    }
+
+    /// The routing tree.
+    pub fn tree(&self) -> &RouteTree {
+        &self.tree
     }
 }
 

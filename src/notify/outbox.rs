@@ -30,6 +30,14 @@ pub struct Delivery {
     pub created: DateTime<Utc>,
     /// Retries stop here.
     pub deadline: DateTime<Utc>,
+    /// The route it took (its config path) and its group, for the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_key: Option<String>,
+    /// The rules whose alerts a grouped message merges (empty: only `rule`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
 }
 
 fn slack() -> String {
@@ -115,6 +123,9 @@ mod tests {
             payload: serde_json::json!({"text": rule}),
             created: DateTime::from_timestamp(1_795_341_600 + seconds, 0).expect("time"),
             deadline: DateTime::from_timestamp(1_795_342_200, 0).expect("time"),
+            route: None,
+            group_key: None,
+            rules: Vec::new(),
         };
         let second = outbox.record(&delivery("second", 5)).expect("record");
         let first = outbox.record(&delivery("first", 0)).expect("record");

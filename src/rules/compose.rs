@@ -14,6 +14,7 @@ use super::rule::{LoadedRule, RuleSource};
 use super::template::TemplateData;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::message::{AlertLine, AlertMessage, MessageKind, graph_url, search_url};
+use crate::notify::route::Destination;
 
 /// Composes a rule's messages.
 pub struct Composer {
@@ -32,10 +33,26 @@ impl Composer {
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
     ) -> Vec<(String, AlertMessage)> {
+        self.compose_routed(rule, tick, notices)
+            .into_iter()
+            .map(|(destination, message)| (destination.notifier, message))
+            .collect()
+    }
+
+    /// [`Composer::compose`] with each message's destination: its notifier, route and
+    /// group (one message per destination and kind).
+    pub fn compose_routed(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        notices: Vec<(MessageKind, AlertLine)>,
+    ) -> Vec<(Destination, AlertMessage)> {
         let mut messages = Vec::new();
-        for (notifier, kind, alerts) in self.dispatcher.route(&rule.file.notify, notices, |line| {
-            alert_labels(rule, &line.labels)
-        }) {
+        for (destination, kind, alerts) in
+            self.dispatcher.route(&rule.file.notify, notices, |line| {
+                alert_labels(rule, &line.labels)
+            })
+        {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
                 let data = template_data(rule, &message.alerts[0], false);
@@ -47,7 +64,7 @@ impl Composer {
                     .map(context_line)
                     .collect();
             }
-            messages.push((notifier, message));
+            messages.push((destination, message));
         }
         messages
     }

@@ -39,6 +39,7 @@ use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::history::History;
 use crate::notify::message::{AlertLine, AlertMessage, MessageKind};
+use crate::notify::route::Destination;
 use crate::scheduler::runner::{Job, Runner};
 
 /// Runs the rules.
@@ -53,6 +54,8 @@ pub struct RuleManager {
     telemetry: Arc<crate::telemetry::Telemetry>,
     silences: Arc<super::silence::Silences>,
     states: StateStore,
+    /// Where the states are (and the stall test hook's file).
+    state_dir: PathBuf,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
     /// Files that failed to load, with their text, so one broken edit is reported once.
@@ -200,6 +203,7 @@ impl RuleManager {
             runner,
             telemetry,
             states: StateStore::new(&state_dir),
+            state_dir,
             running: Default::default(),
             broken: Default::default(),
             statuses: Default::default(),
@@ -239,6 +243,7 @@ impl RuleManager {
     /// recorded but did not finish are sent first.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         self.dispatcher.resume();
+        tokio::spawn(Arc::clone(&self.dispatcher).run_groups(cancel.clone()));
         self.queries.watch(&cancel, || self.reload(&cancel)).await;
         for (_, running) in std::mem::take(&mut *self.lock_running()) {
             running.cancel.cancel();
@@ -358,6 +363,76 @@ impl RuleManager {
     /// Deletes rule `name` (see [`QueryDir::delete`]); returns whether there was one.
     pub fn delete_rule(&self, name: &str) -> std::io::Result<bool> {
         self.queries.delete(name)
+    }
+
+    /// What keeps alerting from working now, one reason each (empty: healthy), for the
+    /// heartbeat: a rule whose due tick is more than its `max_delay` plus `tolerance`
+    /// overdue (a stalled scheduler, a hung evaluation), or a delivery that gave up
+    /// within the last three `tolerance`s (at least ten minutes).
+    pub fn alerting_problems(&self, tolerance: Duration) -> Vec<String> {
+        let now = Utc::now();
+        let mut problems = Vec::new();
+        {
+            let running = self.lock_running();
+            let statuses = self.lock_statuses();
+            for (name, running) in running.iter() {
+                let status = statuses.get(name);
+                let Some(since) =
+                    status.and_then(|status| status.last_evaluation.or(status.loaded_at))
+                else {
+                    continue;
+                };
+                let Some(due) = running.rule.schedule.next_after(since) else {
+                    continue;
+                };
+                let allowed = chrono::Duration::from_std(running.rule.max_delay + tolerance)
+                    .unwrap_or(chrono::Duration::MAX);
+                if now > due + allowed {
+                    problems.push(format!(
+                        "rule `{name}` is late: its tick at {} has not been evaluated",
+                        due.to_rfc3339()
+                    ));
+                }
+            }
+        }
+        if self
+            .dispatcher
+            .gave_up_within((tolerance * 3).max(Duration::from_secs(600)))
+        {
+            problems
+                .push("a notification was given up recently (its delivery deadline passed)".into());
+        }
+        problems
+    }
+
+    /// What routing does with an alert of rule `rule` with these group labels (see
+    /// [`Dispatcher::decisions`]).
+    pub fn routing_of(
+        &self,
+        rule: &str,
+        group: &BTreeMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        let Some(loaded) = self
+            .lock_running()
+            .get(rule)
+            .map(|running| Arc::clone(&running.rule))
+        else {
+            return Vec::new();
+        };
+        self.dispatcher
+            .decisions(&loaded.file.notify, &alert_labels(&loaded, group))
+    }
+
+    /// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while `state/test-stall-rules`
+    /// exists, rule evaluations wait, as a hung scheduler would (the heartbeat test).
+    #[cfg(debug_assertions)]
+    async fn stall_hook(&self) {
+        if !crate::fault::enabled() {
+            return;
+        }
+        while self.state_dir.join("test-stall-rules").exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Where this manager records transitions and deliveries.
@@ -516,10 +591,9 @@ impl RuleManager {
             super::lifecycle::resolve_all(rule, state, now, &self.history, &self.silenced(rule));
         self.states.forget(&rule.name);
         // only resolve messages: no samples to read, nothing blocks
-        for (notifier, message) in self.composer.compose(rule, now, resolved) {
-            if let Some(recorded) = self.dispatcher.record(&notifier, &message) {
-                self.dispatcher.send(recorded);
-            }
+        let messages = self.composer.compose_routed(rule, now, resolved);
+        for recorded in self.dispatcher.accept(messages) {
+            self.dispatcher.send(recorded);
         }
     }
 
@@ -529,6 +603,8 @@ impl RuleManager {
         let job: Job = Arc::new(move |tick| {
             let (manager, rule) = (Arc::clone(&manager), Arc::clone(&job_rule));
             Box::pin(async move {
+                #[cfg(debug_assertions)]
+                manager.stall_hook().await;
                 let telemetry = &manager.telemetry;
                 telemetry.rule_evaluations.add(&rule.name, 1);
                 // the wait for agents' watermarks is not the evaluation's duration
@@ -644,15 +720,15 @@ impl RuleManager {
         let mut deliveries = Vec::new();
         // without its messages the state is not saved: the next tick finds the same
         // transitions and tries again
-        for (notifier, message) in self.messages(rule, tick, notices).await? {
-            deliveries.extend(self.dispatcher.record(&notifier, &message));
-        }
+        let mut messages = self.messages(rule, tick, notices).await?;
         if let Some(period) = rule.expect_matches {
-            for (notifier, mut message) in self.messages(rule, tick, quiet).await? {
+            for (destination, mut message) in self.messages(rule, tick, quiet).await? {
                 super::dead_query::rewrite_message(&mut message, period, state.last_match);
-                deliveries.extend(self.dispatcher.record(&notifier, &message));
+                messages.push((destination, message));
             }
         }
+        // grouped (at once, for routes that do not wait) and recorded before the state
+        deliveries.extend(self.dispatcher.accept(messages));
         let grouped = !rule.file.group_by.is_empty();
         self.states
             .save(&rule.name, grouped || rule.expect_matches.is_some(), &state);
@@ -720,9 +796,9 @@ impl RuleManager {
         rule: &Arc<LoadedRule>,
         tick: DateTime<Utc>,
         notices: Vec<(MessageKind, AlertLine)>,
-    ) -> Result<Vec<(String, AlertMessage)>, EvaluationError> {
+    ) -> Result<Vec<(Destination, AlertMessage)>, EvaluationError> {
         let (composer, rule) = (Arc::clone(&self.composer), Arc::clone(rule));
-        tokio::task::spawn_blocking(move || composer.compose(&rule, tick, notices))
+        tokio::task::spawn_blocking(move || composer.compose_routed(&rule, tick, notices))
             .await
             .map_err(|error| failed("composing the notifications", error))
     }

@@ -200,13 +200,22 @@ fn not_running_rule(name: &str, text: &str, load_error: Option<String>) -> (Valu
 }
 
 async fn alerts(State(state): State<SharedState>) -> Response {
+    let manager = state.rules.get();
     let alerts: Vec<Value> = running(&state)
         .iter()
         .flat_map(|rule| {
             rule.status
                 .alerts
                 .iter()
-                .map(|alert| alert_json(rule, alert))
+                .map(|alert| {
+                    let mut json = alert_json(rule, alert);
+                    // Lookout's addition: the route of each destination, its group, and
+                    // whether it is inhibited, muted or waiting there
+                    if let Some(manager) = manager {
+                        json["routing"] = json!(manager.routing_of(&rule.name, &alert.labels));
+                    }
+                    json
+                })
                 .collect::<Vec<_>>()
         })
         .collect();

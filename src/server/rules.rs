@@ -14,8 +14,9 @@
 //! - `POST /_lookout/rules/{name}/_backtest?from=T&to=T`: the rule replayed over history
 //!   (T: RFC 3339 or date math such as `now-6h`; default the last hour): its timeline of
 //!   transitions and the messages it would have sent (`lookout rules test` prints it);
-//! - `GET /_lookout/alerts/history[?rule=NAME&size=N]`: the newest transitions and
-//!   delivery attempts from `.lookout-alerts`.
+//! - `GET /_lookout/alerts/history[?rule=NAME&size=N]`: the newest transitions,
+//!   delivery attempts and routing decisions (inhibited, muted, dropped) from
+//!   `.lookout-alerts`.
 
 use axum::Router;
 use axum::body::Bytes;

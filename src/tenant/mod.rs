@@ -109,9 +109,13 @@ pub fn validate(
         );
         errors.extend(crate::notify::notifiers::validate(
             &tenant.notifiers,
-            &tenant.routing,
             &format!("{origin}: [{field}]"),
         ));
+        errors.extend(
+            crate::notify::route::validate(&tenant.routing, &[], &Default::default())
+                .into_iter()
+                .map(|error| format!("{origin}: [{field}] {error}")),
+        );
         for scrape in &tenant.scrape_configs {
             if let Err(found) = crate::scrape::target::Job::new(scrape.clone()) {
                 errors.extend(

@@ -20,6 +20,7 @@ mod notifier;
 mod promql;
 mod query;
 mod request_target;
+mod routing;
 mod rule;
 mod schedule;
 mod template;

@@ -25,6 +25,7 @@ mod notifications;
 mod paging;
 mod resolve_messages;
 mod robustness;
+mod routing;
 mod rule_correctness;
 mod rules_api;
 mod schedule_validation;

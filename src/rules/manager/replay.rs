@@ -97,12 +97,14 @@ impl RuleManager {
             )
             .collect();
         let mut messages = Vec::new();
-        for (notifier, message) in self.messages(rule, at, notices).await? {
+        for (destination, message) in self.messages(rule, at, notices).await? {
             messages.push(serde_json::json!({
-                "notifier": notifier,
+                "notifier": destination.notifier,
+                "route": destination.route,
+                "group_key": destination.group_key,
                 "kind": message.kind.name(),
                 "alerts": message.alerts.len(),
-                "payload": self.dispatcher.payload(&notifier, &message),
+                "payload": self.dispatcher.payload_routed(&destination.notifier, &message, Some(&destination)),
             }));
         }
         let start = at - chrono::Duration::from_std(rule.window).unwrap_or_default();

@@ -456,22 +456,34 @@ function pager(total, page, submit) {
     h("button", { class: "plain", disabled: page + 1 >= pages, onclick: () => submit(page + 1) }, "Older →"));
 }
 
-// Alerts: firing and pending, recent transitions, silences.
+// One destination of an alert: notifier, the route it took, its group, and why it is held.
+function routingView(decision) {
+  const held = decision.inhibited_by ? `inhibited by ${decision.inhibited_by.alertname || JSON.stringify(decision.inhibited_by)}`
+    : decision.muted_by ? `muted by ${decision.muted_by}${decision.muted_until ? ` until ${formatTime(Date.parse(decision.muted_until))}` : ""}`
+    : decision.waiting_until ? `waiting in its group until ${formatTime(Date.parse(decision.waiting_until))}` : "";
+  return h("div", { title: decision.group_key },
+    `→ ${decision.notifier} `, h("small", {}, h("code", {}, decision.route)),
+    held ? h("span", { class: "badge held" }, held) : null);
+}
+
+// Alerts: firing and pending, recent transitions, silences, routing decisions.
 function alertsPage(main) {
   const active = h("section", { id: "active" }), history = h("section", { id: "history" }), silences = h("section", { id: "silences" });
-  main.append(active, silences, history);
+  const routing = h("section", { id: "routing" });
+  main.append(active, silences, routing, history);
   async function run() {
     try {
       const [alerts, events, silenced] = await Promise.all([
         api("/api/v1/alerts"), api("/_lookout/alerts/history?size=50"), api("/api/v2/silences")]);
       const list = alerts.data.alerts;
       active.replaceChildren(h("h2", {}, `Active alerts (${list.length})`), list.length ? h("table", {},
-        h("thead", {}, h("tr", {}, ["State", "Alert", "Labels", "Since", "Value", ""].map((title) => h("th", {}, title)))),
+        h("thead", {}, h("tr", {}, ["State", "Alert", "Labels", "Since", "Value", "Routing", ""].map((title) => h("th", {}, title)))),
         h("tbody", {}, list.map((alert) => h("tr", { class: "alert" },
           h("td", {}, h("span", { class: `badge ${alert.state}` }, alert.state)),
           h("td", {}, alert.labels.alertname, h("br"), h("small", {}, alert.annotations?.summary || "")),
           h("td", {}, labelsView(alert.labels, ["alertname"])),
           h("td", {}, since(alert.activeAt)), h("td", {}, formatNumber(alert.value)),
+          h("td", { class: "routing" }, (alert.routing || []).map(routingView)),
           h("td", {}, can("edit") ? h("button", { class: "plain", onclick: () => silence(alert.labels) }, "Silence 1 h") : null))))) :
         h("p", { class: "empty" }, "Nothing is firing or pending."));
       const live = silenced.filter((entry) => entry.status?.state !== "expired");
@@ -481,6 +493,15 @@ function alertsPage(main) {
           h("td", {}, entry.matchers.map((matcher) => h("code", {}, `${matcher.name}${matcher.isEqual === false ? "!" : ""}${matcher.isRegex ? "=~" : "="}"${matcher.value}" `))),
           h("td", {}, entry.endsAt), h("td", {}, entry.comment || ""))))) :
         h("p", { class: "empty" }, "No active silences."));
+      const decisions = (events.events || []).filter((event) => event.type === "routing");
+      routing.replaceChildren(h("h2", {}, "Routing decisions"), decisions.length ? h("table", {},
+        h("thead", {}, h("tr", {}, ["Time", "Rule", "Notifier", "Route", "Decision", "Labels"].map((title) => h("th", {}, title)))),
+        h("tbody", {}, decisions.map((event) => h("tr", {},
+          h("td", { class: "time" }, formatTime(Date.parse(event["@timestamp"]))), h("td", {}, event.rule),
+          h("td", {}, event.notifier), h("td", {}, h("code", {}, event.route), h("br"), h("small", {}, event.group_key)),
+          h("td", {}, h("span", { class: `badge ${event.decision}` }, event.decision), ` ${event.reason || ""}`),
+          h("td", {}, labelsView(event.labels)))))) :
+        h("p", { class: "empty" }, "No alert was grouped, inhibited, muted or dropped recently."));
       const transitions = (events.events || []).filter((event) => event.type === "transition");
       history.replaceChildren(h("h2", {}, "Recent transitions"), transitions.length ? h("table", {},
         h("thead", {}, h("tr", {}, ["Time", "Rule", "Transition", "Labels", "Value"].map((title) => h("th", {}, title)))),
