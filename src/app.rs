@@ -88,7 +88,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         in_flight: None,
     };
     let mut tenants: Vec<Tenant> = Vec::new();
-    for spec in crate::tenant::specs(&config, scrape_jobs) {
+    for spec in tenant_specs(&config, scrape_jobs) {
         let directory = if spec.is_default() {
             data_dir.layout()
         } else {
@@ -203,6 +203,36 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured tenants' specs, the default tenant first; `default` is the one built
+/// from the top-level options (`scrape_configs` are its jobs, `prometheus_config`'s
+/// included).
+pub fn tenant_specs(
+    config: &crate::config::Config,
+    default_scrape: Vec<crate::scrape::target::ScrapeConfig>,
+) -> Vec<crate::tenant::TenantSpec> {
+    let mut specs = vec![crate::tenant::TenantSpec {
+        name: crate::tenant::DEFAULT_TENANT.to_owned(),
+        queries_dir: config.queries_dir.clone(),
+        notifiers: config.notifiers.clone(),
+        routing: config.routing.clone(),
+        scrape_configs: default_scrape,
+        limits: config.limits.clone(),
+        slack_from_env: true,
+    }];
+    for (name, tenant) in &config.tenants {
+        specs.push(crate::tenant::TenantSpec {
+            name: name.clone(),
+            queries_dir: crate::tenant::queries_dir(tenant, name, &config.queries_dir),
+            notifiers: tenant.notifiers.clone(),
+            routing: tenant.routing.clone(),
+            scrape_configs: tenant.scrape_configs.clone(),
+            limits: tenant.limits.merged_over(&config.limits),
+            slack_from_env: false,
+        });
+    }
+    specs
 }
 
 /// What every tenant's world is built with.

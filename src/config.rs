@@ -99,53 +99,7 @@ impl Default for Config {
     }
 }
 
-/// API authentication. With any key (`auth.token*`, `[[auth.keys]]`, or one created with
-/// `lookout keys create`), every route but `/-/healthy`, `/-/ready` and the UI's files
-/// needs one whose role covers it (see `keys` and `server::auth`).
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The token itself (prefer `token_env` or `token_file`: config files get shared).
-    #[serde(skip_serializing)]
-    pub token: Option<String>,
-    /// Name of an environment variable holding the token.
-    pub token_env: Option<String>,
-    /// File holding the token (trailing newline ignored).
-    pub token_file: Option<PathBuf>,
-    /// Allow a non-loopback `listen` without a token.
-    pub insecure: bool,
-    /// Scoped keys (`[[auth.keys]]`): name, secret, role and tenants.
-    pub keys: Vec<crate::keys::KeyConfig>,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("AuthConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_env", &self.token_env)
-            .field("token_file", &self.token_file)
-            .field("insecure", &self.insecure)
-            .field("keys", &self.keys)
-            .finish()
-    }
-}
-
-impl AuthConfig {
-    /// The configured token, read from wherever it is configured; an empty one is an
-    /// error naming its setting.
-    pub fn resolve_token(&self) -> Result<Option<String>, String> {
-        crate::secret::resolve_credential(
-            self.token.as_deref(),
-            self.token_env.as_deref(),
-            self.token_file.as_deref(),
-        )
-        .map_err(|(field, error)| match field {
-            "value" => format!("`auth.token`: {error}"),
-            field => format!("`auth.token_{field}`: {error}"),
-        })
-    }
-}
+pub use crate::keys::AuthConfig;
 
 /// Searches of the Elasticsearch API (and the UI): how many run at once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,26 +164,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// HTTPS on the listener. The files are read again when they change, so a renewed
-/// certificate is served without a restart (an unreadable or mismatched new pair keeps
-/// the old one, with a warning).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// The server's certificate chain, PEM, leaf first.
-    pub cert_file: Option<PathBuf>,
-    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: Option<PathBuf>,
-    /// With it, mutual TLS: a client must present a certificate signed by one of these
-    /// CA certificates (PEM), or the handshake fails.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    pub fn enabled(&self) -> bool {
-        self.cert_file.is_some()
-    }
-}
+pub use crate::server::tls::TlsConfig;
 
 /// Limits and rules for accepting log lines.
 #[derive(Debug, Clone, Serialize, Deserialize)]

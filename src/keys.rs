@@ -28,6 +28,54 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::access::{DEFAULT_TENANT, Principal, Role, TenantScope};
 
+/// API authentication. With any key (`auth.token*`, `[[auth.keys]]`, or one created with
+/// `lookout keys create`), every route but `/-/healthy`, `/-/ready` and the UI's files
+/// needs one whose role covers it (see `keys` and `server::auth`).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The token itself (prefer `token_env` or `token_file`: config files get shared).
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token.
+    pub token_env: Option<String>,
+    /// File holding the token (trailing newline ignored).
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback `listen` without a token.
+    pub insecure: bool,
+    /// Scoped keys (`[[auth.keys]]`): name, secret, role and tenants.
+    pub keys: Vec<crate::keys::KeyConfig>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .field("insecure", &self.insecure)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// The configured token, read from wherever it is configured; an empty one is an
+    /// error naming its setting.
+    pub fn resolve_token(&self) -> Result<Option<String>, String> {
+        crate::secret::resolve_credential(
+            self.token.as_deref(),
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )
+        .map_err(|(field, error)| match field {
+            "value" => format!("`auth.token`: {error}"),
+            field => format!("`auth.token_{field}`: {error}"),
+        })
+    }
+}
+
 /// The prefix of tokens Lookout makes, so a leaked one is recognisable (secret scanners).
 pub const TOKEN_PREFIX: &str = "lk_";
 
@@ -747,7 +795,7 @@ impl KeyStore {
 
 /// The configured keys of `[auth]`: `auth.token*` as the admin key `token`, then
 /// `[[auth.keys]]`; every error at once, each naming its field.
-pub fn configured_keys(auth: &crate::config::AuthConfig) -> Result<Vec<Key>, Vec<String>> {
+pub fn configured_keys(auth: &AuthConfig) -> Result<Vec<Key>, Vec<String>> {
     let mut keys = Vec::new();
     let mut errors = Vec::new();
     match auth.resolve_token() {
@@ -896,7 +944,7 @@ mod tests {
     #[test]
     fn duplicate_names_are_refused_with_the_legacy_token_named() {
         let sha = to_hex(&digest("x"));
-        let auth = crate::config::AuthConfig {
+        let auth = AuthConfig {
             token: Some("s3cret".into()),
             keys: vec![
                 key_config("token", &sha),
@@ -949,7 +997,7 @@ mod tests {
     #[test]
     fn an_api_key_id_must_name_its_key_and_configured_keys_cannot_be_revoked() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let auth = crate::config::AuthConfig {
+        let auth = AuthConfig {
             token: Some("legacy".into()),
             keys: vec![key_config("reader", &to_hex(&digest("s3cret")))],
             ..Default::default()

@@ -231,7 +231,7 @@ impl AgentConfig {
             );
         }
         if let Some(tenant) = &self.tenant
-            && let Some(error) = crate::tenant::name_error(tenant)
+            && let Some(error) = crate::tenant::name::name_error(tenant)
         {
             check(false, "tenant", &error);
         }

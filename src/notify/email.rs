@@ -21,7 +21,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use serde::{Deserialize, Serialize};
+
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -30,20 +30,10 @@ use super::message::{
     MAX_SAMPLES, MessageKind, alert_labels, fingerprint, format_duration, format_value, title,
     truncate,
 };
-use super::notifiers::NotifierConfig;
+use super::notifier_config::NotifierConfig;
 use super::webhook::{Attempt, Outcome};
 
-/// `starttls`: whether a connection on a port other than 465 upgrades to TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartTls {
-    /// Refuse to send unless the server offers STARTTLS (the default).
-    Required,
-    /// Upgrade when the server offers it, send in cleartext otherwise.
-    Opportunistic,
-    /// Cleartext.
-    None,
-}
+pub use super::notifier_config::StartTls;
 
 /// The SMTP port of implicit TLS.
 pub const IMPLICIT_TLS_PORT: u16 = 465;

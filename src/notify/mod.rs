@@ -20,6 +20,7 @@ pub mod history;
 pub mod matcher;
 pub mod message;
 pub mod msteams;
+pub mod notifier_config;
 pub mod notifiers;
 pub mod outbox;
 pub mod pagerduty;

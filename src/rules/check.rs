@@ -17,7 +17,7 @@ use super::alert_state::Timing;
 use super::model::{RuleFile, valid_name};
 use super::rule::{LoadedRule, RuleSource};
 use super::template::{Template, TemplateData};
-pub use crate::config::suggestion;
+pub use crate::diagnostic::suggestion;
 use crate::scheduler::schedule::{Schedule, ScheduleError};
 
 /// Why a rule file does not load.

@@ -20,7 +20,28 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use serde::{Deserialize, Serialize};
+
+/// HTTPS on the listener. The files are read again when they change, so a renewed
+/// certificate is served without a restart (an unreadable or mismatched new pair keeps
+/// the old one, with a warning).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// With it, mutual TLS: a client must present a certificate signed by one of these
+    /// CA certificates (PEM), or the handshake fails.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
 
 /// How often a connection may look at the files.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -129,41 +129,11 @@ pub fn validate(
     errors
 }
 
-fn queries_dir(tenant: &TenantConfig, name: &str, top_level: &std::path::Path) -> PathBuf {
+pub fn queries_dir(tenant: &TenantConfig, name: &str, top_level: &std::path::Path) -> PathBuf {
     tenant
         .queries_dir
         .clone()
         .unwrap_or_else(|| top_level.join(name))
-}
-
-/// The configured tenants' specs, the default tenant first; `default` is the one built
-/// from the top-level options (`scrape_configs` are its jobs, `prometheus_config`'s
-/// included).
-pub fn specs(
-    config: &crate::config::Config,
-    default_scrape: Vec<crate::scrape::target::ScrapeConfig>,
-) -> Vec<TenantSpec> {
-    let mut specs = vec![TenantSpec {
-        name: DEFAULT_TENANT.to_owned(),
-        queries_dir: config.queries_dir.clone(),
-        notifiers: config.notifiers.clone(),
-        routing: config.routing.clone(),
-        scrape_configs: default_scrape,
-        limits: config.limits.clone(),
-        slack_from_env: true,
-    }];
-    for (name, tenant) in &config.tenants {
-        specs.push(TenantSpec {
-            name: name.clone(),
-            queries_dir: queries_dir(tenant, name, &config.queries_dir),
-            notifiers: tenant.notifiers.clone(),
-            routing: tenant.routing.clone(),
-            scrape_configs: tenant.scrape_configs.clone(),
-            limits: tenant.limits.merged_over(&config.limits),
-            slack_from_env: false,
-        });
-    }
-    specs
 }
 
 #[cfg(test)]
@@ -244,7 +214,7 @@ mod tests {
         )
         .expect("parses");
         config.validate("lookout.toml").expect("valid");
-        let specs = specs(&config, Vec::new());
+        let specs = crate::app::tenant_specs(&config, Vec::new());
         let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
         assert_eq!(names, ["default", "team-a", "team-b"]);
         assert_eq!(specs[0].queries_dir, PathBuf::from("q"));
@@ -278,7 +248,7 @@ mod tests {
                 .all(|error| error.contains("`notifiers.") && error.contains(".url_")),
             "{errors:?}"
         );
-        let specs = specs(&config, Vec::new());
+        let specs = crate::app::tenant_specs(&config, Vec::new());
         let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
         assert_eq!(names, ["default", "checkout", "search"]);
         assert_eq!(specs[1].queries_dir, PathBuf::from("queries/checkout"));

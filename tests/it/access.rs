@@ -203,6 +203,7 @@ fn forbidden_in_dialect(path: &str, body: &Value) -> bool {
         "/_lookout/alerts",
         "/_lookout/keys",
         "/_lookout/audit",
+        "/_lookout/tenants",
     ]
     .iter()
     .any(|prefix| path.starts_with(prefix))
