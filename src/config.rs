@@ -28,6 +28,8 @@ pub struct Config {
     /// Base URL put in links (Slack messages); default `http://<listen>` (`https://` with
     /// `[tls]`).
     pub external_url: Option<String>,
+    /// Settings that shape what leaves this server (`[global]`, Prometheus' name).
+    pub global: GlobalConfig,
     pub auth: AuthConfig,
     /// HTTPS on the listener (`[tls]`); plain HTTP without it.
     pub tls: TlsConfig,
@@ -76,6 +78,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             queries_dir: PathBuf::from("queries"),
             external_url: None,
+            global: GlobalConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
@@ -100,6 +103,43 @@ impl Default for Config {
 }
 
 pub use crate::keys::AuthConfig;
+
+/// `[global]`: what Prometheus' `global` section says about this server's identity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalConfig {
+    /// Labels added to every alert sent out and every series written to another store
+    /// (remote write, federation), unless the alert or series has the label already:
+    /// Prometheus' `external_labels`, e.g. `{ cluster = "eu1", replica = "a" }`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl GlobalConfig {
+    /// One message per external label that Prometheus would refuse.
+    fn errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, value) in &self.external_labels {
+            let mut chars = name.chars();
+            let valid_name = chars
+                .next()
+                .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name || name.starts_with("__") {
+                errors.push(format!(
+                    "`global.external_labels.{name}`: not a label name (letters, digits and `_`, \
+                     not starting with a digit or `__`)"
+                ));
+            }
+            if value.is_empty() {
+                errors.push(format!(
+                    "`global.external_labels.{name}`: empty value (an empty label is no label: \
+                     remove it)"
+                ));
+            }
+        }
+        errors
+    }
+}
 
 /// Searches of the Elasticsearch API (and the UI): how many run at once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -530,6 +570,12 @@ impl Config {
             &self.queries_dir,
             origin,
         ));
+        errors.extend(
+            self.global
+                .errors()
+                .into_iter()
+                .map(|error| format!("{origin}: {error}")),
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -603,6 +649,27 @@ fn micros(duration: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn external_labels_must_be_prometheus_label_names_with_values() {
+        let config: super::Config = toml::from_str(
+            "[global]\nexternal_labels = { cluster = \"eu1\", \"1x\" = \"a\", __meta = \"b\", replica = \"\" }\n",
+        )
+        .unwrap();
+        let errors = config.validate("lookout.toml").unwrap_err().errors;
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("external_labels.1x")));
+        assert!(errors.iter().any(|e| e.contains("external_labels.__meta")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("external_labels.replica") && e.contains("empty"))
+        );
+        let good: super::Config =
+            toml::from_str("[global]\nexternal_labels = { cluster = \"eu1\" }\n").unwrap();
+        good.validate("lookout.toml").unwrap();
+        assert_eq!(good.global.external_labels["cluster"], "eu1");
+    }
+
     use super::*;
 
     #[test]
