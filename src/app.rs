@@ -482,11 +482,11 @@ fn start_rules(
     );
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
     if let Some(heartbeat) = config.heartbeat.clone() {
-        let (rules, telemetry) = (Arc::clone(&manager), telemetry.clone());
+        let (rules, storage) = (Arc::clone(&manager), telemetry.clone());
         let interval = heartbeat.interval;
         let health: crate::notify::heartbeat::Health = Arc::new(move || {
             let mut problems = rules.alerting_problems(interval);
-            if telemetry.storage_degraded.get() != 0 {
+            if storage.storage_degraded.get() != 0 {
                 problems.push("storage is degraded: ingest refuses writes".into());
             }
             problems
@@ -494,6 +494,7 @@ fn start_rules(
         tokio::spawn(crate::notify::heartbeat::run(
             heartbeat,
             health,
+            telemetry.clone(),
             background.clone(),
         ));
     }

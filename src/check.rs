@@ -117,9 +117,6 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
                         configured
                             .get_or_insert_with(Default::default)
                             .extend(config.notifiers.keys().cloned());
-                        for (field, name) in config.routing.receiver_names() {
-                            used.push((format!("{}: `{field}`", file.display()), name));
-                        }
                     })
                     .map_err(|error| error.errors),
                 _ => {
@@ -171,7 +168,8 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
             "not checked offline: whether the fields, indices and series the rules name exist (PUT /_lookout/rules/NAME and its _dry_run warn about those on a server)",
         );
     }
-    // an unconfigured notifier is a warning, not an error: its alerts go to the console
+    // a rule's unconfigured notifier is a warning, not an error: its alerts go to the
+    // console (a route's is an error of the config, see `notifiers::validate_receivers`)
     let mut known = configured.unwrap_or_default();
     if known.is_empty() && std::env::var("SLACK_WEBHOOK_URL").is_ok_and(|url| !url.is_empty()) {
         known.insert("slack".into());

@@ -546,6 +546,11 @@ impl Config {
             }
         }
         errors.extend(crate::notify::notifiers::validate(&self.notifiers, origin));
+        errors.extend(crate::notify::notifiers::validate_receivers(
+            &self.notifiers,
+            &self.routing,
+            origin,
+        ));
         let intervals = crate::notify::time_interval::TimeIntervals::build(&self.time_intervals)
             .unwrap_or_else(|found| {
                 errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));

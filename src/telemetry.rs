@@ -208,6 +208,19 @@ pub struct RunnerMetrics {
     pub run_seconds: Histogram,
 }
 
+/// The dead man's switch (`notify::heartbeat`).
+#[derive(Default)]
+pub struct HeartbeatMetrics {
+    /// Pings the service answered with a 2xx.
+    pub pings: Counter,
+    /// Pings that failed (no answer, or not a 2xx).
+    pub failures: Counter,
+    /// Intervals without a ping because alerting was unhealthy.
+    pub withheld: Counter,
+    /// Unix time of the last successful ping (0: none yet).
+    pub last_success_seconds: Gauge,
+}
+
 /// Every self-metric of the server.
 #[derive(Default)]
 pub struct Telemetry {
@@ -258,6 +271,7 @@ pub struct Telemetry {
     pub ingest_batches_refused: LabeledCounter,
     /// Samples kept in the metrics head without reaching its write-ahead log.
     pub tsdb_samples_unlogged: Counter,
+    pub heartbeat: HeartbeatMetrics,
 }
 
 /// A gauge value computed at scrape time.
@@ -468,6 +482,35 @@ impl Telemetry {
             "Failed delivery attempts that were retried, by notifier.",
             "notifier",
             &self.notification_retries,
+        );
+        for (name, help, value) in [
+            (
+                "lookout_heartbeat_pings_total",
+                "Heartbeat pings the dead man's switch accepted.",
+                self.heartbeat.pings.get(),
+            ),
+            (
+                "lookout_heartbeat_failures_total",
+                "Heartbeat pings that failed (no answer or not a 2xx).",
+                self.heartbeat.failures.get(),
+            ),
+            (
+                "lookout_heartbeat_withheld_total",
+                "Heartbeat intervals without a ping because alerting was unhealthy.",
+                self.heartbeat.withheld.get(),
+            ),
+        ] {
+            counter(&mut out, name, help, value);
+        }
+        write_gauge_header(
+            &mut out,
+            "lookout_heartbeat_last_success_timestamp_seconds",
+            "Unix time of the last accepted heartbeat ping (0: none yet).",
+        );
+        let _ = writeln!(
+            out,
+            "lookout_heartbeat_last_success_timestamp_seconds {}",
+            self.heartbeat.last_success_seconds.get()
         );
         write_gauge_header(
             &mut out,

@@ -523,6 +523,9 @@ fn delivery_event(
         if let Some(retry_in) = attempt.retry_in {
             event["retry_in_seconds"] = retry_in.as_secs_f64().into();
         }
+        if let Some(alert) = &attempt.alert {
+            event["dedup_key"] = alert.clone().into();
+        }
     }
     event
 }
@@ -550,6 +553,7 @@ mod tests {
                 reason: None,
                 starts_at: None,
             }],
+            resolved: Vec::new(),
             samples: Vec::new(),
             context: Vec::new(),
             runbook_url: None,

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::message::{
     AlertMessage, MAX_CONTEXT_LINE_CHARS, MAX_CONTEXT_LINES, MAX_LISTED, MAX_SAMPLE_CHARS,
-    MAX_SAMPLES, MessageKind, alert_labels, fingerprint, format_duration, format_value, title,
+    MAX_SAMPLES, Markup, MessageKind, alert_labels, alert_line, fingerprint, format_value, title,
     truncate,
 };
 use super::notifier_config::NotifierConfig;
@@ -241,6 +241,7 @@ impl Email {
                     error: Some(reason.clone()),
                     retry_in: None,
                     rejected: true,
+                    alert: None,
                 });
                 return Outcome::Rejected {
                     attempts: 1,
@@ -261,6 +262,7 @@ impl Email {
                         error: None,
                         retry_in: None,
                         rejected: false,
+                        alert: None,
                     });
                     return Outcome::Delivered { attempts };
                 }
@@ -276,6 +278,7 @@ impl Email {
                     error: Some(reason.clone()),
                     retry_in: None,
                     rejected: true,
+                    alert: None,
                 });
                 return Outcome::Rejected {
                     attempts,
@@ -292,6 +295,7 @@ impl Email {
                 error: Some(reason.clone()),
                 retry_in: (!gives_up).then_some(delay),
                 rejected: false,
+                alert: None,
             });
             if gives_up {
                 tracing::error!(attempts, error = %reason, "email delivery gave up at its deadline");
@@ -459,36 +463,24 @@ fn bodies(message: &AlertMessage) -> (String, String) {
         ));
     }
     html.push_str("</table>\n");
-    text.push_str("\nAlerts:\n");
-    html.push_str("<h3>Alerts</h3>\n<ul>\n");
-    for alert in message.alerts.iter().take(MAX_LISTED) {
-        let labels = if alert.labels.is_empty() {
-            "(no group)".to_string()
-        } else {
-            alert
-                .labels
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let mut line = format!("{labels} — {}", format_value(alert.value));
-        if let Some(fired_for) = alert.fired_for {
-            line.push_str(&format!(" — fired for {}", format_duration(fired_for)));
+    for (heading, alerts) in [("Alerts", &message.alerts), ("Resolved", &message.resolved)] {
+        if alerts.is_empty() && heading == "Resolved" {
+            continue;
         }
-        if let Some(reason) = &alert.reason {
-            line.push_str(&format!(" ({reason})"));
+        text.push_str(&format!("\n{heading}:\n"));
+        html.push_str(&format!("<h3>{heading}</h3>\n<ul>\n"));
+        for alert in alerts.iter().take(MAX_LISTED) {
+            let line = truncate(&alert_line(alert, Markup::Plain), 1000);
+            text.push_str(&format!("- {line}\n"));
+            html.push_str(&format!("<li>{}</li>\n", escape_html(&line)));
         }
-        let line = truncate(&line, 1000);
-        text.push_str(&format!("- {line}\n"));
-        html.push_str(&format!("<li>{}</li>\n", escape_html(&line)));
+        if alerts.len() > MAX_LISTED {
+            let more = format!("+{} more", alerts.len() - MAX_LISTED);
+            text.push_str(&format!("{more}\n"));
+            html.push_str(&format!("<li>{more}</li>\n"));
+        }
+        html.push_str("</ul>\n");
     }
-    if message.alerts.len() > MAX_LISTED {
-        let more = format!("+{} more", message.alerts.len() - MAX_LISTED);
-        text.push_str(&format!("{more}\n"));
-        html.push_str(&format!("<li>{more}</li>\n"));
-    }
-    html.push_str("</ul>\n");
     if message.kind != MessageKind::Resolved && !message.context.is_empty() {
         text.push_str("\nContext:\n");
         html.push_str("<h3>Context</h3>\n<ul>\n");
@@ -565,6 +557,7 @@ mod tests {
                 reason: None,
                 starts_at,
             }],
+            resolved: Vec::new(),
             samples: vec!["payment\r\ntimeout".into()],
             context: Vec::new(),
             runbook_url: Some("https://runbooks.example/5xx".into()),

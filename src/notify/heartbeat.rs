@@ -14,7 +14,8 @@
 //! This module only pings; what "healthy" means is the `health` function it is given
 //! (`app` wires the rule manager's and the storage's signals). A ping is a plain HTTP
 //! request with a timeout; a failed ping is logged (without the URL) and not retried:
-//! the next interval pings again.
+//! the next interval pings again. `/metrics` counts pings, failures and withheld
+//! intervals and shows when the last ping succeeded (`lookout_heartbeat_*`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
+use crate::telemetry::Telemetry;
 
 /// `[heartbeat]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,8 +101,14 @@ impl HeartbeatConfig {
 pub type Health = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Pings until `cancel`, each `interval`, while `health` finds nothing wrong; logs when
-/// pings stop and resume, with the reasons.
-pub async fn run(config: HeartbeatConfig, health: Health, cancel: CancellationToken) {
+/// pings stop and resume, with the reasons, and counts each outcome in `metrics`.
+pub async fn run(
+    config: HeartbeatConfig,
+    health: Health,
+    telemetry: Arc<Telemetry>,
+    cancel: CancellationToken,
+) {
+    let metrics = &telemetry.heartbeat;
     let url = match config.resolve_url() {
         Ok(url) => url,
         Err(error) => {
@@ -133,6 +141,7 @@ pub async fn run(config: HeartbeatConfig, health: Health, cancel: CancellationTo
         }
         let problems = health();
         if !problems.is_empty() {
+            metrics.withheld.add(1);
             if !withheld {
                 tracing::error!(problems = %problems.join("; "), "heartbeat withheld: alerting is unhealthy, so the dead man's switch will page");
             }
@@ -145,11 +154,17 @@ pub async fn run(config: HeartbeatConfig, health: Health, cancel: CancellationTo
         // the URL is a secret: errors are reported without it
         match client.request(method.clone(), &url).send().await {
             Ok(response) if response.status().is_success() => {
+                metrics.pings.add(1);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                metrics.last_success_seconds.set(now);
                 if std::mem::take(&mut failing) {
                     tracing::info!("heartbeat pings delivered again");
                 }
             }
             Ok(response) => {
+                metrics.failures.add(1);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(
                         status = response.status().as_u16(),
@@ -158,6 +173,7 @@ pub async fn run(config: HeartbeatConfig, health: Health, cancel: CancellationTo
                 }
             }
             Err(error) => {
+                metrics.failures.add(1);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %error.without_url(), "heartbeat ping failed");
                 }
@@ -231,7 +247,8 @@ mod tests {
             method: "GET".into(),
         };
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(config, health, cancel.clone()));
+        let telemetry = Arc::new(Telemetry::default());
+        let task = tokio::spawn(run(config, health, Arc::clone(&telemetry), cancel.clone()));
         let wait_for = |count: usize| {
             let pings = Arc::clone(&pings);
             async move {
@@ -256,5 +273,19 @@ mod tests {
         wait_for(before + 2).await;
         cancel.cancel();
         task.await.expect("stops");
+        let metrics = &telemetry.heartbeat;
+        assert_eq!(metrics.pings.get(), pings.load(Ordering::SeqCst) as u64);
+        assert!(metrics.withheld.get() >= 5, "ten intervals unhealthy");
+        assert_eq!(metrics.failures.get(), 0);
+        assert!(metrics.last_success_seconds.get() > 1_700_000_000);
+        let text = telemetry.render(&[]);
+        assert!(
+            text.contains(&format!(
+                "lookout_heartbeat_pings_total {}",
+                metrics.pings.get()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE lookout_heartbeat_last_success_timestamp_seconds gauge"));
     }
 }

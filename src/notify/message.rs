@@ -10,6 +10,10 @@
 //!
 //! For `webhook` notifiers the same message becomes Alertmanager's webhook payload
 //! (version 4), so receivers written for Alertmanager work unchanged.
+//!
+//! A group flush sends one message per receiver: its firing alerts, and after them the
+//! alerts that resolved since the last flush ([`AlertMessage::resolved`]). The line each
+//! alert gets ([`alert_line`]) is the same in every notifier, only its markup differs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -80,6 +84,10 @@ pub struct AlertMessage {
     pub threshold: String,
     pub window: String,
     pub alerts: Vec<AlertLine>,
+    /// Alerts of the same group flush that resolved, listed after the firing ones (one
+    /// notification per flush, as Alertmanager's); empty when the message is of one kind
+    /// (a message of resolved alerts only has them in `alerts`, with kind `Resolved`).
+    pub resolved: Vec<AlertLine>,
     /// Matching log lines, newest first.
     pub samples: Vec<String>,
     /// The rule's `context` values, one line each (`expression = value unit`).
@@ -170,15 +178,57 @@ pub(super) fn format_duration(duration: Duration) -> String {
     }
 }
 
-fn labels_text(labels: &BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return "(no group)".into();
+/// How a notifier marks up an alert's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    /// Slack's mrkdwn: labels as code, the value bold, text escaped.
+    Slack,
+    /// Markdown (Teams' TextBlocks): labels comma-separated, the value bold.
+    Markdown,
+    /// Plain text (email; its HTML part escapes the line as a whole).
+    Plain,
+}
+
+/// One alert of a message as every notifier lists it: its labels (`(no group)` without
+/// any), its value, how long it fired (a resolved alert) and why it resolved, when not
+/// by its condition.
+pub fn alert_line(alert: &AlertLine, markup: Markup) -> String {
+    let labels = if alert.labels.is_empty() {
+        "(no group)".to_string()
+    } else {
+        let pairs = alert.labels.iter();
+        match markup {
+            Markup::Slack => pairs
+                .map(|(name, value)| format!("`{}={}`", escape(name), escape(value)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Markup::Markdown => pairs
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Markup::Plain => pairs
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    };
+    let value = format_value(alert.value);
+    let mut line = match markup {
+        Markup::Slack => format!("{labels} — *{value}*"),
+        Markup::Markdown => format!("{labels} — **{value}**"),
+        Markup::Plain => format!("{labels} — {value}"),
+    };
+    if let Some(fired_for) = alert.fired_for {
+        line.push_str(&format!(" — fired for {}", format_duration(fired_for)));
     }
-    labels
-        .iter()
-        .map(|(key, value)| format!("`{}={}`", escape(key), escape(value)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    if let Some(reason) = &alert.reason {
+        let reason = match markup {
+            Markup::Slack => escape(reason),
+            Markup::Markdown | Markup::Plain => reason.clone(),
+        };
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
 }
 
 /// `FIRING`, `STILL FIRING` or `RESOLVED`.
@@ -196,15 +246,22 @@ pub fn title(message: &AlertMessage) -> String {
     if let Some(title) = &message.title {
         return title.clone();
     }
-    let count = message.alerts.len();
-    format!(
-        "[{}{}] {}",
-        status_word(message.kind),
+    let times = |count: usize| {
         if count > 1 {
             format!(" ×{count}")
         } else {
             String::new()
-        },
+        }
+    };
+    let resolved = if message.resolved.is_empty() {
+        String::new()
+    } else {
+        format!(", RESOLVED{}", times(message.resolved.len()))
+    };
+    format!(
+        "[{}{}{resolved}] {}",
+        status_word(message.kind),
+        times(message.alerts.len()),
         message.rule
     )
 }
@@ -217,7 +274,6 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
         MessageKind::Resolved => "✅",
     };
     let status = status_word(message.kind);
-    let count = message.alerts.len();
     let title = format!("{emoji} {}", title(message));
     let mut blocks = vec![json!({
         "type": "header",
@@ -266,28 +322,30 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
     }
     fields.push(json!({"type": "mrkdwn", "text": format!("*Rule*\n{}", truncate(&escape(&message.rule), 200))}));
     blocks.push(json!({"type": "section", "fields": fields}));
-    for alert in message.alerts.iter().take(MAX_LISTED) {
-        let mut line = format!(
-            "{} — *{}*",
-            labels_text(&alert.labels),
-            format_value(alert.value)
-        );
-        if let Some(fired_for) = alert.fired_for {
-            line.push_str(&format!(" — fired for {}", format_duration(fired_for)));
+    // the lines of both lists together stay within MAX_LISTED (Slack's message limit)
+    let listed = |alerts: &[AlertLine], limit: usize, blocks: &mut Vec<Value>| {
+        for alert in alerts.iter().take(limit) {
+            let line = alert_line(alert, Markup::Slack);
+            blocks.push(json!({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": truncate(&line, MAX_ALERT_LINE_CHARS)}
+            }));
         }
-        if let Some(reason) = &alert.reason {
-            line.push_str(&format!(" ({})", escape(reason)));
+        if alerts.len() > limit {
+            blocks.push(json!({
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": format!("+{} more", alerts.len() - limit)}]
+            }));
         }
+    };
+    listed(&message.alerts, MAX_LISTED, &mut blocks);
+    if !message.resolved.is_empty() {
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": truncate(&line, MAX_ALERT_LINE_CHARS)}
+            "text": {"type": "mrkdwn", "text": "✅ *Resolved*"}
         }));
-    }
-    if count > MAX_LISTED {
-        blocks.push(json!({
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": format!("+{} more", count - MAX_LISTED)}]
-        }));
+        let left = MAX_LISTED.saturating_sub(message.alerts.len());
+        listed(&message.resolved, left, &mut blocks);
     }
     if message.kind != MessageKind::Resolved && !message.context.is_empty() {
         let lines: Vec<String> = message
@@ -389,10 +447,13 @@ pub fn alertmanager_payload(message: &AlertMessage, receiver: &str, external_url
     if let Some(url) = &message.runbook_url {
         annotations.insert("runbook_url".into(), json!(url));
     }
-    let alerts: Vec<Value> = message
+    let resolved_status = message
         .alerts
         .iter()
-        .map(|alert| {
+        .map(|alert| (alert, status))
+        .chain(message.resolved.iter().map(|alert| (alert, "resolved")));
+    let alerts: Vec<Value> = resolved_status
+        .map(|(alert, status)| {
             let labels = alert_labels(message, alert);
             let mut alert_annotations = annotations.clone();
             alert_annotations.insert("value".into(), json!(format_value(alert.value)));
@@ -422,7 +483,7 @@ pub fn alertmanager_payload(message: &AlertMessage, receiver: &str, external_url
         .first()
         .map(|alert| alert_labels(message, alert))
         .unwrap_or_default();
-    for alert in &message.alerts {
+    for alert in message.alerts.iter().chain(&message.resolved) {
         let labels = alert_labels(message, alert);
         common.retain(|name, value| labels.get(name) == Some(value));
     }
@@ -466,6 +527,7 @@ mod tests {
                     starts_at: DateTime::from_timestamp(1_795_340_946, 0),
                 })
                 .collect(),
+            resolved: Vec::new(),
             samples: vec![
                 r#"{"status":500,"service":"checkout","message":"payment <backend> timeout"}"#
                     .into(),

@@ -20,8 +20,8 @@
 use serde_json::{Value, json};
 
 use super::message::{
-    AlertMessage, MAX_CONTEXT_LINE_CHARS, MAX_CONTEXT_LINES, MAX_LISTED, MAX_SAMPLE_CHARS,
-    MAX_SAMPLES, MessageKind, format_duration, format_value, title, truncate,
+    AlertLine, AlertMessage, MAX_CONTEXT_LINE_CHARS, MAX_CONTEXT_LINES, MAX_LISTED,
+    MAX_SAMPLE_CHARS, MAX_SAMPLES, Markup, MessageKind, alert_line, format_value, title, truncate,
 };
 
 /// The largest payload sent (bytes, serialized): Teams' limit is 28 KB for the whole
@@ -132,29 +132,19 @@ fn card(message: &AlertMessage, budget: &Budget, cut_to_fit: bool) -> Value {
     }
     facts.push(json!({"title": "Rule", "value": truncate(&message.rule, 200)}));
     body.push(json!({"type": "FactSet", "facts": facts}));
-    for alert in message.alerts.iter().take(budget.alerts) {
-        let labels = if alert.labels.is_empty() {
-            "(no group)".to_string()
-        } else {
-            alert
-                .labels
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut line = format!("{labels} — **{}**", format_value(alert.value));
-        if let Some(fired_for) = alert.fired_for {
-            line.push_str(&format!(" — fired for {}", format_duration(fired_for)));
+    let listed = |alerts: &[AlertLine], body: &mut Vec<Value>| {
+        for alert in alerts.iter().take(budget.alerts) {
+            body.push(text_block(cut(&alert_line(alert, Markup::Markdown))));
         }
-        if let Some(reason) = &alert.reason {
-            line.push_str(&format!(" ({reason})"));
+        let unlisted = alerts.len().saturating_sub(budget.alerts);
+        if unlisted > 0 {
+            body.push(json!({"type": "TextBlock", "text": format!("+{unlisted} more"), "isSubtle": true, "wrap": true}));
         }
-        body.push(text_block(cut(&line)));
-    }
-    let unlisted = message.alerts.len().saturating_sub(budget.alerts);
-    if unlisted > 0 {
-        body.push(json!({"type": "TextBlock", "text": format!("+{unlisted} more"), "isSubtle": true, "wrap": true}));
+    };
+    listed(&message.alerts, &mut body);
+    if !message.resolved.is_empty() {
+        body.push(json!({"type": "TextBlock", "text": "Resolved", "weight": "Bolder", "color": "Good", "wrap": true}));
+        listed(&message.resolved, &mut body);
     }
     if message.kind != MessageKind::Resolved {
         let context: Vec<String> = message
@@ -250,6 +240,7 @@ mod tests {
                 reason: None,
                 starts_at: None,
             }],
+            resolved: Vec::new(),
             samples: vec!["payment timeout".into()],
             context: Vec::new(),
             runbook_url: Some("https://runbooks.example/5xx".into()),

@@ -35,7 +35,7 @@
 //! to the console with a warning at start; `lookout check` warns, it does not fail. With no
 //! notifier configured at all, `SLACK_WEBHOOK_URL` in the environment creates `slack`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +104,42 @@ pub fn validate(notifiers: &BTreeMap<String, NotifierConfig>, origin: &str) -> V
         }
     }
     errors
+}
+
+/// Checks that every route's receiver is a notifier (configured, built in, or the
+/// `slack` that `SLACK_WEBHOOK_URL` creates when none is configured): a typo would
+/// otherwise send a page to the console. Each error names the route's field and the
+/// known names.
+pub fn validate_receivers(
+    notifiers: &BTreeMap<String, NotifierConfig>,
+    routing: &RoutingConfig,
+    origin: &str,
+) -> Vec<String> {
+    let mut known: BTreeSet<String> = notifiers.keys().cloned().collect();
+    known.extend(BUILT_IN.map(String::from));
+    if notifiers.is_empty() {
+        known.insert("slack".into());
+    }
+    unknown_receivers(routing, &known)
+        .into_iter()
+        .map(|error| format!("{origin}: {error}"))
+        .collect()
+}
+
+/// An error for each receiver of `routing` that is not among the `known` notifiers.
+fn unknown_receivers(routing: &RoutingConfig, known: &BTreeSet<String>) -> Vec<String> {
+    let names: Vec<String> = known.iter().map(|name| format!("`{name}`")).collect();
+    routing
+        .receiver_names()
+        .into_iter()
+        .filter(|(_, name)| !known.contains(name))
+        .map(|(field, name)| {
+            format!(
+                "`{field}`: no notifier is called `{name}`; define `[notifiers.{name}]` or name one of the known notifiers: {}",
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// The errors of one notifier table, each starting with its field name and a backtick
@@ -348,8 +384,9 @@ impl Notifiers {
             by_name,
             templates,
         };
-        for (path, name) in built.tree.receivers() {
-            built.warn_if_unknown(&name, &path);
+        let unknown = unknown_receivers(routing, &built.by_name.keys().cloned().collect());
+        if !unknown.is_empty() {
+            return Err(unknown.join("\n"));
         }
         Ok(built)
     }
@@ -543,6 +580,57 @@ mod tests {
     }
 
     #[test]
+    fn a_route_naming_no_notifier_is_an_error_naming_the_route_and_the_known_ones() {
+        let config: crate::config::Config = toml::from_str(
+            r#"
+            [notifiers.pager]
+            type = "webhook"
+            url = "http://127.0.0.1:1/"
+            [routing]
+            default = ["pager"]
+            [[routing.routes]]
+            matchers = ['severity="critical"']
+            receiver = "pagr"
+              [[routing.routes.routes]]
+              match = { team = "payments" }
+              notify = ["ui", "slak"]
+            "#,
+        )
+        .expect("parses");
+        let errors = config.validate("lookout.toml").expect_err("invalid").errors;
+        let known = "known notifiers: `console`, `pager`, `ui`";
+        assert_eq!(
+            errors,
+            [
+                format!(
+                    "lookout.toml: `routing.routes[0].receiver`: no notifier is called `pagr`; define `[notifiers.pagr]` or name one of the {known}"
+                ),
+                format!(
+                    "lookout.toml: `routing.routes[0].routes[0].notify`: no notifier is called `slak`; define `[notifiers.slak]` or name one of the {known}"
+                ),
+            ]
+        );
+        let built = Notifiers::build(&config.notifiers, &config.routing, None);
+        let error = built.err().expect("does not start");
+        assert!(
+            error.contains("`routing.routes[0].receiver`: no notifier is called `pagr`"),
+            "{error}"
+        );
+        // without configured notifiers, `slack` is the one SLACK_WEBHOOK_URL creates
+        let routing: RoutingConfig = toml::from_str("default = [\"slack\"]").expect("parses");
+        assert!(validate_receivers(&BTreeMap::new(), &routing, "lookout.toml").is_empty());
+        assert!(Notifiers::build(&BTreeMap::new(), &routing, None).is_err());
+        assert!(
+            Notifiers::build(
+                &BTreeMap::new(),
+                &routing,
+                Some("http://127.0.0.1:9/".into())
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn slack_from_the_environment_only_without_configured_notifiers() {
         let empty = BTreeMap::new();
         let routing = RoutingConfig::default();
@@ -667,6 +755,7 @@ mod tests {
                 reason: None,
                 starts_at: None,
             }],
+            resolved: Vec::new(),
             samples: vec!["line one".into(), "line two".into()],
             context: Vec::new(),
             runbook_url: None,

@@ -14,7 +14,9 @@
 //! here (nor in the outbox, the dry run or the history) — [`PagerDuty::deliver_reporting`]
 //! adds it as the event goes out, and strips it from any answer it reports. Answers:
 //! 202 delivered; 400 (invalid event) final, reported with PagerDuty's `errors`; 429 and
-//! 5xx retried with backoff until the delivery deadline ([`super::webhook`]).
+//! 5xx retried with backoff until the delivery deadline ([`super::webhook`]). Each
+//! alert's event is retried on its own, its attempts numbered per alert and reported
+//! with its `dedup_key`; one alert's refusal does not hold back the others.
 
 use std::collections::BTreeMap;
 
@@ -92,23 +94,33 @@ const BUDGETS: [Budget; 4] = [
     },
 ];
 
-/// The events of `message`, one per alert, without `routing_key` (added as each goes
-/// out).
+/// The events of `message`, one per alert (a `resolve` for each of its resolved alerts
+/// after the others), without `routing_key` (added as each goes out).
 pub fn events(message: &AlertMessage) -> Value {
+    // PagerDuty is per alert: a trigger's summary speaks of the firing alerts only
+    let firing = AlertMessage {
+        resolved: Vec::new(),
+        ..message.clone()
+    };
+    let resolves = message.resolved.iter().map(|alert| {
+        let dedup_key = fingerprint(&alert_labels(message, alert));
+        json!({"event_action": "resolve", "dedup_key": dedup_key})
+    });
     Value::Array(
-        message
+        firing
             .alerts
             .iter()
             .map(|alert| {
-                let labels = alert_labels(message, alert);
+                let labels = alert_labels(&firing, alert);
                 let dedup_key = fingerprint(&labels);
-                let event = |budget| event(message, alert, (&labels, &dedup_key), budget);
+                let event = |budget| event(&firing, alert, (&labels, &dedup_key), budget);
                 BUDGETS
                     .iter()
                     .map(event)
                     .find(|event| event.to_string().len() <= MAX_EVENT_BYTES)
                     .unwrap_or_else(|| event(&BUDGETS[BUDGETS.len() - 1]))
             })
+            .chain(resolves)
             .collect(),
     )
 }
@@ -254,8 +266,10 @@ impl PagerDuty {
     }
 
     /// Sends each event of `payload` (built by [`events`]) with the routing key, in
-    /// order, each retried until `deadline`; the outcome is the first not delivered, or
-    /// delivered with the attempts of all.
+    /// order, each retried until `deadline` on its own: one alert's refused or given-up
+    /// event does not keep the others from PagerDuty. Each attempt is reported with its
+    /// alert's `dedup_key` and numbered per alert. The outcome is the first event's that
+    /// was not delivered (attempts of all counted), else delivered.
     pub async fn deliver_reporting(
         &self,
         payload: &Value,
@@ -263,48 +277,69 @@ impl PagerDuty {
         report: &(dyn Fn(Attempt) + Send + Sync),
     ) -> Outcome {
         let key = &self.routing_key.0;
-        // PagerDuty may quote the key it refused: never report it
-        let scrubbed = |attempt: Attempt| {
-            report(Attempt {
-                error: attempt
-                    .error
-                    .map(|error| error.replace(key.as_str(), "<redacted>")),
-                ..attempt
-            })
-        };
         let mut total = 0;
+        let mut failed: Option<Outcome> = None;
         for event in payload.as_array().map(Vec::as_slice).unwrap_or_default() {
             let mut event = event.clone();
+            let dedup_key = event["dedup_key"].as_str().map(str::to_string);
+            // PagerDuty may quote the key it refused: never report it
+            let scrubbed = |attempt: Attempt| {
+                report(Attempt {
+                    error: attempt
+                        .error
+                        .map(|error| error.replace(key.as_str(), "<redacted>")),
+                    alert: dedup_key.clone(),
+                    ..attempt
+                })
+            };
             event["routing_key"] = json!(key);
-            match self
+            let outcome = self
                 .endpoint
                 .deliver_reporting(&event, deadline, &scrubbed)
-                .await
-            {
-                Outcome::Delivered { attempts } => total += attempts,
+                .await;
+            let outcome = match outcome {
+                Outcome::Delivered { attempts } => {
+                    total += attempts;
+                    continue;
+                }
                 Outcome::Rejected {
                     attempts,
                     status,
                     reason,
                 } => {
-                    return Outcome::Rejected {
-                        attempts: total + attempts,
+                    total += attempts;
+                    Outcome::Rejected {
+                        attempts,
                         status,
                         reason: reason.replace(key.as_str(), "<redacted>"),
-                    };
+                    }
                 }
                 Outcome::GaveUp {
                     attempts,
                     last_error,
                 } => {
-                    return Outcome::GaveUp {
-                        attempts: total + attempts,
+                    total += attempts;
+                    Outcome::GaveUp {
+                        attempts,
                         last_error,
-                    };
+                    }
                 }
-            }
+            };
+            failed.get_or_insert(outcome);
         }
-        Outcome::Delivered { attempts: total }
+        match failed {
+            None => Outcome::Delivered { attempts: total },
+            Some(Outcome::Rejected { status, reason, .. }) => Outcome::Rejected {
+                attempts: total,
+                status,
+                reason,
+            },
+            Some(Outcome::GaveUp { last_error, .. }) => Outcome::GaveUp {
+                attempts: total,
+                last_error,
+            },
+            Some(delivered) => delivered,
+        }
     }
 }
 
@@ -332,6 +367,7 @@ mod tests {
                 reason: None,
                 starts_at: None,
             }],
+            resolved: Vec::new(),
             samples: vec!["payment timeout".into()],
             context: vec!["p95 = 1.2s".into()],
             runbook_url: Some("https://runbooks.example/5xx".into()),

@@ -61,6 +61,9 @@ pub struct Attempt {
     pub retry_in: Option<Duration>,
     /// The receiver refused the message for good (a 4xx other than 429, an SMTP 5xx).
     pub rejected: bool,
+    /// The alert this attempt is for, when a message goes out as one request per alert
+    /// (PagerDuty's `dedup_key`): attempts are numbered per alert then.
+    pub alert: Option<String>,
 }
 
 /// One webhook: its URL, its client and its rate limit.
@@ -132,6 +135,7 @@ impl Webhook {
                         error: None,
                         retry_in: None,
                         rejected: false,
+                        alert: None,
                     });
                     return Outcome::Delivered { attempts };
                 }
@@ -165,6 +169,7 @@ impl Webhook {
                         error: Some(reason.clone()),
                         retry_in: None,
                         rejected: true,
+                        alert: None,
                     });
                     return Outcome::Rejected {
                         attempts,
@@ -196,6 +201,7 @@ impl Webhook {
                 error: Some(wait.error.clone()),
                 retry_in: (!gives_up).then_some(wait.delay),
                 rejected: false,
+                alert: None,
             });
             if gives_up {
                 tracing::error!(attempts, error = %wait.error, "webhook delivery gave up at its deadline");

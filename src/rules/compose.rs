@@ -135,6 +135,7 @@ impl Composer {
             threshold: rule.threshold_text(),
             window,
             alerts,
+            resolved: Vec::new(),
             samples: Vec::new(),
             context: Vec::new(),
             runbook_url: rule.file.runbook_url.clone(),

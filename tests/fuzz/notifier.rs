@@ -73,18 +73,8 @@ fn message() -> impl Strategy<Value = AlertMessage> {
             |(
                 (kind, rule, rule_labels, description, severity, summary, title),
                 (threshold, window, alerts, samples, context, runbook_url),
-            )| AlertMessage {
-                kind,
-                rule,
-                at: DateTime::from_timestamp(1_795_341_600, 0).expect("time"),
-                labels: rule_labels,
-                description,
-                severity,
-                summary,
-                title,
-                threshold,
-                window,
-                alerts: alerts
+            )| {
+                let alerts: Vec<AlertLine> = alerts
                     .into_iter()
                     .map(|(labels, value, fired_for)| AlertLine {
                         labels,
@@ -93,14 +83,34 @@ fn message() -> impl Strategy<Value = AlertMessage> {
                         reason: None,
                         starts_at: DateTime::from_timestamp(1_795_341_000, 0),
                     })
-                    .collect(),
-                samples,
-                context,
-                runbook_url,
-                link: Some((
-                    "http://127.0.0.1:9200/ui/search?q=x".into(),
-                    "Search these logs",
-                )),
+                    .collect();
+                // a flush that also carries resolved alerts: as many again
+                let resolved = if kind == MessageKind::Firing {
+                    alerts.clone()
+                } else {
+                    Vec::new()
+                };
+                AlertMessage {
+                    kind,
+                    rule,
+                    at: DateTime::from_timestamp(1_795_341_600, 0).expect("time"),
+                    labels: rule_labels,
+                    description,
+                    severity,
+                    summary,
+                    title,
+                    threshold,
+                    window,
+                    alerts,
+                    resolved,
+                    samples,
+                    context,
+                    runbook_url,
+                    link: Some((
+                        "http://127.0.0.1:9200/ui/search?q=x".into(),
+                        "Search these logs",
+                    )),
+                }
             },
         )
 }

@@ -29,6 +29,7 @@ mod routing;
 mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
+mod severity_routing;
 mod slack;
 mod tenants;
 mod tls;

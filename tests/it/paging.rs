@@ -5,7 +5,8 @@
 //! real SMTP server (STARTTLS required with a private CA, or none; multipart; the resolve
 //! threaded to the firing mail; 4xx retried, 5xx final with the server's text), Teams
 //! (Adaptive Cards within 28 KB even for huge alerts), templates, the dry run's payload
-//! for every notifier type, and no secret in logs or API output.
+//! for every notifier type, PagerDuty's attempts numbered per alert when one flush
+//! carries several, and no secret in logs or API output, failed deliveries included.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,11 @@ use serde_json::{Value, json};
 
 use crate::support::msteams::{self, MockTeams};
 use crate::support::pagerduty::{self, MockPagerDuty, ROUTING_KEY, accepted};
-use crate::support::rules::{history, ingest_500s, ingest_for};
+use crate::support::rules::{
+    assert_no_secret_leaks, deliveries, ingest_500s, ingest_for, serve_config,
+};
 use crate::support::smtp::{self, SmtpServer};
-use crate::support::{Server, wait_until};
+use crate::support::wait_until;
 
 const SMTP_PASSWORD: &str = "Sm7pPa55w0rdS3cr3t";
 
@@ -42,56 +45,6 @@ fn write_rule(queries: &Path, name: &str, severity: &str, notify: &[&str]) {
     .expect("rule");
 }
 
-/// `lookout serve` on `dir/data` with `config` (TOML) and the rules in `dir/queries`.
-fn serve(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
-    let path = dir.join("lookout.toml");
-    std::fs::write(&path, config).expect("config");
-    Server::start_with_env(
-        &dir.join("data"),
-        "127.0.0.1:0",
-        &[
-            "--config",
-            &path.display().to_string(),
-            "--queries",
-            &dir.join("queries").display().to_string(),
-        ],
-        env,
-    )
-}
-
-/// The delivery events of `rule` to `notifier` in the history, oldest first.
-async fn deliveries(server: &Server, rule: &str, notifier: &str) -> Vec<Value> {
-    let mut events: Vec<Value> = history(server, rule)
-        .await
-        .into_iter()
-        .filter(|event| event["type"] == "delivery" && event["notifier"] == notifier)
-        .collect();
-    events.reverse();
-    events
-}
-
-/// Asserts that none of `secrets` is in the server's logs or its API output for `rule`.
-async fn assert_no_secret_leaks(server: &Server, rule: &str, secrets: &[&str]) {
-    let (_, dry_run) = server
-        .post_json(&format!("/_lookout/rules/{rule}/_dry_run"), &json!(null))
-        .await;
-    let (_, rules) = server.get("/_lookout/rules").await;
-    let (_, one_rule) = server.get(&format!("/_lookout/rules/{rule}")).await;
-    let (_, all_history) = server.get("/_lookout/alerts/history").await;
-    let logs = server.output.lock().expect("output").join("\n");
-    for secret in secrets {
-        for (place, text) in [
-            ("the logs", logs.clone()),
-            ("the dry run", dry_run.to_string()),
-            ("the rules API", rules.to_string()),
-            ("the rule API", one_rule.to_string()),
-            ("the history", all_history.to_string()),
-        ] {
-            assert!(!text.contains(secret), "a secret is in {place}: {text}");
-        }
-    }
-}
-
 // the mocks run in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_triggers_and_resolves_with_one_dedup_key_retrying_429_and_500_not_400() {
@@ -113,8 +66,9 @@ async fn pagerduty_triggers_and_resolves_with_one_dedup_key_retrying_429_and_500
         pagerduty::start_mock(pager.clone()).await,
         pagerduty::start_mock(refusing.clone()).await,
     );
-    let server = serve(
+    let server = serve_config(
         dir.path(),
+        &[],
         &format!(
             r#"
 [notifiers.pager]
@@ -209,7 +163,7 @@ url = "{refusing_url}"
         .filter(|event| event["event_action"] == "trigger")
         .count();
     assert_eq!(triggers, 1, "a 400 is not retried");
-    assert_no_secret_leaks(&server, "crit", &[ROUTING_KEY]).await;
+    assert_no_secret_leaks(&server, &["crit"], &[ROUTING_KEY]).await;
 }
 
 // the mock runs in this process while the test waits
@@ -225,11 +179,11 @@ async fn a_trigger_pagerduty_accepted_before_a_kill_9_is_resent_with_the_same_de
         "[notifiers.pager]\ntype = \"pagerduty\"\nrouting_key_env = \"PD_KEY\"\nurl = \"{url}\"\n"
     );
     let env = [("PD_KEY", ROUTING_KEY)];
-    let server = serve(dir.path(), &config, &env);
+    let server = serve_config(dir.path(), &[], &config, &env);
     ingest_500s(&server, 3).await;
     wait_until("PagerDuty accepted the trigger", 30, accepted(&pager, 1)).await;
     server.kill();
-    let _server = serve(dir.path(), &config, &env);
+    let _server = serve_config(dir.path(), &[], &config, &env);
     wait_until("the resend after the restart, then the resolve", 40, || {
         let pager = pager.clone();
         async move {
@@ -285,8 +239,9 @@ async fn a_huge_alert_reaches_teams_as_an_adaptive_card_within_28_kb_with_templa
     .expect("rule");
     let teams = Arc::new(Mutex::new(MockTeams::default()));
     let url = msteams::start_mock(teams.clone()).await;
-    let server = serve(
+    let server = serve_config(
         dir.path(),
+        &[],
         r#"
 [notifiers.teams]
 type = "msteams"
@@ -330,7 +285,7 @@ title_template = "{{ $severity | toUpper }} {{ $rule }}: {{ $alerts }} services"
             .is_some_and(|title| title.contains("40 services")),
         "the resolve"
     );
-    assert_no_secret_leaks(&server, "wide", &["T3amsS3cr3tS1gnature"]).await;
+    assert_no_secret_leaks(&server, &["wide"], &["T3amsS3cr3tS1gnature"]).await;
 }
 
 fn email_config(port: u16, starttls: &str, ca: Option<&Path>) -> String {
@@ -357,24 +312,14 @@ cc = ["audit@example.com"]
 // the SMTP server runs beside the test while it waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_over_required_starttls_with_a_private_ca_threads_the_resolve_to_the_firing() {
-    if let Err(reason) = smtp::available() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = match smtp::private_ca(dir.path()) {
-        Ok(files) => files,
-        Err(reason) => panic!("cannot make a private CA with the openssl CLI: {reason}"),
+    let Some((smtp, ca)) = smtp::start_with_private_ca(dir.path(), &[], SMTP_PASSWORD) else {
+        return;
     };
-    let smtp = SmtpServer::start(
-        dir.path(),
-        Some((&cert, &key)),
-        &[],
-        ("lookout", SMTP_PASSWORD),
-    );
     write_rule(&dir.path().join("queries"), "warn", "warning", &["mail"]);
-    let server = serve(
+    let server = serve_config(
         dir.path(),
+        &[],
         &email_config(smtp.port, "required", Some(&ca)),
         &[("SMTP_PASSWORD", SMTP_PASSWORD), ("LOOKOUT_LOG", "debug")],
     );
@@ -424,7 +369,7 @@ async fn email_over_required_starttls_with_a_private_ca_threads_the_resolve_to_t
     assert_eq!(resolved["headers"]["subject"], "[RESOLVED] warn");
     assert_eq!(resolved["headers"]["in-reply-to"], firing_id, "threaded");
     assert_eq!(resolved["headers"]["references"], firing_id, "threaded");
-    assert_no_secret_leaks(&server, "warn", &[SMTP_PASSWORD]).await;
+    assert_no_secret_leaks(&server, &["warn"], &[SMTP_PASSWORD]).await;
 }
 
 // the SMTP server runs beside the test while it waits
@@ -445,7 +390,7 @@ async fn email_without_tls_retries_a_4xx_and_keeps_a_5xx_with_the_servers_text()
         ("lookout", SMTP_PASSWORD),
     );
     write_rule(&dir.path().join("queries"), "warn", "warning", &["mail"]);
-    let server = serve(dir.path(), &email_config(smtp.port, "none", None), &[]);
+    let server = serve_config(dir.path(), &[], &email_config(smtp.port, "none", None), &[]);
     ingest_500s(&server, 3).await;
     wait_until("the resolve mail after the refused firing", 40, || {
         let count = smtp.mails().len();
@@ -502,8 +447,9 @@ async fn the_dry_run_shows_the_exact_payload_of_every_notifier_type() {
         "critical",
         &["pager", "mail", "teams", "hook", "chat", "ui"],
     );
-    let server = serve(
+    let server = serve_config(
         dir.path(),
+        &[],
         &format!(
             r#"
 [notifiers.pager]
@@ -581,8 +527,165 @@ delivery_deadline = "1s"
     assert_eq!(payload("ui"), Value::Null, "UI only: nothing is sent");
     assert_no_secret_leaks(
         &server,
-        "all",
+        &["all"],
         &[ROUTING_KEY, SMTP_PASSWORD, "T3amsS3cr3tS1gnature", "s3cr3t"],
+    )
+    .await;
+}
+
+// the mocks run in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flush_to_pagerduty_numbers_attempts_per_alert_and_failures_leak_no_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // the mail server refuses every message for good
+    let Some((smtp, ca)) =
+        smtp::start_with_private_ca(dir.path(), &["554 5.7.1 relaying denied"; 4], SMTP_PASSWORD)
+    else {
+        return;
+    };
+    let queries = dir.path().join("queries");
+    write_rule(&queries, "crit_a", "critical", &[]);
+    write_rule(&queries, "crit_b", "critical", &[]);
+    write_rule(&queries, "warn", "warning", &["chat", "teams", "mail"]);
+    // the first event is retried (500), then refused (400, quoting the routing key as
+    // PagerDuty may); the other alert's event of the same flush is accepted at once
+    let pager = Arc::new(Mutex::new(MockPagerDuty::default()));
+    pager.lock().expect("mock").script.extend([
+        (500, json!({"status": "error"})),
+        (
+            400,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": [format!("routing key {ROUTING_KEY} is disabled")]}),
+        ),
+    ]);
+    let pager_url = pagerduty::start_mock(pager.clone()).await;
+    let slack_secret = "SlackT0kenS3cr3tPath";
+    let teams_secret = "TeamsS1gnatureS3cr3t";
+    let config = format!(
+        r#"
+[notify]
+delivery_deadline = "3s"
+
+[notifiers.pager]
+type = "pagerduty"
+routing_key_env = "PD_KEY"
+url = "{pager_url}"
+
+[notifiers.chat]
+type = "slack"
+url_env = "CHAT_URL"
+
+[notifiers.teams]
+type = "msteams"
+url_env = "TEAMS_URL"
+
+{mail}
+[routing]
+group_by = ["severity"]
+
+[[routing.routes]]
+matchers = ['severity="critical"']
+receiver = "pager"
+group_wait = "2s"
+"#,
+        mail = email_config(smtp.port, "required", Some(&ca))
+    );
+    // nothing listens on port 9: every Slack and Teams attempt fails until the deadline
+    let (chat_url, teams_url) = (
+        format!("http://127.0.0.1:9/services/T000/B000/{slack_secret}"),
+        format!("http://127.0.0.1:9/workflows/{teams_secret}"),
+    );
+    let server = serve_config(
+        dir.path(),
+        &[],
+        &config,
+        &[
+            ("PD_KEY", ROUTING_KEY),
+            ("SMTP_PASSWORD", SMTP_PASSWORD),
+            ("CHAT_URL", chat_url.as_str()),
+            ("TEAMS_URL", teams_url.as_str()),
+            ("LOOKOUT_LOG", "debug"),
+        ],
+    );
+    ingest_500s(&server, 3).await;
+    wait_until(
+        "PagerDuty accepts the other alert's trigger",
+        30,
+        accepted(&pager, 1),
+    )
+    .await;
+    let trigger_events = || async {
+        let mut events = deliveries(&server, "crit_a", "pager").await;
+        events.extend(deliveries(&server, "crit_b", "pager").await);
+        events.retain(|event| event["kind"] == "firing");
+        events
+    };
+    wait_until(
+        "the three attempts of the one flush are in the history",
+        30,
+        || async { trigger_events().await.len() >= 3 },
+    )
+    .await;
+    let events = trigger_events().await;
+    let mut per_alert: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
+    for event in &events {
+        let mut rules: Vec<&str> = event["rules"]
+            .as_array()
+            .map(|rules| rules.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        rules.sort_unstable();
+        assert_eq!(rules, ["crit_a", "crit_b"], "one flush: {event}");
+        let key = event["dedup_key"]
+            .as_str()
+            .expect("each attempt names its alert");
+        per_alert.entry(key.to_string()).or_default().push((
+            event["attempt"].as_u64().unwrap_or_default(),
+            event["outcome"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    // a merged delivery is in both rules' history: count each attempt once
+    for attempts in per_alert.values_mut() {
+        attempts.sort();
+        attempts.dedup();
+    }
+    let mut numbered: Vec<Vec<(u64, String)>> = per_alert.into_values().collect();
+    numbered.sort();
+    assert_eq!(
+        numbered,
+        [
+            vec![(1, "delivered".to_string())],
+            vec![(1, "retrying".to_string()), (2, "rejected".to_string())],
+        ],
+        "attempts numbered per alert, the refusal of one not holding back the other: {events:?}"
+    );
+    // the failed deliveries of every kind are logged and in the history
+    for notifier in ["chat", "teams", "mail"] {
+        wait_until(
+            &format!("the failed delivery to {notifier}"),
+            30,
+            || async {
+                deliveries(&server, "warn", notifier)
+                    .await
+                    .iter()
+                    .any(|event| event["outcome"] == "gave_up" || event["outcome"] == "rejected")
+            },
+        )
+        .await;
+    }
+    wait_until("the failures are logged", 30, || {
+        let logged = server
+            .output
+            .lock()
+            .expect("output")
+            .iter()
+            .filter(|line| line.contains("alert not delivered"))
+            .count();
+        async move { logged >= 4 }
+    })
+    .await;
+    assert_no_secret_leaks(
+        &server,
+        &["crit_a", "crit_b", "warn"],
+        &[ROUTING_KEY, SMTP_PASSWORD, slack_secret, teams_secret],
     )
     .await;
 }

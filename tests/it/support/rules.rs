@@ -1,6 +1,7 @@
 //! Servers that run rules, and the lines that make them fire: `lookout serve` with a
 //! queries directory (and a config), the seed rule with its mock Slack, `status: 500`
-//! lines kept clear of a tick, and the alert history a rule left.
+//! lines kept clear of a tick, the alert history a rule left (its deliveries), and the
+//! check that no secret leaks into logs or API output.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,6 +108,16 @@ pub fn serve_rules_with_config(
     } else {
         &[("SLACK_WEBHOOK_URL", webhook)]
     };
+    serve_rules_with_env(dir, queries, config, env)
+}
+
+/// `lookout serve` on `dir/data` with `config` and `queries`, with `env`.
+fn serve_rules_with_env(
+    dir: &std::path::Path,
+    queries: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Server {
     Server::start_with_env(
         &dir.join("data"),
         "127.0.0.1:0",
@@ -118,4 +129,64 @@ pub fn serve_rules_with_config(
         ],
         env,
     )
+}
+
+/// `lookout serve` on `dir/data` with `config` (TOML, written to `dir/lookout.toml`) and
+/// the rules in `dir/queries` (`rules` written there first), with `env`.
+pub fn serve_config(
+    dir: &std::path::Path,
+    rules: &[(&str, serde_json::Value)],
+    config: &str,
+    env: &[(&str, &str)],
+) -> Server {
+    let queries = dir.join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    for (name, body) in rules {
+        std::fs::write(queries.join(format!("{name}.json")), body.to_string()).expect("rule");
+    }
+    let config_path = dir.join("lookout.toml");
+    std::fs::write(&config_path, config).expect("config");
+    serve_rules_with_env(dir, &queries, &config_path, env)
+}
+
+/// The delivery events of `rule` to `notifier` in the history, oldest first.
+pub async fn deliveries(server: &Server, rule: &str, notifier: &str) -> Vec<serde_json::Value> {
+    let mut events: Vec<serde_json::Value> = history(server, rule)
+        .await
+        .into_iter()
+        .filter(|event| event["type"] == "delivery" && event["notifier"] == notifier)
+        .collect();
+    events.reverse();
+    events
+}
+
+/// Asserts that none of `secrets` is in the server's whole log or its API output about
+/// `rules` (their dry runs, the rules API, the history, the alerts).
+pub async fn assert_no_secret_leaks(server: &Server, rules: &[&str], secrets: &[&str]) {
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for path in [
+        "/_lookout/rules",
+        "/_lookout/alerts/history?size=1000",
+        "/api/v1/alerts",
+        "/api/v1/rules",
+    ] {
+        outputs.push((path.to_string(), server.get(path).await.1.to_string()));
+    }
+    for rule in rules {
+        let (_, dry_run) = server
+            .post_json(&format!("/_lookout/rules/{rule}/_dry_run"), &json!(null))
+            .await;
+        outputs.push((format!("the dry run of {rule}"), dry_run.to_string()));
+        let (_, one_rule) = server.get(&format!("/_lookout/rules/{rule}")).await;
+        outputs.push((format!("/_lookout/rules/{rule}"), one_rule.to_string()));
+    }
+    outputs.push((
+        "the logs".into(),
+        server.output.lock().expect("output").join("\n"),
+    ));
+    for secret in secrets {
+        for (place, text) in &outputs {
+            assert!(!text.contains(secret), "a secret is in {place}: {text}");
+        }
+    }
 }

@@ -151,6 +151,25 @@ pub fn private_ca(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     ))
 }
 
+/// An SMTP server in `dir` that requires STARTTLS with a certificate of a fresh private
+/// CA and AUTH as `lookout` with `password`, answering the first DATA commands with
+/// `replies`: the server and the CA to trust. `None` (saying why) when aiosmtpd is not
+/// installed.
+pub fn start_with_private_ca(
+    dir: &Path,
+    replies: &[&str],
+    password: &str,
+) -> Option<(SmtpServer, PathBuf)> {
+    if let Err(reason) = available() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let (ca, cert, key) = private_ca(dir)
+        .unwrap_or_else(|reason| panic!("cannot make a private CA with the openssl CLI: {reason}"));
+    let server = SmtpServer::start(dir, Some((&cert, &key)), replies, ("lookout", password));
+    Some((server, ca))
+}
+
 /// A running aiosmtpd, killed when dropped.
 pub struct SmtpServer {
     child: Child,

@@ -1,12 +1,16 @@
 //! Aggregation groups (Alertmanager's `dispatch/dispatch.go` `aggrGroup`): every alert a
 //! route sends joins the group of its receiver, route and group labels, whatever rule
-//! raised it. A group is flushed — turned into at most one firing, one repeat and one
-//! resolved message — `group_wait` after it was created, then at most once per
+//! raised it. A group is flushed — turned into at most one message per receiver, its
+//! firing alerts and after them those resolved since the last flush, as Alertmanager's
+//! notification ([`merge`]) — `group_wait` after it was created, then at most once per
 //! `group_interval` when something changed, and every `repeat_interval` when nothing did.
 //! A route with both timers at 0 (Lookout's default) flushes as soon as a tick hands it
 //! an alert, with only that tick's changes: a config without routes sends what it always
 //! sent. A waiting route's firing message lists every firing alert of the group, as
 //! Alertmanager's does.
+//!
+//! Why an alert is held back is decided in [`hold`]; what the groups file keeps of an
+//! alert is [`stored`].
 //!
 //! At a flush, an alert muted by an inhibit rule is held back (and shown as inhibited,
 //! with the alert that mutes it), and a route inside one of its `mute_time_intervals`
@@ -29,26 +33,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::message::{AlertLine, AlertMessage, MessageKind, alert_labels, fingerprint};
+use self::hold::{inhibited_by, muted};
+use self::merge::merge;
+use self::stored::{Held, StoredMessage};
+use super::message::{AlertMessage, MessageKind, alert_labels, fingerprint};
 use super::route::{Destination, Inhibitor, RouteNode, RouteTree};
 use super::time_interval::TimeIntervals;
 
-/// How far ahead the end of a mute is looked for (shown as "until").
-const MUTE_HORIZON_DAYS: i64 = 8;
+mod hold;
+mod merge;
+mod stored;
+
 /// How often a muted group, or one holding inhibited alerts, is tried again at least.
 const RECHECK: Duration = Duration::from_secs(1);
 /// Groups kept at most; beyond, new groups flush at once rather than wait (bounded
 /// memory and state file under an alert storm).
 pub const MAX_GROUPS: usize = 10_000;
-
-/// An alert held in a group: the one-alert message that announced it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Held {
-    /// Arrival order, so messages list alerts as the ticks produced them.
-    seq: u64,
-    labels: BTreeMap<String, String>,
-    message: StoredMessage,
-}
 
 /// One group's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -295,71 +295,6 @@ fn group_id(destination: &Destination) -> String {
         "{}\u{1f}{}\u{1f}{}",
         destination.notifier, destination.route, destination.group_key
     )
-}
-
-/// The firing alert that mutes `labels`, if any (itself excluded by the inhibitor).
-fn inhibited_by(
-    inhibitor: &Inhibitor,
-    labels: &BTreeMap<String, String>,
-    firing: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Option<BTreeMap<String, String>> {
-    if inhibitor.is_empty() {
-        return None;
-    }
-    inhibitor.inhibited_by(labels, firing.iter()).cloned()
-}
-
-/// Whether `route` is muted at `now`: by which interval, and until when (when it ends
-/// within eight days).
-fn muted(
-    route: &RouteNode,
-    now: DateTime<Utc>,
-    intervals: &TimeIntervals,
-) -> Option<(String, Option<DateTime<Utc>>)> {
-    let horizon = chrono::Duration::days(MUTE_HORIZON_DAYS);
-    if let Some(name) = route
-        .mute_time_intervals
-        .iter()
-        .find(|name| intervals.holds(name, now))
-    {
-        return Some((name.clone(), intervals.ends_after(name, now, horizon)));
-    }
-    if !route.active_time_intervals.is_empty()
-        && !route
-            .active_time_intervals
-            .iter()
-            .any(|name| intervals.holds(name, now))
-    {
-        let start = now.with_nanosecond_zeroed();
-        let until = (1..=horizon.num_minutes())
-            .map_while(|minute| start.checked_add_signed(chrono::Duration::minutes(minute)))
-            .find(|at| {
-                route
-                    .active_time_intervals
-                    .iter()
-                    .any(|name| intervals.holds(name, *at))
-            });
-        return Some((
-            format!(
-                "outside active_time_intervals {}",
-                route.active_time_intervals.join(", ")
-            ),
-            until,
-        ));
-    }
-    None
-}
-
-trait MinuteStart {
-    fn with_nanosecond_zeroed(self) -> DateTime<Utc>;
-}
-
-impl MinuteStart for DateTime<Utc> {
-    /// The start of the minute.
-    fn with_nanosecond_zeroed(self) -> DateTime<Utc> {
-        DateTime::from_timestamp(self.timestamp() - self.timestamp().rem_euclid(60), 0)
-            .unwrap_or(self)
-    }
 }
 
 impl GroupsState {
@@ -612,22 +547,26 @@ impl Group {
                 out.push((MessageKind::Repeat, held(&repeats)));
             }
         }
-        if !resolved.is_empty() {
-            let mut resolved = resolved;
-            resolved.sort_by_key(|held| held.seq);
-            out.push((MessageKind::Resolved, resolved));
-        }
-        let destination = Destination {
-            notifier: self.notifier.clone(),
-            route: self.route.clone(),
-            group_key: self.group_key.clone(),
-            group_labels: self.group_labels.clone(),
+        let mut resolved = resolved;
+        resolved.sort_by_key(|held| held.seq);
+        // one notification per flush, as Alertmanager's: the firing alerts (new ones, then
+        // reminders) and after them those resolved since the last flush
+        let firing: Vec<&Held> = out.iter().flat_map(|(_, alerts)| alerts.clone()).collect();
+        let message = match out.first() {
+            Some((kind, _)) => Some(merge(*kind, &firing, &resolved)),
+            None if !resolved.is_empty() => Some(merge(MessageKind::Resolved, &resolved, &[])),
+            None => None,
         };
-        let flushed: Vec<Flushed> = out
+        let flushed: Vec<Flushed> = message
             .into_iter()
-            .map(|(kind, alerts)| Flushed {
-                destination: destination.clone(),
-                message: merge(kind, &alerts),
+            .map(|message| Flushed {
+                destination: Destination {
+                    notifier: self.notifier.clone(),
+                    route: self.route.clone(),
+                    group_key: self.group_key.clone(),
+                    group_labels: self.group_labels.clone(),
+                },
+                message,
             })
             .collect();
         if !flushed.is_empty() {
@@ -681,195 +620,10 @@ fn routing_event(
     event
 }
 
-/// One message of `alerts` (each a one-alert message, in order): a rule's alerts become
-/// that rule's message as it always was; alerts of several rules one message listing
-/// each with its full labels (`alertname` among them), its summary lines per rule.
-fn merge(kind: MessageKind, alerts: &[&Held]) -> AlertMessage {
-    let mut per_rule: Vec<AlertMessage> = Vec::new();
-    for held in alerts {
-        let message = held.message.to_message();
-        match per_rule
-            .iter_mut()
-            .find(|merged| merged.rule == message.rule)
-        {
-            Some(merged) => {
-                merged.alerts.extend(message.alerts);
-                if merged.samples.is_empty() {
-                    merged.samples = message.samples;
-                }
-                if merged.context.is_empty() {
-                    merged.context = message.context;
-                }
-            }
-            None => per_rule.push(message),
-        }
-    }
-    for message in &mut per_rule {
-        message.kind = kind;
-    }
-    if per_rule.len() == 1 {
-        return per_rule.remove(0);
-    }
-    let mut first = per_rule[0].clone();
-    let rules: Vec<String> = per_rule
-        .iter()
-        .map(|message| message.rule.clone())
-        .collect();
-    first.rule = rules.join(", ");
-    first.summary = per_rule
-        .iter()
-        .map(|message| format!("{}: {}", message.rule, message.summary))
-        .collect::<Vec<_>>()
-        .join("\n");
-    first.description = None;
-    first.threshold = String::new();
-    first.window = String::new();
-    first.severity = per_rule
-        .iter()
-        .map(|message| message.severity.clone())
-        .min_by_key(|severity| severity_rank(severity))
-        .unwrap_or_default();
-    first.alerts = per_rule
-        .iter()
-        .flat_map(|message| {
-            message.alerts.iter().map(|line| AlertLine {
-                labels: alert_labels(message, line),
-                ..line.clone()
-            })
-        })
-        .collect();
-    first.labels = BTreeMap::new();
-    first.at = per_rule
-        .iter()
-        .map(|message| message.at)
-        .max()
-        .unwrap_or(first.at);
-    first
-}
-
-fn severity_rank(severity: &str) -> u8 {
-    match severity {
-        "critical" => 0,
-        "error" => 1,
-        "warning" => 2,
-        "info" => 3,
-        _ => 4,
-    }
-}
-
-/// An [`AlertMessage`] as the groups file keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredMessage {
-    kind: String,
-    rule: String,
-    at: DateTime<Utc>,
-    labels: BTreeMap<String, String>,
-    description: Option<String>,
-    severity: String,
-    summary: String,
-    threshold: String,
-    window: String,
-    alerts: Vec<StoredLine>,
-    samples: Vec<String>,
-    context: Vec<String>,
-    runbook_url: Option<String>,
-    link: Option<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredLine {
-    labels: BTreeMap<String, String>,
-    value: f64,
-    fired_for_seconds: Option<f64>,
-    reason: Option<String>,
-    starts_at: Option<DateTime<Utc>>,
-}
-
-impl From<&AlertMessage> for StoredMessage {
-    fn from(message: &AlertMessage) -> StoredMessage {
-        StoredMessage {
-            kind: message.kind.name().into(),
-            rule: message.rule.clone(),
-            at: message.at,
-            labels: message.labels.clone(),
-            description: message.description.clone(),
-            severity: message.severity.clone(),
-            summary: message.summary.clone(),
-            threshold: message.threshold.clone(),
-            window: message.window.clone(),
-            alerts: message
-                .alerts
-                .iter()
-                .map(|line| StoredLine {
-                    labels: line.labels.clone(),
-                    value: line.value,
-                    fired_for_seconds: line.fired_for.map(|fired| fired.as_secs_f64()),
-                    reason: line.reason.clone(),
-                    starts_at: line.starts_at,
-                })
-                .collect(),
-            samples: message.samples.clone(),
-            context: message.context.clone(),
-            runbook_url: message.runbook_url.clone(),
-            link: message
-                .link
-                .as_ref()
-                .map(|(url, text)| (url.clone(), text.to_string())),
-        }
-    }
-}
-
-impl StoredMessage {
-    fn to_message(&self) -> AlertMessage {
-        AlertMessage {
-            title: None,
-            kind: match self.kind.as_str() {
-                "repeat" => MessageKind::Repeat,
-                "resolved" => MessageKind::Resolved,
-                _ => MessageKind::Firing,
-            },
-            rule: self.rule.clone(),
-            at: self.at,
-            labels: self.labels.clone(),
-            description: self.description.clone(),
-            severity: self.severity.clone(),
-            summary: self.summary.clone(),
-            threshold: self.threshold.clone(),
-            window: self.window.clone(),
-            alerts: self
-                .alerts
-                .iter()
-                .map(|line| AlertLine {
-                    labels: line.labels.clone(),
-                    value: line.value,
-                    fired_for: line
-                        .fired_for_seconds
-                        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok()),
-                    reason: line.reason.clone(),
-                    starts_at: line.starts_at,
-                })
-                .collect(),
-            samples: self.samples.clone(),
-            context: self.context.clone(),
-            runbook_url: self.runbook_url.clone(),
-            // the link texts are the two `compose` writes
-            link: self.link.as_ref().map(|(url, text)| {
-                (
-                    url.clone(),
-                    if text == "Graph this" {
-                        "Graph this"
-                    } else {
-                        "Search these logs"
-                    },
-                )
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::message::AlertLine;
     use crate::notify::route::{InhibitRuleConfig, RouteTree, RoutingConfig};
 
     fn message(rule: &str, kind: MessageKind, services: &[&str], severity: &str) -> AlertMessage {
@@ -894,6 +648,7 @@ mod tests {
                     starts_at: None,
                 })
                 .collect(),
+            resolved: Vec::new(),
             samples: vec![format!("{rule} sample")],
             context: Vec::new(),
             runbook_url: None,
@@ -1001,6 +756,98 @@ mod tests {
     }
 
     #[test]
+    fn one_flush_sends_one_message_per_receiver_with_its_firing_and_resolved_alerts() {
+        let setup = Setup::new("", Vec::new());
+        setup.run(
+            at(0),
+            vec![message("a", MessageKind::Firing, &["x", "y"], "warning")],
+        );
+        // one tick: `z` starts firing while `x` resolves
+        let mut resolved = message("a", MessageKind::Resolved, &["x"], "warning");
+        resolved.alerts[0].fired_for = Some(Duration::from_secs(10));
+        let sent = setup.run(
+            at(10),
+            vec![
+                message("a", MessageKind::Firing, &["z"], "warning"),
+                resolved,
+            ],
+        );
+        assert_eq!(
+            summary(&sent),
+            [("a".to_string(), "firing", 1)],
+            "one message"
+        );
+        let message = &sent[0].1;
+        assert_eq!(message.alerts[0].labels["service"], "z");
+        assert_eq!(message.resolved[0].labels["service"], "x");
+        assert_eq!(
+            crate::notify::message::title(message),
+            "[FIRING, RESOLVED] a"
+        );
+        // every notifier shows both lists; PagerDuty stays per alert
+        let slack = crate::notify::message::slack_payload(message).to_string();
+        assert!(
+            slack.contains("`service=z`") && slack.contains("*Resolved*"),
+            "{slack}"
+        );
+        assert!(
+            slack.contains("`service=x` — *5* — fired for 10s"),
+            "{slack}"
+        );
+        let webhook = crate::notify::message::alertmanager_payload(message, "team", "http://l");
+        let statuses: Vec<(&str, &str)> = webhook["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|alert| {
+                (
+                    alert["status"].as_str().unwrap_or_default(),
+                    alert["labels"]["service"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(statuses, [("firing", "z"), ("resolved", "x")]);
+        assert_eq!(webhook["status"], "firing");
+        let card = crate::notify::msteams::card_payload(message).to_string();
+        assert!(
+            card.contains("service=z — **5**")
+                && card.contains("service=x — **5** — fired for 10s"),
+            "{card}"
+        );
+        let addresses = crate::notify::email::Addresses {
+            from: "a@example.com".into(),
+            to: vec!["b@example.com".into()],
+            cc: Vec::new(),
+            domain: "example.com".into(),
+        };
+        let mail = crate::notify::email::payload(message, &addresses);
+        let text = mail["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("Alerts:\n- service=z — 5\n")
+                && text.contains("Resolved:\n- service=x — 5 — fired for 10s\n"),
+            "{mail}"
+        );
+        assert!(
+            mail["html"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("<h3>Resolved</h3>")
+        );
+        let events = crate::notify::pagerduty::events(message);
+        let actions: Vec<&str> = events
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|event| event["event_action"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(actions, ["trigger", "resolve"]);
+        assert_eq!(
+            events[0]["payload"]["summary"], "[FIRING] a: a summary",
+            "a trigger speaks of its own alert"
+        );
+    }
+
+    #[test]
     fn alerts_of_two_rules_wait_and_go_out_as_one_message_per_group_interval() {
         let setup = Setup::new(
             "group_by = [\"service\"]\ngroup_wait = \"30s\"\ngroup_interval = \"5m\"\n",
@@ -1060,11 +907,11 @@ mod tests {
         let sent = setup.run(at(930), Vec::new());
         assert_eq!(
             summary(&sent),
-            [
-                ("b, c".to_string(), "firing", 2),
-                ("a".to_string(), "resolved", 1)
-            ]
+            [("b, c, a".to_string(), "firing", 2)],
+            "one notification for the flush: the firing alerts and the resolved one"
         );
+        assert_eq!(sent[0].1.resolved.len(), 1);
+        assert_eq!(sent[0].1.resolved[0].labels["alertname"], "a");
         // an alert that fires and resolves within group_wait is never sent
         setup.run(
             at(2000),
