@@ -12,7 +12,8 @@
 //! `critical`, `error`, `warning`, `info`, the whole event ≤ 512 KiB (sample lines and
 //! context are cut first). The routing key is a secret: it is not in the payload built
 //! here (nor in the outbox, the dry run or the history) — [`PagerDuty::deliver_reporting`]
-//! adds it as the event goes out, and strips it from any answer it reports. Answers:
+//! adds it as the event goes out, and its webhook strips it from any answer it logs or
+//! reports. Answers:
 //! 202 delivered; 400 (invalid event) final, reported with PagerDuty's `errors`; 429 and
 //! 5xx retried with backoff until the delivery deadline ([`super::webhook`]). Each
 //! alert's event is retried on its own, its attempts numbered per alert and reported
@@ -259,9 +260,10 @@ pub struct PagerDuty {
 
 impl PagerDuty {
     pub fn new(routing_key: Secret, endpoint: Webhook) -> PagerDuty {
+        // PagerDuty may quote the key it refused: never log or report it
         PagerDuty {
+            endpoint: endpoint.redacting(routing_key.clone()),
             routing_key,
-            endpoint,
         }
     }
 
@@ -282,12 +284,8 @@ impl PagerDuty {
         for event in payload.as_array().map(Vec::as_slice).unwrap_or_default() {
             let mut event = event.clone();
             let dedup_key = event["dedup_key"].as_str().map(str::to_string);
-            // PagerDuty may quote the key it refused: never report it
-            let scrubbed = |attempt: Attempt| {
+            let with_alert = |attempt: Attempt| {
                 report(Attempt {
-                    error: attempt
-                        .error
-                        .map(|error| error.replace(key.as_str(), "<redacted>")),
                     alert: dedup_key.clone(),
                     ..attempt
                 })
@@ -295,37 +293,15 @@ impl PagerDuty {
             event["routing_key"] = json!(key);
             let outcome = self
                 .endpoint
-                .deliver_reporting(&event, deadline, &scrubbed)
+                .deliver_reporting(&event, deadline, &with_alert)
                 .await;
-            let outcome = match outcome {
-                Outcome::Delivered { attempts } => {
-                    total += attempts;
-                    continue;
-                }
-                Outcome::Rejected {
-                    attempts,
-                    status,
-                    reason,
-                } => {
-                    total += attempts;
-                    Outcome::Rejected {
-                        attempts,
-                        status,
-                        reason: reason.replace(key.as_str(), "<redacted>"),
-                    }
-                }
-                Outcome::GaveUp {
-                    attempts,
-                    last_error,
-                } => {
-                    total += attempts;
-                    Outcome::GaveUp {
-                        attempts,
-                        last_error,
-                    }
-                }
-            };
-            failed.get_or_insert(outcome);
+            let (Outcome::Delivered { attempts }
+            | Outcome::Rejected { attempts, .. }
+            | Outcome::GaveUp { attempts, .. }) = &outcome;
+            total += attempts;
+            if !matches!(outcome, Outcome::Delivered { .. }) {
+                failed.get_or_insert(outcome);
+            }
         }
         match failed {
             None => Outcome::Delivered { attempts: total },

@@ -75,6 +75,9 @@ pub struct Webhook {
     min_spacing: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    /// A secret sent in the payloads (PagerDuty's routing key) that a receiver may quote
+    /// in its answer: replaced in every answer logged or reported.
+    redacted: Option<Secret>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -98,6 +101,16 @@ impl Webhook {
             min_spacing,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            redacted: None,
+        }
+    }
+
+    /// The same webhook, replacing `secret` with `<redacted>` in every answer it logs or
+    /// reports.
+    pub fn redacting(self, secret: Secret) -> Webhook {
+        Webhook {
+            redacted: Some(secret),
+            ..self
         }
     }
 
@@ -162,6 +175,10 @@ impl Webhook {
                     let reason = response.text().await.unwrap_or_default();
                     // PagerDuty's `errors` list can be long: keep enough of it to act on
                     let reason = reason.trim().chars().take(1000).collect::<String>();
+                    let reason = match &self.redacted {
+                        Some(secret) => reason.replace(secret.0.as_str(), "<redacted>"),
+                        None => reason,
+                    };
                     tracing::error!(status, %reason, "the webhook rejected the message; not retrying");
                     report(Attempt {
                         number: attempts,
