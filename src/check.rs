@@ -257,12 +257,12 @@ mod tests {
         let config = write(
             dir.path(),
             "lookout.toml",
-            "[notifiers.team]\ntype = \"console\"\n[routing]\ndefault = [\"team\", \"pager\"]\n",
+            "[notifiers.team]\ntype = \"console\"\n[routing]\ndefault = [\"team\"]\n",
         );
         let log_rule = write(
             dir.path(),
             "checkout_5xx.json",
-            r#"{"version": 1, "query": "status:500", "threshold": {"op": ">", "value": 20}, "notify": ["team"]}"#,
+            r#"{"version": 1, "query": "status:500", "threshold": {"op": ">", "value": 20}, "notify": ["team", "pager"]}"#,
         );
         let metric_rule = write(
             dir.path(),
@@ -280,7 +280,11 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|line| line.contains("`routing.default`: notifier `pager` is not configured")),
+                .any(|line| line.contains("`notify`: notifier `pager` is not configured")),
+            "a rule's unknown notifier is a warning (a route's is an error): {problems:?}"
+        );
+        assert!(
+            problems.iter().all(|line| line.starts_with("warning: ")),
             "{problems:?}"
         );
         assert!(

@@ -663,7 +663,17 @@ mod tests {
 
     fn tree(text: &str) -> RouteTree {
         let config: crate::config::Config = toml::from_str(text).expect("parses");
-        config.validate("lookout.toml").expect("valid");
+        if let Err(error) = config.validate("lookout.toml") {
+            // the trees here name receivers without configuring them
+            assert!(
+                error
+                    .errors
+                    .iter()
+                    .all(|error| error.contains("no notifier is called")),
+                "{:?}",
+                error.errors
+            );
+        }
         RouteTree::build(&config.routing, config.routing.default.clone())
     }
 
