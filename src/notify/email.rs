@@ -386,8 +386,10 @@ pub fn payload(message: &AlertMessage, addresses: &Addresses) -> Value {
     let domain = &addresses.domain;
     let firing_id = format!("<lookout.{thread}@{domain}>");
     let (message_id, in_reply_to) = match message.kind {
-        MessageKind::Firing => (firing_id, None),
-        MessageKind::Repeat => (
+        MessageKind::Firing if message.resolved.is_empty() => (firing_id, None),
+        // a flush that also resolves alerts is news in the thread, not its first mail
+        // again (a client would drop a second mail with the first one's Message-ID)
+        MessageKind::Firing | MessageKind::Repeat => (
             format!(
                 "<lookout.{thread}.repeat.{}@{domain}>",
                 message.at.timestamp()

@@ -833,6 +833,13 @@ mod tests {
                 .unwrap_or_default()
                 .contains("<h3>Resolved</h3>")
         );
+        assert!(
+            mail["message_id"]
+                .as_str()
+                .is_some_and(|id| id.contains(".repeat.")),
+            "not the firing mail's Message-ID again: {mail}"
+        );
+        assert!(mail["in_reply_to"].is_string(), "threaded: {mail}");
         let events = crate::notify::pagerduty::events(message);
         let actions: Vec<&str> = events
             .as_array()
