@@ -30,6 +30,7 @@ mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
 mod slack;
+mod tenant_keys;
 mod tenants;
 mod tls;
 mod tooling;
