@@ -63,15 +63,7 @@ impl Tenants {
     }
 
     /// The router of the tenant this request acts for, or why it may not act for any.
-    fn choose(
-        &self,
-        principal: &Principal,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<&Router, Refusal> {
-        if path == "/metrics" && self.by_name.len() > 1 && principal.tenants != TenantScope::All {
-            return Err(Refusal::OperatorOnly);
-        }
+    fn choose(&self, principal: &Principal, headers: &HeaderMap) -> Result<&Router, Refusal> {
         let named = requested_tenant(headers)?;
         let tenant = match &named {
             Some(name) => {
@@ -166,6 +158,14 @@ fn in_dialect(path: &str, mut error: ApiError) -> Response {
     super::auth::error_response(path, error)
 }
 
+/// The 403 of the server's own pages (`/metrics`), which name every tenant's things,
+/// for a caller that is not an operator while more than one tenant exists.
+pub fn refuse_unless_operator(listener: &ListenerState, request: &Request) -> Option<Response> {
+    let several = listener.tenants.by_name.len() > 1;
+    (several && principal(request).tenants != TenantScope::All)
+        .then(|| in_dialect(request.uri().path(), Refusal::OperatorOnly.error()))
+}
+
 /// The principal authentication left, or the unauthenticated admin of every tenant when
 /// no key is configured.
 fn principal(request: &Request) -> Principal {
@@ -179,10 +179,7 @@ fn principal(request: &Request) -> Principal {
 /// Runs `request` on its tenant's router.
 pub async fn dispatch(State(listener): State<Arc<ListenerState>>, request: Request) -> Response {
     let principal = principal(&request);
-    match listener
-        .tenants
-        .choose(&principal, request.uri().path(), request.headers())
-    {
+    match listener.tenants.choose(&principal, request.headers()) {
         Ok(router) => match router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
@@ -253,15 +250,11 @@ mod tests {
         };
         // no tenant exists here at all, yet the answer is the same 403 for any other name
         for other in ["team-b", "no-such-team"] {
-            let refusal = tenants.choose(&key, "/_search", &headers(&[other])).err();
+            let refusal = tenants.choose(&key, &headers(&[other])).err();
             assert_eq!(refusal, Some(Refusal::Forbidden(other.to_owned())));
         }
         let refusal = tenants
-            .choose(
-                &Principal::unauthenticated_admin(),
-                "/_search",
-                &headers(&["team-z"]),
-            )
+            .choose(&Principal::unauthenticated_admin(), &headers(&["team-z"]))
             .err();
         assert_eq!(refusal, Some(Refusal::Unknown("team-z".to_owned())));
         let error = Refusal::Unknown("team-z".to_owned()).error();

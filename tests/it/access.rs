@@ -822,6 +822,41 @@ async fn without_keys_everything_is_open_as_before() {
     assert_eq!(status_with(&server, &token).await, 200);
 }
 
+/// The NDJSON body of README.md's quick start, with its `$now` filled in.
+fn readme_bulk_body() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let body = readme
+        .split("--data-binary @- <<NDJSON\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nNDJSON").next())
+        .expect("README's quick start sends an NDJSON body");
+    format!(
+        "{}\n",
+        body.replace("$now", &chrono::Utc::now().to_rfc3339())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_one_team_quick_start_works_unchanged_without_keys_or_tenants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `lookout serve` without a config, as README's first command
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let (status, body) = server
+        .post_ndjson("/logs/_bulk?refresh=wait_for", readme_bulk_body())
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    assert_eq!(server.count("logs", "status:500").await, 2);
+    // no header, no key; nothing about tenants, and the audit trail holds nothing
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains("tenant=\"default\",index"),
+        "one team: unlabelled as before"
+    );
+    let (status, audit) = server.get("/_lookout/audit").await;
+    assert_eq!((status, &audit["entries"]), (200, &json!([])), "{audit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_agent_ships_with_its_own_key_when_keys_are_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
