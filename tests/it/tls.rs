@@ -334,7 +334,8 @@ async fn rules_test_trusts_a_private_ca_given_with_ca_file_and_only_then() {
     let (status, body) = server
         .post_ndjson(
             "/_bulk?refresh=true",
-            bulk_body("logs", &[json!({"@timestamp": ago(30), "status": 500})]),
+            // before at least two of the rule's minutely ticks in the backtest's range
+            bulk_body("logs", &[json!({"@timestamp": ago(150), "status": 500})]),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -350,11 +351,11 @@ async fn rules_test_trusts_a_private_ca_given_with_ca_file_and_only_then() {
     let server_url = server.base.clone();
     let ca_file = pki.ca_file().display().to_string();
     let outcome = tokio::task::spawn_blocking(move || {
-        let without = rules_test(&[&rule, "--from", "now-5m", "--server", &server_url]);
+        let without = rules_test(&[&rule, "--from", "now-10m", "--server", &server_url]);
         let with = rules_test(&[
             &rule,
             "--from",
-            "now-5m",
+            "now-10m",
             "--server",
             &server_url,
             "--ca-file",
