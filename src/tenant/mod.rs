@@ -157,25 +157,25 @@ pub fn validate(
             &tenant.notifiers,
             &format!("{origin}: [{field}]"),
         ));
+        // inherited top-level lists were checked at the top level: only the tenant's own
+        // are reported here, while its routes are checked against what it will use
         let intervals = crate::notify::time_interval::TimeIntervals::build(
             tenant.time_intervals(top.time_intervals),
         )
         .unwrap_or_else(|found| {
-            errors.extend(
-                found
-                    .into_iter()
-                    .map(|error| format!("{origin}: [{field}] {error}")),
-            );
+            if !tenant.time_intervals.is_empty() {
+                errors.extend(
+                    found
+                        .into_iter()
+                        .map(|error| format!("{origin}: [{field}] {error}")),
+                );
+            }
             Default::default()
         });
         errors.extend(
-            crate::notify::route::validate(
-                &tenant.routing,
-                tenant.inhibit_rules(top.inhibit_rules),
-                &intervals,
-            )
-            .into_iter()
-            .map(|error| format!("{origin}: [{field}] {error}")),
+            crate::notify::route::validate(&tenant.routing, &tenant.inhibit_rules, &intervals)
+                .into_iter()
+                .map(|error| format!("{origin}: [{field}] {error}")),
         );
         for scrape in &tenant.scrape_configs {
             if let Err(found) = crate::scrape::target::Job::new(scrape.clone()) {
@@ -285,6 +285,44 @@ mod tests {
         assert_eq!(specs[1].limits.max_active_series, Some(100));
         assert_eq!(specs[2].limits.max_rules, Some(5));
         assert!(specs[0].slack_from_env && !specs[1].slack_from_env);
+    }
+
+    #[test]
+    fn a_tenant_without_inhibit_rules_or_time_intervals_uses_the_top_level_ones() {
+        let config: crate::config::Config = toml::from_str(
+            "[[inhibit_rules]]\nsource_matchers = ['severity=\"critical\"']\ntarget_matchers = ['severity=\"warning\"']\n\
+             [[time_intervals]]\nname = \"top\"\n\
+             [tenants.own]\n[[tenants.own.inhibit_rules]]\nsource_matchers = ['team=\"own\"']\ntarget_matchers = ['severity=\"info\"']\n\
+             [[tenants.own.time_intervals]]\nname = \"own-quiet\"\n\
+             [tenants.inherits]\n",
+        )
+        .expect("parses");
+        config.validate("lookout.toml").expect("valid");
+        let specs = crate::app::tenant_specs(&config, Vec::new());
+        let (inherits, own) = (&specs[1], &specs[2]);
+        assert_eq!(
+            (inherits.name.as_str(), own.name.as_str()),
+            ("inherits", "own")
+        );
+        assert_eq!(inherits.time_intervals[0].name, "top");
+        assert_eq!(own.time_intervals[0].name, "own-quiet");
+        assert_eq!(own.inhibit_rules.len(), 1);
+        assert_eq!(inherits.inhibit_rules.len(), 1);
+        assert_ne!(
+            format!("{:?}", own.inhibit_rules),
+            format!("{:?}", inherits.inhibit_rules)
+        );
+        // a route of a tenant names its own intervals, not another tenant's
+        let errors = errors_of(
+            "[tenants.a]\n[[tenants.a.time_intervals]]\nname = \"a-quiet\"\n\
+             [tenants.b.routing]\n[[tenants.b.routing.routes]]\nmute_time_intervals = [\"a-quiet\"]\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|error| error.contains("[tenants.b]") && error.contains("a-quiet")),
+            "{errors:?}"
+        );
     }
 
     #[test]
