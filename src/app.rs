@@ -79,12 +79,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     for warning in scrape_warnings {
         tracing::warn!("{warning}");
     }
+    let audits = Arc::new(crate::audit::Trails::default());
     let shared = Shared {
         config: &config,
         telemetry: &telemetry,
         disk: &disk,
         address,
         keys: &keys,
+        audits: &audits,
         in_flight: None,
     };
     let mut tenants: Vec<Tenant> = Vec::new();
@@ -165,8 +167,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         auth: Arc::new(server::auth::Authenticator {
             keys: Arc::clone(&keys),
             failures: Default::default(),
-            // key changes made by the command line are audited as the default tenant's
-            audit: Arc::clone(&tenants[0].state.audit),
+            audits,
         }),
         browser_guard,
         telemetry: Arc::clone(&telemetry),
@@ -218,6 +219,8 @@ pub fn tenant_specs(
         notifiers: config.notifiers.clone(),
         routing: config.routing.clone(),
         scrape_configs: default_scrape,
+        inhibit_rules: config.inhibit_rules.clone(),
+        time_intervals: config.time_intervals.clone(),
         limits: config.limits.clone(),
         slack_from_env: true,
     }];
@@ -228,6 +231,8 @@ pub fn tenant_specs(
             notifiers: tenant.notifiers.clone(),
             routing: tenant.routing.clone(),
             scrape_configs: tenant.scrape_configs.clone(),
+            inhibit_rules: tenant.inhibit_rules(&config.inhibit_rules).to_vec(),
+            time_intervals: tenant.time_intervals(&config.time_intervals).to_vec(),
             limits: tenant.limits.merged_over(&config.limits),
             slack_from_env: false,
         });
@@ -243,6 +248,8 @@ struct Shared<'a> {
     disk: &'a Arc<crate::storage::DiskSpace>,
     address: SocketAddr,
     keys: &'a Arc<crate::keys::KeyStore>,
+    /// Every tenant's audit trail; each tenant adds its own as it starts.
+    audits: &'a Arc<crate::audit::Trails>,
     /// The in-flight byte budget of the first tenant, which the others share.
     in_flight: Option<&'a Arc<tokio::sync::Semaphore>>,
 }
@@ -370,8 +377,11 @@ impl Tenant {
             series: Arc::clone(&series),
             keys: Arc::clone(shared.keys),
             audit: Arc::new(crate::audit::Audit::new(ingest.clone())),
+            audits: Arc::clone(shared.audits),
             destructive_requires_name: config.index.destructive_requires_name,
         });
+        shared.audits.insert(&spec.name, Arc::clone(&state.audit));
+        record_start(&state, spec, shared.keys, directory).await;
         tasks.spawn(Arc::clone(&tsdb).run(background.clone()));
         if !spec.scrape_configs.is_empty() {
             let manager = Arc::new(
@@ -422,6 +432,31 @@ impl Tenant {
     }
 }
 
+/// Audits the tenant's limits and keys when they differ from its last start's (they
+/// change only with the config, at a restart).
+async fn record_start(
+    state: &AppState,
+    spec: &crate::tenant::TenantSpec,
+    keys: &crate::keys::KeyStore,
+    directory: &crate::data_dir::TenantDir,
+) {
+    let keys: serde_json::Map<String, serde_json::Value> = keys
+        .list()
+        .iter()
+        .filter(|key| key.tenants.allows(&spec.name))
+        .map(|key| (key.name.clone(), key.describe().into()))
+        .collect();
+    let limits = serde_json::to_value(&spec.limits).unwrap_or_default();
+    state
+        .audit
+        .record_start(
+            &spec.name,
+            &directory.state(),
+            serde_json::json!({"limits": limits, "keys": keys}),
+        )
+        .await;
+}
+
 /// Runs the rules of the tenant's queries directory on their schedules, reloading the
 /// directory as it changes.
 fn start_rules(
@@ -457,11 +492,10 @@ fn start_rules(
         telemetry.clone(),
         history.clone(),
     );
-    // a validated config: its inhibit rules and time intervals compile (one set for
-    // every tenant)
+    // a validated config: the tenant's inhibit rules and time intervals compile
     let dispatcher = Arc::new(
         dispatcher
-            .with_alerting(&config.inhibit_rules, &config.time_intervals)
+            .with_alerting(&spec.inhibit_rules, &spec.time_intervals)
             .expect("validated config"),
     );
     let manager = Arc::new(

@@ -8,8 +8,20 @@
 //! written before the change's answer is sent, so whoever sees the answer finds the
 //! entry. A write that fails (storage degraded) is logged, with the entry's fields, and
 //! does not undo the change.
+//!
+//! Each tenant has its own trail in its own store. A key change is recorded in the trail
+//! of every tenant the key may act for (each tenant's trail for an operator key), and of
+//! the tenant it was made from ([`Trails`]). Tenant limits and keys from `lookout.toml`
+//! change only with a restart: a `tenant.start` entry records them when they differ from
+//! the last start's ([`Audit::record_start`]).
+//!
+//! Not audited: reads (searches, listings), writes of data (`_bulk`, documents: they
+//! change data, not behaviour), alerts firing and resolving (the alert history has them),
+//! and config changes other than limits and keys (the file and its history are the
+//! record).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 
@@ -31,7 +43,7 @@ pub struct Entry {
     /// The caller's address, when known.
     pub address: Option<std::net::IpAddr>,
     /// `rule.put`, `rule.delete`, `silence.create`, `silence.expire`, `key.create`,
-    /// `key.revoke`, `index.delete`.
+    /// `key.revoke`, `index.delete`, `tenant.start`.
     pub action: &'static str,
     /// What was changed: a rule, silence, key or index name.
     pub target: String,
@@ -111,6 +123,111 @@ impl Audit {
     }
 }
 
+/// The file in a tenant's state directory holding what its last start recorded.
+const START_FILE: &str = "audit-start.json";
+
+impl Audit {
+    /// Records a `tenant.start` entry when `settings` (a JSON object of objects, such
+    /// as `{"limits": …, "keys": …}`) differ from the ones of the last start recorded in
+    /// `state_dir` (nothing recorded counts as no limits and no keys, so a setup without
+    /// either never gets one); the summary lists what changed (`limits.max_rules: 5 →
+    /// 2`). Returns whether an entry was written.
+    pub async fn record_start(
+        &self,
+        tenant: &str,
+        state_dir: &std::path::Path,
+        settings: Value,
+    ) -> bool {
+        let path = state_dir.join(START_FILE);
+        let last: Value = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| json!({}));
+        let changed = changes(&last, &settings);
+        if changed.is_empty() {
+            return false;
+        }
+        self.record(Entry {
+            key: "lookout.toml".into(),
+            tenant: tenant.into(),
+            address: None,
+            action: "tenant.start",
+            target: tenant.into(),
+            summary: format!(
+                "started with changed limits or keys: {}",
+                changed.join("; ")
+            ),
+        })
+        .await;
+        if let Err(error) = crate::atomic_file::write(&path, settings.to_string().as_bytes()) {
+            tracing::warn!(path = %path.display(), %error, "cannot record the settings of this start; the next start records them again");
+        }
+        true
+    }
+}
+
+/// What differs between two objects of objects, field by field:
+/// `section.field: old → new`, `added` or `removed`.
+fn changes(last: &Value, now: &Value) -> Vec<String> {
+    let flat = |value: &Value| -> BTreeMap<String, String> {
+        let mut fields = BTreeMap::new();
+        for (section, inner) in value.as_object().into_iter().flatten() {
+            for (field, value) in inner.as_object().into_iter().flatten() {
+                if !value.is_null() {
+                    fields.insert(format!("{section}.{field}"), value.to_string());
+                }
+            }
+        }
+        fields
+    };
+    let (last, now) = (flat(last), flat(now));
+    let mut changed = Vec::new();
+    for (field, value) in &now {
+        match last.get(field) {
+            None => changed.push(format!("{field}: {value} (added)")),
+            Some(old) if old != value => changed.push(format!("{field}: {old} → {value}")),
+            Some(_) => {}
+        }
+    }
+    for (field, value) in &last {
+        if !now.contains_key(field) {
+            changed.push(format!("{field}: {value} (removed)"));
+        }
+    }
+    changed
+}
+
+/// Every tenant's audit trail, for changes that concern several tenants (keys).
+#[derive(Default)]
+pub struct Trails {
+    by_tenant: RwLock<BTreeMap<String, Arc<Audit>>>,
+}
+
+impl Trails {
+    pub fn insert(&self, tenant: &str, audit: Arc<Audit>) {
+        self.by_tenant
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_owned(), audit);
+    }
+
+    /// Records `entry` in the trail of its own tenant and of each tenant `concerns`
+    /// accepts, once each.
+    pub async fn record_for(&self, entry: Entry, concerns: impl Fn(&str) -> bool) {
+        let trails: Vec<(String, Arc<Audit>)> = self
+            .by_tenant
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(tenant, _)| **tenant == entry.tenant || concerns(tenant))
+            .map(|(tenant, audit)| (tenant.clone(), Arc::clone(audit)))
+            .collect();
+        for (_, audit) in trails {
+            audit.record(entry.clone()).await;
+        }
+    }
+}
+
 /// The newest `size` audit entries, newest first.
 pub fn recent(store: &IndexStore, size: usize) -> Result<Vec<Value>, String> {
     let context = crate::index::query::dsl::ParseContext {
@@ -125,4 +242,31 @@ pub fn recent(store: &IndexStore, size: usize) -> Result<Vec<Value>, String> {
         .into_iter()
         .map(|mut hit| hit["_source"].take())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_lists_what_changed_since_the_last_one() {
+        let last = json!({"limits": {"max_rules": 5, "ingest_rate_bytes": null}, "keys": {"ci": "read team-a", "old": "edit team-a"}});
+        let now = json!({"limits": {"max_rules": 2, "ingest_rate_bytes": 1024}, "keys": {"ci": "read team-a", "new": "ingest team-a"}});
+        assert_eq!(
+            changes(&last, &now),
+            [
+                "keys.new: \"ingest team-a\" (added)",
+                "limits.ingest_rate_bytes: 1024 (added)",
+                "limits.max_rules: 5 → 2",
+                "keys.old: \"edit team-a\" (removed)",
+            ]
+        );
+        assert!(
+            changes(
+                &json!({}),
+                &json!({"limits": {"max_rules": null}, "keys": {}})
+            )
+            .is_empty()
+        );
+    }
 }

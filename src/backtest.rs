@@ -4,6 +4,8 @@
 //! resolved, and the messages it would have sent. Nothing is sent. The report starts with
 //! the server it asked and why that one; a server nobody named (no `--server`, no
 //! `--config`) is used only when it answers as a Lookout holding the rule's index.
+//! An https server with a private CA is trusted through `--ca-file PATH` (added to the
+//! system's roots); certificate checks are never switched off.
 
 use std::path::Path;
 
@@ -14,6 +16,33 @@ pub struct Server {
     pub url: String,
     pub token: Option<String>,
     pub chosen_by: ServerChoice,
+    /// PEM certificate authorities to trust beside the system's (`--ca-file`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Server {
+    /// The HTTP client for this server: the system's roots plus `--ca-file`'s.
+    fn client(&self, timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+        crate::install_tls_provider();
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|error| format!("--ca-file `{}`: {error}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|roots| !roots.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "--ca-file `{}` holds no PEM certificate; give the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    )
+                })?;
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        builder.build().map_err(|error| error.to_string())
+    }
 }
 
 /// Who named the server a backtest asks.
@@ -48,10 +77,7 @@ async fn check_default(server: &Server, index: Option<&str>) -> Result<(), Strin
         )
     };
     let base = server.url.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|error| error.to_string())?;
+    let client = server.client(std::time::Duration::from_secs(10))?;
     let get = |path: String| {
         let mut request = client.get(format!("{base}{path}"));
         if let Some(token) = &server.token {
@@ -90,6 +116,9 @@ async fn check_default(server: &Server, index: Option<&str>) -> Result<(), Strin
     Ok(())
 }
 
+/// How long a backtest may take the server.
+const BACKTEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Replays the rule file at `path` over `[from, to]` on `server`; returns the report.
 pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<String, String> {
     // the same checks as the server's, with the file's name in the errors
@@ -111,7 +140,8 @@ pub async fn run(server: &Server, path: &Path, from: &str, to: &str) -> Result<S
         [("from", from), ("to", to)],
     )
     .map_err(|error| format!("--server `{}`: {error}", server.url))?;
-    let mut request = reqwest::Client::new()
+    let mut request = server
+        .client(BACKTEST_TIMEOUT)?
         .post(url)
         .header("content-type", "application/json")
         .body(text);

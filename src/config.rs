@@ -571,8 +571,12 @@ impl Config {
         }
         errors.extend(crate::tenant::validate(
             &self.tenants,
-            &self.limits,
-            &self.queries_dir,
+            &crate::tenant::TopLevel {
+                limits: &self.limits,
+                queries_dir: &self.queries_dir,
+                inhibit_rules: &self.inhibit_rules,
+                time_intervals: &self.time_intervals,
+            },
             origin,
         ));
         errors.extend(

@@ -125,6 +125,10 @@ enum RulesCommand {
         /// Server config file, for the listen address and the auth token.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// PEM file of the certificate authorities to trust for an https --server (a
+        /// private CA), beside the system's; the server's certificate is always checked.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
         /// A rule unit test file in `promtool test rules`' YAML layout plus `input_logs`.
         #[arg(long, conflicts_with = "rule")]
         fixtures: Option<PathBuf>,
@@ -255,11 +259,12 @@ fn main() -> ExitCode {
                     to,
                     server,
                     config,
+                    ca_file,
                     fixtures,
                 },
         } => match (fixtures, rule) {
             (Some(fixtures), _) => rules_fixtures(&fixtures),
-            (None, Some(rule)) => rules_backtest(&rule, &from, &to, server, config),
+            (None, Some(rule)) => rules_backtest(&rule, (&from, &to), server, config, ca_file),
             (None, None) => ExitCode::from(2),
         },
     }
@@ -299,10 +304,10 @@ fn rules_fixtures(path: &std::path::Path) -> ExitCode {
 
 fn rules_backtest(
     rule: &std::path::Path,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     server: Option<String>,
     config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 ) -> ExitCode {
     let chosen_by = match (&server, &config) {
         (Some(_), _) => lookout::backtest::ServerChoice::Flag,
@@ -331,6 +336,7 @@ fn rules_backtest(
         url,
         token,
         chosen_by,
+        ca_file,
     };
     let outcome = lookout::runtime()
         .map_err(|error| error.to_string())

@@ -268,8 +268,9 @@ impl FailureLimiter {
 pub struct Authenticator {
     pub keys: std::sync::Arc<KeyStore>,
     pub failures: FailureLimiter,
-    /// Audits key changes made outside the server (the command line).
-    pub audit: std::sync::Arc<crate::audit::Audit>,
+    /// Every tenant's audit trail: key changes made outside the server (the command
+    /// line) go to the trails of the key's tenants and the default tenant's.
+    pub audits: std::sync::Arc<crate::audit::Trails>,
 }
 
 /// The API dialect a path answers errors in.
@@ -321,21 +322,23 @@ pub async fn authenticate(
 ) -> Response {
     let auth = &state.auth;
     match auth.keys.notice_changes() {
-        Ok((added, removed)) => {
-            for (action, name) in added
+        Ok(changes) => {
+            for (action, key) in changes
+                .added
                 .iter()
-                .map(|name| ("key.create", name))
-                .chain(removed.iter().map(|name| ("key.revoke", name)))
+                .map(|key| ("key.create", key))
+                .chain(changes.removed.iter().map(|key| ("key.revoke", key)))
             {
-                auth.audit
-                    .record(crate::audit::Entry {
-                        key: "lookout keys (command line)".into(),
-                        tenant: String::new(),
-                        address: None,
-                        action,
-                        target: name.clone(),
-                        summary: "noticed in the keys file".into(),
-                    })
+                let entry = crate::audit::Entry {
+                    key: "lookout keys (command line)".into(),
+                    tenant: super::access::DEFAULT_TENANT.into(),
+                    address: None,
+                    action,
+                    target: key.name.clone(),
+                    summary: format!("noticed in the keys file; {}", key.describe()),
+                };
+                auth.audits
+                    .record_for(entry, |tenant| key.tenants.allows(tenant))
                     .await;
             }
         }

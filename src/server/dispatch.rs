@@ -10,6 +10,14 @@
 //! existence is looked at, so the answer never tells whether another tenant exists; an
 //! unknown tenant is a 400 that lists nothing. Errors come in the dialect of the route.
 //!
+//! `X-Scope-OrgID: a|b` (Loki's multi-tenant read) is refused with a 400 that says so:
+//! every answer here comes from one tenant's world, and merging several (scroll ids,
+//! aggregations, PromQL over two stores) would be a second query engine; a caller asks
+//! each tenant in turn instead.
+//!
+//! `/metrics` is the server's own and names every tenant's indexes and rules: with more
+//! than one tenant it needs an operator key (`tenants = ["*"]`); a tenant key gets 403.
+//!
 //! `GET /_lookout/tenants` lists the tenants the caller may act for (the UI's switcher).
 
 use std::collections::BTreeMap;
@@ -18,13 +26,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::access::{Principal, TENANT_HEADER};
-use super::error::{AlertmanagerError, ApiError, ErrorCode, LookoutError, PrometheusError};
+use super::access::{Principal, TENANT_HEADER, TenantScope};
+use super::error::{ApiError, ErrorCode};
 use super::response::ok;
 use super::{ListenerState, SharedState};
 
@@ -82,6 +90,8 @@ enum Refusal {
     Forbidden(String),
     /// No such tenant is configured.
     Unknown(String),
+    /// The server's own metrics, which name every tenant's things, asked by a tenant key.
+    OperatorOnly,
 }
 
 /// The tenant `X-Scope-OrgID` names, if it is sent.
@@ -96,6 +106,14 @@ fn requested_tenant(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
         ));
     }
     let name = value.to_str().unwrap_or_default().trim();
+    if name.contains('|') {
+        return Err(Refusal::BadHeader(format!(
+            "`X-Scope-OrgID: {}` names several tenants (Loki's multi-tenant read), which Lookout does not merge: every answer comes from one tenant; send one request per tenant, each naming one",
+            name.chars()
+                .take(crate::tenant::MAX_TENANT_NAME_BYTES * 4)
+                .collect::<String>()
+        )));
+    }
     if let Some(error) = crate::tenant::name_error(name) {
         return Err(Refusal::BadHeader(format!("`X-Scope-OrgID`: {error}")));
     }
@@ -115,6 +133,11 @@ impl Refusal {
                     "this key may not act for tenant `{tenant}` (X-Scope-OrgID); use a key of that tenant"
                 ),
             ),
+            Refusal::OperatorOnly => ApiError::new(
+                ErrorCode::Forbidden,
+                "security_exception",
+                "`/metrics` names every tenant's indexes and rules: it needs an operator key (`tenants = [\"*\"]`); a tenant sees its own series through PromQL",
+            ),
             Refusal::Unknown(tenant) => ApiError::bad_request(
                 "illegal_argument_exception",
                 format!(
@@ -125,21 +148,22 @@ impl Refusal {
     }
 }
 
-/// Answers `error` in the dialect of the API `path` belongs to.
+/// Answers `error` in the dialect of the API `path` belongs to, as authentication does
+/// (a refused tenant is a `security_exception` everywhere; Prometheus' bad input is
+/// `bad_data`).
 fn in_dialect(path: &str, mut error: ApiError) -> Response {
-    if path.starts_with("/api/v1/") {
-        error.kind = match error.code {
-            ErrorCode::Forbidden => "forbidden",
-            _ => "bad_data",
-        };
-        PrometheusError(error).into_response()
-    } else if path.starts_with("/api/v2/") {
-        AlertmanagerError(error).into_response()
-    } else if path.starts_with("/_lookout/rules") || path.starts_with("/_lookout/alerts") {
-        LookoutError(error).into_response()
-    } else {
-        error.into_response()
+    if path.starts_with("/api/v1/") && error.code == ErrorCode::BadRequest {
+        error.kind = "bad_data";
     }
+    super::auth::error_response(path, error)
+}
+
+/// The 403 of the server's own pages (`/metrics`), which name every tenant's things,
+/// for a caller that is not an operator while more than one tenant exists.
+pub fn refuse_unless_operator(listener: &ListenerState, request: &Request) -> Option<Response> {
+    let several = listener.tenants.by_name.len() > 1;
+    (several && principal(request).tenants != TenantScope::All)
+        .then(|| in_dialect(request.uri().path(), Refusal::OperatorOnly.error()))
 }
 
 /// The principal authentication left, or the unauthenticated admin of every tenant when
@@ -188,7 +212,7 @@ async fn list(State(listener): State<Arc<ListenerState>>, request: Request) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::access::{Role, TenantScope};
+    use crate::server::access::Role;
     use axum::http::HeaderValue;
 
     fn headers(values: &[&str]) -> HeaderMap {
@@ -206,7 +230,7 @@ mod tests {
             requested_tenant(&headers(&["team-a"])),
             Ok(Some("team-a".to_owned()))
         );
-        for bad in [&["../x"][..], &["Team"], &["a", "b"], &[""]] {
+        for bad in [&["../x"][..], &["Team"], &["a", "b"], &[""], &["a|b"]] {
             assert!(
                 matches!(requested_tenant(&headers(bad)), Err(Refusal::BadHeader(_))),
                 "{bad:?}"
@@ -236,5 +260,16 @@ mod tests {
         let error = Refusal::Unknown("team-z".to_owned()).error();
         assert_eq!(error.code, ErrorCode::BadRequest);
         assert!(!error.reason.contains("team-a"), "{}", error.reason);
+    }
+
+    #[test]
+    fn several_tenants_in_one_header_are_refused_saying_what_to_do() {
+        let Err(Refusal::BadHeader(reason)) = requested_tenant(&headers(&["team-a|team-b"])) else {
+            panic!("`a|b` must be refused");
+        };
+        assert!(
+            reason.contains("names several tenants") && reason.contains("one request per tenant"),
+            "{reason}"
+        );
     }
 }

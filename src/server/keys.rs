@@ -173,25 +173,18 @@ async fn create(actor: Actor, State(state): State<SharedState>, body: Bytes) -> 
         tenant_scope(request.tenant.as_deref(), request.tenants.as_deref()).map_err(key_error)?;
     let keys = state.keys.clone();
     let (name, role) = (request.name.clone(), request.role);
-    let scope_for_store = scope.clone();
-    let (key, token) =
-        tokio::task::spawn_blocking(move || keys.create(&name, role, &scope_for_store))
-            .await
-            .map_err(|join_error| {
-                LookoutError::new(ErrorCode::Internal, "keys_file", join_error.to_string())
-            })?
-            .map_err(key_error)?;
+    let (key, token) = tokio::task::spawn_blocking(move || keys.create(&name, role, &scope))
+        .await
+        .map_err(|join_error| {
+            LookoutError::new(ErrorCode::Internal, "keys_file", join_error.to_string())
+        })?
+        .map_err(key_error)?;
     state
-        .audit
-        .record(actor.entry(
-            "key.create",
-            &key.name,
-            format!(
-                "role {}, tenants {}",
-                super::auth::role_name(key.role),
-                scope_list(&scope).join(",")
-            ),
-        ))
+        .audits
+        .record_for(
+            actor.entry("key.create", &key.name, key.describe()),
+            |tenant| key.tenants.allows(tenant),
+        )
         .await;
     let mut body = key.summary();
     body["token"] = json!(token);
@@ -206,15 +199,18 @@ async fn revoke(
 ) -> Answer {
     let keys = state.keys.clone();
     let revoked = name.clone();
-    tokio::task::spawn_blocking(move || keys.revoke(&revoked))
+    let key = tokio::task::spawn_blocking(move || keys.revoke(&revoked))
         .await
         .map_err(|join_error| {
             LookoutError::new(ErrorCode::Internal, "keys_file", join_error.to_string())
         })?
         .map_err(key_error)?;
+    let summary = format!("revoked over HTTP; {}", key.describe());
     state
-        .audit
-        .record(actor.entry("key.revoke", &name, "revoked over HTTP"))
+        .audits
+        .record_for(actor.entry("key.revoke", &name, summary), |tenant| {
+            key.tenants.allows(tenant)
+        })
         .await;
     Ok(ok(&json!({"name": name, "result": "revoked"})))
 }

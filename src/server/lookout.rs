@@ -1,5 +1,6 @@
 //! Lookout's own routes: the agent protocol (DESIGN §4), per tenant; health and
-//! `/metrics`, global (the listener's, over every tenant).
+//! `/metrics`, global (the listener's, over every tenant; with several tenants an
+//! operator key's only, see `dispatch`).
 //!
 //! | route | what |
 //! |---|---|
@@ -97,7 +98,13 @@ async fn agents(State(state): State<SharedState>) -> Response {
     ok(&json!({"agents": state.ingest.agents.status(Instant::now())}))
 }
 
-async fn metrics(State(listener): State<Arc<ListenerState>>) -> Response {
+async fn metrics(
+    State(listener): State<Arc<ListenerState>>,
+    request: axum::extract::Request,
+) -> Response {
+    if let Some(refused) = super::dispatch::refuse_unless_operator(&listener, &request) {
+        return refused;
+    }
     let mut tenants: Vec<SharedState> = listener.tenants.states().cloned().collect();
     // the default tenant's page first: its telemetry is the listener's and the disk's,
     // where the server-wide families are counted

@@ -70,6 +70,8 @@ pub struct AppState {
     pub keys: Arc<crate::keys::KeyStore>,
     /// Where this tenant's changes are recorded (`.lookout-audit` in its own store).
     pub audit: Arc<crate::audit::Audit>,
+    /// Every tenant's trail, for key changes (recorded for each tenant of the key).
+    pub audits: Arc<crate::audit::Trails>,
     /// The tenant's limits and what they refused.
     pub limits: Arc<crate::tenant::limits::TenantLimits>,
     pub max_body_bytes: u64,

@@ -6,7 +6,11 @@
 //! `data/tenants/NAME/` (the same layout), with its own rules directory (default
 //! `<queries_dir>/NAME/`, which the default tenant never reads: rules are the `*.json`
 //! files directly in a directory), notifiers, routes and scrape jobs. `[limits]` sets the
-//! limits of every tenant; `[tenants.NAME.limits]` overrides them one by one.
+//! limits of every tenant; `[tenants.NAME.limits]` overrides them one by one. A tenant's
+//! `inhibit_rules` and `time_intervals` are its own; a tenant that sets none of either
+//! uses the top-level ones (each list falls back on its own), so one tenant's firing
+//! alert never mutes another tenant's: inhibition only ever looks at the alerts of the
+//! tenant's own dispatcher.
 //!
 //! This module consumes the parsed config and produces [`TenantSpec`]s, one per tenant,
 //! validated; `app` builds one world per spec and `server::dispatch` routes each request
@@ -37,6 +41,10 @@ pub struct TenantConfig {
     pub routing: crate::notify::notifiers::RoutingConfig,
     /// The tenant's Prometheus targets (`[[tenants.NAME.scrape_configs]]`).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
+    /// The tenant's `[[tenants.NAME.inhibit_rules]]` (default: the top-level ones).
+    pub inhibit_rules: Vec<crate::notify::route::InhibitRuleConfig>,
+    /// The tenant's `[[tenants.NAME.time_intervals]]` (default: the top-level ones).
+    pub time_intervals: Vec<crate::notify::time_interval::TimeIntervalConfig>,
     /// Overrides of `[limits]` for this tenant.
     pub limits: LimitsConfig,
 }
@@ -50,6 +58,10 @@ pub struct TenantSpec {
     pub routing: crate::notify::notifiers::RoutingConfig,
     /// `[[scrape_configs]]` (and, for the default tenant, `prometheus_config`'s jobs).
     pub scrape_configs: Vec<crate::scrape::target::ScrapeConfig>,
+    /// The tenant's inhibit rules, or the top-level ones when it has none.
+    pub inhibit_rules: Vec<crate::notify::route::InhibitRuleConfig>,
+    /// The tenant's time intervals, or the top-level ones when it has none.
+    pub time_intervals: Vec<crate::notify::time_interval::TimeIntervalConfig>,
     /// `[limits]` with the tenant's overrides applied.
     pub limits: LimitsConfig,
     /// Whether `SLACK_WEBHOOK_URL` may be the tenant's Slack: the default tenant's only,
@@ -63,13 +75,47 @@ impl TenantSpec {
     }
 }
 
+/// What a tenant falls back on: the top-level options.
+pub struct TopLevel<'a> {
+    pub limits: &'a LimitsConfig,
+    pub queries_dir: &'a std::path::Path,
+    pub inhibit_rules: &'a [crate::notify::route::InhibitRuleConfig],
+    pub time_intervals: &'a [crate::notify::time_interval::TimeIntervalConfig],
+}
+
+impl TenantConfig {
+    /// The tenant's inhibit rules, or the top-level ones when it has none.
+    pub fn inhibit_rules<'a>(
+        &'a self,
+        top: &'a [crate::notify::route::InhibitRuleConfig],
+    ) -> &'a [crate::notify::route::InhibitRuleConfig] {
+        if self.inhibit_rules.is_empty() {
+            top
+        } else {
+            &self.inhibit_rules
+        }
+    }
+
+    /// The tenant's time intervals, or the top-level ones when it has none.
+    pub fn time_intervals<'a>(
+        &'a self,
+        top: &'a [crate::notify::time_interval::TimeIntervalConfig],
+    ) -> &'a [crate::notify::time_interval::TimeIntervalConfig] {
+        if self.time_intervals.is_empty() {
+            top
+        } else {
+            &self.time_intervals
+        }
+    }
+}
+
 /// Checks the `[tenants]` tables and `[limits]`; every error names its file and field.
 pub fn validate(
     tenants: &BTreeMap<String, TenantConfig>,
-    defaults: &LimitsConfig,
-    top_level_queries_dir: &std::path::Path,
+    top: &TopLevel<'_>,
     origin: &str,
 ) -> Vec<String> {
+    let (defaults, top_level_queries_dir) = (top.limits, top.queries_dir);
     let mut errors: Vec<String> = defaults
         .validate("limits")
         .into_iter()
@@ -111,8 +157,23 @@ pub fn validate(
             &tenant.notifiers,
             &format!("{origin}: [{field}]"),
         ));
+        // inherited top-level lists were checked at the top level: only the tenant's own
+        // are reported here, while its routes are checked against what it will use
+        let intervals = crate::notify::time_interval::TimeIntervals::build(
+            tenant.time_intervals(top.time_intervals),
+        )
+        .unwrap_or_else(|found| {
+            if !tenant.time_intervals.is_empty() {
+                errors.extend(
+                    found
+                        .into_iter()
+                        .map(|error| format!("{origin}: [{field}] {error}")),
+                );
+            }
+            Default::default()
+        });
         errors.extend(
-            crate::notify::route::validate(&tenant.routing, &[], &Default::default())
+            crate::notify::route::validate(&tenant.routing, &tenant.inhibit_rules, &intervals)
                 .into_iter()
                 .map(|error| format!("{origin}: [{field}] {error}")),
         );
@@ -224,6 +285,44 @@ mod tests {
         assert_eq!(specs[1].limits.max_active_series, Some(100));
         assert_eq!(specs[2].limits.max_rules, Some(5));
         assert!(specs[0].slack_from_env && !specs[1].slack_from_env);
+    }
+
+    #[test]
+    fn a_tenant_without_inhibit_rules_or_time_intervals_uses_the_top_level_ones() {
+        let config: crate::config::Config = toml::from_str(
+            "[[inhibit_rules]]\nsource_matchers = ['severity=\"critical\"']\ntarget_matchers = ['severity=\"warning\"']\n\
+             [[time_intervals]]\nname = \"top\"\n\
+             [tenants.own]\n[[tenants.own.inhibit_rules]]\nsource_matchers = ['team=\"own\"']\ntarget_matchers = ['severity=\"info\"']\n\
+             [[tenants.own.time_intervals]]\nname = \"own-quiet\"\n\
+             [tenants.inherits]\n",
+        )
+        .expect("parses");
+        config.validate("lookout.toml").expect("valid");
+        let specs = crate::app::tenant_specs(&config, Vec::new());
+        let (inherits, own) = (&specs[1], &specs[2]);
+        assert_eq!(
+            (inherits.name.as_str(), own.name.as_str()),
+            ("inherits", "own")
+        );
+        assert_eq!(inherits.time_intervals[0].name, "top");
+        assert_eq!(own.time_intervals[0].name, "own-quiet");
+        assert_eq!(own.inhibit_rules.len(), 1);
+        assert_eq!(inherits.inhibit_rules.len(), 1);
+        assert_ne!(
+            format!("{:?}", own.inhibit_rules),
+            format!("{:?}", inherits.inhibit_rules)
+        );
+        // a route of a tenant names its own intervals, not another tenant's
+        let errors = errors_of(
+            "[tenants.a]\n[[tenants.a.time_intervals]]\nname = \"a-quiet\"\n\
+             [tenants.b.routing]\n[[tenants.b.routing.routes]]\nmute_time_intervals = [\"a-quiet\"]\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|error| error.contains("[tenants.b]") && error.contains("a-quiet")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::support::access::{forbidden_in_dialect, key_table, serve_with_config};
 use crate::support::{Server, decode, wait_until};
 
 const ROLES: [&str; 4] = ["ingest", "read", "edit", "admin"];
@@ -18,38 +19,14 @@ fn token_of(role: &str) -> String {
     format!("test-token-of-the-{role}-key")
 }
 
-fn sha256_hex(text: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 /// A server with one key per role (named after it, tenant `default`) and its own
 /// `queries/`.
 fn serve_with_keys(dir: &Path) -> Server {
-    let mut config = String::new();
-    for role in ROLES {
-        config.push_str(&format!(
-            "[[auth.keys]]\nname = \"{role}\"\ntoken_sha256 = \"{}\"\nrole = \"{role}\"\n\n",
-            sha256_hex(&token_of(role))
-        ));
-    }
-    let config_path = dir.join("lookout.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let queries = dir.join("queries");
-    std::fs::create_dir_all(&queries).expect("queries");
-    Server::start(
-        &dir.join("data"),
-        &[
-            "--config",
-            config_path.to_str().expect("utf8"),
-            "--queries",
-            queries.to_str().expect("utf8"),
-        ],
-    )
+    let config: String = ROLES
+        .iter()
+        .map(|role| key_table(role, role, "", &token_of(role)))
+        .collect();
+    serve_with_config(dir, &config)
 }
 
 async fn send(
@@ -193,31 +170,6 @@ async fn snapshot(server: &Server) -> Value {
 }
 
 /// Whether `body` is a 403 in the dialect of `path`.
-fn forbidden_in_dialect(path: &str, body: &Value) -> bool {
-    if path.starts_with("/api/v1/") {
-        body["status"] == "error" && body["errorType"] == "security_exception"
-    } else if path.starts_with("/api/v2/") {
-        body["code"] == 403 && body["message"].is_string()
-    } else if [
-        "/_lookout/rules",
-        "/_lookout/alerts",
-        "/_lookout/keys",
-        "/_lookout/audit",
-        "/_lookout/tenants",
-    ]
-    .iter()
-    .any(|prefix| path.starts_with(prefix))
-    {
-        body["error"]["type"] == "security_exception"
-            && body["status"] == 403
-            && body["error"].get("root_cause").is_none()
-    } else {
-        body["error"]["type"] == "security_exception"
-            && body["error"]["root_cause"][0]["type"] == "security_exception"
-            && body["status"] == 403
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_role_as_the_table_says_and_a_refusal_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -764,10 +716,17 @@ async fn audited_changes_record_who_what_and_from_where() {
             ("silence.expire", silence_id.as_str(), "edit"),
             ("silence.create", silence_id.as_str(), "edit"),
             ("rule.put", "audited", "edit"),
+            // the keys of lookout.toml, new since the last start (there was none)
+            ("tenant.start", "default", "lookout.toml"),
         ],
         "newest first: {audit}"
     );
-    for entry in entries {
+    let started = entries[5]["summary"].as_str().expect("summary");
+    assert!(
+        started.contains("keys.read: \"role read, tenants default\" (added)"),
+        "{started}"
+    );
+    for entry in &entries[..5] {
         assert_eq!(entry["address"], "127.0.0.1", "{entry}");
         assert_eq!(entry["tenant"], "default", "{entry}");
         assert!(entry["@timestamp"].is_string(), "{entry}");
@@ -863,6 +822,41 @@ async fn without_keys_everything_is_open_as_before() {
     assert_eq!(status_with(&server, &token).await, 200);
 }
 
+/// The NDJSON body of README.md's quick start, with its `$now` filled in.
+fn readme_bulk_body() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let body = readme
+        .split("--data-binary @- <<NDJSON\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nNDJSON").next())
+        .expect("README's quick start sends an NDJSON body");
+    format!(
+        "{}\n",
+        body.replace("$now", &chrono::Utc::now().to_rfc3339())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_one_team_quick_start_works_unchanged_without_keys_or_tenants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `lookout serve` without a config, as README's first command
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let (status, body) = server
+        .post_ndjson("/logs/_bulk?refresh=wait_for", readme_bulk_body())
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    assert_eq!(server.count("logs", "status:500").await, 2);
+    // no header, no key; nothing about tenants, and the audit trail holds nothing
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains("tenant=\"default\",index"),
+        "one team: unlabelled as before"
+    );
+    let (status, audit) = server.get("/_lookout/audit").await;
+    assert_eq!((status, &audit["entries"]), (200, &json!([])), "{audit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_agent_ships_with_its_own_key_when_keys_are_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -875,9 +869,9 @@ async fn the_in_process_agent_ships_with_its_own_key_when_keys_are_configured() 
     std::fs::write(
         &config,
         format!(
-            "[agent]\nindex = \"shipped\"\nheartbeat_interval = \"200ms\"\npoll_interval = \"50ms\"\n[[agent.inputs]]\npaths = [{:?}]\n\n[[auth.keys]]\nname = \"read\"\ntoken_sha256 = \"{}\"\nrole = \"read\"\n",
+            "[agent]\nindex = \"shipped\"\nheartbeat_interval = \"200ms\"\npoll_interval = \"50ms\"\n[[agent.inputs]]\npaths = [{:?}]\n\n{}",
             app.display().to_string(),
-            sha256_hex(&token_of("read"))
+            key_table("read", "read", "", &token_of("read"))
         ),
     )
     .expect("config");

@@ -31,6 +31,7 @@ mod rules_api;
 mod schedule_validation;
 mod severity_routing;
 mod slack;
+mod tenant_keys;
 mod tenants;
 mod tls;
 mod tooling;

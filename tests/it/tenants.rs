@@ -4,126 +4,17 @@
 //! refusals show in `/metrics`.
 //!
 //! The callers act for a tenant with `X-Scope-OrgID` and no key configured (an operator
-//! of every tenant). Seam for scoped keys: [`Caller::request`] is the one place a request
-//! gets its credentials; with keys it sends the tenant's key (and no header) instead.
+//! of every tenant); `tenant_keys.rs` does the same with each tenant's own keys.
 
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::support::slack::{MockSlack, received, start_mock};
+use crate::support::access::{
+    Caller, errors_rule, hits_total, metric, only_teams, tenant_table, webhook,
+};
+use crate::support::slack::received;
 use crate::support::{Server, bulk_body, urlencode, wait_until};
-
-/// A client acting for one tenant.
-struct Caller<'a> {
-    server: &'a Server,
-    tenant: &'static str,
-}
-
-impl Caller<'_> {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.server
-            .client
-            .request(method, self.server.url(path))
-            .header("X-Scope-OrgID", self.tenant)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.request(reqwest::Method::GET, path).send().await;
-        crate::support::decode(response.expect("GET")).await
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .request(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await;
-        crate::support::decode(response.expect("POST")).await
-    }
-
-    async fn post_ndjson(&self, path: &str, body: String) -> (u16, Value) {
-        let response = self
-            .request(reqwest::Method::POST, path)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await;
-        crate::support::decode(response.expect("POST ndjson")).await
-    }
-
-    async fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .request(reqwest::Method::PUT, path)
-            .json(body)
-            .send()
-            .await;
-        crate::support::decode(response.expect("PUT")).await
-    }
-
-    /// The instant value of `query`'s only series, as Prometheus writes it.
-    async fn instant_value(&self, query: &str) -> Option<String> {
-        let (status, body) = self
-            .get(&format!("/api/v1/query?query={}", urlencode(query)))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let result = body["data"]["result"].as_array()?.clone();
-        assert!(result.len() <= 1, "{query}: {body}");
-        result
-            .first()
-            .and_then(|series| series["value"][1].as_str().map(str::to_owned))
-    }
-}
-
-/// The rule both tenants have under the same name, with the same labels; only the
-/// summary says whose it is.
-fn errors_rule(team: &str) -> String {
-    json!({
-        "version": 1,
-        "schedule": "*/5 * * * * *",
-        "index": "logs",
-        "query": "level:error",
-        "window": "1m",
-        "threshold": {"op": ">", "value": 0},
-        "labels": {"team": "checkout"},
-        "summary": format!("{team}: {{{{ $count }}}} errors")
-    })
-    .to_string()
-}
-
-/// A webhook receiver of Alertmanager's payload.
-async fn webhook() -> (Arc<Mutex<MockSlack>>, String) {
-    let mock = Arc::new(Mutex::new(MockSlack {
-        alertmanager: true,
-        ..MockSlack::default()
-    }));
-    let url = start_mock(mock.clone()).await;
-    (mock, url)
-}
-
-fn tenant_table(name: &str, webhook: &str, target: &str, extra: &str) -> String {
-    format!(
-        "[tenants.{name}]\n\
-         [tenants.{name}.notifiers.hook]\ntype = \"webhook\"\nurl = \"{webhook}\"\n\
-         [tenants.{name}.routing]\ndefault = [\"hook\"]\n\
-         [[tenants.{name}.scrape_configs]]\njob_name = \"app\"\nscrape_interval = \"1s\"\n\
-         [[tenants.{name}.scrape_configs.static_configs]]\ntargets = [\"{target}\"]\n\
-         {extra}"
-    )
-}
-
-fn hits_total(body: &Value) -> u64 {
-    body["hits"]["total"]["value"].as_u64().expect("hits.total")
-}
-
-/// Every hit of `body` is `team`'s.
-fn only_teams(body: &Value, team: &str) -> bool {
-    body["hits"]["hits"]
-        .as_array()
-        .expect("hits")
-        .iter()
-        .all(|hit| hit["_source"]["owner"] == team)
-}
 
 // the mock receivers and targets run in this process while the test waits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,14 +44,8 @@ async fn two_tenants_with_the_same_names_see_only_their_own_data() {
         std::fs::write(queries.join(tenant).join("errors.json"), errors_rule(team)).expect("rule");
     }
     let server = crate::support::rules::serve_rules_with_config(dir.path(), &queries, &config, "");
-    let a = Caller {
-        server: &server,
-        tenant: "team-a",
-    };
-    let b = Caller {
-        server: &server,
-        tenant: "team-b",
-    };
+    let a = Caller::new(&server, "team-a");
+    let b = Caller::new(&server, "team-b");
 
     // a silence in A, before anything fires there
     let now = chrono::Utc::now();
@@ -355,17 +240,9 @@ async fn two_tenants_with_the_same_names_see_only_their_own_data() {
         "A is silenced"
     );
     for (caller, value, silenced) in [(&a, 3.0, true), (&b, 5.0, false)] {
-        let (status, history) = caller.get("/_lookout/alerts/history?rule=errors").await;
-        assert_eq!(status, 200, "{history}");
-        let firing: Vec<&Value> = history["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .filter(|event| event["to"] == "firing")
-            .collect();
-        assert_eq!(firing.len(), 1, "{history}");
-        assert_eq!(firing[0]["value"], json!(value), "{history}");
-        assert_eq!(firing[0]["silenced"], json!(silenced), "{history}");
+        let firing = caller.only_firing_of("errors").await;
+        assert_eq!(firing["value"], json!(value), "{firing}");
+        assert_eq!(firing["silenced"], json!(silenced), "{firing}");
     }
 
     // /metrics keeps the same names of two tenants apart
@@ -383,18 +260,12 @@ async fn two_tenants_with_the_same_names_see_only_their_own_data() {
         let (status, body) = server.get(path).await;
         assert_eq!((status, body), (200, json!([])), "{path}");
     }
-    let default = Caller {
-        server: &server,
-        tenant: "default",
-    };
+    let default = Caller::new(&server, "default");
     let (status, body) = default.post_json("/_search", &json!({})).await;
     assert_eq!((status, hits_total(&body)), (200, 0), "{body}");
 
     // an unknown tenant is refused without naming the others, in the route's dialect
-    let nobody = Caller {
-        server: &server,
-        tenant: "team-z",
-    };
+    let nobody = Caller::new(&server, "team-z");
     let (status, body) = nobody.get("/_search").await;
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -502,10 +373,7 @@ async fn a_flood_at_one_tenants_ingest_limit_does_not_delay_another_tenants_aler
     for sender in flood {
         sender.await.expect("flood sender");
     }
-    let b = Caller {
-        server: &server,
-        tenant: "team-b",
-    };
+    let b = Caller::new(&server, "team-b");
     let (_, history) = b.get("/_lookout/alerts/history?rule=errors").await;
     let tick = history["events"]
         .as_array()
@@ -562,14 +430,6 @@ async fn a_flood_at_one_tenants_ingest_limit_does_not_delay_another_tenants_aler
     );
 }
 
-/// The value of the sample `series` (name and labels as written) in `metrics`.
-fn metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_and_series_limits_refuse_the_extra_and_show_it_in_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -599,10 +459,7 @@ async fn rule_and_series_limits_refuse_the_extra_and_show_it_in_metrics() {
         .expect("rule");
     }
     let server = crate::support::rules::serve_rules_with_config(dir.path(), &queries, &config, "");
-    let a = Caller {
-        server: &server,
-        tenant: "team-a",
-    };
+    let a = Caller::new(&server, "team-a");
     wait_until("the limits refused a rule and series", 30, || async {
         let metrics = server.metrics().await;
         metric(
@@ -701,10 +558,7 @@ async fn an_agent_with_a_tenant_ships_into_that_tenant_only() {
         &[&app.display().to_string()],
         "tenant = \"team-b\"",
     ));
-    let b = Caller {
-        server: &server,
-        tenant: "team-b",
-    };
+    let b = Caller::new(&server, "team-b");
     wait_until("the agent's lines are in team-b", 30, || async {
         let (status, body) = b.get("/logs/_count").await;
         status == 200 && body["count"] == 50
@@ -717,17 +571,8 @@ async fn an_agent_with_a_tenant_ships_into_that_tenant_only() {
         Some(1),
         "{agents}"
     );
-    let a = Caller {
-        server: &server,
-        tenant: "team-a",
-    };
-    for caller in [
-        &a,
-        &Caller {
-            server: &server,
-            tenant: "default",
-        },
-    ] {
+    let a = Caller::new(&server, "team-a");
+    for caller in [&a, &Caller::new(&server, "default")] {
         let (_, indices) = caller.get("/_cat/indices?format=json").await;
         assert_eq!(indices, json!([]), "{}", caller.tenant);
         let (_, agents) = caller.get("/_lookout/agents").await;
@@ -749,10 +594,7 @@ async fn sigterm_stops_every_tenant_with_its_acknowledged_documents() {
     let arguments = ["--config", &config.display().to_string()];
     let server = Server::start(&dir.path().join("data"), &arguments);
     for tenant in ["default", "analytics", "team-b"] {
-        let caller = Caller {
-            server: &server,
-            tenant,
-        };
+        let caller = Caller::new(&server, tenant);
         let (status, body) = caller
             .post_json(
                 "/logs/_doc",
@@ -770,10 +612,7 @@ async fn sigterm_stops_every_tenant_with_its_acknowledged_documents() {
     assert_eq!(server.terminate(), Some(0));
     let server = Server::start(&dir.path().join("data"), &arguments);
     for tenant in ["default", "analytics", "team-b"] {
-        let caller = Caller {
-            server: &server,
-            tenant,
-        };
+        let caller = Caller::new(&server, tenant);
         let (status, body) = caller.get("/logs/_count?q=msg:shutdown").await;
         assert_eq!(
             (status, &body["count"]),
@@ -781,4 +620,156 @@ async fn sigterm_stops_every_tenant_with_its_acknowledged_documents() {
             "{tenant}: {body}"
         );
     }
+}
+
+/// A rule firing on any `level:error` line each second, with `severity` and the same
+/// `service` label in every tenant.
+fn severity_rule(severity: &str) -> String {
+    json!({
+        "version": 1,
+        "schedule": "* * * * * *",
+        "index": "logs",
+        "query": "level:error",
+        "window": "1h",
+        "threshold": {"op": ">", "value": 0},
+        "severity": severity,
+        "labels": {"service": "checkout"},
+        "summary": "{{ $count }} errors"
+    })
+    .to_string()
+}
+
+// the mock receivers run in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_inhibit_rules_do_not_mute_another_tenant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mock_a, hook_a) = webhook().await;
+    let (mock_b, hook_b) = webhook().await;
+    let target = crate::support::scrape::target("up_metric 1\n").await;
+    // warnings wait for their group, so the critical of the same tick is known by then
+    let warnings_wait = |tenant: &str| {
+        format!(
+            "[[tenants.{tenant}.routing.routes]]\nmatchers = ['severity=\"warning\"']\ngroup_wait = \"2s\"\n"
+        )
+    };
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        tenant_table("team-a", &hook_a, &target, &warnings_wait("team-a"))
+            + "[[tenants.team-a.inhibit_rules]]\nsource_matchers = ['severity=\"critical\"']\ntarget_matchers = ['severity=\"warning\"']\nequal = [\"service\"]\n"
+            + &tenant_table("team-b", &hook_b, &target, &warnings_wait("team-b")),
+    )
+    .expect("config");
+    let queries = dir.path().join("queries");
+    for tenant in ["team-a", "team-b"] {
+        std::fs::create_dir_all(queries.join(tenant)).expect("mkdir");
+        for (name, severity) in [("down", "critical"), ("slow", "warning")] {
+            std::fs::write(
+                queries.join(tenant).join(format!("{name}.json")),
+                severity_rule(severity),
+            )
+            .expect("rule");
+        }
+    }
+    let server = crate::support::rules::serve_rules_with_config(dir.path(), &queries, &config, "");
+    for tenant in ["team-a", "team-b"] {
+        let docs =
+            vec![json!({"@timestamp": chrono::Utc::now().to_rfc3339(), "level": "error"}); 2];
+        let (status, body) = Caller::new(&server, tenant)
+            .post_ndjson("/_bulk?refresh=true", bulk_body("logs", &docs))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // B has no inhibit rules of its own (and there are no top-level ones): both arrive
+    wait_until("B's critical and warning", 30, received(&mock_b, 2)).await;
+    let sent_b = mock_b.lock().expect("mock").received.len();
+    // A's warning is inhibited by A's critical, and the history says so
+    let a = Caller::new(&server, "team-a");
+    wait_until("A's warning is inhibited", 30, || async {
+        let (_, history) = a.get("/_lookout/alerts/history?rule=slow").await;
+        history["events"].as_array().is_some_and(|events| {
+            events.iter().any(|event| {
+                event["decision"] == "inhibited" && event["inhibited_by"]["alertname"] == "down"
+            })
+        })
+    })
+    .await;
+    let delivered_a: Vec<String> = mock_a
+        .lock()
+        .expect("mock")
+        .received
+        .iter()
+        .map(|(_, body)| body.to_string())
+        .collect();
+    assert!(
+        delivered_a.iter().all(|body| !body.contains("\"slow\"")),
+        "A's warning stays muted: {delivered_a:?}"
+    );
+    assert!(sent_b >= 2);
+    let (_, history) = Caller::new(&server, "team-b")
+        .get("/_lookout/alerts/history?rule=slow")
+        .await;
+    let events = history["events"].as_array().expect("events");
+    assert!(
+        events.iter().all(|event| event["decision"] != "inhibited"),
+        "B's warning was not inhibited: {history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tenant_limit_is_audited_at_the_next_start_and_an_unchanged_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, hook) = webhook().await;
+    let target = crate::support::scrape::target("up_metric 1\n").await;
+    let config = dir.path().join("lookout.toml");
+    let with_limit = |max_rules: u32| {
+        tenant_table(
+            "team-a",
+            &hook,
+            &target,
+            &format!("[tenants.team-a.limits]\nmax_rules = {max_rules}\n"),
+        )
+    };
+    let arguments = ["--config", &config.display().to_string()];
+    let mut seen = Vec::new();
+    for (max_rules, expected) in [
+        (5, Some("limits.max_rules: 5 (added)")),
+        (5, None),
+        (2, Some("limits.max_rules: 5 → 2")),
+    ] {
+        std::fs::write(&config, with_limit(max_rules)).expect("config");
+        let server = Server::start(&dir.path().join("data"), &arguments);
+        let summaries = start_entries(&server).await;
+        if let Some(expected) = expected {
+            seen.push(expected);
+            assert!(summaries[0].contains(expected), "{summaries:?}");
+        }
+        assert_eq!(
+            summaries.len(),
+            seen.len(),
+            "one entry per change: {summaries:?}"
+        );
+        let (_, default) = Caller::new(&server, "default").get("/_lookout/audit").await;
+        assert_eq!(
+            default["entries"],
+            json!([]),
+            "the default tenant changed nothing"
+        );
+        assert_eq!(server.terminate(), Some(0));
+    }
+}
+
+/// The summaries of team-a's `tenant.start` audit entries, newest first.
+async fn start_entries(server: &Server) -> Vec<String> {
+    let (status, body) = Caller::new(server, "team-a")
+        .get("/_lookout/audit?size=100")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|entry| entry["action"] == "tenant.start")
+        .map(|entry| entry["summary"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }

@@ -5,129 +5,22 @@
 //! exactly once. Unusable settings stop the start; a listener beyond loopback without TLS
 //! warns.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SerialNumber};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::pki::{Pki, serve_https, serve_tls, toml_path};
 use crate::support::{
     Agent, Server, agent_config, ago, append_lines, assert_exactly_once, bulk_body, wait_until,
 };
 
-/// A private certificate authority that issues certificates into a directory.
-struct Pki {
-    authority: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Lookout test CA");
-        let authority = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
-            .expect("CA certificate");
-        std::fs::write(dir.join("ca.crt"), authority.pem()).expect("write CA");
-        Pki {
-            authority,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-
-    fn ca(&self) -> reqwest::Certificate {
-        reqwest::Certificate::from_pem(self.authority.pem().as_bytes()).expect("CA PEM")
-    }
-
-    /// A certificate for `localhost` and `127.0.0.1` signed by the CA: PEM of the
-    /// certificate, of its key, and its DER.
-    fn issue(&self, serial: u64) -> (String, String, Vec<u8>) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.not_after = rcgen::date_time_ymd(2040 + serial as i32 % 20, 1, 1);
-        let key = KeyPair::generate().expect("key");
-        let certificate = params.signed_by(&key, &self.authority).expect("sign");
-        (
-            certificate.pem(),
-            key.serialize_pem(),
-            certificate.der().to_vec(),
-        )
-    }
-
-    /// Issues a certificate and writes it as `NAME.crt` and `NAME.key`; returns its DER.
-    fn issue_files(&self, name: &str, serial: u64) -> Vec<u8> {
-        let (certificate, key, der) = self.issue(serial);
-        std::fs::write(self.dir.join(format!("{name}.crt")), certificate).expect("write cert");
-        std::fs::write(self.dir.join(format!("{name}.key")), key).expect("write key");
-        der
-    }
-
-    /// An HTTPS client trusting the CA, with `identity` (certificate and key PEM) when
-    /// given.
-    fn client(&self, identity: Option<&str>) -> reqwest::Client {
-        lookout::install_tls_provider();
-        let mut builder = reqwest::Client::builder()
-            .add_root_certificate(self.ca())
-            .timeout(std::time::Duration::from_secs(60));
-        if let Some(name) = identity {
-            let mut pem = std::fs::read(self.dir.join(format!("{name}.crt"))).expect("cert");
-            pem.extend(std::fs::read(self.dir.join(format!("{name}.key"))).expect("key"));
-            builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
-        }
-        builder.build().expect("client")
-    }
-}
-
-/// Starts `lookout serve` with `[tls]` from `tls` (TOML lines) and points the harness's
-/// client and URLs at `https://localhost:PORT`.
-fn serve_tls(dir: &Path, pki: &Pki, tls: &str) -> Server {
-    let config = dir.join("lookout.toml");
-    std::fs::write(&config, format!("[tls]\n{tls}\n")).expect("config");
-    let mut server = Server::start(
-        &dir.join("data"),
-        &["--config", config.to_str().expect("UTF-8")],
-    );
-    let port = server
-        .address()
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_owned();
-    server.base = format!("https://localhost:{port}");
-    server.client = pki.client(Some("client"));
-    server
-}
-
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
 #[tokio::test]
 async fn a_client_trusting_the_private_ca_searches_and_ingests_and_plain_http_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new(dir.path());
-    pki.issue_files("server", 1);
-    pki.issue_files("client", 2);
-    let server = serve_tls(
-        dir.path(),
-        &pki,
-        &format!(
-            "cert_file = {}\nkey_file = {}",
-            toml_path(&dir.path().join("server.crt")),
-            toml_path(&dir.path().join("server.key"))
-        ),
-    );
+    let (pki, server) = serve_https(dir.path());
     let (status, body) = server
         .post_ndjson(
             "/_bulk?refresh=true",
@@ -417,5 +310,74 @@ async fn a_listener_beyond_loopback_without_tls_warns_that_tokens_travel_in_clea
             .iter()
             .any(|line| line.contains("s3cret-token")),
         "the token is never logged"
+    );
+}
+
+/// `lookout rules test ARGS`: its exit code, stdout and stderr.
+fn rules_test(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["rules", "test"])
+        .args(args)
+        .output()
+        .expect("run lookout rules test");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_test_trusts_a_private_ca_given_with_ca_file_and_only_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pki, server) = serve_https(dir.path());
+    let (status, body) = server
+        .post_ndjson(
+            "/_bulk?refresh=true",
+            // before at least two of the rule's minutely ticks in the backtest's range
+            bulk_body("logs", &[json!({"@timestamp": ago(150), "status": 500})]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rule = dir.path().join("errors.json");
+    std::fs::write(
+        &rule,
+        json!({"version": 1, "schedule": "* * * * *", "index": "logs", "query": "status:500",
+               "window": "5m", "threshold": {"op": ">", "value": 0}, "summary": "{{ $count }} 500s"})
+        .to_string(),
+    )
+    .expect("rule");
+    let rule = rule.display().to_string();
+    let server_url = server.base.clone();
+    let ca_file = pki.ca_file().display().to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let without = rules_test(&[&rule, "--from", "now-10m", "--server", &server_url]);
+        let with = rules_test(&[
+            &rule,
+            "--from",
+            "now-10m",
+            "--server",
+            &server_url,
+            "--ca-file",
+            &ca_file,
+        ]);
+        let not_pem = rules_test(&[&rule, "--server", &server_url, "--ca-file", &rule]);
+        (without, with, not_pem)
+    })
+    .await
+    .expect("join");
+    let (without, with, not_pem) = outcome;
+    assert_ne!(
+        without.0, 0,
+        "a private CA is not trusted unasked: {without:?}"
+    );
+    assert!(without.2.contains("cannot reach the server"), "{without:?}");
+    assert_eq!(with.0, 0, "{with:?}");
+    assert!(with.1.contains("backtest of errors"), "{with:?}");
+    assert!(with.1.contains("inactive → firing"), "{with:?}");
+    assert_ne!(not_pem.0, 0, "{not_pem:?}");
+    assert!(
+        not_pem.2.contains("holds no PEM certificate"),
+        "{not_pem:?}"
     );
 }

@@ -32,26 +32,10 @@ async fn the_official_elasticsearch_python_client_works_unmodified() {
 #[tokio::test]
 async fn the_python_client_uses_scoped_keys_as_api_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("keys.toml");
-    let sha = |token: &str| -> String {
-        ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "[[auth.keys]]\nname = \"shipper\"\ntoken_sha256 = \"{}\"\nrole = \"ingest\"\n\n[[auth.keys]]\nname = \"reader\"\ntoken_sha256 = \"{}\"\nrole = \"read\"\n",
-            sha("py-ingest-token"),
-            sha("py-read-token")
-        ),
-    )
-    .expect("config");
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("utf8")],
+    let server = crate::support::access::serve_with_config(
+        dir.path(),
+        &(crate::support::access::key_table("shipper", "ingest", "", "py-ingest-token")
+            + &crate::support::access::key_table("reader", "read", "", "py-read-token")),
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/es_client/api_key.py");
     let base = server.base.clone();

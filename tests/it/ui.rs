@@ -9,31 +9,10 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::support::browser::{browser, driver};
+use crate::support::browser::{browser, driver, sign_in, wait_for};
 use crate::support::rules::serve_rules_with_config;
 use crate::support::scrape::{scrape_config, scripted_target};
 use crate::support::{bulk_body, wait_until};
-
-/// Polls until `css` matches at least `count` elements whose text contains `text`.
-async fn wait_for(client: &Client, css: &str, text: &str, count: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut texts = Vec::new();
-        for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
-            texts.push(element.text().await.unwrap_or_default());
-        }
-        let matching = texts.iter().filter(|found| found.contains(text)).count();
-        if matching >= count {
-            return texts;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{count} × `{css}` containing {text:?}: found {texts:?} in\n{}",
-            client.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Polls until an element matching `css` has the `value` attribute `value`.
 async fn wait_for_value(client: &Client, css: &str, value: &str) {
@@ -342,21 +321,6 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
     client.close().await.expect("close the browser");
 }
 
-/// Signs in through the UI's key form with `token` (the form must be showing).
-async fn sign_in(client: &Client, token: &str) {
-    wait_for(client, "#key-form", "API key", 1).await;
-    let input = client.find(Locator::Id("key")).await.expect("key input");
-    input.clear().await.expect("clear");
-    input.send_keys(token).await.expect("type the key");
-    client
-        .find(Locator::Css("#key-form button[type=submit]"))
-        .await
-        .expect("sign in button")
-        .click()
-        .await
-        .expect("click");
-}
-
 async fn dry_run_buttons(client: &Client) -> usize {
     client
         .find_all(Locator::XPath("//button[text()='Dry run']"))
@@ -369,26 +333,14 @@ async fn the_ui_asks_for_a_key_and_shows_only_what_the_key_may_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = String::new();
     for role in ["read", "edit", "admin"] {
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, format!("ui-token-{role}").as_bytes());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        config.push_str(&format!(
-            "[[auth.keys]]\nname = \"ui-{role}\"\ntoken_sha256 = \"{hex}\"\nrole = \"{role}\"\n"
+        config.push_str(&crate::support::access::key_table(
+            &format!("ui-{role}"),
+            role,
+            "",
+            &format!("ui-token-{role}"),
         ));
     }
-    let config_path = dir.path().join("lookout.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let queries = dir.path().join("queries");
-    std::fs::create_dir_all(&queries).expect("mkdir");
-    let server = crate::support::Server::start(
-        &dir.path().join("data"),
-        &[
-            "--config",
-            config_path.to_str().expect("utf8"),
-            "--queries",
-            queries.to_str().expect("utf8"),
-        ],
-    );
+    let server = crate::support::access::serve_with_config(dir.path(), &config);
     let response = server
         .client
         .put(server.url("/_lookout/rules/ui_rule"))

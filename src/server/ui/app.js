@@ -101,36 +101,37 @@ function askForKey(reason) {
   input.focus();
 }
 
-/** The key, role and tenant in the header, a tenant switcher for operator keys, sign out. */
+/** The key, role and tenant in the header, sign out, and for a caller of several
+ * tenants (an operator key, or no keys at all on a server with tenants) a select of the
+ * tenants `/_lookout/tenants` says it may use. A key of one tenant gets no switcher. */
 function drawSession() {
   const place = document.getElementById("session");
   document.querySelector("nav a[data-page='audit']").hidden = !can("admin");
-  if (!session || !session.authentication) { place.replaceChildren(); return; }
+  if (!session) { place.replaceChildren(); return; }
   const tenants = session.tenants || [];
-  let tenant = h("span", { id: "tenant" }, session.tenant);
-  if (tenants.includes("*") || tenants.length > 1) {
+  const current = h("span", { id: "tenant" }, session.tenant);
+  if (session.authentication) {
+    place.replaceChildren(h("span", { id: "who" }, `${session.key} (${session.role})`), " · tenant ", current, " ",
+      h("button", { type: "button", class: "plain", id: "sign-out", onclick: () => {
+        sessionStorage.removeItem(KEY_STORAGE); sessionStorage.removeItem(TENANT_STORAGE); askForKey(null);
+      } }, "Sign out"));
+  } else {
+    // one team without keys looks as it always did: no tenant at all
+    place.replaceChildren();
+  }
+  if (!tenants.includes("*") && tenants.length < 2) return;
+  const drawn = session;
+  api("/_lookout/tenants").then((answer) => {
+    const names = (answer.tenants || []).map((entry) => entry.name);
+    if (names.length < 2 || session !== drawn) return;
     const choose = (value) => {
-      value = value.trim();
-      if (value) sessionStorage.setItem(TENANT_STORAGE, value); else sessionStorage.removeItem(TENANT_STORAGE);
+      sessionStorage.setItem(TENANT_STORAGE, value);
       start();
     };
-    if (tenants.includes("*")) {
-      tenant = h("input", { id: "tenant", value: session.tenant, size: 12, "aria-label": "Tenant", list: "tenant-names",
-        onchange: (event) => choose(event.target.value) });
-      const names = h("datalist", { id: "tenant-names" });
-      api("/_lookout/tenants").then((answer) => {
-        names.append(...(answer.tenants || []).map((entry) => h("option", { value: entry.name || entry })));
-      }).catch(() => {});
-      tenant = h("span", {}, tenant, names);
-    } else {
-      tenant = h("select", { id: "tenant", "aria-label": "Tenant", onchange: (event) => choose(event.target.value) },
-        tenants.map((name) => h("option", { value: name, selected: name === session.tenant }, name)));
-    }
-  }
-  place.replaceChildren(h("span", { id: "who" }, `${session.key} (${session.role})`), " · tenant ", tenant, " ",
-    h("button", { type: "button", class: "plain", id: "sign-out", onclick: () => {
-      sessionStorage.removeItem(KEY_STORAGE); sessionStorage.removeItem(TENANT_STORAGE); askForKey(null);
-    } }, "Sign out"));
+    const select = h("select", { id: "tenant", "aria-label": "Tenant", onchange: (event) => choose(event.target.value) },
+      names.map((name) => h("option", { value: name, selected: name === session.tenant }, name)));
+    if (session.authentication) current.replaceWith(select); else place.replaceChildren("tenant ", select);
+  }).catch(() => {});
 }
 
 /** Asks the server who the key is, then draws the page; false when the key is refused. */

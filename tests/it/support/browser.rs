@@ -1,7 +1,10 @@
 //! Headless Chromium for the browser tests (Debian's `chromium` and `chromium-driver`;
-//! `scripts/test` installs them), driven over WebDriver on loopback.
+//! `scripts/test` installs them), driven over WebDriver on loopback, and the steps the
+//! UI tests share (waiting for text, signing in with a key).
 
-use fantoccini::{Client, ClientBuilder};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use super::wait_until;
@@ -72,4 +75,40 @@ pub async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
         .connect(&driver.url)
         .await
         .expect("a Chromium session")
+}
+
+/// Polls until `css` matches at least `count` elements whose text contains `text`.
+pub async fn wait_for(client: &Client, css: &str, text: &str, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut texts = Vec::new();
+        for element in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            texts.push(element.text().await.unwrap_or_default());
+        }
+        let matching = texts.iter().filter(|found| found.contains(text)).count();
+        if matching >= count {
+            return texts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} × `{css}` containing {text:?}: found {texts:?} in\n{}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs in through the UI's key form with `token` (the form must be showing).
+pub async fn sign_in(client: &Client, token: &str) {
+    wait_for(client, "#key-form", "API key", 1).await;
+    let input = client.find(Locator::Id("key")).await.expect("key input");
+    input.clear().await.expect("clear");
+    input.send_keys(token).await.expect("type the key");
+    client
+        .find(Locator::Css("#key-form button[type=submit]"))
+        .await
+        .expect("sign in button")
+        .click()
+        .await
+        .expect("click");
 }

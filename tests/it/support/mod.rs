@@ -1,15 +1,18 @@
 //! What the integration tests share; no test module imports from another. Here: the real
 //! `lookout` binary on `127.0.0.1:0` with a temporary data directory (waiting for its
 //! `listening on ADDR` line instead of sleeping), the agent beside it, bulk bodies, and
-//! bounded waits. Beside it: [`slack`] (the mock Slack receiver), [`slack_limits`]
+//! bounded waits. Beside it: [`access`] (keys of known tokens, callers acting for a
+//! tenant), [`pki`] (a private CA for TLS), [`slack`] (the mock Slack receiver), [`slack_limits`]
 //! (Slack's message limits), [`rules`] (servers running rules, lines that fire them, alert
 //! history) and [`scrape`] (scrape targets on loopback); for paging, [`pagerduty`] (a
 //! mock Events API v2), [`msteams`] (a mock Teams Workflows webhook) and [`smtp`] (a real
 //! SMTP server, aiosmtpd).
 
+pub mod access;
 pub mod browser;
 pub mod msteams;
 pub mod pagerduty;
+pub mod pki;
 pub mod rules;
 pub mod scrape;
 pub mod slack;
