@@ -462,7 +462,15 @@ fn start_rules(
     let dispatcher = Arc::new(
         dispatcher
             .with_alerting(&config.inhibit_rules, &config.time_intervals)
-            .expect("validated config"),
+            .expect("validated config")
+            .with_external_labels(
+                config.global.external_labels.clone(),
+                crate::relabel::Relabel::build(
+                    &config.alert_relabel_configs,
+                    "alert_relabel_configs",
+                )
+                .expect("validated config"),
+            ),
     );
     let manager = Arc::new(
         crate::rules::manager::RuleManager::new(
