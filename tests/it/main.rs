@@ -8,6 +8,7 @@ mod agent;
 mod agent_model;
 mod aggregation_shapes;
 mod alerting;
+mod alertmanager;
 mod bad_input;
 mod browser_safety;
 mod chaos;
