@@ -650,6 +650,41 @@ mod tests {
     }
 
     #[test]
+    fn external_labels_reach_webhook_payloads_under_the_alerts_own_labels() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let config: crate::config::Config =
+            toml::from_str("[notifiers.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n")
+                .expect("parses");
+        let notifiers = Notifiers::build(&config.notifiers, &config.routing, None).expect("builds");
+        let dispatcher = Dispatcher::new(
+            notifiers,
+            &NotifyConfig::default(),
+            state.path(),
+            "http://127.0.0.1:9200".into(),
+            Arc::default(),
+            History::disabled(),
+        )
+        .with_external_labels(
+            BTreeMap::from([
+                ("cluster".to_string(), "eu1".to_string()),
+                ("severity".to_string(), "never".to_string()),
+            ]),
+            crate::relabel::Relabel::default(),
+        );
+        let payload = dispatcher.payload("hook", &message()).expect("a payload");
+        let labels = &payload["alerts"][0]["labels"];
+        assert_eq!(labels["cluster"], "eu1");
+        assert_eq!(labels["severity"], "critical", "the alert's own label wins");
+        assert_eq!(payload["commonLabels"]["cluster"], "eu1");
+        let own: BTreeMap<String, String> = serde_json::from_value(labels.clone()).expect("labels");
+        assert_eq!(
+            payload["alerts"][0]["fingerprint"],
+            super::super::message::fingerprint(&own),
+            "the fingerprint covers the external labels"
+        );
+    }
+
+    #[test]
     fn the_delivery_deadline_defaults_to_ten_minutes() {
         assert_eq!(
             NotifyConfig::default().delivery_deadline,
