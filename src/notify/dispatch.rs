@@ -493,8 +493,8 @@ impl Dispatcher {
     }
 }
 
-/// Adds `external_labels` to every alert of a webhook payload and to its common labels
-/// (each alert has them), an alert's own label winning; fingerprints follow the labels.
+/// Adds `external_labels` to every alert of a webhook payload, an alert's own label
+/// winning; fingerprints and the common labels follow the labels.
 fn with_external_labels(
     payload: &mut serde_json::Value,
     external_labels: &BTreeMap<String, String>,
@@ -511,15 +511,22 @@ fn with_external_labels(
             }
         }
     };
+    let mut common: Option<BTreeMap<String, String>> = None;
     if let Some(alerts) = payload["alerts"].as_array_mut() {
         for alert in alerts {
             add(&mut alert["labels"]);
             let labels: BTreeMap<String, String> =
                 serde_json::from_value(alert["labels"].clone()).unwrap_or_default();
             alert["fingerprint"] = super::message::fingerprint(&labels).into();
+            match &mut common {
+                None => common = Some(labels),
+                Some(common) => common.retain(|name, value| labels.get(name) == Some(value)),
+            }
         }
     }
-    add(&mut payload["commonLabels"]);
+    if let Some(common) = common {
+        payload["commonLabels"] = serde_json::json!(common);
+    }
 }
 
 /// The rules of a message that merges the alerts of several (each alert carries its

@@ -17,6 +17,7 @@ mod demo;
 mod docs;
 mod durability;
 mod event_time;
+mod fan_out;
 mod full_disk;
 mod golden;
 mod ingest_search;
