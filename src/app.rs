@@ -496,7 +496,15 @@ fn start_rules(
     let dispatcher = Arc::new(
         dispatcher
             .with_alerting(&spec.inhibit_rules, &spec.time_intervals)
-            .expect("validated config"),
+            .expect("validated config")
+            .with_external_labels(
+                config.global.external_labels.clone(),
+                crate::relabel::Relabel::build(
+                    &config.alert_relabel_configs,
+                    "alert_relabel_configs",
+                )
+                .expect("validated config"),
+            ),
     );
     let manager = Arc::new(
         crate::rules::manager::RuleManager::new(

@@ -53,6 +53,9 @@ pub struct Config {
     /// Alertmanager's `time_intervals`, named for routes' `mute_time_intervals` and
     /// `active_time_intervals`.
     pub time_intervals: Vec<crate::notify::time_interval::TimeIntervalConfig>,
+    /// Prometheus' `alert_relabel_configs`: relabeling of alerts sent to Alertmanager
+    /// notifiers, after `[global] external_labels` are added (see `crate::relabel`).
+    pub alert_relabel_configs: Vec<crate::relabel::RelabelConfig>,
     /// The dead man's switch: a URL pinged while alerting is healthy.
     pub heartbeat: Option<crate::notify::heartbeat::HeartbeatConfig>,
     /// Prometheus targets to scrape (`[[scrape_configs]]`, Prometheus' field names).
@@ -91,6 +94,7 @@ impl Default for Config {
             notify: Default::default(),
             inhibit_rules: Vec::new(),
             time_intervals: Vec::new(),
+            alert_relabel_configs: Vec::new(),
             heartbeat: None,
             scrape_configs: Vec::new(),
             prometheus_config: None,
@@ -582,6 +586,11 @@ impl Config {
         errors.extend(
             self.global
                 .errors()
+                .into_iter()
+                .map(|error| format!("{origin}: {error}")),
+        );
+        errors.extend(
+            crate::relabel::validate(&self.alert_relabel_configs, "alert_relabel_configs")
                 .into_iter()
                 .map(|error| format!("{origin}: {error}")),
         );

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod notify;
 pub mod panic;
 pub mod promql;
+pub mod relabel;
 pub mod rules;
 pub mod scheduler;
 pub mod scrape;

@@ -259,6 +259,11 @@ pub struct Telemetry {
     pub notifications: PairCounter,
     /// Delivery attempts that failed and were retried, by notifier.
     pub notification_retries: LabeledCounter,
+    /// Alerts an Alertmanager peer accepted, by notifier and peer index.
+    pub alertmanager_sent: PairCounter,
+    /// Alerts an Alertmanager peer did not accept (refused, or failing past the retries),
+    /// by notifier and peer index.
+    pub alertmanager_errors: PairCounter,
     /// 1 while writes are refused (`storage::DiskSpace`).
     pub storage_degraded: Gauge,
     /// Free bytes of the data directory's file system at the last check.
@@ -511,6 +516,18 @@ impl Telemetry {
             out,
             "lookout_heartbeat_last_success_timestamp_seconds {}",
             self.heartbeat.last_success_seconds.get()
+        );
+        self.alertmanager_sent.write(
+            &mut out,
+            "lookout_notifications_alertmanager_sent_total",
+            "Alerts an Alertmanager peer accepted, by notifier and peer index.",
+            ("notifier", "peer_index"),
+        );
+        self.alertmanager_errors.write(
+            &mut out,
+            "lookout_notifications_alertmanager_errors_total",
+            "Alerts an Alertmanager peer did not accept, by notifier and peer index.",
+            ("notifier", "peer_index"),
         );
         write_gauge_header(
             &mut out,

@@ -22,9 +22,10 @@ pub struct ShipFlags {
     /// Static field added to every event of the --path input, KEY=VALUE; repeat for more.
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
-    /// Base URL of Lookout or an Elasticsearch-compatible server.
+    /// Base URL of Lookout or an Elasticsearch-compatible server; repeat to ship every
+    /// line to each (each destination with its own checkpoints).
     #[arg(long)]
-    pub to: Option<String>,
+    pub to: Vec<String>,
     /// Index to ship to (default `logs`).
     #[arg(long)]
     pub index: Option<String>,
@@ -79,8 +80,10 @@ impl ShipFlags {
                 "--exclude and --field apply to the --path input; add --path".to_string(),
             ]);
         }
-        if self.to.is_some() {
-            config.to = self.to;
+        let mut destinations = self.to.into_iter();
+        if let Some(first) = destinations.next() {
+            config.to = Some(first);
+            config.also_to = destinations.collect();
         }
         if let Some(index) = self.index {
             config.index = index;
@@ -128,7 +131,7 @@ mod tests {
             ..AgentConfig::default()
         };
         let applied = ShipFlags {
-            to: Some("http://flag:9200".into()),
+            to: vec!["http://flag:9200".into()],
             index: Some("flag".into()),
             state_dir: Some(PathBuf::from("/tmp/state")),
             token: Some("s3cret".into()),

@@ -18,6 +18,12 @@ pub struct AgentConfig {
     /// Base URL of Lookout or of any Elasticsearch-compatible `_bulk` endpoint
     /// (`http://` or `https://`). In `lookout serve`, the default is the server itself.
     pub to: Option<String>,
+    /// More destinations (`lookout ship --to A --to B`): every line goes to `to` and to
+    /// each of these, exactly once each, every destination with its own reader and
+    /// checkpoints (the first in `state_dir`, the others in `state_dir/destination-N`),
+    /// so a destination that is down or slow holds up none of the others. Not in
+    /// `lookout serve`'s `[agent]`, which ships to its own server only.
+    pub also_to: Vec<String>,
     /// Index the lines go to (inputs may override it).
     pub index: String,
     /// Where checkpoints, the agent id and dead-lettered lines are kept (default for
@@ -123,6 +129,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             to: None,
+            also_to: Vec::new(),
             index: "logs".into(),
             state_dir: None,
             token: None,
@@ -220,16 +227,36 @@ impl AgentConfig {
                 errors.push(format!("{origin}: `{prefix}{field}`: {message}"));
             }
         };
-        if let Some(to) = &self.to {
+        for (field, to) in self
+            .to
+            .iter()
+            .map(|to| ("to", to))
+            .chain(self.also_to.iter().map(|to| ("also_to", to)))
+        {
             let parsed = reqwest::Url::parse(to);
             check(
                 parsed
                     .as_ref()
                     .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host()),
-                "to",
+                field,
                 "must be an http:// or https:// URL, e.g. \"http://127.0.0.1:9200\"",
             );
         }
+        check(
+            self.also_to.is_empty() || self.to.is_some(),
+            "also_to",
+            "needs `to` (the first destination)",
+        );
+        check(
+            self.also_to.len() <= 16,
+            "also_to",
+            "at most 16 more destinations",
+        );
+        check(
+            prefix.is_empty() || self.also_to.is_empty(),
+            "also_to",
+            "the in-process agent ships to this server only; run `lookout ship --to A --to B` to ship to several",
+        );
         if let Some(tenant) = &self.tenant
             && let Some(error) = crate::tenant::name::name_error(tenant)
         {
@@ -342,6 +369,41 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_destinations_need_a_first_and_only_lookout_ship_takes_them() {
+        let config = AgentConfig {
+            to: None,
+            also_to: vec!["http://b:9200".into(), "ftp://c".into()],
+            ..AgentConfig::default()
+        };
+        let errors = config.validate("agent.toml", "").expect_err("invalid");
+        let text = errors.join("\n");
+        assert!(text.contains("`also_to`: needs `to`"), "{text}");
+        assert!(
+            text.contains("`also_to`: must be an http:// or https:// URL"),
+            "{text}"
+        );
+        let in_serve = AgentConfig {
+            to: Some("http://a:9200".into()),
+            also_to: vec!["http://b:9200".into()],
+            ..AgentConfig::default()
+        };
+        let errors = in_serve
+            .validate("lookout.toml", "agent.")
+            .expect_err("invalid");
+        assert!(
+            errors[0].contains("`agent.also_to`: the in-process agent ships to this server only"),
+            "{errors:?}"
+        );
+        let flags = super::super::cli::ShipFlags {
+            to: vec!["http://a:9200".into(), "http://b:9200".into()],
+            ..Default::default()
+        };
+        let applied = flags.apply(AgentConfig::default()).expect("applies");
+        assert_eq!(applied.to.as_deref(), Some("http://a:9200"));
+        assert_eq!(applied.also_to, ["http://b:9200"]);
+    }
 
     #[test]
     fn shipped_agent_config_parses_and_documents_the_defaults() {

@@ -72,9 +72,57 @@ pub enum AgentError {
     },
 }
 
-/// Runs the agent until `cancel`, then ships what it read (for up to
+/// Several destinations: one agent per destination, each reading the files itself with
+/// its own checkpoints (the first in the state directory, so adding a destination does
+/// not move the first one's; the others in `destination-N` below it), so a dead or slow
+/// destination holds up no other and none loses its place. Only the first serves
+/// `metrics_listen`. Ends when every one has ended; the first error is returned.
+async fn fan_out(
+    config: AgentConfig,
+    default_state_dir: PathBuf,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    let state_dir = config.state_dir.clone().unwrap_or(default_state_dir);
+    let destinations: Vec<String> = config.to.iter().chain(&config.also_to).cloned().collect();
+    let agents = destinations.into_iter().enumerate().map(|(number, to)| {
+        let mut single = config.clone();
+        single.to = Some(to);
+        single.also_to.clear();
+        if number > 0 {
+            single.metrics_listen = None;
+        }
+        single.state_dir = Some(if number == 0 {
+            state_dir.clone()
+        } else {
+            state_dir.join(format!("destination-{number}"))
+        });
+        let cancel = cancel.clone();
+        run_one(single, PathBuf::new(), cancel)
+    });
+    futures_util::future::join_all(agents)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, AgentError>>()
+        .map(|_| ())
+}
+
+/// Runs the agent (one per destination with `also_to`: see [`fan_out`]) until `cancel`,
+/// then ships what it read (for up to
 /// `shutdown_timeout`), saves checkpoints and deregisters.
 pub async fn run(
+    config: AgentConfig,
+    default_state_dir: PathBuf,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    if config.also_to.is_empty() {
+        run_one(config, default_state_dir, cancel).await
+    } else {
+        fan_out(config, default_state_dir, cancel).await
+    }
+}
+
+/// [`run`] to the one destination `to`.
+async fn run_one(
     config: AgentConfig,
     default_state_dir: PathBuf,
     cancel: CancellationToken,

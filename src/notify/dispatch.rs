@@ -60,6 +60,12 @@ pub struct Dispatcher {
     intervals: TimeIntervals,
     /// When a delivery last gave up (its deadline passed), for the heartbeat.
     last_gave_up: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// `[global] external_labels`, added to the labels of alerts sent out (Alertmanager
+    /// and webhook payloads); an alert's own label wins.
+    external_labels: BTreeMap<String, String>,
+    /// `alert_relabel_configs`, applied to alerts sent to Alertmanager after the external
+    /// labels are added (Prometheus' scope: not to other notifiers).
+    alert_relabel: crate::relabel::Relabel,
 }
 
 /// A delivery recorded in the outbox (or not, when it could not be written), to be sent.
@@ -84,6 +90,9 @@ impl Dispatcher {
             .map_err(|error| tracing::error!(%error, "cannot open the outbox; deliveries are not recorded"))
             .ok()
             .map(Arc::new);
+        for alertmanager in notifiers.alertmanagers() {
+            alertmanager.attach(telemetry.clone(), history.clone(), Some(state_dir));
+        }
         Dispatcher {
             notifiers,
             outbox,
@@ -97,7 +106,21 @@ impl Dispatcher {
             inhibitor: Inhibitor::default(),
             intervals: TimeIntervals::default(),
             last_gave_up: Arc::default(),
+            external_labels: BTreeMap::new(),
+            alert_relabel: crate::relabel::Relabel::default(),
         }
+    }
+
+    /// The same dispatcher adding `external_labels` to alerts sent out and relabeling
+    /// those sent to Alertmanager with `alert_relabel`.
+    pub fn with_external_labels(
+        mut self,
+        external_labels: BTreeMap<String, String>,
+        alert_relabel: crate::relabel::Relabel,
+    ) -> Dispatcher {
+        self.external_labels = external_labels;
+        self.alert_relabel = alert_relabel;
+        self
     }
 
     /// The same dispatcher with `[[inhibit_rules]]` and `[[time_intervals]]` (validated;
@@ -159,6 +182,10 @@ impl Dispatcher {
     /// Flushes the groups whose time came (`group_wait`, `group_interval`, the end of a
     /// mute or an inhibition) until `cancel`, sending what they release.
     pub async fn run_groups(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        // Alertmanager notifiers resend what fires on their own schedule
+        for alertmanager in self.notifiers.alertmanagers() {
+            tokio::spawn(alertmanager.run_resends(cancel.clone()));
+        }
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -289,12 +316,18 @@ impl Dispatcher {
             Notifier::Ui => return None,
             Notifier::Webhook(_) => {
                 let mut payload = alertmanager_payload(&message, notifier_name, &self.external_url);
+                with_external_labels(&mut payload, &self.external_labels);
                 if let Some(destination) = destination {
                     payload["groupKey"] = destination.group_key.clone().into();
                     payload["groupLabels"] = serde_json::json!(destination.group_labels);
                 }
                 payload
             }
+            Notifier::Alertmanager(_) => super::alertmanager::Alertmanager::payload(
+                &message,
+                &self.external_labels,
+                &self.alert_relabel,
+            ),
             Notifier::PagerDuty(_) => super::pagerduty::events(&message),
             Notifier::Email(email) => email.payload(&message),
             Notifier::MsTeams(_) => super::msteams::card_payload(&message),
@@ -460,6 +493,42 @@ impl Dispatcher {
     }
 }
 
+/// Adds `external_labels` to every alert of a webhook payload, an alert's own label
+/// winning; fingerprints and the common labels follow the labels.
+fn with_external_labels(
+    payload: &mut serde_json::Value,
+    external_labels: &BTreeMap<String, String>,
+) {
+    if external_labels.is_empty() {
+        return;
+    }
+    let add = |labels: &mut serde_json::Value| {
+        if let Some(labels) = labels.as_object_mut() {
+            for (name, value) in external_labels {
+                labels
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone().into());
+            }
+        }
+    };
+    let mut common: Option<BTreeMap<String, String>> = None;
+    if let Some(alerts) = payload["alerts"].as_array_mut() {
+        for alert in alerts {
+            add(&mut alert["labels"]);
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(alert["labels"].clone()).unwrap_or_default();
+            alert["fingerprint"] = super::message::fingerprint(&labels).into();
+            match &mut common {
+                None => common = Some(labels),
+                Some(common) => common.retain(|name, value| labels.get(name) == Some(value)),
+            }
+        }
+    }
+    if let Some(common) = common {
+        payload["commonLabels"] = serde_json::json!(common);
+    }
+}
+
 /// The rules of a message that merges the alerts of several (each alert carries its
 /// `alertname`); empty for a message of one rule.
 fn merged_rules(message: &AlertMessage) -> Vec<String> {
@@ -589,6 +658,41 @@ mod tests {
         let pending = Outbox::open(state.path()).expect("open").pending();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].1.deadline, delivery.deadline);
+    }
+
+    #[test]
+    fn external_labels_reach_webhook_payloads_under_the_alerts_own_labels() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let config: crate::config::Config =
+            toml::from_str("[notifiers.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n")
+                .expect("parses");
+        let notifiers = Notifiers::build(&config.notifiers, &config.routing, None).expect("builds");
+        let dispatcher = Dispatcher::new(
+            notifiers,
+            &NotifyConfig::default(),
+            state.path(),
+            "http://127.0.0.1:9200".into(),
+            Arc::default(),
+            History::disabled(),
+        )
+        .with_external_labels(
+            BTreeMap::from([
+                ("cluster".to_string(), "eu1".to_string()),
+                ("severity".to_string(), "never".to_string()),
+            ]),
+            crate::relabel::Relabel::default(),
+        );
+        let payload = dispatcher.payload("hook", &message()).expect("a payload");
+        let labels = &payload["alerts"][0]["labels"];
+        assert_eq!(labels["cluster"], "eu1");
+        assert_eq!(labels["severity"], "critical", "the alert's own label wins");
+        assert_eq!(payload["commonLabels"]["cluster"], "eu1");
+        let own: BTreeMap<String, String> = serde_json::from_value(labels.clone()).expect("labels");
+        assert_eq!(
+            payload["alerts"][0]["fingerprint"],
+            super::super::message::fingerprint(&own),
+            "the fingerprint covers the external labels"
+        );
     }
 
     #[test]

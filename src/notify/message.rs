@@ -161,7 +161,7 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub(super) fn format_value(value: f64) -> String {
+pub fn format_value(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{}", value as i64)
     } else {

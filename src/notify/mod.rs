@@ -7,11 +7,13 @@
 //! routes, [`webhook`] delivers with rate limit, `Retry-After`, backoff and final 4xx,
 //! [`slack`] holds Slack's payload limits; [`pagerduty`] (Events API v2), [`email`]
 //! (SMTP) and [`msteams`] (Adaptive Cards) build and send their services' messages
-//! within those services' limits. [`route`] is Alertmanager's routing tree and inhibit
+//! within those services' limits; [`alertmanager`] posts to every peer of an
+//! Alertmanager cluster and resends as Prometheus does. [`route`] is Alertmanager's routing tree and inhibit
 //! rules (with [`matcher`] and [`time_interval`]), [`group`] its aggregation groups,
 //! [`heartbeat`] the dead man's switch. Nothing here knows rules beyond the messages it
 //! is given.
 
+pub mod alertmanager;
 pub mod dispatch;
 pub mod email;
 pub mod group;

@@ -37,6 +37,8 @@ pub enum NotifierKind {
     /// A Microsoft Teams Workflows webhook, Adaptive Cards ([`super::msteams`]).
     #[serde(rename = "msteams")]
     MsTeams,
+    /// Every peer of an Alertmanager cluster, through its v2 API ([`super::alertmanager`]).
+    Alertmanager,
     /// Logged and printed to stdout.
     Console,
     /// Not sent anywhere: the alert shows in the API, the history and the UI.
@@ -52,6 +54,7 @@ impl NotifierKind {
             NotifierKind::PagerDuty => "pagerduty",
             NotifierKind::Email => "email",
             NotifierKind::MsTeams => "msteams",
+            NotifierKind::Alertmanager => "alertmanager",
             NotifierKind::Console => "console",
             NotifierKind::Ui => "ui",
         }
@@ -111,10 +114,39 @@ pub struct NotifierConfig {
     pub to: Vec<String>,
     #[serde(default)]
     pub cc: Vec<String>,
+    /// Alertmanager: the API of every peer of the cluster (`http://am-1:9093`), never a
+    /// load balancer in front of them.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Alertmanager: HTTP basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Alertmanager: a bearer token from this environment variable or file.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Alertmanager: how long one request to one peer may take (default 10s).
+    #[serde(default, with = "crate::duration_serde::option")]
+    pub timeout: Option<std::time::Duration>,
+    /// Alertmanager: how often firing alerts are sent again (default 1m).
+    #[serde(default, with = "crate::duration_serde::option")]
+    pub resend_delay: Option<std::time::Duration>,
     /// A template replacing the message's title (Prometheus syntax, see docs/rules.md).
     #[serde(default)]
     pub title_template: Option<String>,
     /// A template replacing the message's summary paragraph.
     #[serde(default)]
     pub body_template: Option<String>,
+}
+
+/// `basic_auth = { username = "…", password_env = "…" }` (or `password_file`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }

@@ -1,7 +1,7 @@
 //! Named notifiers and the routes that pick them (DESIGN §5–6).
 //!
 //! ```toml
-//! [notifiers.slack]            # type: slack | webhook | pagerduty | email | msteams | console | ui
+//! [notifiers.slack]            # type: slack | webhook | pagerduty | email | msteams | alertmanager | console | ui
 //! type = "slack"
 //! url_env = "SLACK_WEBHOOK_URL"
 //!
@@ -12,6 +12,10 @@
 //! [notifiers.pager]
 //! type = "pagerduty"           # Events API v2
 //! routing_key_env = "PAGERDUTY_ROUTING_KEY"
+//!
+//! [notifiers.am]
+//! type = "alertmanager"        # every peer of the cluster, through its v2 API
+//! urls = ["http://am-1:9093", "http://am-2:9093"]
 //!
 //! [notifiers.mail]
 //! type = "email"
@@ -41,6 +45,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::alertmanager::Alertmanager;
 use super::email::Email;
 use super::message::AlertMessage;
 use super::pagerduty::PagerDuty;
@@ -163,7 +168,12 @@ fn validate_notifier(notifier: &NotifierConfig) -> Vec<String> {
         NotifierKind::PagerDuty if url_sources > 1 => errors.push(
             "url`: give at most one of `url_env`, `url_file` or `url` (default: PagerDuty's Events API)".into(),
         ),
-        NotifierKind::Email | NotifierKind::Console | NotifierKind::Ui if url_sources != 0 => {
+        NotifierKind::Email
+        | NotifierKind::Alertmanager
+        | NotifierKind::Console
+        | NotifierKind::Ui
+            if url_sources != 0 =>
+        {
             errors.push(format!("`: a {} notifier takes no url", kind.name()))
         }
         _ => {}
@@ -187,6 +197,11 @@ fn validate_notifier(notifier: &NotifierConfig) -> Vec<String> {
             "routing_key`: only a pagerduty notifier takes a routing key, not a {} one",
             kind.name()
         ));
+    }
+    if kind == NotifierKind::Alertmanager {
+        errors.extend(super::alertmanager::validate(notifier));
+    } else {
+        errors.extend(super::alertmanager::foreign_fields(notifier));
     }
     if kind == NotifierKind::Email {
         errors.extend(super::email::validate(notifier));
@@ -260,6 +275,8 @@ pub enum Notifier {
     Email(Email),
     /// Adaptive Cards to a Teams Workflows webhook.
     MsTeams(Webhook),
+    /// Every peer of an Alertmanager cluster (which resends on its own, too).
+    Alertmanager(Arc<Alertmanager>),
     Console,
     /// Nowhere: API, history and UI only.
     Ui,
@@ -283,6 +300,11 @@ impl Notifier {
                 pagerduty.deliver_reporting(payload, deadline, report).await
             }
             Notifier::Email(email) => email.deliver_reporting(payload, deadline, report).await,
+            Notifier::Alertmanager(alertmanager) => {
+                alertmanager
+                    .deliver_reporting(payload, deadline, report)
+                    .await
+            }
             Notifier::Console | Notifier::Ui => return None,
         })
     }
@@ -339,6 +361,9 @@ impl Notifiers {
                     ))
                 }
                 NotifierKind::Email => Notifier::Email(Email::new(config).map_err(in_field)?),
+                NotifierKind::Alertmanager => Notifier::Alertmanager(Arc::new(
+                    Alertmanager::new(name, config).map_err(in_field)?,
+                )),
                 NotifierKind::Console => Notifier::Console,
                 NotifierKind::Ui => Notifier::Ui,
             };
@@ -473,6 +498,17 @@ impl Notifiers {
     /// The routing tree.
     pub fn tree(&self) -> &RouteTree {
         &self.tree
+    }
+
+    /// The `alertmanager` notifiers, by name.
+    pub fn alertmanagers(&self) -> Vec<Arc<Alertmanager>> {
+        self.by_name
+            .values()
+            .filter_map(|notifier| match notifier.as_ref() {
+                Notifier::Alertmanager(alertmanager) => Some(Arc::clone(alertmanager)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -804,6 +840,16 @@ mod tests {
             .values()
             .map(|notifier| notifier.kind.name())
             .collect();
-        assert_eq!(kinds, ["webhook", "email", "pagerduty", "slack", "msteams"]);
+        assert_eq!(
+            kinds,
+            [
+                "alertmanager",
+                "webhook",
+                "email",
+                "pagerduty",
+                "slack",
+                "msteams"
+            ]
+        );
     }
 }

@@ -1,0 +1,355 @@
+//! An HA pair through a real Alertmanager 0.25 cluster (issue 17): two
+//! `prometheus-alertmanager` peers gossiping on loopback, whose receiver is a webhook
+//! recorder in this process, and two `lookout serve` replicas with identical rules, each
+//! with its own `external_labels = { replica = … }` and `alert_relabel_configs` dropping
+//! it, both posting to both peers. Alertmanager deduplicates: the recorder gets one firing
+//! and one resolved notification per alert group, not two — also with one peer killed
+//! before the breach, and with one Lookout replica killed (`kill -9`) while firing.
+//!
+//! "Not two" is an absence, so after the resolve arrives each test watches the recorder
+//! for a window derived from the cluster's own timing (peer timeout, group interval and
+//! Lookout's resend delay), checking the counts all along: a second notification could
+//! only come within it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, bulk_body, listen, wait_until};
+
+/// `--cluster.peer-timeout`: how long the second peer waits for the first one's
+/// notification to be gossiped before sending its own.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The route's `group_interval`.
+const GROUP_INTERVAL: Duration = Duration::from_secs(3);
+/// Lookout's `resend_delay` in these tests.
+const RESEND_DELAY: &str = "1s";
+
+/// One cluster at a time: gossip between peers of clusters started at the same moment
+/// (ports picked by the kernel, then released) must not be possible, and two clusters'
+/// timing under load would blur what each test measures.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A port free on loopback now (the kernel's pick; released for the process to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// One `prometheus-alertmanager` peer.
+struct Peer {
+    child: Child,
+    web: String,
+}
+
+impl Peer {
+    /// Starts a peer with `config`, storing in `dir`, gossiping on `cluster_port` with
+    /// `peers` (their cluster ports).
+    fn start(dir: &Path, config: &Path, cluster_port: u16, peers: &[u16]) -> Peer {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let web = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new("prometheus-alertmanager");
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.display()))
+            .arg(format!("--web.listen-address={web}"))
+            .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
+            .arg(format!(
+                "--cluster.advertise-address=127.0.0.1:{cluster_port}"
+            ))
+            .arg(format!(
+                "--cluster.peer-timeout={}s",
+                PEER_TIMEOUT.as_secs()
+            ))
+            .arg("--cluster.settle-timeout=2s")
+            .arg("--cluster.gossip-interval=100ms")
+            .arg("--cluster.pushpull-interval=2s")
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).expect("log file"));
+        for peer in peers {
+            command.arg(format!("--cluster.peer=127.0.0.1:{peer}"));
+        }
+        Peer {
+            child: command.spawn().expect("spawn prometheus-alertmanager"),
+            web,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.web)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two peers of one cluster whose receiver posts to `recorder`, both ready and each
+/// seeing the other as a member.
+async fn start_cluster(dir: &Path, recorder: &str) -> Vec<Peer> {
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: recorder\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: {}s\n  repeat_interval: 1h\nreceivers:\n  - name: recorder\n    webhook_configs:\n      - url: http://{recorder}/hook\n        send_resolved: true\n",
+            GROUP_INTERVAL.as_secs()
+        ),
+    )
+    .expect("alertmanager.yml");
+    let ports = [free_port(), free_port()];
+    let peers = vec![
+        Peer::start(&dir.join("am-0"), &config, ports[0], &[ports[1]]),
+        Peer::start(&dir.join("am-1"), &config, ports[1], &[ports[0]]),
+    ];
+    lookout::install_tls_provider();
+    let client = reqwest::Client::new();
+    for peer in &peers {
+        let status = format!("{}/api/v2/status", peer.url());
+        wait_until("the alertmanager peer sees its cluster of two", 60, || {
+            let (client, status) = (client.clone(), status.clone());
+            async move {
+                let Ok(response) = client.get(&status).send().await else {
+                    return false;
+                };
+                let body: Value = response.json().await.unwrap_or_default();
+                body["cluster"]["status"] == "ready"
+                    && body["cluster"]["peers"].as_array().map_or(0, Vec::len) == 2
+            }
+        })
+        .await;
+    }
+    peers
+}
+
+/// What the recorder received: each notification's `status` and group labels.
+type Received = Arc<Mutex<Vec<Value>>>;
+
+async fn start_recorder() -> (Received, String) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("recorder lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    (received, listen(router).await)
+}
+
+/// Notifications of `status` (`firing`, `resolved`) the recorder got for rule `alertname`.
+fn count(received: &Received, alertname: &str, status: &str) -> usize {
+    received
+        .lock()
+        .expect("recorder lock")
+        .iter()
+        .filter(|body| body["status"] == status && body["groupLabels"]["alertname"] == alertname)
+        .count()
+}
+
+/// The rule both replicas run: more than 20 `status:500` lines within 4 s, every second.
+fn rule() -> Value {
+    json!({
+        "version": 1,
+        "schedule": "* * * * * *",
+        "index": "logs",
+        "query": "status:500",
+        "window": "4s",
+        "threshold": {"op": ">", "value": 20},
+        "severity": "critical",
+        "labels": {"team": "payments"},
+        "summary": "{{ $count }} HTTP 500s"
+    })
+}
+
+/// A Lookout replica named `replica` posting to every peer in `peer_urls`.
+fn start_replica(dir: &Path, replica: &str, peer_urls: &[String]) -> Server {
+    let dir = dir.join(format!("lookout-{replica}"));
+    let queries = dir.join("queries");
+    std::fs::create_dir_all(&queries).expect("mkdir");
+    std::fs::write(queries.join("checkout_5xx.json"), rule().to_string()).expect("rule");
+    let urls: Vec<String> = peer_urls.iter().map(|url| format!("{url:?}")).collect();
+    let config = dir.join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nexternal_labels = {{ replica = \"{replica}\", cluster = \"test\" }}\n\n[[alert_relabel_configs]]\nregex = \"replica\"\naction = \"labeldrop\"\n\n[notifiers.am]\ntype = \"alertmanager\"\nurls = [{}]\nresend_delay = \"{RESEND_DELAY}\"\ntimeout = \"2s\"\n\n[routing]\ndefault = [\"am\"]\n",
+            urls.join(", ")
+        ),
+    )
+    .expect("config");
+    Server::start(
+        &dir.join("data"),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--queries",
+            &queries.display().to_string(),
+        ],
+    )
+}
+
+/// The same 25 `status:500` lines into each replica (what an agent fanning out does).
+async fn breach(replicas: &[&Server]) {
+    let now = chrono::Utc::now().to_rfc3339();
+    let lines: Vec<Value> = (0..25)
+        .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
+        .collect();
+    for replica in replicas {
+        let (status, body) = replica
+            .post_ndjson("/_bulk", bulk_body("logs", &lines))
+            .await;
+        assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    }
+}
+
+/// Whether `replica`'s `/metrics` shows peer `peer_index` accepted at least one alert.
+async fn peer_accepted(replica: &Server, peer_index: usize) -> bool {
+    replica.metrics().await.lines().any(|line| {
+        line.starts_with(&format!(
+            "lookout_notifications_alertmanager_sent_total{{notifier=\"am\",peer_index=\"{peer_index}\"}}"
+        )) && !line.ends_with(" 0")
+    })
+}
+
+/// Waits for one firing and then one resolved notification of the rule, then watches for
+/// a second of either over the window in which the cluster could still send one.
+async fn expect_one_firing_and_one_resolved(received: &Received) {
+    wait_until("the firing notification", 90, || async {
+        count(received, "checkout_5xx", "firing") >= 1
+    })
+    .await;
+    wait_until("the resolved notification", 90, || async {
+        count(received, "checkout_5xx", "resolved") >= 1
+    })
+    .await;
+    // the latest a duplicate could come: the second peer's wait, two group intervals,
+    // and a replica's resend in flight
+    let window = PEER_TIMEOUT * 2 + GROUP_INTERVAL * 2 + Duration::from_secs(2);
+    let until = std::time::Instant::now() + window;
+    while std::time::Instant::now() < until {
+        let (firing, resolved) = (
+            count(received, "checkout_5xx", "firing"),
+            count(received, "checkout_5xx", "resolved"),
+        );
+        assert_eq!(
+            (firing, resolved),
+            (1, 1),
+            "one firing and one resolved notification, not two: {:#?}",
+            received.lock().expect("recorder lock")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bodies = received.lock().expect("recorder lock");
+    let alert = &bodies[0]["alerts"][0];
+    assert_eq!(alert["labels"]["cluster"], "test", "external labels added");
+    assert!(
+        alert["labels"].get("replica").is_none(),
+        "alert_relabel_configs dropped the replica label: {alert}"
+    );
+    assert_eq!(alert["labels"]["team"], "payments");
+    assert_eq!(alert["annotations"]["summary"], "25 HTTP 500s");
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .is_some_and(|url| url.contains("/ui/search")),
+        "{alert}"
+    );
+}
+
+fn data_dir(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().to_path_buf()
+}
+
+// the recorder runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_through_two_alertmanager_peers_notify_once() {
+    let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (received, recorder) = start_recorder().await;
+    let peers = start_cluster(&data_dir(&dir), &recorder).await;
+    let urls: Vec<String> = peers.iter().map(Peer::url).collect();
+    let a = start_replica(dir.path(), "a", &urls);
+    let b = start_replica(dir.path(), "b", &urls);
+    breach(&[&a, &b]).await;
+    // both replicas really posted to both peers: the deduplication is Alertmanager's
+    for replica in [&a, &b] {
+        for peer in 0..2 {
+            wait_until("every replica's alerts reach every peer", 60, || {
+                peer_accepted(replica, peer)
+            })
+            .await;
+        }
+    }
+    expect_one_firing_and_one_resolved(&received).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_alertmanager_peer_killed_before_the_breach_the_other_notifies_once() {
+    let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (received, recorder) = start_recorder().await;
+    let mut peers = start_cluster(&data_dir(&dir), &recorder).await;
+    let urls: Vec<String> = peers.iter().map(Peer::url).collect();
+    let a = start_replica(dir.path(), "a", &urls);
+    let b = start_replica(dir.path(), "b", &urls);
+    peers[0].kill();
+    breach(&[&a, &b]).await;
+    expect_one_firing_and_one_resolved(&received).await;
+    // the dead peer is counted and in the history, by index (never its URL)
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.lines().any(|line| line.starts_with(
+            "lookout_notifications_alertmanager_errors_total{notifier=\"am\",peer_index=\"0\"}"
+        ) && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+    let (status, body) = a.get("/_lookout/alerts/history?rule=checkout_5xx").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.to_string().contains(&peers[0].web),
+        "no peer URL in the history: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_replica_killed_while_firing_the_survivor_resolves_once() {
+    let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (received, recorder) = start_recorder().await;
+    let peers = start_cluster(&data_dir(&dir), &recorder).await;
+    let urls: Vec<String> = peers.iter().map(Peer::url).collect();
+    let a = start_replica(dir.path(), "a", &urls);
+    let b = start_replica(dir.path(), "b", &urls);
+    breach(&[&a, &b]).await;
+    wait_until("the firing notification", 90, || async {
+        count(&received, "checkout_5xx", "firing") >= 1
+    })
+    .await;
+    for peer in 0..2 {
+        wait_until("replica a's alerts reach every peer", 60, || {
+            peer_accepted(&a, peer)
+        })
+        .await;
+    }
+    a.kill();
+    expect_one_firing_and_one_resolved(&received).await;
+    drop(b);
+}
