@@ -70,6 +70,8 @@ pub struct RuleManager {
     over_limit: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Rules refused for `max_rules` (at load, once per rule, or through the API).
     rules_refused: crate::telemetry::Counter,
+    /// What recording rules wrote at their last tick (for their staleness markers).
+    recorder: Arc<super::recording::Recorder>,
 }
 
 struct Running {
@@ -132,6 +134,7 @@ impl RuleManager {
             max_rules: None,
             over_limit: Default::default(),
             rules_refused: Default::default(),
+            recorder: Default::default(),
         }
     }
 

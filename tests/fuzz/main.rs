@@ -19,6 +19,7 @@ mod harness;
 mod notifier;
 mod promql;
 mod query;
+mod remote_query;
 mod request_target;
 mod routing;
 mod rule;

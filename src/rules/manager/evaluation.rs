@@ -15,7 +15,7 @@ use crate::notify::message::{AlertLine, AlertMessage, MessageKind};
 use crate::notify::route::Destination;
 use crate::rules::compose::annotations;
 use crate::rules::observe::{Observation, ObserveError};
-use crate::rules::rule::LoadedRule;
+use crate::rules::rule::{LoadedRule, RuleSource};
 use crate::scheduler::runner::Job;
 
 /// Why an evaluation (or a dry run, a replay, a backtest) of a rule failed.
@@ -38,6 +38,9 @@ pub enum EvaluationError {
     /// A replay's blocking task did not finish.
     #[error(transparent)]
     Replay(tokio::task::JoinError),
+    /// A recording rule's output could not be written.
+    #[error(transparent)]
+    Record(#[from] crate::rules::recording::RecordError),
     #[error("more than {max} evaluations between {from} and {to}; shorten the range")]
     TooManyTicks {
         max: usize,
@@ -139,6 +142,9 @@ impl RuleManager {
         tick: DateTime<Utc>,
     ) -> Result<(), EvaluationError> {
         self.refresh_for(rule).await;
+        if rule.file.record.is_some() {
+            return self.record(rule, tick).await;
+        }
         let observations = self.observe(rule, tick).await?;
         let matched = crate::rules::dead_query::matched(rule, &observations);
         let mut state = self.states.load(&rule.name);
@@ -222,6 +228,45 @@ impl RuleManager {
         }
         for recorded in deliveries {
             self.dispatcher.send(recorded);
+        }
+        Ok(())
+    }
+
+    /// A recording rule's tick: its expression's output written under its `record`
+    /// name (see [`crate::rules::recording`]); no alerts, no messages.
+    async fn record(
+        &self,
+        rule: &Arc<LoadedRule>,
+        tick: DateTime<Utc>,
+    ) -> Result<(), EvaluationError> {
+        let (sources, recorder, rule) = (
+            Arc::clone(&self.sources),
+            Arc::clone(&self.recorder),
+            Arc::clone(rule),
+        );
+        let name = rule.name.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let (Some(record), RuleSource::Metrics { expr }) = (&rule.file.record, &rule.source)
+            else {
+                return Ok(Default::default());
+            };
+            let at = tick.timestamp_millis();
+            let samples = sources.instant_for(&rule, expr, at)?;
+            let series =
+                crate::rules::recording::output_series(record, &rule.file.labels, samples)?;
+            Ok::<_, EvaluationError>(recorder.write(&sources.tsdb, &rule.name, at, series)?)
+        })
+        .await
+        .map_err(|error| failed("recording the rule's series", error))??;
+        if written.refused > 0 {
+            tracing::debug!(rule = %name, refused = written.refused, "recorded samples refused by the metrics store (this tick was already written)");
+        }
+        let mut statuses = self.lock_statuses();
+        let status = statuses.entry(name).or_default();
+        status.alerts = Vec::new();
+        status.evaluations_since_load += 1;
+        if written.samples > 0 {
+            status.last_match = Some(tick);
         }
         Ok(())
     }

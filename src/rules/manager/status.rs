@@ -61,6 +61,8 @@ pub struct RuleView {
     pub interval_seconds: f64,
     /// What it names that the data does not have (see [`crate::rules::dead_query::warnings`]).
     pub warnings: Vec<String>,
+    /// A recording rule's metric name (`record`).
+    pub record: Option<String>,
 }
 
 impl RuleManager {
@@ -122,6 +124,7 @@ impl RuleManager {
                     .and_then(|next| Some((next, running.rule.schedule.next_after(next)?)))
                     .map_or(0.0, |(next, after)| (after - next).as_seconds_f64()),
                 warnings: Vec::new(),
+                record: running.rule.file.record.clone(),
                 name: name.clone(),
                 query: match &running.rule.source {
                     RuleSource::Logs { query, .. } => query.clone(),

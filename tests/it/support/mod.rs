@@ -10,6 +10,7 @@
 pub mod browser;
 pub mod msteams;
 pub mod pagerduty;
+pub mod prometheus;
 pub mod rules;
 pub mod scrape;
 pub mod slack;
