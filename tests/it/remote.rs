@@ -352,6 +352,11 @@ scrape_configs:
             );
             let mut labels = series["metric"].as_object().cloned().expect("labels");
             labels.remove("cluster");
+            // a series without `job` (a recorded one) gets the federating job's, as
+            // with Prometheus' own /federate
+            if labels.get("job") == Some(&json!("federate")) {
+                labels.remove("job");
+            }
             let own = ours
                 .iter()
                 .find(|candidate| candidate["metric"] == Value::Object(labels.clone()))
