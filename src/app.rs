@@ -80,7 +80,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::warn!("{warning}");
     }
     let audits = Arc::new(crate::audit::Trails::default());
+    let datasources = Arc::new(
+        crate::datasource::Datasources::build(&config.datasources)
+            .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?,
+    );
     let shared = Shared {
+        datasources: &datasources,
         config: &config,
         telemetry: &telemetry,
         disk: &disk,
@@ -250,6 +255,8 @@ struct Shared<'a> {
     keys: &'a Arc<crate::keys::KeyStore>,
     /// Every tenant's audit trail; each tenant adds its own as it starts.
     audits: &'a Arc<crate::audit::Trails>,
+    /// `[datasources.NAME]`, which every tenant's rules may query.
+    datasources: &'a Arc<crate::datasource::Datasources>,
     /// The in-flight byte budget of the first tenant, which the others share.
     in_flight: Option<&'a Arc<tokio::sync::Semaphore>>,
 }
@@ -337,7 +344,23 @@ impl Tenant {
             tsdb: Arc::clone(&tsdb),
             log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
             engine: config.metrics.engine_options(),
+            datasources: Arc::clone(shared.datasources),
         });
+        // every sample the default tenant's store logs goes to `[[remote_write]]` too
+        let remote_write = if spec.is_default() {
+            let remotes = crate::remote_write::build(&config.remote_write)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+            crate::remote_write::start(
+                remotes,
+                tsdb.wal_dir(),
+                directory.state(),
+                config.global.external_labels.clone(),
+                &tasks,
+                background.clone(),
+            )
+        } else {
+            Default::default()
+        };
         // the tenant's limit sizes its pools (each pool: searches, PromQL)
         let queries = |configured: usize| spec.limits.max_concurrent_queries.unwrap_or(configured);
         let state = Arc::new(AppState {
@@ -379,6 +402,8 @@ impl Tenant {
             audit: Arc::new(crate::audit::Audit::new(ingest.clone())),
             audits: Arc::clone(shared.audits),
             destructive_requires_name: config.index.destructive_requires_name,
+            remote_write: Arc::new(remote_write),
+            external_labels: Arc::new(config.global.external_labels.clone()),
         });
         shared.audits.insert(&spec.name, Arc::clone(&state.audit));
         record_start(&state, spec, shared.keys, directory).await;

@@ -84,6 +84,9 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
     // notifier names the checked configs define, and those the rules and routes use
     let mut configured: Option<BTreeSet<String>> = None;
     let mut used: Vec<(String, String)> = Vec::new();
+    // datasource names the checked configs define, and those the rules use
+    let mut datasources: Option<BTreeSet<String>> = None;
+    let mut datasources_used: Vec<(PathBuf, String, String)> = Vec::new();
     for path in paths {
         let files: Vec<PathBuf> = if path.is_dir() {
             match std::fs::read_dir(&path) {
@@ -117,6 +120,9 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
                         configured
                             .get_or_insert_with(Default::default)
                             .extend(config.notifiers.keys().cloned());
+                        datasources
+                            .get_or_insert_with(Default::default)
+                            .extend(config.datasources.keys().cloned());
                     })
                     .map_err(|error| error.errors),
                 _ => {
@@ -133,6 +139,9 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
                                         references.push((file.clone(), text.clone(), name));
                                     }
                                 }
+                            }
+                            if let Some(name) = &rule.file.datasource {
+                                datasources_used.push((file.clone(), text.clone(), name.clone()));
                             }
                             for name in rule.file.notify {
                                 used.push((format!("{}: `notify`", file.display()), name));
@@ -161,6 +170,32 @@ pub fn check(paths: Vec<PathBuf>) -> CheckReport {
                 "warning: {}",
                 dead_query::at_field(&text, &file.display().to_string(), "promql", &message)
             ));
+        }
+    }
+    for (file, text, name) in datasources_used {
+        let origin = file.display().to_string();
+        match &datasources {
+            Some(known) if !known.contains(&name) => {
+                let message = format!(
+                    "datasource `{name}` is not defined in the checked config (define [datasources.{name}]{})",
+                    crate::diagnostic::suggestion(&name, known.iter().map(String::as_str))
+                        .map(|near| format!(", or did you mean `{near}`?"))
+                        .unwrap_or_default()
+                );
+                let error = dead_query::at_field(&text, &origin, "datasource", &message);
+                report.problem(error.clone());
+                errors.push(error);
+            }
+            Some(_) => {}
+            None => report.problem(format!(
+                "warning: {}",
+                dead_query::at_field(
+                    &text,
+                    &origin,
+                    "datasource",
+                    &format!("datasource `{name}` not checked: pass the server config too (lookout check config/lookout.toml {origin})")
+                )
+            )),
         }
     }
     if rules_checked > 0 {

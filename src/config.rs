@@ -65,6 +65,11 @@ pub struct Config {
     pub prometheus_config: Option<PathBuf>,
     /// The metrics store and the PromQL engine.
     pub metrics: MetricsConfig,
+    /// Prometheus-compatible query APIs rules can evaluate on (`[datasources.NAME]`).
+    pub datasources: std::collections::BTreeMap<String, crate::datasource::DatasourceConfig>,
+    /// Where every scraped and recorded sample is also sent (`[[remote_write]]`,
+    /// Prometheus' remote write 1.0 and field names).
+    pub remote_write: Vec<crate::remote_write::RemoteWriteConfig>,
     /// The free-space watermark below which writes are refused (read-only mode).
     pub storage: crate::storage::StorageConfig,
     /// Limits of every tenant (`[tenants.NAME.limits]` overrides them); unset: unlimited.
@@ -99,6 +104,8 @@ impl Default for Config {
             scrape_configs: Vec::new(),
             prometheus_config: None,
             metrics: MetricsConfig::default(),
+            datasources: Default::default(),
+            remote_write: Vec::new(),
             storage: crate::storage::StorageConfig::default(),
             limits: crate::tenant::LimitsConfig::default(),
             tenants: Default::default(),
@@ -549,6 +556,14 @@ impl Config {
                 Err(error) => errors.push(format!("{origin}: prometheus_config: {error}")),
             }
         }
+        if let Err(found) = crate::datasource::Datasources::build(&self.datasources) {
+            errors.extend(found.into_iter().map(|error| format!("{origin}: {error}")));
+        }
+        errors.extend(
+            crate::remote_write::validate(&self.remote_write)
+                .into_iter()
+                .map(|error| format!("{origin}: {error}")),
+        );
         errors.extend(crate::notify::notifiers::validate(&self.notifiers, origin));
         errors.extend(crate::notify::notifiers::validate_receivers(
             &self.notifiers,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::alert_state::Timing;
-use super::model::{RuleFile, valid_name};
+use super::model::{RuleFile, valid_metric_name, valid_name};
 use super::rule::{LoadedRule, RuleSource};
 use super::template::{Template, TemplateData};
 pub use crate::diagnostic::suggestion;
@@ -330,6 +330,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             }
         }
     };
+    check_recording(&file, problems);
+    if file.datasource.is_some() && file.promql.is_none() {
+        problems.field(
+            "datasource",
+            "belongs to metric rules: the datasource evaluates a `promql` expression",
+        );
+    }
     let mut duration_of = |field: &str, text: Option<&str>, default: Duration| {
         let Some(text) = text else {
             return default;
@@ -426,6 +433,48 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         group_ttl,
         expect_matches,
     })
+}
+
+/// The checks of a recording rule (`record`): a metric name, a `promql` expression, and
+/// nothing of an alert (Prometheus' recording rules have neither threshold nor
+/// notifications).
+fn check_recording(file: &RuleFile, problems: &mut Problems) {
+    let Some(record) = &file.record else {
+        return;
+    };
+    if !valid_metric_name(record) {
+        problems.field(
+            "record",
+            format!(
+                "`{record}` is not a metric name (letters, digits, `_` and `:`, not starting with a digit), e.g. \"job:http_errors:rate5m\""
+            ),
+        );
+    }
+    if file.promql.is_none() {
+        problems.field(
+            "record",
+            "a recording rule records a `promql` expression; to record a log query, save it as a log rule and record `log_matches{query=\"NAME\"}`",
+        );
+    }
+    for (field, set) in [
+        ("threshold", file.threshold.is_some()),
+        ("for", file.for_duration.is_some()),
+        ("keep_firing_for", file.keep_firing_for.is_some()),
+        ("severity", file.severity.is_some()),
+        ("summary", file.summary.is_some()),
+        ("runbook_url", file.runbook_url.is_some()),
+        ("context", !file.context.is_empty()),
+        ("notify", !file.notify.is_empty()),
+        ("repeat_interval", file.repeat_interval.is_some()),
+        ("expect_matches", file.expect_matches.is_some()),
+    ] {
+        if set {
+            problems.field(
+                field,
+                "a recording rule (`record`) writes series and alerts no one; remove it, or remove `record` to make an alerting rule",
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -579,5 +628,39 @@ mod tests {
             "threshold": {"op": ">", "value": 1}}"#;
         let rule = LoadedRule::parse(text, "huge_window", "test").expect("loads");
         assert_eq!(rule.group_ttl, Duration::MAX);
+    }
+
+    #[test]
+    fn recording_rules_need_a_metric_name_and_promql_and_nothing_of_an_alert() {
+        let good = r#"{"version": 1, "record": "job:up:sum", "promql": "sum by (job) (up)",
+            "labels": {"team": "a"}}"#;
+        let rule = LoadedRule::parse(good, "recorded", "r.json").expect("a recording rule");
+        assert_eq!(rule.file.record.as_deref(), Some("job:up:sum"));
+        let bad = r#"{"version": 1, "record": "1bad-name", "query": "status:500",
+            "threshold": {"op": ">", "value": 1}, "notify": ["slack"]}"#;
+        let joined = check_rule(bad, "recorded", "r.json")
+            .err()
+            .expect("invalid")
+            .join("\n");
+        assert!(
+            joined.contains("`record`: `1bad-name` is not a metric name"),
+            "{joined}"
+        );
+        assert!(joined.contains("records a `promql` expression"), "{joined}");
+        assert!(
+            joined.contains("`threshold`: a recording rule (`record`) writes series"),
+            "{joined}"
+        );
+        assert!(joined.contains("`notify`: a recording rule"), "{joined}");
+        let log_datasource = r#"{"version": 1, "query": "x", "datasource": "prom",
+            "threshold": {"op": ">", "value": 1}}"#;
+        let joined = check_rule(log_datasource, "remote", "r.json")
+            .err()
+            .expect("invalid")
+            .join("\n");
+        assert!(
+            joined.contains("`datasource`: belongs to metric rules"),
+            "{joined}"
+        );
     }
 }

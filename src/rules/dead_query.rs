@@ -129,6 +129,8 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
                 }
             }
         },
+        // a remote datasource's series are not here to look at
+        RuleSource::Metrics { .. } if rule.file.datasource.is_some() => {}
         RuleSource::Metrics { expr } => {
             let saved = sources.log_matches.label_values("query");
             for name in saved_queries_named(expr) {

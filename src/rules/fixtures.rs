@@ -315,6 +315,7 @@ impl Sandbox {
             tsdb,
             log_matches,
             engine: config.metrics.engine_options(),
+            datasources: Default::default(),
         });
         let notifiers =
             crate::notify::notifiers::Notifiers::build(&BTreeMap::new(), &Default::default(), None)

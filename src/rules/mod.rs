@@ -23,6 +23,7 @@ pub mod log_matches;
 pub mod manager;
 pub mod model;
 pub mod observe;
+pub mod recording;
 pub mod rule;
 pub mod silence;
 pub mod state_store;

@@ -31,6 +31,14 @@ pub struct RuleFile {
     /// PromQL expression (metric rules), instead of `query`.
     #[serde(default)]
     pub promql: Option<String>,
+    /// A recording rule: the metric name the output series of `promql` are written under
+    /// in the local store (Prometheus' `record`); it has no threshold and notifies no one.
+    #[serde(default)]
+    pub record: Option<String>,
+    /// The `[datasources.NAME]` (a Prometheus-compatible query API) that evaluates
+    /// `promql` and `context` instead of the local engine.
+    #[serde(default)]
+    pub datasource: Option<String>,
     /// Counting window ending at the tick, e.g. "1m".
     #[serde(default)]
     pub window: Option<String>,
@@ -105,6 +113,15 @@ pub enum ThresholdOp {
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(RuleFile);
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// Whether `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
+        && chars.all(|char| char.is_ascii_alphanumeric() || char == '_' || char == ':')
 }
 
 /// Whether `name` is a valid rule name (`[A-Za-z0-9_-]+`; it is also the file stem).

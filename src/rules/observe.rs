@@ -45,6 +45,9 @@ pub enum ObserveError {
     /// Evaluating a metric rule's expression failed.
     #[error("promql: {0}")]
     Promql(#[from] promql::Error),
+    /// The rule's remote datasource failed.
+    #[error(transparent)]
+    Datasource(#[from] crate::datasource::DatasourceError),
 }
 
 /// Series a context line lists at most.
@@ -56,6 +59,8 @@ pub struct Sources {
     pub tsdb: Arc<Tsdb>,
     pub log_matches: Arc<LogMatches>,
     pub engine: EngineOptions,
+    /// The `[datasources.NAME]` rules with `datasource` query instead of the local engine.
+    pub datasources: Arc<crate::datasource::Datasources>,
 }
 
 impl Sources {
@@ -86,12 +91,35 @@ impl Sources {
         }
     }
 
+    /// Evaluates `expr` at `at` (ms) where `rule` says: its `datasource`, else locally
+    /// (see [`Sources::instant`]); blocking (a remote query waits on the runtime).
+    pub fn instant_for(
+        &self,
+        rule: &LoadedRule,
+        expr: &promql::Expr,
+        at: i64,
+    ) -> Result<Vec<(crate::tsdb::head::Labels, f64)>, ObserveError> {
+        let Some(name) = &rule.file.datasource else {
+            return Ok(self.instant(expr, at)?);
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            crate::datasource::DatasourceError::Unreachable {
+                name: name.clone(),
+                url: String::new(),
+                error: "no runtime to query it from".into(),
+            }
+        })?;
+        Ok(runtime.block_on(self.datasources.instant(name, &expr.text, at))?)
+    }
+
     /// Whether `rule` reads the log index: a log rule, or a metric rule whose expression
     /// selects `log_matches` or that has `context` templates (which may); only those
     /// wait for agents and refresh the index before a tick.
     pub fn reads_logs(&self, rule: &LoadedRule) -> bool {
         match &rule.source {
             RuleSource::Logs { .. } => true,
+            // a remote datasource reads no local logs
+            RuleSource::Metrics { .. } if rule.file.datasource.is_some() => false,
             RuleSource::Metrics { expr } => {
                 !rule.context.is_empty() || self.log_matches.read_by(expr)
             }
@@ -128,7 +156,7 @@ impl Sources {
                     .collect())
             }
             RuleSource::Metrics { expr } => {
-                let samples = self.instant(expr, tick.timestamp_millis())?;
+                let samples = self.instant_for(rule, expr, tick.timestamp_millis())?;
                 Ok(samples
                     .into_iter()
                     .map(|(labels, value)| Observation {
@@ -193,10 +221,12 @@ impl Sources {
                     values: Vec::new(),
                     error: None,
                 };
-                let result = promql::parse(&expression).and_then(|expr| {
-                    value.unit = unit_of(&expr.ast);
-                    self.instant(&expr, tick.timestamp_millis())
-                });
+                let result = promql::parse(&expression)
+                    .map_err(ObserveError::from)
+                    .and_then(|expr| {
+                        value.unit = unit_of(&expr.ast);
+                        self.instant_for(rule, &expr, tick.timestamp_millis())
+                    });
                 match result {
                     Ok(samples) => {
                         value.values = samples

@@ -384,7 +384,7 @@ fn exemplar(cursor: &mut Cursor<'_>) -> Result<(), LineError> {
 }
 
 /// Go's `ParseFloat` as the formats use it: decimal numbers, `NaN`, `±Inf`.
-fn parse_float(text: &str) -> Option<f64> {
+pub fn parse_float(text: &str) -> Option<f64> {
     let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
     let special = unsigned.eq_ignore_ascii_case("inf")
         || unsigned.eq_ignore_ascii_case("infinity")

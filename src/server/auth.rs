@@ -100,6 +100,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/rules", Needs(Read)),
     ("GET", "/api/v1/alerts", Needs(Read)),
     ("GET", "/api/v1/targets", Needs(Read)),
+    ("GET", "/federate", Needs(Read)),
     ("GET", "/api/v2/silences", Needs(Read)),
     ("POST", "/api/v2/silences", Needs(Edit)),
     ("GET", "/api/v2/silence/{id}", Needs(Read)),

@@ -471,6 +471,7 @@ mod tests {
         ("GET", "/api/v1/metadata", false),
         ("GET", "/api/v1/status/buildinfo", false),
         ("GET", "/metrics", false),
+        ("GET", "/federate", false),
         ("GET", "/ui/…", false),
         ("GET", "/-/healthy", false),
         ("GET", "/-/ready", false),

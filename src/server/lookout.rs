@@ -130,6 +130,13 @@ async fn metrics(
     .await
     .unwrap_or_default();
     crate::tenant::limits::write_metrics(&mut text, &limits);
+    if let Some(default) = listener
+        .tenants
+        .states()
+        .find(|state| state.tenant == crate::tenant::DEFAULT_TENANT)
+    {
+        default.remote_write.render(&mut text);
+    }
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -33,6 +33,7 @@ pub mod bulk_answer;
 pub mod dispatch;
 pub mod elastic;
 pub mod error;
+pub mod federate;
 pub mod filter_path;
 pub mod keys;
 pub mod listener;
@@ -98,6 +99,10 @@ pub struct AppState {
     pub series: Arc<crate::rules::observe::Sources>,
     /// `index.destructive_requires_name`: index deletion names every index.
     pub destructive_requires_name: bool,
+    /// `[[remote_write]]`'s figures (the default tenant's store is the one written out).
+    pub remote_write: Arc<crate::remote_write::RemoteWriters>,
+    /// `[global] external_labels`, added to `/federate`'s series.
+    pub external_labels: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -119,6 +124,7 @@ pub fn tenant_router(state: SharedState) -> Router {
     Router::new()
         .merge(lookout::routes())
         .merge(prometheus::routes())
+        .merge(federate::routes())
         .merge(prometheus_query::routes())
         .merge(alertmanager::routes())
         .merge(rules::routes())

@@ -119,6 +119,32 @@ async fn rules(State(state): State<SharedState>) -> Response {
 }
 
 fn running_rule(rule: &RuleView, load_error: Option<String>) -> Value {
+    let mut shown = alerting_rule(rule, load_error);
+    if let Some(record) = &rule.record {
+        recording_shape(&mut shown, record, &rule.labels);
+    }
+    shown
+}
+
+/// A recording rule as Prometheus shows one: named by its metric, `type: "recording"`,
+/// without an alert's fields.
+fn recording_shape(
+    rule: &mut Value,
+    record: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) {
+    if let Value::Object(fields) = rule {
+        for field in ["state", "duration", "annotations", "alerts"] {
+            fields.remove(field);
+        }
+        fields.insert("rule".into(), fields["name"].clone());
+        fields.insert("name".into(), json!(record));
+        fields.insert("type".into(), json!("recording"));
+        fields.insert("labels".into(), json!(labels));
+    }
+}
+
+fn alerting_rule(rule: &RuleView, load_error: Option<String>) -> Value {
     let alerts: Vec<Value> = rule
         .status
         .alerts
@@ -196,6 +222,10 @@ fn not_running_rule(name: &str, text: &str, load_error: Option<String>) -> (Valu
         "lastEvaluation": "0001-01-01T00:00:00Z",
         "type": "alerting",
     });
+    let mut rule = rule;
+    if let Some(record) = file["record"].as_str() {
+        recording_shape(&mut rule, record, &labels);
+    }
     (rule, interval)
 }
 

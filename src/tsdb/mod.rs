@@ -143,6 +143,11 @@ impl Tsdb {
         })
     }
 
+    /// The write-ahead log's directory (read back by remote write).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
+    }
+
     /// Makes the store degrade with `disk` instead of failing appends (the server).
     pub fn attach_disk(&self, disk: Arc<crate::storage::DiskSpace>) {
         let _ = self.disk.set(disk);

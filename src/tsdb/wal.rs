@@ -170,6 +170,71 @@ fn newest_sample(records: &[Record]) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
+/// The numbers of the segments in `wal_dir` (the TSDB directory's `wal/`), oldest first.
+pub fn segment_numbers(wal_dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(wal_dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse().ok())
+        })
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Reads the intact records of segment `number` of `wal_dir` from byte `offset`, at most
+/// about `max_bytes` of them, for a reader that follows the log while it is written
+/// (remote write): each record with the offset just past it. A record not fully written
+/// yet ends the read; the next read from the last offset returned gets it.
+pub fn read_records(
+    wal_dir: &Path,
+    number: u64,
+    offset: u64,
+    max_bytes: usize,
+) -> std::io::Result<Vec<(Record, u64)>> {
+    use std::io::{Read, Seek};
+    let mut file = File::open(segment_path(wal_dir, number))?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(max_bytes as u64)
+        .read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let payload = match bytes.get(at + 8..at + 8 + length) {
+            Some(payload) => payload,
+            // a record longer than this read: read it whole
+            None if records.is_empty() && at + 8 + length > max_bytes => {
+                let mut rest = Vec::new();
+                Read::by_ref(&mut file)
+                    .take((at + 8 + length - bytes.len()) as u64)
+                    .read_to_end(&mut rest)?;
+                bytes.extend_from_slice(&rest);
+                match bytes.get(at + 8..at + 8 + length) {
+                    Some(payload) => payload,
+                    None => break,
+                }
+            }
+            None => break,
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(record) = Record::decode(payload) else {
+            break;
+        };
+        at += 8 + length;
+        records.push((record, offset + at as u64));
+    }
+    Ok(records)
+}
+
 impl Wal {
     /// Opens `dir/wal/`, reads every intact record of every segment (a torn tail of
     /// the newest is cut off), and opens a new segment for appending.

@@ -20,6 +20,7 @@ mod notifier;
 mod promql;
 mod query;
 mod relabel;
+mod remote_query;
 mod request_target;
 mod routing;
 mod rule;

@@ -25,6 +25,7 @@ mod log_matches_exact;
 mod metrics;
 mod notifications;
 mod paging;
+mod remote;
 mod resolve_messages;
 mod robustness;
 mod routing;

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod msteams;
 pub mod pagerduty;
 pub mod pki;
+pub mod prometheus;
 pub mod rules;
 pub mod scrape;
 pub mod slack;
