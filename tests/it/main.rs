@@ -18,6 +18,7 @@ mod durability;
 mod event_time;
 mod full_disk;
 mod golden;
+mod grafana;
 mod ingest_search;
 mod log_matches_exact;
 mod metrics;
