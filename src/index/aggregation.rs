@@ -244,6 +244,9 @@ impl Rewriter<'_> {
                         }
                     }
                 }
+                if kind == "terms" {
+                    cap_terms_size(body);
+                }
                 if kind == "extended_stats" {
                     shape.kind = ShapeKind::ExtendedStats;
                 }
@@ -344,6 +347,20 @@ impl Rewriter<'_> {
             );
         }
         Ok(ShapeKind::DateHistogram { format, zone })
+    }
+}
+
+/// Caps a terms aggregation's `size`, `shard_size` and `segment_size` at one more than
+/// [`MAX_BUCKETS`]: an answer with more buckets is refused anyway, and tantivy multiplies
+/// the size by 10 unchecked (ElastAlert2's `new_term` asks for 2147483647 terms).
+fn cap_terms_size(body: &mut Map<String, Value>) {
+    let cap = u64::from(MAX_BUCKETS) + 1;
+    for key in ["size", "shard_size", "segment_size"] {
+        if let Some(size) = body.get_mut(key)
+            && size.as_u64().is_some_and(|size| size > cap)
+        {
+            *size = Value::from(cap);
+        }
     }
 }
 
@@ -658,6 +675,15 @@ mod tests {
             "{}",
             error.reason
         );
+    }
+
+    /// ElastAlert2's `new_term` asks for 2147483647 terms; tantivy multiplied that by 10
+    /// and overflowed.
+    #[test]
+    fn a_terms_size_past_max_buckets_is_capped() {
+        let mut aggs = json!({"values": {"terms": {"field": "user", "size": 2147483647u64}}});
+        rewrite_level(&mut aggs, "aggs").expect("valid");
+        assert_eq!(aggs["values"]["terms"]["size"], json!(MAX_BUCKETS + 1));
     }
 
     #[test]

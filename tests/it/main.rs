@@ -15,6 +15,7 @@ mod correlation;
 mod demo;
 mod docs;
 mod durability;
+mod elastalert;
 mod event_time;
 mod full_disk;
 mod golden;
