@@ -124,7 +124,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("geotile_grid", "geo fields are not indexed"),
     (
         "moving_avg",
-        "Grafana computes moving averages itself when the data source does not",
+        "compute moving averages over the date histogram's buckets in the client",
     ),
     (
         "moving_fn",
