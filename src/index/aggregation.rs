@@ -5,76 +5,372 @@
 //! `@timestamp` stays), `calendar_interval` is turned into tantivy's `fixed_interval`
 //! (minute, hour, day, week; months and years have no fixed length and are refused with a
 //! hint), and per-partition results are merged before they are finalized.
+//!
+//! What tantivy lacks is added around it: `format` and `time_zone` of date histograms
+//! (`date_format`, printed into `key_as_string`), date math in histogram bounds, `filter`
+//! with ES query DSL bodies and `filters` (`filters`). Aggregations Elasticsearch has and
+//! tantivy does not (pipelines, geo grids, `rate`, `top_metrics`) are refused with a hint.
+//! An aggregation's keys may come in any order: each is read by its name.
 
+mod date_format;
+mod filters;
 mod metric_numbers;
 
 use serde_json::{Map, Value};
 use tantivy::Searcher;
-use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::agg_req::{AggregationVariants, Aggregations};
+use tantivy::aggregation::bucket::FilterAggregation;
 use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
 use tantivy::aggregation::{
     AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector,
 };
 
 use super::query::QueryError;
+use super::query::date_math::{Rounding, parse_micros};
 use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
+pub use date_format::{DateFormat, Zone};
+use filters::{CompiledFilter, FiltersShape};
 
-/// Parses and rewrites an ES `aggs` object.
-pub fn translate(aggs: &Value) -> Result<Aggregations, QueryError> {
+/// An `aggs` object made ready for tantivy, with what it takes to give the answer
+/// Elasticsearch's shape again ([`finish`]).
+#[derive(Debug, Clone)]
+pub struct Translated {
+    pub aggregations: Aggregations,
+    shapes: Level,
+}
+
+/// Compiles the ES query of a `filter` aggregation (at JSON path `at`) for the searched
+/// partitions.
+pub type FilterCompiler<'a> =
+    &'a dyn Fn(&Value, &str) -> Result<Box<dyn tantivy::query::Query>, QueryError>;
+
+/// The answer shapes of one level of named aggregations, by name.
+type Level = Vec<(String, Shape)>;
+
+#[derive(Debug, Clone)]
+struct Shape {
+    kind: ShapeKind,
+    sub: Level,
+}
+
+#[derive(Debug, Clone)]
+enum ShapeKind {
+    Plain,
+    /// `key_as_string` printed with `format` in `zone`.
+    DateHistogram {
+        format: DateFormat,
+        zone: Zone,
+    },
+    Filters(FiltersShape),
+    /// tantivy leaves the deviations `null` over one value; Elasticsearch answers 0.
+    ExtendedStats,
+}
+
+/// Parses and rewrites an ES `aggs` object. `now_micros` resolves date math in
+/// histogram bounds; `compile_filter` compiles the queries of `filter`/`filters`.
+pub fn translate(
+    aggs: &Value,
+    now_micros: i64,
+    compile_filter: FilterCompiler<'_>,
+) -> Result<Translated, QueryError> {
     let mut rewritten = aggs.clone();
-    rewrite_level(&mut rewritten, "aggs")?;
-    serde_json::from_value(rewritten).map_err(|error| QueryError {
-        kind: "x_content_parse_exception",
-        reason: format!("[aggs]: {error}"),
+    let mut rewriter = Rewriter {
+        now_micros,
+        compile_filter,
+        filters: Vec::new(),
+    };
+    let shapes = rewriter.rewrite_level(&mut rewritten, "aggs", &[])?;
+    let mut aggregations: Aggregations =
+        serde_json::from_value(rewritten).map_err(|error| QueryError {
+            kind: "x_content_parse_exception",
+            reason: format!("[aggs]: {error}"),
+        })?;
+    for (path, filter) in rewriter.filters {
+        if let Some(aggregation) = find_mut(&mut aggregations, &path) {
+            aggregation.agg =
+                AggregationVariants::Filter(FilterAggregation::new_with_builder(Box::new(filter)));
+        }
+    }
+    Ok(Translated {
+        aggregations,
+        shapes,
     })
 }
 
-fn rewrite_level(level: &mut Value, at: &str) -> Result<(), QueryError> {
-    let Value::Object(aggs) = level else {
-        return Err(QueryError::parsing(format!(
-            "[{at}]: expected an object of named aggregations"
-        )));
-    };
-    for (name, definition) in aggs.iter_mut() {
-        let at = format!("{at}][{name}");
-        let Value::Object(definition) = definition else {
+/// The aggregation the names of `path` lead to.
+fn find_mut<'a>(
+    level: &'a mut Aggregations,
+    path: &[String],
+) -> Option<&'a mut tantivy::aggregation::agg_req::Aggregation> {
+    let (first, rest) = path.split_first()?;
+    let aggregation = level.get_mut(first)?;
+    if rest.is_empty() {
+        Some(aggregation)
+    } else {
+        find_mut(&mut aggregation.sub_aggregation, rest)
+    }
+}
+
+struct Rewriter<'a> {
+    now_micros: i64,
+    compile_filter: FilterCompiler<'a>,
+    /// Compiled `filter` queries by the names leading to their aggregation.
+    filters: Vec<(Vec<String>, CompiledFilter)>,
+}
+
+/// ES aggregations answered with a clear refusal rather than tantivy's list of variants.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("geohash_grid", "geo fields are not indexed"),
+    ("geotile_grid", "geo fields are not indexed"),
+    (
+        "moving_avg",
+        "compute moving averages over the date histogram's buckets in the client",
+    ),
+    (
+        "moving_fn",
+        "compute moving functions over the date histogram's buckets in the client",
+    ),
+    (
+        "derivative",
+        "compute derivatives over the date histogram's buckets in the client",
+    ),
+    (
+        "cumulative_sum",
+        "compute cumulative sums over the date histogram's buckets in the client",
+    ),
+    (
+        "bucket_script",
+        "compute bucket scripts over the buckets in the client",
+    ),
+    (
+        "serial_diff",
+        "compute serial differences over the buckets in the client",
+    ),
+    (
+        "rate",
+        "divide a `sum` by the date histogram's interval instead",
+    ),
+    (
+        "top_metrics",
+        "use `top_hits` with `size` 1 and a `sort` instead",
+    ),
+    ("nested", "documents have no nested fields"),
+];
+
+impl Rewriter<'_> {
+    fn rewrite_level(
+        &mut self,
+        level: &mut Value,
+        at: &str,
+        path: &[String],
+    ) -> Result<Level, QueryError> {
+        let Value::Object(aggs) = level else {
             return Err(QueryError::parsing(format!(
-                "[{at}]: expected an aggregation object"
+                "[{at}]: expected an object of named aggregations"
             )));
         };
-        if let Some(sub) = definition.remove("aggregations") {
-            definition.insert("aggs".into(), sub);
+        let mut shapes = Level::new();
+        // `filters` become one `filter` aggregation per filter first
+        let filters: Vec<String> = aggs
+            .iter()
+            .filter(|(_, definition)| definition.get("filters").is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut expanded = Vec::new();
+        for name in filters {
+            let shape = filters::expand(aggs, &name, &format!("{at}][{name}"))?;
+            expanded.push((name, shape));
         }
-        for (kind, body) in definition.iter_mut() {
-            if kind == "aggs" {
-                rewrite_level(body, &format!("{at}][aggs"))?;
-                continue;
-            }
-            if kind == "meta" {
-                continue;
-            }
-            let Value::Object(body) = body else { continue };
-            if kind == "range"
-                && body
-                    .get("ranges")
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty)
-            {
-                // tantivy indexes the first range unchecked
+        for (name, definition) in aggs.iter_mut() {
+            let at = format!("{at}][{name}");
+            let Value::Object(definition) = definition else {
                 return Err(QueryError::parsing(format!(
-                    "[{at}][range]: no `ranges` given; name at least one, like {{\"to\": 100}}"
+                    "[{at}]: expected an aggregation object"
+                )));
+            };
+            if let Some(sub) = definition.remove("aggregations") {
+                definition.insert("aggs".into(), sub);
+            }
+            let mut here: Vec<String> = path.to_vec();
+            here.push(name.clone());
+            let mut shape = Shape {
+                kind: ShapeKind::Plain,
+                sub: Level::new(),
+            };
+            for (kind, body) in definition.iter_mut() {
+                if kind == "aggs" {
+                    shape.sub = self.rewrite_level(body, &format!("{at}][aggs"), &here)?;
+                    continue;
+                }
+                if kind == "meta" {
+                    continue;
+                }
+                if let Some((_, hint)) = UNSUPPORTED.iter().find(|(name, _)| name == kind) {
+                    return Err(QueryError::parsing(format!(
+                        "[{at}]: the [{kind}] aggregation is not supported: {hint}; see docs/api.md"
+                    )));
+                }
+                if kind == "filter" {
+                    let compiled = (self.compile_filter)(body, &format!("{at}][filter"))?;
+                    self.filters
+                        .push((here.clone(), CompiledFilter::new(body.clone(), compiled)));
+                    // tantivy reads a string here; the compiled query replaces it
+                    *body = Value::String("*".into());
+                    continue;
+                }
+                let Value::Object(body) = body else { continue };
+                if kind == "range"
+                    && body
+                        .get("ranges")
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty)
+                {
+                    // tantivy indexes the first range unchecked
+                    return Err(QueryError::parsing(format!(
+                        "[{at}][range]: no `ranges` given; name at least one, like {{\"to\": 100}}"
+                    )));
+                }
+                rewrite_field(body);
+                if kind == "percentiles"
+                    && let Some(Value::Array(percents)) = body.get_mut("percents")
+                {
+                    // Grafana sends the percents as strings ("95")
+                    for percent in percents {
+                        if let Some(number) = percent
+                            .as_str()
+                            .and_then(|text| text.trim().parse::<f64>().ok())
+                        {
+                            *percent = Value::from(number);
+                        }
+                    }
+                }
+                if kind == "terms" {
+                    cap_terms_size(body);
+                }
+                if kind == "extended_stats" {
+                    shape.kind = ShapeKind::ExtendedStats;
+                }
+                if kind == "date_histogram" {
+                    rewrite_interval(body, &at)?;
+                    shape.kind = self.rewrite_date_histogram(body, &at)?;
+                }
+                if kind == "histogram" || kind == "date_histogram" {
+                    check_histogram_bounds(kind, body, &at)?;
+                }
+            }
+            shapes.push((name.clone(), shape));
+        }
+        // the expanded filters' shapes stand for their `filters` aggregation
+        for (name, filters_shape) in expanded {
+            let prefix = format!("{name}{}", filters::EXPANDED_SEPARATOR);
+            let sub = shapes
+                .iter()
+                .find(|(expanded, _)| expanded.starts_with(&prefix))
+                .map(|(_, shape)| shape.sub.clone())
+                .unwrap_or_default();
+            shapes.retain(|(expanded, _)| !expanded.starts_with(&prefix));
+            shapes.push((
+                name,
+                Shape {
+                    kind: ShapeKind::Filters(filters_shape),
+                    sub,
+                },
+            ));
+        }
+        Ok(shapes)
+    }
+
+    /// Takes `format` and `time_zone` out of a date histogram (tantivy knows neither),
+    /// resolves date math in its bounds, and shifts its buckets to start at the zone's
+    /// local boundaries (with the zone's offset at the start of the bounds, or now: a
+    /// daylight saving change inside the range is not followed).
+    fn rewrite_date_histogram(
+        &self,
+        body: &mut Map<String, Value>,
+        at: &str,
+    ) -> Result<ShapeKind, QueryError> {
+        let format = match body.remove("format") {
+            Some(Value::String(format)) => DateFormat::parse(&format)
+                .map_err(|error| QueryError::parsing(format!("[{at}][date_histogram]: {error}")))?,
+            Some(other) => {
+                return Err(QueryError::parsing(format!(
+                    "[{at}][date_histogram][format]: expected a string, got {other}"
                 )));
             }
-            rewrite_field(body);
-            if kind == "date_histogram" {
-                rewrite_interval(body, &at)?;
+            None => DateFormat::parse("strict_date_optional_time").expect("a named format"),
+        };
+        let zone = match body.remove("time_zone") {
+            Some(Value::String(zone)) => Zone::parse(&zone)
+                .map_err(|error| QueryError::parsing(format!("[{at}][date_histogram]: {error}")))?,
+            Some(other) => {
+                return Err(QueryError::parsing(format!(
+                    "[{at}][date_histogram][time_zone]: expected a string, got {other}"
+                )));
             }
-            if kind == "histogram" || kind == "date_histogram" {
-                check_histogram_bounds(kind, body, &at)?;
+            None => Zone::default(),
+        };
+        let mut reference_millis = self.now_micros / 1000;
+        for bounds in ["hard_bounds", "extended_bounds"] {
+            let Some(Value::Object(bounds)) = body.get_mut(bounds) else {
+                continue;
+            };
+            for end in ["min", "max"] {
+                let Some(Value::String(text)) = bounds.get(end) else {
+                    continue;
+                };
+                let micros =
+                    parse_micros(text, self.now_micros, Rounding::Down, None).map_err(|error| {
+                        QueryError::parsing(format!(
+                            "[{at}][date_histogram][{end}]: {}",
+                            error.reason
+                        ))
+                    })?;
+                bounds.insert(end.into(), Value::from(micros / 1000));
+            }
+            if let Some(min) = bounds.get("min").and_then(Value::as_f64) {
+                reference_millis = min as i64;
             }
         }
+        let zone_millis = i64::from(zone.offset_seconds_at(reference_millis)) * 1000;
+        if zone_millis != 0 {
+            let offset = match body.get("offset") {
+                Some(Value::String(offset)) => signed_interval_millis(offset).ok_or_else(|| {
+                    QueryError::parsing(format!(
+                        "[{at}][date_histogram][offset]: `{offset}` is not an offset such as \"+6h\" or \"-30m\""
+                    ))
+                })?,
+                _ => 0,
+            };
+            body.insert(
+                "offset".into(),
+                Value::String(format!("{}ms", offset - zone_millis)),
+            );
+        }
+        Ok(ShapeKind::DateHistogram { format, zone })
     }
-    Ok(())
+}
+
+/// Caps a terms aggregation's `size`, `shard_size` and `segment_size` at one more than
+/// [`MAX_BUCKETS`]: an answer with more buckets is refused anyway, and tantivy multiplies
+/// the size by 10 unchecked (ElastAlert2's `new_term` asks for 2147483647 terms).
+fn cap_terms_size(body: &mut Map<String, Value>) {
+    let cap = u64::from(MAX_BUCKETS) + 1;
+    for key in ["size", "shard_size", "segment_size"] {
+        if let Some(size) = body.get_mut(key)
+            && size.as_u64().is_some_and(|size| size > cap)
+        {
+            *size = Value::from(cap);
+        }
+    }
+}
+
+/// Milliseconds of `+6h`, `-3d`, `90m`.
+fn signed_interval_millis(text: &str) -> Option<i64> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+    };
+    interval_millis(rest).map(|millis| (sign * millis) as i64)
 }
 
 /// A number as tantivy reads it: JSON numbers and numeric strings (`"interval": "10"`).
@@ -224,10 +520,14 @@ pub fn collector(
 
 /// Finalizes merged per-partition results into ES' response JSON.
 pub fn finish(
-    aggregations: Aggregations,
+    translated: Translated,
     merged: Option<IntermediateAggregationResults>,
     max_buckets: u32,
 ) -> Result<Value, tantivy::TantivyError> {
+    let Translated {
+        aggregations,
+        shapes,
+    } = translated;
     let request = aggregations.clone();
     let results = merged
         .unwrap_or_default()
@@ -236,6 +536,7 @@ pub fn finish(
         .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))?;
     if let Value::Object(results) = &mut results {
         metric_numbers::shape(&request, results);
+        reshape(&shapes, results);
     }
     // tantivy counts the buckets it collects; the empty ones `min_doc_count: 0` and
     // `extended_bounds` add at the end only count against its memory limit. Elasticsearch
@@ -250,6 +551,79 @@ pub fn finish(
         ));
     }
     Ok(results)
+}
+
+/// Gives one level of an answer the shapes tantivy does not: `filters` buckets put back
+/// together, `key_as_string` in the asked format and zone.
+fn reshape(shapes: &Level, results: &mut Map<String, Value>) {
+    for (name, shape) in shapes {
+        if let ShapeKind::Filters(filters_shape) = &shape.kind {
+            filters::reassemble(results, name, filters_shape);
+        }
+        let Some(result) = results.get_mut(name) else {
+            continue;
+        };
+        if let ShapeKind::ExtendedStats = shape.kind {
+            deviations_of_one_value(result);
+            continue;
+        }
+        // a `filter` answers its sub-aggregations beside its `doc_count`
+        if result.get("buckets").is_none() {
+            if let Value::Object(single) = result {
+                reshape(&shape.sub, single);
+            }
+            continue;
+        }
+        for bucket in filters::buckets_of(result) {
+            if let ShapeKind::DateHistogram { format, zone } = &shape.kind
+                && let Some(key) = bucket.get("key").and_then(Value::as_f64)
+            {
+                bucket.insert(
+                    "key_as_string".into(),
+                    Value::String(format.print(key as i64, zone)),
+                );
+            }
+            reshape(&shape.sub, bucket);
+        }
+    }
+}
+
+/// Over exactly one value every deviation and variance is 0 and the bounds are the mean,
+/// as Elasticsearch answers (tantivy answers `null`).
+fn deviations_of_one_value(result: &mut Value) {
+    let Value::Object(stats) = result else { return };
+    if stats.get("count").and_then(Value::as_u64) != Some(1) {
+        return;
+    }
+    let Some(mean) = stats.get("avg").and_then(Value::as_f64) else {
+        return;
+    };
+    for key in [
+        "std_deviation",
+        "std_deviation_population",
+        "std_deviation_sampling",
+        "variance",
+        "variance_population",
+        "variance_sampling",
+    ] {
+        if stats.get(key).is_some_and(Value::is_null) {
+            stats.insert(key.into(), Value::from(0.0));
+        }
+    }
+    if stats
+        .get("std_deviation_bounds")
+        .is_some_and(Value::is_null)
+    {
+        let bound = Value::from(mean);
+        stats.insert(
+            "std_deviation_bounds".into(),
+            serde_json::json!({
+                "upper": bound, "lower": bound,
+                "upper_population": bound, "lower_population": bound,
+                "upper_sampling": bound, "lower_sampling": bound,
+            }),
+        );
+    }
 }
 
 /// Every bucket of an aggregation answer, at every level.
@@ -278,6 +652,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Rewrites `aggs` in place as [`translate`] does, with no filter queries allowed.
+    fn rewrite_level(aggs: &mut Value, at: &str) -> Result<Level, QueryError> {
+        let refuse = |_: &Value, _: &str| -> Result<Box<dyn tantivy::query::Query>, QueryError> {
+            Err(QueryError::parsing("no filters here"))
+        };
+        Rewriter {
+            now_micros: 0,
+            compile_filter: &refuse,
+            filters: Vec::new(),
+        }
+        .rewrite_level(aggs, at, &[])
+    }
+
     /// A range aggregation without ranges panicked inside tantivy's range collector.
     #[test]
     fn a_range_aggregation_without_ranges_is_refused() {
@@ -288,6 +675,15 @@ mod tests {
             "{}",
             error.reason
         );
+    }
+
+    /// ElastAlert2's `new_term` asks for 2147483647 terms; tantivy multiplied that by 10
+    /// and overflowed.
+    #[test]
+    fn a_terms_size_past_max_buckets_is_capped() {
+        let mut aggs = json!({"values": {"terms": {"field": "user", "size": 2147483647u64}}});
+        rewrite_level(&mut aggs, "aggs").expect("valid");
+        assert_eq!(aggs["values"]["terms"]["size"], json!(MAX_BUCKETS + 1));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! orders `_doc` sorting and lets scroll pages continue after the last hit of the previous
 //! page (search-after on pinned searchers), without deep paging.
 
+pub mod hit_fields;
 pub mod scroll;
 
 use std::cmp::Ordering;
@@ -22,7 +23,8 @@ use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader,
 
 use super::aggregation;
 use super::fields::DefaultFields;
-use super::query::{FieldRef, Query, QueryError, compile::compile};
+use super::query::dsl::parse_query;
+use super::query::{FieldRef, ParseContext, Query, QueryError, compile::compile};
 use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
 use super::store::{IndexStore, LogIndex};
 
@@ -84,6 +86,12 @@ pub struct SearchRequest {
     pub timeout: Option<std::time::Duration>,
     /// Cancelled when the client went away: the search stops between partitions.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The clock and time field the request was parsed with, for the queries inside its
+    /// aggregations (`filter`, `filters`); none: now and `@timestamp`.
+    pub parse_context: Option<ParseContext>,
+    /// `fields` and `docvalue_fields`, rendered into each hit's `fields`.
+    pub fields: Vec<hit_fields::FieldRequest>,
+    pub highlight: Option<hit_fields::Highlight>,
 }
 
 impl SearchRequest {
@@ -109,6 +117,9 @@ impl Default for SearchRequest {
             max_buckets: aggregation::MAX_BUCKETS,
             timeout: None,
             cancel: None,
+            parse_context: None,
+            fields: Vec::new(),
+            highlight: None,
         }
     }
 }
@@ -504,10 +515,24 @@ pub fn execute(
     } else {
         request.sort.clone()
     });
+    let context = request
+        .parse_context
+        .clone()
+        .unwrap_or_else(|| ParseContext {
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            timestamp_field: TIMESTAMP_FIELD.to_string(),
+        });
+    let compile_filter = |query: &Value, at: &str| {
+        let parsed = parse_query(query, &context).map_err(|error| QueryError {
+            reason: format!("[{at}]: {}", error.reason),
+            ..error
+        })?;
+        compile(&parsed, &store.schema, &scope.default_fields)
+    };
     let aggregations = request
         .aggregations
         .as_ref()
-        .map(aggregation::translate)
+        .map(|aggs| aggregation::translate(aggs, context.now_micros, &compile_filter))
         .transpose()?;
     let mut total = 0u64;
     let mut hits = Vec::new();
@@ -538,7 +563,11 @@ pub fn execute(
             after: after.clone(),
         };
         let aggregation_collector = aggregations.as_ref().map(|aggregations| {
-            aggregation::collector(aggregations.clone(), &target.searcher, request.max_buckets)
+            aggregation::collector(
+                aggregations.aggregations.clone(),
+                &target.searcher,
+                request.max_buckets,
+            )
         });
         let (count, partition_hits, partition_aggregations) = target
             .searcher
@@ -616,6 +645,10 @@ pub fn render_hits(
 ) -> Result<Vec<Value>, SearchError> {
     let scoring =
         request.sort.is_empty() || request.sort.iter().any(|field| field.key == SortKey::Score);
+    let highlight_terms = request
+        .highlight
+        .as_ref()
+        .map(|_| hit_fields::HighlightTerms::of(&request.query));
     let mut rendered = Vec::with_capacity(hits.len());
     for hit in hits {
         let target = &targets[hit.position.partition as usize];
@@ -638,12 +671,24 @@ pub fn render_hits(
                 Value::Null
             },
         );
+        let source = document
+            .get_first(store.fields.source)
+            .and_then(|value| value.as_bytes())
+            .unwrap_or(b"{}");
+        let mut value: Value = serde_json::from_slice(source).unwrap_or_else(|_| json!({}));
+        if !request.fields.is_empty() || request.highlight.is_some() {
+            let timestamp = target
+                .searcher
+                .segment_reader(hit.position.segment)
+                .fast_fields()
+                .date(TIMESTAMP_FIELD)
+                .ok()
+                .and_then(|column| column.first(hit.position.doc))
+                .map(|date| date.into_timestamp_micros());
+            let highlight = request.highlight.as_ref().zip(highlight_terms.as_ref());
+            hit_fields::render(&mut object, &value, timestamp, &request.fields, highlight);
+        }
         if request.source.enabled {
-            let source = document
-                .get_first(store.fields.source)
-                .and_then(|value| value.as_bytes())
-                .unwrap_or(b"{}");
-            let mut value: Value = serde_json::from_slice(source).unwrap_or_else(|_| json!({}));
             filter_source(&mut value, &request.source);
             object.insert("_source".into(), value);
         }

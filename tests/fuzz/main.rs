@@ -16,6 +16,7 @@ mod bulk;
 mod exposition;
 mod filter_path;
 mod harness;
+mod key_order;
 mod notifier;
 mod promql;
 mod query;

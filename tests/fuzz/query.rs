@@ -175,7 +175,7 @@ fn histogram_bucket_overflow(value: &Value) -> bool {
     }
 }
 
-fn context() -> ParseContext {
+pub fn context() -> ParseContext {
     ParseContext {
         now_micros: NOW_MICROS,
         timestamp_field: "@timestamp".into(),
@@ -196,7 +196,7 @@ fn lucene_options() -> impl Strategy<Value = LuceneOptions> {
 }
 
 /// A small store of real documents the parsed queries run on, made once.
-fn store() -> &'static (tempfile::TempDir, Arc<IndexStore>) {
+pub fn store() -> &'static (tempfile::TempDir, Arc<IndexStore>) {
     static STORE: OnceLock<(tempfile::TempDir, Arc<IndexStore>)> = OnceLock::new();
     STORE.get_or_init(|| {
         const HOUR: i64 = 3_600_000_000;
@@ -280,7 +280,7 @@ fn tolerating_tantivy_seek_assertion(search: impl FnOnce()) {
 }
 
 /// Runs a whole search body (query, aggregations, sort, paging) with URL parameters.
-fn run_search(body: &Value, params: &HashMap<String, String>) -> Result<(), String> {
+pub fn run_search(body: &Value, params: &HashMap<String, String>) -> Result<(), String> {
     let Ok(request) = search_request(Some(body), params, &context()) else {
         return Ok(());
     };
@@ -386,6 +386,38 @@ pub fn dsl_query(depth: u32) -> BoxedStrategy<Value> {
 
 /// An `aggs` object: bucket and metric aggregations with parameters at and past their
 /// limits, nested up to `depth`.
+/// Date formats of `date_histogram` and `fields`: Elasticsearch's names, patterns and
+/// broken ones.
+const DATE_FORMATS: &[&str] = &[
+    "epoch_millis",
+    "epoch_second",
+    "strict_date_optional_time",
+    "strict_date_optional_time_nanos",
+    "yyyy-MM-dd HH:mm:ss",
+    "dd/MMM/yyyy:hh:mm a XXX",
+    "EEEE yy-M-d k 'h' SSSSSSSSSSSS",
+    "yyyy-QQ",
+    "'unclosed",
+    "''",
+    "",
+    "||",
+    "epoch_millis||yyyy",
+];
+
+const TIME_ZONES: &[&str] = &[
+    "UTC",
+    "+02:00",
+    "-0530",
+    "+2",
+    "Europe/Berlin",
+    "America/St_Johns",
+    "+99:00",
+    "Mars/Base",
+    "",
+    "-",
+    "+:",
+];
+
 pub fn aggregations(depth: u32) -> BoxedStrategy<Value> {
     let field = || proptest::sample::select(FIELDS);
     let number = || {
@@ -416,6 +448,19 @@ pub fn aggregations(depth: u32) -> BoxedStrategy<Value> {
             .prop_map(|(field, interval, min, max)| json!({"date_histogram": {"field": field, "calendar_interval": interval, "min_doc_count": 0, "extended_bounds": {"min": min, "max": max}}})),
         (field(), "(30s|1m|1h|0ms|-5m|1d|1000000000000d)")
             .prop_map(|(field, interval)| json!({"date_histogram": {"field": field, "fixed_interval": interval}})),
+        (
+            field(),
+            proptest::sample::select(DATE_FORMATS),
+            proptest::sample::select(TIME_ZONES),
+            prop_oneof![number(), Just(json!("now-1h")), Just(json!("now/d")), Just(json!("2024-05-01||+1M"))],
+        )
+            .prop_map(|(field, format, zone, min)| json!({"date_histogram": {"field": field, "fixed_interval": "1h", "format": format, "time_zone": zone, "min_doc_count": 0, "extended_bounds": {"min": min, "max": "now"}}})),
+        (proptest::collection::btree_map("[a-z:*]{1,4}", dsl_query(1), 0..3), any::<bool>()).prop_map(
+            |(filters, other)| json!({"filters": {"filters": Value::Object(filters.into_iter().collect()), "other_bucket": other}})
+        ),
+        proptest::collection::vec(dsl_query(1), 0..3)
+            .prop_map(|filters| json!({"filters": {"filters": filters, "other_bucket_key": "rest"}})),
+        dsl_query(1).prop_map(|filter| json!({"filter": filter})),
         (field(), number(), number(), number()).prop_map(
             |(field, interval, min, max)| json!({"histogram": {"field": field, "interval": interval, "extended_bounds": {"min": min, "max": max}}})
         ),
@@ -453,8 +498,18 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
             harness::json_value(2),
         ]),
         proptest::option::of(harness::json_value(1)),
+        proptest::option::of(prop_oneof![
+            Just(json!({"pre_tags": ["@HIGHLIGHT@"], "post_tags": ["@/HIGHLIGHT@"], "fragment_size": 2147483647u64, "fields": {"*": {}}})),
+            (0u64..40, 0u64..4, proptest::sample::select(FIELDS)).prop_map(|(size, fragments, field)| json!({"fragment_size": size, "number_of_fragments": fragments, "fields": {field: {}}, "require_field_match": false})),
+            harness::json_value(2),
+        ]),
+        proptest::option::of(prop_oneof![
+            (proptest::sample::select(FIELDS), proptest::sample::select(DATE_FORMATS))
+                .prop_map(|(field, format)| json!([{"field": field, "format": format}, "*"])),
+            harness::json_value(1),
+        ]),
     )
-        .prop_map(|(query, aggs, size, sort, source)| {
+        .prop_map(|(query, aggs, size, sort, source, highlight, fields)| {
             let mut body = serde_json::Map::new();
             for (key, value) in [
                 ("query", query),
@@ -462,6 +517,8 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
                 ("size", size.map(Value::from)),
                 ("sort", sort),
                 ("_source", source),
+                ("highlight", highlight),
+                ("fields", fields),
             ] {
                 if let Some(value) = value {
                     body.insert(key.into(), value);
@@ -472,7 +529,9 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
 }
 
 /// Search bodies as Kibana and Grafana send them.
-const SEARCH_SEEDS: &[&str] = &[
+pub const SEARCH_SEEDS: &[&str] = &[
+    r#"{"docvalue_fields":["@timestamp"],"query":{"bool":{"filter":[{"range":{"@timestamp":{"format":"epoch_millis","gte":1714554000000,"lte":1714557600000}}},{"query_string":{"analyze_wildcard":true,"query":"message:timeout"}}]}},"size":500,"sort":{"@timestamp":{"order":"desc","unmapped_type":"boolean"},"_doc":{"order":"desc"}},"highlight":{"pre_tags":["@HIGHLIGHT@"],"post_tags":["@/HIGHLIGHT@"],"fragment_size":2147483647,"fields":{"*":{}}},"fields":[{"field":"@timestamp","format":"strict_date_optional_time_nanos"}]}"#,
+    r#"{"size":0,"aggs":{"3":{"filters":{"filters":{"errors":{"query_string":{"query":"status:500","analyze_wildcard":true}}},"other_bucket":true},"aggs":{"2":{"date_histogram":{"field":"@timestamp","fixed_interval":"10m","format":"yyyy-MM-dd HH:mm","time_zone":"Europe/Berlin","min_doc_count":0,"extended_bounds":{"min":"now-1h","max":"now"}}}}},"f":{"aggs":{"n":{"terms":{"field":"service"}}},"filter":{"term":{"service":"checkout"}}}}}"#,
     r#"{"size":0,"query":{"bool":{"filter":[{"range":{"@timestamp":{"gte":1714554000000,"lte":1714557600000,"format":"epoch_millis"}}},{"query_string":{"analyze_wildcard":true,"query":"service:checkout AND status:500"}}]}},"aggs":{"2":{"date_histogram":{"interval":"1m","field":"@timestamp","min_doc_count":0,"extended_bounds":{"min":1714554000000,"max":1714557600000},"format":"epoch_millis"},"aggs":{"3":{"terms":{"field":"service.keyword","size":10,"order":{"_count":"desc"},"min_doc_count":1}}}}}}"#,
     r#"{"sort":[{"@timestamp":{"order":"desc","unmapped_type":"boolean"}}],"size":500,"version":true,"query":{"bool":{"must":[],"filter":[{"match_all":{}},{"match_phrase":{"service":"checkout"}},{"range":{"@timestamp":{"gte":"now-15m","lte":"now","format":"strict_date_optional_time"}}}],"should":[],"must_not":[]}},"_source":{"excludes":[]},"track_total_hits":true}"#,
     r#"{"query":{"bool":{"must":[{"match":{"message":{"query":"timeout error","operator":"and"}}}],"must_not":[{"term":{"http.path.keyword":"/health"}}]}},"aggs":{"latency":{"percentiles":{"field":"latency_ms","percents":[50,95,99]}},"by_status":{"histogram":{"field":"status","interval":100}}}}"#,

@@ -5,7 +5,10 @@
 //!
 //! A `_count` request is its body's `query` or the URL's `q` ([`count_query`]).
 //!
-//! Keys Elasticsearch accepts that change nothing here (`highlight`, `version`, …) are
+//! `fields`, `docvalue_fields` and `highlight` add to each hit
+//! ([`crate::index::search::hit_fields`]).
+//!
+//! Keys Elasticsearch accepts that change nothing here (`version`, `script_fields`, …) are
 //! ignored; an unknown key is a `parsing_exception`, as in Elasticsearch. Reads no index.
 
 use std::collections::HashMap;
@@ -16,6 +19,7 @@ use serde_json::{Map, Value};
 use super::dsl::{ParseContext, parse_query};
 use super::lucene::{self, LuceneOptions};
 use super::{Operator, Query, QueryError};
+use crate::index::search::hit_fields::{parse_fields, parse_highlight};
 use crate::index::search::{SearchRequest, SourceFilter, TrackTotalHits, parse_sort};
 
 /// A search's `timeout` (`"500ms"`, `"10s"`): past it the search stops between
@@ -31,7 +35,10 @@ pub fn search_request(
     params: &HashMap<String, String>,
     context: &ParseContext,
 ) -> Result<SearchRequest, QueryError> {
-    let mut request = SearchRequest::default();
+    let mut request = SearchRequest {
+        parse_context: Some(context.clone()),
+        ..SearchRequest::default()
+    };
     let empty = Map::new();
     let body = match body {
         None => &empty,
@@ -50,13 +57,12 @@ pub fn search_request(
             "track_total_hits" => request.track_total_hits = track_total(value)?,
             "aggs" | "aggregations" => request.aggregations = Some(value.clone()),
             "timeout" => request.timeout = Some(search_timeout(value.as_str().unwrap_or(""))?),
+            "fields" | "docvalue_fields" => request.fields.extend(parse_fields(value, key)?),
+            "highlight" => request.highlight = Some(parse_highlight(value)?),
             "track_scores"
             | "version"
             | "seq_no_primary_term"
             | "stored_fields"
-            | "docvalue_fields"
-            | "fields"
-            | "highlight"
             | "explain"
             | "min_score"
             | "terminate_after"

@@ -1,0 +1,324 @@
+//! Grafana's Elasticsearch data source against a real Lookout: the requests it sends
+//! (tests/fixtures/grafana/, one `_msearch` header line and body each, in the shapes of
+//! Grafana's own request fixtures) get the answers its response parser reads — bucket
+//! `key` and `key_as_string`, `doc_count`, the metric values by aggregation id, hits with
+//! `highlight`, `fields` and `sort`.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, bulk_body};
+
+const FIXTURES: &str = "tests/fixtures/grafana";
+const NAMES: &[&str] = &[
+    "metric_simple",
+    "metric_complex",
+    "terms_by_metric",
+    "filters",
+    "histogram",
+    "metrics",
+    "date_pattern",
+    "logs",
+    "logs_volume",
+    "raw_data",
+    "raw_document",
+];
+
+/// Six documents, one every ten minutes over the last hour: `label` a/b, `float` 10..60,
+/// `level` error for the first and fourth, `timeout` in their messages.
+fn documents(now_millis: i64) -> Vec<Value> {
+    (0..6)
+        .map(|index| {
+            let millis = now_millis - (55 - 10 * index) * 60_000;
+            let time = chrono::DateTime::from_timestamp_millis(millis)
+                .expect("a valid time")
+                .to_rfc3339();
+            let error = index == 0 || index == 3;
+            json!({
+                "@timestamp": time,
+                "label": if index % 2 == 0 { "a" } else { "b" },
+                "float": 10 * (index + 1),
+                "level": if error { "error" } else { "info" },
+                "message": if error { format!("upstream timeout {index}") } else { "ok".to_string() },
+                "secret": "hidden",
+            })
+        })
+        .collect()
+}
+
+/// The `_msearch` body Grafana sends for `names`, the time range filled in.
+fn msearch_body(names: &[&str], from: i64, to: i64) -> String {
+    let mut body = String::new();
+    for name in names {
+        let text = std::fs::read_to_string(Path::new(FIXTURES).join(format!("{name}.json")))
+            .expect("fixture exists");
+        let text = text
+            .replace("\"$FROM\"", &from.to_string())
+            .replace("\"$TO\"", &to.to_string());
+        let fixture: Value = serde_json::from_str(&text).expect("fixture is JSON");
+        body.push_str(&format!("{}\n{}\n", fixture["header"], fixture["body"]));
+    }
+    body
+}
+
+fn buckets(value: &Value) -> &Vec<Value> {
+    value["buckets"].as_array().expect("a list of buckets")
+}
+
+fn doc_counts(value: &Value) -> u64 {
+    buckets(value)
+        .iter()
+        .map(|bucket| bucket["doc_count"].as_u64().expect("doc_count"))
+        .sum()
+}
+
+#[tokio::test]
+async fn grafana_requests_get_the_answers_its_parser_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, body) = server
+        .post_ndjson(
+            "/grafana-logs/_bulk?refresh=true",
+            bulk_body("grafana-logs", &documents(now)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (from, to) = (now - 3_600_000, now);
+    let (status, body) = server
+        .post_ndjson(
+            "/_msearch?max_concurrent_shard_requests=5",
+            msearch_body(NAMES, from, to),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), NAMES.len(), "{body}");
+    for (name, response) in NAMES.iter().zip(responses) {
+        assert!(
+            response.get("error").is_none(),
+            "{name}: {}",
+            response["error"]
+        );
+    }
+    let answer = |name: &str| &responses[NAMES.iter().position(|n| *n == name).expect("named")];
+
+    // time series: every bucket of the range, keys as epoch_millis strings
+    let series = &answer("metric_simple")["aggregations"]["2"];
+    assert!(buckets(series).len() >= 6, "{series}");
+    assert_eq!(doc_counts(series), 6);
+    for bucket in buckets(series) {
+        let key = bucket["key"].as_f64().expect("numeric key") as i64;
+        assert_eq!(bucket["key_as_string"], json!(key.to_string()), "{bucket}");
+        assert!(key >= from - 600_000 && key <= to, "{bucket}");
+        if bucket["doc_count"] != 0 {
+            assert!(bucket["1"]["value"].is_number(), "{bucket}");
+        }
+    }
+
+    // terms ordered by key, descending, each with its own date histogram
+    let terms = &answer("metric_complex")["aggregations"]["4"];
+    let keys: Vec<&Value> = buckets(terms).iter().map(|bucket| &bucket["key"]).collect();
+    assert_eq!(keys, [&json!("b"), &json!("a")], "{terms}");
+    for bucket in buckets(terms) {
+        assert_eq!(doc_counts(&bucket["2"]), 3, "{bucket}");
+        let with_docs: Vec<&Value> = buckets(&bucket["2"])
+            .iter()
+            .filter(|inner| inner["doc_count"] != 0)
+            .collect();
+        assert!(
+            with_docs
+                .iter()
+                .all(|inner| inner["1"]["value"].is_number() && inner["3"]["value"].is_number())
+        );
+    }
+
+    // terms ordered by a metric: b (mean 40) before a (mean 30)
+    let terms = &answer("terms_by_metric")["aggregations"]["3"];
+    let keys: Vec<&Value> = buckets(terms).iter().map(|bucket| &bucket["key"]).collect();
+    assert_eq!(keys, [&json!("b"), &json!("a")], "{terms}");
+    assert_eq!(buckets(terms)[0]["1"]["value"], json!(40.0));
+
+    // filters: named buckets, each with a histogram
+    let filters = &answer("filters")["aggregations"]["3"]["buckets"];
+    assert_eq!(filters["level:error"]["doc_count"], json!(2), "{filters}");
+    assert_eq!(filters["*"]["doc_count"], json!(6), "{filters}");
+    assert_eq!(doc_counts(&filters["level:error"]["2"]), 2);
+
+    // histogram on a number
+    let histogram = &answer("histogram")["aggregations"]["3"];
+    let keys: Vec<f64> = buckets(histogram)
+        .iter()
+        .map(|bucket| bucket["key"].as_f64().expect("key"))
+        .collect();
+    assert_eq!(keys, [10.0, 20.0, 30.0, 40.0, 50.0, 60.0], "{histogram}");
+
+    // the metrics Grafana asks for, as its parser reads them
+    let metrics = &answer("metrics")["aggregations"]["2"];
+    let bucket = buckets(metrics)
+        .iter()
+        .find(|bucket| bucket["doc_count"] == 1)
+        .expect("a bucket with one document");
+    for path in [
+        &bucket["1"]["avg"],
+        &bucket["1"]["std_deviation"],
+        &bucket["1"]["std_deviation_bounds"]["upper"],
+        &bucket["5"]["values"]["95.0"],
+        &bucket["7"]["value"],
+        &bucket["8"]["value"],
+        &bucket["9"]["value"],
+    ] {
+        assert!(path.is_number(), "{bucket}");
+    }
+    assert_eq!(bucket["6"]["value"], json!(1), "{bucket}");
+
+    // a date pattern in a time zone: the key printed two hours ahead of UTC
+    let hours = &answer("date_pattern")["aggregations"]["2"];
+    assert!(!buckets(hours).is_empty(), "{hours}");
+    for bucket in buckets(hours) {
+        let key = bucket["key"].as_f64().expect("key") as i64;
+        let local = chrono::DateTime::from_timestamp_millis(key + 7_200_000)
+            .expect("valid")
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        assert_eq!(bucket["key_as_string"], json!(local), "{bucket}");
+        assert!(
+            local.ends_with(":00:00"),
+            "buckets start on local hours: {local}"
+        );
+    }
+
+    // logs: the two timeout lines, newest first, highlighted, with nanosecond times
+    let logs = &answer("logs");
+    let hits = logs["hits"]["hits"].as_array().expect("hits");
+    assert_eq!(hits.len(), 2, "{logs}");
+    for hit in hits {
+        assert!(
+            hit["highlight"]["message"][0]
+                .as_str()
+                .expect("a highlighted message")
+                .contains("@HIGHLIGHT@timeout@/HIGHLIGHT@"),
+            "{hit}"
+        );
+        let time = hit["fields"]["@timestamp"][0].as_str().expect("a time");
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(time)
+                .expect("RFC 3339")
+                .timestamp_millis(),
+            hit["sort"][0].as_i64().expect("sort value"),
+            "{hit}"
+        );
+        assert!(time.ends_with('Z'), "{time}");
+    }
+    assert!(hits[0]["sort"][0].as_i64() > hits[1]["sort"][0].as_i64());
+    assert_eq!(doc_counts(&logs["aggregations"]["1"]), 2);
+
+    // logs volume: per level within each interval
+    let volume = &answer("logs_volume")["aggregations"]["3"];
+    let mut levels = std::collections::BTreeMap::new();
+    for bucket in buckets(volume) {
+        for level in buckets(&bucket["2"]) {
+            *levels
+                .entry(level["key"].as_str().expect("level").to_string())
+                .or_insert(0) += level["doc_count"].as_u64().expect("count");
+        }
+    }
+    assert_eq!(levels.get("error"), Some(&2), "{volume}");
+    assert_eq!(levels.get("info"), Some(&4), "{volume}");
+
+    // raw data and raw documents: every line, newest first, `_source` filtered
+    let raw = answer("raw_data")["hits"]["hits"].as_array().expect("hits");
+    assert_eq!(raw.len(), 6);
+    let times: Vec<i64> = raw
+        .iter()
+        .map(|hit| hit["sort"][0].as_i64().expect("sort"))
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] >= pair[1]), "{times:?}");
+    let documents = &answer("raw_document")["hits"];
+    assert_eq!(documents["total"]["value"], json!(6));
+    for hit in documents["hits"].as_array().expect("hits") {
+        assert!(hit["_source"].get("secret").is_none(), "{hit}");
+        assert!(hit["_source"]["message"].is_string(), "{hit}");
+    }
+}
+
+/// Keys in any order: every fixture's body with its objects' keys reversed answers the
+/// same aggregations and hits.
+#[tokio::test]
+async fn grafana_requests_answer_the_same_with_keys_reversed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, body) = server
+        .post_ndjson(
+            "/grafana-logs/_bulk?refresh=true",
+            bulk_body("grafana-logs", &documents(now)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let forward = msearch_body(NAMES, now - 3_600_000, now);
+    let reversed: String = forward
+        .lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).expect("JSON line");
+            format!("{}\n", reverse_keys(&value))
+        })
+        .collect();
+    let (_, first) = server.post_ndjson("/_msearch", forward).await;
+    let (_, second) = server.post_ndjson("/_msearch", reversed).await;
+    for (one, other) in first["responses"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .zip(second["responses"].as_array().expect("responses"))
+    {
+        assert_eq!(one["aggregations"], other["aggregations"]);
+        assert_eq!(one["hits"]["total"], other["hits"]["total"]);
+    }
+}
+
+/// `value` as JSON text with every object's keys in reverse order (serde_json's own
+/// map sorts them, so the text is written here).
+fn reverse_keys(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let members: Vec<String> = map
+                .iter()
+                .rev()
+                .map(|(key, value)| {
+                    format!("{}:{}", Value::String(key.clone()), reverse_keys(value))
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(reverse_keys).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Grafana's field pickers: `_mapping` and `_field_caps` on the index pattern.
+#[tokio::test]
+async fn field_pickers_read_the_index_pattern_mapping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, body) = server
+        .post_ndjson(
+            "/grafana-logs/_bulk?refresh=true",
+            bulk_body("grafana-logs", &documents(now)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, mapping) = server.get("/grafana-*/_mapping").await;
+    assert_eq!(status, 200, "{mapping}");
+    let properties = &mapping["grafana-logs"]["mappings"]["properties"];
+    assert_eq!(properties["@timestamp"]["type"], json!("date"), "{mapping}");
+    assert!(properties["float"]["type"].is_string(), "{mapping}");
+    let (status, caps) = server.get("/grafana-*/_field_caps?fields=*").await;
+    assert_eq!(status, 200, "{caps}");
+    assert!(caps["fields"]["level"].is_object(), "{caps}");
+}
