@@ -199,6 +199,11 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Every configured notifier's name (Alertmanager's receivers).
+    pub fn receivers(&self) -> Vec<String> {
+        self.notifiers.names()
+    }
+
     /// Sends again the deliveries a previous run recorded but did not finish.
     pub fn resume(&self) {
         if let Some(outbox) = &self.outbox {

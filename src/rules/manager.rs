@@ -423,6 +423,11 @@ impl RuleManager {
             .decisions(&loaded.file.notify, &alert_labels(&loaded, group))
     }
 
+    /// Every configured notifier's name (Alertmanager's `/api/v2/receivers`).
+    pub fn receivers(&self) -> Vec<String> {
+        self.dispatcher.receivers()
+    }
+
     /// Test hook (debug builds, `LOOKOUT_TEST_HOOKS=1`): while `state/test-stall-rules`
     /// exists, rule evaluations wait, as a hung scheduler would (the heartbeat test).
     #[cfg(debug_assertions)]
