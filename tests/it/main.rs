@@ -18,6 +18,8 @@ mod durability;
 mod event_time;
 mod full_disk;
 mod golden;
+mod grafana_dashboards;
+mod grafana_prometheus;
 mod ingest_search;
 mod log_matches_exact;
 mod metrics;
