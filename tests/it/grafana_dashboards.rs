@@ -84,7 +84,8 @@ async fn query_range(client: &reqwest::Client, base: &str, expr: &str) -> (u16, 
     crate::support::decode(response).await
 }
 
-/// Each query variable's first value, as Grafana resolves `label_values(METRIC, LABEL)`.
+/// Each variable's value when a dashboard opens: `label_values(METRIC, LABEL)` resolved
+/// as Grafana does, then All (`allValue`) where offered, else the first value.
 async fn variables(
     client: &reqwest::Client,
     base: &str,
@@ -117,8 +118,13 @@ async fn variables(
         let response = client.get(url).send().await.expect("label values");
         let (status, body) = crate::support::decode(response).await;
         assert_eq!(status, 200, "{definition}: {body}");
+        // Grafana's first option of an `includeAll` variable is All (its `allValue`)
         if let Some(first) = body["data"][0].as_str() {
-            values.insert(name, first.to_string());
+            let value = match variable["includeAll"].as_bool() {
+                Some(true) => variable["allValue"].as_str().unwrap_or(first),
+                _ => first,
+            };
+            values.insert(name, value.to_string());
         }
     }
     values
@@ -150,7 +156,16 @@ async fn every_dashboard_panel_query_returns_data_from_the_demo() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn demo");
+    lookout::install_tls_provider();
     let client = reqwest::Client::new();
+    crate::support::wait_until("the demo's server is ready", 60, || async {
+        client
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
 
     let mut queries: Vec<(String, String)> = Vec::new();
     let mut links = Vec::new();
