@@ -156,7 +156,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let config_path = dir.join("lookout.toml");
     let config_text = format!(
-        "listen = \"{listen}\"\ndata_dir = {data:?}\nqueries_dir = {queries:?}\n\n[[agent.inputs]]\npaths = [{logs:?}]\n\n[agent]\nbatch_linger = \"200ms\"\n\n[[scrape_configs]]\njob_name = \"shop\"\nscrape_interval = \"{scrape}s\"\nscrape_timeout = \"{scrape}s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{metrics}\"]\n",
+        "listen = \"{listen}\"\ndata_dir = {data:?}\nqueries_dir = {queries:?}\n\n[[agent.inputs]]\npaths = [{logs:?}]\n\n[agent]\nbatch_linger = \"200ms\"\n\n[[scrape_configs]]\njob_name = \"shop\"\nscrape_interval = \"{scrape}s\"\nscrape_timeout = \"{scrape}s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{metrics}\"]\n\n# Lookout itself, for contrib/grafana's health dashboard\n[[scrape_configs]]\njob_name = \"lookout\"\nscrape_interval = \"{scrape}s\"\nscrape_timeout = \"{scrape}s\"\n[[scrape_configs.static_configs]]\ntargets = [\"{listen}\"]\n",
         data = dir.join("data").display().to_string(),
         queries = queries.display().to_string(),
         logs = dir.join("shop-logs/*.json").display().to_string(),

@@ -254,19 +254,6 @@ fn resolve_auth(notifier: &NotifierConfig) -> Result<Option<Auth>, String> {
     Ok(token.map(|token| Auth::Bearer(Secret(token))))
 }
 
-/// The configured peers' URLs of each `alertmanager` notifier, by notifier name (for
-/// Prometheus' `/api/v1/alertmanagers`); URLs as configured, so callers that show them
-/// should strip credentials.
-pub fn configured_urls(
-    notifiers: &BTreeMap<String, NotifierConfig>,
-) -> BTreeMap<String, Vec<String>> {
-    notifiers
-        .iter()
-        .filter(|(_, config)| config.kind == super::notifier_config::NotifierKind::Alertmanager)
-        .map(|(name, config)| (name.clone(), config.urls.clone()))
-        .collect()
-}
-
 impl Alertmanager {
     /// Builds notifier `name` of a validated table; the error names the field.
     pub fn new(name: &str, config: &NotifierConfig) -> Result<Alertmanager, String> {
@@ -332,6 +319,12 @@ impl Alertmanager {
         self.tracked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every peer's `…/api/v2/alerts` endpoint as Prometheus' `/api/v1/alertmanagers`
+    /// lists them: user names and passwords in a URL are left out.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.peers.iter().map(|peer| without_credentials(peer)).collect()
     }
 
     /// How many peers it posts to.
@@ -773,6 +766,18 @@ pub fn with_external_labels(
     }
 }
 
+/// `url` without the user name and password it may carry.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,28 +971,22 @@ mod tests {
     }
 
     #[test]
-    fn configured_urls_lists_each_alertmanager_notifiers_peers() {
+    fn endpoints_list_each_peers_alerts_url_without_credentials() {
         let config: crate::config::Config = toml::from_str(
             r#"
             [notifiers.am]
             type = "alertmanager"
-            urls = ["http://am-1:9093", "http://am-2:9093"]
-            [notifiers.hook]
-            type = "webhook"
-            url = "http://127.0.0.1:1/"
+            urls = ["http://am-1:9093", "https://ops:hunter2@am-2:9093/prefix/"]
             "#,
         )
         .expect("parses");
-        let urls = configured_urls(&config.notifiers);
+        let alertmanager = Alertmanager::new("am", &config.notifiers["am"]).expect("builds");
         assert_eq!(
-            urls,
-            BTreeMap::from([(
-                "am".to_string(),
-                vec![
-                    "http://am-1:9093".to_string(),
-                    "http://am-2:9093".to_string()
-                ]
-            )])
+            alertmanager.endpoints(),
+            vec![
+                "http://am-1:9093/api/v2/alerts".to_string(),
+                "https://am-2:9093/prefix/api/v2/alerts".to_string()
+            ]
         );
     }
 }

@@ -226,6 +226,21 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Every configured notifier's name (Alertmanager's receivers).
+    pub fn receivers(&self) -> Vec<String> {
+        self.notifiers.names()
+    }
+
+    /// Every peer endpoint of the `alertmanager` notifiers (Prometheus'
+    /// `/api/v1/alertmanagers`), credentials left out.
+    pub fn alertmanager_endpoints(&self) -> Vec<String> {
+        self.notifiers
+            .alertmanagers()
+            .iter()
+            .flat_map(|alertmanager| alertmanager.endpoints())
+            .collect()
+    }
+
     /// Sends again the deliveries a previous run recorded but did not finish.
     pub fn resume(&self) {
         if let Some(outbox) = &self.outbox {

@@ -495,6 +495,11 @@ impl Notifiers {
             .collect()
     }
 
+    /// Every notifier's name, the built-in `console` included (Alertmanager's receivers).
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
     /// The routing tree.
     pub fn tree(&self) -> &RouteTree {
         &self.tree

@@ -234,6 +234,16 @@ impl RuleManager {
             .decisions(&loaded.file.notify, &alert_labels(&loaded, group))
     }
 
+    /// Every configured notifier's name (Alertmanager's `/api/v2/receivers`).
+    pub fn receivers(&self) -> Vec<String> {
+        self.dispatcher.receivers()
+    }
+
+    /// Where alerts go to Alertmanager (Prometheus' `/api/v1/alertmanagers`).
+    pub fn alertmanager_endpoints(&self) -> Vec<String> {
+        self.dispatcher.alertmanager_endpoints()
+    }
+
     /// Where this manager records transitions and deliveries.
     pub fn history(&self) -> &History {
         &self.history

@@ -175,6 +175,19 @@ impl Silences {
         self.lock().clone()
     }
 
+    /// The ids of the active silences that match `labels` at `now`.
+    pub fn silenced_by(
+        &self,
+        labels: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|silence| silence.state(now) == "active" && silence.matches(labels))
+            .map(|silence| silence.id.clone())
+            .collect()
+    }
+
     /// Whether an active silence matches `labels` at `now`.
     pub fn silenced(&self, labels: &BTreeMap<String, String>, now: DateTime<Utc>) -> bool {
         self.lock()

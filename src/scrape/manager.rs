@@ -31,6 +31,8 @@ pub struct TargetStatus {
     pub last_error: String,
     pub last_scrape: Option<DateTime<Utc>>,
     pub last_duration: f64,
+    /// The families' metadata of its last successful scrape (`/api/v1/targets/metadata`).
+    pub metadata: HashMap<String, crate::scrape::exposition::Metadata>,
 }
 
 pub struct ScrapeManager {
@@ -105,6 +107,11 @@ impl ScrapeManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Every job's config, as given (`/api/v1/status/config`).
+    pub fn configs(&self) -> Vec<ScrapeConfig> {
+        self.jobs.iter().map(|job| job.config.clone()).collect()
     }
 
     /// Every target with its last scrape.
@@ -207,6 +214,7 @@ impl ScrapeManager {
                         last_error: String::new(),
                         last_scrape: None,
                         last_duration: 0.0,
+                        metadata: HashMap::new(),
                     },
                 );
             }
@@ -329,6 +337,9 @@ impl ScrapeManager {
                 status.last_error = result.error.unwrap_or_default();
                 status.last_scrape = Some(started);
                 status.last_duration = result.duration.as_secs_f64();
+                if status.health == "up" && status.metadata != cache.metadata {
+                    status.metadata = cache.metadata.clone();
+                }
             }
         }
         if shutdown.is_cancelled() {

@@ -1,9 +1,10 @@
-//! Silences in Alertmanager's v2 API shape: `GET|POST /api/v2/silences`,
-//! `GET|DELETE /api/v2/silence/{id}`.
+//! Silences in Alertmanager's v2 API shape: `GET|POST /api/v2/silences` (`GET` with
+//! Alertmanager's `filter`), `GET|DELETE /api/v2/silence/{id}`. The alerts, groups,
+//! status and receivers are `alertmanager_alerts`.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -39,8 +40,43 @@ fn render(silence: &Silence) -> serde_json::Value {
     value
 }
 
-async fn list(State(state): State<SharedState>) -> Response {
-    let silences: Vec<serde_json::Value> = state.silences.list().iter().map(render).collect();
+/// `GET /api/v2/silences[?filter=MATCHER…]`: a silence is listed when every `filter`
+/// matcher matches the label set its own equality matchers spell (Alertmanager's
+/// `matchFilterLabels`, what `amtool silence query` sends).
+async fn list(State(state): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
+    let pairs: Vec<(String, String)> =
+        match serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()) {
+            Ok(pairs) => pairs,
+            Err(error) => return bad_request(format!("invalid query string: {error}")),
+        };
+    let mut filter = Vec::new();
+    for (name, value) in pairs {
+        if name == "filter" {
+            match crate::notify::matcher::parse_matchers(&value) {
+                Ok(matchers) => filter.extend(matchers),
+                Err(error) => {
+                    return bad_request(format!(
+                        "bad matcher format: {error}; write a filter like alertname=\"checkout_5xx\""
+                    ));
+                }
+            }
+        }
+    }
+    let silences: Vec<serde_json::Value> = state
+        .silences
+        .list()
+        .iter()
+        .filter(|silence| {
+            let spelled: std::collections::BTreeMap<String, String> = silence
+                .matchers
+                .iter()
+                .filter(|matcher| matcher.is_equal)
+                .map(|matcher| (matcher.name.clone(), matcher.value.clone()))
+                .collect();
+            crate::notify::matcher::all_match(&filter, &spelled)
+        })
+        .map(render)
+        .collect();
     ok(&json!(silences))
 }
 

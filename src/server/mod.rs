@@ -11,7 +11,8 @@
 //! - `lookout`: the agent protocol (`/_lookout/…`), health, `/metrics`.
 //! - `body`: request bodies read as a stream with size caps, in-flight accounting and
 //!   bounded gzip decompression.
-//! - `prometheus`, `alertmanager`: their APIs' shapes for rules, alerts and silences.
+//! - `prometheus`, `alertmanager`: their APIs' shapes for rules, alerts and silences;
+//!   `prometheus_query` the PromQL API, `prometheus_status` the status and tooling API.
 //! - `rules`: Lookout's rules API (CRUD, dry run) and alert history.
 //! - `error`: the one error every route answers with (a closed `ErrorCode`, mapped to
 //!   HTTP status once); `response`: the one place it becomes a body, in each API's dialect.
@@ -26,6 +27,7 @@
 
 pub mod access;
 pub mod alertmanager;
+pub mod alertmanager_alerts;
 pub mod auth;
 pub mod body;
 pub mod browser_guard;
@@ -40,6 +42,7 @@ pub mod listener;
 pub mod lookout;
 pub mod prometheus;
 pub mod prometheus_query;
+pub mod prometheus_status;
 pub mod query_pool;
 pub mod request_target;
 pub mod response;
@@ -126,7 +129,9 @@ pub fn tenant_router(state: SharedState) -> Router {
         .merge(prometheus::routes())
         .merge(federate::routes())
         .merge(prometheus_query::routes())
+        .merge(prometheus_status::routes())
         .merge(alertmanager::routes())
+        .merge(alertmanager_alerts::routes())
         .merge(rules::routes())
         .merge(keys::routes())
         .merge(elastic::routes())

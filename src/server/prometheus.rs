@@ -58,17 +58,26 @@ fn running(state: &SharedState) -> Vec<RuleView> {
         .unwrap_or_default()
 }
 
-fn alert_json(rule: &RuleView, alert: &ActiveAlert) -> Value {
-    let mut labels = serde_json::Map::new();
-    labels.insert("alertname".into(), json!(rule.name));
+/// An alert's labels: `alertname`, the rule's labels, the alert's own, and `severity`
+/// (`warning` when the rule names none).
+pub(super) fn alert_labels(
+    rule: &RuleView,
+    alert: &ActiveAlert,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("alertname".to_string(), rule.name.clone());
     for (key, value) in rule.labels.iter().chain(&alert.labels) {
-        labels.insert(key.clone(), json!(value));
+        labels.insert(key.clone(), value.clone());
     }
     labels
-        .entry("severity")
-        .or_insert(json!(rule.severity.as_deref().unwrap_or("warning")));
+        .entry("severity".to_string())
+        .or_insert_with(|| rule.severity.as_deref().unwrap_or("warning").to_string());
+    labels
+}
+
+fn alert_json(rule: &RuleView, alert: &ActiveAlert) -> Value {
     json!({
-        "labels": labels,
+        "labels": alert_labels(rule, alert),
         "annotations": alert.annotations,
         "state": if alert.firing { "firing" } else { "pending" },
         "activeAt": alert.active_since.map(|time| time.to_rfc3339()),

@@ -34,25 +34,25 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/buildinfo", get(buildinfo).post(buildinfo))
         .route("/api/v1/metadata", get(metadata))
 }
 
 /// A Prometheus `bad_data` error (400).
-fn bad_data(message: impl Into<String>) -> PrometheusError {
+pub(super) fn bad_data(message: impl Into<String>) -> PrometheusError {
     PrometheusError(ApiError::new(ErrorCode::BadRequest, "bad_data", message))
 }
 
 /// A `bad_data` error about the parameter `name`.
-fn invalid_parameter(name: &str, message: impl std::fmt::Display) -> PrometheusError {
+pub(super) fn invalid_parameter(name: &str, message: impl std::fmt::Display) -> PrometheusError {
     bad_data(format!("invalid parameter {name:?}: {message}"))
 }
 
 /// The request's parameters: the URL's, then a form body's (as Prometheus merges them).
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn read(
+    pub(super) fn read(
         raw: Option<String>,
         headers: &HeaderMap,
         body: &Bytes,
@@ -74,7 +74,7 @@ impl Params {
         Ok(Params(pairs))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(key, _)| key == name)
@@ -90,7 +90,7 @@ impl Params {
     }
 
     /// A required or optional time parameter, in milliseconds.
-    fn time(&self, name: &str) -> Result<Option<i64>, PrometheusError> {
+    pub(super) fn time(&self, name: &str) -> Result<Option<i64>, PrometheusError> {
         self.get(name)
             .map(|text| parse_time(text).map_err(|error| invalid_parameter(name, error)))
             .transpose()
@@ -147,7 +147,7 @@ fn metric_json(labels: &Labels) -> Value {
     )
 }
 
-fn success(data: Value, annotations: &Annotations) -> Response {
+pub(super) fn success(data: Value, annotations: &Annotations) -> Response {
     let mut body = json!({"status": "success", "data": data});
     if !annotations.warnings.is_empty() {
         body["warnings"] = json!(annotations.warnings);
@@ -277,7 +277,7 @@ async fn before_log_search(state: &SharedState, expr: &promql::Expr) {
     }
 }
 
-fn parse_query(params: &Params) -> Result<promql::Expr, PrometheusError> {
+pub(super) fn parse_query(params: &Params) -> Result<promql::Expr, PrometheusError> {
     let text = params.get("query").unwrap_or_default();
     promql::parse(text).map_err(|error| invalid_parameter("query", error))
 }

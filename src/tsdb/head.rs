@@ -317,6 +317,38 @@ impl Head {
         range.map(|(oldest, newest)| (oldest.max(min_valid).min(newest), newest))
     }
 
+    /// Each label pair with the number of series holding it, and the number of chunks
+    /// held: what `/api/v1/status/tsdb` reports (Prometheus' `Head.Stats`).
+    pub fn postings_stats(&self) -> (BTreeMap<String, BTreeMap<String, usize>>, usize) {
+        let pairs = self
+            .postings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, values)| {
+                let counts = values
+                    .iter()
+                    .map(|(value, ids)| (value.clone(), ids.len()))
+                    .collect();
+                (name.clone(), counts)
+            })
+            .collect();
+        let chunks = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|series| {
+                series
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .chunks
+                    .len()
+            })
+            .sum();
+        (pairs, chunks)
+    }
+
     /// The series records of every held series, as a new log segment starts with.
     pub fn series_records(&self) -> Vec<super::wal::Record> {
         let all = self

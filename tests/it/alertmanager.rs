@@ -288,6 +288,25 @@ async fn two_replicas_through_two_alertmanager_peers_notify_once() {
     let urls: Vec<String> = peers.iter().map(Peer::url).collect();
     let a = start_replica(dir.path(), "a", &urls);
     let b = start_replica(dir.path(), "b", &urls);
+    // Prometheus' /api/v1/alertmanagers lists every peer's alerts endpoint
+    wait_until("the rules are running", 60, || async {
+        a.get("/api/v1/alertmanagers").await.1["data"]["activeAlertmanagers"]
+            .as_array()
+            .is_some_and(|active| !active.is_empty())
+    })
+    .await;
+    let (_, listed) = a.get("/api/v1/alertmanagers").await;
+    let endpoints: Vec<String> = urls
+        .iter()
+        .map(|url| serde_json::json!({ "url": format!("{url}/api/v2/alerts") }).to_string())
+        .collect();
+    let active: Vec<String> = listed["data"]["activeAlertmanagers"]
+        .as_array()
+        .expect("activeAlertmanagers")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(active, endpoints, "{listed}");
     breach(&[&a, &b]).await;
     // both replicas really posted to both peers: the deduplication is Alertmanager's
     for replica in [&a, &b] {

@@ -22,6 +22,8 @@ mod fan_out;
 mod full_disk;
 mod golden;
 mod grafana;
+mod grafana_dashboards;
+mod grafana_prometheus;
 mod ingest_search;
 mod log_matches_exact;
 mod metrics;
