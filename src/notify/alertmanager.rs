@@ -324,7 +324,10 @@ impl Alertmanager {
     /// Every peer's `…/api/v2/alerts` endpoint as Prometheus' `/api/v1/alertmanagers`
     /// lists them: user names and passwords in a URL are left out.
     pub fn endpoints(&self) -> Vec<String> {
-        self.peers.iter().map(|peer| without_credentials(peer)).collect()
+        self.peers
+            .iter()
+            .map(|peer| without_credentials(peer))
+            .collect()
     }
 
     /// How many peers it posts to.
@@ -368,7 +371,12 @@ impl Alertmanager {
             .alerts
             .iter()
             .map(|alert| (alert, kind_resolved))
-            .chain(message.resolved.iter().map(|alert| (alert, Some(message.at))))
+            .chain(
+                message
+                    .resolved
+                    .iter()
+                    .map(|alert| (alert, Some(message.at))),
+            )
             .filter_map(|(alert, resolved_at)| {
                 let mut labels = alert_labels(message, alert);
                 with_external_labels(&mut labels, external_labels);

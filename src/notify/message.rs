@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::slack::{MAX_HEADER_TEXT, MAX_SECTION_TEXT};
+use super::slack::{MAX_HEADER_TEXT, MAX_MESSAGE_CHARS, MAX_SECTION_TEXT};
 
 /// Alerts listed in full in one message.
 pub const MAX_LISTED: usize = 10;
@@ -393,7 +393,47 @@ pub fn slack_payload(message: &AlertMessage) -> Value {
         &format!("[{status}] {}: {}", message.rule, message.summary),
         MAX_SECTION_TEXT,
     );
-    json!({"text": text, "blocks": blocks})
+    let mut payload = json!({"text": text, "blocks": blocks});
+    fit_message(&mut payload);
+    payload
+}
+
+/// Every cut above counts characters, but Slack counts the message as sent: a text of
+/// control characters (`\u0000` is six characters in JSON) can pass each cut and still
+/// make the message too long. Halves the longest text until the whole fits.
+fn fit_message(payload: &mut Value) {
+    fn strings(value: &Value, pointer: String, found: &mut Vec<(usize, String)>) {
+        match value {
+            Value::String(text) => found.push((text.len(), pointer)),
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    strings(item, format!("{pointer}/{index}"), found);
+                }
+            }
+            Value::Object(fields) => {
+                for (name, item) in fields {
+                    // the names here are Block Kit's own: no `~` or `/` to escape
+                    strings(item, format!("{pointer}/{name}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    while payload.to_string().chars().count() > MAX_MESSAGE_CHARS {
+        let mut found = Vec::new();
+        strings(payload, String::new(), &mut found);
+        let Some((_, pointer)) = found.into_iter().max() else {
+            return;
+        };
+        let Some(Value::String(text)) = payload.pointer_mut(&pointer) else {
+            return;
+        };
+        let length = text.chars().count();
+        if length < 16 {
+            return;
+        }
+        *text = truncate(text, length / 2);
+    }
 }
 
 /// The labels of one alert as Alertmanager would show them: the rule's labels, the group
@@ -596,6 +636,27 @@ mod tests {
         let text = payload.to_string();
         assert!(text.contains("+50 more"), "sixty alerts, ten listed");
         assert!(text.contains("[FIRING ×60]"));
+    }
+
+    #[test]
+    fn control_characters_escaped_in_json_still_fit_the_message() {
+        // each `\0` is one character but six as sent (`\u0000`): every cut holds, the
+        // whole message would not (the notifier fuzz test's case)
+        let mut worst = message(MessageKind::Firing, 12);
+        worst.summary = "\0".repeat(5_000);
+        worst.description = Some("\r".repeat(5_000));
+        worst.severity = "\0".repeat(500);
+        for alert in &mut worst.alerts {
+            alert.labels = BTreeMap::from([(String::new(), "\0".repeat(2_000))]);
+        }
+        worst.samples = (0..5).map(|_| "\0".repeat(1_000)).collect();
+        worst.context = (0..10).map(|_| "\0".repeat(300)).collect();
+        let payload = slack_payload(&worst);
+        check_limits(&payload).expect("within Slack's limits");
+        assert!(
+            payload.to_string().contains("[FIRING ×12]"),
+            "the text stays"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 pub const MAX_SECTION_TEXT: usize = 3000;
 pub const MAX_HEADER_TEXT: usize = 150;
+/// The whole message as sent (JSON escapes included), with a margin under Slack's 40 000.
+pub const MAX_MESSAGE_CHARS: usize = 39_000;
 
 /// `tests/it/support/slack_limits.rs`, compiled into the unit tests too, so the message
 /// builder's tests check their payloads with the same function as the mock Slack.
