@@ -139,6 +139,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             tenants[0].background.clone(),
         ));
     }
+    if let Some(heartbeat) = config.heartbeat.clone() {
+        start_heartbeat(heartbeat, &tenants, &telemetry);
+    }
     let limits = server::listener::ConnectionLimits {
         max_connections: server::listener::raise_open_file_limit(config.http.max_connections),
         header_read_timeout: config.http.header_read_timeout,
@@ -548,24 +551,44 @@ fn start_rules(
         .with_max_rules(spec.limits.max_rules),
     );
     tokio::spawn(Arc::clone(&manager).run(background.clone()));
-    if let Some(heartbeat) = config.heartbeat.clone() {
-        let (rules, storage) = (Arc::clone(&manager), telemetry.clone());
-        let interval = heartbeat.interval;
-        let health: crate::notify::heartbeat::Health = Arc::new(move || {
-            let mut problems = rules.alerting_problems(interval);
-            if storage.storage_degraded.get() != 0 {
-                problems.push("storage is degraded: ingest refuses writes".into());
-            }
-            problems
-        });
-        tokio::spawn(crate::notify::heartbeat::run(
-            heartbeat,
-            health,
-            telemetry.clone(),
-            background.clone(),
-        ));
-    }
     manager
+}
+
+/// One dead man's switch for the whole server (however many tenants): it pings only
+/// while every tenant's rules tick on time and deliver, and storage accepts writes.
+fn start_heartbeat(
+    heartbeat: crate::notify::heartbeat::HeartbeatConfig,
+    tenants: &[Tenant],
+    telemetry: &Arc<Telemetry>,
+) {
+    let rules: Vec<(String, Arc<crate::rules::manager::RuleManager>)> = tenants
+        .iter()
+        .map(|tenant| (tenant.state.tenant.clone(), Arc::clone(&tenant.rules)))
+        .collect();
+    let storage = Arc::clone(telemetry);
+    let interval = heartbeat.interval;
+    let health: crate::notify::heartbeat::Health = Arc::new(move || {
+        let mut problems = Vec::new();
+        for (tenant, manager) in &rules {
+            for problem in manager.alerting_problems(interval) {
+                problems.push(if rules.len() > 1 {
+                    format!("tenant `{tenant}`: {problem}")
+                } else {
+                    problem
+                });
+            }
+        }
+        if storage.storage_degraded.get() != 0 {
+            problems.push("storage is degraded: ingest refuses writes".into());
+        }
+        problems
+    });
+    tenants[0].tasks.spawn(crate::notify::heartbeat::run(
+        heartbeat,
+        health,
+        Arc::clone(telemetry),
+        tenants[0].background.clone(),
+    ));
 }
 
 /// Starts `[[agent.inputs]]` in-process, shipping to this server over loopback through

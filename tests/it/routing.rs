@@ -565,6 +565,100 @@ async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_o
     );
 }
 
+// the receiver runs in this process while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tenants_one_heartbeat_stops_when_any_tenants_rules_stall() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pings: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let recorder = pings.clone();
+    let address = listen(axum::Router::new().route(
+        "/ping",
+        axum::routing::get(move || {
+            recorder
+                .lock()
+                .expect("pings")
+                .push(std::time::Instant::now());
+            async { "OK" }
+        }),
+    ))
+    .await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[heartbeat]\nurl = \"http://{address}/ping\"\ninterval = \"1s\"\n\n[tenants.team-a]\n[tenants.team-b]\n"
+        ),
+    )
+    .expect("config");
+    let queries = dir.path().join("queries");
+    let mut every_second = rule("warning", "5s", json!({}));
+    every_second["max_delay"] = json!("1s");
+    for tenant in ["team-a", "team-b"] {
+        std::fs::create_dir_all(queries.join(tenant)).expect("mkdir");
+        std::fs::write(
+            queries.join(tenant).join("tick.json"),
+            every_second.to_string(),
+        )
+        .expect("rule");
+    }
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--queries",
+            &queries.display().to_string(),
+        ],
+        &[("LOOKOUT_TEST_HOOKS", "1")],
+    );
+    let count = || pings.lock().expect("pings").len();
+    let last = || pings.lock().expect("pings").last().copied();
+    wait_until("pings while every tenant is healthy", 30, || {
+        let healthy = count() >= 3;
+        async move { healthy }
+    })
+    .await;
+    // one switch, not one per tenant: about one ping a second, not two
+    let (before, started) = (count(), std::time::Instant::now());
+    wait_until("four more seconds", 10, || {
+        let passed = started.elapsed() >= Duration::from_secs(4);
+        async move { passed }
+    })
+    .await;
+    assert!(
+        count() - before <= 6,
+        "{} pings in 4 s: one heartbeat per tenant?",
+        count() - before
+    );
+    // only team-b's scheduler stalls: the pings stop all the same
+    let hook = server
+        .data_dir
+        .join("tenants/team-b/state/test-stall-rules");
+    std::fs::write(&hook, "").expect("hook");
+    wait_until(
+        "no ping for three intervals while team-b is stalled",
+        30,
+        || {
+            let quiet = last().is_some_and(|at| at.elapsed() >= Duration::from_secs(3));
+            async move { quiet }
+        },
+    )
+    .await;
+    let stalled_count = count();
+    std::fs::remove_file(&hook).expect("unhook");
+    wait_until("pings resume once team-b's rules run again", 30, || {
+        let resumed = count() >= stalled_count + 2;
+        async move { resumed }
+    })
+    .await;
+    let logs = server.output.lock().expect("output").join("\n");
+    assert!(
+        logs.contains("heartbeat withheld") && logs.contains("tenant `team-b`"),
+        "the stall is logged with its tenant: {logs}"
+    );
+}
+
 #[test]
 fn the_example_routing_config_and_watchdog_rule_pass_lookout_check() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
