@@ -56,7 +56,8 @@ pub struct RuleManager {
     telemetry: Arc<crate::telemetry::Telemetry>,
     silences: Arc<super::silence::Silences>,
     states: StateStore,
-    /// Where the states are (and the stall test hook's file).
+    /// Where the stall test hook's file is (debug builds only).
+    #[cfg(debug_assertions)]
     state_dir: PathBuf,
     /// Rules running, by name, with the file text they run.
     running: std::sync::Mutex<BTreeMap<String, Running>>,
@@ -127,6 +128,7 @@ impl RuleManager {
             runner,
             telemetry,
             states: StateStore::new(&state_dir),
+            #[cfg(debug_assertions)]
             state_dir,
             running: Default::default(),
             broken: Default::default(),
