@@ -119,6 +119,14 @@ async fn a_restart_while_firing_sends_no_new_firing_and_the_resolve_still_arrive
     let server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
     ingest_500s(&server, 30).await;
     wait_until("the firing message", 30, received(&mock, 1)).await;
+    // the kill comes after the delivery was recorded as done: a kill between Slack's
+    // answer and that record is the one honest window (its own test below)
+    let outbox = data.join("state/outbox");
+    wait_until("the firing's delivery is recorded as done", 30, || {
+        let done = std::fs::read_dir(&outbox).is_ok_and(|mut entries| entries.next().is_none());
+        async move { done }
+    })
+    .await;
     server.kill();
     let _server = Server::start_with_env(&data, "127.0.0.1:0", &arguments, &environment);
     wait_until(
