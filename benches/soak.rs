@@ -13,7 +13,10 @@
 //!   and resolve);
 //! - a scrape target in this process with `SERIES` series (default 10 000) every 15 s;
 //! - a query load: two clients, each every 2 s alternating a search with a date
-//!   histogram over the last 15 minutes and a PromQL range query over the last hour.
+//!   histogram over the last `SEARCH_MINUTES` (default 15) and a PromQL range query over
+//!   the last `RANGE_MINUTES` (default 60). Their working set grows until the run is as
+//!   old as their windows (a range query over the last hour of 10 000 series holds 2.4 M
+//!   samples), so memory is judged flat only after the longer window is full.
 //!
 //! The metrics head is persisted every 15 minutes (`block_duration = "10m"`, persisted at
 //! one and a half of it) so that its write-ahead log goes through whole cycles within
@@ -23,7 +26,7 @@
 //! `seq` per source), and the server's warnings and errors are listed.
 //!
 //! `cargo bench --bench soak` (env: `MINUTES`, `RATE`, `AGENT_RATE`, `RULES`, `SERIES`,
-//! `ROTATE_MIB`, `WARMUP_MINUTES` (default 10)).
+//! `ROTATE_MIB`, `WARMUP_MINUTES` (default 10), `SEARCH_MINUTES`, `RANGE_MINUTES`).
 
 mod common;
 
@@ -246,9 +249,12 @@ fn file_writer(dir: PathBuf, rate: u64, rotate_bytes: u64, stop: Arc<AtomicBool>
     }
 }
 
-/// Two clients, each every 2 s: a search with a histogram, then a PromQL range query.
+/// Two clients, each every 2 s: a search with a histogram over the last `SEARCH_MINUTES`,
+/// then a PromQL range query over the last `RANGE_MINUTES`.
 async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64>) {
     let client = reqwest::Client::new();
+    let search_minutes = env_or("SEARCH_MINUTES", 15);
+    let range_seconds = env_or("RANGE_MINUTES", 60) * 60;
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let response = if round.is_multiple_of(2) {
@@ -257,7 +263,10 @@ async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64
                 .json(&json!({
                     "size": 50,
                     "sort": [{"@timestamp": "desc"}],
-                    "query": {"query_string": {"query": "status:500 OR error.type:timeout"}},
+                    "query": {"bool": {
+                        "must": {"query_string": {"query": "status:500 OR error.type:timeout"}},
+                        "filter": {"range": {"@timestamp": {"gte": format!("now-{search_minutes}m")}}},
+                    }},
                     "aggs": {"over_time": {"date_histogram": {"field": "@timestamp", "fixed_interval": "30s"}}},
                 }))
                 .send()
@@ -267,7 +276,7 @@ async fn query_load(base: String, stop: Arc<AtomicBool>, failures: Arc<AtomicU64
             client
                 .get(format!(
                     "{base}/api/v1/query_range?query=sum%20by%20(service)%20(rate(soak_requests_total%5B5m%5D))&start={}&end={end}&step=30",
-                    end - 3600
+                    end - range_seconds as i64
                 ))
                 .send()
                 .await
