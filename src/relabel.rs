@@ -208,9 +208,10 @@ impl RelabelConfig {
     }
 }
 
-/// One problem of a list of steps: where it is and what to do about it.
+/// One problem of a list of steps: where it is and what to do about it. Shown alone it
+/// names the list `steps` (`` `steps[2].regex`: … ``); [`RelabelError::at`] names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.at("relabel_configs"))]
+#[error("{}", self.at("steps"))]
 pub struct RelabelError {
     /// The step's place in the list; `None`: the list as a whole.
     pub step: Option<usize>,
