@@ -1,7 +1,8 @@
-//! Prometheus' relabeling (`relabel_configs`, `alert_relabel_configs`,
-//! `write_relabel_configs`): a list of steps, each reading some labels and rewriting,
-//! keeping or dropping the label set. Consumes a label set (name → value), produces the
-//! rewritten set or "dropped"; knows nothing of alerts or series.
+//! Prometheus' relabeling (`relabel_configs` and `metric_relabel_configs` of scrape jobs,
+//! `alert_relabel_configs`, `write_relabel_configs`): a list of steps, each reading some
+//! labels and rewriting, keeping or dropping the label set. Consumes a label set (name →
+//! value), produces the rewritten set or "dropped"; knows nothing of targets, series or
+//! alerts.
 //!
 //! The semantics follow Prometheus' `model/relabel/relabel.go` step for step (its test
 //! table is ported below): `regex` is fully anchored (`^(?s:REGEX)$` as Prometheus 3
@@ -12,13 +13,17 @@
 //! bytes of the MD5 of the joined values, big-endian, modulo `modulus`. Label names are
 //! Prometheus' classic ones (`[a-zA-Z_][a-zA-Z0-9_]*`).
 //!
-//! Use: parse `Vec<RelabelConfig>` with serde, check it with [`validate`] (errors name the
-//! field, e.g. `alert_relabel_configs[2].regex`), build a [`Relabel`] once, then
-//! [`Relabel::process`] each label set.
+//! Config reads as Prometheus reads it, in TOML or in YAML: a field left out takes
+//! Prometheus' default, a field written with its default value is the same as left out
+//! (so a step as Prometheus writes it back, every default spelled out, reads again), and
+//! `action` is case-insensitive. Steps serialize as Prometheus marshals them (defaults
+//! spelled out, empty fields left out). Validation is Prometheus' `Config.Validate`, plus
+//! classic label names and size limits.
 //!
-//! (`crate::scrape::relabel` is the older engine of `relabel_configs` and
-//! `metric_relabel_configs`, with the same semantics and less checking; it can move onto
-//! this one.)
+//! Use: parse `Vec<RelabelConfig>` with serde, build a [`Relabel`] once (with
+//! [`Relabel::build`], errors naming the field, e.g. `alert_relabel_configs[2].regex`; or
+//! [`Relabel::compile`], errors as [`RelabelError`]s for the caller to place), then
+//! [`Relabel::process`] each label set.
 
 use std::collections::BTreeMap;
 
@@ -42,8 +47,8 @@ const DEFAULT_REPLACEMENT: &str = "$1";
 /// The default `separator`.
 const DEFAULT_SEPARATOR: &str = ";";
 
-/// What a step does (Prometheus' `action`, lowercase).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// What a step does (Prometheus' `action`; read in any case, written lowercase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Sets `target_label` to `replacement` (captures expanded) when `regex` matches.
@@ -72,6 +77,21 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in Prometheus' documentation order.
+    const ALL: [Action; 11] = [
+        Action::Replace,
+        Action::Lowercase,
+        Action::Uppercase,
+        Action::Keep,
+        Action::Drop,
+        Action::KeepEqual,
+        Action::DropEqual,
+        Action::HashMod,
+        Action::LabelMap,
+        Action::LabelDrop,
+        Action::LabelKeep,
+    ];
+
     /// The action as config spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -90,28 +110,131 @@ impl Action {
     }
 }
 
+/// Prometheus' `Action.UnmarshalYAML`: the name in any case (`Replace`, `labelDrop`).
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Action, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let lowercase = text.to_ascii_lowercase();
+        Action::ALL
+            .into_iter()
+            .find(|action| action.name() == lowercase)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Action::ALL.iter().map(|action| action.name()).collect();
+                serde::de::Error::custom(format!(
+                    "unknown relabel action `{text}`; expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
 /// One relabeling step as the user writes it, with Prometheus' field names. A field left
 /// out takes Prometheus' default (`separator = ";"`, `regex = "(.*)"`,
 /// `replacement = "$1"`, `action = "replace"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelabelConfig {
     /// Labels whose values, joined by `separator`, the step reads.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub source_labels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub separator: Option<String>,
     /// Matched against the whole joined value (anchored at both ends).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub regex: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub modulus: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub target_label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub replacement: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub action: Option<Action>,
+}
+
+/// Prometheus' marshalling of a step (`/api/v1/status/config` shows it): the defaults
+/// spelled out, empty `source_labels`, `modulus` and `target_label` left out, in
+/// Prometheus' field order. What it writes reads back as the same step.
+impl Serialize for RelabelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if !self.source_labels.is_empty() {
+            map.serialize_entry("source_labels", &self.source_labels)?;
+        }
+        map.serialize_entry("separator", self.separator())?;
+        map.serialize_entry("regex", self.regex())?;
+        if self.modulus() != 0 {
+            map.serialize_entry("modulus", &self.modulus())?;
+        }
+        if !self.target_label().is_empty() {
+            map.serialize_entry("target_label", self.target_label())?;
+        }
+        map.serialize_entry("replacement", self.replacement())?;
+        map.serialize_entry("action", &self.action())?;
+        map.end()
+    }
+}
+
+impl RelabelConfig {
+    /// `separator`, or its default.
+    pub fn separator(&self) -> &str {
+        self.separator.as_deref().unwrap_or(DEFAULT_SEPARATOR)
+    }
+
+    /// `regex`, or its default.
+    pub fn regex(&self) -> &str {
+        self.regex.as_deref().unwrap_or(DEFAULT_REGEX)
+    }
+
+    /// `modulus`, or 0 (none).
+    pub fn modulus(&self) -> u64 {
+        self.modulus.unwrap_or(0)
+    }
+
+    /// `target_label`, or the empty string (none).
+    pub fn target_label(&self) -> &str {
+        self.target_label.as_deref().unwrap_or_default()
+    }
+
+    /// `replacement`, or its default.
+    pub fn replacement(&self) -> &str {
+        self.replacement.as_deref().unwrap_or(DEFAULT_REPLACEMENT)
+    }
+
+    /// `action`, or its default.
+    pub fn action(&self) -> Action {
+        self.action.unwrap_or_default()
+    }
+}
+
+/// One problem of a list of steps: where it is and what to do about it. Shown alone it
+/// names the list `steps` (`` `steps[2].regex`: … ``); [`RelabelError::at`] names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.at("steps"))]
+pub struct RelabelError {
+    /// The step's place in the list; `None`: the list as a whole.
+    pub step: Option<usize>,
+    /// The step's field at fault; `None`: the step as a whole.
+    pub field: Option<&'static str>,
+    /// What is wrong and what to write instead.
+    pub problem: String,
+}
+
+impl RelabelError {
+    /// The problem placed in the list found at `list`:
+    /// `` `alert_relabel_configs[2].regex`: … ``.
+    pub fn at(&self, list: &str) -> String {
+        let step = self
+            .step
+            .map(|step| format!("[{step}]"))
+            .unwrap_or_default();
+        let field = self
+            .field
+            .map(|field| format!(".{field}"))
+            .unwrap_or_default();
+        format!("`{list}{step}{field}`: {}", self.problem)
+    }
 }
 
 /// One step, checked and compiled.
@@ -168,22 +291,32 @@ impl Relabel {
     /// Compiles `configs` (found at `field`); the error lists every problem, as
     /// [`validate`] does.
     pub fn build(configs: &[RelabelConfig], field: &str) -> Result<Relabel, Vec<String>> {
+        Relabel::compile(configs)
+            .map_err(|errors| errors.iter().map(|error| error.at(field)).collect())
+    }
+
+    /// Compiles `configs`; the error lists every problem with its step and field, for the
+    /// caller to say where the list is.
+    pub fn compile(configs: &[RelabelConfig]) -> Result<Relabel, Vec<RelabelError>> {
         if configs.len() > MAX_STEPS {
-            return Err(vec![format!(
-                "`{field}`: {} steps; at most {MAX_STEPS} are allowed",
-                configs.len()
-            )]);
+            return Err(vec![RelabelError {
+                step: None,
+                field: None,
+                problem: format!("{} steps; at most {MAX_STEPS} are allowed", configs.len()),
+            }]);
         }
         let mut errors = Vec::new();
         let mut steps = Vec::new();
         for (index, config) in configs.iter().enumerate() {
             match Step::build(config) {
                 Ok(step) => steps.push(step),
-                Err(step_errors) => errors.extend(
-                    step_errors
-                        .into_iter()
-                        .map(|error| format!("`{field}[{index}]{error}")),
-                ),
+                Err(step_errors) => errors.extend(step_errors.into_iter().map(
+                    |(field, problem)| RelabelError {
+                        step: Some(index),
+                        field,
+                        problem,
+                    },
+                )),
             }
         }
         if errors.is_empty() {
@@ -206,10 +339,12 @@ impl Relabel {
 }
 
 impl Step {
-    /// Each error starts with `.FIELD`: ` or `: ` (the step as a whole).
-    fn build(config: &RelabelConfig) -> Result<Step, Vec<String>> {
-        let mut errors = Vec::new();
-        let action = config.action.unwrap_or_default();
+    /// Prometheus' `Config.Validate` (a field holding its default counts as left out),
+    /// plus classic label names and size limits; each error names its field (`None`: the
+    /// step as a whole).
+    fn build(config: &RelabelConfig) -> Result<Step, Vec<(Option<&'static str>, String)>> {
+        let mut errors: Vec<(Option<&'static str>, String)> = Vec::new();
+        let action = config.action();
         let name = action.name();
         for (field, text) in [
             ("regex", &config.regex),
@@ -221,20 +356,29 @@ impl Step {
                 .as_ref()
                 .is_some_and(|text| text.len() > MAX_PATTERN_BYTES)
             {
-                errors.push(format!(".{field}`: longer than {MAX_PATTERN_BYTES} bytes"));
-            }
-        }
-        if config.source_labels.len() > MAX_STEPS {
-            errors.push(format!(".source_labels`: more than {MAX_STEPS} labels"));
-        }
-        for label in &config.source_labels {
-            if !is_label_name(label) {
-                errors.push(format!(
-                    ".source_labels`: `{label}` is not a label name (letters, digits and `_`, not starting with a digit)"
+                errors.push((
+                    Some(field),
+                    format!("longer than {MAX_PATTERN_BYTES} bytes"),
                 ));
             }
         }
-        let regex_text = config.regex.as_deref().unwrap_or(DEFAULT_REGEX);
+        if config.source_labels.len() > MAX_STEPS {
+            errors.push((
+                Some("source_labels"),
+                format!("more than {MAX_STEPS} labels"),
+            ));
+        }
+        for label in &config.source_labels {
+            if !is_label_name(label) {
+                errors.push((
+                    Some("source_labels"),
+                    format!(
+                        "`{label}` is not a label name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                ));
+            }
+        }
+        let regex_text = config.regex();
         let regex = match regex::RegexBuilder::new(&format!("^(?s:{regex_text})$"))
             .size_limit(REGEX_SIZE_LIMIT_BYTES)
             .build()
@@ -243,17 +387,17 @@ impl Step {
             Err(error) => {
                 // the regex crate's message spans lines: keep its gist on one
                 let error = error.to_string().replace('\n', " ");
-                errors.push(format!(
-                    ".regex`: not a valid RE2 regular expression: {error}"
+                errors.push((
+                    Some("regex"),
+                    format!("not a valid RE2 regular expression: {error}"),
                 ));
                 None
             }
         };
-        let target_label = config.target_label.clone().unwrap_or_default();
-        let replacement = config
-            .replacement
-            .clone()
-            .unwrap_or_else(|| DEFAULT_REPLACEMENT.to_string());
+        let target_label = config.target_label();
+        let replacement = config.replacement();
+        let separator = config.separator();
+        let modulus = config.modulus();
         let needs_target = matches!(
             action,
             Action::Replace
@@ -263,81 +407,81 @@ impl Step {
                 | Action::KeepEqual
                 | Action::DropEqual
         );
-        if needs_target && config.target_label.is_none() {
-            errors.push(format!(
-                ".target_label`: the {name} action needs a `target_label`"
+        if needs_target && target_label.is_empty() {
+            errors.push((
+                Some("target_label"),
+                format!("the {name} action needs a `target_label`"),
             ));
         } else if needs_target {
             let valid = if action == Action::Replace && target_label.contains('$') {
-                is_label_template(&target_label)
+                is_label_template(target_label)
             } else {
-                is_label_name(&target_label)
+                is_label_name(target_label)
             };
             if !valid {
-                errors.push(format!(
-                    ".target_label`: `{target_label}` is not a valid target label for the {name} action (a label name{})",
-                    if action == Action::Replace {
-                        ", in which `$1` or `${name}` may stand for captures"
-                    } else {
-                        ""
-                    }
+                errors.push((
+                    Some("target_label"),
+                    format!(
+                        "`{target_label}` is not a valid target label for the {name} action (a label name{})",
+                        if action == Action::Replace {
+                            ", in which `$1` or `${name}` may stand for captures"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
         }
-        if action == Action::HashMod && config.modulus.unwrap_or(0) == 0 {
-            errors.push(".modulus`: the hashmod action needs a `modulus` above 0".into());
-        } else if action != Action::HashMod && config.modulus.is_some() {
-            errors.push(format!(
-                ".modulus`: only the hashmod action takes a `modulus`, not {name}"
+        if action == Action::HashMod && modulus == 0 {
+            errors.push((
+                Some("modulus"),
+                "the hashmod action needs a `modulus` above 0".into(),
             ));
         }
         if matches!(
             action,
             Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual
-        ) && config.replacement.is_some()
+        ) && replacement != DEFAULT_REPLACEMENT
         {
-            errors.push(format!(
-                ".replacement`: the {name} action takes no `replacement`"
+            errors.push((
+                Some("replacement"),
+                format!("the {name} action takes no `replacement`"),
             ));
         }
         if matches!(action, Action::KeepEqual | Action::DropEqual)
-            && (config.regex.is_some() || config.separator.is_some())
+            && (regex_text != DEFAULT_REGEX || separator != DEFAULT_SEPARATOR || modulus != 0)
         {
-            errors.push(format!(
-                "`: the {name} action takes only `source_labels` and `target_label`"
+            errors.push((
+                None,
+                format!("the {name} action takes only `source_labels` and `target_label`"),
             ));
         }
         if matches!(action, Action::LabelDrop | Action::LabelKeep)
             && (!config.source_labels.is_empty()
-                || config.target_label.is_some()
-                || config.separator.is_some()
-                || config.replacement.is_some())
+                || !target_label.is_empty()
+                || separator != DEFAULT_SEPARATOR
+                || replacement != DEFAULT_REPLACEMENT
+                || modulus != 0)
         {
-            errors.push(format!("`: the {name} action takes only `regex`"));
+            errors.push((None, format!("the {name} action takes only `regex`")));
         }
-        if action == Action::LabelMap && !is_label_template(&replacement) {
-            errors.push(format!(
-                ".replacement`: `{replacement}` is not a valid label name template for the labelmap action"
+        if action == Action::LabelMap && !is_label_template(replacement) {
+            errors.push((
+                Some("replacement"),
+                format!(
+                    "`{replacement}` is not a valid label name template for the labelmap action"
+                ),
             ));
-        }
-        if matches!(action, Action::LabelMap) && config.target_label.is_some() {
-            errors.push(
-                ".target_label`: the labelmap action names labels with `replacement`, not `target_label`"
-                    .into(),
-            );
         }
         match regex {
             Some(regex) if errors.is_empty() => Ok(Step {
                 source_labels: config.source_labels.clone(),
-                separator: config
-                    .separator
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_SEPARATOR.to_string()),
+                separator: separator.to_string(),
                 regex,
                 default_regex: regex_text == DEFAULT_REGEX,
-                modulus: config.modulus.unwrap_or(0),
-                target_label,
-                replacement,
+                modulus,
+                target_label: target_label.to_string(),
+                replacement: replacement.to_string(),
                 action,
             }),
             _ => Err(errors),
@@ -918,5 +1062,269 @@ mod tests {
         assert!(relabel.process(&mut from_a) && relabel.process(&mut from_b));
         assert_eq!(from_a, from_b);
         assert_eq!(from_a, labels(&[("alertname", "checkout_5xx")]));
+    }
+
+    /// Steps written as YAML, the way `prometheus.yml` holds them.
+    fn yaml_steps(yaml: &str) -> Result<Relabel, Vec<RelabelError>> {
+        let parsed: Vec<RelabelConfig> = serde_yaml_ng::from_str(yaml).expect("the steps parse");
+        Relabel::compile(&parsed)
+    }
+
+    /// From the old scrape engine's tests: sources joined by `;`, captures expanded, a
+    /// replacement that expands to nothing removes the target label.
+    #[test]
+    fn replace_joins_sources_expands_groups_and_deletes_on_empty() {
+        let relabel = steps(
+            r#"[[step]]
+            source_labels = ["a", "b"]
+            regex = "f(.*);(.*)r"
+            target_label = "a"
+            replacement = "ch${1}-ch${2}"
+            [[step]]
+            source_labels = ["c"]
+            regex = "no-match"
+            target_label = "d"
+            [[step]]
+            source_labels = ["__address__"]
+            regex = "([^:]+):\\d+"
+            target_label = "host"
+            [[step]]
+            source_labels = ["empty"]
+            target_label = "b""#,
+        );
+        let mut relabeled = labels(&[
+            ("a", "foo"),
+            ("b", "bar"),
+            ("c", "baz"),
+            ("__address__", "db-1:9100"),
+        ]);
+        assert!(relabel.process(&mut relabeled));
+        assert_eq!(
+            relabeled,
+            labels(&[
+                ("a", "choo-chba"),
+                ("c", "baz"),
+                ("__address__", "db-1:9100"),
+                ("host", "db-1"),
+            ]),
+            "an empty replacement deletes `b`"
+        );
+    }
+
+    #[test]
+    fn keep_and_drop_match_the_whole_joined_value() {
+        let keep = steps(
+            r#"[[step]]
+            source_labels = ["job"]
+            regex = "api|web"
+            action = "keep""#,
+        );
+        assert!(keep.process(&mut labels(&[("job", "api")])));
+        assert!(
+            !keep.process(&mut labels(&[("job", "api-canary")])),
+            "anchored at the end"
+        );
+        let drop = steps(
+            r#"[[step]]
+            source_labels = ["__name__"]
+            regex = "go_.*"
+            action = "drop""#,
+        );
+        assert!(!drop.process(&mut labels(&[("__name__", "go_goroutines")])));
+        assert!(drop.process(&mut labels(&[("__name__", "up")])));
+        assert!(
+            drop.process(&mut labels(&[("__name__", "my_go_thing")])),
+            "anchored at the start"
+        );
+    }
+
+    #[test]
+    fn hashmod_is_the_last_eight_bytes_of_the_md5_big_endian() {
+        let relabel = steps(
+            r#"[[step]]
+            source_labels = ["__address__"]
+            target_label = "shard"
+            modulus = 1000
+            action = "hashmod""#,
+        );
+        // the MD5 of "foo" is acbd18db4cc2f85cedef654fccc4a4d8; its last 8 bytes,
+        // big-endian, are 0xedef654fccc4a4d8 = 17145033699835028696
+        let mut relabeled = labels(&[("__address__", "foo")]);
+        assert!(relabel.process(&mut relabeled));
+        assert_eq!(
+            relabeled["shard"],
+            (17_145_033_699_835_028_696u64 % 1000).to_string()
+        );
+    }
+
+    /// A Kubernetes-style chain: pod labels mapped, `__meta_` labels dropped, a value
+    /// upper-cased.
+    #[test]
+    fn labelmap_then_labeldrop_then_uppercase() {
+        let relabel = steps(
+            r#"[[step]]
+            regex = "__meta_kubernetes_pod_label_(.+)"
+            action = "labelmap"
+            [[step]]
+            regex = "__meta_.*"
+            action = "labeldrop"
+            [[step]]
+            source_labels = ["app"]
+            target_label = "app_upper"
+            action = "uppercase""#,
+        );
+        let mut relabeled = labels(&[
+            ("__meta_kubernetes_pod_label_app", "shop"),
+            ("__meta_other", "x"),
+            ("job", "k8s"),
+        ]);
+        assert!(relabel.process(&mut relabeled));
+        assert_eq!(
+            relabeled,
+            labels(&[("app", "shop"), ("app_upper", "SHOP"), ("job", "k8s")])
+        );
+    }
+
+    /// Regression: the old scrape engine set a `lowercase`/`uppercase` target to the
+    /// empty string; Prometheus' `labels.Builder.Set` removes it.
+    #[test]
+    fn lowercase_of_nothing_removes_the_target_label() {
+        let relabel = steps(
+            r#"[[step]]
+            source_labels = ["missing"]
+            target_label = "team"
+            action = "lowercase""#,
+        );
+        let mut relabeled = labels(&[("team", "Checkout"), ("job", "api")]);
+        assert!(relabel.process(&mut relabeled));
+        assert_eq!(relabeled, labels(&[("job", "api")]));
+    }
+
+    /// A step as Prometheus writes it back (`/api/v1/status/config`, promtool), every
+    /// default spelled out and the action in any case, reads as the step it came from.
+    #[test]
+    fn steps_as_prometheus_writes_them_read_back() {
+        let relabel = yaml_steps(
+            r#"
+- separator: ;
+  regex: replica
+  replacement: $1
+  action: labeldrop
+- source_labels: [__tmp_port]
+  separator: ;
+  regex: (.*)
+  target_label: __port1
+  replacement: $1
+  action: keepequal
+- source_labels: [job]
+  separator: ;
+  regex: (.*)
+  target_label: job_lower
+  replacement: $1
+  action: LowerCase
+- source_labels: [job]
+  separator: ;
+  regex: (.*)
+  modulus: 4
+  target_label: copy
+  replacement: $1
+  action: Replace
+"#,
+        )
+        .expect("valid as Prometheus writes them");
+        let mut relabeled = labels(&[
+            ("replica", "a"),
+            ("__tmp_port", "80"),
+            ("__port1", "80"),
+            ("job", "API"),
+        ]);
+        assert!(relabel.process(&mut relabeled));
+        assert_eq!(
+            relabeled,
+            labels(&[
+                ("__tmp_port", "80"),
+                ("__port1", "80"),
+                ("job", "API"),
+                ("job_lower", "api"),
+                ("copy", "API"),
+            ]),
+            "a modulus on replace is ignored, as Prometheus ignores it"
+        );
+    }
+
+    /// What a step serializes to is what Prometheus marshals, and it reads back as the
+    /// same step.
+    #[test]
+    fn steps_serialize_as_prometheus_marshals_them() {
+        let configs: Vec<RelabelConfig> = serde_yaml_ng::from_str(
+            "- {source_labels: [a], target_label: b}\n- {regex: replica, action: labeldrop}\n- {source_labels: [a], target_label: s, modulus: 8, action: hashmod}\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            serde_json::to_value(&configs).expect("serializes"),
+            serde_json::json!([
+                {"source_labels": ["a"], "separator": ";", "regex": "(.*)", "target_label": "b", "replacement": "$1", "action": "replace"},
+                {"separator": ";", "regex": "replica", "replacement": "$1", "action": "labeldrop"},
+                {"source_labels": ["a"], "separator": ";", "regex": "(.*)", "modulus": 8, "target_label": "s", "replacement": "$1", "action": "hashmod"},
+            ])
+        );
+        let yaml = serde_yaml_ng::to_string(&configs).expect("serializes");
+        let written: Vec<RelabelConfig> = serde_yaml_ng::from_str(&yaml).expect("reads back");
+        let written = Relabel::compile(&written).expect("valid after the round trip");
+        let original = Relabel::compile(&configs).expect("valid");
+        for input in [
+            labels(&[("a", "x"), ("replica", "r")]),
+            labels(&[("a", "y"), ("b", "z")]),
+        ] {
+            let (mut first, mut second) = (input.clone(), input);
+            assert_eq!(original.process(&mut first), written.process(&mut second));
+            assert_eq!(first, second);
+        }
+    }
+
+    /// Fields Prometheus' `Validate` refuses when they differ from their default, and
+    /// the errors' places.
+    #[test]
+    fn non_default_fields_an_action_does_not_take_are_refused_where_they_are() {
+        let errors = yaml_steps(
+            r#"
+- {regex: replica, separator: ",", action: labeldrop}
+- {source_labels: [a], target_label: b, regex: "x", action: dropequal}
+- {source_labels: [a], target_label: b, replacement: "$2", action: uppercase}
+- {regex: "(", action: drop}
+- {source_labels: [a], regex: ".*", action: keep}
+"#,
+        )
+        .expect_err("invalid");
+        let placed: Vec<String> = errors
+            .iter()
+            .map(|error| error.at("relabel_configs"))
+            .collect();
+        assert_eq!(
+            placed[..3],
+            [
+                "`relabel_configs[0]`: the labeldrop action takes only `regex`",
+                "`relabel_configs[1]`: the dropequal action takes only `source_labels` and `target_label`",
+                "`relabel_configs[2].replacement`: the uppercase action takes no `replacement`",
+            ],
+            "{errors:?}"
+        );
+        let regex = &errors.get(3).expect("the regex error");
+        assert_eq!((regex.step, regex.field), (Some(3), Some("regex")));
+        assert!(!regex.problem.contains('\n'), "one line: {}", regex.problem);
+        assert_eq!(errors.len(), 4, "the keep step is valid: {errors:?}");
+    }
+
+    #[test]
+    fn an_unknown_action_lists_the_known_ones() {
+        let error = serde_yaml_ng::from_str::<RelabelConfig>("action: rename")
+            .expect_err("an unknown action");
+        let message = error.to_string();
+        assert!(
+            message.contains("unknown relabel action `rename`")
+                && message.contains("labeldrop")
+                && message.contains("keepequal"),
+            "{message}"
+        );
     }
 }

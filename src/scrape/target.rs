@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::exposition::{self, Format};
-use super::relabel::{self, Relabel, RelabelConfig};
+use crate::relabel::{Relabel, RelabelConfig};
 use crate::tsdb::head::Labels;
 
 /// One `[[scrape_configs]]` entry.
@@ -148,8 +148,8 @@ pub struct Target {
 /// A job's checked settings.
 pub struct Job {
     pub config: ScrapeConfig,
-    relabel: Vec<Relabel>,
-    metric_relabel: Vec<Relabel>,
+    relabel: Relabel,
+    metric_relabel: Relabel,
     authorization: Option<String>,
 }
 
@@ -158,16 +158,22 @@ impl Job {
     pub fn new(config: ScrapeConfig) -> Result<Job, Vec<String>> {
         let mut errors = Vec::new();
         let field = |name: &str| format!("scrape_configs `{}`: `{name}`", config.job_name);
-        let compile = |rules: &[RelabelConfig], name: &str, errors: &mut Vec<String>| {
-            rules
-                .iter()
-                .enumerate()
-                .filter_map(|(number, rule)| {
-                    Relabel::new(rule.clone())
-                        .map_err(|error| errors.push(format!("{}[{number}]: {error}", field(name))))
-                        .ok()
-                })
-                .collect::<Vec<_>>()
+        // `scrape_configs `node`: `relabel_configs`[2]: `regex`: …`
+        let compile = |steps: &[RelabelConfig], name: &str, errors: &mut Vec<String>| {
+            Relabel::compile(steps).unwrap_or_else(|found| {
+                errors.extend(found.into_iter().map(|error| {
+                    let step = error.step.map(|step| format!("[{step}]"));
+                    let step_field = error.field.map(|name| format!(" `{name}`:"));
+                    format!(
+                        "{}{}:{} {}",
+                        field(name),
+                        step.unwrap_or_default(),
+                        step_field.unwrap_or_default(),
+                        error.problem
+                    )
+                }));
+                Relabel::default()
+            })
         };
         let relabel = compile(&config.relabel_configs, "relabel_configs", &mut errors);
         let metric_relabel = compile(
@@ -286,9 +292,9 @@ impl Job {
                     }
                 }
                 let discovered = labels.clone();
-                let Some(mut labels) = relabel::apply(&self.relabel, labels) else {
+                if !self.relabel.process(&mut labels) {
                     continue;
-                };
+                }
                 let Some(address) = labels.get("__address__").cloned() else {
                     continue;
                 };
@@ -563,7 +569,9 @@ fn final_labels(
 ) -> Option<Labels> {
     let mut labels: BTreeMap<String, String> = scraped.into_iter().collect();
     labels.insert("__name__".into(), name);
-    let mut labels = relabel::apply(&job.metric_relabel, labels)?;
+    if !job.metric_relabel.process(&mut labels) {
+        return None;
+    }
     for (name, value) in &target.labels {
         match labels.get(name) {
             Some(_) if job.config.honor_labels => {}

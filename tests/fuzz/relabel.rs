@@ -1,7 +1,10 @@
-//! Relabeling (`alert_relabel_configs`): generated and mutated TOML step lists (every
-//! action, hostile regexes and templates) run over generated label sets. What parses and
-//! validates must relabel any label set without panicking, leave only valid label names
-//! when it keeps the set, and give the same answer twice (relabeling is a function).
+//! Relabeling (scrape's `relabel_configs` and `metric_relabel_configs`,
+//! `alert_relabel_configs`, `write_relabel_configs`): generated and mutated TOML step lists
+//! (every action, hostile regexes and templates) run over generated label sets. What
+//! parses and validates must relabel any label set without panicking, leave only valid
+//! label names when it keeps the set, and give the same answer twice (relabeling is a
+//! function); written back as Prometheus writes it (YAML, defaults spelled out), it must
+//! read as steps that relabel the same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ fn step() -> BoxedStrategy<String> {
         "keepequal",
         "dropequal",
         "rename",
+        "LabelDrop",
+        "Replace",
     ]);
     let label = proptest::sample::select(vec!["a", "b", "replica", "__x", "9bad", "", "${1}"]);
     let regex = proptest::sample::select(vec![
@@ -46,26 +51,32 @@ fn step() -> BoxedStrategy<String> {
         proptest::option::of(label),
         proptest::option::of(replacement),
         proptest::option::of(prop_oneof![Just(0u64), 1u64..1000, Just(u64::MAX)]),
+        proptest::option::of(proptest::sample::select(vec![";", ",", ""])),
     )
-        .prop_map(|(action, sources, regex, target, replacement, modulus)| {
-            let mut text = format!("[[step]]\naction = {action:?}\n");
-            if !sources.is_empty() {
-                text.push_str(&format!("source_labels = {sources:?}\n"));
-            }
-            if let Some(regex) = regex {
-                text.push_str(&format!("regex = {regex:?}\n"));
-            }
-            if let Some(target) = target {
-                text.push_str(&format!("target_label = {target:?}\n"));
-            }
-            if let Some(replacement) = replacement {
-                text.push_str(&format!("replacement = {replacement:?}\n"));
-            }
-            if let Some(modulus) = modulus.filter(|modulus| *modulus <= i64::MAX as u64) {
-                text.push_str(&format!("modulus = {modulus}\n"));
-            }
-            text
-        })
+        .prop_map(
+            |(action, sources, regex, target, replacement, modulus, separator)| {
+                let mut text = format!("[[step]]\naction = {action:?}\n");
+                if let Some(separator) = separator {
+                    text.push_str(&format!("separator = {separator:?}\n"));
+                }
+                if !sources.is_empty() {
+                    text.push_str(&format!("source_labels = {sources:?}\n"));
+                }
+                if let Some(regex) = regex {
+                    text.push_str(&format!("regex = {regex:?}\n"));
+                }
+                if let Some(target) = target {
+                    text.push_str(&format!("target_label = {target:?}\n"));
+                }
+                if let Some(replacement) = replacement {
+                    text.push_str(&format!("replacement = {replacement:?}\n"));
+                }
+                if let Some(modulus) = modulus.filter(|modulus| *modulus <= i64::MAX as u64) {
+                    text.push_str(&format!("modulus = {modulus}\n"));
+                }
+                text
+            },
+        )
         .boxed()
 }
 
@@ -113,6 +124,7 @@ fn relabel_steps_run_on_any_labels_or_are_refused_cleanly() {
                 let Ok(relabel) = Relabel::build(&parsed.step, "alert_relabel_configs") else {
                     return Ok(());
                 };
+                let original = labels.clone();
                 let (mut first, mut second) = (labels.clone(), labels);
                 let kept = relabel.process(&mut first);
                 if kept != relabel.process(&mut second) || (kept && first != second) {
@@ -121,6 +133,16 @@ fn relabel_steps_run_on_any_labels_or_are_refused_cleanly() {
                 if kept && let Some(bad) = first.keys().find(|name| !is_label_name(name)) {
                     // labelmap may only write names its template allows: still a name
                     return Err(format!("kept an invalid label name {bad:?}"));
+                }
+                let yaml = serde_yaml_ng::to_string(&parsed.step)
+                    .map_err(|error| format!("the steps do not serialize: {error}"))?;
+                let read_back: Vec<RelabelConfig> = serde_yaml_ng::from_str(&yaml)
+                    .map_err(|error| format!("{yaml:?} does not read back: {error}"))?;
+                let read_back = Relabel::build(&read_back, "relabel_configs")
+                    .map_err(|errors| format!("{yaml:?} is refused once written: {errors:?}"))?;
+                let mut third = original;
+                if read_back.process(&mut third) != kept || (kept && third != first) {
+                    return Err(format!("{yaml:?} relabels differently once written"));
                 }
                 Ok(())
             })
