@@ -413,7 +413,8 @@ impl Tailer {
         for key in keys {
             all_at_end &= self.read_file(key)?;
         }
-        // a pending file has no complete line yet: nothing of it is unread
+        // a file still pending after `identify_pending` has no complete line yet:
+        // nothing of it is unread (one truncated in this pass said it is not at its end)
         Ok(all_at_end)
     }
 
@@ -532,7 +533,10 @@ impl Tailer {
                     .unwrap_or(true));
         if truncated {
             self.truncated(key);
-            return Ok(true);
+            // what it holds now was written before this pass and is read only by the
+            // next one (once identified): not at its end, or this pass's time would
+            // become a watermark that passed those lines unread
+            return Ok(false);
         }
         let grew = length != tailed.last_len;
         tailed.last_len = length;
@@ -728,4 +732,86 @@ pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::agent::config::InputConfig;
+
+    /// A tailer of `dir/app.json*` whose batches nobody ships (the test reads its builder).
+    fn tailer(dir: &Path) -> (Tailer, tokio::sync::mpsc::Receiver<Batch>) {
+        let config = AgentConfig {
+            inputs: vec![InputConfig {
+                paths: vec![dir.join("app.json*").display().to_string()],
+                ..InputConfig::default()
+            }],
+            ..AgentConfig::default()
+        };
+        let state_dir = dir.join("state");
+        std::fs::create_dir_all(&state_dir).expect("mkdir");
+        let checkpoints = Checkpoints::load(&state_dir).expect("checkpoints");
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let tailer = Tailer::new(
+            &config,
+            &state_dir,
+            "test-host",
+            Target::Lookout,
+            Arc::new(Mutex::new(checkpoints)),
+            sender,
+            Arc::new(Wake::default()),
+            Arc::new(AgentMetrics::default()),
+        );
+        (tailer, receiver)
+    }
+
+    fn write_lines(path: &Path, seqs: std::ops::Range<u32>, truncate: bool) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!truncate)
+            .truncate(truncate)
+            .open(path)
+            .expect("open");
+        for seq in seqs {
+            writeln!(file, r#"{{"seq":{seq}}}"#).expect("write");
+        }
+    }
+
+    /// Passes until one reports every file at its end (as the run loop does before it
+    /// claims an end-of-file time), at most `limit`.
+    fn pass_to_end(tailer: &mut Tailer, limit: usize) {
+        for _ in 0..limit {
+            let Ok(all_at_end) = tailer.pass() else {
+                panic!("the receiver is alive")
+            };
+            if all_at_end {
+                return;
+            }
+        }
+        panic!("no pass reached the end of every file in {limit} passes");
+    }
+
+    /// Regression (the agent model's flake): a pass that found a file truncated and
+    /// rewritten reported it at its end, so the watermark passed the new lines unread.
+    #[test]
+    fn a_pass_reports_the_end_only_after_reading_what_a_truncated_file_holds_anew() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.json");
+        write_lines(&path, 0..20, false);
+        let (mut tailer, _receiver) = tailer(dir.path());
+        tailer.rescan();
+        pass_to_end(&mut tailer, 4);
+        assert_eq!(tailer.builder.lines(), 20);
+        // copytruncate, then the application writes on (less than was there before)
+        write_lines(&path, 20..23, true);
+        pass_to_end(&mut tailer, 4);
+        assert_eq!(
+            tailer.builder.lines(),
+            23,
+            "every line written before the pass that reported the end is read by then"
+        );
+    }
 }
