@@ -8,13 +8,17 @@
 //!
 //! What tantivy lacks is added around it: `format` and `time_zone` of date histograms
 //! (`date_format`, printed into `key_as_string`), date math in histogram bounds, `filter`
-//! with ES query DSL bodies and `filters` (`filters`). Aggregations Elasticsearch has and
-//! tantivy does not (pipelines, geo grids, `rate`, `top_metrics`) are refused with a hint.
+//! with ES query DSL bodies and `filters` (`filters`), `rate` (`rate`) and the parent
+//! pipeline aggregations (`pipeline`), computed over the finished buckets. Aggregations
+//! Elasticsearch has and tantivy does not (geo grids, `top_metrics`, the `moving_avg`
+//! Elasticsearch 8 removed) are refused with a hint.
 //! An aggregation's keys may come in any order: each is read by its name.
 
 mod date_format;
 mod filters;
 mod metric_numbers;
+pub mod pipeline;
+mod rate;
 
 use serde_json::{Map, Value};
 use tantivy::Searcher;
@@ -51,6 +55,10 @@ type Level = Vec<(String, Shape)>;
 struct Shape {
     kind: ShapeKind,
     sub: Level,
+    /// The pipeline aggregations among the sub-aggregations, run over the buckets.
+    pipelines: Vec<pipeline::Pipeline>,
+    /// The `rate`s among the sub-aggregations, divided in each bucket.
+    rates: Vec<rate::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +82,9 @@ pub fn translate(
     compile_filter: FilterCompiler<'_>,
 ) -> Result<Translated, QueryError> {
     let mut rewritten = aggs.clone();
+    // refuses any pipeline or rate at the top: it has no parent's buckets to run over
+    pipeline::take_level(&mut rewritten, None, "aggs")?;
+    rate::take_level(&mut rewritten, &rate::Parent::default(), "aggs")?;
     let mut rewriter = Rewriter {
         now_micros,
         compile_filter,
@@ -124,31 +135,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("geotile_grid", "geo fields are not indexed"),
     (
         "moving_avg",
-        "compute moving averages over the date histogram's buckets in the client",
-    ),
-    (
-        "moving_fn",
-        "compute moving functions over the date histogram's buckets in the client",
-    ),
-    (
-        "derivative",
-        "compute derivatives over the date histogram's buckets in the client",
-    ),
-    (
-        "cumulative_sum",
-        "compute cumulative sums over the date histogram's buckets in the client",
-    ),
-    (
-        "bucket_script",
-        "compute bucket scripts over the buckets in the client",
-    ),
-    (
-        "serial_diff",
-        "compute serial differences over the buckets in the client",
-    ),
-    (
-        "rate",
-        "divide a `sum` by the date histogram's interval instead",
+        "Elasticsearch 8 removed it; use `moving_fn` with a script such as `MovingFunctions.unweightedAvg(values)` (Grafana: choose Moving Function)",
     ),
     (
         "top_metrics",
@@ -196,10 +183,17 @@ impl Rewriter<'_> {
             let mut shape = Shape {
                 kind: ShapeKind::Plain,
                 sub: Level::new(),
+                pipelines: Vec::new(),
+                rates: Vec::new(),
             };
+            let parent = rate::Parent::of(definition);
             for (kind, body) in definition.iter_mut() {
                 if kind == "aggs" {
-                    shape.sub = self.rewrite_level(body, &format!("{at}][aggs"), &here)?;
+                    let at = format!("{at}][aggs");
+                    // pipelines first: their paths may name a rate
+                    shape.pipelines = pipeline::take_level(body, parent.kind.as_deref(), &at)?;
+                    shape.rates = rate::take_level(body, &parent, &at)?;
+                    shape.sub = self.rewrite_level(body, &at, &here)?;
                     continue;
                 }
                 if kind == "meta" {
@@ -263,10 +257,10 @@ impl Rewriter<'_> {
         // the expanded filters' shapes stand for their `filters` aggregation
         for (name, filters_shape) in expanded {
             let prefix = format!("{name}{}", filters::EXPANDED_SEPARATOR);
-            let sub = shapes
+            let (sub, pipelines) = shapes
                 .iter()
                 .find(|(expanded, _)| expanded.starts_with(&prefix))
-                .map(|(_, shape)| shape.sub.clone())
+                .map(|(_, shape)| (shape.sub.clone(), shape.pipelines.clone()))
                 .unwrap_or_default();
             shapes.retain(|(expanded, _)| !expanded.starts_with(&prefix));
             shapes.push((
@@ -274,6 +268,8 @@ impl Rewriter<'_> {
                 Shape {
                     kind: ShapeKind::Filters(filters_shape),
                     sub,
+                    pipelines,
+                    rates: Vec::new(),
                 },
             ));
         }
@@ -536,7 +532,7 @@ pub fn finish(
         .map_err(|error| tantivy::TantivyError::InternalError(error.to_string()))?;
     if let Value::Object(results) = &mut results {
         metric_numbers::shape(&request, results);
-        reshape(&shapes, results);
+        reshape(&shapes, results).map_err(tantivy::TantivyError::InvalidArgument)?;
     }
     // tantivy counts the buckets it collects; the empty ones `min_doc_count: 0` and
     // `extended_bounds` add at the end only count against its memory limit. Elasticsearch
@@ -554,8 +550,9 @@ pub fn finish(
 }
 
 /// Gives one level of an answer the shapes tantivy does not: `filters` buckets put back
-/// together, `key_as_string` in the asked format and zone.
-fn reshape(shapes: &Level, results: &mut Map<String, Value>) {
+/// together, `key_as_string` in the asked format and zone, the pipeline aggregations'
+/// values (an error when one cannot be computed).
+fn reshape(shapes: &Level, results: &mut Map<String, Value>) -> Result<(), String> {
     for (name, shape) in shapes {
         if let ShapeKind::Filters(filters_shape) = &shape.kind {
             filters::reassemble(results, name, filters_shape);
@@ -570,11 +567,13 @@ fn reshape(shapes: &Level, results: &mut Map<String, Value>) {
         // a `filter` answers its sub-aggregations beside its `doc_count`
         if result.get("buckets").is_none() {
             if let Value::Object(single) = result {
-                reshape(&shape.sub, single);
+                reshape(&shape.sub, single)?;
+                pipeline::apply_all(&shape.pipelines, &mut [single])?;
             }
             continue;
         }
-        for bucket in filters::buckets_of(result) {
+        let mut buckets = filters::buckets_of(result);
+        for bucket in buckets.iter_mut() {
             if let ShapeKind::DateHistogram { format, zone } = &shape.kind
                 && let Some(key) = bucket.get("key").and_then(Value::as_f64)
             {
@@ -583,9 +582,12 @@ fn reshape(shapes: &Level, results: &mut Map<String, Value>) {
                     Value::String(format.print(key as i64, zone)),
                 );
             }
-            reshape(&shape.sub, bucket);
+            rate::apply(&shape.rates, bucket);
+            reshape(&shape.sub, bucket)?;
         }
+        pipeline::apply_all(&shape.pipelines, &mut buckets)?;
     }
+    Ok(())
 }
 
 /// Over exactly one value every deviation and variance is 0 and the bounds are the mean,

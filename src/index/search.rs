@@ -5,10 +5,13 @@
 //! A search opens only the partitions whose time span overlaps the query's `@timestamp`
 //! bounds. Hits are identified across partitions by `(partition, segment, doc)`, which also
 //! orders `_doc` sorting and lets scroll pages continue after the last hit of the previous
-//! page (search-after on pinned searchers), without deep paging.
+//! page (search-after on pinned searchers), without deep paging. A request's own
+//! `search_after` continues after a hit's sort values ([`search_after`]).
 
 pub mod hit_fields;
 pub mod scroll;
+pub mod search_after;
+pub mod source_filter;
 
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -27,6 +30,7 @@ use super::query::dsl::parse_query;
 use super::query::{FieldRef, ParseContext, Query, QueryError, compile::compile};
 use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
 use super::store::{IndexStore, LogIndex};
+pub use source_filter::{SourceFilter, filter_source};
 
 /// Largest `from + size` (Elasticsearch's `index.max_result_window`).
 pub const MAX_RESULT_WINDOW: usize = 10_000;
@@ -52,24 +56,6 @@ pub enum TrackTotalHits {
     Off,
 }
 
-/// `_source` filtering: `includes`/`excludes` patterns, or no source at all.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SourceFilter {
-    pub enabled: bool,
-    pub includes: Vec<String>,
-    pub excludes: Vec<String>,
-}
-
-impl SourceFilter {
-    pub fn all() -> Self {
-        SourceFilter {
-            enabled: true,
-            includes: Vec::new(),
-            excludes: Vec::new(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub query: Query,
@@ -92,6 +78,8 @@ pub struct SearchRequest {
     /// `fields` and `docvalue_fields`, rendered into each hit's `fields`.
     pub fields: Vec<hit_fields::FieldRequest>,
     pub highlight: Option<hit_fields::Highlight>,
+    /// The sort values hits must come strictly after (`search_after`).
+    pub search_after: Option<Vec<SortValue>>,
 }
 
 impl SearchRequest {
@@ -120,6 +108,7 @@ impl Default for SearchRequest {
             parse_context: None,
             fields: Vec::new(),
             highlight: None,
+            search_after: None,
         }
     }
 }
@@ -257,12 +246,16 @@ fn compare_hits(sort: &[SortField], left: &ScoredHit, right: &ScoredHit) -> Orde
     left.position.cmp(&right.position)
 }
 
-/// Keeps the best `limit` hits after `after` in `sort` order.
+/// Keeps the best `limit` hits after `after` (and after `search_after`'s values) in
+/// `sort` order.
 struct TopHits {
     sort: Arc<Vec<SortField>>,
     limit: usize,
     partition: u32,
     after: Option<Arc<ScoredHit>>,
+    search_after: Option<Arc<Vec<SortValue>>>,
+    /// The partition's segments' doc bases, for `_doc` sort values.
+    doc_bases: Arc<Vec<u64>>,
 }
 
 enum SegmentSortColumn {
@@ -281,6 +274,8 @@ struct TopHitsSegment {
     partition: u32,
     segment: SegmentOrdinal,
     after: Option<Arc<ScoredHit>>,
+    search_after: Option<Arc<Vec<SortValue>>>,
+    doc_bases: Arc<Vec<u64>>,
     hits: Vec<ScoredHit>,
     buffer: String,
 }
@@ -333,6 +328,8 @@ impl Collector for TopHits {
             partition: self.partition,
             segment,
             after: self.after.clone(),
+            search_after: self.search_after.clone(),
+            doc_bases: self.doc_bases.clone(),
             hits: Vec::new(),
             buffer: String::new(),
         })
@@ -370,10 +367,16 @@ impl SegmentCollector for TopHitsSegment {
         for column in &self.columns {
             values.push(match column {
                 SegmentSortColumn::Score => SortValue::Number(f64::from(score)),
-                SegmentSortColumn::Doc => SortValue::Missing,
+                SegmentSortColumn::Doc => SortValue::Number(search_after::doc_ordinal(
+                    self.partition,
+                    &self.doc_bases,
+                    self.segment,
+                    doc,
+                )),
+                // `@timestamp` is a `date`: it sorts (and pages) by the millisecond
                 SegmentSortColumn::Timestamp(column) => {
                     column.first(doc).map_or(SortValue::Missing, |date| {
-                        SortValue::Number(date.into_timestamp_micros() as f64 / 1000.0)
+                        SortValue::Number(date.into_timestamp_micros().div_euclid(1000) as f64)
                     })
                 }
                 SegmentSortColumn::Numeric(column, column_type) => {
@@ -401,6 +404,11 @@ impl SegmentCollector for TopHitsSegment {
         };
         if let Some(after) = &self.after
             && compare_hits(&self.sort, &hit, after) != Ordering::Greater
+        {
+            return;
+        }
+        if let Some(after) = &self.search_after
+            && !search_after::is_after(&self.sort, &hit.values, after)
         {
             return;
         }
@@ -543,6 +551,7 @@ pub fn execute(
         .timeout
         .map(|timeout| std::time::Instant::now() + timeout);
     let mut timed_out = false;
+    let search_after = request.search_after.clone().map(Arc::new);
     for (partition, target) in targets.iter().enumerate() {
         if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
             timed_out = true;
@@ -561,6 +570,8 @@ pub fn execute(
             limit: window,
             partition: partition as u32,
             after: after.clone(),
+            search_after: search_after.clone(),
+            doc_bases: Arc::new(search_after::doc_bases(&target.searcher)),
         };
         let aggregation_collector = aggregations.as_ref().map(|aggregations| {
             aggregation::collector(
@@ -701,7 +712,6 @@ pub fn render_hits(
                         .iter()
                         .zip(&hit.values)
                         .map(|(field, value)| match field.key {
-                            SortKey::Doc => json!(hit.position.doc),
                             SortKey::Score => json!(hit.score),
                             // ES renders date sort values as epoch milliseconds
                             SortKey::Timestamp => match value {
@@ -717,60 +727,6 @@ pub fn render_hits(
         rendered.push(Value::Object(object));
     }
     Ok(rendered)
-}
-
-/// Applies `_source` includes/excludes (dotted paths, `*` wildcards) in place.
-pub fn filter_source(value: &mut Value, filter: &SourceFilter) {
-    if filter.includes.is_empty() && filter.excludes.is_empty() {
-        return;
-    }
-    let Value::Object(map) = value else { return };
-    let mut flat = Vec::new();
-    flatten_paths(map, String::new(), &mut flat);
-    let keep = |path: &str| {
-        let matches = |pattern: &String| {
-            super::store::glob_match(pattern, path) || path.starts_with(&format!("{pattern}."))
-        };
-        (filter.includes.is_empty() || filter.includes.iter().any(matches))
-            && !filter.excludes.iter().any(matches)
-    };
-    let mut result = Map::new();
-    for (path, leaf) in flat {
-        if keep(&path) {
-            insert_path(&mut result, &path, leaf);
-        }
-    }
-    *map = result;
-}
-
-fn flatten_paths(map: &Map<String, Value>, prefix: String, out: &mut Vec<(String, Value)>) {
-    for (key, value) in map {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            Value::Object(inner) if !inner.is_empty() => flatten_paths(inner, path, out),
-            other => out.push((path, other.clone())),
-        }
-    }
-}
-
-fn insert_path(map: &mut Map<String, Value>, path: &str, leaf: Value) {
-    match path.split_once('.') {
-        None => {
-            map.insert(path.to_string(), leaf);
-        }
-        Some((head, rest)) => {
-            let entry = map
-                .entry(head.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(inner) = entry {
-                insert_path(inner, rest, leaf);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -806,20 +762,6 @@ mod tests {
             2
         );
         assert!(parse_sort(&json!({"status": "up"})).is_err());
-    }
-
-    #[test]
-    fn source_filtering_keeps_and_drops_dotted_paths() {
-        let mut source = json!({"a": 1, "http": {"status": 500, "path": "/x"}, "msg": "m"});
-        filter_source(
-            &mut source,
-            &SourceFilter {
-                enabled: true,
-                includes: vec!["http.*".into(), "a".into()],
-                excludes: vec!["http.path".into()],
-            },
-        );
-        assert_eq!(source, json!({"a": 1, "http": {"status": 500}}));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod filter_path;
 mod harness;
 mod key_order;
 mod notifier;
+mod pipeline;
 mod promql;
 mod query;
 mod relabel;

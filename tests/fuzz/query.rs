@@ -440,6 +440,39 @@ pub fn aggregations(depth: u32) -> BoxedStrategy<Value> {
         (number(), proptest::collection::vec(field(), 0..2))
             .prop_map(|(size, fields)| json!({"top_hits": {"size": size, "sort": [{"@timestamp": "desc"}], "_source": fields}})),
     ];
+    let path = || {
+        prop_oneof![
+            Just("_count".to_string()),
+            Just("_key".to_string()),
+            "[a-z0-9]{1,3}",
+            "[a-z0-9]{1,3}(\\.avg|\\[99\\]|>_count|>[a-z0-9]{1,2}|\\._bucket_count)",
+            proptest::sample::select(HOSTILE).prop_map(str::to_string),
+        ]
+    };
+    let gap = || proptest::sample::select(vec!["skip", "insert_zeros", "keep_values", "none"]);
+    let script = || {
+        prop_oneof![
+            proptest::sample::select(crate::pipeline::SCRIPT_SEEDS).prop_map(str::to_string),
+            words(),
+        ]
+    };
+    // inside a histogram they run over its buckets; elsewhere they are refused
+    let pipeline = prop_oneof![
+        (path(), gap(), proptest::option::of("(1m|second|day|5s|x|0s)")).prop_map(
+            |(path, gap, unit)| json!({"derivative": {"buckets_path": path, "gap_policy": gap, "unit": unit}})
+        ),
+        path().prop_map(|path| json!({"cumulative_sum": {"buckets_path": path}})),
+        (path(), number(), number(), script(), gap()).prop_map(
+            |(path, window, shift, script, gap)| json!({"moving_fn": {"buckets_path": path, "window": window, "shift": shift, "script": script, "gap_policy": gap}})
+        ),
+        (path(), number(), gap()).prop_map(
+            |(path, lag, gap)| json!({"serial_diff": {"buckets_path": path, "lag": lag, "gap_policy": gap}})
+        ),
+        (path(), path(), script(), gap()).prop_map(
+            |(first, second, script, gap)| json!({"bucket_script": {"buckets_path": {"var1": first, "var2": second}, "script": script, "gap_policy": gap}})
+        ),
+    ];
+    let metric = prop_oneof![4 => metric, 1 => pipeline];
     let bucket = prop_oneof![
         (field(), number(), number(), "(_count|_key|2)", "(asc|desc|up)").prop_map(
             |(field, size, min_doc_count, key, order)| json!({"terms": {"field": field, "size": size, "min_doc_count": min_doc_count, "order": {key: order}}})
@@ -508,8 +541,21 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
                 .prop_map(|(field, format)| json!([{"field": field, "format": format}, "*"])),
             harness::json_value(1),
         ]),
+        proptest::option::of(prop_oneof![
+            proptest::collection::vec(
+                prop_oneof![
+                    any::<i64>().prop_map(Value::from),
+                    any::<f64>().prop_map(Value::from),
+                    words().prop_map(Value::from),
+                    Just(Value::Null),
+                ],
+                0..4
+            )
+            .prop_map(Value::from),
+            harness::json_value(1),
+        ]),
     )
-        .prop_map(|(query, aggs, size, sort, source, highlight, fields)| {
+        .prop_map(|(query, aggs, size, sort, source, highlight, fields, search_after)| {
             let mut body = serde_json::Map::new();
             for (key, value) in [
                 ("query", query),
@@ -519,6 +565,7 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
                 ("_source", source),
                 ("highlight", highlight),
                 ("fields", fields),
+                ("search_after", search_after),
             ] {
                 if let Some(value) = value {
                     body.insert(key.into(), value);
@@ -530,6 +577,8 @@ fn search_body(depth: u32) -> impl Strategy<Value = Value> {
 
 /// Search bodies as Kibana and Grafana send them.
 pub const SEARCH_SEEDS: &[&str] = &[
+    r#"{"size":0,"aggs":{"2":{"date_histogram":{"field":"@timestamp","min_doc_count":0,"extended_bounds":{"min":1714554000000,"max":1714557600000},"format":"epoch_millis","fixed_interval":"10m"},"aggs":{"1":{"sum":{"field":"latency_ms"}},"3":{"derivative":{"buckets_path":"1","unit":"1m"}},"4":{"cumulative_sum":{"buckets_path":"_count"}},"5":{"moving_fn":{"buckets_path":"1","window":"5","script":"MovingFunctions.unweightedAvg(values)"}},"6":{"serial_diff":{"buckets_path":"1","lag":1}},"7":{"bucket_script":{"buckets_path":{"var1":"1","var2":"_count"},"script":"params.var1 * 100 / params.var2"}},"8":{"percentiles":{"field":"latency_ms","percents":["99"]}},"9":{"bucket_script":{"buckets_path":{"p":"8[99]","c":"4"},"script":{"source":"params.p - params.c"},"gap_policy":"insert_zeros"}}}}}}"#,
+    r#"{"size":10,"query":{"bool":{"filter":[{"range":{"@timestamp":{"format":"epoch_millis","gte":1714554000000,"lte":1714557600000}}}]}},"sort":{"@timestamp":{"order":"asc","unmapped_type":"boolean"},"_doc":{"order":"asc"}},"search_after":[1714555000000,4294967299],"docvalue_fields":["@timestamp"]}"#,
     r#"{"docvalue_fields":["@timestamp"],"query":{"bool":{"filter":[{"range":{"@timestamp":{"format":"epoch_millis","gte":1714554000000,"lte":1714557600000}}},{"query_string":{"analyze_wildcard":true,"query":"message:timeout"}}]}},"size":500,"sort":{"@timestamp":{"order":"desc","unmapped_type":"boolean"},"_doc":{"order":"desc"}},"highlight":{"pre_tags":["@HIGHLIGHT@"],"post_tags":["@/HIGHLIGHT@"],"fragment_size":2147483647,"fields":{"*":{}}},"fields":[{"field":"@timestamp","format":"strict_date_optional_time_nanos"}]}"#,
     r#"{"size":0,"aggs":{"3":{"filters":{"filters":{"errors":{"query_string":{"query":"status:500","analyze_wildcard":true}}},"other_bucket":true},"aggs":{"2":{"date_histogram":{"field":"@timestamp","fixed_interval":"10m","format":"yyyy-MM-dd HH:mm","time_zone":"Europe/Berlin","min_doc_count":0,"extended_bounds":{"min":"now-1h","max":"now"}}}}},"f":{"aggs":{"n":{"terms":{"field":"service"}}},"filter":{"term":{"service":"checkout"}}}}}"#,
     r#"{"size":0,"query":{"bool":{"filter":[{"range":{"@timestamp":{"gte":1714554000000,"lte":1714557600000,"format":"epoch_millis"}}},{"query_string":{"analyze_wildcard":true,"query":"service:checkout AND status:500"}}]}},"aggs":{"2":{"date_histogram":{"interval":"1m","field":"@timestamp","min_doc_count":0,"extended_bounds":{"min":1714554000000,"max":1714557600000},"format":"epoch_millis"},"aggs":{"3":{"terms":{"field":"service.keyword","size":10,"order":{"_count":"desc"},"min_doc_count":1}}}}}}"#,

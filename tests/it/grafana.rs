@@ -23,6 +23,7 @@ const NAMES: &[&str] = &[
     "logs_volume",
     "raw_data",
     "raw_document",
+    "pipelines",
 ];
 
 /// Six documents, one every ten minutes over the last hour: `label` a/b, `float` 10..60,
@@ -241,6 +242,151 @@ async fn grafana_requests_get_the_answers_its_parser_reads() {
         assert!(hit["_source"].get("secret").is_none(), "{hit}");
         assert!(hit["_source"]["message"].is_string(), "{hit}");
     }
+
+    assert_pipelines(&answer("pipelines")["aggregations"]["2"]);
+}
+
+/// The pipeline metrics and rates Grafana sends, computed as Elasticsearch 8 computes them over
+/// the six documents (sums 10, 20, … 60, one per ten-minute bucket, maybe an empty
+/// bucket at either end of the range).
+fn assert_pipelines(histogram: &Value) {
+    let buckets = buckets(histogram);
+    assert_eq!(doc_counts(histogram), 6, "{histogram}");
+    let filled: Vec<usize> = (0..buckets.len())
+        .filter(|index| buckets[*index]["doc_count"] == 1)
+        .collect();
+    assert_eq!(filled.len(), 6, "{histogram}");
+    assert!(
+        filled.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{histogram}"
+    );
+    // the first bucket has no derivative or serial difference: ES omits them
+    for absent in ["3", "6", "8"] {
+        assert!(buckets[0].get(absent).is_none(), "{absent}: {}", buckets[0]);
+    }
+    let mut total = 0.0;
+    for (order, index) in filled.iter().enumerate() {
+        let bucket = &buckets[*index];
+        let sum = 10.0 * (order as f64 + 1.0);
+        total += sum;
+        assert_eq!(bucket["1"]["value"], json!(sum), "{bucket}");
+        assert_eq!(
+            bucket["4"]["value"],
+            json!(total),
+            "cumulative sum: {bucket}"
+        );
+        assert_eq!(
+            bucket["7"]["value"],
+            json!(sum * 100.0),
+            "bucket script: {bucket}"
+        );
+        // rates: per minute of the sum, per second of the documents
+        assert_eq!(bucket["11"]["value"], json!(sum / 10.0), "{bucket}");
+        assert_eq!(bucket["12"]["value"], json!(1.0 / 600.0), "{bucket}");
+        let median = bucket["9"]["values"]["50.0"].as_f64().expect("a median");
+        assert_eq!(bucket["10"]["value"], json!(median - total), "{bucket}");
+        if order == 0 {
+            // the window before the first value is empty: null, as unweightedAvg's NaN
+            assert_eq!(bucket["5"]["value"], Value::Null, "{bucket}");
+            continue;
+        }
+        // after a filled bucket: a rise of 10 over 10 minutes, 1 a minute
+        assert_eq!(bucket["3"]["value"], json!(10.0), "derivative: {bucket}");
+        assert_eq!(bucket["3"]["normalized_value"], json!(1.0), "{bucket}");
+        assert_eq!(bucket["6"]["value"], json!(10.0), "serial diff: {bucket}");
+        assert_eq!(
+            bucket["8"]["value"],
+            json!(0.0),
+            "count derivative: {bucket}"
+        );
+        assert_eq!(
+            bucket["13"]["value"],
+            json!(1.0),
+            "rate derivative: {bucket}"
+        );
+        // the mean of the (at most) two values before this one
+        let window = if order == 1 { 10.0 } else { sum - 15.0 };
+        assert_eq!(
+            bucket["5"]["value"],
+            json!(window),
+            "moving average: {bucket}"
+        );
+    }
+    // empty buckets: no moving_fn value (skip), zeros in the insert_zeros script
+    for (index, bucket) in buckets.iter().enumerate() {
+        if filled.contains(&index) {
+            continue;
+        }
+        assert!(
+            bucket.get("5").is_none() && bucket.get("7").is_none(),
+            "{bucket}"
+        );
+        assert_eq!(
+            bucket["4"]["value"],
+            json!(if index < filled[0] { 0.0 } else { 210.0 })
+        );
+        assert_eq!(bucket["10"]["value"], json!(0.0), "{bucket}");
+    }
+}
+
+/// Elasticsearch 8 has no `moving_avg` (Grafana's legacy moving average) and runs no
+/// arbitrary Painless here: each answers a 400 that names it and says what to use.
+#[tokio::test]
+async fn removed_and_unsupported_pipelines_are_clear_400s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, body) = server
+        .post_ndjson(
+            "/grafana-logs/_bulk?refresh=true",
+            bulk_body("grafana-logs", &documents(now)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let histogram = |pipeline: Value| {
+        json!({"size": 0, "aggs": {"2": {
+            "date_histogram": {"field": "@timestamp", "fixed_interval": "10m", "min_doc_count": 0},
+            "aggs": {"1": {"sum": {"field": "float"}}, "3": pipeline}}}})
+    };
+    for (request, says) in [
+        (
+            histogram(
+                json!({"moving_avg": {"buckets_path": "1", "model": "holt", "window": 5, "settings": {"alpha": 0.5, "beta": 0.5}}}),
+            ),
+            "Elasticsearch 8 removed it; use `moving_fn`",
+        ),
+        (
+            histogram(
+                json!({"moving_fn": {"buckets_path": "1", "window": 5, "script": "values.length > 0 ? values[0] : 0"}}),
+            ),
+            "the script `values.length > 0 ? values[0] : 0` is not supported",
+        ),
+        (
+            histogram(
+                json!({"bucket_script": {"buckets_path": {"a": "1"}, "script": "Math.sqrt(params.a)"}}),
+            ),
+            "the script `Math.sqrt(params.a)` is not supported",
+        ),
+        (
+            histogram(json!({"derivative": {"buckets_path": "9"}})),
+            "No aggregation found for path [9]",
+        ),
+        (
+            histogram(
+                json!({"moving_fn": {"buckets_path": "1", "window": 5, "script": "MovingFunctions.holtWinters(values, 0.3, 0.1, 0.1, 4, false)"}}),
+            ),
+            "Holt-Winters aggregation requires at least (2 * period == 2 * 4 == 8) data-points",
+        ),
+        (
+            json!({"size": 0, "aggs": {"d": {"derivative": {"buckets_path": "_count"}}}}),
+            "must have a histogram, date_histogram or auto_date_histogram as parent",
+        ),
+    ] {
+        let (status, answer) = server.post_json("/grafana-*/_search", &request).await;
+        assert_eq!(status, 400, "{request}: {answer}");
+        let reason = answer["error"]["reason"].as_str().expect("a reason");
+        assert!(reason.contains(says), "{request}: {reason}");
+    }
 }
 
 /// Keys in any order: every fixture's body with its objects' keys reversed answers the
@@ -321,4 +467,77 @@ async fn field_pickers_read_the_index_pattern_mapping() {
     let (status, caps) = server.get("/grafana-*/_field_caps?fields=*").await;
     assert_eq!(status, 200, "{caps}");
     assert!(caps["fields"]["level"].is_object(), "{caps}");
+}
+
+/// What Grafana's raw document and table panels and Kibana-style clients also send:
+/// `track_total_hits` as true, false or a number, `_source` includes and excludes with
+/// wildcards, and `hard_bounds` (numbers or date math) that keep buckets within them.
+#[tokio::test]
+async fn total_hits_source_filtering_and_hard_bounds_answer_as_elasticsearch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, body) = server
+        .post_ndjson(
+            "/grafana-logs/_bulk?refresh=true",
+            bulk_body("grafana-logs", &documents(now)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let search = |body: Value| {
+        let server = &server;
+        async move {
+            let (status, answer) = server.post_json("/grafana-*/_search", &body).await;
+            assert_eq!(status, 200, "{body}: {answer}");
+            answer
+        }
+    };
+    let answer = search(json!({"size": 0, "track_total_hits": 2})).await;
+    assert_eq!(
+        answer["hits"]["total"],
+        json!({"value": 2, "relation": "gte"})
+    );
+    let answer = search(json!({"size": 0, "track_total_hits": true})).await;
+    assert_eq!(
+        answer["hits"]["total"],
+        json!({"value": 6, "relation": "eq"})
+    );
+    let answer = search(json!({"size": 0, "track_total_hits": false})).await;
+    assert!(answer["hits"].get("total").is_none(), "{answer}");
+
+    let answer =
+        search(json!({"size": 6, "_source": {"includes": ["l*", "float"], "excludes": ["label"]}}))
+            .await;
+    for hit in answer["hits"]["hits"].as_array().expect("hits") {
+        let keys: Vec<&String> = hit["_source"]
+            .as_object()
+            .expect("a source")
+            .keys()
+            .collect();
+        assert_eq!(keys, ["float", "level"], "{hit}");
+    }
+    let answer = search(json!({"size": 1, "_source": false})).await;
+    assert!(
+        answer["hits"]["hits"][0].get("_source").is_none(),
+        "{answer}"
+    );
+
+    let answer = search(json!({"size": 0, "aggs": {
+        "h": {"histogram": {"field": "float", "interval": 10, "hard_bounds": {"min": 20, "max": 40}}},
+        "d": {"date_histogram": {"field": "@timestamp", "fixed_interval": "10m", "min_doc_count": 0,
+            "hard_bounds": {"min": "now-30m", "max": "now"}}}}}))
+    .await;
+    let keys: Vec<f64> = buckets(&answer["aggregations"]["h"])
+        .iter()
+        .map(|bucket| bucket["key"].as_f64().expect("a key"))
+        .collect();
+    assert_eq!(keys, [20.0, 30.0, 40.0], "{answer}");
+    let dates = buckets(&answer["aggregations"]["d"]);
+    assert!(!dates.is_empty(), "{answer}");
+    for bucket in dates {
+        let key = bucket["key"].as_f64().expect("a key") as i64;
+        assert!(key >= now - 40 * 60_000 && key <= now, "{bucket}");
+    }
+    // the documents 25, 15 and 5 minutes old
+    assert_eq!(doc_counts(&answer["aggregations"]["d"]), 3, "{answer}");
 }

@@ -37,6 +37,7 @@ mod routing;
 mod rule_correctness;
 mod rules_api;
 mod schedule_validation;
+mod search_after;
 mod severity_routing;
 mod slack;
 mod tenant_keys;

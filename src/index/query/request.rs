@@ -6,7 +6,8 @@
 //! A `_count` request is its body's `query` or the URL's `q` ([`count_query`]).
 //!
 //! `fields`, `docvalue_fields` and `highlight` add to each hit
-//! ([`crate::index::search::hit_fields`]).
+//! ([`crate::index::search::hit_fields`]); `search_after` continues after a hit's sort
+//! values ([`crate::index::search::search_after`]).
 //!
 //! Keys Elasticsearch accepts that change nothing here (`version`, `script_fields`, …) are
 //! ignored; an unknown key is a `parsing_exception`, as in Elasticsearch. Reads no index.
@@ -20,7 +21,7 @@ use super::dsl::{ParseContext, parse_query};
 use super::lucene::{self, LuceneOptions};
 use super::{Operator, Query, QueryError};
 use crate::index::search::hit_fields::{parse_fields, parse_highlight};
-use crate::index::search::{SearchRequest, SourceFilter, TrackTotalHits, parse_sort};
+use crate::index::search::{SearchRequest, SourceFilter, TrackTotalHits, parse_sort, search_after};
 
 /// A search's `timeout` (`"500ms"`, `"10s"`): past it the search stops between
 /// partitions and answers what it found with `timed_out: true`, as Elasticsearch does.
@@ -47,6 +48,7 @@ pub fn search_request(
             return Err(QueryError::parsing("the search body must be a JSON object"));
         }
     };
+    let mut search_after = None;
     for (key, value) in body {
         match key.as_str() {
             "query" => request.query = parse_query(value, context)?,
@@ -59,6 +61,7 @@ pub fn search_request(
             "timeout" => request.timeout = Some(search_timeout(value.as_str().unwrap_or(""))?),
             "fields" | "docvalue_fields" => request.fields.extend(parse_fields(value, key)?),
             "highlight" => request.highlight = Some(parse_highlight(value)?),
+            "search_after" => search_after = Some(value),
             "track_scores"
             | "version"
             | "seq_no_primary_term"
@@ -68,7 +71,6 @@ pub fn search_request(
             | "terminate_after"
             | "runtime_mappings"
             | "script_fields"
-            | "search_after"
             | "pit"
             | "collapse"
             | "suggest"
@@ -136,6 +138,15 @@ pub fn search_request(
     if let Some(value) = params.get("track_total_hits") {
         request.track_total_hits =
             track_total(&serde_json::from_str(value).unwrap_or(Value::String(value.clone())))?;
+    }
+    // read last: the URL may have changed `sort` and `from`
+    if let Some(values) = search_after {
+        request.search_after = Some(search_after::parse(
+            values,
+            &request.sort,
+            request.from,
+            context.now_micros,
+        )?);
     }
     Ok(request)
 }

@@ -55,6 +55,12 @@ async fn run_search(
         .get("scroll")
         .map(|text| parse_keep_alive(text))
         .transpose()?;
+    if scroll.is_some() && request.search_after.is_some() {
+        return Err(bad_request(
+            "search_context_exception",
+            "`search_after` cannot be used in a scroll context; page with one or the other",
+        ));
+    }
     if scroll.is_some() && request.sort.is_empty() {
         request.sort = vec![search::SortField {
             key: search::SortKey::Doc,
