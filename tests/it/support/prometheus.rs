@@ -97,6 +97,28 @@ impl Prometheus {
         std::fs::read_to_string(self.storage.with_extension("log")).unwrap_or_default()
     }
 
+    /// Remote-write requests it answered 400 since it (re)started (its own
+    /// `prometheus_http_requests_total`): those holding a sample it already had.
+    pub async fn write_requests_refused(&self) -> f64 {
+        let page = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("prometheus /metrics")
+            .text()
+            .await
+            .expect("text");
+        page.lines()
+            .filter(|line| {
+                line.starts_with("prometheus_http_requests_total{")
+                    && line.contains("code=\"400\"")
+                    && line.contains("handler=\"/api/v1/write\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// `GET /api/v1/query` at `time` (Unix seconds); the `data.result` array.
     pub async fn query(&self, query: &str, time: f64) -> Vec<Value> {
         query_api(&self.client, &self.url("/api/v1/query"), query, time).await
