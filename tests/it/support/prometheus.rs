@@ -32,6 +32,8 @@ impl Prometheus {
     /// Starts Prometheus on `port` with `config` (prometheus.yml text) and its TSDB in
     /// `dir`.
     pub async fn start(dir: &Path, port: u16, config: &str) -> Prometheus {
+        // its client needs the TLS provider even when no other test installed it first
+        lookout::install_tls_provider();
         std::fs::create_dir_all(dir).expect("mkdir");
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("config");
