@@ -118,7 +118,8 @@ impl Prometheus {
                     && line.contains("handler=\"/api/v1/write\"")
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            // (an empty float sum is -0)
+            .fold(0.0, |total, count| total + count)
     }
 
     /// `GET /api/v1/query` at `time` (Unix seconds); the `data.result` array.
