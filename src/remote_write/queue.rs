@@ -370,10 +370,19 @@ async fn run_shard(mut receiver: mpsc::Receiver<Vec<Item>>, context: Arc<ShardCo
                     if batch.is_empty() {
                         deadline = tokio::time::Instant::now() + queue.batch_send_deadline;
                     }
-                    batch.extend(items);
-                    while batch.len() >= queue.max_samples_per_send {
-                        let rest = batch.split_off(queue.max_samples_per_send);
-                        let full = std::mem::replace(&mut batch, rest);
+                    // filled a batch at a time from the front: splitting the rest off a
+                    // long backlog would copy it again for every batch sent
+                    let mut items = items.into_iter();
+                    loop {
+                        let room = queue.max_samples_per_send - batch.len();
+                        batch.extend(items.by_ref().take(room));
+                        if batch.len() < queue.max_samples_per_send {
+                            break;
+                        }
+                        let full = std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(queue.max_samples_per_send),
+                        );
                         if !send(&context, full).await {
                             return;
                         }

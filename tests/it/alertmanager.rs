@@ -2,7 +2,8 @@
 //! `prometheus-alertmanager` peers gossiping on loopback, whose receiver is a webhook
 //! recorder in this process, and two `lookout serve` replicas with identical rules, each
 //! with its own `external_labels = { replica = … }` and `alert_relabel_configs` dropping
-//! it, both posting to both peers. Alertmanager deduplicates: the recorder gets one firing
+//! it, both posting to both peers, fed by one agent fanning out (`lookout ship --to A
+//! --to B`). Alertmanager deduplicates: the recorder gets one firing
 //! and one resolved notification per alert group, not two — also with one peer killed
 //! before the breach, and with one Lookout replica killed (`kill -9`) while firing.
 //!
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, bulk_body, listen, wait_until};
+use crate::support::{Agent, Server, agent_config, bulk_body, listen, wait_until};
 
 /// `--cluster.peer-timeout`: how long the second peer waits for the first one's
 /// notification to be gossiped before sending its own.
@@ -101,6 +102,26 @@ impl Drop for Peer {
 /// Two peers of one cluster whose receiver posts to `recorder`, both ready and each
 /// seeing the other as a member.
 async fn start_cluster(dir: &Path, recorder: &str) -> Vec<Peer> {
+    let config = alertmanager_config(dir, recorder);
+    let ports = [free_port(), free_port()];
+    let peers = vec![
+        Peer::start(&dir.join("am-0"), &config, ports[0], &[ports[1]]),
+        Peer::start(&dir.join("am-1"), &config, ports[1], &[ports[0]]),
+    ];
+    wait_ready(&peers).await;
+    peers
+}
+
+/// One peer alone (a cluster of one) whose receiver posts to `recorder`, ready.
+async fn start_single_peer(dir: &Path, recorder: &str) -> Peer {
+    let config = alertmanager_config(dir, recorder);
+    let peer = Peer::start(&dir.join("am-0"), &config, free_port(), &[]);
+    wait_ready(std::slice::from_ref(&peer)).await;
+    peer
+}
+
+/// The peers' `alertmanager.yml`: one group per alertname, sent at once, resolved too.
+fn alertmanager_config(dir: &Path, recorder: &str) -> PathBuf {
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,
@@ -110,16 +131,16 @@ async fn start_cluster(dir: &Path, recorder: &str) -> Vec<Peer> {
         ),
     )
     .expect("alertmanager.yml");
-    let ports = [free_port(), free_port()];
-    let peers = vec![
-        Peer::start(&dir.join("am-0"), &config, ports[0], &[ports[1]]),
-        Peer::start(&dir.join("am-1"), &config, ports[1], &[ports[0]]),
-    ];
+    config
+}
+
+/// Waits until every one of `peers` is ready and sees all of them as members.
+async fn wait_ready(peers: &[Peer]) {
     lookout::install_tls_provider();
     let client = reqwest::Client::new();
-    for peer in &peers {
+    for peer in peers {
         let status = format!("{}/api/v2/status", peer.url());
-        wait_until("the alertmanager peer sees its cluster of two", 60, || {
+        wait_until("the alertmanager peer sees its whole cluster", 60, || {
             let (client, status) = (client.clone(), status.clone());
             async move {
                 let Ok(response) = client.get(&status).send().await else {
@@ -127,12 +148,11 @@ async fn start_cluster(dir: &Path, recorder: &str) -> Vec<Peer> {
                 };
                 let body: Value = response.json().await.unwrap_or_default();
                 body["cluster"]["status"] == "ready"
-                    && body["cluster"]["peers"].as_array().map_or(0, Vec::len) == 2
+                    && body["cluster"]["peers"].as_array().map_or(0, Vec::len) == peers.len()
             }
         })
         .await;
     }
-    peers
 }
 
 /// What the recorder received: each notification's `status` and group labels.
@@ -164,14 +184,15 @@ fn count(received: &Received, alertname: &str, status: &str) -> usize {
         .count()
 }
 
-/// The rule both replicas run: more than 20 `status:500` lines within 4 s, every second.
-fn rule() -> Value {
+/// The rule both replicas run: more than 20 `status:500` lines within `window`, every
+/// second.
+fn rule(window: &str) -> Value {
     json!({
         "version": 1,
         "schedule": "* * * * * *",
         "index": "logs",
         "query": "status:500",
-        "window": "4s",
+        "window": window,
         "threshold": {"op": ">", "value": 20},
         "severity": "critical",
         "labels": {"team": "payments"},
@@ -181,16 +202,28 @@ fn rule() -> Value {
 
 /// A Lookout replica named `replica` posting to every peer in `peer_urls`.
 fn start_replica(dir: &Path, replica: &str, peer_urls: &[String]) -> Server {
+    start_replica_with(dir, replica, peer_urls, RESEND_DELAY, "4s")
+}
+
+/// [`start_replica`] with a `resend_delay` and the rule's `window`; started again with
+/// the same arguments, it is the same replica restarted (same data).
+fn start_replica_with(
+    dir: &Path,
+    replica: &str,
+    peer_urls: &[String],
+    resend_delay: &str,
+    window: &str,
+) -> Server {
     let dir = dir.join(format!("lookout-{replica}"));
     let queries = dir.join("queries");
     std::fs::create_dir_all(&queries).expect("mkdir");
-    std::fs::write(queries.join("checkout_5xx.json"), rule().to_string()).expect("rule");
+    std::fs::write(queries.join("checkout_5xx.json"), rule(window).to_string()).expect("rule");
     let urls: Vec<String> = peer_urls.iter().map(|url| format!("{url:?}")).collect();
     let config = dir.join("lookout.toml");
     std::fs::write(
         &config,
         format!(
-            "[global]\nexternal_labels = {{ replica = \"{replica}\", cluster = \"test\" }}\n\n[[alert_relabel_configs]]\nregex = \"replica\"\naction = \"labeldrop\"\n\n[notifiers.am]\ntype = \"alertmanager\"\nurls = [{}]\nresend_delay = \"{RESEND_DELAY}\"\ntimeout = \"2s\"\n\n[routing]\ndefault = [\"am\"]\n",
+            "[global]\nexternal_labels = {{ replica = \"{replica}\", cluster = \"test\" }}\n\n[[alert_relabel_configs]]\nregex = \"replica\"\naction = \"labeldrop\"\n\n[notifiers.am]\ntype = \"alertmanager\"\nurls = [{}]\nresend_delay = \"{resend_delay}\"\ntimeout = \"2s\"\n\n[routing]\ndefault = [\"am\"]\n",
             urls.join(", ")
         ),
     )
@@ -206,17 +239,66 @@ fn start_replica(dir: &Path, replica: &str, peer_urls: &[String]) -> Server {
     )
 }
 
-/// The same 25 `status:500` lines into each replica (what an agent fanning out does).
-async fn breach(replicas: &[&Server]) {
+/// One agent process fanning out to both replicas, `lookout ship --to A --to B`,
+/// tailing `logs/app.json` under `dir`; returns it and the file.
+fn start_agent(dir: &Path, replicas: [&Server; 2]) -> (Agent, PathBuf) {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let file = logs.join("app.json");
+    std::fs::write(&file, "").expect("log file");
+    let config = agent_config(
+        dir,
+        &replicas[0].base,
+        &[&format!("{}/*.json", logs.display())],
+        "",
+    );
+    // `Agent::spawn` appends `ship --config FILE`; the destinations go after it
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!(
+            "exec \"$0\" \"$@\" --to {} --to {}",
+            replicas[0].base, replicas[1].base
+        ),
+        env!("CARGO_BIN_EXE_lookout"),
+    ]);
+    (Agent::spawn(command, &config, true), file)
+}
+
+/// 25 `status:500` lines appended to the agent's file; waits until each replica stored
+/// them, exactly once.
+async fn breach(file: &Path, replicas: &[&Server]) {
+    use std::io::Write;
     let now = chrono::Utc::now().to_rfc3339();
-    let lines: Vec<Value> = (0..25)
-        .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
+    let lines: String = (0..25)
+        .map(|number| {
+            format!(
+                "{}\n",
+                json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")})
+            )
+        })
         .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .and_then(|mut out| out.write_all(lines.as_bytes()))
+        .expect("append");
     for replica in replicas {
-        let (status, body) = replica
-            .post_ndjson("/_bulk", bulk_body("logs", &lines))
-            .await;
-        assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+        wait_until("the agent shipped the lines to the replica", 30, || async {
+            stored_500s(replica).await >= 25
+        })
+        .await;
+        assert_eq!(stored_500s(replica).await, 25, "each line exactly once");
+    }
+}
+
+/// `status:500` lines `replica` holds (0 before its index exists).
+async fn stored_500s(replica: &Server) -> u64 {
+    let (status, body) = replica.get("/logs/_count?q=status:500").await;
+    if status == 200 {
+        body["count"].as_u64().expect("count")
+    } else {
+        0
     }
 }
 
@@ -288,6 +370,7 @@ async fn two_replicas_through_two_alertmanager_peers_notify_once() {
     let urls: Vec<String> = peers.iter().map(Peer::url).collect();
     let a = start_replica(dir.path(), "a", &urls);
     let b = start_replica(dir.path(), "b", &urls);
+    let (_agent, file) = start_agent(dir.path(), [&a, &b]);
     // Prometheus' /api/v1/alertmanagers lists every peer's alerts endpoint
     wait_until("the rules are running", 60, || async {
         a.get("/api/v1/alertmanagers").await.1["data"]["activeAlertmanagers"]
@@ -307,7 +390,7 @@ async fn two_replicas_through_two_alertmanager_peers_notify_once() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(active, endpoints, "{listed}");
-    breach(&[&a, &b]).await;
+    breach(&file, &[&a, &b]).await;
     // both replicas really posted to both peers: the deduplication is Alertmanager's
     for replica in [&a, &b] {
         for peer in 0..2 {
@@ -329,8 +412,9 @@ async fn with_one_alertmanager_peer_killed_before_the_breach_the_other_notifies_
     let urls: Vec<String> = peers.iter().map(Peer::url).collect();
     let a = start_replica(dir.path(), "a", &urls);
     let b = start_replica(dir.path(), "b", &urls);
+    let (_agent, file) = start_agent(dir.path(), [&a, &b]);
     peers[0].kill();
-    breach(&[&a, &b]).await;
+    breach(&file, &[&a, &b]).await;
     expect_one_firing_and_one_resolved(&received).await;
     // the dead peer is counted and in the history, by index (never its URL)
     let metrics = a.metrics().await;
@@ -357,7 +441,8 @@ async fn with_one_replica_killed_while_firing_the_survivor_resolves_once() {
     let urls: Vec<String> = peers.iter().map(Peer::url).collect();
     let a = start_replica(dir.path(), "a", &urls);
     let b = start_replica(dir.path(), "b", &urls);
-    breach(&[&a, &b]).await;
+    let (_agent, file) = start_agent(dir.path(), [&a, &b]);
+    breach(&file, &[&a, &b]).await;
     wait_until("the firing notification", 90, || async {
         count(&received, "checkout_5xx", "firing") >= 1
     })
@@ -371,4 +456,149 @@ async fn with_one_replica_killed_while_firing_the_survivor_resolves_once() {
     a.kill();
     expect_one_firing_and_one_resolved(&received).await;
     drop(b);
+}
+
+/// Lines that breach the rule, posted straight to `replica`.
+async fn breach_directly(replica: &Server) {
+    let now = chrono::Utc::now().to_rfc3339();
+    let lines: Vec<Value> = (0..25)
+        .map(|number| json!({"@timestamp": now, "status": 500, "message": format!("payment timeout {number}")}))
+        .collect();
+    let (status, body) = replica
+        .post_ndjson("/_bulk", bulk_body("logs", &lines))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+}
+
+/// `lookout_notifications_alertmanager_{what}_total` of peer `peer_index` (0 when absent).
+async fn peer_figure(replica: &Server, what: &str, peer_index: usize) -> f64 {
+    let prefix = format!(
+        "lookout_notifications_alertmanager_{what}_total{{notifier=\"am\",peer_index=\"{peer_index}\"}} "
+    );
+    replica
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_4xx_is_recorded_and_not_retried() {
+    let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (received, recorder) = start_recorder().await;
+    let peer = start_single_peer(dir.path(), &recorder).await;
+    // a peer refusing every post as Alertmanager refuses an invalid one
+    let refused: Received = Arc::default();
+    let sink = refused.clone();
+    let refusing = listen(axum::Router::new().route(
+        "/api/v2/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("refused lock").push(body);
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    r#"{"code":400,"message":"invalid label set"}"#,
+                )
+            }
+        }),
+    ))
+    .await;
+    let urls = [format!("http://{refusing}"), peer.url()];
+    // no resends within the test: every post the refusing peer gets is a first attempt
+    let replica = start_replica_with(dir.path(), "a", &urls, "1h", "4s");
+    breach_directly(&replica).await;
+    expect_one_firing_and_one_resolved(&received).await;
+
+    // the refusing peer got the firing post and the resolved post, each once: a 4xx is
+    // final, never retried
+    let posts = refused.lock().expect("refused lock").clone();
+    assert_eq!(posts.len(), 2, "{posts:#?}");
+    assert!(
+        posts[0][0]["endsAt"].as_str() > posts[1][0]["endsAt"].as_str(),
+        "firing (ends hours ahead), then resolved: {posts:#?}"
+    );
+    assert_eq!(peer_figure(&replica, "errors", 0).await, 2.0);
+    assert_eq!(peer_figure(&replica, "sent", 0).await, 0.0);
+    assert!(peer_figure(&replica, "sent", 1).await >= 2.0);
+    // alertmanager events are the notifier's, not a rule's: the whole history
+    let rejections = || async {
+        let (status, body) = replica.get("/_lookout/alerts/history?size=1000").await;
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|event| event["type"] == "alertmanager" && event["outcome"] == "rejected")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    wait_until("both refusals in the history", 30, || async {
+        rejections().await.len() >= 2
+    })
+    .await;
+    let rejections = rejections().await;
+    assert_eq!(rejections.len(), 2, "{rejections:#?}");
+    for event in &rejections {
+        assert_eq!(
+            (&event["peer_index"], &event["status"], &event["attempts"]),
+            (&json!(0), &json!(400), &json!(1)),
+            "{event}"
+        );
+        assert!(
+            event["error"]
+                .as_str()
+                .is_some_and(|error| error.contains("invalid label set")),
+            "the peer's answer is kept: {event}"
+        );
+    }
+}
+
+/// The alert fires through a single peer, Lookout is killed -9 and restarted before the
+/// `endsAt` it last posted: it resends what it tracked (`state/alertmanager/am.json`), so
+/// Alertmanager never ends the alert on its own and the receiver gets one firing and one
+/// resolved notification, the resolve when the rule resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_while_firing_resends_its_alerts_without_a_second_notification() {
+    let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (received, recorder) = start_recorder().await;
+    let peer = start_single_peer(dir.path(), &recorder).await;
+    let urls = [peer.url()];
+    // endsAt is 4 × 5 s ahead of each post: the restart fits well within it
+    let (resend_delay, window) = ("5s", "40s");
+    let replica = start_replica_with(dir.path(), "a", &urls, resend_delay, window);
+    let breached = chrono::Utc::now();
+    breach_directly(&replica).await;
+    wait_until("the firing notification", 60, || async {
+        count(&received, "checkout_5xx", "firing") >= 1
+    })
+    .await;
+    let state = dir.path().join("lookout-a/data/state/alertmanager/am.json");
+    let tracked = std::fs::read_to_string(&state).expect("the tracked alerts are saved");
+    assert!(tracked.contains("checkout_5xx"), "{tracked}");
+    replica.kill();
+    let replica = start_replica_with(dir.path(), "a", &urls, resend_delay, window);
+    wait_until("the restarted replica resends the alert", 30, || async {
+        peer_figure(&replica, "sent", 0).await >= 1.0
+    })
+    .await;
+    expect_one_firing_and_one_resolved(&received).await;
+    // resolved by Lookout when its window passed, not by Alertmanager at an old endsAt
+    let bodies = received.lock().expect("recorder lock").clone();
+    let resolved = bodies
+        .iter()
+        .find(|body| body["status"] == "resolved")
+        .expect("the resolved notification");
+    let ends_at = resolved["alerts"][0]["endsAt"]
+        .as_str()
+        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+        .expect("endsAt");
+    assert!(
+        ends_at >= breached + chrono::Duration::seconds(35),
+        "resolved at {ends_at}, before the breach ({breached}) left the 40 s window: {resolved}"
+    );
 }

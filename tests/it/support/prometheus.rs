@@ -32,6 +32,8 @@ impl Prometheus {
     /// Starts Prometheus on `port` with `config` (prometheus.yml text) and its TSDB in
     /// `dir`.
     pub async fn start(dir: &Path, port: u16, config: &str) -> Prometheus {
+        // its client needs the TLS provider even when no other test installed it first
+        lookout::install_tls_provider();
         std::fs::create_dir_all(dir).expect("mkdir");
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("config");
@@ -95,6 +97,29 @@ impl Prometheus {
     /// What Prometheus logged (warnings and errors).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.storage.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Remote-write requests it answered 400 since it (re)started (its own
+    /// `prometheus_http_requests_total`): those holding a sample it already had.
+    pub async fn write_requests_refused(&self) -> f64 {
+        let page = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("prometheus /metrics")
+            .text()
+            .await
+            .expect("text");
+        page.lines()
+            .filter(|line| {
+                line.starts_with("prometheus_http_requests_total{")
+                    && line.contains("code=\"400\"")
+                    && line.contains("handler=\"/api/v1/write\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            // (an empty float sum is -0)
+            .fold(0.0, |total, count| total + count)
     }
 
     /// `GET /api/v1/query` at `time` (Unix seconds); the `data.result` array.
