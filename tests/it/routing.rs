@@ -469,14 +469,12 @@ location = "UTC"
     assert_eq!(rules_sent(&team), ["checkout_down", "checkout_slow"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_or_the_process_dies()
-{
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A heartbeat service on loopback answering GET `path`: when each ping arrived.
+async fn ping_receiver(path: &str) -> (Arc<Mutex<Vec<std::time::Instant>>>, String) {
     let pings: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
     let recorder = pings.clone();
     let address = listen(axum::Router::new().route(
-        "/ping/s3cr3t-heartbeat",
+        path,
         axum::routing::get(move || {
             recorder
                 .lock()
@@ -486,6 +484,14 @@ async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_o
         }),
     ))
     .await;
+    (pings, address)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_or_the_process_dies()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pings, address) = ping_receiver("/ping/s3cr3t-heartbeat").await;
     let url = format!("http://{address}/ping/s3cr3t-heartbeat");
     let mut every_second = rule("warning", "5s", json!({}));
     every_second["max_delay"] = json!("1s");
@@ -569,19 +575,7 @@ async fn the_heartbeat_pings_while_healthy_and_stops_when_the_scheduler_stalls_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tenants_one_heartbeat_stops_when_any_tenants_rules_stall() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pings: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
-    let recorder = pings.clone();
-    let address = listen(axum::Router::new().route(
-        "/ping",
-        axum::routing::get(move || {
-            recorder
-                .lock()
-                .expect("pings")
-                .push(std::time::Instant::now());
-            async { "OK" }
-        }),
-    ))
-    .await;
+    let (pings, address) = ping_receiver("/ping").await;
     let config = dir.path().join("lookout.toml");
     std::fs::write(
         &config,
