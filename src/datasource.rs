@@ -104,7 +104,8 @@ pub enum DatasourceError {
 
 /// One datasource, ready to query.
 struct Datasource {
-    query_url: reqwest::Url,
+    /// The base URL, without a trailing `/`; endpoints (`/api/v1/query`) are appended.
+    base: String,
     auth: Option<AuthHeader>,
     timeout: Duration,
 }
@@ -123,16 +124,15 @@ impl Datasources {
         let mut sources = BTreeMap::new();
         for (name, config) in configs {
             let prefix = format!("datasources.{name}");
-            let query_url = reqwest::Url::parse(&config.url)
-                .ok()
-                .filter(|url| matches!(url.scheme(), "http" | "https"))
-                .and_then(|url| {
-                    let base = config.url.trim_end_matches('/');
-                    reqwest::Url::parse(&format!("{base}/api/v1/query"))
-                        .ok()
-                        .filter(|_| url.host().is_some())
-                });
-            let Some(query_url) = query_url else {
+            let base = config.url.trim_end_matches('/');
+            let valid = reqwest::Url::parse(&config.url).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && reqwest::Url::parse(&format!("{base}/api/v1/query")).is_ok()
+            });
+            if !valid {
                 errors.push(format!(
                     "`{prefix}.url`: `{}` is not an http(s) URL like \"http://prometheus:9090\"",
                     config.url
@@ -147,7 +147,7 @@ impl Datasources {
                     sources.insert(
                         name.clone(),
                         Datasource {
-                            query_url,
+                            base: base.to_string(),
                             auth,
                             timeout: config.timeout,
                         },
@@ -185,14 +185,51 @@ impl Datasources {
         query: &str,
         at_ms: i64,
     ) -> Result<Vec<(Labels, f64)>, DatasourceError> {
+        let time = format!("{:.3}", at_ms as f64 / 1000.0);
+        let answer = self
+            .get(name, "query", &[("query", query), ("time", &time)])
+            .await?;
+        parse_query_response(&answer.body).map_err(|problem| match problem {
+            ResponseProblem::Refused { error_type, error } => DatasourceError::Query {
+                name: name.to_string(),
+                error_type,
+                error,
+            },
+            ResponseProblem::Malformed(_) if !(200..300).contains(&answer.status) => {
+                DatasourceError::Status {
+                    name: name.to_string(),
+                    status: answer.status,
+                    body: String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+                        .into_owned(),
+                }
+            }
+            ResponseProblem::Malformed(reason) => DatasourceError::BadResponse {
+                name: name.to_string(),
+                reason,
+            },
+        })
+    }
+
+    /// `GET /api/v1/{endpoint}?{params}` on datasource `name`, with its auth and timeout:
+    /// the answer as it came (any status), or why there is none. The body is read up to
+    /// [`MAX_RESPONSE_BYTES`].
+    pub async fn get(
+        &self,
+        name: &str,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<RemoteAnswer, DatasourceError> {
         let (Some(source), Some(client)) = (self.sources.get(name), &self.client) else {
             return Err(DatasourceError::Unknown(name.to_string()));
         };
-        let time = format!("{:.3}", at_ms as f64 / 1000.0);
-        let mut url = source.query_url.clone();
-        url.query_pairs_mut()
-            .append_pair("query", query)
-            .append_pair("time", &time);
+        let endpoint_url = format!("{}/api/v1/{endpoint}", source.base);
+        let mut url =
+            reqwest::Url::parse(&endpoint_url).map_err(|error| DatasourceError::Unreachable {
+                name: name.to_string(),
+                url: endpoint_url.clone(),
+                error: error.to_string(),
+            })?;
+        url.query_pairs_mut().extend_pairs(params);
         let mut request = client.get(url).timeout(source.timeout);
         if let Some(auth) = &source.auth {
             request = request.header(reqwest::header::AUTHORIZATION, &auth.0);
@@ -206,13 +243,13 @@ impl Datasources {
             } else {
                 DatasourceError::Unreachable {
                     name: name.to_string(),
-                    url: source.query_url.to_string(),
+                    url: endpoint_url.clone(),
                     error: error_chain(&error),
                 }
             }
         };
         let mut response = request.send().await.map_err(failed)?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
@@ -223,23 +260,14 @@ impl Datasources {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_query_response(&body).map_err(|problem| match problem {
-            ResponseProblem::Refused { error_type, error } => DatasourceError::Query {
-                name: name.to_string(),
-                error_type,
-                error,
-            },
-            ResponseProblem::Malformed(_) if !status.is_success() => DatasourceError::Status {
-                name: name.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            },
-            ResponseProblem::Malformed(reason) => DatasourceError::BadResponse {
-                name: name.to_string(),
-                reason,
-            },
-        })
+        Ok(RemoteAnswer { status, body })
     }
+}
+
+/// An answer of a datasource's API, as it came.
+pub struct RemoteAnswer {
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
 /// An error with its causes (reqwest's own message hides why a connection failed).

@@ -109,6 +109,27 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/alerts", Needs(Read)),
     ("GET", "/api/v1/targets", Needs(Read)),
     ("GET", "/federate", Needs(Read)),
+    ("GET", "/_lookout/datasources", Needs(Read)),
+    (
+        "GET|POST",
+        "/_lookout/datasources/{name}/api/v1/query",
+        Needs(Read),
+    ),
+    (
+        "GET|POST",
+        "/_lookout/datasources/{name}/api/v1/query_range",
+        Needs(Read),
+    ),
+    (
+        "GET|POST",
+        "/_lookout/datasources/{name}/api/v1/labels",
+        Needs(Read),
+    ),
+    (
+        "GET",
+        "/_lookout/datasources/{name}/api/v1/label/{label}/values",
+        Needs(Read),
+    ),
     ("GET", "/api/v2/silences", Needs(Read)),
     ("POST", "/api/v2/silences", Needs(Edit)),
     ("GET", "/api/v2/silence/{id}", Needs(Read)),

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod body;
 pub mod browser_guard;
 pub mod bulk_answer;
+pub mod datasources;
 pub mod dispatch;
 pub mod elastic;
 pub mod error;
@@ -128,6 +129,7 @@ pub fn tenant_router(state: SharedState) -> Router {
         .merge(lookout::routes())
         .merge(prometheus::routes())
         .merge(federate::routes())
+        .merge(datasources::routes())
         .merge(prometheus_query::routes())
         .merge(prometheus_status::routes())
         .merge(alertmanager::routes())

@@ -74,6 +74,11 @@ impl Params {
         Ok(Params(pairs))
     }
 
+    /// Every parameter, in the order given.
+    pub(super) fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

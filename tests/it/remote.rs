@@ -405,6 +405,74 @@ scrape_configs:
         }
     }
 
+    // the UI's metrics page charts the datasource through Lookout: the relayed range
+    // query is Prometheus' own answer, and the list names no URL
+    let (status, list) = server.get("/_lookout/datasources").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list,
+        json!({"datasources": [{"name": "central", "type": "prometheus"},
+                               {"name": "down", "type": "prometheus"}]})
+    );
+    let range = format!(
+        "query=sum%20by%20(path)(app_requests_total)&start={}&end={at}&step=2",
+        at - 60.0
+    );
+    let (status, relayed) = server
+        .get(&format!(
+            "/_lookout/datasources/central/api/v1/query_range?{range}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{relayed}");
+    let own: Value = reqwest::get(federating.url(&format!("/api/v1/query_range?{range}")))
+        .await
+        .expect("prometheus answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(relayed, own, "the relayed answer is Prometheus' own");
+    assert!(
+        !relayed["data"]["result"]
+            .as_array()
+            .expect("result")
+            .is_empty(),
+        "{relayed}"
+    );
+    let (status, names) = server
+        .get("/_lookout/datasources/central/api/v1/label/__name__/values")
+        .await;
+    assert_eq!(status, 200, "{names}");
+    assert!(
+        names["data"]
+            .as_array()
+            .expect("names")
+            .contains(&json!("app_requests_total")),
+        "{names}"
+    );
+    // the remote's own errors come back as it gave them; Lookout's say what to do
+    let (status, refused) = server
+        .get("/_lookout/datasources/central/api/v1/query?query=sum(")
+        .await;
+    assert_eq!((status, &refused["errorType"]), (400, &json!("bad_data")));
+    let (status, unknown) = server
+        .get("/_lookout/datasources/nowhere/api/v1/query?query=up")
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("GET /_lookout/datasources")),
+        "{unknown}"
+    );
+    let (status, down) = server
+        .get("/_lookout/datasources/down/api/v1/query?query=up")
+        .await;
+    assert_eq!((status, &down["errorType"]), (503, &json!("unavailable")));
+    let (status, odd) = server
+        .get("/_lookout/datasources/central/api/v1/query?query=up&dedup=false")
+        .await;
+    assert_eq!((status, &odd["errorType"]), (400, &json!("bad_data")));
+
     // a rule evaluated on the datasource fires and resolves like a local one
     *body.lock().expect("body") = TARGET.replace("FLAG", "1");
     wait_until("the datasource rule fires", 60, || async {

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::support::browser::{browser, driver, sign_in, wait_for};
 use crate::support::rules::serve_rules_with_config;
 use crate::support::scrape::{scrape_config, scripted_target};
-use crate::support::{bulk_body, wait_until};
+use crate::support::{Server, bulk_body, wait_until};
 
 /// Polls until an element matching `css` has the `value` attribute `value`.
 async fn wait_for_value(client: &Client, css: &str, value: &str) {
@@ -64,7 +64,25 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
             .to_string(),
     )))
     .await;
+    // a second Lookout, with a metric only it scrapes: the metrics page's other data source
+    let edge_target = scripted_target(Arc::new(Mutex::new(
+        "# TYPE edge_queue_depth gauge\nedge_queue_depth{queue=\"mail\"} 7\n".to_string(),
+    )))
+    .await;
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("mkdir");
+    let edge_config = scrape_config(&edge_dir, &edge_target);
+    let edge = Server::start(
+        &edge_dir.join("data"),
+        &["--config", edge_config.to_str().expect("utf-8")],
+    );
     let config = scrape_config(dir.path(), &target);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[datasources.edge]\ntype = \"prometheus\"\nurl = \"{}\"\n",
+        edge.base
+    ));
+    std::fs::write(&config, text).expect("config");
     let queries = dir.path().join("queries");
     std::fs::create_dir_all(&queries).expect("mkdir");
     std::fs::write(
@@ -302,6 +320,43 @@ async fn search_alerts_and_a_promql_chart_work_in_a_real_browser() {
         "http_requests_total{service=\"checkout\"",
     )
     .await;
+    // the other data source's metrics, queried through this server, beside this one's logs
+    wait_until("the edge scrapes its gauge", 30, || async {
+        let (_, body) = edge.get("/api/v1/query?query=edge_queue_depth").await;
+        body["data"]["result"]
+            .as_array()
+            .is_some_and(|result| result.len() == 1)
+    })
+    .await;
+    client
+        .goto(&server.url("/ui/metrics?expr=edge_queue_depth&from=now-5m&to=now"))
+        .await
+        .expect("open metrics");
+    wait_for(&client, "#output", "No data in this range", 1).await;
+    let source = client
+        .wait()
+        .for_element(Locator::Css("#source option[value=edge]"))
+        .await
+        .expect("the data source list names edge");
+    source.click().await.expect("choose edge");
+    client
+        .find(Locator::Css("form.bar button[type=submit]"))
+        .await
+        .expect("run")
+        .click()
+        .await
+        .expect("click run");
+    wait_for(&client, "#output > div .legend", "queue=\"mail\"", 1).await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .expect("url")
+            .as_str()
+            .contains("source=edge"),
+        "the chosen source is in the link"
+    );
+    screenshot(&client, "metrics-datasource").await;
     // log counts beside the metrics
     client
         .goto(&server.url(

@@ -583,7 +583,10 @@ function rulesPage(main) {
 // Metrics: PromQL with completion, a chart of a range query, a table of an instant query.
 function metricsPage(main) {
   const p = params();
-  const state = { expr: p.get("expr") || "", from: p.get("from") || "now-1h", to: p.get("to") || "now", view: p.get("view") || "graph" };
+  const state = { expr: p.get("expr") || "", from: p.get("from") || "now-1h", to: p.get("to") || "now", view: p.get("view") || "graph",
+    source: p.get("source") || "" };
+  // "" is Lookout's own store; a name is a [datasources.NAME], queried through Lookout
+  const prefix = state.source ? `/_lookout/datasources/${encodeURIComponent(state.source)}` : "";
   const names = h("datalist", { id: "metric-names" });
   const expr = h("input", { id: "expr", class: "wide", list: "metric-names", value: state.expr, "aria-label": "PromQL expression",
     placeholder: "rate(http_requests_total[5m]) or log_matches", autocomplete: "off" });
@@ -596,16 +599,26 @@ function metricsPage(main) {
   const to = h("input", { id: "metrics-to", value: state.to, size: 18, "aria-label": "To" });
   const view = h("select", { id: "view", "aria-label": "View" }, h("option", { value: "graph" }, "Graph"), h("option", { value: "table" }, "Table"));
   view.value = state.view;
+  const source = h("select", { id: "source", "aria-label": "Data source" }, h("option", { value: "" }, "Lookout"));
+  const sourceLabel = h("label", { hidden: true }, "Source", source);
+  api("/_lookout/datasources").then((answer) => {
+    const names = (answer.datasources || []).map((entry) => entry.name);
+    if (state.source && !names.includes(state.source)) names.push(state.source);
+    source.append(...names.map((name) => h("option", { value: name }, name)));
+    source.value = state.source;
+    sourceLabel.hidden = names.length === 0;
+  }).catch(() => {});
   const form = h("form", { class: "bar", onsubmit: (event) => { event.preventDefault(); submit(); } },
-    h("label", { style: "flex:1" }, "PromQL", expr), h("label", {}, "From", from), h("label", {}, "To", to), view,
+    sourceLabel, h("label", { style: "flex:1" }, "PromQL", expr), h("label", {}, "From", from), h("label", {}, "To", to), view,
     h("button", { type: "submit" }, "Run"),
     h("button", { type: "button", class: "plain", onclick: () => { expr.value = "sum by (query) (log_matches)"; submit(); } }, "Log counts"));
   const error = h("div"), output = h("div", { id: "output" });
   main.append(names, form, error, output);
-  completions(expr, names);
+  completions(expr, names, prefix);
 
   function submit() {
     const search = new URLSearchParams({ expr: expr.value.trim(), from: from.value.trim() || "now-1h", to: to.value.trim() || "now", view: view.value });
+    if (source.value) search.set("source", source.value);
     go("/ui/metrics", search.toString());
   }
   async function run() {
@@ -616,15 +629,15 @@ function metricsPage(main) {
     const now = Date.now(), start = parseTime(state.from, now), end = parseTime(state.to, now);
     try {
       if (state.view === "table") {
-        const answer = await api(`/api/v1/query?${new URLSearchParams({ query: state.expr, time: end / 1000 })}`);
+        const answer = await api(`${prefix}/api/v1/query?${new URLSearchParams({ query: state.expr, time: end / 1000 })}`);
         output.replaceChildren(instantTable(answer.data));
       } else {
         const step = Math.max(1, Math.round((end - start) / 1000 / 250));
-        const answer = await api(`/api/v1/query_range?${new URLSearchParams({ query: state.expr, start: start / 1000, end: end / 1000, step })}`);
+        const answer = await api(`${prefix}/api/v1/query_range?${new URLSearchParams({ query: state.expr, start: start / 1000, end: end / 1000, step })}`);
         output.replaceChildren(answer.data.result.length ? lineChart(answer.data.result, start, end) :
           h("p", { class: "empty" }, "No data in this range — widen it, or check the expression's labels."));
-        // the log counts over the same range, beside the metrics
-        if (!state.expr.includes("log_matches")) {
+        // the log counts over the same range, beside the metrics (of any source)
+        if (state.source || !state.expr.includes("log_matches")) {
           const logs = await api(`/api/v1/query_range?${new URLSearchParams({ query: "sum by (query) (log_matches)", start: start / 1000, end: end / 1000, step })}`);
           if (logs.data.result.length) {
             output.append(h("section", { id: "log-counts" }, h("h2", {}, "Log counts over the same range (log_matches per saved query)"),
@@ -642,11 +655,11 @@ function metricsPage(main) {
   run();
 }
 
-async function completions(input, list) {
+async function completions(input, list, prefix = "") {
   let names = [], labels = [];
   const values = new Map();
   try {
-    [names, labels] = await Promise.all([api("/api/v1/label/__name__/values").then((a) => a.data), api("/api/v1/labels").then((a) => a.data)]);
+    [names, labels] = await Promise.all([api(`${prefix}/api/v1/label/__name__/values`).then((a) => a.data), api(`${prefix}/api/v1/labels`).then((a) => a.data)]);
   } catch { return; }
   const fill = async () => {
     const text = input.value;
@@ -657,7 +670,7 @@ async function completions(input, list) {
     if (valueAt) {
       const label = valueAt[1];
       if (!values.has(label)) {
-        try { values.set(label, (await api(`/api/v1/label/${encodeURIComponent(label)}/values`)).data); } catch { values.set(label, []); }
+        try { values.set(label, (await api(`${prefix}/api/v1/label/${encodeURIComponent(label)}/values`)).data); } catch { values.set(label, []); }
       }
       pool = values.get(label).map((value) => value + '"');
       word = valueAt[3];
