@@ -104,6 +104,163 @@ pub fn generate(path: &Path, lines: usize) -> u64 {
     bytes
 }
 
+/// The request-log shapes the ingest figures are quoted for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// [`generate`]'s lines: paths and messages from small fixed lists (few distinct terms).
+    Low,
+    /// [`generate_high_cardinality`]'s: ids in paths, numbers, users and durations in
+    /// messages, a unique trace id, fields that come and go.
+    High,
+}
+
+impl Shape {
+    pub fn parse(name: &str) -> Option<Shape> {
+        match name.trim() {
+            "low" => Some(Shape::Low),
+            "high" => Some(Shape::High),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Low => "low-cardinality",
+            Shape::High => "high-cardinality",
+        }
+    }
+
+    /// Writes `lines` lines of this shape to `path`; returns bytes.
+    pub fn generate(self, path: &Path, lines: usize) -> u64 {
+        match self {
+            Shape::Low => generate(path, lines),
+            Shape::High => generate_high_cardinality(path, lines),
+        }
+    }
+}
+
+const RESOURCES: [&str; 8] = [
+    "cart",
+    "orders",
+    "users",
+    "items",
+    "invoices",
+    "sessions",
+    "carts",
+    "shipments",
+];
+const ERROR_TYPES: [&str; 7] = [
+    "TimeoutError",
+    "ConnectionResetError",
+    "ValidationError",
+    "PaymentDeclined",
+    "NullPointerException",
+    "DeadlineExceeded",
+    "OutOfStock",
+];
+
+/// Writes `lines` request-log lines as real services log them, spread over the last 20
+/// hours: ids in paths (`/api/v1/cart/2989`), numbers, user ids and durations in messages
+/// (`GET /api/v1/cart/2989 returned 200 in 329.1ms for user 2989`), a unique `trace_id`,
+/// and fields that come and go (`user.id`, `error.type` and `error.message` on failures,
+/// `k8s.pod`, `retry`, a `tags` list, a query string); returns bytes.
+pub fn generate_high_cardinality(path: &Path, lines: usize) -> u64 {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create data file"));
+    let mut random = Random(0x51_7C_C1_B7_27_22_0A_95);
+    let now = chrono::Utc::now().timestamp_millis();
+    let span_ms = 20 * 3600 * 1000;
+    let mut bytes = 0u64;
+    for seq in 0..lines {
+        let time = now - span_ms + (seq as i64 * span_ms) / lines as i64;
+        let status = match random.below(100) {
+            0..=1 => 500,
+            2..=4 => 404,
+            5 => 503,
+            6 => 429,
+            _ => 200,
+        };
+        let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
+        let resource = RESOURCES[random.below(RESOURCES.len() as u64) as usize];
+        let id = random.below(100_000);
+        let user = random.below(50_000);
+        let method = ["GET", "GET", "GET", "POST", "PUT", "DELETE"][random.below(6) as usize];
+        let latency = random.below(2_000_000) as f64 / 1000.0;
+        let level = if status >= 500 {
+            "error"
+        } else if status >= 400 {
+            "warn"
+        } else {
+            "info"
+        };
+        let path = match random.below(4) {
+            0 => format!("/api/v1/{resource}/{id}"),
+            1 => format!("/api/v1/{resource}/{id}/items/{}", random.below(1000)),
+            2 => format!("/api/v2/{resource}?page={}&limit=50", random.below(200)),
+            _ => format!("/api/v1/{resource}/{id:x}-{:04x}", random.below(65536)),
+        };
+        let message = match (status, random.below(3)) {
+            (500 | 503, 0) => format!(
+                "upstream {service}-db-{} timed out after {latency:.1}ms (attempt {} of 3)",
+                random.below(8),
+                random.below(3) + 1
+            ),
+            (500 | 503, _) => format!(
+                "failed to {} {resource} {id} for user {user}: connection reset by 10.{}.{}.{}",
+                method.to_lowercase(),
+                random.below(256),
+                random.below(256),
+                random.below(256)
+            ),
+            (404, _) => format!("{resource} {id} not found for user {user}"),
+            (429, _) => format!(
+                "rate limit exceeded for user {user}: {} requests in 60s",
+                100 + random.below(900)
+            ),
+            _ => format!("{method} {path} returned {status} in {latency:.1}ms for user {user}"),
+        };
+        let mut line = format!(
+            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"{service}-{:x}-{:05x}\",\"http\":{{\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{latency:.3},\"trace_id\":\"{:016x}{:016x}\",\"span_id\":\"{:016x}\"",
+            chrono::DateTime::from_timestamp_millis(time)
+                .expect("valid time")
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            random.below(0xffff_ffff),
+            random.below(0xfffff),
+            random.below(500_000),
+            random.next(),
+            random.next(),
+            random.next(),
+        );
+        if random.below(3) != 0 {
+            line.push_str(&format!(",\"user\":{{\"id\":\"u-{user}\"}}"));
+        }
+        if status >= 500 {
+            let error = ERROR_TYPES[random.below(ERROR_TYPES.len() as u64) as usize];
+            line.push_str(&format!(
+                ",\"error\":{{\"type\":\"{error}\",\"message\":\"{error} in {service} handler at line {}\"}}",
+                random.below(900) + 10
+            ));
+        }
+        if random.below(4) == 0 {
+            line.push_str(&format!(
+                ",\"k8s\":{{\"pod\":\"{service}-{:08x}-{:05x}\",\"namespace\":\"prod\"}}",
+                random.below(0xffff_ffff),
+                random.below(0xfffff)
+            ));
+        }
+        if random.below(10) == 0 {
+            line.push_str(&format!(",\"retry\":{}", random.below(5)));
+        }
+        if random.below(8) == 0 {
+            line.push_str(",\"tags\":[\"canary\",\"eu-west-1\"]");
+        }
+        line.push_str(&format!(",\"message\":\"{message}\"}}\n"));
+        bytes += line.len() as u64;
+        out.write_all(line.as_bytes()).expect("write");
+    }
+    out.flush().expect("flush");
+    bytes
+}
+
 /// utime + stime of `pid`, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
