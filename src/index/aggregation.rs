@@ -9,9 +9,10 @@
 //! What tantivy lacks is added around it: `format` and `time_zone` of date histograms
 //! (`date_format`, printed into `key_as_string`), date math in histogram bounds, `filter`
 //! with ES query DSL bodies and `filters` (`filters`), `rate` (`rate`) and the parent
-//! pipeline aggregations (`pipeline`), computed over the finished buckets. Aggregations
-//! Elasticsearch has and tantivy does not (geo grids, `top_metrics`, the `moving_avg`
-//! Elasticsearch 8 removed) are refused with a hint.
+//! pipeline aggregations (`pipeline`), computed over the finished buckets, and `top_hits`
+//! and `top_metrics` (`top_docs`), answered by a search per bucket. Aggregations
+//! Elasticsearch has and tantivy does not (geo grids, the `moving_avg` Elasticsearch 8
+//! removed) are refused with a hint.
 //! An aggregation's keys may come in any order: each is read by its name.
 
 mod date_format;
@@ -19,6 +20,7 @@ mod filters;
 mod metric_numbers;
 pub mod pipeline;
 mod rate;
+pub mod top_docs;
 
 use serde_json::{Map, Value};
 use tantivy::Searcher;
@@ -59,6 +61,17 @@ struct Shape {
     pipelines: Vec<pipeline::Pipeline>,
     /// The `rate`s among the sub-aggregations, divided in each bucket.
     rates: Vec<rate::Rate>,
+    /// How this aggregation's buckets are found again as queries (for the top documents
+    /// of the buckets).
+    bucket: Option<top_docs::BucketFilter>,
+}
+
+impl Shape {
+    /// Whether a `top_hits` or `top_metrics` is at or under this aggregation.
+    fn has_top_docs(&self) -> bool {
+        matches!(self.kind, ShapeKind::TopDocs(_))
+            || self.sub.iter().any(|(_, shape)| shape.has_top_docs())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +85,8 @@ enum ShapeKind {
     Filters(FiltersShape),
     /// tantivy leaves the deviations `null` over one value; Elasticsearch answers 0.
     ExtendedStats,
+    /// Not run by tantivy: answered per bucket after it ([`top_docs`]).
+    TopDocs(top_docs::TopDocs),
 }
 
 /// Parses and rewrites an ES `aggs` object. `now_micros` resolves date math in
@@ -137,10 +152,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "moving_avg",
         "Elasticsearch 8 removed it; use `moving_fn` with a script such as `MovingFunctions.unweightedAvg(values)` (Grafana: choose Moving Function)",
     ),
-    (
-        "top_metrics",
-        "use `top_hits` with `size` 1 and a `sort` instead",
-    ),
     ("nested", "documents have no nested fields"),
 ];
 
@@ -165,9 +176,18 @@ impl Rewriter<'_> {
             .collect();
         let mut expanded = Vec::new();
         for name in filters {
+            let queries = match aggs
+                .get(&name)
+                .and_then(|definition| definition["filters"].get("filters"))
+            {
+                Some(Value::Object(named)) => named.values().cloned().collect(),
+                Some(Value::Array(anonymous)) => anonymous.clone(),
+                _ => Vec::new(),
+            };
             let shape = filters::expand(aggs, &name, &format!("{at}][{name}"))?;
-            expanded.push((name, shape));
+            expanded.push((name, shape, queries));
         }
+        let mut top_docs = Vec::new();
         for (name, definition) in aggs.iter_mut() {
             let at = format!("{at}][{name}");
             let Value::Object(definition) = definition else {
@@ -185,7 +205,28 @@ impl Rewriter<'_> {
                 sub: Level::new(),
                 pipelines: Vec::new(),
                 rates: Vec::new(),
+                bucket: None,
             };
+            if let Some((kind, body)) = definition
+                .iter()
+                .find(|(kind, _)| matches!(kind.as_str(), "top_hits" | "top_metrics"))
+            {
+                if definition.contains_key("aggs") {
+                    return Err(QueryError::parsing(format!(
+                        "[{at}]: a [{kind}] aggregation cannot have sub-aggregations"
+                    )));
+                }
+                let spec = top_docs::parse(kind, body, &format!("{at}][{kind}"))?;
+                shape.kind = ShapeKind::TopDocs(spec);
+                top_docs.push(name.clone());
+                shapes.push((name.clone(), shape));
+                continue;
+            }
+            // the bucket's own field names and filter query, before they are rewritten
+            let original = definition
+                .iter()
+                .find(|(kind, _)| !matches!(kind.as_str(), "aggs" | "meta"))
+                .map(|(kind, body)| (kind.clone(), body.clone()));
             let parent = rate::Parent::of(definition);
             for (kind, body) in definition.iter_mut() {
                 if kind == "aggs" {
@@ -252,10 +293,30 @@ impl Rewriter<'_> {
                     check_histogram_bounds(kind, body, &at)?;
                 }
             }
+            if let Some((kind, mut body)) = original {
+                if let Some(fixed) = definition
+                    .get("date_histogram")
+                    .and_then(|rewritten| rewritten.get("fixed_interval"))
+                {
+                    body["fixed_interval"] = fixed.clone();
+                }
+                shape.bucket = Some(top_docs::bucket_filter(&kind, &body));
+            }
+            if let Some(top_docs::BucketFilter::Unsupported(kind)) = &shape.bucket
+                && shape.has_top_docs()
+            {
+                return Err(QueryError::parsing(format!(
+                    "[{at}]: top_hits and top_metrics are not supported under a [{kind}] aggregation; put them under terms, histogram, date_histogram, range, filter or filters"
+                )));
+            }
             shapes.push((name.clone(), shape));
         }
+        // answered after tantivy's run, bucket by bucket
+        for name in top_docs {
+            aggs.remove(&name);
+        }
         // the expanded filters' shapes stand for their `filters` aggregation
-        for (name, filters_shape) in expanded {
+        for (name, filters_shape, queries) in expanded {
             let prefix = format!("{name}{}", filters::EXPANDED_SEPARATOR);
             let (sub, pipelines) = shapes
                 .iter()
@@ -263,6 +324,11 @@ impl Rewriter<'_> {
                 .map(|(_, shape)| (shape.sub.clone(), shape.pipelines.clone()))
                 .unwrap_or_default();
             shapes.retain(|(expanded, _)| !expanded.starts_with(&prefix));
+            let bucket = Some(top_docs::BucketFilter::Filters {
+                names: filters_shape.names.clone(),
+                queries,
+                other: filters_shape.other.clone(),
+            });
             shapes.push((
                 name,
                 Shape {
@@ -270,6 +336,7 @@ impl Rewriter<'_> {
                     sub,
                     pipelines,
                     rates: Vec::new(),
+                    bucket,
                 },
             ));
         }
@@ -514,11 +581,13 @@ pub fn collector(
     )
 }
 
-/// Finalizes merged per-partition results into ES' response JSON.
+/// Finalizes merged per-partition results into ES' response JSON; `fetch` finds the top
+/// documents of `top_hits` and `top_metrics` (see [`top_docs`]).
 pub fn finish(
     translated: Translated,
     merged: Option<IntermediateAggregationResults>,
     max_buckets: u32,
+    fetch: &mut top_docs::Fetch<'_>,
 ) -> Result<Value, tantivy::TantivyError> {
     let Translated {
         aggregations,
@@ -533,6 +602,7 @@ pub fn finish(
     if let Value::Object(results) = &mut results {
         metric_numbers::shape(&request, results);
         reshape(&shapes, results).map_err(tantivy::TantivyError::InvalidArgument)?;
+        fill_top_docs(&shapes, results, fetch).map_err(tantivy::TantivyError::InvalidArgument)?;
     }
     // tantivy counts the buckets it collects; the empty ones `min_doc_count: 0` and
     // `extended_bounds` add at the end only count against its memory limit. Elasticsearch
@@ -586,6 +656,122 @@ fn reshape(shapes: &Level, results: &mut Map<String, Value>) -> Result<(), Strin
             reshape(&shape.sub, bucket)?;
         }
         pipeline::apply_all(&shape.pipelines, &mut buckets)?;
+    }
+    Ok(())
+}
+
+/// One `top_hits` or `top_metrics` of one bucket to answer: where its answer goes (a
+/// JSON pointer into the aggregations), the queries of the buckets above it, and whether
+/// one of them is empty (then no search is needed).
+struct TopDocsJob<'a> {
+    /// The JSON pointer of the object the answer goes into, under `name`.
+    parent: String,
+    name: String,
+    filters: Vec<Value>,
+    empty: bool,
+    spec: &'a top_docs::TopDocs,
+}
+
+/// Answers every `top_hits` and `top_metrics` of `results`: finds them all first, so that
+/// a request with too many is refused before any search runs.
+fn fill_top_docs(
+    shapes: &Level,
+    results: &mut Map<String, Value>,
+    fetch: &mut top_docs::Fetch<'_>,
+) -> Result<(), String> {
+    let mut jobs = Vec::new();
+    collect_top_docs(shapes, results, "", &mut Vec::new(), false, &mut jobs)?;
+    let searches = jobs.iter().filter(|job| !job.empty).count();
+    if searches > top_docs::MAX_SEARCHES {
+        return Err(format!(
+            "{searches} buckets ask for top_hits or top_metrics, more than {}: narrow the aggregations above them (fewer terms, a wider interval)",
+            top_docs::MAX_SEARCHES
+        ));
+    }
+    let mut root = Value::Object(std::mem::take(results));
+    for job in jobs {
+        let (total, hits) = if job.empty {
+            (0, Vec::new())
+        } else {
+            fetch(&job.filters, job.spec)?
+        };
+        if let Some(Value::Object(parent)) = root.pointer_mut(&job.parent) {
+            parent.insert(job.name, top_docs::answer(job.spec, total, hits));
+        }
+    }
+    if let Value::Object(filled) = root {
+        *results = filled;
+    }
+    Ok(())
+}
+
+/// The [`TopDocsJob`]s of one level at JSON pointer `at`; `path` holds the queries of the
+/// buckets above.
+fn collect_top_docs<'a>(
+    level: &'a Level,
+    results: &Map<String, Value>,
+    at: &str,
+    path: &mut Vec<Value>,
+    empty: bool,
+    jobs: &mut Vec<TopDocsJob<'a>>,
+) -> Result<(), String> {
+    let escape = |name: &str| name.replace('~', "~0").replace('/', "~1");
+    for (name, shape) in level {
+        let here = format!("{at}/{}", escape(name));
+        if let ShapeKind::TopDocs(spec) = &shape.kind {
+            jobs.push(TopDocsJob {
+                parent: at.to_string(),
+                name: name.clone(),
+                filters: path.clone(),
+                empty,
+                spec,
+            });
+            continue;
+        }
+        if !shape.has_top_docs() {
+            continue;
+        }
+        let Some(Value::Object(result)) = results.get(name) else {
+            continue;
+        };
+        let filter = shape
+            .bucket
+            .as_ref()
+            .ok_or_else(|| format!("[{name}]: its buckets cannot hold top_hits"))?;
+        let mut visit = |bucket: &Map<String, Value>, key: Option<&str>, pointer: String| {
+            let none = bucket.get("doc_count").and_then(Value::as_u64) == Some(0);
+            path.push(filter.query(bucket, key)?);
+            let outcome = collect_top_docs(&shape.sub, bucket, &pointer, path, empty || none, jobs);
+            path.pop();
+            outcome
+        };
+        let anonymous =
+            matches!(&shape.kind, ShapeKind::Filters(filters) if filters.names.is_none());
+        match result.get("buckets") {
+            // a `filter` answers its sub-aggregations beside its `doc_count`
+            None => visit(result, None, here)?,
+            Some(Value::Array(buckets)) => {
+                for (position, bucket) in buckets.iter().enumerate() {
+                    let Value::Object(bucket) = bucket else {
+                        continue;
+                    };
+                    let key = match bucket.get("key") {
+                        _ if anonymous => Some(position.to_string()),
+                        Some(Value::String(key)) => Some(key.clone()),
+                        _ => None,
+                    };
+                    visit(bucket, key.as_deref(), format!("{here}/buckets/{position}"))?;
+                }
+            }
+            Some(Value::Object(buckets)) => {
+                for (key, bucket) in buckets {
+                    if let Value::Object(bucket) = bucket {
+                        visit(bucket, Some(key), format!("{here}/buckets/{}", escape(key)))?;
+                    }
+                }
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }

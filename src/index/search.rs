@@ -595,11 +595,18 @@ pub fn execute(
     truncate_sorted(&sort, &mut hits, window);
     let hits: Vec<ScoredHit> = hits.into_iter().skip(request.from).collect();
     let aggregations = match aggregations {
-        Some(aggregations) => Some(aggregation::finish(
-            aggregations,
-            intermediate,
-            request.max_buckets,
-        )?),
+        Some(aggregations) => {
+            let mut fetch = |filters: &[Value], spec: &aggregation::top_docs::TopDocs| {
+                top_documents(store, scope, request, &context, filters, spec)
+                    .map_err(|error| error.to_string())
+            };
+            Some(aggregation::finish(
+                aggregations,
+                intermediate,
+                request.max_buckets,
+                &mut fetch,
+            )?)
+        }
         None => None,
     };
     let scoring = sort.iter().any(|field| field.key == SortKey::Score);
@@ -613,6 +620,50 @@ pub fn execute(
         max_score,
         timed_out,
     })
+}
+
+/// The top documents of a `top_hits` or `top_metrics` in one bucket: the request's
+/// matches that match `filters` too (the bucket's queries), sorted and cut as `spec` asks,
+/// rendered as hits.
+fn top_documents(
+    store: &IndexStore,
+    scope: &Scope,
+    request: &SearchRequest,
+    context: &ParseContext,
+    filters: &[Value],
+    spec: &aggregation::top_docs::TopDocs,
+) -> Result<(u64, Vec<Value>), SearchError> {
+    let mut bucket = super::query::BoolQuery {
+        must: vec![request.query.clone()],
+        ..Default::default()
+    };
+    for filter in filters {
+        bucket.filter.push(parse_query(filter, context)?);
+    }
+    let sub = SearchRequest {
+        query: Query::Bool(bucket),
+        from: spec.from,
+        size: spec.size,
+        sort: spec
+            .sort
+            .as_ref()
+            .map(parse_sort)
+            .transpose()?
+            .unwrap_or_default(),
+        source: spec
+            .source
+            .as_ref()
+            .map(source_filter::parse)
+            .transpose()?
+            .unwrap_or_else(SourceFilter::all),
+        timeout: request.timeout,
+        cancel: request.cancel.clone(),
+        parse_context: Some(context.clone()),
+        ..SearchRequest::default()
+    };
+    let outcome = execute(store, scope, &sub, None)?;
+    let hits = render_hits(store, &scope.targets, &outcome.hits, &sub)?;
+    Ok((outcome.total, hits))
 }
 
 /// Counts matches of `query` over `scope`.

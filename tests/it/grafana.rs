@@ -24,6 +24,7 @@ const NAMES: &[&str] = &[
     "raw_data",
     "raw_document",
     "pipelines",
+    "top_metrics",
 ];
 
 /// Six documents, one every ten minutes over the last hour: `label` a/b, `float` 10..60,
@@ -244,11 +245,47 @@ async fn grafana_requests_get_the_answers_its_parser_reads() {
     }
 
     assert_pipelines(&answer("pipelines")["aggregations"]["2"]);
+    assert_top_metrics(
+        &answer("top_metrics")["aggregations"]["2"],
+        &self::documents(now),
+    );
 }
 
 /// The pipeline metrics and rates Grafana sends, computed as Elasticsearch 8 computes them over
 /// the six documents (sums 10, 20, … 60, one per ten-minute bucket, maybe an empty
 /// bucket at either end of the range).
+/// Grafana's "Top Metrics" per time bucket: the newest document's values in each bucket
+/// holding one, an empty `top` in the empty buckets `min_doc_count: 0` adds.
+fn assert_top_metrics(histogram: &Value, documents: &[Value]) {
+    let mut with_documents = 0;
+    for bucket in buckets(histogram) {
+        let key = bucket["key"].as_f64().expect("key") as i64;
+        let newest = documents
+            .iter()
+            .filter(|document| {
+                let millis = chrono::DateTime::parse_from_rfc3339(
+                    document["@timestamp"].as_str().expect("time"),
+                )
+                .expect("rfc3339")
+                .timestamp_millis();
+                (key..key + 600_000).contains(&millis)
+            })
+            .max_by_key(|document| document["@timestamp"].as_str().map(str::to_string));
+        let top = bucket["1"]["top"].as_array().expect("top");
+        match newest {
+            Some(document) => {
+                with_documents += 1;
+                assert_eq!(top.len(), 1, "{bucket}");
+                assert_eq!(top[0]["metrics"]["float"], document["float"], "{bucket}");
+                assert_eq!(top[0]["metrics"]["label"], document["label"], "{bucket}");
+                assert!(top[0]["sort"][0].is_number(), "{bucket}");
+            }
+            None => assert!(top.is_empty(), "{bucket}"),
+        }
+    }
+    assert_eq!(with_documents, 6, "{histogram}");
+}
+
 fn assert_pipelines(histogram: &Value) {
     let buckets = buckets(histogram);
     assert_eq!(doc_counts(histogram), 6, "{histogram}");
@@ -540,4 +577,156 @@ async fn total_hits_source_filtering_and_hard_bounds_answer_as_elasticsearch() {
     }
     // the documents 25, 15 and 5 minutes old
     assert_eq!(doc_counts(&answer["aggregations"]["d"]), 3, "{answer}");
+}
+
+/// `top_hits` and `top_metrics` answer per bucket from the documents themselves, also
+/// where a field exists in one daily partition only (tantivy's own `top_hits` panicked on
+/// that), with clear errors for what they cannot do.
+#[tokio::test]
+async fn top_hits_and_top_metrics_answer_per_bucket_across_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    // two days: `latency_ms` only on the second, `region` only on the first
+    let day = |days_ago: i64, time: &str| {
+        let date = (chrono::Utc::now() - chrono::Duration::days(days_ago)).date_naive();
+        format!("{date}T{time}Z")
+    };
+    let documents = vec![
+        json!({"@timestamp": day(2, "10:00:00"), "service": "cart", "region": "eu", "n": 1}),
+        json!({"@timestamp": day(2, "11:00:00"), "service": "checkout", "region": "us", "n": 2}),
+        json!({"@timestamp": day(1, "09:00:00"), "service": "cart", "latency_ms": 120, "n": 3}),
+        json!({"@timestamp": day(1, "09:30:00"), "service": "cart", "latency_ms": 80, "n": 4}),
+        json!({"@timestamp": day(1, "10:00:00"), "service": "checkout", "latency_ms": 300, "n": 5}),
+    ];
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("shop", &documents))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+    let search = |body: Value| {
+        let server = &server;
+        async move { server.post_json("/shop/_search", &body).await }
+    };
+
+    // the newest line per service, its source filtered, the bucket's total
+    let (status, answer) = search(json!({"size": 0, "aggs": {"by_service": {
+        "terms": {"field": "service", "order": {"_key": "asc"}},
+        "aggs": {"newest": {"top_hits": {"size": 1, "sort": [{"@timestamp": {"order": "desc"}}],
+                                          "_source": {"includes": ["n", "latency_ms"]}}}}}}}))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let services = buckets(&answer["aggregations"]["by_service"]);
+    let newest: Vec<(&Value, &Value, &Value)> = services
+        .iter()
+        .map(|bucket| {
+            let hits = &bucket["newest"]["hits"];
+            (
+                &bucket["key"],
+                &hits["total"]["value"],
+                &hits["hits"][0]["_source"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        newest,
+        [
+            (
+                &json!("cart"),
+                &json!(3),
+                &json!({"n": 4, "latency_ms": 80})
+            ),
+            (
+                &json!("checkout"),
+                &json!(2),
+                &json!({"n": 5, "latency_ms": 300})
+            ),
+        ]
+    );
+    assert_eq!(
+        services[0]["newest"]["hits"]["hits"][0]["_index"],
+        json!("shop")
+    );
+
+    // the slowest request per day, and a field the first day never had
+    let (status, answer) = search(json!({"size": 0, "aggs": {"days": {
+        "date_histogram": {"field": "@timestamp", "calendar_interval": "day"},
+        "aggs": {"slowest": {"top_metrics": {"metrics": [{"field": "latency_ms"}, {"field": "region"}],
+                                            "sort": {"latency_ms": "desc"}}}}}}}))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let days: Vec<&Value> = buckets(&answer["aggregations"]["days"])
+        .iter()
+        .map(|bucket| &bucket["slowest"]["top"][0]["metrics"])
+        .collect();
+    assert_eq!(days.len(), 2, "{answer}");
+    assert_eq!(days[1], &json!({"latency_ms": 300, "region": null}));
+    assert_eq!(days[0]["latency_ms"], Value::Null, "{answer}");
+
+    // under a filters aggregation, with its other bucket
+    let (status, answer) = search(json!({"size": 0, "aggs": {"kinds": {
+        "filters": {"filters": {"slow": {"range": {"latency_ms": {"gte": 100}}}}, "other_bucket_key": "rest"},
+        "aggs": {"top": {"top_metrics": {"metrics": {"field": "n"}, "sort": [{"n": "asc"}], "size": 5}}}}}}))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let values = |bucket: &str| -> Vec<Value> {
+        answer["aggregations"]["kinds"]["buckets"][bucket]["top"]["top"]
+            .as_array()
+            .expect("top")
+            .iter()
+            .map(|entry| entry["metrics"]["n"].clone())
+            .collect()
+    };
+    assert_eq!(values("slow"), [json!(3), json!(5)]);
+    assert_eq!(values("rest"), [json!(1), json!(2), json!(4)]);
+
+    // one search per bucket, bounded: more buckets than that is refused before any runs
+    let many: Vec<Value> = (0..1001)
+        .map(|n| json!({"@timestamp": day(1, "12:00:00"), "order": format!("o-{n}")}))
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("orders", &many))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)));
+    let (status, answer) = server
+        .post_json(
+            "/orders/_search",
+            &json!({"size": 0, "aggs": {"o": {"terms": {"field": "order", "size": 2000},
+                     "aggs": {"t": {"top_hits": {"size": 1}}}}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("1001 buckets ask for top_hits")),
+        "{answer}"
+    );
+
+    // what they cannot do is a 400 that says so
+    for (request, expected) in [
+        (
+            json!({"aggs": {"t": {"top_metrics": {"metrics": {"field": "n"}}}}}),
+            "[sort] is required",
+        ),
+        (
+            json!({"aggs": {"t": {"top_hits": {"size": 500}}}}),
+            "must be less than or equal to: [100]",
+        ),
+        (
+            json!({"aggs": {"t": {"top_hits": {"highlight": {"fields": {"*": {}}}}}}}),
+            "[highlight] is not supported",
+        ),
+        (
+            json!({"aggs": {"s": {"multi_terms": {"terms": [{"field": "service"}, {"field": "n"}]}, "aggs": {"t": {"top_hits": {}}}}}}),
+            "not supported under a [multi_terms] aggregation",
+        ),
+    ] {
+        let (status, answer) = search(request).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains(expected)),
+            "{expected}: {answer}"
+        );
+    }
 }

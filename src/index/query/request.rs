@@ -55,7 +55,7 @@ pub fn search_request(
             "from" => request.from = usize_of(value, "from")?,
             "size" => request.size = usize_of(value, "size")?,
             "sort" => request.sort = parse_sort(value)?,
-            "_source" => request.source = source_filter(value)?,
+            "_source" => request.source = crate::index::search::source_filter::parse(value)?,
             "track_total_hits" => request.track_total_hits = track_total(value)?,
             "aggs" | "aggregations" => request.aggregations = Some(value.clone()),
             "timeout" => request.timeout = Some(search_timeout(value.as_str().unwrap_or(""))?),
@@ -186,41 +186,6 @@ fn usize_of(value: &Value, name: &str) -> Result<usize, QueryError> {
         QueryError::parsing(format!(
             "[{name}] must be a non-negative number, got {value}"
         ))
-    })
-}
-
-fn source_filter(value: &Value) -> Result<SourceFilter, QueryError> {
-    let list = |value: Option<&Value>| -> Vec<String> {
-        match value {
-            Some(Value::String(text)) => vec![text.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    Ok(match value {
-        Value::Bool(enabled) => SourceFilter {
-            enabled: *enabled,
-            ..SourceFilter::default()
-        },
-        Value::String(_) | Value::Array(_) => SourceFilter {
-            enabled: true,
-            includes: list(Some(value)),
-            excludes: Vec::new(),
-        },
-        Value::Object(map) => SourceFilter {
-            enabled: true,
-            includes: list(map.get("includes").or_else(|| map.get("include"))),
-            excludes: list(map.get("excludes").or_else(|| map.get("exclude"))),
-        },
-        other => {
-            return Err(QueryError::parsing(format!(
-                "[_source] must be a boolean, string, array or object, got {other}"
-            )));
-        }
     })
 }
 

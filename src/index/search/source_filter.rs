@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::index::query::QueryError;
+
 /// `_source` filtering: `includes`/`excludes` patterns, or no source at all.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SourceFilter {
@@ -19,6 +21,42 @@ impl SourceFilter {
             excludes: Vec::new(),
         }
     }
+}
+
+/// A `_source` parameter: `false`, a pattern, a list, or `includes`/`excludes`.
+pub fn parse(value: &Value) -> Result<SourceFilter, QueryError> {
+    let list = |value: Option<&Value>| -> Vec<String> {
+        match value {
+            Some(Value::String(text)) => vec![text.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    Ok(match value {
+        Value::Bool(enabled) => SourceFilter {
+            enabled: *enabled,
+            ..SourceFilter::default()
+        },
+        Value::String(_) | Value::Array(_) => SourceFilter {
+            enabled: true,
+            includes: list(Some(value)),
+            excludes: Vec::new(),
+        },
+        Value::Object(map) => SourceFilter {
+            enabled: true,
+            includes: list(map.get("includes").or_else(|| map.get("include"))),
+            excludes: list(map.get("excludes").or_else(|| map.get("exclude"))),
+        },
+        other => {
+            return Err(QueryError::parsing(format!(
+                "[_source] must be a boolean, string, array or object, got {other}"
+            )));
+        }
+    })
 }
 
 /// Applies `_source` includes/excludes (dotted paths, `*` wildcards) in place.
