@@ -241,11 +241,17 @@ fn serve_fails_on_a_taken_port_before_creating_anything_and_prints_its_ui() {
     drop(taken);
 
     let server = Server::start(&data, &[]);
-    let printed = server.output.lock().expect("output").clone();
-    assert!(
-        printed.contains(&format!("web UI at {}/ui/", server.base)),
-        "{printed:?}"
-    );
+    // the output is read by another thread: it may lag behind the listening socket
+    let wanted = format!("web UI at {}/ui/", server.base);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let printed = server.output.lock().expect("output").clone();
+        if printed.iter().any(|line| line.contains(&wanted)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{printed:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// An idle agent whose server went away said nothing at the default log level; it now
