@@ -244,6 +244,15 @@ fn collect_fields(query: &Query, fields: &mut BTreeSet<String>) {
 /// rule's expression gave a series.
 pub fn matched(rule: &LoadedRule, observations: &[Observation]) -> bool {
     match rule.source {
+        // an aggregate has a value only where lines matched (its value may be 0)
+        RuleSource::Logs { .. }
+            if matches!(
+                rule.measure,
+                Some(super::measure::Measure::Aggregate { .. })
+            ) =>
+        {
+            !observations.is_empty()
+        }
         RuleSource::Logs { .. } => observations.iter().any(|seen| seen.value > 0.0),
         RuleSource::Metrics { .. } => !observations.is_empty(),
     }
