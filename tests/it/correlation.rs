@@ -456,7 +456,10 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
     // every rule the fixtures name
     for entry in std::fs::read_dir(&queries).expect("queries/") {
         let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|extension| extension == "json") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "json")
+        {
             let file = path.file_name().expect("a file name");
             std::fs::copy(&path, dir.path().join(file)).expect("copy");
         }
