@@ -216,6 +216,20 @@ async fn aggregates_per_service_match_hand_computed_values_and_log_aggregate() {
         );
     }
 
+    // a field no document has is a warning at its key, with the near miss
+    let typo = yearly(("aggregate", json!({"op": "max", "field": "latency_msec"})));
+    let (status, dry) = server
+        .post_json("/_lookout/rules/max_latency/_dry_run", &typo)
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let warnings = dry["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "`aggregate`: field `latency_msec` is in no document of `logs` (did you mean `latency_ms`?)"
+        ),
+        "{warnings}"
+    );
+
     // p95 of 20 values is the one at rank ⌊0.95 · 19⌋ = 18 of the sorted list: 500; p50
     // at rank 9: 150; cart's three values answer rank ⌊0.95 · 2⌋ = ⌊0.5 · 2⌋ = 1: 40;
     // DDSketch answers within 1 %
