@@ -120,6 +120,26 @@ pub enum Measure {
 }
 
 impl Measure {
+    /// What the value is, for a message without a `summary`: "p95 of `latency_ms`",
+    /// "share of the lines of `*`".
+    pub fn describe(&self) -> String {
+        match self {
+            Measure::Aggregate {
+                op: AggregateOp::Percentile,
+                field,
+                percentile,
+            } => format!("p{percentile} of `{field}`"),
+            Measure::Aggregate { op, field, .. } => format!("{} of `{field}`", op.name()),
+            Measure::Ratio { denominator, .. } => {
+                let text = match denominator {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                format!("share of the lines of `{text}`")
+            }
+        }
+    }
+
     /// The PromQL metric name of the measure's series: `log_aggregate` or `log_ratio`.
     pub fn metric(&self) -> &'static str {
         match self {

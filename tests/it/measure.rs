@@ -258,6 +258,84 @@ async fn aggregates_per_service_match_hand_computed_values_and_log_aggregate() {
             );
         }
     }
+
+    // the series API lists the groups with a value, and `__name__` the new metric
+    let five_minutes_before = stamp(tick - chrono::Duration::seconds(300));
+    let (status, found) = server
+        .get(&format!(
+            "/api/v1/series?match[]={}&start={}&end={}",
+            urlencode("log_aggregate{query=\"p95\"}"),
+            urlencode(&five_minutes_before),
+            urlencode(&tick_text)
+        ))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let services: Vec<&str> = found["data"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter_map(|labels| labels["service"].as_str())
+        .collect();
+    assert_eq!(services, ["cart", "checkout"], "{found}");
+    let (status, names) = server.get("/api/v1/label/__name__/values").await;
+    assert_eq!(status, 200, "{names}");
+    let names = names["data"].to_string();
+    assert!(
+        names.contains("\"log_aggregate\"") && names.contains("\"log_matches\""),
+        "{names}"
+    );
+
+    // a backtest replays the p95 rule at the minute before the tick and at the tick:
+    // checkout fires at the first (its window holds the first 17 latencies, whose rank
+    // ⌊0.95 · 16⌋ = 15 is 500 > 400), cart (40) never does
+    let mut slow = yearly((
+        "aggregate",
+        json!({"op": "percentile", "field": "latency_ms", "percentile": 95}),
+    ));
+    slow["schedule"] = json!("0 * * * * *");
+    slow["threshold"] = json!({"op": ">", "value": 400});
+    let (status, answer) = put_rule(&server, "slow", &slow).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, backtest) = server
+        .post_json(
+            &format!(
+                "/_lookout/rules/slow/_backtest?from={}&to={}",
+                urlencode(&stamp(tick - chrono::Duration::seconds(60))),
+                urlencode(&tick_text)
+            ),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(status, 200, "{backtest}");
+    let firing: Vec<(String, String)> = backtest["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|event| event["to"] == "firing")
+        .map(|event| {
+            (
+                event["labels"]["service"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                event["@timestamp"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(firing.len(), 1, "{backtest}");
+    assert_eq!(firing[0].0, "checkout", "{backtest}");
+    let fired_at: DateTime<Utc> = firing[0].1.parse().expect("a time");
+    assert_eq!(fired_at, tick - chrono::Duration::seconds(60), "{backtest}");
+    let text = backtest["messages"][0]["payload"]["text"]
+        .as_str()
+        .unwrap_or_default();
+    // without a summary the message says what the value is
+    let value: f64 = text
+        .strip_prefix("[FIRING] slow: p95 of `latency_ms` = ")
+        .and_then(|rest| rest.strip_suffix(" in the last 5m"))
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((value - 500.0).abs() <= 5.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
