@@ -415,6 +415,17 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             Err(error) => problems.field(&field, error),
         }
     }
+    let measure = super::measure::check(
+        file.aggregate.as_ref(),
+        file.ratio.as_ref(),
+        file.promql.is_some(),
+    )
+    .unwrap_or_else(|found| {
+        for (field, message) in found {
+            problems.field(field, message);
+        }
+        None
+    });
     if !problems.errors.is_empty() {
         return None;
     }
@@ -432,6 +443,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         max_delay,
         group_ttl,
         expect_matches,
+        measure,
     })
 }
 

@@ -83,11 +83,19 @@ impl Composer {
         let data = template_data(rule, first, resolved);
         let summary = rule.summary.as_ref().map_or_else(
             || {
-                let text = match &rule.source {
-                    RuleSource::Logs { .. } => {
+                let text = match (&rule.source, &rule.measure) {
+                    (RuleSource::Logs { .. }, Some(measure)) => format!(
+                        "{} = {} in the last {}",
+                        measure.describe(),
+                        first.value,
+                        data.window
+                    ),
+                    (RuleSource::Logs { .. }, None) => {
                         format!("{} matches in the last {}", first.value, data.window)
                     }
-                    RuleSource::Metrics { expr } => format!("{} = {}", expr.text, first.value),
+                    (RuleSource::Metrics { expr }, _) => {
+                        format!("{} = {}", expr.text, first.value)
+                    }
                 };
                 if resolved {
                     format!("{text} (last value while firing)")

@@ -111,7 +111,12 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
                     .flat_map(|index| index.fields())
                     .map(|(name, _)| name)
                     .collect();
-                for field in query_fields(query) {
+                // the fields of the query, then those of its measure (`aggregate`, `ratio`)
+                let named = query_fields(query)
+                    .into_iter()
+                    .map(|field| ("query", field))
+                    .chain(measure_fields(rule));
+                for (key, field) in named {
                     let prefix = format!("{field}.");
                     if known
                         .iter()
@@ -123,7 +128,7 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
                         .map(|near| format!(" (did you mean `{near}`?)"))
                         .unwrap_or_default();
                     found.push((
-                        "query",
+                        key,
                         format!("field `{field}` is in no document of `{index}`{hint}: what needs it matches nothing until a document has it"),
                     ));
                 }
@@ -164,6 +169,21 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
         .into_iter()
         .map(|(field, message)| at_field(text, origin, field, &message))
         .collect()
+}
+
+/// The fields a log rule's measure names: its `aggregate` field, or those of its `ratio`
+/// denominator.
+fn measure_fields(rule: &LoadedRule) -> Vec<(&'static str, String)> {
+    match &rule.measure {
+        Some(super::measure::Measure::Aggregate { field, .. }) => {
+            vec![("aggregate", field.clone())]
+        }
+        Some(super::measure::Measure::Ratio { denominator, .. }) => query_fields(denominator)
+            .into_iter()
+            .map(|field| ("ratio", field))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Each series selector of `expr` as written, with its matcher groups.
@@ -244,6 +264,15 @@ fn collect_fields(query: &Query, fields: &mut BTreeSet<String>) {
 /// rule's expression gave a series.
 pub fn matched(rule: &LoadedRule, observations: &[Observation]) -> bool {
     match rule.source {
+        // an aggregate has a value only where lines matched (its value may be 0)
+        RuleSource::Logs { .. }
+            if matches!(
+                rule.measure,
+                Some(super::measure::Measure::Aggregate { .. })
+            ) =>
+        {
+            !observations.is_empty()
+        }
         RuleSource::Logs { .. } => observations.iter().any(|seen| seen.value > 0.0),
         RuleSource::Metrics { .. } => !observations.is_empty(),
     }

@@ -8,6 +8,11 @@
 //! range selector (`log_matches{…}[5m]`) sees one sample every 15 s aligned to the
 //! epoch. All times of one selection are counted in one date-histogram pass
 //! ([`count_series`]). Groups with a match within `group_ttl` answer 0, not absent.
+//!
+//! A saved query with a measure also answers as the series of its value:
+//! `log_aggregate{query="NAME", …}` (an `aggregate` rule) or `log_ratio{query="NAME", …}`
+//! (a `ratio` rule), computed by [`super::measure::series`]; a group without a value at
+//! a time has no sample there (no zero-filling).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -16,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::evaluate::{SeriesSpec, count_series};
+use super::measure::{Measure, MeasureSeries};
 use crate::index::IndexStore;
 use crate::promql::{self, Hints, Selected, Storage};
 use crate::tsdb::head::{Labels, Matcher, matches_all};
@@ -37,6 +43,8 @@ pub struct SavedQuery {
     pub group_by: Vec<String>,
     pub window: Duration,
     pub group_ttl: Duration,
+    /// Its value when not the count: served as `log_aggregate` or `log_ratio` too.
+    pub measure: Option<Measure>,
 }
 
 impl SavedQuery {
@@ -46,6 +54,11 @@ impl SavedQuery {
             .iter()
             .map(|field| (field.clone(), label_name(field)))
             .collect()
+    }
+
+    /// The metric names its series have: `log_matches`, and its measure's.
+    fn metrics(&self) -> impl Iterator<Item = &'static str> + use<'_> {
+        std::iter::once(METRIC).chain(self.measure.as_ref().map(Measure::metric))
     }
 }
 
@@ -126,7 +139,7 @@ impl LogMatches {
         if !self.label_names().contains(name) {
             return BTreeSet::new();
         }
-        let all = [Matcher::Equal("__name__".into(), METRIC.into())];
+        let all = [Matcher::NotEqual("__name__".into(), String::new())];
         let found = self
             .series(&all, i64::MIN / 2, i64::MAX / 2)
             .unwrap_or_default();
@@ -148,24 +161,29 @@ impl LogMatches {
             .any(|matchers| !self.candidates(matchers).is_empty())
     }
 
-    /// The saved queries whose series `matchers` can select: a matcher on a label the
-    /// query's series lack must accept the empty value.
-    fn candidates(&self, matchers: &[Matcher]) -> Vec<Arc<SavedQuery>> {
-        self.queries()
-            .into_iter()
-            .filter(|query| {
-                let labels = query.labels();
-                matchers.iter().all(|matcher| {
+    /// The saved queries whose series `matchers` can select, each with the metric name
+    /// selected: a matcher on a label the query's series lack must accept the empty
+    /// value.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<(Arc<SavedQuery>, &'static str)> {
+        let mut found = Vec::new();
+        for query in self.queries() {
+            let labels = query.labels();
+            for metric in query.metrics() {
+                let selected = matchers.iter().all(|matcher| {
                     let value = match matcher.name() {
-                        "__name__" => METRIC,
+                        "__name__" => metric,
                         "query" => &query.name,
                         name if labels.iter().any(|(_, label)| label == name) => return true,
                         _ => "",
                     };
                     matcher.matches(value)
-                })
-            })
-            .collect()
+                });
+                if selected {
+                    found.push((Arc::clone(&query), metric));
+                }
+            }
+        }
+        found
     }
 
     /// The series of `matchers` with a sample at each of `times` (ascending, ms).
@@ -175,8 +193,12 @@ impl LogMatches {
         times: &[i64],
     ) -> Result<Selected, promql::Error> {
         let mut selected = Vec::new();
-        for query in self.candidates(matchers) {
-            selected.extend(self.select_query(&query, matchers, times)?);
+        for (query, metric) in self.candidates(matchers) {
+            if metric == METRIC {
+                selected.extend(self.select_query(&query, matchers, times)?);
+            } else {
+                selected.extend(self.select_measure(&query, matchers, times)?);
+            }
         }
         selected.sort_by(|left, right| left.0.cmp(&right.0));
         Ok(selected)
@@ -194,41 +216,69 @@ impl LogMatches {
         let end = end.min(now + 86_400_000);
         let start = start.max(end - 400 * 86_400_000);
         let mut found = Vec::new();
-        for query in self.candidates(matchers) {
-            // a group exists in the range when it had a match within its ttl of some
-            // time in it: one count at `end` looking back over the range and the ttl
+        for (query, metric) in self.candidates(matchers) {
+            let range = Duration::from_millis((end - start).max(0) as u64);
             let mut widened = (*query).clone();
-            widened.group_ttl += Duration::from_millis((end - start).max(0) as u64);
-            found.extend(
+            let selected = if metric == METRIC {
+                // a group exists in the range when it had a match within its ttl of some
+                // time in it: one count at `end` looking back over the range and the ttl
+                widened.group_ttl += range;
                 self.select_query(&widened, matchers, &[end])?
-                    .into_iter()
-                    .map(|(labels, _)| labels),
-            );
+            } else {
+                // a measured group exists when the whole range gives it a value: one
+                // measure at `end` over the range and a window
+                widened.window += range;
+                self.select_measure(&widened, matchers, &[end])?
+            };
+            found.extend(selected.into_iter().map(|(labels, _)| labels));
         }
         Ok(found)
     }
 
-    fn select_query(
+    /// The `log_aggregate` or `log_ratio` series of `query` (which has a measure) that
+    /// `matchers` select, with a sample at each of `times` where the group has a value.
+    fn select_measure(
         &self,
         query: &SavedQuery,
         matchers: &[Matcher],
         times: &[i64],
     ) -> Result<Selected, promql::Error> {
-        let labels = query.labels();
-        let spec = SeriesSpec {
+        let Some(measure) = &query.measure else {
+            return Ok(Vec::new());
+        };
+        let spec = MeasureSeries {
+            name: &query.name,
             index: &query.index,
             query: &query.query,
             group_by: &query.group_by,
-            window_ms: query.window.as_millis() as i64,
-            group_ttl_ms: query.group_ttl.as_millis() as i64,
+            window_ms: query.window.as_millis().min(i64::MAX as u128) as i64,
+            measure,
         };
-        let series = count_series(&self.store, &spec, times).map_err(|error| {
-            promql::Error::Execution(format!("{METRIC}{{query=\"{}\"}}: {error}", query.name))
+        let series = super::measure::series(&self.store, &spec, times).map_err(|error| {
+            promql::Error::Execution(format!(
+                "{}{{query=\"{}\"}}: {error}",
+                measure.metric(),
+                query.name
+            ))
         })?;
+        Ok(self.labelled(query, measure.metric(), matchers, times, series))
+    }
+
+    /// Each group's points as a series named `metric` with the query's labels, when
+    /// `matchers` select it and it has a point.
+    fn labelled(
+        &self,
+        query: &SavedQuery,
+        metric: &str,
+        matchers: &[Matcher],
+        times: &[i64],
+        series: Vec<super::measure::GroupValues>,
+    ) -> Selected {
+        let labels = query.labels();
         let mut selected = Vec::new();
-        for (group, counts) in series {
+        for (group, values) in series {
             let mut pairs = vec![
-                ("__name__".to_string(), METRIC.to_string()),
+                ("__name__".to_string(), metric.to_string()),
                 ("query".to_string(), query.name.clone()),
             ];
             for (field, label) in &labels {
@@ -243,14 +293,43 @@ impl LogMatches {
             }
             let points: Vec<(i64, f64)> = times
                 .iter()
-                .zip(counts)
-                .filter_map(|(time, count)| count.map(|count| (*time, count as f64)))
+                .zip(values)
+                .filter_map(|(time, value)| value.map(|value| (*time, value)))
                 .collect();
             if !points.is_empty() {
                 selected.push((series_labels, points));
             }
         }
-        Ok(selected)
+        selected
+    }
+
+    fn select_query(
+        &self,
+        query: &SavedQuery,
+        matchers: &[Matcher],
+        times: &[i64],
+    ) -> Result<Selected, promql::Error> {
+        let spec = SeriesSpec {
+            index: &query.index,
+            query: &query.query,
+            group_by: &query.group_by,
+            window_ms: query.window.as_millis() as i64,
+            group_ttl_ms: query.group_ttl.as_millis() as i64,
+        };
+        let series = count_series(&self.store, &spec, times).map_err(|error| {
+            promql::Error::Execution(format!("{METRIC}{{query=\"{}\"}}: {error}", query.name))
+        })?;
+        let series = series
+            .into_iter()
+            .map(|(group, counts)| {
+                let values = counts
+                    .into_iter()
+                    .map(|count| count.map(|count| count as f64))
+                    .collect();
+                (group, values)
+            })
+            .collect();
+        Ok(self.labelled(query, METRIC, matchers, times, series))
     }
 }
 

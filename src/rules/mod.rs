@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod loader;
 pub mod log_matches;
 pub mod manager;
+pub mod measure;
 pub mod model;
 pub mod observe;
 pub mod recording;

@@ -80,6 +80,15 @@ pub struct RuleFile {
     /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
     #[serde(default)]
     pub expect_matches: Option<String>,
+    /// The value is this aggregate of a log field over the window's matching lines (per
+    /// group) instead of their count, e.g. {"op": "percentile", "field": "latency_ms",
+    /// "percentile": 95}.
+    #[serde(default)]
+    pub aggregate: Option<super::measure::AggregateFile>,
+    /// The value is the window's matches of `query` divided by those of a denominator
+    /// query (per group), e.g. {"denominator": "*", "min_denominator": 10}.
+    #[serde(default)]
+    pub ratio: Option<super::measure::RatioFile>,
 }
 
 fn default_schedule() -> String {

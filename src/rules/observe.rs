@@ -48,6 +48,9 @@ pub enum ObserveError {
     /// The rule's remote datasource failed.
     #[error(transparent)]
     Datasource(#[from] crate::datasource::DatasourceError),
+    /// Measuring a log rule's window (`aggregate`, `ratio`) failed.
+    #[error(transparent)]
+    Measure(#[from] super::measure::MeasureError),
 }
 
 /// Series a context line lists at most.
@@ -137,16 +140,24 @@ impl Sources {
         }
         match &rule.source {
             RuleSource::Logs { index, query } => {
-                let counts = count_window(
-                    &self.store,
-                    &Window {
-                        index,
-                        query,
-                        group_by: &rule.file.group_by,
-                        end_micros: tick.timestamp_micros(),
-                        length: rule.window,
-                    },
-                )?;
+                let window = Window {
+                    index,
+                    query,
+                    group_by: &rule.file.group_by,
+                    end_micros: tick.timestamp_micros(),
+                    length: rule.window,
+                };
+                if let Some(measure) = &rule.measure {
+                    let values = super::measure::measure_window(&self.store, &window, measure)?;
+                    return Ok(values
+                        .into_iter()
+                        .map(|group| Observation {
+                            labels: group.labels,
+                            value: group.value,
+                        })
+                        .collect());
+                }
+                let counts = count_window(&self.store, &window)?;
                 Ok(counts
                     .into_iter()
                     .map(|group| Observation {

@@ -29,6 +29,8 @@ pub struct LoadedRule {
     pub group_ttl: Duration,
     /// Alert when the query has matched nothing for this long (`expect_matches`).
     pub expect_matches: Option<Duration>,
+    /// A log rule's value when it is not the count (`aggregate`, `ratio`).
+    pub measure: Option<super::measure::Measure>,
 }
 
 /// What a rule watches.
@@ -84,14 +86,16 @@ impl LoadedRule {
                 group_by: self.file.group_by.clone(),
                 window: self.window,
                 group_ttl: self.group_ttl,
+                measure: self.measure.clone(),
             }),
             RuleSource::Metrics { .. } => None,
         }
     }
 
     /// Whether groups that fall silent count 0 until their ttl (log rules) rather than
-    /// ending with their series (metric rules).
+    /// ending with their series (metric rules). A measured log rule (`aggregate`,
+    /// `ratio`) does not: a group without a value is absent, as a metric rule's series.
     pub fn zero_fills(&self) -> bool {
-        matches!(self.source, RuleSource::Logs { .. })
+        matches!(self.source, RuleSource::Logs { .. }) && self.measure.is_none()
     }
 }

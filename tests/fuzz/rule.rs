@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use lookout::rules::measure::{AggregateOp, Measure};
 use lookout::rules::rule::LoadedRule;
 use lookout::rules::template::TemplateData;
 use proptest::prelude::*;
@@ -33,6 +34,8 @@ const FIELDS: &[&str] = &[
     "repeat_interval",
     "max_delay",
     "group_ttl",
+    "aggregate",
+    "ratio",
     "unknown_key",
 ];
 
@@ -107,6 +110,61 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
         "summary" | "description" => crate::template::generated().prop_map(Value::from).boxed(),
         "context" => proptest::collection::vec(crate::template::generated(), 0..3)
             .prop_map(|templates| json!(templates))
+            .boxed(),
+        "aggregate" => (
+            proptest::sample::select(vec![
+                "avg",
+                "min",
+                "max",
+                "sum",
+                "percentile",
+                "cardinality",
+                "median",
+                "",
+            ]),
+            prop_oneof![
+                "[a-z._@*]{0,10}",
+                proptest::sample::select(HOSTILE).prop_map(str::to_string)
+            ],
+            proptest::option::of(prop_oneof![
+                Just(json!(95)),
+                Just(json!(0)),
+                Just(json!(100)),
+                Just(json!(-1)),
+                Just(json!(1e308)),
+                Just(json!("95")),
+                (0.0f64..=100.0).prop_map(|percentile| json!(percentile)),
+            ]),
+        )
+            .prop_map(|(op, field, percentile)| {
+                let mut aggregate = json!({"op": op, "field": field});
+                if let Some(percentile) = percentile {
+                    aggregate["percentile"] = percentile;
+                }
+                aggregate
+            })
+            .boxed(),
+        "ratio" => (
+            prop_oneof![
+                crate::query::lucene_text(3).prop_map(Value::from),
+                crate::query::dsl_query(3),
+                harness::json_value(1),
+            ],
+            proptest::option::of(prop_oneof![
+                Just(json!(0)),
+                Just(json!(10)),
+                Just(json!(-1)),
+                Just(json!(u64::MAX)),
+                Just(json!(1.5)),
+            ]),
+        )
+            .prop_map(|(denominator, min_denominator)| {
+                let mut ratio = json!({"denominator": denominator});
+                if let Some(min_denominator) = min_denominator {
+                    ratio["min_denominator"] = min_denominator;
+                }
+                ratio
+            })
             .boxed(),
         "version" => prop_oneof![
             Just(json!(1)),
@@ -192,6 +250,24 @@ fn load(text: String, name: String) -> Result<(), TestCaseError> {
             rule.threshold_text(),
             rule.saved_query(),
         );
+        // a measure that loads is a log rule's, with a percentile in (0, 100] and a
+        // minimum denominator of at least 1
+        match &rule.measure {
+            Some(Measure::Aggregate {
+                op: AggregateOp::Percentile,
+                percentile,
+                ..
+            }) if !(*percentile > 0.0 && *percentile <= 100.0) => {
+                return Err(format!("percentile {percentile} loaded"));
+            }
+            Some(Measure::Ratio {
+                min_denominator: 0, ..
+            }) => return Err("a minimum denominator of 0 loaded".into()),
+            Some(_) if rule.file.promql.is_some() => {
+                return Err("a measure on a metric rule loaded".into());
+            }
+            _ => {}
+        }
         Ok(())
     })
 }

@@ -26,6 +26,7 @@ mod grafana_dashboards;
 mod grafana_prometheus;
 mod ingest_search;
 mod log_matches_exact;
+mod measure;
 mod metrics;
 mod notifications;
 mod paging;

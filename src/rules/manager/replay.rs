@@ -73,6 +73,7 @@ impl RuleManager {
                 serde_json::json!({
                     "labels": group.labels,
                     "count": group.value,
+                    "value": group.value,
                     "condition": rule.holds(group.value),
                     "state": phase(&before, key),
                     "would_become": group.alert.phase,
