@@ -83,11 +83,16 @@ impl Composer {
         let data = template_data(rule, first, resolved);
         let summary = rule.summary.as_ref().map_or_else(
             || {
-                let text = match &rule.source {
-                    RuleSource::Logs { .. } => {
+                let text = match (&rule.source, &rule.spike) {
+                    (RuleSource::Logs { .. }, Some(spike)) => {
+                        spike.summary(first.value, first.reference, &data.window)
+                    }
+                    (RuleSource::Logs { .. }, None) => {
                         format!("{} matches in the last {}", first.value, data.window)
                     }
-                    RuleSource::Metrics { expr } => format!("{} = {}", expr.text, first.value),
+                    (RuleSource::Metrics { expr }, _) => {
+                        format!("{} = {}", expr.text, first.value)
+                    }
                 };
                 if resolved {
                     format!("{text} (last value while firing)")
@@ -162,11 +167,12 @@ pub fn alert_labels(
     labels
 }
 
-/// An alert's rendered annotations (`summary`, `description`, `runbook_url`).
+/// An alert's rendered annotations (`summary`, `description`, `runbook_url`), from its
+/// labels, value and (a spike rule's) reference.
 pub fn annotations(
     rule: &LoadedRule,
     labels: &BTreeMap<String, String>,
-    value: f64,
+    (value, reference): (f64, Option<f64>),
 ) -> BTreeMap<String, String> {
     let data = template_data(
         rule,
@@ -176,6 +182,7 @@ pub fn annotations(
             fired_for: None,
             reason: None,
             starts_at: None,
+            reference,
         },
         false,
     );
@@ -206,6 +213,7 @@ fn template_data(rule: &LoadedRule, alert: &AlertLine, resolved: bool) -> Templa
         },
         threshold: rule.threshold_text(),
         rule: rule.name.clone(),
+        reference: alert.reference,
         message: Default::default(),
     }
 }

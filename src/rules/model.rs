@@ -80,6 +80,10 @@ pub struct RuleFile {
     /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
     #[serde(default)]
     pub expect_matches: Option<String>,
+    /// A spike rule: the value now against the same window at a reference time, e.g.
+    /// {"ratio": 3, "compare_to": "1h", "min_count": 10} (see `docs/rules.md`).
+    #[serde(default)]
+    pub spike: Option<super::spike::SpikeConfig>,
 }
 
 fn default_schedule() -> String {
