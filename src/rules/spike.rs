@@ -63,6 +63,10 @@ pub enum SpikeDirection {
     Both,
 }
 
+/// The furthest `compare_to` (ten years): beyond it no index keeps the reference, and the
+/// reference tick would leave the representable times.
+const MAX_COMPARE_TO: Duration = Duration::from_secs(10 * 366 * 86_400);
+
 /// A checked `spike`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spike {
@@ -104,6 +108,16 @@ impl Spike {
             window
         } else {
             match humantime::parse_duration(&config.compare_to) {
+                Ok(offset) if offset > MAX_COMPARE_TO => {
+                    problems.push((
+                        "spike.compare_to".to_string(),
+                        format!(
+                            "`{}` is further back than any retention; at most 10y (\"1y\" compares with the same window a year before)",
+                            config.compare_to
+                        ),
+                    ));
+                    window
+                }
                 Ok(offset) if offset >= window => offset,
                 Ok(_) => {
                     problems.push((
@@ -162,7 +176,10 @@ impl Spike {
 
     /// Where the reference window of the tick at `tick` ends.
     pub fn reference_tick(&self, tick: DateTime<Utc>) -> DateTime<Utc> {
-        tick - chrono::Duration::from_std(self.offset).unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(self.offset)
+            .ok()
+            .and_then(|offset| tick.checked_sub_signed(offset))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// "1h before", or "the previous 5m" (for `previous_window`).
@@ -283,6 +300,9 @@ mod tests {
         assert!(errors[2].1.contains("overlap"), "{errors:?}");
         let errors = Spike::check(&config("an hour", 3.0, 1.0), five_minutes).expect_err("bad");
         assert!(errors[0].1.contains("previous_window"), "{errors:?}");
+        let errors = Spike::check(&config("584942417355y", 3.0, 1.0), five_minutes)
+            .expect_err("too far back");
+        assert!(errors[0].1.contains("at most 10y"), "{errors:?}");
     }
 
     #[test]
