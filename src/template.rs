@@ -2,6 +2,8 @@
 //! `{{ $value }}`, `{{ $count }}`, `{{ $window }}`, `{{ $threshold }}`, `{{ $rule }}`,
 //! `{{ $resolved }}` (true in a resolve message, whose `$value` is the last value while
 //! firing) and `{{ $status }}` (`firing` or `resolved`, Alertmanager's `.Status`),
+//! and, in spike rules, `{{ $reference }}` (the value at the reference time) and
+//! `{{ $spike_ratio }}` (the value over it; +Inf when only now has anything),
 //! `{{ if PIPELINE }}…{{ else }}…{{ end }}` (Go's truth: false, 0 and "" are false),
 //! pipelines (`{{ $value | humanize }}`), and Prometheus' functions `humanize`,
 //! `humanize1024`, `humanizeDuration`, `humanizePercentage`, `printf`, `toUpper`,
@@ -47,6 +49,8 @@ pub struct TemplateData {
     pub rule: String,
     /// Rendering a resolve message: `value` and `count` are the last seen while firing.
     pub resolved: bool,
+    /// A spike rule's value at its reference time (`$reference`; `None`: nothing then).
+    pub reference: Option<f64>,
     /// The rest of the message, for notifier templates.
     pub message: MessageData,
 }
@@ -96,6 +100,8 @@ enum Operand {
     Rule,
     Resolved,
     Status,
+    Reference,
+    SpikeRatio,
     Severity,
     Alerts,
     Samples,
@@ -106,7 +112,7 @@ enum Operand {
     Number(f64),
 }
 
-const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule, $resolved, $status";
+const VARIABLES: &str = "$labels, $value, $count, $window, $threshold, $rule, $resolved, $status, $reference and $spike_ratio (spike rules)";
 const NOTIFIER_VARIABLES: &str =
     "$severity, $alerts, $samples, $context, $link, $runbook_url in notifier templates";
 
@@ -246,6 +252,21 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Whether the template refers to variable `$name` anywhere.
+    pub fn mentions(&self, name: &str) -> bool {
+        let operand_is = |operand: &Operand| match operand {
+            Operand::Reference => name == "reference",
+            Operand::SpikeRatio => name == "spike_ratio",
+            _ => false,
+        };
+        self.parts.iter().any(|part| match part {
+            Part::Action(commands) | Part::If(commands) => commands
+                .iter()
+                .any(|command| command.arguments.iter().any(operand_is)),
+            _ => false,
+        })
+    }
+
     pub fn render(&self, data: &TemplateData) -> String {
         let mut out = String::new();
         // per open `if`: whether its enclosing text renders, and whether its branch does
@@ -289,6 +310,16 @@ impl Template {
     }
 }
 
+/// `value ÷ reference` (a spike rule's `$spike_ratio`): +Inf when only the value is
+/// there, 1 when neither is (unchanged).
+pub fn spike_ratio(value: f64, reference: Option<f64>) -> f64 {
+    match reference.unwrap_or(0.0) {
+        reference if reference != 0.0 => value / reference,
+        _ if value == 0.0 => 1.0,
+        _ => f64::INFINITY,
+    }
+}
+
 /// The value of a pipeline: each command's result is the last argument of the next.
 fn evaluate(commands: &[Command], data: &TemplateData) -> Option<Val> {
     let mut result: Option<Val> = None;
@@ -328,6 +359,8 @@ fn operand_value(operand: &Operand, data: &TemplateData) -> Val {
         Operand::Rule => Val::Text(data.rule.clone()),
         Operand::Resolved => Val::Bool(data.resolved),
         Operand::Status => Val::Text(if data.resolved { "resolved" } else { "firing" }.into()),
+        Operand::Reference => Val::Number(data.reference.unwrap_or(0.0)),
+        Operand::SpikeRatio => Val::Number(spike_ratio(data.value, data.reference)),
         Operand::Severity => Val::Text(data.message.severity.clone()),
         Operand::Alerts => Val::Number(data.message.alerts as f64),
         Operand::Samples => Val::Text(data.message.samples.join("\n")),
@@ -445,6 +478,8 @@ fn parse_pipeline(
                     ("rule", None) => Operand::Rule,
                     ("resolved", None) => Operand::Resolved,
                     ("status", None) => Operand::Status,
+                    ("reference", None) => Operand::Reference,
+                    ("spike_ratio", None) => Operand::SpikeRatio,
                     ("severity", None) if notifier => Operand::Severity,
                     ("alerts", None) if notifier => Operand::Alerts,
                     ("samples", None) if notifier => Operand::Samples,
@@ -555,6 +590,7 @@ mod tests {
             threshold: "> 20".into(),
             rule: "checkout_5xx".into(),
             resolved: false,
+            reference: None,
             message: MessageData::default(),
         }
     }

@@ -813,6 +813,7 @@ mod tests {
                     fired_for: None,
                     reason: None,
                     starts_at: DateTime::from_timestamp(1_795_341_540, 0),
+                    reference: None,
                 },
                 AlertLine {
                     labels: BTreeMap::from([("service".to_string(), "drop-me".to_string())]),
@@ -820,6 +821,7 @@ mod tests {
                     fired_for: None,
                     reason: None,
                     starts_at: None,
+                    reference: None,
                 },
             ],
             resolved: Vec::new(),

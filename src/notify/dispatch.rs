@@ -636,6 +636,7 @@ mod tests {
                 fired_for: None,
                 reason: None,
                 starts_at: None,
+                reference: None,
             }],
             resolved: Vec::new(),
             samples: Vec::new(),

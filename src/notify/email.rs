@@ -558,6 +558,7 @@ mod tests {
                 fired_for: (kind == MessageKind::Resolved).then(|| Duration::from_secs(600)),
                 reason: None,
                 starts_at,
+                reference: None,
             }],
             resolved: Vec::new(),
             samples: vec!["payment\r\ntimeout".into()],

@@ -63,6 +63,9 @@ pub struct AlertLine {
     pub reason: Option<String>,
     /// When it started firing (for a resolved one: the firing it ends).
     pub starts_at: Option<DateTime<Utc>>,
+    /// A spike rule's value at its reference time (for a resolved one: when it last
+    /// fired).
+    pub reference: Option<f64>,
 }
 
 /// Everything a message says.
@@ -565,6 +568,7 @@ mod tests {
                     fired_for: (kind == MessageKind::Resolved).then(|| Duration::from_secs(754)),
                     reason: None,
                     starts_at: DateTime::from_timestamp(1_795_340_946, 0),
+                    reference: None,
                 })
                 .collect(),
             resolved: Vec::new(),

@@ -239,6 +239,7 @@ mod tests {
                 fired_for: None,
                 reason: None,
                 starts_at: None,
+                reference: None,
             }],
             resolved: Vec::new(),
             samples: vec!["payment timeout".into()],

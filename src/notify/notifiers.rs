@@ -533,6 +533,7 @@ fn template_data(message: &AlertMessage) -> TemplateData {
         threshold: message.threshold.clone(),
         rule: message.rule.clone(),
         resolved: message.kind == super::message::MessageKind::Resolved,
+        reference: first.and_then(|alert| alert.reference),
         message: MessageData {
             severity: message.severity.clone(),
             alerts: message.alerts.len() as u64,
@@ -795,6 +796,7 @@ mod tests {
                 fired_for: None,
                 reason: None,
                 starts_at: None,
+                reference: None,
             }],
             resolved: Vec::new(),
             samples: vec!["line one".into(), "line two".into()],

@@ -91,9 +91,10 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    /// An error about top-level key `field` (`context[1]` points at `context`).
+    /// An error about top-level key `field` (`context[1]` and `spike.ratio` point at
+    /// `context` and `spike`).
     fn field(&mut self, field: &str, message: impl std::fmt::Display) {
-        let key = field.split('[').next().unwrap_or(field);
+        let key = field.split(['[', '.']).next().unwrap_or(field);
         let error = match key_position(self.text, key) {
             Some((line, column)) => {
                 format!("{}:{line}:{column}: `{field}`: {message}", self.origin)
@@ -300,7 +301,10 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             None
         }
         (Some(query), None) => {
-            if file.threshold.is_none() && !problems.suggested.contains(&"threshold") {
+            if file.threshold.is_none()
+                && file.spike.is_none()
+                && !problems.suggested.contains(&"threshold")
+            {
                 problems.whole(
                     "`threshold`: a log rule needs one, e.g. \"threshold\": {\"op\": \">\", \"value\": 20}",
                 );
@@ -320,6 +324,12 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
                 if set {
                     problems.field(field, "belongs to log rules; a metric rule's series and ranges are in its `promql` expression");
                 }
+            }
+            if file.spike.is_some() {
+                problems.field(
+                    "spike",
+                    "belongs to log rules; in PromQL compare with `offset`, e.g. `EXPR > 3 * (EXPR offset 1h)`",
+                );
             }
             match crate::promql::parse(text) {
                 Ok(expr) => Some(RuleSource::Metrics { expr }),
@@ -379,13 +389,26 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     if expect_matches.is_some_and(|period| period.is_zero()) {
         problems.field("expect_matches", "must be longer than 0s, e.g. \"1h\"");
     }
+    let spike = check_spike(&file, window, problems);
     // log rules know their labels (the group_by fields); a metric rule's come from its
     // expression
     let labels = file.promql.is_none().then_some(file.group_by.as_slice());
     let template = |problems: &mut Problems, field: &str, text: &str| {
-        Template::parse(text, labels)
+        let parsed = Template::parse(text, labels)
             .map_err(|error| problems.field(field, error))
-            .ok()
+            .ok()?;
+        if file.spike.is_none()
+            && let Some(variable) = super::spike::VARIABLES
+                .into_iter()
+                .find(|variable| parsed.mentions(variable))
+        {
+            problems.field(
+                field,
+                format!("`${variable}` is only known to spike rules (`spike`)"),
+            );
+            return None;
+        }
+        Some(parsed)
     };
     let summary = file
         .summary
@@ -444,7 +467,37 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         group_ttl,
         expect_matches,
         measure,
+        spike,
     })
+}
+
+/// The checks of a spike rule (`spike`): a log rule, with no `threshold` (the spike's
+/// `ratio` and `min_count` are its condition); `None` without a valid `spike`.
+fn check_spike(
+    file: &RuleFile,
+    window: Duration,
+    problems: &mut Problems,
+) -> Option<super::spike::Spike> {
+    let config = file.spike.as_ref()?;
+    if file.threshold.is_some() {
+        problems.field(
+            "threshold",
+            "a spike rule compares its value with the reference window (`spike.ratio`, `spike.min_count`); remove `threshold`",
+        );
+    }
+    if file.record.is_some() {
+        problems.field(
+            "spike",
+            "a recording rule (`record`) writes series and alerts no one; remove `spike`",
+        );
+    }
+    super::spike::Spike::check(config, window)
+        .map_err(|errors| {
+            for (field, message) in errors {
+                problems.field(&field, message);
+            }
+        })
+        .ok()
 }
 
 /// The checks of a recording rule (`record`): a metric name, a `promql` expression, and
@@ -672,6 +725,57 @@ mod tests {
             .join("\n");
         assert!(
             joined.contains("`datasource`: belongs to metric rules"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn spike_rules_are_log_rules_without_a_threshold_and_name_their_mistakes() {
+        let good = r#"{"version": 1, "query": "level:error", "window": "5m",
+            "group_by": ["service"],
+            "spike": {"ratio": 3, "compare_to": "1h", "min_count": 10},
+            "summary": "{{ $value }} is {{ $spike_ratio }}× the {{ $reference }} before"}"#;
+        let rule = LoadedRule::parse(good, "spiky", "s.json").expect("a spike rule");
+        let spike = rule.spike.as_ref().expect("checked spike");
+        assert_eq!(spike.offset, Duration::from_secs(3600));
+        assert!(rule.condition(30.0, Some(10.0)) && !rule.condition(3.0, Some(1.0)));
+        let bad = r#"{"version": 1, "query": "level:error", "window": "5m",
+            "threshold": {"op": ">", "value": 1},
+            "spike": {"ratio": 0.5, "compare_to": "1m", "min_count": 10}}"#;
+        let joined = check_rule(bad, "spiky", "s.json")
+            .err()
+            .expect("invalid")
+            .join("\n");
+        assert!(
+            joined.contains("s.json:2:13: `threshold`: a spike rule compares its value"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("s.json:3:13: `spike.ratio`: must be a number above 1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("`spike.compare_to`: `1m` is shorter than the window (5m)"),
+            "{joined}"
+        );
+        let metric = r#"{"version": 1, "promql": "up",
+            "spike": {"ratio": 3, "compare_to": "1h", "min_count": 10}}"#;
+        let joined = check_rule(metric, "spiky", "s.json")
+            .err()
+            .expect("invalid")
+            .join("\n");
+        assert!(
+            joined.contains("`spike`: belongs to log rules; in PromQL compare with `offset`"),
+            "{joined}"
+        );
+        let count = r#"{"version": 1, "query": "x", "threshold": {"op": ">", "value": 1},
+            "summary": "{{ $reference }}"}"#;
+        let joined = check_rule(count, "plain", "s.json")
+            .err()
+            .expect("invalid")
+            .join("\n");
+        assert!(
+            joined.contains("`summary`: `$reference` is only known to spike rules"),
             "{joined}"
         );
     }

@@ -83,17 +83,20 @@ impl Composer {
         let data = template_data(rule, first, resolved);
         let summary = rule.summary.as_ref().map_or_else(
             || {
-                let text = match (&rule.source, &rule.measure) {
-                    (RuleSource::Logs { .. }, Some(measure)) => format!(
+                let text = match (&rule.source, &rule.spike, &rule.measure) {
+                    (RuleSource::Logs { .. }, Some(spike), _) => {
+                        spike.summary(first.value, first.reference, &data.window)
+                    }
+                    (RuleSource::Logs { .. }, None, Some(measure)) => format!(
                         "{} = {} in the last {}",
                         measure.describe(),
                         first.value,
                         data.window
                     ),
-                    (RuleSource::Logs { .. }, None) => {
+                    (RuleSource::Logs { .. }, None, None) => {
                         format!("{} matches in the last {}", first.value, data.window)
                     }
-                    (RuleSource::Metrics { expr }, _) => {
+                    (RuleSource::Metrics { expr }, _, _) => {
                         format!("{} = {}", expr.text, first.value)
                     }
                 };
@@ -170,11 +173,12 @@ pub fn alert_labels(
     labels
 }
 
-/// An alert's rendered annotations (`summary`, `description`, `runbook_url`).
+/// An alert's rendered annotations (`summary`, `description`, `runbook_url`), from its
+/// labels, value and (a spike rule's) reference.
 pub fn annotations(
     rule: &LoadedRule,
     labels: &BTreeMap<String, String>,
-    value: f64,
+    (value, reference): (f64, Option<f64>),
 ) -> BTreeMap<String, String> {
     let data = template_data(
         rule,
@@ -184,6 +188,7 @@ pub fn annotations(
             fired_for: None,
             reason: None,
             starts_at: None,
+            reference,
         },
         false,
     );
@@ -214,6 +219,7 @@ fn template_data(rule: &LoadedRule, alert: &AlertLine, resolved: bool) -> Templa
         },
         threshold: rule.threshold_text(),
         rule: rule.name.clone(),
+        reference: alert.reference,
         message: Default::default(),
     }
 }

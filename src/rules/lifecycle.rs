@@ -40,10 +40,16 @@ pub fn advance(
             .collect::<Vec<_>>()
             .join(",")
     };
-    // (labels, value, whether the series is there)
-    let mut observed: BTreeMap<String, (BTreeMap<String, String>, f64, bool)> = observations
+    // (labels, value, whether the series is there, a spike rule's reference)
+    type Seen = (BTreeMap<String, String>, f64, bool, Option<f64>);
+    let mut observed: BTreeMap<String, Seen> = observations
         .into_iter()
-        .map(|seen| (key(&seen.labels), (seen.labels, seen.value, true)))
+        .map(|seen| {
+            (
+                key(&seen.labels),
+                (seen.labels, seen.value, true, seen.reference),
+            )
+        })
         .collect();
     let ttl = chrono::Duration::from_std(rule.group_ttl).unwrap_or_default();
     for (group_key, group) in &state.alerts {
@@ -51,20 +57,21 @@ pub fn advance(
             // an absent series: the condition is false
             observed
                 .entry(group_key.clone())
-                .or_insert_with(|| (group.labels.clone(), 0.0, false));
+                .or_insert_with(|| (group.labels.clone(), 0.0, false, None));
         } else if group.last_seen.is_some_and(|seen| tick - seen <= ttl) {
             // groups seen within group_ttl but absent now count 0 (a flatline fires)
             observed
                 .entry(group_key.clone())
-                .or_insert_with(|| (group.labels.clone(), 0.0, true));
+                .or_insert_with(|| (group.labels.clone(), 0.0, true, None));
         }
     }
     let mut notices: Vec<(MessageKind, AlertLine)> = Vec::new();
     let mut ended = Vec::new();
-    for (group_key, (labels, value, present)) in &observed {
+    for (group_key, (labels, value, present, reference)) in &observed {
         let group = state.alerts.entry(group_key.clone()).or_default();
         group.labels = labels.clone();
         group.value = *value;
+        group.reference = *reference;
         let seen = if rule.zero_fills() {
             *value > 0.0
         } else {
@@ -74,9 +81,10 @@ pub fn advance(
             group.last_seen = Some(tick);
         }
         let silenced = silenced(labels);
-        let holds = *present && rule.holds(*value);
+        let holds = *present && rule.condition(*value, *reference);
         if holds {
             group.firing_value = Some(*value);
+            group.firing_reference = *reference;
         }
         let step = group.alert.step(tick, holds, silenced, &rule.timing);
         if let Some(transition) = step.transition {
@@ -232,6 +240,10 @@ fn notice_line(notice: Notice, at: DateTime<Utc>, group: &GroupState) -> (Messag
         value: match notice {
             Notice::Resolved { .. } => group.firing_value.unwrap_or(group.value),
             Notice::Firing | Notice::Repeat => group.value,
+        },
+        reference: match notice {
+            Notice::Resolved { .. } if group.firing_value.is_some() => group.firing_reference,
+            _ => group.reference,
         },
         starts_at: match fired_for {
             Some(fired_for) => Some(at - chrono::Duration::from_std(fired_for).unwrap_or_default()),

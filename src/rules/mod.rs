@@ -9,7 +9,9 @@
 //! the messages it sends ([`compose`], rendering [`template`]s), handed to
 //! [`crate::notify::dispatch`]; the states persisted ([`state_store`]). Rules that cannot
 //! match, before and after they load ([`dead_query`]). The [`manager`] runs all of it on
-//! the scheduler, with replays for backtests and rule unit tests ([`fixtures`]).
+//! the scheduler, with replays for backtests and rule unit tests ([`fixtures`]). A spike
+//! rule's value now against its value at a reference time ([`spike`]) wraps what
+//! `observe` sees.
 
 pub mod alert_state;
 pub mod check;
@@ -27,6 +29,7 @@ pub mod observe;
 pub mod recording;
 pub mod rule;
 pub mod silence;
+pub mod spike;
 pub mod state_store;
 /// The template engine is a leaf shared with `notify` (notifier templates); rules
 /// reach it by its old path.

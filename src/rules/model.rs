@@ -89,6 +89,10 @@ pub struct RuleFile {
     /// query (per group), e.g. {"denominator": "*", "min_denominator": 10}.
     #[serde(default)]
     pub ratio: Option<super::measure::RatioFile>,
+    /// A spike rule: the value now against the same window at a reference time, e.g.
+    /// {"ratio": 3, "compare_to": "1h", "min_count": 10} (see `docs/rules.md`).
+    #[serde(default)]
+    pub spike: Option<super::spike::SpikeConfig>,
 }
 
 fn default_schedule() -> String {

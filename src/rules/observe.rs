@@ -17,10 +17,12 @@ use crate::promql::{self, Engine, EngineOptions, QueryValue, Storage, Union};
 use crate::tsdb::Tsdb;
 
 /// One series (or group) a rule sees at a tick.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub labels: BTreeMap<String, String>,
     pub value: f64,
+    /// A spike rule's value at its reference time (`None`: the group was absent then).
+    pub reference: Option<f64>,
 }
 
 /// One `context` expression's result for a message.
@@ -129,8 +131,21 @@ impl Sources {
         }
     }
 
-    /// What `rule` sees at `tick`; blocking (run it on a blocking thread).
+    /// What `rule` sees at `tick` (a spike rule: its value now with its reference, see
+    /// [`observe_spike`]); blocking (run it on a blocking thread).
     pub fn observe(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+    ) -> Result<Vec<Observation>, ObserveError> {
+        match &rule.spike {
+            Some(spike) => observe_spike(spike, tick, |at| self.observe_value(rule, at)),
+            None => self.observe_value(rule, tick),
+        }
+    }
+
+    /// The rule's value per group (or series) at `tick`, before a spike compares it.
+    fn observe_value(
         &self,
         rule: &LoadedRule,
         tick: DateTime<Utc>,
@@ -154,6 +169,7 @@ impl Sources {
                         .map(|group| Observation {
                             labels: group.labels,
                             value: group.value,
+                            reference: None,
                         })
                         .collect());
                 }
@@ -163,6 +179,7 @@ impl Sources {
                     .map(|group| Observation {
                         labels: group.labels,
                         value: group.count as f64,
+                        reference: None,
                     })
                     .collect())
             }
@@ -178,6 +195,7 @@ impl Sources {
                             .cloned()
                             .collect(),
                         value,
+                        reference: None,
                     })
                     .collect())
             }
@@ -268,6 +286,34 @@ impl Sources {
     }
 }
 
+/// What a spike rule sees at `tick`: `observe_at` (the rule's value per group over the
+/// window ending at a time) at `tick` and at the reference tick, joined by group: each
+/// group seen at either time, its value now (0 when absent now) with its `reference`
+/// (`None` when absent then).
+fn observe_spike<E>(
+    spike: &super::spike::Spike,
+    tick: DateTime<Utc>,
+    observe_at: impl Fn(DateTime<Utc>) -> Result<Vec<Observation>, E>,
+) -> Result<Vec<Observation>, E> {
+    let current = observe_at(tick)?;
+    let reference = observe_at(spike.reference_tick(tick))?;
+    let mut joined: BTreeMap<BTreeMap<String, String>, Observation> = current
+        .into_iter()
+        .map(|seen| (seen.labels.clone(), seen))
+        .collect();
+    for then in reference {
+        joined
+            .entry(then.labels.clone())
+            .or_insert_with(|| Observation {
+                labels: then.labels,
+                value: 0.0,
+                reference: None,
+            })
+            .reference = Some(then.value);
+    }
+    Ok(joined.into_values().collect())
+}
+
 /// The unit of an expression's result, from the naming conventions of the metric it
 /// reads (`_seconds`, `_bytes`, `_ratio`, …): per second under `rate`/`irate`/`deriv`;
 /// empty when nothing tells.
@@ -355,5 +401,44 @@ mod tests {
         assert_eq!(unit("rate(http_request_duration_seconds_count[1m])"), "/s");
         assert_eq!(unit("up"), "");
         assert_eq!(unit("a_bytes / b_bytes"), "");
+    }
+
+    #[test]
+    fn groups_are_joined_across_the_two_windows() {
+        let spike = super::super::spike::Spike {
+            ratio: 3.0,
+            offset: std::time::Duration::from_secs(3600),
+            previous_window: false,
+            direction: super::super::spike::SpikeDirection::Both,
+            min_count: 0.0,
+            alert_on_new_data: false,
+        };
+        let tick = DateTime::from_timestamp(7200, 0).expect("time");
+        let group = |service: &str, value: f64| Observation {
+            labels: BTreeMap::from([("service".to_string(), service.to_string())]),
+            value,
+            reference: None,
+        };
+        let seen = observe_spike(&spike, tick, |at| {
+            Ok::<_, ()>(if at == tick {
+                vec![group("cart", 30.0), group("new", 5.0)]
+            } else {
+                assert_eq!(at.timestamp(), 3600, "the reference ends an hour before");
+                vec![group("cart", 10.0), group("gone", 20.0)]
+            })
+        })
+        .expect("observed");
+        let joined: Vec<(String, f64, Option<f64>)> = seen
+            .into_iter()
+            .map(|seen| (seen.labels["service"].clone(), seen.value, seen.reference))
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                ("cart".to_string(), 30.0, Some(10.0)),
+                ("gone".to_string(), 0.0, Some(20.0)),
+                ("new".to_string(), 5.0, None),
+            ]
+        );
     }
 }

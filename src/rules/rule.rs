@@ -31,6 +31,8 @@ pub struct LoadedRule {
     pub expect_matches: Option<Duration>,
     /// A log rule's value when it is not the count (`aggregate`, `ratio`).
     pub measure: Option<super::measure::Measure>,
+    /// A spike rule's comparison with its reference window (`spike`).
+    pub spike: Option<super::spike::Spike>,
 }
 
 /// What a rule watches.
@@ -58,6 +60,15 @@ impl LoadedRule {
             ThresholdOp::LessOrEqual => count <= value,
             ThresholdOp::Equal => count == value,
             ThresholdOp::NotEqual => count != value,
+        }
+    }
+
+    /// Whether an observed value (with its `reference`, for a spike rule) meets the
+    /// rule's condition: the spike's for a spike rule, else the threshold's.
+    pub fn condition(&self, value: f64, reference: Option<f64>) -> bool {
+        match &self.spike {
+            Some(spike) => spike.holds(value, reference),
+            None => self.holds(value),
         }
     }
 

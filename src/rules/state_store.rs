@@ -46,6 +46,12 @@ pub struct GroupState {
     /// reports (the value at resolve time is the one that no longer alerts, often 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_value: Option<f64>,
+    /// A spike rule's value at the reference, at the last evaluation and at the last one
+    /// where the condition held (what its resolve message reports beside `firing_value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing_reference: Option<f64>,
     pub alert: AlertState,
 }
 
@@ -179,6 +185,8 @@ mod tests {
                     last_seen: DateTime::from_timestamp(seen, 0),
                     value,
                     firing_value: None,
+                    reference: None,
+                    firing_reference: None,
                     alert,
                 },
             )]),

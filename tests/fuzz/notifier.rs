@@ -82,6 +82,7 @@ fn message() -> impl Strategy<Value = AlertMessage> {
                         fired_for: fired_for.map(std::time::Duration::from_secs),
                         reason: None,
                         starts_at: DateTime::from_timestamp(1_795_341_000, 0),
+                        reference: None,
                     })
                     .collect();
                 // a flush that also carries resolved alerts: as many again

@@ -36,6 +36,7 @@ const FIELDS: &[&str] = &[
     "group_ttl",
     "aggregate",
     "ratio",
+    "spike",
     "unknown_key",
 ];
 
@@ -166,6 +167,25 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
                 ratio
             })
             .boxed(),
+        "spike" => (
+            prop_oneof![
+                harness::json_value(0),
+                Just(json!(3)),
+                Just(json!(1)),
+                Just(json!(1e308))
+            ],
+            prop_oneof![Just(Value::from("previous_window")), duration()],
+            proptest::sample::select(vec!["up", "down", "both", "sideways", ""]),
+            prop_oneof![harness::json_value(0), Just(json!(10)), Just(json!(-1))],
+            any::<bool>(),
+        )
+            .prop_map(
+                |(ratio, compare_to, direction, min_count, alert_on_new_data)| {
+                    json!({"ratio": ratio, "compare_to": compare_to, "direction": direction,
+                        "min_count": min_count, "alert_on_new_data": alert_on_new_data})
+                },
+            )
+            .boxed(),
         "version" => prop_oneof![
             Just(json!(1)),
             Just(json!(2)),
@@ -267,6 +287,24 @@ fn load(text: String, name: String) -> Result<(), TestCaseError> {
                 return Err("a measure on a metric rule loaded".into());
             }
             _ => {}
+        }
+        if let Some(spike) = &rule.spike {
+            for (value, reference) in [
+                (f64::NAN, None),
+                (f64::MAX, Some(f64::MIN_POSITIVE)),
+                (0.0, Some(0.0)),
+                (f64::INFINITY, Some(f64::NAN)),
+            ] {
+                let _ = rule.condition(value, reference);
+                let _ = spike.summary(value, reference, "5m");
+            }
+            let reference = spike.reference_tick(after);
+            if reference > after || (spike.offset > std::time::Duration::ZERO && reference == after)
+            {
+                return Err(format!(
+                    "the reference tick {reference} is not before the tick {after}"
+                ));
+            }
         }
         Ok(())
     })

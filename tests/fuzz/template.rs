@@ -23,6 +23,8 @@ fn operand() -> impl Strategy<Value = String> {
             "$rule",
             "$resolved",
             "$status",
+            "$reference",
+            "$spike_ratio",
             "$labels",
             "$labels.service",
             "$labels.job",
@@ -147,9 +149,10 @@ fn data() -> impl Strategy<Value = TemplateData> {
         ],
         any::<u64>(),
         (text.clone(), text.clone(), text, any::<bool>()),
+        proptest::option::of(prop_oneof![any::<f64>(), Just(0.0), Just(f64::NAN)]),
     )
         .prop_map(
-            |(labels, value, count, (window, threshold, rule, resolved))| TemplateData {
+            |(labels, value, count, (window, threshold, rule, resolved), reference)| TemplateData {
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
                 value,
                 count,
@@ -157,6 +160,7 @@ fn data() -> impl Strategy<Value = TemplateData> {
                 threshold,
                 rule,
                 resolved,
+                reference,
                 message: Default::default(),
             },
         )

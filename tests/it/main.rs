@@ -41,6 +41,7 @@ mod schedule_validation;
 mod search_after;
 mod severity_routing;
 mod slack;
+mod spike;
 mod tenant_keys;
 mod tenants;
 mod tls;

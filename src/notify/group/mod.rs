@@ -646,6 +646,7 @@ mod tests {
                     fired_for: None,
                     reason: None,
                     starts_at: None,
+                    reference: None,
                 })
                 .collect(),
             resolved: Vec::new(),

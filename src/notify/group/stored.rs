@@ -45,6 +45,9 @@ struct StoredLine {
     fired_for_seconds: Option<f64>,
     reason: Option<String>,
     starts_at: Option<DateTime<Utc>>,
+    /// A spike rule's reference value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference: Option<f64>,
 }
 
 impl From<&AlertMessage> for StoredMessage {
@@ -68,6 +71,7 @@ impl From<&AlertMessage> for StoredMessage {
                     fired_for_seconds: line.fired_for.map(|fired| fired.as_secs_f64()),
                     reason: line.reason.clone(),
                     starts_at: line.starts_at,
+                    reference: line.reference,
                 })
                 .collect(),
             samples: message.samples.clone(),
@@ -109,6 +113,7 @@ impl StoredMessage {
                         .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok()),
                     reason: line.reason.clone(),
                     starts_at: line.starts_at,
+                    reference: line.reference,
                 })
                 .collect(),
             resolved: Vec::new(),

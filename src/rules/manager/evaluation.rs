@@ -196,7 +196,7 @@ impl RuleManager {
                 firing: group.alert.phase == crate::rules::alert_state::Phase::Firing,
                 active_since: group.alert.active_since,
                 value: group.value,
-                annotations: annotations(rule, &group.labels, group.value),
+                annotations: annotations(rule, &group.labels, (group.value, group.reference)),
             })
             .collect();
         if let (Some(group), Some(period)) = (&state.no_matches, rule.expect_matches)

@@ -70,14 +70,21 @@ impl RuleManager {
             .alerts
             .iter()
             .map(|(key, group)| {
-                serde_json::json!({
+                let mut shown = serde_json::json!({
                     "labels": group.labels,
                     "count": group.value,
                     "value": group.value,
-                    "condition": rule.holds(group.value),
+                    "condition": rule.condition(group.value, group.reference),
                     "state": phase(&before, key),
                     "would_become": group.alert.phase,
-                })
+                });
+                if rule.spike.is_some() {
+                    // a spike rule's value now against its reference window
+                    shown["reference"] = group.reference.unwrap_or(0.0).into();
+                    shown["spike_ratio"] =
+                        crate::template::spike_ratio(group.value, group.reference).into();
+                }
+                shown
             })
             .chain(
                 // groups that expire at this evaluation
@@ -113,6 +120,11 @@ impl RuleManager {
             "rule": rule.name,
             "at": at.to_rfc3339(),
             "window": {"from": start.to_rfc3339(), "to": at.to_rfc3339()},
+            "reference_window": rule.spike.as_ref().map(|spike| {
+                let end = spike.reference_tick(at);
+                let start = end - chrono::Duration::from_std(rule.window).unwrap_or_default();
+                serde_json::json!({"from": start.to_rfc3339(), "to": end.to_rfc3339()})
+            }),
             "threshold": rule.threshold_text(),
             "groups": groups,
             "messages": messages,
@@ -154,7 +166,7 @@ impl RuleManager {
                 .filter(|group| group.alert.phase == crate::rules::alert_state::Phase::Firing)
                 .map(|group| FiringAlert {
                     labels: alert_labels(rule, &group.labels),
-                    annotations: annotations(rule, &group.labels, group.value),
+                    annotations: annotations(rule, &group.labels, (group.value, group.reference)),
                     value: group.value,
                 })
                 .collect();
