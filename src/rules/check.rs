@@ -300,7 +300,10 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             None
         }
         (Some(query), None) => {
-            if file.threshold.is_none() && !problems.suggested.contains(&"threshold") {
+            if file.threshold.is_none()
+                && file.new_term.is_none()
+                && !problems.suggested.contains(&"threshold")
+            {
                 problems.whole(
                     "`threshold`: a log rule needs one, e.g. \"threshold\": {\"op\": \">\", \"value\": 20}",
                 );
@@ -381,7 +384,18 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     }
     // log rules know their labels (the group_by fields); a metric rule's come from its
     // expression
-    let labels = file.promql.is_none().then_some(file.group_by.as_slice());
+    let new_term = super::new_term::check(&file).unwrap_or_else(|errors| {
+        for (field, error) in errors {
+            problems.field(field, error);
+        }
+        None
+    });
+    // a new-term rule's alerts are labelled with its fields' label names
+    let new_term_labels = new_term.as_ref().map(|settings| settings.labels.clone());
+    let labels = match &new_term_labels {
+        Some(labels) => Some(labels.as_slice()),
+        None => file.promql.is_none().then_some(file.group_by.as_slice()),
+    };
     let template = |problems: &mut Problems, field: &str, text: &str| {
         Template::parse(text, labels)
             .map_err(|error| problems.field(field, error))
@@ -403,8 +417,8 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         };
         // the expression must parse once labels are in: try it with placeholders
         let example = parsed.render(&TemplateData {
-            labels: file
-                .group_by
+            labels: labels
+                .unwrap_or_default()
                 .iter()
                 .map(|field| (field.clone(), "x".to_string()))
                 .collect(),
@@ -420,7 +434,14 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     }
     Some(LoadedRule {
         name: name.to_string(),
-        threshold: file.threshold.clone(),
+        // a new term's alert holds while the value has matches in the window and is new
+        threshold: match &new_term {
+            Some(_) => Some(super::model::Threshold {
+                op: super::model::ThresholdOp::Greater,
+                value: 0.0,
+            }),
+            None => file.threshold.clone(),
+        },
         source: source?,
         schedule: schedule?,
         file,
@@ -432,6 +453,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         max_delay,
         group_ttl,
         expect_matches,
+        new_term,
     })
 }
 

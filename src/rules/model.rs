@@ -80,6 +80,10 @@ pub struct RuleFile {
     /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
     #[serde(default)]
     pub expect_matches: Option<String>,
+    /// Alert on each value of these fields (or combination) not seen in the lookback
+    /// before the window (see `docs/rules.md`, "New terms").
+    #[serde(default)]
+    pub new_term: Option<super::new_term::config::NewTermConfig>,
 }
 
 fn default_schedule() -> String {

@@ -29,6 +29,8 @@ pub struct LoadedRule {
     pub group_ttl: Duration,
     /// Alert when the query has matched nothing for this long (`expect_matches`).
     pub expect_matches: Option<Duration>,
+    /// A new-term rule's fields and lookback (`new_term`).
+    pub new_term: Option<super::new_term::config::NewTermSettings>,
 }
 
 /// What a rule watches.

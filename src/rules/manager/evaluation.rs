@@ -184,9 +184,13 @@ impl RuleManager {
         }
         // grouped (at once, for routes that do not wait) and recorded before the state
         deliveries.extend(self.dispatcher.accept(messages));
-        let grouped = !rule.file.group_by.is_empty();
+        let grouped = !rule.file.group_by.is_empty() || rule.new_term.is_some();
         self.states
             .save(&rule.name, grouped || rule.expect_matches.is_some(), &state);
+        if rule.new_term.is_some() {
+            // the values reported are saved: a restart goes on after this window
+            self.sources.new_terms.commit(&rule.name);
+        }
         let mut active: Vec<ActiveAlert> = state
             .alerts
             .values()
