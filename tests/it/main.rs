@@ -27,6 +27,7 @@ mod grafana_prometheus;
 mod ingest_search;
 mod log_matches_exact;
 mod metrics;
+mod new_term;
 mod notifications;
 mod paging;
 mod relabel;
