@@ -292,6 +292,22 @@ impl NewTerms {
         })
     }
 
+    /// The heap rule `rule`'s set holds, estimated from its table: each slot of the hash
+    /// table (a key pointer and length, a time, a control byte) plus the keys' bytes.
+    pub fn heap_bytes(&self, rule: &str) -> usize {
+        let sets = self
+            .sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.get(rule).map_or(0, |set| {
+            let set = set
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = std::mem::size_of::<(Box<str>, i64)>() + 1;
+            set.terms.capacity() * slot + set.terms.keys().map(|key| key.len()).sum::<usize>()
+        })
+    }
+
     /// Drops rule `rule`'s set and its persisted progress (the rule was deleted).
     pub fn forget(&self, rule: &str) {
         self.sets

@@ -1,8 +1,11 @@
 //! Reading the distinct values of a new-term rule's fields in a time range: nested `terms`
 //! aggregations (one level per field) with the newest `@timestamp` of each value, paged
 //! by time. A range whose values do not fit one aggregation (a level with
-//! `sum_other_doc_count`, or more buckets than a search may collect) is halved and each
-//! half read again, down to one second; a second that still does not fit is an error.
+//! `sum_other_doc_count`, or more buckets than a search may collect) is split and each
+//! piece read again, down to one second; a second that still does not fit is an error.
+//! The pieces are as many as the answer suggests (all matches over those of the values it
+//! answered, twice over, at most [`MAX_PIECES`]), so a lookback of a million values is
+//! read in about two passes, not one per halving.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +21,8 @@ use crate::rules::evaluate::{Window, walk, window_query};
 pub const MAX_GROUPS: usize = crate::rules::evaluate::MAX_GROUPS;
 /// Most (value, newest time) buckets one search may collect.
 const MAX_SLICE_BUCKETS: u32 = 400_000;
+/// Most pieces one slice is split into at once.
+pub const MAX_PIECES: i64 = 512;
 /// The shortest slice a range is split into.
 const MIN_SLICE_MICROS: i64 = 1_000_000;
 
@@ -48,31 +53,42 @@ pub fn read(
         }
         *searches += 1;
         match read_slice(store, index, query, fields, (from, to))? {
-            Some(terms) => out.extend(terms),
-            None if to - from <= MIN_SLICE_MICROS => {
+            Ok(terms) => out.extend(terms),
+            Err(_) if to - from <= MIN_SLICE_MICROS => {
                 return Err(NewTermError::SliceTooDense {
                     fields: format!("`{}`", fields.join("`, `")),
                 });
             }
-            None => {
-                let middle = from + (to - from) / 2;
-                // the later half is popped last: the answer stays in time order
-                pending.push((middle, to));
-                pending.push((from, middle));
+            Err(pieces) => {
+                let pieces = pieces
+                    .clamp(2, MAX_PIECES)
+                    .min((to - from) / MIN_SLICE_MICROS)
+                    .max(2);
+                let length = (to - from) / pieces;
+                // the earliest piece is popped first: the answer stays in time order
+                for piece in (0..pieces).rev() {
+                    let end = if piece == pieces - 1 {
+                        to
+                    } else {
+                        from + (piece + 1) * length
+                    };
+                    pending.push((from + piece * length, end));
+                }
             }
         }
     }
     Ok(merge(out))
 }
 
-/// One slice's values, or `None` when they do not fit one aggregation.
+/// One slice's values, or (`Err`) into how many pieces to split it when they do not fit
+/// one aggregation.
 fn read_slice(
     store: &IndexStore,
     index: &str,
     query: &Value,
     fields: &[String],
     (from, to): (i64, i64),
-) -> Result<Option<Vec<TermCount>>, NewTermError> {
+) -> Result<Result<Vec<TermCount>, i64>, NewTermError> {
     let window = Window {
         index,
         query,
@@ -100,12 +116,22 @@ fn read_slice(
         Ok(outcome) => outcome,
         Err(SearchError::Engine(tantivy::TantivyError::AggregationError(
             tantivy::aggregation::AggregationError::BucketLimitExceeded { .. },
-        ))) => return Ok(None),
+        ))) => return Ok(Err(2)),
         Err(error) => return Err(crate::rules::evaluate::EvaluateError::from(error).into()),
     };
     let result = outcome.aggregations.unwrap_or(Value::Null);
     if truncated(&result, 0, fields.len()) {
-        return Ok(None);
+        // the first level's matches answered and left out tell how many slices it takes
+        let first = &result["g0"];
+        let answered: u64 = first["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|bucket| bucket["doc_count"].as_u64())
+            .sum();
+        let left_out = first["sum_other_doc_count"].as_u64().unwrap_or(0);
+        let pieces = (answered + left_out).div_ceil(answered.max(1)) * 2;
+        return Ok(Err(i64::try_from(pieces).unwrap_or(MAX_PIECES)));
     }
     let mut terms = Vec::new();
     walk(
@@ -129,7 +155,7 @@ fn read_slice(
             })
         },
     );
-    Ok(Some(terms))
+    Ok(Ok(terms))
 }
 
 /// Whether a `terms` level of `result` left values out.
