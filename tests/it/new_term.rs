@@ -155,6 +155,7 @@ async fn new_terms_across_partitions_and_a_restart_are_reported_once_each_and_th
             && searches(&metrics, "new_pairs", "lookback") >= 1
     })
     .await;
+    let fresh = now();
     ingest(
         &server,
         &[
@@ -207,11 +208,39 @@ async fn new_terms_across_partitions_and_a_restart_are_reported_once_each_and_th
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["result"][0]["value"][1], "2", "{body}");
-    // a dry run lists what is new in its window (nothing now)
+    // a dry run at a second after those lines lists the values new in its window, with
+    // their lines, from its own set (the running one is not touched)
+    let at =
+        (fresh + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, body) = server
-        .post_json("/_lookout/rules/new_errors/_dry_run", &json!(null))
+        .post_json(
+            &format!(
+                "/_lookout/rules/new_errors/_dry_run?at={}",
+                crate::support::urlencode(&at)
+            ),
+            &json!(null),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
+    let mut groups: Vec<(String, u64)> = body["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|group| group["condition"] == json!(true))
+        .map(|group| {
+            let kind = group["labels"]["error_type"].as_str().unwrap_or_default();
+            (
+                kind.to_string(),
+                group["count"].as_f64().unwrap_or(0.0) as u64,
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [("Brand".to_string(), 2), ("OutOfMemory".to_string(), 1)],
+        "{body}"
+    );
     let delivered_before = mock.lock().expect("mock").delivered.len();
     server.terminate();
 
