@@ -195,6 +195,8 @@ struct TermSet {
     terms: HashMap<Box<str>, i64>,
     /// The end (µs, exclusive) of the windows checked so far.
     through: i64,
+    /// Whether the last window read had any matching value (new or not).
+    window_matched: bool,
     searches: Searches,
 }
 
@@ -275,6 +277,20 @@ impl NewTerms {
             set.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .searches
+        })
+    }
+
+    /// Whether rule `rule`'s last window had matches with its fields (new values or not):
+    /// what "the query matched" means for `expect_matches` and "never matched".
+    pub fn window_matched(&self, rule: &str) -> bool {
+        let sets = self
+            .sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.get(rule).is_some_and(|set| {
+            set.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .window_matched
         })
     }
 
@@ -443,6 +459,7 @@ impl NewTerms {
         );
         set.searches.window += searches;
         count("window", searches);
+        set.window_matched = window.as_ref().is_ok_and(|terms| !terms.is_empty());
         let horizon = from.saturating_sub(lookback);
         let mut observations = Vec::new();
         for term in window? {

@@ -146,7 +146,13 @@ impl RuleManager {
             return self.record(rule, tick).await;
         }
         let observations = self.observe(rule, tick).await?;
-        let matched = crate::rules::dead_query::matched(rule, &observations);
+        // a new-term rule observes only new values; its query matched when its window had
+        // any value
+        let matched = if rule.new_term.is_some() {
+            self.sources.new_terms.window_matched(&rule.name)
+        } else {
+            crate::rules::dead_query::matched(rule, &observations)
+        };
         let mut state = self.states.load(&rule.name);
         let silenced = self.silenced(rule);
         let notices = crate::rules::lifecycle::advance(
