@@ -267,58 +267,42 @@ impl NewTerms {
         Arc::clone(sets.entry(rule.to_string()).or_default())
     }
 
-    /// The searches rule `rule`'s set ran since it was built (zero when it has none).
-    pub fn searches(&self, rule: &str) -> Searches {
+    /// `read` of rule `rule`'s set, `default` when it has none.
+    fn with_set<T>(&self, rule: &str, default: T, read: impl FnOnce(&TermSet) -> T) -> T {
         let sets = self
             .sets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sets.get(rule).map_or_else(Searches::default, |set| {
-            set.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .searches
-        })
+        match sets.get(rule) {
+            Some(set) => read(
+                &set.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+            None => default,
+        }
+    }
+
+    /// The searches rule `rule`'s set ran since it was built (zero when it has none).
+    pub fn searches(&self, rule: &str) -> Searches {
+        self.with_set(rule, Searches::default(), |set| set.searches)
     }
 
     /// Whether rule `rule`'s last window had matches with its fields (new values or not):
     /// what "the query matched" means for `expect_matches` and "never matched".
     pub fn window_matched(&self, rule: &str) -> bool {
-        let sets = self
-            .sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sets.get(rule).is_some_and(|set| {
-            set.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .window_matched
-        })
+        self.with_set(rule, false, |set| set.window_matched)
     }
 
     /// Values rule `rule` tracks now.
     pub fn tracked(&self, rule: &str) -> usize {
-        let sets = self
-            .sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sets.get(rule).map_or(0, |set| {
-            set.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .terms
-                .len()
-        })
+        self.with_set(rule, 0, |set| set.terms.len())
     }
 
     /// The heap rule `rule`'s set holds, estimated from its table: each slot of the hash
-    /// table (a key pointer and length, a time, a control byte) plus the keys' bytes.
+    /// table (a key pointer and length, a time, a control byte) plus the keys' bytes (not
+    /// the allocator's overhead per key; the bench's resident-set growth includes it).
     pub fn heap_bytes(&self, rule: &str) -> usize {
-        let sets = self
-            .sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sets.get(rule).map_or(0, |set| {
-            let set = set
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.with_set(rule, 0, |set| {
             let slot = std::mem::size_of::<(Box<str>, i64)>() + 1;
             set.terms.capacity() * slot + set.terms.keys().map(|key| key.len()).sum::<usize>()
         })
