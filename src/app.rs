@@ -348,6 +348,10 @@ impl Tenant {
             log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
             engine: config.metrics.engine_options(),
             datasources: Arc::clone(shared.datasources),
+            new_terms: Arc::new(crate::rules::new_term::NewTerms::new(
+                directory.state().join("new_terms"),
+                Arc::clone(telemetry),
+            )),
         });
         // every sample the default tenant's store logs goes to `[[remote_write]]` too
         let remote_write = if spec.is_default() {

@@ -303,6 +303,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         (Some(query), None) => {
             if file.threshold.is_none()
                 && file.spike.is_none()
+                && file.new_term.is_none()
                 && !problems.suggested.contains(&"threshold")
             {
                 problems.whole(
@@ -392,7 +393,18 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     let spike = check_spike(&file, window, problems);
     // log rules know their labels (the group_by fields); a metric rule's come from its
     // expression
-    let labels = file.promql.is_none().then_some(file.group_by.as_slice());
+    let new_term = super::new_term::check(&file).unwrap_or_else(|errors| {
+        for (field, error) in errors {
+            problems.field(field, error);
+        }
+        None
+    });
+    // a new-term rule's alerts are labelled with its fields' label names
+    let new_term_labels = new_term.as_ref().map(|settings| settings.labels.clone());
+    let labels = match &new_term_labels {
+        Some(labels) => Some(labels.as_slice()),
+        None => file.promql.is_none().then_some(file.group_by.as_slice()),
+    };
     let template = |problems: &mut Problems, field: &str, text: &str| {
         let parsed = Template::parse(text, labels)
             .map_err(|error| problems.field(field, error))
@@ -426,8 +438,8 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         };
         // the expression must parse once labels are in: try it with placeholders
         let example = parsed.render(&TemplateData {
-            labels: file
-                .group_by
+            labels: labels
+                .unwrap_or_default()
                 .iter()
                 .map(|field| (field.clone(), "x".to_string()))
                 .collect(),
@@ -454,7 +466,14 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     }
     Some(LoadedRule {
         name: name.to_string(),
-        threshold: file.threshold.clone(),
+        // a new term's alert holds while the value has matches in the window and is new
+        threshold: match &new_term {
+            Some(_) => Some(super::model::Threshold {
+                op: super::model::ThresholdOp::Greater,
+                value: 0.0,
+            }),
+            None => file.threshold.clone(),
+        },
         source: source?,
         schedule: schedule?,
         file,
@@ -468,6 +487,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         expect_matches,
         measure,
         spike,
+        new_term,
     })
 }
 

@@ -56,7 +56,20 @@ impl Composer {
             let mut message = self.message(rule, tick, kind, alerts);
             if kind != MessageKind::Resolved {
                 let data = template_data(rule, &message.alerts[0], false);
-                message.samples = self.sources.samples(rule, tick, &data.labels);
+                message.samples = if rule.new_term.is_some() {
+                    // a new-term message shows lines of each of its new values
+                    let max = crate::notify::message::MAX_SAMPLES;
+                    let each = (max / message.alerts.len()).max(1);
+                    let mut samples = Vec::new();
+                    for alert in message.alerts.iter().take(max) {
+                        let labels = template_data(rule, alert, false).labels;
+                        let lines = self.sources.samples(rule, tick, &labels);
+                        samples.extend(lines.into_iter().take(each));
+                    }
+                    samples
+                } else {
+                    self.sources.samples(rule, tick, &data.labels)
+                };
                 message.context = self
                     .sources
                     .context(rule, tick, &data)

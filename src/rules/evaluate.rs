@@ -97,7 +97,7 @@ pub fn count_window(
 
 /// The window's query (the rule's, its time range, and `labels` as exact terms) and the
 /// indices it runs over.
-pub(super) fn window_query(
+pub(crate) fn window_query(
     store: &IndexStore,
     window: &Window<'_>,
     labels: &BTreeMap<String, String>,
@@ -150,7 +150,7 @@ pub fn sample_lines(
 
 /// Walks nested `terms` buckets (`g0`, `g1`, …), calling `leaf` with each innermost
 /// bucket and its group labels.
-pub(super) fn walk(
+pub(crate) fn walk(
     result: &Value,
     group_by: &[String],
     level: usize,

@@ -316,6 +316,7 @@ impl Sandbox {
             log_matches,
             engine: config.metrics.engine_options(),
             datasources: Default::default(),
+            new_terms: Default::default(),
         });
         let notifiers =
             crate::notify::notifiers::Notifiers::build(&BTreeMap::new(), &Default::default(), None)

@@ -125,6 +125,11 @@ pub fn advance(
             }
         }
     }
+    if rule.new_term.is_some() {
+        // one notification per new term: its resolution at the next tick is recorded in
+        // the history, not announced
+        notices.retain(|(kind, _)| *kind != MessageKind::Resolved);
+    }
     notices
 }
 

@@ -93,6 +93,10 @@ pub struct RuleFile {
     /// {"ratio": 3, "compare_to": "1h", "min_count": 10} (see `docs/rules.md`).
     #[serde(default)]
     pub spike: Option<super::spike::SpikeConfig>,
+    /// Alert on each value of these fields (or combination) not seen in the lookback
+    /// before the window (see `docs/rules.md`, "New terms").
+    #[serde(default)]
+    pub new_term: Option<super::new_term::config::NewTermConfig>,
 }
 
 fn default_schedule() -> String {

@@ -44,6 +44,9 @@ pub enum ObserveError {
     /// Counting a log rule's window failed.
     #[error(transparent)]
     Count(#[from] EvaluateError),
+    /// A new-term rule's values could not be read.
+    #[error(transparent)]
+    NewTerm(#[from] super::new_term::NewTermError),
     /// Evaluating a metric rule's expression failed.
     #[error("promql: {0}")]
     Promql(#[from] promql::Error),
@@ -66,6 +69,8 @@ pub struct Sources {
     pub engine: EngineOptions,
     /// The `[datasources.NAME]` rules with `datasource` query instead of the local engine.
     pub datasources: Arc<crate::datasource::Datasources>,
+    /// The running new-term rules' sets of values seen.
+    pub new_terms: Arc<super::new_term::NewTerms>,
 }
 
 impl Sources {
@@ -132,15 +137,31 @@ impl Sources {
     }
 
     /// What `rule` sees at `tick` (a spike rule: its value now with its reference, see
-    /// [`observe_spike`]); blocking (run it on a blocking thread).
+    /// [`observe_spike`]); blocking (run it on a blocking thread). A new-term rule steps
+    /// its running set and writes its `log_new_terms` sample.
     pub fn observe(
         &self,
         rule: &LoadedRule,
         tick: DateTime<Utc>,
     ) -> Result<Vec<Observation>, ObserveError> {
+        let observations = self.observe_with(rule, tick, &self.new_terms)?;
+        if rule.new_term.is_some() {
+            super::new_term::record_count(&self.tsdb, &rule.name, tick, observations.len());
+        }
+        Ok(observations)
+    }
+
+    /// What `rule` sees at `tick`, a new-term rule through `new_terms` (a replay's own
+    /// sets); blocking.
+    pub fn observe_with(
+        &self,
+        rule: &LoadedRule,
+        tick: DateTime<Utc>,
+        new_terms: &super::new_term::NewTerms,
+    ) -> Result<Vec<Observation>, ObserveError> {
         match &rule.spike {
-            Some(spike) => observe_spike(spike, tick, |at| self.observe_value(rule, at)),
-            None => self.observe_value(rule, tick),
+            Some(spike) => observe_spike(spike, tick, |at| self.observe_value(rule, at, new_terms)),
+            None => self.observe_value(rule, tick, new_terms),
         }
     }
 
@@ -149,9 +170,29 @@ impl Sources {
         &self,
         rule: &LoadedRule,
         tick: DateTime<Utc>,
+        new_terms: &super::new_term::NewTerms,
     ) -> Result<Vec<Observation>, ObserveError> {
         if crate::fault::enabled() && rule.file.labels.contains_key(crate::fault::PANIC_LABEL) {
             panic!("test hook: rule `{}` panics", rule.name);
+        }
+        if let (Some(settings), RuleSource::Logs { index, query }) = (&rule.new_term, &rule.source)
+        {
+            let query = super::new_term::TermQuery {
+                rule: &rule.name,
+                index,
+                query,
+                settings,
+                window: rule.window,
+            };
+            let found = new_terms.observe(&self.store, &query, tick.timestamp_micros())?;
+            return Ok(found
+                .into_iter()
+                .map(|term| Observation {
+                    labels: term.labels,
+                    value: term.count as f64,
+                    reference: None,
+                })
+                .collect());
         }
         match &rule.source {
             RuleSource::Logs { index, query } => {
@@ -212,6 +253,15 @@ impl Sources {
     ) -> Vec<String> {
         let RuleSource::Logs { index, query } = &rule.source else {
             return Vec::new();
+        };
+        // a new term's labels are its fields' label names: filter on the fields
+        let fields;
+        let labels = match &rule.new_term {
+            Some(settings) => {
+                fields = settings.fields_of(labels);
+                &fields
+            }
+            None => labels,
         };
         let window = Window {
             index,

@@ -33,6 +33,8 @@ pub struct LoadedRule {
     pub measure: Option<super::measure::Measure>,
     /// A spike rule's comparison with its reference window (`spike`).
     pub spike: Option<super::spike::Spike>,
+    /// A new-term rule's fields and lookback (`new_term`).
+    pub new_term: Option<super::new_term::config::NewTermSettings>,
 }
 
 /// What a rule watches.

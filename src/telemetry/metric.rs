@@ -73,6 +73,17 @@ impl LabeledGauge {
             .entry(label.to_string())
             .or_default() += delta;
     }
+    /// Sets the gauge of `label` (removes it when `value` is `None`).
+    pub fn set(&self, label: &str, value: Option<i64>) {
+        let mut gauges = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match value {
+            Some(value) => gauges.insert(label.to_string(), value),
+            None => gauges.remove(label),
+        };
+    }
     /// Writes the gauge in the text format, labelled `label_name`.
     pub fn write(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
         write_gauge_header(out, name, help);

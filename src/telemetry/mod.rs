@@ -70,6 +70,11 @@ pub struct Telemetry {
     pub scheduler: std::sync::Arc<RunnerMetrics>,
     pub rule_evaluations: LabeledCounter,
     pub rule_failures: LabeledCounter,
+    /// New-term rules' searches, by rule and pass (`lookback`: the load-time pass,
+    /// `window`: the ticks').
+    pub new_term_searches: PairCounter,
+    /// Values each new-term rule tracks.
+    pub new_terms_tracked: LabeledGauge,
     /// Whether each rule's last evaluation succeeded.
     pub rule_health: Mutex<BTreeMap<String, bool>>,
     /// Alert messages by notifier and outcome (`delivered`, `rejected`, `gave_up`,
@@ -254,6 +259,18 @@ impl Telemetry {
             "Rule evaluations that failed, by rule.",
             "rule",
             &self.rule_failures,
+        );
+        self.new_term_searches.write(
+            &mut out,
+            "lookout_rule_new_term_searches_total",
+            "Searches of new-term rules, by rule and pass (lookback: building the set at load; window: a tick's window).",
+            ("rule", "pass"),
+        );
+        self.new_terms_tracked.write(
+            &mut out,
+            "lookout_rule_new_terms_tracked",
+            "Distinct values (combinations) each new-term rule tracks.",
+            "rule",
         );
         self.notifications.write(
             &mut out,

@@ -37,6 +37,7 @@ const FIELDS: &[&str] = &[
     "aggregate",
     "ratio",
     "spike",
+    "new_term",
     "unknown_key",
 ];
 
@@ -186,6 +187,30 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
                 },
             )
             .boxed(),
+        "new_term" => (
+            proptest::collection::vec(
+                prop_oneof![
+                    "[a-z._]{0,8}",
+                    proptest::sample::select(HOSTILE).prop_map(str::to_string)
+                ],
+                0..6,
+            ),
+            duration(),
+            proptest::option::of(prop_oneof![
+                Just(json!(0)),
+                Just(json!(3)),
+                Just(json!(u64::MAX)),
+                harness::json_value(0)
+            ]),
+        )
+            .prop_map(|(fields, lookback, max_terms)| {
+                let mut new_term = json!({"fields": fields, "lookback": lookback});
+                if let Some(max_terms) = max_terms {
+                    new_term["max_terms"] = max_terms;
+                }
+                new_term
+            })
+            .boxed(),
         "version" => prop_oneof![
             Just(json!(1)),
             Just(json!(2)),
@@ -264,6 +289,16 @@ fn load(text: String, name: String) -> Result<(), TestCaseError> {
             .chain(&rule.context)
         {
             let _ = template.render(&data);
+        }
+        if let Some(new_term) = &rule.new_term {
+            let labels = new_term
+                .labels
+                .iter()
+                .map(|label| (label.clone(), "x".to_string()))
+                .collect();
+            if new_term.fields_of(&labels).len() != new_term.fields.len() {
+                return Err("every new_term field has its label".into());
+            }
         }
         let _ = (
             rule.holds(f64::NAN),

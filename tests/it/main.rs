@@ -28,6 +28,7 @@ mod ingest_search;
 mod log_matches_exact;
 mod measure;
 mod metrics;
+mod new_term;
 mod notifications;
 mod paging;
 mod relabel;

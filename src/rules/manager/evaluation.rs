@@ -146,7 +146,13 @@ impl RuleManager {
             return self.record(rule, tick).await;
         }
         let observations = self.observe(rule, tick).await?;
-        let matched = crate::rules::dead_query::matched(rule, &observations);
+        // a new-term rule observes only new values; its query matched when its window had
+        // any value
+        let matched = if rule.new_term.is_some() {
+            self.sources.new_terms.window_matched(&rule.name)
+        } else {
+            crate::rules::dead_query::matched(rule, &observations)
+        };
         let mut state = self.states.load(&rule.name);
         let silenced = self.silenced(rule);
         let notices = crate::rules::lifecycle::advance(
@@ -184,9 +190,13 @@ impl RuleManager {
         }
         // grouped (at once, for routes that do not wait) and recorded before the state
         deliveries.extend(self.dispatcher.accept(messages));
-        let grouped = !rule.file.group_by.is_empty();
+        let grouped = !rule.file.group_by.is_empty() || rule.new_term.is_some();
         self.states
             .save(&rule.name, grouped || rule.expect_matches.is_some(), &state);
+        if rule.new_term.is_some() {
+            // the values reported are saved: a restart goes on after this window
+            self.sources.new_terms.commit(&rule.name);
+        }
         let mut active: Vec<ActiveAlert> = state
             .alerts
             .values()

@@ -30,6 +30,7 @@ impl RuleManager {
                 if let Some(old) = running.remove(&name) {
                     old.cancel.cancel();
                     self.sources.log_matches.set(&name, None);
+                    self.sources.new_terms.forget(&name);
                     self.recorder.forget(&name);
                     self.telemetry
                         .rule_health

@@ -47,7 +47,17 @@ impl RuleManager {
         at: DateTime<Utc>,
     ) -> Result<serde_json::Value, EvaluationError> {
         self.refresh_for(rule).await;
-        let observations = self.observe(rule, at).await?;
+        let observations = if rule.new_term.is_some() {
+            // a dry run leaves the running set alone: its own set, built from the lookback
+            let (sources, dry) = (Arc::clone(&self.sources), Arc::clone(rule));
+            tokio::task::spawn_blocking(move || {
+                sources.observe_with(&dry, at, &crate::rules::new_term::NewTerms::detached())
+            })
+            .await
+            .map_err(EvaluationError::Replay)??
+        } else {
+            self.observe(rule, at).await?
+        };
         let mut state = self.states.load(&rule.name);
         let before = state.clone();
         let notices = crate::rules::lifecycle::advance(
@@ -142,10 +152,13 @@ impl RuleManager {
         let mut state = RuleState::default();
         let history = History::in_memory();
         let mut steps = Vec::with_capacity(ticks.len());
+        // a replay's new terms are its own: the lookback before its first tick, then its
+        // ticks
+        let new_terms = crate::rules::new_term::NewTerms::detached();
         for &tick in ticks {
             let observations =
                 self.sources
-                    .observe(rule, tick)
+                    .observe_with(rule, tick, &new_terms)
                     .map_err(|error| EvaluationError::ObserveAt {
                         at: tick.to_rfc3339(),
                         error,
