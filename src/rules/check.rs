@@ -300,7 +300,10 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             None
         }
         (Some(query), None) => {
-            if file.threshold.is_none() && !problems.suggested.contains(&"threshold") {
+            if file.threshold.is_none()
+                && file.new_pattern.is_none()
+                && !problems.suggested.contains(&"threshold")
+            {
                 problems.whole(
                     "`threshold`: a log rule needs one, e.g. \"threshold\": {\"op\": \">\", \"value\": 20}",
                 );
@@ -381,7 +384,12 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     }
     // log rules know their labels (the group_by fields); a metric rule's come from its
     // expression
-    let labels = file.promql.is_none().then_some(file.group_by.as_slice());
+    let pattern_labels = [super::new_pattern::PATTERN_LABEL.to_string()];
+    let labels = if file.new_pattern.is_some() {
+        Some(pattern_labels.as_slice())
+    } else {
+        file.promql.is_none().then_some(file.group_by.as_slice())
+    };
     let template = |problems: &mut Problems, field: &str, text: &str| {
         Template::parse(text, labels)
             .map_err(|error| problems.field(field, error))
@@ -415,12 +423,20 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             Err(error) => problems.field(&field, error),
         }
     }
+    let new_pattern = check_new_pattern(&file, problems);
     if !problems.errors.is_empty() {
         return None;
     }
     Some(LoadedRule {
         name: name.to_string(),
-        threshold: file.threshold.clone(),
+        threshold: match &new_pattern {
+            // one alert per new template with at least `min_count` lines
+            Some(new_pattern) => Some(super::model::Threshold {
+                op: super::model::ThresholdOp::GreaterOrEqual,
+                value: new_pattern.min_count as f64,
+            }),
+            None => file.threshold.clone(),
+        },
         source: source?,
         schedule: schedule?,
         file,
@@ -432,7 +448,57 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         max_delay,
         group_ttl,
         expect_matches,
+        new_pattern,
     })
+}
+
+/// The checks of a `new_pattern` rule: a log rule (`query`), alerting, one alert per
+/// template (no `threshold`, no `group_by`).
+fn check_new_pattern(
+    file: &RuleFile,
+    problems: &mut Problems,
+) -> Option<super::new_pattern::NewPattern> {
+    let config = file.new_pattern.as_ref()?;
+    for (field, set, why) in [
+        (
+            "promql",
+            file.promql.is_some(),
+            "`new_pattern` mines log lines: it needs `query` (and `index`), not `promql`",
+        ),
+        (
+            "threshold",
+            file.threshold.is_some(),
+            "a `new_pattern` rule fires on templates not seen in its lookback; remove `threshold` (`new_pattern.min_count` is how many lines a new template needs)",
+        ),
+        (
+            "group_by",
+            !file.group_by.is_empty(),
+            "a `new_pattern` rule has one alert per new template (label `pattern`); remove `group_by`",
+        ),
+        (
+            "record",
+            file.record.is_some(),
+            "a recording rule cannot mine patterns; remove `record`",
+        ),
+        (
+            "expect_matches",
+            file.expect_matches.is_some(),
+            "a `new_pattern` rule sees only new templates, so it would seem quiet; put `expect_matches` on a count rule of the same query",
+        ),
+    ] {
+        if set {
+            problems.field(field, why);
+        }
+    }
+    match super::new_pattern::NewPattern::check(config) {
+        Ok(new_pattern) => Some(new_pattern),
+        Err(errors) => {
+            for error in errors {
+                problems.field("new_pattern", error);
+            }
+            None
+        }
+    }
 }
 
 /// The checks of a recording rule (`record`): a metric name, a `promql` expression, and

@@ -22,6 +22,7 @@ pub mod loader;
 pub mod log_matches;
 pub mod manager;
 pub mod model;
+pub mod new_pattern;
 pub mod observe;
 pub mod recording;
 pub mod rule;

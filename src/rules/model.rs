@@ -80,6 +80,11 @@ pub struct RuleFile {
     /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
     #[serde(default)]
     pub expect_matches: Option<String>,
+    /// Fire for each template of the matching lines (mined from a text field) that did
+    /// not occur in a lookback before the window, e.g.
+    /// `{"field": "message", "lookback": "7d", "min_count": 3}`; no `threshold`.
+    #[serde(default)]
+    pub new_pattern: Option<super::new_pattern::NewPatternConfig>,
 }
 
 fn default_schedule() -> String {

@@ -48,6 +48,9 @@ pub enum ObserveError {
     /// The rule's remote datasource failed.
     #[error(transparent)]
     Datasource(#[from] crate::datasource::DatasourceError),
+    /// Reading a `new_pattern` rule's lines failed.
+    #[error(transparent)]
+    Patterns(#[from] crate::patterns::read::ReadError),
 }
 
 /// Series a context line lists at most.
@@ -136,6 +139,23 @@ impl Sources {
             panic!("test hook: rule `{}` panics", rule.name);
         }
         match &rule.source {
+            RuleSource::Logs { index, query } if rule.new_pattern.is_some() => {
+                let new_pattern = rule.new_pattern.as_ref().expect("matched above");
+                let templates = new_pattern.observe(
+                    &self.store,
+                    &rule.name,
+                    (index, query),
+                    rule.window,
+                    tick,
+                )?;
+                Ok(templates
+                    .into_iter()
+                    .map(|(label, lines)| Observation {
+                        labels: [(super::new_pattern::PATTERN_LABEL.to_string(), label)].into(),
+                        value: lines as f64,
+                    })
+                    .collect())
+            }
             RuleSource::Logs { index, query } => {
                 let counts = count_window(
                     &self.store,
@@ -184,6 +204,9 @@ impl Sources {
         let RuleSource::Logs { index, query } = &rule.source else {
             return Vec::new();
         };
+        if let Some(new_pattern) = &rule.new_pattern {
+            return new_pattern.samples(labels);
+        }
         let window = Window {
             index,
             query,

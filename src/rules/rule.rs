@@ -29,6 +29,8 @@ pub struct LoadedRule {
     pub group_ttl: Duration,
     /// Alert when the query has matched nothing for this long (`expect_matches`).
     pub expect_matches: Option<Duration>,
+    /// A `new_pattern` rule's settings and the templates it has seen.
+    pub new_pattern: Option<super::new_pattern::NewPattern>,
 }
 
 /// What a rule watches.
