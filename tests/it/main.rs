@@ -29,6 +29,7 @@ mod log_matches_exact;
 mod metrics;
 mod notifications;
 mod paging;
+mod patterns;
 mod relabel;
 mod remote;
 mod resolve_messages;
