@@ -56,13 +56,11 @@ fn routine(base: i64, minutes: i64) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_patterns_api_lists_known_templates_with_exact_counts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"), &[]);
+/// Four known templates, 66 lines in the last hour: 30 + 30 routine lines, five declined
+/// payments (the newest at `base` + 40m + 4s), one full disk.
+fn known_stream() -> Vec<Value> {
     let base = minute_ago(50);
     let mut docs = routine(base, 30);
-    // five declined payments, the newest at base + 40m + 4s
     docs.extend((0..5).map(|n| {
         json!({"@timestamp": rfc3339(base + 2400 + n), "service": "payments",
                "message": format!("payment declined for order {}: \"card expired\"", 700 + n)})
@@ -71,7 +69,14 @@ async fn the_patterns_api_lists_known_templates_with_exact_counts() {
         json!({"@timestamp": rfc3339(base + 2460), "service": "disk",
                      "message": "disk full on /var/lib/lookout"}),
     );
-    ingest(&server, &docs).await;
+    docs
+}
+
+#[tokio::test]
+async fn the_patterns_api_lists_known_templates_with_exact_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    ingest(&server, &known_stream()).await;
 
     let (status, body) = server
         .get("/_lookout/patterns?index=logs&from=now-2h&to=now")
@@ -329,5 +334,73 @@ async fn new_patterns_fire_live_and_a_restart_rebuilds_what_was_seen() {
             .iter()
             .any(|text| text.contains("GET /api") || text.contains("logged in")),
         "the routine kinds never fire: {texts:?}"
+    );
+}
+
+// the browser works while the test waits
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_page_patterns_tab_lists_templates_and_a_click_filters_to_one() {
+    use crate::support::browser::{browser, driver, wait_for};
+    use fantoccini::Locator;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    ingest(&server, &known_stream()).await;
+    let driver = driver().await;
+    let client = browser(&driver, &dir.path().join("chromium")).await;
+    client
+        .goto(&server.url("/ui/search?index=logs&q=*&from=now-2h&to=now"))
+        .await
+        .expect("open search");
+    wait_for(&client, "#summary", "66 matching log lines", 1).await;
+    // the Patterns tab: the four templates, largest first, with counts and newest lines
+    client
+        .find(Locator::Id("tab-patterns"))
+        .await
+        .expect("patterns tab")
+        .click()
+        .await
+        .expect("click");
+    let rows = wait_for(&client, "#patterns tr.pattern", "payment declined", 1).await;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let third: Vec<&str> = rows[2].split_whitespace().take(6).collect();
+    assert_eq!(
+        third,
+        ["5", "payment", "declined", "for", "order", "<NUM>:"],
+        "{rows:?}"
+    );
+    assert!(
+        rows[2].contains("payment declined for order 704: \"card expired\""),
+        "the newest line: {rows:?}"
+    );
+    wait_for(
+        &client,
+        "#patterns-summary",
+        "4 patterns in all 66 matching lines",
+        1,
+    )
+    .await;
+    let url = client.current_url().await.expect("url");
+    assert!(
+        url.as_str().contains("view=patterns"),
+        "the URL keeps the tab: {url}"
+    );
+    // a click on a pattern searches its lines
+    client
+        .find(Locator::XPath(
+            "//button[contains(@class, 'template') and starts-with(text(), 'payment declined')]",
+        ))
+        .await
+        .expect("the pattern")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&client, "#summary", "5 matching log lines", 1).await;
+    let rows = wait_for(&client, "#hits tr.doc", "payment declined for order", 5).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let url = client.current_url().await.expect("url");
+    assert!(
+        url.as_str().contains("q=message%3A%22payment%22")
+            && !url.as_str().contains("view=patterns"),
+        "{url}"
     );
 }
