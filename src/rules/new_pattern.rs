@@ -287,7 +287,7 @@ impl NewPattern {
         }
         self.lookback_passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
+        tracing::debug!(
             rule = %rule_name,
             lines = mined,
             sampled,
