@@ -38,6 +38,8 @@ pub const LOOKBACK_SAMPLE_LINES: usize = 200_000;
 pub const LOOKBACK_SLICES: usize = 32;
 /// Lines of one window (or of a gap between ticks) mined at most: the newest.
 pub const MAX_WINDOW_LINES: usize = 100_000;
+/// The longest lookback (a year: older lines are past any sensible retention).
+pub const MAX_LOOKBACK: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Characters of a template kept in the `pattern` label.
 const MAX_LABEL_CHARS: usize = 300;
 
@@ -101,9 +103,12 @@ impl NewPattern {
             errors.push("`field` is empty; name the text field to mine, e.g. \"message\"".into());
         }
         let lookback = match humantime::parse_duration(&config.lookback) {
-            Ok(lookback) if !lookback.is_zero() => lookback,
+            Ok(lookback) if !lookback.is_zero() && lookback <= MAX_LOOKBACK => lookback,
             Ok(_) => {
-                errors.push("`lookback` must be longer than 0s, e.g. \"7d\"".into());
+                errors.push(format!(
+                    "`lookback` must be longer than 0s and at most {}, e.g. \"7d\"",
+                    humantime::format_duration(MAX_LOOKBACK)
+                ));
                 Duration::ZERO
             }
             Err(error) => {
@@ -265,13 +270,13 @@ impl NewPattern {
             // whole lookback is seen, not only its end
             miner = Miner::new(MinerOptions::default());
             mined = 0;
-            let span = (window_start - from) / LOOKBACK_SLICES as i64;
+            let span = window_start.saturating_sub(from) / LOOKBACK_SLICES as i64;
             for slice in 0..LOOKBACK_SLICES as i64 {
-                let slice_from = from + slice * span;
+                let slice_from = from.saturating_add(slice.saturating_mul(span));
                 let slice_to = if slice + 1 == LOOKBACK_SLICES as i64 {
                     window_start
                 } else {
-                    slice_from + span
+                    slice_from.saturating_add(span)
                 };
                 newest_lines(
                     store,
@@ -570,6 +575,46 @@ mod tests {
         );
     }
 
+    /// `GET /_lookout/patterns`' reading, here for the store this module's tests build.
+    #[test]
+    fn top_patterns_past_the_cap_are_of_the_newest_lines_and_say_so() {
+        let (_dir, store) = store();
+        write(&store, 0, &routine(START, 30));
+        let lines = LineQuery {
+            index: "logs",
+            query: &json!("*"),
+            from_micros: START,
+            to_micros: START + HOUR,
+            field: "message",
+        };
+        let all =
+            crate::patterns::top_patterns(&store, &lines, 10, 1000, &|| false).expect("mined");
+        assert_eq!(
+            (all.lines_matched, all.lines_mined, all.sampled),
+            (60, 60, false)
+        );
+        assert_eq!(
+            all.patterns
+                .iter()
+                .map(|pattern| (pattern.template.as_str(), pattern.count))
+                .collect::<Vec<_>>(),
+            [
+                ("GET /cart/<*> returned <NUM> in <DUR>", 30),
+                ("user <*> logged in from <IP>", 30)
+            ]
+        );
+        assert_eq!(
+            all.patterns[0].sample, "GET /cart/29 returned 200 in 29ms",
+            "the newest line"
+        );
+        let sample = crate::patterns::top_patterns(&store, &lines, 1, 7, &|| false).expect("mined");
+        assert_eq!(
+            (sample.lines_matched, sample.lines_mined, sample.sampled),
+            (60, 7, true)
+        );
+        assert_eq!((sample.templates, sample.patterns.len()), (2, 1));
+    }
+
     #[test]
     fn settings_are_checked_with_what_to_fix() {
         let errors = NewPattern::check(&NewPatternConfig {
@@ -588,5 +633,12 @@ mod tests {
             joined.contains("`min_count` must be at least 1"),
             "{joined}"
         );
+        let errors = NewPattern::check(&NewPatternConfig {
+            field: "message".into(),
+            lookback: "18446744073709551615s".into(),
+            min_count: 1,
+        })
+        .expect_err("too long");
+        assert!(errors[0].contains("at most 1year"), "{errors:?}");
     }
 }

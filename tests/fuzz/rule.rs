@@ -33,6 +33,7 @@ const FIELDS: &[&str] = &[
     "repeat_interval",
     "max_delay",
     "group_ttl",
+    "new_pattern",
     "unknown_key",
 ];
 
@@ -107,6 +108,34 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
         "summary" | "description" => crate::template::generated().prop_map(Value::from).boxed(),
         "context" => proptest::collection::vec(crate::template::generated(), 0..3)
             .prop_map(|templates| json!(templates))
+            .boxed(),
+        "new_pattern" => (
+            proptest::option::of(prop_oneof![
+                Just(json!("message")),
+                Just(json!("")),
+                harness::json_value(0)
+            ]),
+            proptest::option::of(duration()),
+            proptest::option::of(prop_oneof![
+                Just(json!(0)),
+                Just(json!(3)),
+                Just(json!(-1)),
+                Just(json!(u64::MAX))
+            ]),
+        )
+            .prop_map(|(field, lookback, min_count)| {
+                let mut object = serde_json::Map::new();
+                for (key, value) in [
+                    ("field", field),
+                    ("lookback", lookback),
+                    ("min_count", min_count),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(key.into(), value);
+                    }
+                }
+                Value::Object(object)
+            })
             .boxed(),
         "version" => prop_oneof![
             Just(json!(1)),
