@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod keys;
 pub mod notify;
 pub mod panic;
+pub mod patterns;
 pub mod promql;
 pub mod relabel;
 pub mod remote_write;

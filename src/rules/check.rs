@@ -304,6 +304,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             if file.threshold.is_none()
                 && file.spike.is_none()
                 && file.new_term.is_none()
+                && file.new_pattern.is_none()
                 && !problems.suggested.contains(&"threshold")
             {
                 problems.whole(
@@ -399,10 +400,13 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         }
         None
     });
-    // a new-term rule's alerts are labelled with its fields' label names
+    // a new-term rule's alerts are labelled with its fields' label names, a new-pattern
+    // rule's with the pattern
     let new_term_labels = new_term.as_ref().map(|settings| settings.labels.clone());
+    let pattern_labels = [super::new_pattern::PATTERN_LABEL.to_string()];
     let labels = match &new_term_labels {
         Some(labels) => Some(labels.as_slice()),
+        None if file.new_pattern.is_some() => Some(pattern_labels.as_slice()),
         None => file.promql.is_none().then_some(file.group_by.as_slice()),
     };
     let template = |problems: &mut Problems, field: &str, text: &str| {
@@ -461,18 +465,24 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         }
         None
     });
+    let new_pattern = check_new_pattern(&file, problems);
     if !problems.errors.is_empty() {
         return None;
     }
     Some(LoadedRule {
         name: name.to_string(),
         // a new term's alert holds while the value has matches in the window and is new
-        threshold: match &new_term {
-            Some(_) => Some(super::model::Threshold {
+        threshold: match (&new_term, &new_pattern) {
+            (Some(_), _) => Some(super::model::Threshold {
                 op: super::model::ThresholdOp::Greater,
                 value: 0.0,
             }),
-            None => file.threshold.clone(),
+            // one alert per new template with at least `min_count` lines
+            (None, Some(new_pattern)) => Some(super::model::Threshold {
+                op: super::model::ThresholdOp::GreaterOrEqual,
+                value: new_pattern.min_count as f64,
+            }),
+            (None, None) => file.threshold.clone(),
         },
         source: source?,
         schedule: schedule?,
@@ -488,6 +498,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         measure,
         spike,
         new_term,
+        new_pattern,
     })
 }
 
@@ -518,6 +529,55 @@ fn check_spike(
             }
         })
         .ok()
+}
+
+/// The checks of a `new_pattern` rule: a log rule (`query`), alerting, one alert per
+/// template (no `threshold`, no `group_by`).
+fn check_new_pattern(
+    file: &RuleFile,
+    problems: &mut Problems,
+) -> Option<super::new_pattern::NewPattern> {
+    let config = file.new_pattern.as_ref()?;
+    for (field, set, why) in [
+        (
+            "promql",
+            file.promql.is_some(),
+            "`new_pattern` mines log lines: it needs `query` (and `index`), not `promql`",
+        ),
+        (
+            "threshold",
+            file.threshold.is_some(),
+            "a `new_pattern` rule fires on templates not seen in its lookback; remove `threshold` (`new_pattern.min_count` is how many lines a new template needs)",
+        ),
+        (
+            "group_by",
+            !file.group_by.is_empty(),
+            "a `new_pattern` rule has one alert per new template (label `pattern`); remove `group_by`",
+        ),
+        (
+            "record",
+            file.record.is_some(),
+            "a recording rule cannot mine patterns; remove `record`",
+        ),
+        (
+            "expect_matches",
+            file.expect_matches.is_some(),
+            "a `new_pattern` rule sees only new templates, so it would seem quiet; put `expect_matches` on a count rule of the same query",
+        ),
+    ] {
+        if set {
+            problems.field(field, why);
+        }
+    }
+    match super::new_pattern::NewPattern::check(config) {
+        Ok(new_pattern) => Some(new_pattern),
+        Err(errors) => {
+            for error in errors {
+                problems.field("new_pattern", error);
+            }
+            None
+        }
+    }
 }
 
 /// The checks of a recording rule (`record`): a metric name, a `promql` expression, and

@@ -25,6 +25,7 @@ pub mod log_matches;
 pub mod manager;
 pub mod measure;
 pub mod model;
+pub mod new_pattern;
 pub mod new_term;
 pub mod observe;
 pub mod recording;

@@ -97,6 +97,11 @@ pub struct RuleFile {
     /// before the window (see `docs/rules.md`, "New terms").
     #[serde(default)]
     pub new_term: Option<super::new_term::config::NewTermConfig>,
+    /// Fire for each template of the matching lines (mined from a text field) that did
+    /// not occur in a lookback before the window, e.g.
+    /// `{"field": "message", "lookback": "7d", "min_count": 3}`; no `threshold`.
+    #[serde(default)]
+    pub new_pattern: Option<super::new_pattern::NewPatternConfig>,
 }
 
 fn default_schedule() -> String {

@@ -56,6 +56,9 @@ pub enum ObserveError {
     /// Measuring a log rule's window (`aggregate`, `ratio`) failed.
     #[error(transparent)]
     Measure(#[from] super::measure::MeasureError),
+    /// Reading a `new_pattern` rule's lines failed.
+    #[error(transparent)]
+    Patterns(#[from] crate::patterns::read::ReadError),
 }
 
 /// Series a context line lists at most.
@@ -195,6 +198,24 @@ impl Sources {
                 .collect());
         }
         match &rule.source {
+            RuleSource::Logs { index, query } if rule.new_pattern.is_some() => {
+                let new_pattern = rule.new_pattern.as_ref().expect("matched above");
+                let templates = new_pattern.observe(
+                    &self.store,
+                    &rule.name,
+                    (index, query),
+                    rule.window,
+                    tick,
+                )?;
+                Ok(templates
+                    .into_iter()
+                    .map(|(label, lines)| Observation {
+                        labels: [(super::new_pattern::PATTERN_LABEL.to_string(), label)].into(),
+                        value: lines as f64,
+                        reference: None,
+                    })
+                    .collect())
+            }
             RuleSource::Logs { index, query } => {
                 let window = Window {
                     index,
@@ -254,6 +275,9 @@ impl Sources {
         let RuleSource::Logs { index, query } = &rule.source else {
             return Vec::new();
         };
+        if let Some(new_pattern) = &rule.new_pattern {
+            return new_pattern.samples(labels);
+        }
         // a new term's labels are its fields' label names: filter on the fields
         let fields;
         let labels = match &rule.new_term {

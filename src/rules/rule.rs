@@ -35,6 +35,8 @@ pub struct LoadedRule {
     pub spike: Option<super::spike::Spike>,
     /// A new-term rule's fields and lookback (`new_term`).
     pub new_term: Option<super::new_term::config::NewTermSettings>,
+    /// A `new_pattern` rule's settings and the templates it has seen.
+    pub new_pattern: Option<super::new_pattern::NewPattern>,
 }
 
 /// What a rule watches.

@@ -70,6 +70,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/_lookout/agents/{id}", Needs(Ingest)),
     ("GET", "/_lookout/whoami", Needs(Ingest)),
     ("GET", "/_lookout/agents", Needs(Read)),
+    ("GET", "/_lookout/patterns", Needs(Read)),
     ("GET", "/_lookout/tenants", Needs(Read)),
     ("GET", "/_lookout/rules", Needs(Read)),
     ("GET", "/_lookout/rules/{name}", Needs(Read)),

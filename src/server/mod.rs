@@ -41,6 +41,7 @@ pub mod filter_path;
 pub mod keys;
 pub mod listener;
 pub mod lookout;
+pub mod patterns;
 pub mod prometheus;
 pub mod prometheus_query;
 pub mod prometheus_status;
@@ -135,6 +136,7 @@ pub fn tenant_router(state: SharedState) -> Router {
         .merge(alertmanager::routes())
         .merge(alertmanager_alerts::routes())
         .merge(rules::routes())
+        .merge(patterns::routes())
         .merge(keys::routes())
         .merge(elastic::routes())
         .fallback(|| async {

@@ -16,6 +16,7 @@ use super::error::{ApiError, ErrorCode};
 
 const INDEX_HTML: &[u8] = include_bytes!("ui/index.html");
 const APP_JS: &[u8] = include_bytes!("ui/app.js");
+const PATTERNS_JS: &[u8] = include_bytes!("ui/patterns.js");
 const STYLE_CSS: &[u8] = include_bytes!("ui/style.css");
 
 /// Global: the same files for every tenant (the pages' API calls go to the tenant's).
@@ -45,8 +46,11 @@ fn respond(content_type: &'static str, body: &'static [u8]) -> Response {
 async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => respond("text/javascript; charset=utf-8", APP_JS),
+        "patterns.js" => respond("text/javascript; charset=utf-8", PATTERNS_JS),
         "style.css" => respond("text/css; charset=utf-8", STYLE_CSS),
-        _ => not_found("no such UI asset; the UI has /ui/assets/app.js and /ui/assets/style.css"),
+        _ => not_found(
+            "no such UI asset; the UI has /ui/assets/app.js, /ui/assets/patterns.js and /ui/assets/style.css",
+        ),
     }
 }
 

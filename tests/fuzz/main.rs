@@ -18,6 +18,7 @@ mod filter_path;
 mod harness;
 mod key_order;
 mod notifier;
+mod patterns;
 mod pipeline;
 mod promql;
 mod query;

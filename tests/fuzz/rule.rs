@@ -38,6 +38,7 @@ const FIELDS: &[&str] = &[
     "ratio",
     "spike",
     "new_term",
+    "new_pattern",
     "unknown_key",
 ];
 
@@ -209,6 +210,34 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
                     new_term["max_terms"] = max_terms;
                 }
                 new_term
+            })
+            .boxed(),
+        "new_pattern" => (
+            proptest::option::of(prop_oneof![
+                Just(json!("message")),
+                Just(json!("")),
+                harness::json_value(0)
+            ]),
+            proptest::option::of(duration()),
+            proptest::option::of(prop_oneof![
+                Just(json!(0)),
+                Just(json!(3)),
+                Just(json!(-1)),
+                Just(json!(u64::MAX))
+            ]),
+        )
+            .prop_map(|(field, lookback, min_count)| {
+                let mut object = serde_json::Map::new();
+                for (key, value) in [
+                    ("field", field),
+                    ("lookback", lookback),
+                    ("min_count", min_count),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(key.into(), value);
+                    }
+                }
+                Value::Object(object)
             })
             .boxed(),
         "version" => prop_oneof![

@@ -31,6 +31,7 @@ mod metrics;
 mod new_term;
 mod notifications;
 mod paging;
+mod patterns;
 mod relabel;
 mod remote;
 mod resolve_messages;

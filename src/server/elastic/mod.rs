@@ -13,7 +13,7 @@ mod cluster;
 mod documents;
 mod indices;
 mod scroll;
-mod search;
+pub(super) mod search;
 
 use std::collections::HashMap;
 use std::sync::Arc;

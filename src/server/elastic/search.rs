@@ -105,7 +105,7 @@ async fn run_search(
 /// Runs a search on the search pool (at most `search.max_concurrent` at once, at a lower
 /// priority than rules and ingest); a full pool answers 429 at once, as Elasticsearch's
 /// rejected search thread pool does.
-async fn on_search_pool<T: Send + 'static>(
+pub(in crate::server) async fn on_search_pool<T: Send + 'static>(
     state: &SharedState,
     search: impl FnOnce(&tokio_util::sync::CancellationToken) -> T + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -245,6 +245,7 @@ function searchPage(main) {
     from: p.get("from") || "now-15m",
     to: p.get("to") || "now",
     page: Number(p.get("page") || 0),
+    view: p.get("view") === "patterns" ? "patterns" : "logs",
   };
   const index = h("input", { id: "index", name: "index", value: state.index, size: 12, "aria-label": "Index",
     list: "index-names", placeholder: EVERY_INDEX, autocomplete: "off" });
@@ -282,9 +283,13 @@ function searchPage(main) {
   const error = h("div");
   const summary = h("p", { id: "summary", class: "empty", "aria-live": "polite" });
   const histogram = h("div", { id: "histogram" });
+  // the lines themselves, or their patterns (patterns.js)
+  const tab = (view, text) => h("button", { type: "button", role: "tab", class: "plain", id: `tab-${view}`,
+    "aria-selected": String(state.view === view), onclick: () => { state.view = view; submit(); } }, text);
+  const tabs = h("div", { role: "tablist", class: "tabs", "aria-label": "Results as" }, tab("logs", "Logs"), tab("patterns", "Patterns"));
   const fields = h("aside", { id: "fields", "aria-label": "Fields" });
   const results = h("div", { id: "results" });
-  main.append(indexNames, form, error, summary, histogram, h("div", { class: "layout" }, fields, results));
+  main.append(indexNames, form, error, summary, histogram, tabs, h("div", { class: "layout" }, fields, results));
 
   function submit(page = 0) {
     const search = new URLSearchParams();
@@ -294,6 +299,7 @@ function searchPage(main) {
     search.set("from", from.value.trim() || "now-15m");
     search.set("to", to.value.trim() || "now");
     if (page) search.set("page", page);
+    if (state.view === "patterns") search.set("view", "patterns");
     go("/ui/search", search.toString());
   }
 
@@ -335,6 +341,15 @@ function searchPage(main) {
     summary.textContent = `${total.toLocaleString()} matching log line${total === 1 ? "" : "s"} from ${formatTime(start)} to ${formatTime(end)}`;
     histogram.replaceChildren(histogramView(answer.aggregations?.over_time?.buckets || [], start, end, interval.ms,
       (zoomFrom, zoomTo) => { from.value = new Date(zoomFrom).toISOString(); to.value = new Date(zoomTo).toISOString(); submit(); }));
+    if (state.view === "patterns") {
+      fields.replaceChildren();
+      results.replaceChildren(await patternsView(state, (clause) => {
+        query.value = state.dsl || !state.q || state.q === "*" ? clause : `(${state.q}) AND ${clause}`;
+        state.view = "logs";
+        submit();
+      }));
+      return;
+    }
     if (!hits.length) {
       fields.replaceChildren();
       results.replaceChildren(h("p", { class: "empty" }, "No logs in this range — widen it ",
