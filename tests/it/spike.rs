@@ -101,6 +101,10 @@ async fn spikes_up_and_down_fire_per_group_and_min_count_holds_off_noise() {
     let at = format!("at={}", urlencode(&rfc3339(base + 3600 + 300)));
     let dry = with_rule(&server, "_dry_run", &at, &rule).await;
     assert_eq!(
+        dry["threshold"], "3× up or down against 1h before, min_count 10",
+        "{dry}"
+    );
+    assert_eq!(
         dry["reference_window"],
         json!({"from": rfc3339(base), "to": rfc3339(base + 300)}),
         "{dry}"
