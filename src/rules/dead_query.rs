@@ -165,6 +165,23 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
             }
         }
     }
+    if let Some(spike) = &rule.spike {
+        // the reference window must be inside what the index keeps
+        let reach = spike.offset.saturating_add(rule.window);
+        let retention_micros = sources.store.settings().retention_micros;
+        if reach.as_micros() > u128::try_from(retention_micros).unwrap_or(0) {
+            found.push((
+                "spike",
+                format!(
+                    "`compare_to` and the window reach {} back, beyond the index retention ({}): the reference window is always empty, so nothing spikes; raise `index.retention`",
+                    humantime::format_duration(reach),
+                    humantime::format_duration(std::time::Duration::from_micros(
+                        u64::try_from(retention_micros).unwrap_or(0)
+                    ))
+                ),
+            ));
+        }
+    }
     found
         .into_iter()
         .map(|(field, message)| at_field(text, origin, field, &message))

@@ -76,7 +76,12 @@ impl LoadedRule {
         }
     }
 
+    /// The threshold as messages and `$threshold` show it (a spike rule: its condition,
+    /// "3× up against 1h before, min_count 10").
     pub fn threshold_text(&self) -> String {
+        if let Some(spike) = &self.spike {
+            return spike.condition_text();
+        }
         let Some(threshold) = &self.threshold else {
             return String::new();
         };

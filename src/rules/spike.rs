@@ -192,6 +192,22 @@ impl Spike {
         }
     }
 
+    /// The condition as messages show it in place of a threshold: "3× up against 1h
+    /// before, min_count 10".
+    pub fn condition_text(&self) -> String {
+        let direction = match self.direction {
+            SpikeDirection::Up => "up",
+            SpikeDirection::Down => "down",
+            SpikeDirection::Both => "up or down",
+        };
+        format!(
+            "{}× {direction} against {}, min_count {}",
+            format_value(self.ratio),
+            self.reference_text(),
+            format_value(self.min_count)
+        )
+    }
+
     /// The default summary of a spike: "42 matches in the last 5m, 3.5× the 12 of 1h
     /// before".
     pub fn summary(&self, current: f64, reference: Option<f64>, window: &str) -> String {
@@ -315,6 +331,10 @@ mod tests {
         assert_eq!(
             spike.summary(42.0, None, "5m"),
             "42 matches in the last 5m, none in the window 1h before"
+        );
+        assert_eq!(
+            spike.condition_text(),
+            "3× up against 1h before, min_count 10"
         );
         assert_eq!(spike_ratio(0.0, None), 1.0);
         assert_eq!(spike_ratio(3.0, Some(0.0)), f64::INFINITY);

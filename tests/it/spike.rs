@@ -101,6 +101,10 @@ async fn spikes_up_and_down_fire_per_group_and_min_count_holds_off_noise() {
     let at = format!("at={}", urlencode(&rfc3339(base + 3600 + 300)));
     let dry = with_rule(&server, "_dry_run", &at, &rule).await;
     assert_eq!(
+        dry["threshold"], "3× up or down against 1h before, min_count 10",
+        "{dry}"
+    );
+    assert_eq!(
         dry["reference_window"],
         json!({"from": rfc3339(base), "to": rfc3339(base + 300)}),
         "{dry}"
@@ -159,6 +163,15 @@ async fn spikes_up_and_down_fire_per_group_and_min_count_holds_off_noise() {
         .map(|g| g.0.as_str())
         .collect();
     assert_eq!(firing, ["cart", "checkout"]);
+    // a week back is beyond the default retention (7 days): the dry run warns
+    rule["spike"]["compare_to"] = "1w".into();
+    let dry = with_rule(&server, "_dry_run", &at, &rule).await;
+    assert!(
+        dry["warnings"].to_string().contains(
+            "`compare_to` and the window reach 7days 5m back, beyond the index retention (7days)"
+        ),
+        "{dry}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
