@@ -80,6 +80,10 @@ pub struct RuleFile {
     /// long, e.g. "1h": the field was renamed, the source stopped, the query is wrong.
     #[serde(default)]
     pub expect_matches: Option<String>,
+    /// A service level objective: the rule pages and opens tickets on its error budget's
+    /// burn rate (see docs/rules.md, "SLOs") instead of comparing a count with a threshold.
+    #[serde(default)]
+    pub slo: Option<super::slo::config::SloConfig>,
 }
 
 fn default_schedule() -> String {

@@ -30,6 +30,7 @@ impl RuleManager {
                 if let Some(old) = running.remove(&name) {
                     old.cancel.cancel();
                     self.sources.log_matches.set(&name, None);
+                    self.sources.slos.set(&name, None);
                     self.recorder.forget(&name);
                     self.telemetry
                         .rule_health
@@ -69,6 +70,9 @@ impl RuleManager {
                     Ok(rule) => {
                         broken.remove(name);
                         self.sources.log_matches.set(name, rule.saved_query());
+                        self.sources
+                            .slos
+                            .set(name, crate::rules::slo::spec_of(&rule));
                         {
                             // "never matched" and `expect_matches` count from this version
                             let mut statuses = self.lock_statuses();

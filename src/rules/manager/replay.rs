@@ -193,6 +193,8 @@ impl RuleManager {
             next = rule.schedule.next_after(tick);
         }
         self.refresh_for(&rule).await;
+        // an SLO's counts as of now: logs indexed since they were counted included
+        self.sources.slos.recount(&rule.name);
         let manager = Arc::clone(self);
         let (steps, rule) =
             tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
