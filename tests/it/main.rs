@@ -40,6 +40,7 @@ mod schedule_validation;
 mod search_after;
 mod severity_routing;
 mod slack;
+mod slo;
 mod tenant_keys;
 mod tenants;
 mod tls;

@@ -43,6 +43,8 @@ const METRICS: [&str; 3] = [SLI, BUDGET, BURN_RATE];
 const MINUTE_MS: i64 = 60_000;
 /// Counts older than this are counted again in full (backfilled logs).
 const RECOUNT_EVERY_MS: i64 = 3_600_000;
+/// Settled minutes counted ahead of the selection (a backtest's next ticks).
+const COUNT_AHEAD_MINUTES: i64 = 7 * 1440;
 /// Most evaluation times one selection may have.
 const MAX_TIMES: usize = 200_000;
 /// Most group-minutes one log SLO keeps (16 bytes each: 320 MB).
@@ -225,6 +227,39 @@ impl SloSeries {
     /// The SLOs, by name.
     pub fn specs(&self) -> Vec<SloSpec> {
         self.all().iter().map(|slo| slo.spec.clone()).collect()
+    }
+
+    /// Registers `spec` for a backtest of a rule that may not be running (a file not
+    /// saved yet) until the returned guard drops; refused when a running SLO of that
+    /// name is defined differently (its alerts read its series meanwhile).
+    pub fn register_for_replay(&self, spec: SloSpec) -> Result<ReplayRegistration<'_>, String> {
+        let mut slos = self
+            .slos
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = spec.name.clone();
+        match slos.get(&name) {
+            Some(running) if running.spec == spec => Ok(ReplayRegistration {
+                series: self,
+                added: None,
+            }),
+            Some(_) => Err(format!(
+                "SLO `{name}` runs with another definition; backtest the edited SLO under another rule name, or save it first"
+            )),
+            None => {
+                slos.insert(
+                    name.clone(),
+                    Arc::new(Slo {
+                        spec,
+                        counts: Default::default(),
+                    }),
+                );
+                Ok(ReplayRegistration {
+                    series: self,
+                    added: Some(name),
+                })
+            }
+        }
     }
 
     /// Forgets SLO `name`'s counts: the next selection counts its span in full (a
@@ -413,7 +448,10 @@ impl SloSeries {
                 counts.prepend(from, counted);
             }
             if to > counts.settled {
-                let (settled, end) = (counts.settled, counts.end.max(to));
+                // settled minutes ahead of `to` (a backtest moving forward) are counted
+                // in the same pass, up to a week, rather than one pass per tick
+                let ahead = horizon.min(to + COUNT_AHEAD_MINUTES);
+                let (settled, end) = (counts.settled, counts.end.max(to).max(ahead));
                 let counted = self.count_minutes(spec, settled, end)?;
                 counts.splice(settled, end, counted);
                 counts.settled = horizon.clamp(settled, end);
@@ -548,6 +586,20 @@ impl SloSeries {
             }
         }
         Ok(selected)
+    }
+}
+
+/// An SLO registered for a backtest; removed when dropped if the backtest added it.
+pub struct ReplayRegistration<'a> {
+    series: &'a SloSeries,
+    added: Option<String>,
+}
+
+impl Drop for ReplayRegistration<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = &self.added {
+            self.series.set(name, None);
+        }
     }
 }
 
