@@ -449,7 +449,7 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
         &fixtures.display().to_string(),
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
 
     // the same tests with two expectations wrong
     let dir = tempfile::tempdir().expect("tempdir");
@@ -457,6 +457,7 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
         "checkout_5xx.json",
         "high_error_rate.json",
         "checkout_error_ratio.json",
+        "checkout_availability.json",
     ] {
         std::fs::copy(queries.join(file), dir.path().join(file)).expect("copy");
     }
@@ -470,7 +471,7 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
     let (code, stdout, stderr) =
         lookout(&["rules", "test", "--fixtures", &broken.display().to_string()]);
     assert_eq!(code, 1, "{stdout}{stderr}");
-    assert!(stdout.contains("7 passed, 2 failed"), "{stdout}");
+    assert!(stdout.contains("11 passed, 2 failed"), "{stdout}");
     for expected in [
         "FAILED checkout 5xx fires on 25 errors in a minute and resolves when they stop: alertname: checkout_5xx, time: 3m:",
         "  - expected, not firing: labels {alertname=\"checkout_5xx\", service=\"checkout\", severity=\"critical\", team=\"payments\"} annotations {description=\"checkout is answering HTTP 500\", runbook_url=\"https://runbooks.example/checkout-5xx\", summary=\"24 HTTP 500s in the last 1m on checkout\"}",

@@ -72,6 +72,13 @@ struct Counts {
     groups: BTreeMap<Group, Running>,
 }
 
+/// Whether `matchers` name one of the SLO metrics (`__name__="slo_…"`).
+pub fn names_slo_series(matchers: &[Matcher]) -> bool {
+    matchers.iter().any(|matcher| {
+        matches!(matcher, Matcher::Equal(name, value) if name == "__name__" && METRICS.contains(&value.as_str()))
+    })
+}
+
 /// Per-minute (good, total) counts of `[from, to)` (minutes) per group.
 type MinuteCounts = BTreeMap<Group, (Vec<u64>, Vec<u64>)>;
 
@@ -662,6 +669,26 @@ impl Storage for SloSeries {
         }
         let now = chrono::Utc::now().timestamp_millis();
         self.select_at(matchers, &times(min_time, max_time, hints)?, now)
+    }
+}
+
+impl promql::series::SeriesSource for SloSeries {
+    /// The SLO series with a sample at the end of the range (or now, if sooner).
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        _start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, promql::Error> {
+        if self.candidates(matchers).is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(self
+            .select_at(matchers, &[end.min(now)], now)?
+            .into_iter()
+            .map(|(labels, _)| labels)
+            .collect())
     }
 }
 
