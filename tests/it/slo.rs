@@ -220,6 +220,48 @@ async fn a_month_backtest_pages_on_the_fast_burn_and_tickets_on_the_slow_one_at_
         .map(|(tick, what, to)| (*tick, what.as_str(), to.as_str()))
         .collect();
     assert_eq!(timeline, by_hand, "{events:?}");
+    // a rule file not saved on the server (`lookout rules test FILE` posts it) replays the
+    // same: its SLO exists for the backtest only
+    let path = format!(
+        "/_lookout/rules/checkout_draft/_backtest?from={}&to={}",
+        urlencode(&rfc3339(start + (FAST - 60) * MINUTE)),
+        urlencode(&rfc3339(start + (FAST + 120) * MINUTE)),
+    );
+    let (status, body) = server.post_json(&path, &slo_rule()).await;
+    assert_eq!(status, 200, "{body}");
+    let draft: Vec<(i64, &str)> = body["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter(|event| event["to"] == "firing" || event["to"] == "resolved")
+        .map(|event| {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(event["@timestamp"].as_str().expect("at"))
+                    .expect("a time")
+                    .timestamp();
+            ((at - start) / MINUTE, event["to"].as_str().expect("to"))
+        })
+        .collect();
+    assert_eq!(
+        draft,
+        [(FAST + 35, "firing"), (FAST + 63, "resolved")],
+        "{body}"
+    );
+    // … and is gone after it: only the running SLO has series
+    let (status, series) = server
+        .get(&format!(
+            "/api/v1/series?{}={}",
+            urlencode("match[]"),
+            urlencode("slo_sli")
+        ))
+        .await;
+    assert_eq!(status, 200, "{series}");
+    let text = series.to_string();
+    assert!(
+        text.contains("checkout_availability") && !text.contains("checkout_draft"),
+        "{text}"
+    );
+
     // the page's value is the 1h burn rate: 141 / 240 / 0.04
     let fired = events
         .iter()
