@@ -346,6 +346,11 @@ impl Tenant {
             store: store.clone(),
             tsdb: Arc::clone(&tsdb),
             log_matches: Arc::new(crate::rules::log_matches::LogMatches::new(store.clone())),
+            slos: Arc::new(crate::rules::slo::series::SloSeries::new(
+                store.clone(),
+                Arc::clone(&tsdb),
+                config.metrics.engine_options(),
+            )),
             engine: config.metrics.engine_options(),
             datasources: Arc::clone(shared.datasources),
             new_terms: Arc::new(crate::rules::new_term::NewTerms::new(

@@ -282,7 +282,28 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
             problems.field("query", error.reason);
         }
     }
+    let slo = match file.slo.as_ref().map(|_| {
+        let max_delay = file.max_delay.as_deref();
+        let max_delay = max_delay.and_then(|text| humantime::parse_duration(text).ok());
+        super::slo::derive(&file, name, max_delay.unwrap_or(Duration::from_secs(30)))
+    }) {
+        Some(Ok(derived)) => Some(derived),
+        Some(Err(found)) => {
+            for (field, reason) in found {
+                problems.field(&field, reason);
+            }
+            None
+        }
+        None => None,
+    };
     let source = match (&file.query, &file.promql) {
+        // an SLO rule is a metric rule on its derived expression (see `slo`)
+        _ if file.slo.is_some() => slo.as_ref().and_then(|derived| {
+            crate::promql::parse(&derived.promql)
+                .map(|expr| RuleSource::Metrics { expr })
+                .map_err(|error| problems.field("slo", error))
+                .ok()
+        }),
         (Some(_), Some(_)) => {
             problems.field(
                 "promql",
@@ -343,7 +364,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         }
     };
     check_recording(&file, problems);
-    if file.datasource.is_some() && file.promql.is_none() {
+    if file.datasource.is_some() && file.promql.is_none() && file.slo.is_none() {
         problems.field(
             "datasource",
             "belongs to metric rules: the datasource evaluates a `promql` expression",
@@ -407,7 +428,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     let labels = match &new_term_labels {
         Some(labels) => Some(labels.as_slice()),
         None if file.new_pattern.is_some() => Some(pattern_labels.as_slice()),
-        None => file.promql.is_none().then_some(file.group_by.as_slice()),
+        None => (file.promql.is_none() && file.slo.is_none()).then_some(file.group_by.as_slice()),
     };
     let template = |problems: &mut Problems, field: &str, text: &str| {
         let parsed = Template::parse(text, labels)
@@ -429,13 +450,18 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
     let summary = file
         .summary
         .as_deref()
+        .or(slo.as_ref().map(|derived| derived.summary.as_str()))
         .and_then(|text| template(problems, "summary", text));
     let description = file
         .description
         .as_deref()
         .and_then(|text| template(problems, "description", text));
     let mut context = Vec::new();
-    for (number, text) in file.context.iter().enumerate() {
+    let context_texts = match &slo {
+        Some(derived) if file.context.is_empty() => &derived.context,
+        _ => &file.context,
+    };
+    for (number, text) in context_texts.iter().enumerate() {
         let field = format!("context[{number}]");
         let Some(parsed) = template(problems, &field, text) else {
             continue;

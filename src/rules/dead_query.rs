@@ -148,7 +148,11 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
             }
             let now = Utc::now().timestamp_millis();
             for (selector, groups) in selectors(expr) {
-                let metric = groups.iter().all(|matchers| !is_log_matches(matchers));
+                // `log_matches` and SLO series are not in the metrics store
+                let metric = groups.iter().all(|matchers| {
+                    !is_log_matches(matchers)
+                        && !crate::rules::slo::series::names_slo_series(matchers)
+                });
                 // the last five minutes answer for a live metric; only an absent one
                 // costs the look over the whole day
                 let absent = |since: i64| {

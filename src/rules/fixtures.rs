@@ -307,13 +307,20 @@ impl Sandbox {
             .map_err(|error| GroupError::Sandbox(Box::new(error)))?,
         );
         let log_matches = Arc::new(LogMatches::new(Arc::clone(&store)));
+        let slos = Arc::new(super::slo::series::SloSeries::new(
+            Arc::clone(&store),
+            Arc::clone(&tsdb),
+            config.metrics.engine_options(),
+        ));
         for rule in rules {
             log_matches.set(&rule.name, rule.saved_query());
+            slos.set(&rule.name, super::slo::spec_of(rule));
         }
         let sources = Arc::new(Sources {
             store,
             tsdb,
             log_matches,
+            slos,
             engine: config.metrics.engine_options(),
             datasources: Default::default(),
             new_terms: Default::default(),

@@ -228,7 +228,10 @@ fn record_transition(
         "type": "transition",
         "rule": rule.name,
         "labels": group.labels,
-        "severity": rule.file.severity.as_deref().unwrap_or("warning"),
+        // as `alert_labels` has it: a series' own `severity` (an SLO's page) first
+        "severity": group.labels.get("severity").map(String::as_str)
+            .or(rule.file.severity.as_deref())
+            .unwrap_or("warning"),
         "from": from,
         "to": to,
         "reason": reason,

@@ -31,6 +31,7 @@ pub mod observe;
 pub mod recording;
 pub mod rule;
 pub mod silence;
+pub mod slo;
 pub mod spike;
 pub mod state_store;
 /// The template engine is a leaf shared with `notify` (notifier templates); rules

@@ -102,6 +102,10 @@ pub struct RuleFile {
     /// `{"field": "message", "lookback": "7d", "min_count": 3}`; no `threshold`.
     #[serde(default)]
     pub new_pattern: Option<super::new_pattern::NewPatternConfig>,
+    /// A service level objective: the rule pages and opens tickets on its error budget's
+    /// burn rate (see docs/rules.md, "SLOs") instead of comparing a count with a threshold.
+    #[serde(default)]
+    pub slo: Option<super::slo::config::SloConfig>,
 }
 
 fn default_schedule() -> String {

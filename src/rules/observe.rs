@@ -69,6 +69,8 @@ pub struct Sources {
     pub store: Arc<IndexStore>,
     pub tsdb: Arc<Tsdb>,
     pub log_matches: Arc<LogMatches>,
+    /// The series of SLO rules (`slo_sli`, `slo_burn_rate`, …).
+    pub slos: Arc<super::slo::series::SloSeries>,
     pub engine: EngineOptions,
     /// The `[datasources.NAME]` rules with `datasource` query instead of the local engine.
     pub datasources: Arc<crate::datasource::Datasources>,
@@ -77,9 +79,9 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Runs `read` over what PromQL sees: the TSDB and the `log_matches` series.
+    /// Runs `read` over what PromQL sees: the TSDB, the `log_matches` and the SLO series.
     pub fn read<T>(&self, read: impl FnOnce(&dyn Storage) -> T) -> T {
-        let sources: [&dyn Storage; 2] = [&*self.tsdb, &*self.log_matches];
+        let sources: [&dyn Storage; 3] = [&*self.tsdb, &*self.log_matches, &*self.slos];
         read(&Union(&sources))
     }
 
@@ -134,7 +136,9 @@ impl Sources {
             // a remote datasource reads no local logs
             RuleSource::Metrics { .. } if rule.file.datasource.is_some() => false,
             RuleSource::Metrics { expr } => {
-                !rule.context.is_empty() || self.log_matches.read_by(expr)
+                !rule.context.is_empty()
+                    || self.log_matches.read_by(expr)
+                    || self.slos.read_by(expr)
             }
         }
     }

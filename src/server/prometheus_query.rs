@@ -402,7 +402,11 @@ fn matching_series_of(
     }
     let start = params.time("start")?.unwrap_or(i64::MIN / 2);
     let end = params.time("end")?.unwrap_or(i64::MAX / 2);
-    let sources: [&dyn SeriesSource; 2] = [&*state.series.tsdb, &*state.series.log_matches];
+    let sources: [&dyn SeriesSource; 3] = [
+        &*state.series.tsdb,
+        &*state.series.log_matches,
+        &*state.series.slos,
+    ];
     match matching_series(&sources, &selectors, start, end) {
         Ok(found) => Ok(Some(found)),
         Err(SeriesError::Selector(error)) => Err(invalid_parameter("match[]", error)),

@@ -18,6 +18,7 @@ const INDEX_HTML: &[u8] = include_bytes!("ui/index.html");
 const APP_JS: &[u8] = include_bytes!("ui/app.js");
 const PATTERNS_JS: &[u8] = include_bytes!("ui/patterns.js");
 const STYLE_CSS: &[u8] = include_bytes!("ui/style.css");
+const SLOS_JS: &[u8] = include_bytes!("ui/slos.js");
 
 /// Global: the same files for every tenant (the pages' API calls go to the tenant's).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -48,20 +49,23 @@ async fn asset(Path(file): Path<String>) -> Response {
         "app.js" => respond("text/javascript; charset=utf-8", APP_JS),
         "patterns.js" => respond("text/javascript; charset=utf-8", PATTERNS_JS),
         "style.css" => respond("text/css; charset=utf-8", STYLE_CSS),
+        "slos.js" => respond("text/javascript; charset=utf-8", SLOS_JS),
         _ => not_found(
-            "no such UI asset; the UI has /ui/assets/app.js, /ui/assets/patterns.js and /ui/assets/style.css",
+            "no such UI asset; the UI has /ui/assets/app.js, /ui/assets/patterns.js, /ui/assets/slos.js and /ui/assets/style.css",
         ),
     }
 }
 
 /// Every page is the shell; its script draws the page the path names.
 async fn page(Path(page): Path<String>) -> Response {
-    let known = ["search", "alerts", "rules", "metrics", "targets", "audit"];
+    let known = [
+        "search", "alerts", "rules", "metrics", "slos", "targets", "audit",
+    ];
     if known.contains(&page.trim_end_matches('/')) {
         respond("text/html; charset=utf-8", INDEX_HTML)
     } else {
         not_found(
-            "no such UI page; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics, /ui/targets or /ui/audit",
+            "no such UI page; try /ui/search, /ui/alerts, /ui/rules, /ui/metrics, /ui/slos, /ui/targets or /ui/audit",
         )
     }
 }

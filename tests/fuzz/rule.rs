@@ -39,6 +39,7 @@ const FIELDS: &[&str] = &[
     "spike",
     "new_term",
     "new_pattern",
+    "slo",
     "unknown_key",
 ];
 
@@ -80,6 +81,49 @@ fn duration() -> impl Strategy<Value = Value> {
         .prop_map(Value::from),
         "[0-9]{1,20}(ns|us|ms|s|m|h|d|w|M|y)".prop_map(Value::from),
     ]
+}
+
+/// A burn-rate factor: ordinary, zero, negative, huge or not a number.
+fn burn_rate() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (0.0..100.0f64).prop_map(Value::from),
+        proptest::sample::select(vec![json!(0), json!(-1), json!(1e308), json!("14.4")]),
+    ]
+}
+
+/// An `slo` object: objectives in and out of (0, 100), periods and windows from
+/// `duration`, Lucene or PromQL queries, and conditions lists of any length.
+fn slo() -> impl Strategy<Value = Value> {
+    let condition = (duration(), duration(), burn_rate()).prop_map(|(long, short, factor)| {
+        json!({"long_window": long, "short_window": short, "burn_rate": factor})
+    })
+    .boxed();
+    let query = prop_oneof![
+        crate::query::lucene_text(2).prop_map(Value::from),
+        crate::promql::expression(2).prop_map(Value::from),
+        Just(json!("sum(rate(http_requests_total[{{ $window }}]))")),
+    ]
+    .boxed();
+    (
+        prop_oneof![
+            (-1.0..101.0f64).prop_map(Value::from),
+            Just(json!(99.9)),
+            Just(json!(1e308))
+        ],
+        duration(),
+        query.clone(),
+        query,
+        proptest::collection::vec(condition.clone(), 0..10),
+        proptest::option::of(proptest::collection::vec(condition, 0..3)),
+    )
+        .prop_map(|(objective, period, good, total, page, ticket)| {
+            let mut slo = json!({"objective": objective, "period": period, "good": good,
+                                 "total": total, "page": page});
+            if let Some(ticket) = ticket {
+                slo["ticket"] = json!(ticket);
+            }
+            slo
+        })
 }
 
 /// A generated value for `field`, or (sometimes) any JSON at all.
@@ -240,6 +284,7 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
                 Value::Object(object)
             })
             .boxed(),
+        "slo" => slo().boxed(),
         "version" => prop_oneof![
             Just(json!(1)),
             Just(json!(2)),
@@ -368,6 +413,15 @@ fn load(text: String, name: String) -> Result<(), TestCaseError> {
                 return Err(format!(
                     "the reference tick {reference} is not before the tick {after}"
                 ));
+            }
+        }
+        // an SLO rule that loads derives its series' SLO, with windows it can count
+        if rule.file.slo.is_some() {
+            let spec =
+                lookout::rules::slo::spec_of(&rule).ok_or("an SLO rule that loads has an SLO")?;
+            let longest = spec.windows.iter().chain([&spec.period]).max();
+            if longest.is_some_and(|window| window.as_secs() / 60 > 60 * 1440) {
+                return Err(format!("a window beyond the limit loaded: {spec:?}"));
             }
         }
         Ok(())

@@ -43,6 +43,7 @@ mod schedule_validation;
 mod search_after;
 mod severity_routing;
 mod slack;
+mod slo;
 mod spike;
 mod tenant_keys;
 mod tenants;

@@ -41,6 +41,9 @@ pub enum EvaluationError {
     /// A recording rule's output could not be written.
     #[error(transparent)]
     Record(#[from] crate::rules::recording::RecordError),
+    /// An SLO rule cannot be replayed now.
+    #[error("{0}")]
+    Slo(String),
     #[error("more than {max} evaluations between {from} and {to}; shorten the range")]
     TooManyTicks {
         max: usize,

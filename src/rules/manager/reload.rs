@@ -31,6 +31,7 @@ impl RuleManager {
                     old.cancel.cancel();
                     self.sources.log_matches.set(&name, None);
                     self.sources.new_terms.forget(&name);
+                    self.sources.slos.set(&name, None);
                     self.recorder.forget(&name);
                     self.telemetry
                         .rule_health
@@ -70,6 +71,9 @@ impl RuleManager {
                     Ok(rule) => {
                         broken.remove(name);
                         self.sources.log_matches.set(name, rule.saved_query());
+                        self.sources
+                            .slos
+                            .set(name, crate::rules::slo::spec_of(&rule));
                         {
                             // "never matched" and `expect_matches` count from this version
                             let mut statuses = self.lock_statuses();

@@ -219,6 +219,18 @@ impl RuleManager {
             next = rule.schedule.next_after(tick);
         }
         self.refresh_for(&rule).await;
+        // an SLO rule's series exist while it replays, counted as of now (logs indexed
+        // since they were last counted included)
+        let _registered = match crate::rules::slo::spec_of(&rule) {
+            Some(spec) => Some(
+                self.sources
+                    .slos
+                    .register_for_replay(spec)
+                    .map_err(EvaluationError::Slo)?,
+            ),
+            None => None,
+        };
+        self.sources.slos.recount(&rule.name);
         let manager = Arc::clone(self);
         let (steps, rule) =
             tokio::task::spawn_blocking(move || (manager.replay(&rule, &ticks), rule))
