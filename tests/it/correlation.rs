@@ -449,7 +449,7 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
         &fixtures.display().to_string(),
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("27 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("35 passed, 0 failed"), "{stdout}");
 
     // the same tests with two expectations wrong
     let dir = tempfile::tempdir().expect("tempdir");
@@ -474,7 +474,7 @@ fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails_with_a_readable_dif
     let (code, stdout, stderr) =
         lookout(&["rules", "test", "--fixtures", &broken.display().to_string()]);
     assert_eq!(code, 1, "{stdout}{stderr}");
-    assert!(stdout.contains("25 passed, 2 failed"), "{stdout}");
+    assert!(stdout.contains("33 passed, 2 failed"), "{stdout}");
     for expected in [
         "FAILED checkout 5xx fires on 25 errors in a minute and resolves when they stop: alertname: checkout_5xx, time: 3m:",
         "  - expected, not firing: labels {alertname=\"checkout_5xx\", service=\"checkout\", severity=\"critical\", team=\"payments\"} annotations {description=\"checkout is answering HTTP 500\", runbook_url=\"https://runbooks.example/checkout-5xx\", summary=\"24 HTTP 500s in the last 1m on checkout\"}",
