@@ -492,6 +492,7 @@ fn check_fields(file: RuleFile, name: &str, problems: &mut Problems) -> Option<L
         None
     });
     let new_pattern = check_new_pattern(&file, problems);
+    check_kinds(&file, problems);
     if !problems.errors.is_empty() {
         return None;
     }
@@ -555,6 +556,39 @@ fn check_spike(
             }
         })
         .ok()
+}
+
+/// Rule types that do not combine. A rule's value is a count, an `aggregate` or a `ratio`,
+/// which `spike` may compare with its reference; `new_term`, `new_pattern` and `slo` are
+/// kinds of their own.
+fn check_kinds(file: &RuleFile, problems: &mut Problems) {
+    let kinds = [
+        ("aggregate", file.aggregate.is_some()),
+        ("ratio", file.ratio.is_some()),
+        ("spike", file.spike.is_some()),
+        ("new_term", file.new_term.is_some()),
+        ("new_pattern", file.new_pattern.is_some()),
+        ("slo", file.slo.is_some()),
+    ];
+    let present: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(kind, _)| *kind)
+        .collect();
+    let own_kind = |kind: &str| matches!(kind, "new_term" | "new_pattern" | "slo");
+    // (an `aggregate` with a `ratio` is refused where they are checked)
+    let Some(alone) = present.iter().find(|kind| own_kind(kind)) else {
+        return;
+    };
+    for other in present.iter().filter(|other| *other != alone) {
+        problems.field(
+            other,
+            format!(
+                "cannot be combined with `{alone}`: a {} rule alerts on its own condition; write two rules",
+                alone.replace('_', "-")
+            ),
+        );
+    }
 }
 
 /// The checks of a `new_pattern` rule: a log rule (`query`), alerting, one alert per
@@ -690,6 +724,40 @@ mod tests {
             !joined.contains(" at line "),
             "one position format: {joined}"
         );
+    }
+
+    #[test]
+    fn rule_kinds_that_do_not_combine_are_refused_by_field() {
+        let rule = |extra: &str| {
+            format!(r#"{{"version": 1, "query": "level:error", "window": "5m", {extra}}}"#)
+        };
+        let errors = |extra: &str| {
+            check_rule(&rule(extra), "kinds", "q.json")
+                .err()
+                .map(|errors| errors.join("\n"))
+                .unwrap_or_default()
+        };
+        let new_term = r#""new_term": {"fields": ["error.type"], "lookback": "7d"}"#;
+        let joined = errors(&format!(
+            r#"{new_term}, "spike": {{"ratio": 3, "compare_to": "1h", "min_count": 10}}"#
+        ));
+        assert!(
+            joined.contains("`spike`: cannot be combined with `new_term`"),
+            "{joined}"
+        );
+        let joined = errors(&format!(
+            r#"{new_term}, "new_pattern": {{"field": "message", "lookback": "7d"}}"#
+        ));
+        assert!(
+            joined.contains("cannot be combined with `new_term`"),
+            "{joined}"
+        );
+        // a spike of an aggregate is one rule
+        let spiked = rule(
+            r#""aggregate": {"op": "percentile", "field": "latency_ms", "percentile": 95},
+               "spike": {"ratio": 2, "compare_to": "1h", "min_count": 10}"#,
+        );
+        assert!(check_rule(&spiked, "kinds", "q.json").is_ok(), "{spiked}");
     }
 
     #[test]
