@@ -95,7 +95,7 @@ fn main() {
             let heap = terms.heap_bytes("bench");
             let searches = terms.searches("bench");
             report = format!(
-                "tracked {tracked} values; set heap {:.1} MiB ({:.0} B per value, {:.1} MiB per million); resident set +{:.1} MiB during the first build; {} searches for the lookback, {} per tick",
+                "tracked {tracked} values; set heap {:.1} MiB ({:.0} B per value, {:.1} MiB per million); resident set +{:.1} MiB during the first build; {} searches for the lookback, {} for the two ticks' windows",
                 heap as f64 / (1 << 20) as f64,
                 heap as f64 / tracked.max(1) as f64,
                 heap as f64 / (1 << 20) as f64 / (tracked.max(1) as f64 / 1e6),
