@@ -16,7 +16,7 @@
 //! An alert resolves once the window no longer holds its template's first line (with a
 //! window as long as the schedule's interval: at the next tick); `keep_firing_for` holds
 //! it longer. Not PromQL-visible: a value at a past time would need the lookback mined as
-//! it was then (the alerts are in `ALERTS`-style status, history and the rules API).
+//! it was then (the alerts are in `/api/v1/alerts`, the history and the rules API).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -532,6 +532,7 @@ mod tests {
         ("POST", "/_lookout/heartbeat", true),
         ("DELETE", "/_lookout/agents/{id}", true),
         ("GET", "/_lookout/agents", false),
+        ("GET", "/_lookout/patterns", false),
         ("GET", "/_lookout/info", false),
         ("GET", "/_lookout/whoami", false),
         ("GET", "/_lookout/tenants", false),
