@@ -149,8 +149,17 @@ fn main() {
                     .iter()
                     .find(|(labels, _)| *labels == group.labels)
                     .and_then(|(_, values)| values[at]);
+                // HyperLogLog sketches built per histogram bucket and per search may
+                // estimate a distinct count differently, within their error (docs/rules.md)
+                let tolerance = match measure {
+                    Measure::Aggregate {
+                        op: AggregateOp::Cardinality,
+                        ..
+                    } => 0.02,
+                    _ => 1e-9,
+                };
                 let close = value.is_some_and(|value| {
-                    (value - group.value).abs() <= 1e-9 * group.value.abs().max(1.0)
+                    (value - group.value).abs() <= tolerance * group.value.abs().max(1.0)
                 });
                 assert!(
                     close,
@@ -161,7 +170,7 @@ fn main() {
         }
         let per_step = started.elapsed();
         println!(
-            "  {name} over 6 h at {} s ({} steps): one pass {:.1} ms, one window per step {:.1} ms (same values)",
+            "  {name} over 6 h at {} s ({} steps): one pass {:.1} ms, one window per step {:.1} ms (same values; cardinality within 2 %)",
             step_ms / 1000,
             times.len(),
             one_pass.as_secs_f64() * 1e3,
