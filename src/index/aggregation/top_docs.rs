@@ -172,7 +172,10 @@ pub fn bucket_filter(kind: &str, body: &Value) -> BucketFilter {
     };
     match kind {
         "terms" => field().map_or(BucketFilter::Unsupported(kind.into()), BucketFilter::Term),
-        "histogram" => match (field(), body.get("interval").and_then(number)) {
+        "histogram" => match (
+            field(),
+            body.get("interval").and_then(super::bounds::number),
+        ) {
             (Some(field), Some(width)) => BucketFilter::Interval { field, width },
             _ => BucketFilter::Unsupported(kind.into()),
         },
@@ -180,7 +183,7 @@ pub fn bucket_filter(kind: &str, body: &Value) -> BucketFilter {
             let width = body
                 .get("fixed_interval")
                 .and_then(Value::as_str)
-                .and_then(super::interval_millis);
+                .and_then(super::bounds::interval_millis);
             match (field(), width) {
                 (Some(field), Some(width)) => BucketFilter::Interval { field, width },
                 _ => BucketFilter::Unsupported(kind.into()),
@@ -190,12 +193,6 @@ pub fn bucket_filter(kind: &str, body: &Value) -> BucketFilter {
         "filter" => BucketFilter::Filter(body.clone()),
         other => BucketFilter::Unsupported(other.into()),
     }
-}
-
-fn number(value: &Value) -> Option<f64> {
-    value
-        .as_f64()
-        .or_else(|| value.as_str().and_then(|text| text.trim().parse().ok()))
 }
 
 impl BucketFilter {
