@@ -32,16 +32,8 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_lookout/datasources", get(list))
         .route(
-            "/_lookout/datasources/{name}/api/v1/query",
-            get(query).post(query),
-        )
-        .route(
-            "/_lookout/datasources/{name}/api/v1/query_range",
-            get(query_range).post(query_range),
-        )
-        .route(
-            "/_lookout/datasources/{name}/api/v1/labels",
-            get(labels).post(labels),
+            "/_lookout/datasources/{name}/api/v1/{endpoint}",
+            get(endpoint).post(endpoint),
         )
         .route(
             "/_lookout/datasources/{name}/api/v1/label/{label}/values",
@@ -60,34 +52,25 @@ async fn list(State(state): State<SharedState>) -> Response {
     ok(&json!({ "datasources": datasources }))
 }
 
-async fn query(
+/// `query`, `query_range` and `labels` (GET or form POST), relayed as they came.
+async fn endpoint(
     State(state): State<SharedState>,
-    Path(name): Path<String>,
+    Path((name, endpoint)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    relay(&state, &name, "query", raw, &headers, &body).await
-}
-
-async fn query_range(
-    State(state): State<SharedState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    relay(&state, &name, "query_range", raw, &headers, &body).await
-}
-
-async fn labels(
-    State(state): State<SharedState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    relay(&state, &name, "labels", raw, &headers, &body).await
+    if !matches!(endpoint.as_str(), "query" | "query_range" | "labels") {
+        return PrometheusError(ApiError::new(
+            ErrorCode::NotFound,
+            "not_found",
+            format!(
+                "/api/v1/{endpoint} is not relayed to datasources; query, query_range, labels and label/NAME/values are"
+            ),
+        ))
+        .into_response();
+    }
+    relay(&state, &name, &endpoint, raw, &headers, &body).await
 }
 
 async fn label_values(
