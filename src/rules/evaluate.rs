@@ -306,7 +306,8 @@ pub fn count_series(
         .collect())
 }
 
-fn gcd(mut a: i64, mut b: i64) -> i64 {
+/// The greatest common divisor of `a` and `b`, at least 1 (a bucket width).
+pub(crate) fn gcd(mut a: i64, mut b: i64) -> i64 {
     (a, b) = (a.abs(), b.abs());
     while b != 0 {
         (a, b) = (b, a % b);

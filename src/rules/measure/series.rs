@@ -24,7 +24,9 @@ use super::{
 };
 use crate::index::IndexStore;
 use crate::index::search::{self, Scope, SearchRequest};
-use crate::rules::evaluate::{MAX_GROUPS, SeriesSpec, Window, count_series, walk, window_query};
+use crate::rules::evaluate::{
+    MAX_GROUPS, SeriesSpec, Window, count_series, gcd, walk, window_query,
+};
 
 /// Most separate searches one selection of a `percentile` or `cardinality` series may
 /// run (an hour at the 15 s grid is 241).
@@ -330,14 +332,6 @@ fn fold(
             }
         })
         .collect()
-}
-
-fn gcd(mut a: i64, mut b: i64) -> i64 {
-    (a, b) = (a.abs(), b.abs());
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a.max(1)
 }
 
 #[cfg(test)]
