@@ -112,14 +112,15 @@ impl RuleManager {
         if !self.sources.reads_logs(rule) {
             return;
         }
-        // storage degraded: agents are refused and cannot catch up, so waiting would only
-        // delay alerts exactly when the host is in trouble
-        if self.ingest.disk().degraded() {
-            return;
-        }
         let tick_micros = tick.timestamp_micros();
         let deadline = tick + chrono::Duration::from_std(rule.max_delay).unwrap_or_default();
         loop {
+            // storage degraded (checked at every turn: the disk may fill while waiting):
+            // agents are refused and cannot catch up, so waiting would only delay alerts
+            // exactly when the host is in trouble
+            if self.ingest.disk().degraded() {
+                return;
+            }
             match self
                 .ingest
                 .agents
