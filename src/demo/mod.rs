@@ -3,7 +3,8 @@
 //! `lookout serve` tails the files through its in-process agent (the exactly-once agent
 //! protocol over loopback) and scrapes the metrics, and runs demo rules built into the
 //! binary (written to the demo's own directory, never to `queries/`): a log rule with
-//! metric context, a PromQL latency rule, and a mixed log/metric ratio. Every few
+//! metric context, a PromQL latency rule, a mixed log/metric ratio and an availability
+//! SLO (shown on the UI's SLO page; it pages only at real-time speed). Every few
 //! minutes an incident (checkout 5xx spike with rising latency) fires the alerts and
 //! resolves them: to the console, and to Slack when `SLACK_WEBHOOK_URL` is set.
 //! `--speed N` runs every schedule N times faster (tests use it).
@@ -18,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-/// The demo rules: name and JSON with `@SCHEDULE@`, `@WINDOW@`, `@RANGE@`, `@FOR@` and
-/// `@THRESHOLD@` to fill in for the speed.
+/// The demo rules: name and JSON with `@SCHEDULE@`, `@WINDOW@`, `@RANGE@`, `@FOR@`,
+/// `@THRESHOLD@` and `@SLO_PAGE@` to fill in for the speed.
 const RULES: &[(&str, &str)] = &[
     (
         "checkout_errors",
@@ -32,6 +33,10 @@ const RULES: &[(&str, &str)] = &[
     (
         "checkout_error_ratio",
         include_str!("rules/checkout_error_ratio.json"),
+    ),
+    (
+        "checkout_availability",
+        include_str!("rules/checkout_availability.json"),
     ),
 ];
 
@@ -53,6 +58,11 @@ struct Pace {
     for_duration: Duration,
     scrape_interval: Duration,
     threshold: u64,
+    /// The SLO's page conditions: an SLO counts whole minutes, so it pages on the
+    /// 90-second incidents only in real time (35 % of checkout failing for a minute and
+    /// ≥ 7 % over five, against a 1 % budget); faster, it is charted but never pages
+    /// (its windows could not follow the incidents, and the page would never resolve).
+    slo_page: &'static str,
     timeline: shop::Timeline,
 }
 
@@ -78,6 +88,11 @@ impl Pace {
             scrape_interval: Duration::from_secs(scaled(15.0, 1.0)),
             // a third of ~6 checkout requests a second fail during an incident
             threshold: (window.as_secs() / 2).max(2),
+            slo_page: if speed <= 1.0 {
+                r#"[{"long_window": "5m", "short_window": "1m", "burn_rate": 4}]"#
+            } else {
+                "[]"
+            },
             timeline: shop::Timeline {
                 first: Duration::from_secs_f64(60.0 / speed),
                 period: Duration::from_secs_f64(300.0 / speed),
@@ -94,6 +109,7 @@ impl Pace {
             .replace("@RANGE@", &seconds(self.range))
             .replace("@FOR@", &seconds(self.for_duration))
             .replace("@THRESHOLD@", &self.threshold.to_string())
+            .replace("@SLO_PAGE@", self.slo_page)
     }
 }
 
@@ -218,6 +234,7 @@ fn print_banner(
 What to look at:
   UI             {base}/ui/
   the incident   {search}
+  the SLO        {base}/ui/slos (checkout: 99 % not 5xx over a day{slo_pages})
   alerts         curl -s {base}/api/v1/alerts
   log counts     curl -s '{base}/api/v1/query?query=log_matches'
   logs ⋈ metrics curl -s '{base}/api/v1/query?query=log_matches%7Bquery%3D%22checkout_errors%22%7D%20%2F%20on(service)%20sum%20by%20(service)%20(increase(http_requests_total%5B{window}s%5D))'
@@ -234,6 +251,11 @@ Alerts print here{slack}. Ctrl-C stops the demo.",
         period = pace.timeline.period.as_secs(),
         incident = pace.timeline.incident.as_secs(),
         window = pace.window.as_secs(),
+        slo_pages = if pace.slo_page == "[]" {
+            "; it pages at real-time speed only"
+        } else {
+            ", pages when an incident burns it 4× too fast"
+        },
         slack = if slack {
             " and go to Slack (SLACK_WEBHOOK_URL is set)"
         } else {

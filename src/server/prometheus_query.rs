@@ -463,6 +463,9 @@ async fn labels(
         Ok(None) => {
             let mut names: BTreeSet<String> = state.series.tsdb.label_names().into_iter().collect();
             names.extend(state.series.log_matches.label_names());
+            for labels in slo_series_now(&state).await {
+                names.extend(labels.iter().map(|(name, _)| name.clone()));
+            }
             success(json!(names), &Annotations::default())
         }
         Err(failure) => failure.into_response(),
@@ -497,10 +500,27 @@ async fn label_values(
             if let Ok(found) = evaluate(&state, move |_| Ok(logs.label_values(&label))).await {
                 values.extend(found);
             }
+            for labels in slo_series_now(&state).await {
+                values.extend(
+                    labels
+                        .iter()
+                        .filter(|(label, _)| *label == name)
+                        .map(|(_, value)| value.clone()),
+                );
+            }
             success(json!(values), &Annotations::default())
         }
         Err(failure) => failure.into_response(),
     }
+}
+
+/// The SLO series with a sample now, listed on a blocking thread (a log SLO counts
+/// its logs); none when the query pool is full.
+async fn slo_series_now(state: &SharedState) -> Vec<Labels> {
+    let slos = std::sync::Arc::clone(&state.series.slos);
+    evaluate(state, move |_| Ok(slos.series_now()))
+        .await
+        .unwrap_or_default()
 }
 
 /// `/api/v1/metadata[?metric=NAME&limit=N]`: each scraped family's type, help and unit.

@@ -340,6 +340,65 @@ async fn a_month_backtest_pages_on_the_fast_burn_and_tickets_on_the_slow_one_at_
     assert_eq!(windows, ["1h", "30m", "3d", "5m", "6h"]);
 }
 
+/// Grafana's metric and label pickers list the SLO series: `/api/v1/labels` and
+/// `/api/v1/label/NAME/values` without `match[]` name them, their windows and groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slo_series_are_listed_by_the_label_apis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = json!({
+        "version": 1,
+        "index": "web",
+        "group_by": ["service"],
+        "slo": {"objective": 99, "period": "1d", "good": "NOT status:>=500", "total": "*"}
+    });
+    let server = serve_config(dir.path(), &[("checkout_availability", rule)], "", &[]);
+    // lines in the minute before this one, for two services
+    let minute = chrono::Utc::now().timestamp().div_euclid(60) * 60;
+    let docs: Vec<Value> = (0..10)
+        .map(|line| {
+            let service = if line % 2 == 0 { "cart" } else { "pay" };
+            json!({"@timestamp": rfc3339(minute - 30), "status": 200 + line * 10, "service": service})
+        })
+        .collect();
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=true", bulk_body("web", &docs))
+        .await;
+    assert_eq!((status, &body["errors"]), (200, &json!(false)), "{body}");
+
+    let (status, body) = server.get("/api/v1/labels").await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["__name__", "slo", "window", "service"] {
+        assert!(
+            body["data"]
+                .as_array()
+                .expect("names")
+                .contains(&json!(name)),
+            "{name}: {body}"
+        );
+    }
+    let values = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|value| value.as_str().expect("a string").to_string())
+            .collect()
+    };
+    let (status, body) = server.get("/api/v1/label/__name__/values").await;
+    assert_eq!(status, 200, "{body}");
+    let names = values(&body);
+    for metric in ["slo_burn_rate", "slo_error_budget_remaining", "slo_sli"] {
+        assert!(names.contains(&metric.to_string()), "{metric}: {body}");
+    }
+    let (_, body) = server.get("/api/v1/label/slo/values").await;
+    assert_eq!(values(&body), ["checkout_availability"], "{body}");
+    // the workbook's default windows: 5m and 1h, 30m and 6h (pages), 6h and 3d (tickets)
+    let (_, body) = server.get("/api/v1/label/window/values").await;
+    assert_eq!(values(&body), ["1h", "30m", "3d", "5m", "6h"], "{body}");
+    let (_, body) = server.get("/api/v1/label/service/values").await;
+    assert_eq!(values(&body), ["cart", "pay"], "{body}");
+}
+
 fn lookout(args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
         .args(args)

@@ -293,6 +293,18 @@ impl SloSeries {
             .collect()
     }
 
+    /// The label sets of every SLO series with a sample now (for `/api/v1/labels` and
+    /// `/api/v1/label/NAME/values` without `match[]`); a log SLO counts its logs, so call
+    /// it off the async runtime.
+    pub fn series_now(&self) -> Vec<Labels> {
+        let all = [Matcher::NotEqual("__name__".into(), String::new())];
+        let now = chrono::Utc::now().timestamp_millis();
+        promql::series::SeriesSource::series(self, &all, now, now).unwrap_or_else(|error| {
+            tracing::warn!(%error, "listing the SLO series failed");
+            Vec::new()
+        })
+    }
+
     /// Whether `expr` selects the series of a log SLO (and so reads the index).
     pub fn read_by(&self, expr: &promql::Expr) -> bool {
         promql::selector_matcher_groups(expr)
