@@ -101,6 +101,8 @@ pub struct Tailer {
     metrics: Arc<AgentMetrics>,
     watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
+    /// When the last rescan began: a file created since may be unknown yet.
+    last_rescan_began: SystemTime,
 }
 
 impl Tailer {
@@ -160,6 +162,7 @@ impl Tailer {
             metrics,
             watcher,
             watched: HashSet::new(),
+            last_rescan_began: SystemTime::UNIX_EPOCH,
         }
     }
 
@@ -181,22 +184,27 @@ impl Tailer {
             let linger_over = self
                 .batch_started
                 .is_some_and(|started| started.elapsed() >= self.config.batch_linger);
+            let watermark = if all_at_end {
+                self.watermark(pass_time)
+            } else {
+                None
+            };
             if self.builder.has_progress() && (linger_over || all_at_end && self.linger_is_zero()) {
-                let eof_time = all_at_end.then_some(pass_time);
+                let eof_time = watermark;
                 if self.flush(eof_time).is_err() {
                     return;
                 }
                 if eof_time.is_some() {
                     last_marker = Instant::now();
                 }
-            } else if all_at_end
+            } else if let Some(watermark) = watermark
                 && !self.builder.has_progress()
                 && last_marker.elapsed() >= self.config.heartbeat_interval / 4
             {
                 // nothing new: tell the shipper the watermark may move (dropped when the
                 // shipper is busy — the next one will do)
                 let _ = self.sender.try_send(Batch {
-                    eof_time: Some(pass_time),
+                    eof_time: Some(watermark),
                     ..Batch::default()
                 });
                 last_marker = Instant::now();
@@ -238,6 +246,30 @@ impl Tailer {
         }
     }
 
+    /// How far a pass that began at `pass_time` and read every known file to its end
+    /// lets the watermark go: every line written before it is read. Not when a file
+    /// event asked for a rescan meanwhile (a file created before the pass may be unknown
+    /// yet: the next pass, after the rescan, says); and where a pattern's directory is
+    /// not watched, a file created since the last rescan began would be found only at
+    /// the next one, so only up to when that rescan began.
+    fn watermark(&self, pass_time: SystemTime) -> Option<SystemTime> {
+        if self.wake.rescan_pending() {
+            return None;
+        }
+        let every_base_watched = self.watcher.is_some()
+            && self.inputs.iter().all(|input| {
+                input
+                    .patterns
+                    .iter()
+                    .all(|pattern| self.watched.contains(&pattern_base(pattern).0))
+            });
+        if every_base_watched {
+            Some(pass_time)
+        } else {
+            Some(pass_time.min(self.last_rescan_began))
+        }
+    }
+
     fn linger_is_zero(&self) -> bool {
         self.config.batch_linger.is_zero()
     }
@@ -254,6 +286,7 @@ impl Tailer {
 
     /// Expands every pattern: new files become pending, known ones are marked matched.
     fn rescan(&mut self) {
+        self.last_rescan_began = SystemTime::now();
         self.watch_bases();
         let mut matched: HashSet<FileKey> = HashSet::new();
         for input_index in 0..self.inputs.len() {
@@ -792,6 +825,61 @@ mod tests {
             }
         }
         panic!("no pass reached the end of every file in {limit} passes");
+    }
+
+    /// Regression: a file created after the last rescan and before a pass is unknown to
+    /// that pass, which still reads every known file to its end; its time must not
+    /// become a watermark that passes the new file's lines before a rescan finds it.
+    #[test]
+    fn a_file_created_before_a_pass_holds_the_watermark_until_a_rescan_finds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_lines(&dir.path().join("app.json"), 0..5, false);
+        let (mut tailer, _receiver) = tailer(dir.path());
+        tailer.rescan();
+        pass_to_end(&mut tailer, 10);
+        let _ = tailer.wake.wait(Duration::ZERO);
+        assert!(
+            tailer.watcher.is_some(),
+            "inotify watches the directory here"
+        );
+        let quiet = SystemTime::now();
+        assert_eq!(tailer.watermark(quiet), Some(quiet));
+
+        write_lines(&dir.path().join("app.json.1"), 0..5, false);
+        let pass_time = SystemTime::now();
+        assert!(
+            matches!(tailer.pass(), Ok(true)),
+            "the known file is at its end"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tailer.wake.rescan_pending() {
+            assert!(Instant::now() < deadline, "no file event for the new file");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(tailer.watermark(pass_time), None);
+
+        let _ = tailer.wake.wait(Duration::ZERO);
+        tailer.rescan();
+        pass_to_end(&mut tailer, 10);
+        let after = SystemTime::now();
+        assert_eq!(tailer.watermark(after), Some(after));
+        assert_eq!(tailer.files.len(), 2, "the new file is tailed");
+    }
+
+    /// Without file events (a directory that cannot be watched), a file created since
+    /// the last rescan is found only at the next one: the watermark stays at when that
+    /// rescan began.
+    #[test]
+    fn without_file_events_the_watermark_waits_for_the_next_rescan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_lines(&dir.path().join("app.json"), 0..5, false);
+        let (mut tailer, _receiver) = tailer(dir.path());
+        tailer.watcher = None;
+        tailer.rescan();
+        let rescanned = tailer.last_rescan_began;
+        pass_to_end(&mut tailer, 10);
+        let later = rescanned + Duration::from_secs(5);
+        assert_eq!(tailer.watermark(later), Some(rescanned));
     }
 
     /// Regression (the agent model's flake): a pass that found a file truncated and

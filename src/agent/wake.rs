@@ -37,6 +37,14 @@ impl Wake {
         self.set(|flags| flags.stop = true);
     }
 
+    /// Whether a file event asked for a rescan not yet taken by [`Wake::wait`].
+    pub(super) fn rescan_pending(&self) -> bool {
+        self.flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rescan
+    }
+
     pub(super) fn wait(&self, timeout: Duration) -> WakeFlags {
         let flags = self
             .flags
