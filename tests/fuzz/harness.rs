@@ -17,9 +17,14 @@ const DEFAULT_CASES: u32 = 256;
 /// overflows it here would overflow the server.
 const SERVER_STACK_BYTES: usize = lookout::THREAD_STACK_BYTES;
 
-/// Longest one case may take. Cases take milliseconds; the margin is for a debug build on a
-/// loaded two-core machine, not for slow inputs.
-pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Most CPU time one case may use (its own thread's, so a loaded machine does not make a
+/// case fail). Cases take milliseconds; the margin is for a debug build, not for slow
+/// inputs.
+pub const CASE_CPU_LIMIT: Duration = Duration::from_secs(2);
+
+/// Longest one case may take by the wall clock before it is taken for hung: well past
+/// [`CASE_CPU_LIMIT`], for a case thread waiting its turn on a loaded machine.
+const CASE_WALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Most resident memory the test process may hold after a case (checked coarsely, from
 /// `/proc`, since tests of other targets run alongside).
@@ -104,7 +109,7 @@ const CASE_THREAD_PREFIX: &str = "fuzz ";
 
 /// Runs `case` (of the input `shown`, Debug-formatted) on a thread with the server's stack
 /// size and fails (so that proptest shrinks and prints the input) when it panics, takes
-/// longer than [`CASE_TIME_LIMIT`], leaves the process over [`RESIDENT_LIMIT_BYTES`], or
+/// more than [`CASE_CPU_LIMIT`] of CPU (or hangs for [`CASE_WALL_LIMIT`]), leaves the process over [`RESIDENT_LIMIT_BYTES`], or
 /// returns an error. A stack overflow cannot be caught: it aborts the test process, and
 /// the message names the thread, whose name carries the target and the start of the input.
 pub fn run_case(
@@ -131,17 +136,17 @@ pub fn run_case(
         .spawn(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(case));
             RUNNING.fetch_sub(1, Ordering::Relaxed);
-            let _ = sender.send(outcome);
+            let _ = sender.send((outcome, thread_cpu_time()));
         })
         .map_err(|error| TestCaseError::fail(format!("cannot spawn a case thread: {error}")))?;
-    let outcome = match receiver.recv_timeout(CASE_TIME_LIMIT) {
+    let (outcome, cpu) = match receiver.recv_timeout(CASE_WALL_LIMIT) {
         Ok(outcome) => outcome,
         Err(mpsc::RecvTimeoutError::Timeout) => {
             // a case that timed out keeps running (a thread cannot be stopped) and slows
             // every case after it: say so, so that a slow input is not blamed on another
             let running = RUNNING.load(Ordering::Relaxed).saturating_sub(1);
             return Err(TestCaseError::fail(format!(
-                "{target}: still running after {CASE_TIME_LIMIT:?} ({running} other cases running)"
+                "{target}: still running after {CASE_WALL_LIMIT:?} ({running} other cases running)"
             )));
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -165,6 +170,11 @@ pub fn run_case(
             )));
         }
     }
+    if let Some(cpu) = cpu.filter(|cpu| *cpu > CASE_CPU_LIMIT) {
+        return Err(TestCaseError::fail(format!(
+            "{target}: used {cpu:?} of CPU (limit {CASE_CPU_LIMIT:?})"
+        )));
+    }
     if let Some(resident) = resident_bytes()
         && resident > RESIDENT_LIMIT_BYTES
     {
@@ -173,6 +183,16 @@ pub fn run_case(
         )));
     }
     Ok(())
+}
+
+/// CPU time (user and system) of the calling thread, from `/proc/thread-self/stat`
+/// (Linux only; in clock ticks of 10 ms, fine for a limit of seconds).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Resident set size of this process, from `/proc/self/statm` (Linux only).
@@ -412,4 +432,23 @@ pub fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
 /// recursion limit of 128 must be refused, not overflow anything).
 pub fn nested_json_text(depth: usize, inner: &str) -> String {
     format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The CPU limit reads this thread's own CPU time: it grows with work done here (spun
+/// until it has, within a generous deadline for a loaded machine).
+#[test]
+fn a_case_threads_cpu_time_is_read() {
+    let before = thread_cpu_time().expect("/proc/thread-self/stat");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut spin = 0u64;
+    loop {
+        for _ in 0..1_000_000 {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let now = thread_cpu_time().expect("/proc/thread-self/stat");
+        if now >= before + Duration::from_millis(50) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CPU time stuck at {now:?}");
+    }
 }
