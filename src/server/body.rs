@@ -93,11 +93,6 @@ impl Lines {
             keep_line(Bytes::from(self.carry), &mut line);
         }
     }
-
-    /// Bytes of the unfinished line held.
-    pub fn unfinished_bytes(&self) -> usize {
-        self.carry.len()
-    }
 }
 
 fn keep_line(line: Bytes, keep: &mut impl FnMut(Bytes)) {

@@ -234,10 +234,17 @@ async fn write_pieces(
         } else {
             None
         };
-        let written = state
-            .ingest
-            .write_piece(items, watermark, &mut request)
-            .await;
+        // its own task: a piece handed to the log is seen through to its answer even
+        // when the client goes away and this request is dropped
+        let ingest = state.ingest.clone();
+        let mut ids = std::mem::take(&mut request);
+        let (written, ids) = tokio::spawn(async move {
+            let written = ingest.write_piece(items, watermark, &mut ids).await;
+            (written, ids)
+        })
+        .await
+        .map_err(|error| ApiError::internal("writing a piece of a bulk body", error))?;
+        request = ids;
         drop(piece.charge);
         outstanding.send_modify(|count| *count = count.saturating_sub(1));
         outcomes.push(written?);
