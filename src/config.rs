@@ -225,7 +225,8 @@ pub struct IngestConfig {
     pub max_body_bytes: u64,
     /// Largest single NDJSON line.
     pub max_line_bytes: u64,
-    /// Decoded bytes of all requests in flight together; beyond it requests get 429.
+    /// Decoded bytes of all requests in flight together (a `_bulk` body counts only its
+    /// pieces not written yet); beyond it requests get 429.
     pub max_in_flight_bytes: u64,
     /// Deepest JSON nesting accepted in a document.
     pub max_depth: usize,
@@ -474,10 +475,13 @@ impl Config {
             "ingest.max_body_bytes",
             "must be at least ingest.max_line_bytes",
         );
+        // `_bulk` bodies are held piece by piece, other bodies whole (a single document
+        // is at most max_line_bytes): room for a document of max_line_bytes while the
+        // next one arrives
         check(
-            self.ingest.max_in_flight_bytes >= self.ingest.max_body_bytes,
+            self.ingest.max_in_flight_bytes >= 2 * self.ingest.max_line_bytes,
             "ingest.max_in_flight_bytes",
-            "must be at least ingest.max_body_bytes, or a maximal request could never be accepted",
+            "must be at least twice ingest.max_line_bytes, or a document of max_line_bytes could find no room",
         );
         check(
             self.reject_older_than() <= self.index.retention,

@@ -160,24 +160,65 @@ pub fn parse_action(line: &[u8]) -> Result<Action, (ActionKind, String)> {
 /// Pairs the non-blank lines of a body (see `ReadBody::lines`) into items.
 pub fn pair_lines(lines: &[Bytes]) -> Vec<Pair> {
     let mut pairs = Vec::with_capacity(lines.len().div_ceil(2));
-    let mut lines = lines.iter().cloned();
-    while let Some(line) = lines.next() {
+    let mut pairer = Pairer::default();
+    for line in lines {
+        if let Some(pair) = pairer.push(line.clone()) {
+            pairs.push(pair);
+        }
+    }
+    pairs.extend(pairer.finish());
+    pairs
+}
+
+/// Pairs lines into items as they arrive (a body read piece by piece): an action line
+/// waits for its source line; between pairs it holds nothing.
+#[derive(Default)]
+pub struct Pairer {
+    waiting: Option<Waiting>,
+}
+
+/// An action line waiting for its source line.
+enum Waiting {
+    Source(Action),
+    /// A bad action line: the next line is consumed as its source.
+    Consumed {
+        kind: ActionKind,
+        index: Option<String>,
+        reason: String,
+    },
+}
+
+impl Pairer {
+    /// Takes the next line; answers the pair it completes.
+    pub fn push(&mut self, line: Bytes) -> Option<Pair> {
+        match self.waiting.take() {
+            Some(Waiting::Source(action)) => {
+                return Some(Pair::Ok {
+                    action,
+                    source: Some(line),
+                });
+            }
+            Some(Waiting::Consumed {
+                kind,
+                index,
+                reason,
+            }) => {
+                return Some(Pair::Bad {
+                    kind,
+                    index,
+                    reason,
+                });
+            }
+            None => {}
+        }
         match parse_action(&line) {
+            Ok(action) if action.kind == ActionKind::Delete => Some(Pair::Ok {
+                action,
+                source: None,
+            }),
             Ok(action) => {
-                let source = if action.kind == ActionKind::Delete {
-                    None
-                } else {
-                    lines.next()
-                };
-                if action.kind != ActionKind::Delete && source.is_none() {
-                    pairs.push(Pair::Bad {
-                        kind: action.kind,
-                        index: action.index,
-                        reason: "the action line is not followed by a document line".into(),
-                    });
-                } else {
-                    pairs.push(Pair::Ok { action, source });
-                }
+                self.waiting = Some(Waiting::Source(action));
+                None
             }
             Err((kind, reason)) => {
                 let index = serde_json::from_slice::<serde_json::Value>(&line)
@@ -191,16 +232,40 @@ pub fn pair_lines(lines: &[Bytes]) -> Vec<Pair> {
                             .as_str()
                             .map(str::to_string)
                     });
-                let _consumed_source = lines.next();
-                pairs.push(Pair::Bad {
+                self.waiting = Some(Waiting::Consumed {
                     kind,
                     index,
                     reason,
                 });
+                None
             }
         }
     }
-    pairs
+
+    /// Whether a pair is complete (nothing waits for its source line).
+    pub fn between_pairs(&self) -> bool {
+        self.waiting.is_none()
+    }
+
+    /// At the end of the body: an action line still waiting for its source fails.
+    pub fn finish(self) -> Option<Pair> {
+        match self.waiting? {
+            Waiting::Source(action) => Some(Pair::Bad {
+                kind: action.kind,
+                index: action.index,
+                reason: "the action line is not followed by a document line".into(),
+            }),
+            Waiting::Consumed {
+                kind,
+                index,
+                reason,
+            } => Some(Pair::Bad {
+                kind,
+                index,
+                reason,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,8 +31,9 @@ pub(super) struct DecideState {
     reserved_ids: HashMap<(String, String), u64>,
     /// Whether an id exists after the items decided so far in the current request (so a
     /// `create` after an `index` of the same id in one `_bulk` conflicts, and a `delete`
-    /// in between frees it).
-    batch_ids: HashMap<(String, String), bool>,
+    /// in between frees it). The caller brings the request's own (a body written piece by
+    /// piece carries it from piece to piece) and takes it back.
+    pub(super) batch_ids: HashMap<(String, String), bool>,
     /// Per record on its way through the log, the marks it raised and their previous
     /// offsets, to put back if the record fails.
     undo_marks: BTreeMap<u64, Vec<UndoMark>>,
@@ -139,7 +140,6 @@ pub(super) struct RequestDecision<'a> {
 impl RequestDecision<'_> {
     /// Decides `items` in order, each seeing the ones before it.
     pub(super) fn decide_all(mut self, items: Vec<Item>) -> Decided {
-        self.state.batch_ids.clear();
         self.state.batch_marks.clear();
         self.state.batch_noop_undurable = false;
         let mut decided = Decided {

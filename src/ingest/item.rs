@@ -82,7 +82,18 @@ pub fn parse_bulk(
     rules: &EventRules,
     now_micros: i64,
 ) -> Vec<Item> {
-    bulk::pair_lines(lines)
+    parse_pairs(bulk::pair_lines(lines), default_index, rules, now_micros)
+}
+
+/// Prepares the documents of paired lines (one piece of a body read as it arrives, see
+/// [`bulk::Pairer`]) into items; `default_index` comes from the URL.
+pub fn parse_pairs(
+    pairs: Vec<Pair>,
+    default_index: Option<&str>,
+    rules: &EventRules,
+    now_micros: i64,
+) -> Vec<Item> {
+    pairs
         .into_iter()
         .map(|pair| match pair {
             Pair::Ok { action, source } => Item {

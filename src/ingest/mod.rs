@@ -56,7 +56,7 @@ use agents::Agents;
 use decide::{DecideState, Decided, RequestDecision};
 use event::{EventRules, IdGenerator};
 use group_commit::{LogContext, LogMessage, LogShared, op_from_log, run_log};
-pub use item::{Item, ItemFailure, ItemOutcome, ItemResult, parse_bulk};
+pub use item::{Item, ItemFailure, ItemOutcome, ItemResult, parse_bulk, parse_pairs};
 use sources::SourceMarks;
 use wal::{Record, WalWriter};
 
@@ -116,6 +116,13 @@ pub enum IngestError {
 #[error("{reason}")]
 pub struct WriteRefused {
     pub reason: String,
+}
+
+/// What the pieces of one request written so far did to explicit ids (whether each exists
+/// after them), for [`Ingest::write_piece`].
+#[derive(Default)]
+pub struct RequestIds {
+    ids: std::collections::HashMap<(String, String), bool>,
 }
 
 /// The outcome of a write request.
@@ -277,6 +284,20 @@ impl Ingest {
         items: Vec<Item>,
         watermark: Option<(String, i64)>,
     ) -> Result<WriteOutcome, WriteRefused> {
+        self.write_piece(items, watermark, &mut RequestIds::default())
+            .await
+    }
+
+    /// [`Ingest::write`] for one piece of a request written piece by piece (a `_bulk`
+    /// body read as it arrives): each piece is its own record, and `request` carries what
+    /// the earlier pieces did to explicit ids, so the items decide as they would in one
+    /// piece.
+    pub async fn write_piece(
+        &self,
+        items: Vec<Item>,
+        watermark: Option<(String, i64)>,
+        request: &mut RequestIds,
+    ) -> Result<WriteOutcome, WriteRefused> {
         if let Some(reason) = self.disk.refusal() {
             let cause = if self.disk.state().low_space.is_some() {
                 "low_space"
@@ -288,6 +309,7 @@ impl Ingest {
         }
         let now = now_micros();
         let mut decide = self.decide.lock().await;
+        decide.batch_ids = std::mem::take(&mut request.ids);
         let Decided {
             results,
             ops,
@@ -301,6 +323,7 @@ impl Ingest {
             state: &mut decide,
         }
         .decide_all(items);
+        request.ids = std::mem::take(&mut decide.batch_ids);
         // a `noop` by the mark of a record not durable yet is not answered before that
         // record: an empty record logged behind it fails with it (then this request is
         // refused, and the agent's retry finds the mark put back) or is durable after it

@@ -1,13 +1,17 @@
-//! Request bodies: read as a stream of chunks kept as they arrive (lines are cut out of
-//! them without copying, see [`ReadBody::lines`]), never more than `max_body_bytes` (413 as soon as the
-//! declared or received size passes it), charged against the server-wide in-flight budget
-//! (429 when it is spent), and gunzipped with the decompressed size bounded too, so a
-//! zip bomb or a burst of large bodies cannot exhaust memory.
+//! Request bodies: read as a stream of chunks ([`BodyStream`]), never more than
+//! `max_body_bytes` (413 as soon as the declared or received size passes it), gunzipped
+//! as they arrive with the decompressed size bounded too, and charged against the
+//! server-wide in-flight budget ([`InFlight`], 429 when it is spent), so a zip bomb or a
+//! burst of large bodies cannot exhaust memory.
+//!
+//! Most bodies are read whole ([`read`], kept as the chunks they arrived in; lines are cut
+//! out of them without copying, see [`ReadBody::lines`]); `_bulk` reads its body piece by
+//! piece and hands complete lines on as they arrive ([`Lines`]).
 
 use std::io::Write;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,7 +24,7 @@ use crate::telemetry::Telemetry;
 /// until dropped.
 pub struct ReadBody {
     chunks: Vec<Bytes>,
-    _permits: Vec<OwnedSemaphorePermit>,
+    _permits: Charge,
 }
 
 impl ReadBody {
@@ -49,34 +53,55 @@ impl ReadBody {
         // large vector is fresh memory the kernel has to zero)
         let bytes: usize = self.chunks.iter().map(Bytes::len).sum();
         let mut lines = Vec::with_capacity(bytes / 100 + 1);
-        let mut carry: Vec<u8> = Vec::new();
-        let push = |line: Bytes, lines: &mut Vec<Bytes>| {
-            let line = match line.strip_suffix(b"\r") {
-                Some(stripped) => line.slice(..stripped.len()),
-                None => line,
-            };
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                lines.push(line);
-            }
-        };
+        let mut cutter = Lines::default();
         for chunk in &self.chunks {
-            let mut start = 0;
-            while let Some(newline) = memchr_newline(&chunk[start..]) {
-                let end = start + newline;
-                if carry.is_empty() {
-                    push(chunk.slice(start..end), &mut lines);
-                } else {
-                    carry.extend_from_slice(&chunk[start..end]);
-                    push(Bytes::from(std::mem::take(&mut carry)), &mut lines);
-                }
-                start = end + 1;
-            }
-            carry.extend_from_slice(&chunk[start..]);
+            cutter.push(chunk.clone(), |line| lines.push(line));
         }
-        if !carry.is_empty() {
-            push(Bytes::from(carry), &mut lines);
-        }
+        cutter.finish(|line| lines.push(line));
         lines
+    }
+}
+
+/// Cuts the lines (LF or CRLF, blank lines left out) out of chunks as they arrive: each
+/// line is a zero-copy slice of the chunk holding it; only a line that spans chunks is
+/// copied.
+#[derive(Default)]
+pub struct Lines {
+    carry: Vec<u8>,
+}
+
+impl Lines {
+    /// Hands on every line that `chunk` completes; keeps the unfinished rest.
+    pub fn push(&mut self, chunk: Bytes, mut line: impl FnMut(Bytes)) {
+        let mut start = 0;
+        while let Some(newline) = memchr_newline(&chunk[start..]) {
+            let end = start + newline;
+            if self.carry.is_empty() {
+                keep_line(chunk.slice(start..end), &mut line);
+            } else {
+                self.carry.extend_from_slice(&chunk[start..end]);
+                keep_line(Bytes::from(std::mem::take(&mut self.carry)), &mut line);
+            }
+            start = end + 1;
+        }
+        self.carry.extend_from_slice(&chunk[start..]);
+    }
+
+    /// Hands on the last line, which no newline ended.
+    pub fn finish(self, mut line: impl FnMut(Bytes)) {
+        if !self.carry.is_empty() {
+            keep_line(Bytes::from(self.carry), &mut line);
+        }
+    }
+}
+
+fn keep_line(line: Bytes, keep: &mut impl FnMut(Bytes)) {
+    let line = match line.strip_suffix(b"\r") {
+        Some(stripped) => line.slice(..stripped.len()),
+        None => line,
+    };
+    if !line.iter().all(u8::is_ascii_whitespace) {
+        keep(line);
     }
 }
 
@@ -94,7 +119,8 @@ fn too_large(limit: u64, what: &str) -> ApiError {
     )
 }
 
-fn busy() -> ApiError {
+/// The 429 of a spent in-flight budget.
+pub fn busy() -> ApiError {
     ApiError::new(
         ErrorCode::TooManyRequests,
         "es_rejected_execution_exception",
@@ -102,50 +128,70 @@ fn busy() -> ApiError {
     )
 }
 
-struct Budget<'a> {
-    semaphore: &'a Arc<Semaphore>,
+/// Budget a body (or a piece of one) holds until dropped.
+#[derive(Default)]
+pub struct Charge {
     permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Charge {
+    /// Takes over what `other` holds.
+    pub fn absorb(&mut self, other: Charge) {
+        self.permits.extend(other.permits);
+    }
+}
+
+/// The server-wide in-flight budget (`ingest.max_in_flight_bytes`, KiB permits), charged
+/// by the bytes of one body as they arrive.
+pub struct InFlight<'a> {
+    semaphore: &'a Arc<Semaphore>,
     charged_kib: u64,
     charged_bytes: u64,
 }
 
-impl Budget<'_> {
-    /// Charges `bytes` more; fails when the server-wide budget is spent.
-    fn charge(&mut self, bytes: usize) -> Result<(), ApiError> {
-        self.charged_bytes += bytes as u64;
-        let needed_kib = self.charged_bytes.div_ceil(1024);
+impl<'a> InFlight<'a> {
+    pub fn new(semaphore: &'a Arc<Semaphore>) -> InFlight<'a> {
+        InFlight {
+            semaphore,
+            charged_kib: 0,
+            charged_bytes: 0,
+        }
+    }
+
+    /// Charges `bytes` more into `charge`; fails (leaving `charge` as it was) when the
+    /// server-wide budget is spent.
+    pub fn charge(&mut self, bytes: usize, charge: &mut Charge) -> Result<(), ApiError> {
+        let needed_kib = (self.charged_bytes + bytes as u64).div_ceil(1024);
         if needed_kib > self.charged_kib {
-            let more = (needed_kib - self.charged_kib) as u32;
+            let more = u32::try_from(needed_kib - self.charged_kib).map_err(|_| busy())?;
             let permit = self
                 .semaphore
                 .clone()
                 .try_acquire_many_owned(more)
                 .map_err(|_| busy())?;
-            self.permits.push(permit);
+            charge.permits.push(permit);
             self.charged_kib = needed_kib;
         }
+        self.charged_bytes += bytes as u64;
         Ok(())
     }
 }
 
-/// A `Write` sink that refuses to grow past `limit` and charges the budget as it grows.
-struct BoundedSink<'a, 'b> {
+/// A `Write` sink that refuses to grow the decompressed body past `limit` bytes in all.
+struct BoundedSink {
     out: Vec<u8>,
+    written: u64,
     limit: u64,
-    budget: &'a mut Budget<'b>,
-    error: Option<ApiError>,
+    over: bool,
 }
 
-impl Write for BoundedSink<'_, '_> {
+impl Write for BoundedSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.out.len() as u64 + data.len() as u64 > self.limit {
-            self.error = Some(too_large(self.limit, "the decompressed body"));
+        if self.written + data.len() as u64 > self.limit {
+            self.over = true;
             return Err(std::io::Error::other("decompressed body too large"));
         }
-        if let Err(error) = self.budget.charge(data.len()) {
-            self.error = Some(error);
-            return Err(std::io::Error::other("in-flight budget spent"));
-        }
+        self.written += data.len() as u64;
         self.out.extend_from_slice(data);
         Ok(data.len())
     }
@@ -155,49 +201,87 @@ impl Write for BoundedSink<'_, '_> {
     }
 }
 
-/// Reads `body` under the limits.
-pub async fn read(
-    headers: &HeaderMap,
-    body: Body,
+/// Compressed bytes fed to the decoder at a time: deflate inflates at most ~1032×, so
+/// what one step decodes stays near 8 MiB before it is charged to the budget.
+const GZIP_STEP_BYTES: usize = 8 * 1024;
+
+/// A request body read chunk by chunk under the limits: `Content-Length` refused early,
+/// the received and the decompressed size bounded, gzip decoded as it arrives.
+pub struct BodyStream<'a> {
+    stream: BodyDataStream,
+    gzip: Option<flate2::write::MultiGzDecoder<BoundedSink>>,
+    /// Compressed bytes not fed to the decoder yet.
+    pending: Bytes,
+    received: u64,
     max_body_bytes: u64,
-    in_flight: &Arc<Semaphore>,
-    telemetry: &Telemetry,
-) -> Result<ReadBody, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max_body_bytes) {
-        telemetry.requests_refused.add("body_too_large", 1);
-        return Err(too_large(max_body_bytes, "the request body"));
-    }
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|value| value.to_str().ok())
-    {
-        None | Some("identity") => false,
-        Some(encoding) if encoding.eq_ignore_ascii_case("gzip") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                "illegal_argument_exception",
-                format!("unsupported Content-Encoding `{other}`; use gzip or none"),
-            ));
+    telemetry: &'a Telemetry,
+    done: bool,
+}
+
+impl<'a> BodyStream<'a> {
+    /// Checks the headers: a declared length over `max_body_bytes` is refused before
+    /// anything is read, and only gzip or no encoding is accepted.
+    pub fn open(
+        headers: &HeaderMap,
+        body: Body,
+        max_body_bytes: u64,
+        telemetry: &'a Telemetry,
+    ) -> Result<BodyStream<'a>, ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > max_body_bytes) {
+            telemetry.requests_refused.add("body_too_large", 1);
+            return Err(too_large(max_body_bytes, "the request body"));
         }
-    };
-    let mut budget = Budget {
-        semaphore: in_flight,
-        permits: Vec::new(),
-        charged_kib: 0,
-        charged_bytes: 0,
-    };
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut received = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+        let gzip = match headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+        {
+            None | Some("identity") => false,
+            Some(encoding) if encoding.eq_ignore_ascii_case("gzip") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "illegal_argument_exception",
+                    format!("unsupported Content-Encoding `{other}`; use gzip or none"),
+                ));
+            }
+        };
+        Ok(BodyStream {
+            stream: body.into_data_stream(),
+            gzip: gzip.then(|| {
+                flate2::write::MultiGzDecoder::new(BoundedSink {
+                    out: Vec::new(),
+                    written: 0,
+                    limit: max_body_bytes,
+                    over: false,
+                })
+            }),
+            pending: Bytes::new(),
+            received: 0,
+            max_body_bytes,
+            telemetry,
+            done: false,
+        })
+    }
+
+    /// The next decoded bytes (possibly empty), or `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if self.gzip.is_some() && !self.pending.is_empty() {
+            return self.decode_step().map(Some);
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let Some(chunk) = self.stream.next().await else {
+            self.done = true;
+            return self.finish_gzip();
+        };
         let chunk = chunk.map_err(|error| {
             if is_timeout(&error) {
-                telemetry.requests_refused.add("body_timeout", 1);
+                self.telemetry.requests_refused.add("body_timeout", 1);
                 return ApiError::new(
                     ErrorCode::RequestTimeout,
                     "request_timeout_exception",
@@ -210,60 +294,86 @@ pub async fn read(
                 format!("could not read the request body: {error}"),
             )
         })?;
-        if received + chunk.len() as u64 > max_body_bytes {
-            telemetry.requests_refused.add("body_too_large", 1);
-            return Err(too_large(max_body_bytes, "the request body"));
+        if self.received + chunk.len() as u64 > self.max_body_bytes {
+            self.telemetry.requests_refused.add("body_too_large", 1);
+            return Err(too_large(self.max_body_bytes, "the request body"));
         }
-        if let Err(error) = budget.charge(chunk.len()) {
+        self.received += chunk.len() as u64;
+        if self.gzip.is_none() {
+            return Ok(Some(chunk));
+        }
+        self.pending = chunk;
+        self.decode_step().map(Some)
+    }
+
+    /// Feeds the decoder up to [`GZIP_STEP_BYTES`] of what is pending and takes what it
+    /// decoded.
+    fn decode_step(&mut self) -> Result<Bytes, ApiError> {
+        let decoder = self.gzip.as_mut().expect("only gzip bodies are decoded");
+        let step = self
+            .pending
+            .split_to(self.pending.len().min(GZIP_STEP_BYTES));
+        // flushing hands on what the decoder holds decoded, so the lines reach the
+        // pieces now rather than with the next step
+        let written = decoder.write_all(&step).and_then(|()| decoder.flush());
+        self.decoded(written)
+    }
+
+    /// At the end of a gzip body: the decoder's last bytes, or an error when the body was
+    /// cut or corrupt. `None` when there is nothing more.
+    fn finish_gzip(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let Some(decoder) = self.gzip.as_mut() else {
+            return Ok(None);
+        };
+        let finished = decoder.try_finish();
+        let last = self.decoded(finished)?;
+        self.gzip = None;
+        Ok((!last.is_empty()).then_some(last))
+    }
+
+    fn decoded(&mut self, result: std::io::Result<()>) -> Result<Bytes, ApiError> {
+        let decoder = self.gzip.as_mut().expect("only gzip bodies are decoded");
+        let sink = decoder.get_mut();
+        if sink.over {
+            self.telemetry.requests_refused.add("body_too_large", 1);
+            return Err(too_large(self.max_body_bytes, "the decompressed body"));
+        }
+        result.map_err(|error| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "illegal_argument_exception",
+                format!("the gzip body is corrupt: {error}"),
+            )
+        })?;
+        Ok(Bytes::from(std::mem::take(&mut sink.out)))
+    }
+}
+
+/// Reads `body` whole under the limits.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    max_body_bytes: u64,
+    in_flight: &Arc<Semaphore>,
+    telemetry: &Telemetry,
+) -> Result<ReadBody, ApiError> {
+    let mut stream = BodyStream::open(headers, body, max_body_bytes, telemetry)?;
+    let mut budget = InFlight::new(in_flight);
+    let mut charge = Charge::default();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(chunk) = stream.next().await? {
+        if chunk.is_empty() {
+            continue;
+        }
+        if let Err(error) = budget.charge(chunk.len(), &mut charge) {
             telemetry.requests_refused.add("in_flight", 1);
             return Err(error);
         }
-        received += chunk.len() as u64;
         chunks.push(chunk);
     }
-    if !gzip {
-        return Ok(ReadBody {
-            chunks,
-            _permits: budget.permits,
-        });
-    }
-    let raw = ReadBody::concat(&chunks);
-    let (result, sink_error, out) = {
-        let mut sink = BoundedSink {
-            out: Vec::with_capacity(raw.len().saturating_mul(4).min(max_body_bytes as usize)),
-            limit: max_body_bytes,
-            budget: &mut budget,
-            error: None,
-        };
-        let result = {
-            let mut decoder = flate2::write::MultiGzDecoder::new(&mut sink);
-            decoder.write_all(&raw).and_then(|()| decoder.try_finish())
-        };
-        let error = sink.error.take();
-        (result, error, std::mem::take(&mut sink.out))
-    };
-    if let Some(error) = sink_error {
-        telemetry.requests_refused.add(
-            if error.code == ErrorCode::PayloadTooLarge {
-                "body_too_large"
-            } else {
-                "in_flight"
-            },
-            1,
-        );
-        return Err(error);
-    }
-    result.map_err(|error| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            "illegal_argument_exception",
-            format!("the gzip body is corrupt: {error}"),
-        )
-    })?;
-    drop(raw);
     Ok(ReadBody {
-        chunks: vec![Bytes::from(out)],
-        _permits: budget.permits,
+        chunks,
+        _permits: charge,
     })
 }
 
@@ -379,6 +489,75 @@ mod tests {
         drop(sender);
     }
 
+    fn gzip_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, "gzip".parse().expect("header"));
+        headers
+    }
+
+    fn chunked(bytes: &[u8], size: usize) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(size)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(chunks))
+    }
+
+    /// Everything `stream` yields, or its error.
+    async fn drain(mut stream: BodyStream<'_>) -> Result<Vec<u8>, ApiError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_gzip_body_is_decoded_as_its_chunks_arrive() {
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|n| format!("{{\"n\":{n},\"text\":\"line {n}\"}}\n").into_bytes())
+            .collect();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&text).expect("compress");
+        let compressed = encoder.finish().expect("finish");
+        let telemetry = Telemetry::default();
+        // decoded output comes out chunk by chunk, not only at the end
+        let mut stream = BodyStream::open(
+            &gzip_headers(),
+            chunked(&compressed, 1000),
+            1 << 30,
+            &telemetry,
+        )
+        .expect("open");
+        let first = stream.next().await.expect("decodes").expect("a chunk");
+        assert!(
+            !first.is_empty() && first.len() < text.len(),
+            "{}",
+            first.len()
+        );
+        let rest = drain(stream).await.expect("the rest");
+        assert_eq!([&first[..], &rest[..]].concat(), text);
+        // a body cut short, or over the limit once decoded, fails
+        let cut = BodyStream::open(
+            &gzip_headers(),
+            chunked(&compressed[..compressed.len() - 10], 1000),
+            1 << 30,
+            &telemetry,
+        )
+        .expect("open");
+        let error = drain(cut).await.expect_err("cut");
+        assert_eq!(error.code, ErrorCode::BadRequest, "{}", error.reason);
+        let over = BodyStream::open(
+            &gzip_headers(),
+            chunked(&compressed, 1000),
+            text.len() as u64 / 2,
+            &telemetry,
+        )
+        .expect("open");
+        let error = drain(over).await.expect_err("over");
+        assert_eq!(error.code, ErrorCode::PayloadTooLarge, "{}", error.reason);
+    }
+
     #[test]
     fn lines_are_cut_across_chunk_boundaries_without_losing_bytes() {
         let text = b"{\"a\":1}\r\n\n  \n{\"b\":2}\n{\"c\":3}";
@@ -391,7 +570,7 @@ mod tests {
                 ];
                 let body = ReadBody {
                     chunks,
-                    _permits: Vec::new(),
+                    _permits: Charge::default(),
                 };
                 let lines: Vec<Bytes> = body.lines();
                 assert_eq!(

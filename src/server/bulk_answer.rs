@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::filter_path::{FilterPath, Keep};
 use crate::ingest::bulk::ActionKind;
 use crate::ingest::event::RejectionKind;
-use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteRefused};
+use crate::ingest::{ItemFailure, ItemOutcome, ItemResult, WriteOutcome, WriteRefused};
 use crate::server::error::{ApiError, ErrorCode};
 
 /// A write refused while storage is degraded: Elasticsearch answers a flood-stage block
@@ -131,15 +131,16 @@ impl ItemKeep {
     }
 }
 
-/// The whole `_bulk` answer.
+/// The whole `_bulk` answer: the items of every piece of the body in request order, each
+/// with the sequence of the record that logged its piece.
 pub fn answer(
     took_ms: u128,
     errors: bool,
-    items: &[ItemResult],
-    seq: u64,
+    pieces: &[WriteOutcome],
     filter: Option<&FilterPath>,
 ) -> String {
-    let mut text = String::with_capacity(64 + items.len() * 200);
+    let count: usize = pieces.iter().map(|piece| piece.items.len()).sum();
+    let mut text = String::with_capacity(64 + count * 200);
     let keep = |key: &str| filter.map_or(Keep::All, |filter| filter.decide(&[key]));
     let mut first = true;
     let mut key = |text: &mut String, name: &str| {
@@ -160,8 +161,11 @@ pub fn answer(
     }
     if keep("items") != Keep::None {
         let mut kinds: Vec<ItemKeep> = Vec::new();
-        let mut rendered = String::with_capacity(items.len() * 200);
-        for item in items {
+        let mut rendered = String::with_capacity(count * 200);
+        let items = pieces
+            .iter()
+            .flat_map(|piece| piece.items.iter().map(move |item| (item, piece.seq)));
+        for (item, seq) in items {
             let keep = match kinds.iter().position(|keep| keep.kind == item.kind) {
                 Some(found) => &kinds[found],
                 None => {
@@ -293,6 +297,11 @@ mod tests {
     use crate::ingest::event::Rejection;
     use serde_json::json;
 
+    /// A body written as one piece, logged as record `seq`.
+    fn piece(items: Vec<ItemResult>, seq: u64) -> Vec<WriteOutcome> {
+        vec![WriteOutcome { seq, items }]
+    }
+
     fn items() -> Vec<ItemResult> {
         vec![
             ItemResult {
@@ -319,16 +328,19 @@ mod tests {
     fn an_empty_items_list_stays_when_the_filter_keeps_it_whole() {
         let filter = FilterPath::parse("-a*").expect("a filter");
         assert_eq!(
-            parsed(&answer(5, false, &[], 7, Some(&filter))),
+            parsed(&answer(5, false, &piece(Vec::new(), 7), Some(&filter))),
             json!({"took": 5, "errors": false, "items": []})
         );
         let filter = FilterPath::parse("items.*.error").expect("a filter");
-        assert_eq!(parsed(&answer(5, false, &[], 7, Some(&filter))), json!({}));
+        assert_eq!(
+            parsed(&answer(5, false, &piece(Vec::new(), 7), Some(&filter))),
+            json!({})
+        );
     }
 
     #[test]
     fn unfiltered_is_elasticsearch_shape() {
-        let whole = parsed(&answer(5, true, &items(), 7, None));
+        let whole = parsed(&answer(5, true, &piece(items(), 7), None));
         assert_eq!(
             whole,
             json!({"took": 5, "errors": true, "items": [
@@ -342,7 +354,10 @@ mod tests {
             ]})
         );
         assert_eq!(item_json(&items()[0], 7)["index"]["_seq_no"], 7);
-        assert_eq!(parsed(&answer(0, false, &[], 1, None))["items"], json!([]));
+        assert_eq!(
+            parsed(&answer(0, false, &piece(Vec::new(), 1), None))["items"],
+            json!([])
+        );
     }
 
     /// Each outcome gets Elasticsearch's status, `result` and error type (ingest names
@@ -424,7 +439,7 @@ mod tests {
     /// The text writer agrees with the generic filter over the unfiltered answer.
     #[test]
     fn filtered_equals_generic_filter() {
-        let whole = parsed(&answer(5, true, &items(), 7, None));
+        let whole = parsed(&answer(5, true, &piece(items(), 7), None));
         for pattern in [
             "errors,items.*.error,items.*.status",
             "errors,items.*.error",
@@ -437,7 +452,7 @@ mod tests {
         ] {
             let filter = FilterPath::parse(pattern).expect("a filter");
             assert_eq!(
-                parsed(&answer(5, true, &items(), 7, Some(&filter))),
+                parsed(&answer(5, true, &piece(items(), 7), Some(&filter))),
                 filter.filter(whole.clone()),
                 "{pattern}"
             );

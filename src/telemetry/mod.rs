@@ -45,6 +45,9 @@ pub struct Telemetry {
     pub ingest_docs: Counter,
     pub ingest_bytes: Counter,
     pub ingest_noop: Counter,
+    /// Pieces of `_bulk` bodies handed on to be written (bodies are written piece by
+    /// piece as they arrive).
+    pub ingest_bulk_pieces: Counter,
     pub ingest_rejected: LabeledCounter,
     /// Documents refused by what they hold (bad JSON, event time out of range, …), by
     /// index and reason.
@@ -137,6 +140,12 @@ impl Telemetry {
             "lookout_ingest_noop_total",
             "Items answered noop because the agent protocol's high-water mark already held them.",
             self.ingest_noop.get(),
+        );
+        counter(
+            &mut out,
+            "lookout_ingest_bulk_pieces_total",
+            "Pieces of _bulk bodies handed on to be written as they arrive (about 1 MiB each).",
+            self.ingest_bulk_pieces.get(),
         );
         labeled(
             &mut out,

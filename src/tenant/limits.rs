@@ -118,9 +118,7 @@ impl TokenBucket {
 
     /// Takes `bytes` at `now` if the bucket admits them; `false` leaves it unchanged.
     pub fn try_take(&mut self, bytes: u64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.available = (self.available + elapsed * self.rate_per_second).min(self.burst);
-        self.updated = now.max(self.updated);
+        self.refill(now);
         let bytes = bytes as f64;
         if self.available >= bytes.min(self.burst) {
             self.available -= bytes;
@@ -128,6 +126,20 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Takes `bytes` at `now` whatever is available: the rest of a request already
+    /// admitted (the bucket may go below zero, as it does after a request larger than
+    /// what was available).
+    pub fn take(&mut self, bytes: u64, now: Instant) {
+        self.refill(now);
+        self.available -= bytes as f64;
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.available = (self.available + elapsed * self.rate_per_second).min(self.burst);
+        self.updated = now.max(self.updated);
     }
 }
 
@@ -183,6 +195,19 @@ impl TenantLimits {
         }
         self.ingest_bytes.add(bytes);
         Ok(())
+    }
+
+    /// Charges `bytes` more of a request [`TenantLimits::admit_ingest`] admitted (the rest
+    /// of a `_bulk` body read as it arrives): never refused, the bucket goes into debt and
+    /// the tenant's next requests wait for it to refill.
+    pub fn charge_ingest(&self, bytes: u64) {
+        if let Some(bucket) = &self.bucket {
+            bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(bytes, Instant::now());
+        }
+        self.ingest_bytes.add(bytes);
     }
 }
 

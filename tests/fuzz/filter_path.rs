@@ -192,10 +192,11 @@ fn bulk_answers_filter_like_whole_answers() {
                 let Some(parsed) = FilterPath::parse(&filter) else {
                     return Ok(());
                 };
+                let items = [lookout::ingest::WriteOutcome { seq: 3, items }];
                 let whole: Value =
-                    serde_json::from_str(&bulk_answer::answer(7, errors, &items, 3, None))
+                    serde_json::from_str(&bulk_answer::answer(7, errors, &items, None))
                         .map_err(|error| format!("the whole answer is not JSON: {error}"))?;
-                let text = bulk_answer::answer(7, errors, &items, 3, Some(&parsed));
+                let text = bulk_answer::answer(7, errors, &items, Some(&parsed));
                 let direct: Value = serde_json::from_str(&text)
                     .map_err(|error| format!("the filtered answer is not JSON: {error}: {text}"))?;
                 let filtered = parsed.filter(whole);

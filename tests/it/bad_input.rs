@@ -300,12 +300,15 @@ async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
     );
     let line = "{\"index\":{}}\n{\"filler\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n";
     let half: String = line.repeat(600_000 / line.len());
-    // the first request sends half its body, then waits
+    // the first request sends 900 KB of one document line, then waits: a line cannot be
+    // cut into pieces, so the server holds all of it (a body of short lines would be
+    // written piece by piece and release its budget as it goes)
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let held = format!("{{\"index\":{{}}}}\n{{\"filler\":\"{}", "x".repeat(900_000));
     sender
-        .send(Ok(half.clone().into_bytes()))
+        .send(Ok(held.into_bytes()))
         .await
-        .expect("first half");
+        .expect("first part");
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     });
@@ -325,19 +328,21 @@ async fn concurrent_large_bodies_beyond_the_in_flight_budget_get_429() {
             .find_map(|line| line.strip_prefix("lookout_ingest_in_flight_bytes "))
             .and_then(|value| value.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if held >= 500_000.0 {
+        if held >= 900_000.0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the server never held the first half ({held} bytes)"
+            "the server never held the first part ({held} bytes)"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (status, body) = server.post_ndjson("/logs/_bulk", half.clone()).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["type"], "es_rejected_execution_exception");
-    // the first request finishes normally, and then there is room again
+    // the first request finishes normally (its line over max_line_bytes fails its item
+    // only), and then there is room again
+    sender.send(Ok(b"\"}\n".to_vec())).await.expect("the rest");
     drop(sender);
     let response = slow.await.expect("join").expect("first request");
     assert_eq!(response.status(), 200);

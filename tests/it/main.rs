@@ -11,6 +11,7 @@ mod alerting;
 mod alertmanager;
 mod bad_input;
 mod browser_safety;
+mod bulk_stream;
 mod chaos;
 mod correlation;
 mod demo;

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::{ApiResult, OptionalIndex, Params, bad_request, now_micros, read_body};
 use crate::ingest::bulk::ActionKind;
-use crate::ingest::event::{Rejection, RejectionKind};
 use crate::ingest::{Item, event};
 use crate::server::SharedState;
 use crate::server::bulk_answer;
@@ -96,24 +95,21 @@ async fn run_bulk(
         .get("filter_path")
         .and_then(|text| FilterPath::parse(text));
     let agent = agent_watermark(&headers)?;
-    let body = read_body(&state, &headers, body).await?;
-    admit(&state, &body)?;
-    let rules = state.ingest.settings.rules.clone();
-    let items = tokio::task::spawn_blocking(move || {
-        let items =
-            crate::ingest::parse_bulk(&body.lines(), index.as_deref(), &rules, now_micros());
-        drop(body);
-        items
-    })
-    .await
-    .map_err(|error| ApiError::internal("parsing a bulk body", error))?;
-    let outcome = write_items(&state, items, agent, refresh).await?;
-    let errors = outcome.items.iter().any(|item| item.failure().is_some());
+    let pieces = super::bulk_body::write_body(&state, index, &headers, body, agent).await?;
+    let seq = super::bulk_body::last_seq(&pieces);
+    match refresh {
+        Refresh::No => {}
+        Refresh::Force => state.ingest.wait_searchable(seq, true).await,
+        Refresh::WaitFor => state.ingest.wait_searchable(seq, false).await,
+    }
+    let errors = pieces
+        .iter()
+        .flat_map(|piece| &piece.items)
+        .any(|item| item.failure().is_some());
     let text = bulk_answer::answer(
         started.elapsed().as_millis(),
         errors,
-        &outcome.items,
-        outcome.seq,
+        &pieces,
         filter.as_ref(),
     );
     let mut response = crate::server::response::json_text(StatusCode::OK, text);
@@ -136,30 +132,14 @@ fn admit(state: &SharedState, body: &crate::server::body::ReadBody) -> Result<()
         })
 }
 
-/// Writes what a client sent: items naming one of Lookout's hidden indices fail
-/// (`security_exception`, 403) and the others go on; Lookout's own writes to them go
-/// through `Ingest` directly.
+/// Writes what a client sent (see [`forbid_hidden`](super::bulk_body::forbid_hidden)).
 async fn write_items(
     state: &SharedState,
     mut items: Vec<Item>,
     agent: Option<(String, Option<i64>)>,
     refresh: Refresh,
 ) -> Result<crate::ingest::WriteOutcome, ApiError> {
-    for item in &mut items {
-        if let Some(index) = item
-            .index
-            .as_deref()
-            .filter(|index| crate::index_name::is_lookout_internal(index))
-        {
-            item.prepared = Err(Rejection {
-                kind: RejectionKind::Forbidden,
-                label: "hidden_index",
-                reason: format!(
-                    "index [{index}] is written only by Lookout itself (its hidden `.lookout-*` indices); write to another index"
-                ),
-            });
-        }
-    }
+    super::bulk_body::forbid_hidden(&mut items);
     let watermark = agent
         .as_ref()
         .and_then(|(id, watermark)| watermark.map(|micros| (id.clone(), micros)));

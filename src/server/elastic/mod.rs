@@ -1,6 +1,7 @@
 //! The Elasticsearch-compatible API (ES 8 shapes), one file per area:
 //!
 //! - `documents`: ingest (`_bulk`, `_doc`, `_create`) and single-document reads;
+//!   `bulk_body` reads, parses and writes a `_bulk` body piece by piece as it arrives;
 //! - `search`: `_search`, `_msearch`, `_count`;
 //! - `scroll`: continuing and clearing scrolls (`_search/scroll`);
 //! - `indices`: index management, `_refresh`, `_cat/indices`, `_mapping`, `_field_caps`;
@@ -9,6 +10,7 @@
 //! This module holds the routes and what every area reads a request with; errors are
 //! [`ApiError`]s, answered as ES error bodies.
 
+mod bulk_body;
 mod cluster;
 mod documents;
 mod indices;
