@@ -172,93 +172,100 @@ pub fn generate_high_cardinality(path: &Path, lines: usize) -> u64 {
     let mut bytes = 0u64;
     for seq in 0..lines {
         let time = now - span_ms + (seq as i64 * span_ms) / lines as i64;
-        let status = match random.below(100) {
-            0..=1 => 500,
-            2..=4 => 404,
-            5 => 503,
-            6 => 429,
-            _ => 200,
-        };
-        let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
-        let resource = RESOURCES[random.below(RESOURCES.len() as u64) as usize];
-        let id = random.below(100_000);
-        let user = random.below(50_000);
-        let method = ["GET", "GET", "GET", "POST", "PUT", "DELETE"][random.below(6) as usize];
-        let latency = random.below(2_000_000) as f64 / 1000.0;
-        let level = if status >= 500 {
-            "error"
-        } else if status >= 400 {
-            "warn"
-        } else {
-            "info"
-        };
-        let path = match random.below(4) {
-            0 => format!("/api/v1/{resource}/{id}"),
-            1 => format!("/api/v1/{resource}/{id}/items/{}", random.below(1000)),
-            2 => format!("/api/v2/{resource}?page={}&limit=50", random.below(200)),
-            _ => format!("/api/v1/{resource}/{id:x}-{:04x}", random.below(65536)),
-        };
-        let message = match (status, random.below(3)) {
-            (500 | 503, 0) => format!(
-                "upstream {service}-db-{} timed out after {latency:.1}ms (attempt {} of 3)",
-                random.below(8),
-                random.below(3) + 1
-            ),
-            (500 | 503, _) => format!(
-                "failed to {} {resource} {id} for user {user}: connection reset by 10.{}.{}.{}",
-                method.to_lowercase(),
-                random.below(256),
-                random.below(256),
-                random.below(256)
-            ),
-            (404, _) => format!("{resource} {id} not found for user {user}"),
-            (429, _) => format!(
-                "rate limit exceeded for user {user}: {} requests in 60s",
-                100 + random.below(900)
-            ),
-            _ => format!("{method} {path} returned {status} in {latency:.1}ms for user {user}"),
-        };
-        let mut line = format!(
-            "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"{service}-{:x}-{:05x}\",\"http\":{{\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{latency:.3},\"trace_id\":\"{:016x}{:016x}\",\"span_id\":\"{:016x}\"",
-            chrono::DateTime::from_timestamp_millis(time)
-                .expect("valid time")
-                .format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            random.below(0xffff_ffff),
-            random.below(0xfffff),
-            random.below(500_000),
-            random.next(),
-            random.next(),
-            random.next(),
-        );
-        if random.below(3) != 0 {
-            line.push_str(&format!(",\"user\":{{\"id\":\"u-{user}\"}}"));
-        }
-        if status >= 500 {
-            let error = ERROR_TYPES[random.below(ERROR_TYPES.len() as u64) as usize];
-            line.push_str(&format!(
-                ",\"error\":{{\"type\":\"{error}\",\"message\":\"{error} in {service} handler at line {}\"}}",
-                random.below(900) + 10
-            ));
-        }
-        if random.below(4) == 0 {
-            line.push_str(&format!(
-                ",\"k8s\":{{\"pod\":\"{service}-{:08x}-{:05x}\",\"namespace\":\"prod\"}}",
-                random.below(0xffff_ffff),
-                random.below(0xfffff)
-            ));
-        }
-        if random.below(10) == 0 {
-            line.push_str(&format!(",\"retry\":{}", random.below(5)));
-        }
-        if random.below(8) == 0 {
-            line.push_str(",\"tags\":[\"canary\",\"eu-west-1\"]");
-        }
-        line.push_str(&format!(",\"message\":\"{message}\"}}\n"));
-        bytes += line.len() as u64;
+        let line = high_cardinality_line(time, &mut random);
+        bytes += line.len() as u64 + 1;
         out.write_all(line.as_bytes()).expect("write");
+        out.write_all(b"\n").expect("write");
     }
     out.flush().expect("flush");
     bytes
+}
+
+/// One line of [`generate_high_cardinality`]'s shape stamped `time_ms`, without its newline.
+pub fn high_cardinality_line(time_ms: i64, random: &mut Random) -> String {
+    let status = match random.below(100) {
+        0..=1 => 500,
+        2..=4 => 404,
+        5 => 503,
+        6 => 429,
+        _ => 200,
+    };
+    let service = SERVICES[random.below(SERVICES.len() as u64) as usize];
+    let resource = RESOURCES[random.below(RESOURCES.len() as u64) as usize];
+    let id = random.below(100_000);
+    let user = random.below(50_000);
+    let method = ["GET", "GET", "GET", "POST", "PUT", "DELETE"][random.below(6) as usize];
+    let latency = random.below(2_000_000) as f64 / 1000.0;
+    let level = if status >= 500 {
+        "error"
+    } else if status >= 400 {
+        "warn"
+    } else {
+        "info"
+    };
+    let path = match random.below(4) {
+        0 => format!("/api/v1/{resource}/{id}"),
+        1 => format!("/api/v1/{resource}/{id}/items/{}", random.below(1000)),
+        2 => format!("/api/v2/{resource}?page={}&limit=50", random.below(200)),
+        _ => format!("/api/v1/{resource}/{id:x}-{:04x}", random.below(65536)),
+    };
+    let message = match (status, random.below(3)) {
+        (500 | 503, 0) => format!(
+            "upstream {service}-db-{} timed out after {latency:.1}ms (attempt {} of 3)",
+            random.below(8),
+            random.below(3) + 1
+        ),
+        (500 | 503, _) => format!(
+            "failed to {} {resource} {id} for user {user}: connection reset by 10.{}.{}.{}",
+            method.to_lowercase(),
+            random.below(256),
+            random.below(256),
+            random.below(256)
+        ),
+        (404, _) => format!("{resource} {id} not found for user {user}"),
+        (429, _) => format!(
+            "rate limit exceeded for user {user}: {} requests in 60s",
+            100 + random.below(900)
+        ),
+        _ => format!("{method} {path} returned {status} in {latency:.1}ms for user {user}"),
+    };
+    let mut line = format!(
+        "{{\"@timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"host\":\"{service}-{:x}-{:05x}\",\"http\":{{\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status},\"bytes\":{}}},\"latency_ms\":{latency:.3},\"trace_id\":\"{:016x}{:016x}\",\"span_id\":\"{:016x}\"",
+        chrono::DateTime::from_timestamp_millis(time_ms)
+            .expect("valid time")
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        random.below(0xffff_ffff),
+        random.below(0xfffff),
+        random.below(500_000),
+        random.next(),
+        random.next(),
+        random.next(),
+    );
+    if random.below(3) != 0 {
+        line.push_str(&format!(",\"user\":{{\"id\":\"u-{user}\"}}"));
+    }
+    if status >= 500 {
+        let error = ERROR_TYPES[random.below(ERROR_TYPES.len() as u64) as usize];
+        line.push_str(&format!(
+            ",\"error\":{{\"type\":\"{error}\",\"message\":\"{error} in {service} handler at line {}\"}}",
+            random.below(900) + 10
+        ));
+    }
+    if random.below(4) == 0 {
+        line.push_str(&format!(
+            ",\"k8s\":{{\"pod\":\"{service}-{:08x}-{:05x}\",\"namespace\":\"prod\"}}",
+            random.below(0xffff_ffff),
+            random.below(0xfffff)
+        ));
+    }
+    if random.below(10) == 0 {
+        line.push_str(&format!(",\"retry\":{}", random.below(5)));
+    }
+    if random.below(8) == 0 {
+        line.push_str(",\"tags\":[\"canary\",\"eu-west-1\"]");
+    }
+    line.push_str(&format!(",\"message\":\"{message}\"}}"));
+    line
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -290,6 +297,21 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Resident set (VmRSS) and its anonymous part (RssAnon: heap, not mapped index files) of
+/// `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
 }
 
 /// Median of `values` (sorted in place).
@@ -342,12 +364,33 @@ pub fn build_store(
     docs: u64,
     mut document: impl FnMut(u64, &mut Random) -> (i64, serde_json::Value),
 ) -> std::sync::Arc<lookout::index::IndexStore> {
+    let mut random = Random(0x2545_F491_4F6C_DD1D);
+    write_store(dir, 7 * 24 * 3_600_000_000, 0, docs, |doc_seq| {
+        let (micros, body) = document(doc_seq, &mut random);
+        let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
+        (micros, source)
+    })
+}
+
+/// Adds `docs` documents to the index `logs` of the store at `dir` (created if new) through
+/// `IndexStore::apply` in batches of 10 000, committing every 500 000 and at the end, then
+/// closes the store; `document(seq)` gives each one's event time (micros) and JSON source,
+/// in time order. Documents get the ids `first_id..` and the write sequence numbers follow
+/// the store's highest committed one, so a server (whose write-ahead log goes on from
+/// there) and this can take turns on the same data directory.
+pub fn write_store(
+    dir: &Path,
+    retention_micros: i64,
+    first_id: u64,
+    docs: u64,
+    mut document: impl FnMut(u64) -> (i64, bytes::Bytes),
+) -> std::sync::Arc<lookout::index::IndexStore> {
     use lookout::index::document::LogDoc;
     use lookout::index::store::{StoreSettings, WriteOp};
     const HOUR_MICROS: i64 = 3_600_000_000;
     let settings = StoreSettings {
         partition_span_micros: HOUR_MICROS,
-        retention_micros: 7 * 24 * HOUR_MICROS,
+        retention_micros,
         writer: lookout::index::partition::WriterOptions {
             threads: 2,
             memory_bytes: 256 << 20,
@@ -356,17 +399,15 @@ pub fn build_store(
     };
     let store =
         std::sync::Arc::new(lookout::index::IndexStore::open(dir, settings).expect("store"));
-    let mut random = Random(0x2545_F491_4F6C_DD1D);
-    let mut seq = 0u64;
+    let mut seq = store.max_committed_seq();
     let mut batch = Vec::new();
     for doc_seq in 0..docs {
-        let (micros, body) = document(doc_seq, &mut random);
-        let source = bytes::Bytes::from(serde_json::to_vec(&body).expect("json"));
+        let (micros, source) = document(doc_seq);
         let body = lookout::index::body::Body::parse(source).expect("json");
         batch.push(WriteOp::Index {
             index: "logs".into(),
             doc: LogDoc {
-                id: format!("{doc_seq:016x}"),
+                id: format!("{:016x}", first_id + doc_seq),
                 timestamp_micros: micros,
                 body,
                 timestamp_key: Some("@timestamp".into()),
