@@ -137,7 +137,7 @@ pub fn warnings(rule: &LoadedRule, text: &str, origin: &str, sources: &Sources) 
         // a remote datasource's series are not here to look at
         RuleSource::Metrics { .. } if rule.file.datasource.is_some() => {}
         RuleSource::Metrics { expr } => {
-            let saved = sources.log_matches.label_values("query");
+            let saved = sources.log_matches.query_names();
             for name in saved_queries_named(expr) {
                 if !saved.contains(&name) {
                     found.push((

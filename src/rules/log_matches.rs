@@ -120,6 +120,15 @@ impl LogMatches {
             .collect()
     }
 
+    /// The names of the saved queries, without a search: what `log_matches{query="NAME"}`
+    /// may name.
+    pub fn query_names(&self) -> BTreeSet<String> {
+        self.queries()
+            .iter()
+            .map(|query| query.name.clone())
+            .collect()
+    }
+
     /// Label names `log_matches` series can have (for `/api/v1/labels`).
     pub fn label_names(&self) -> BTreeSet<String> {
         let queries = self.queries();
@@ -134,8 +143,22 @@ impl LogMatches {
     }
 
     /// The values label `name` has on `log_matches` series (for
-    /// `/api/v1/label/NAME/values`).
+    /// `/api/v1/label/NAME/values`). The metric names and `query` are every saved
+    /// query's, known without a search (a saved query is listed before its first match);
+    /// a group label's values are counted over the last 400 days.
     pub fn label_values(&self, name: &str) -> BTreeSet<String> {
+        match name {
+            "__name__" => {
+                return self
+                    .queries()
+                    .iter()
+                    .flat_map(|query| query.metrics())
+                    .map(String::from)
+                    .collect();
+            }
+            "query" => return self.query_names(),
+            _ => {}
+        }
         if !self.label_names().contains(name) {
             return BTreeSet::new();
         }

@@ -108,7 +108,8 @@ async fn rules(State(state): State<SharedState>) -> Response {
         return ok(&json!({"status": "success", "data": {"groups": []}}));
     };
     let running: std::collections::HashMap<String, RuleView> = manager
-        .rules(true)
+        .rules_with_warnings()
+        .await
         .into_iter()
         .map(|view| (view.name.clone(), view))
         .collect();

@@ -61,7 +61,8 @@ fn manager(state: &SharedState) -> Result<&std::sync::Arc<RuleManager>, LookoutE
 async fn list(State(state): State<SharedState>) -> Answer {
     let manager = manager(&state)?;
     let running: HashMap<String, crate::rules::manager::RuleView> = manager
-        .rules(true)
+        .rules_with_warnings()
+        .await
         .into_iter()
         .map(|view| (view.name.clone(), view))
         .collect();

@@ -104,6 +104,20 @@ impl RuleManager {
         views
     }
 
+    /// [`RuleManager::rules`] with warnings, worked out on a blocking thread: they read
+    /// the index's fields and the TSDB, and the runtime's threads run the rule ticks.
+    /// Without warnings if that thread panicked.
+    pub async fn rules_with_warnings(self: &Arc<Self>) -> Vec<RuleView> {
+        let manager = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || manager.rules(true)).await {
+            Ok(views) => views,
+            Err(error) => {
+                tracing::error!(%error, "working out the rules' warnings failed");
+                self.rules(false)
+            }
+        }
+    }
+
     /// The running rules' views (without warnings), with each rule and its text.
     #[allow(clippy::type_complexity)]
     fn rule_views(&self) -> (Vec<RuleView>, Vec<(Arc<LoadedRule>, String)>) {
