@@ -460,6 +460,65 @@ pub fn request_line(
     })
 }
 
+/// Error types whose presence rotates with the hour: at UTC hour h a failed request's type
+/// is one of `CHANGING_ERRORS[(h + 0..3) % 24]`, so each type occurs three hours a day and
+/// one comes back every hour after 21 hours away (new to a lookback of less than that).
+const CHANGING_ERRORS: [&str; 24] = [
+    "TimeoutError",
+    "ConnectionResetError",
+    "ValidationError",
+    "PaymentDeclined",
+    "NullPointerException",
+    "DeadlineExceeded",
+    "OutOfStock",
+    "RateLimited",
+    "AuthExpired",
+    "SchemaMismatch",
+    "DiskFull",
+    "DnsFailure",
+    "TlsHandshakeError",
+    "PoolExhausted",
+    "LockTimeout",
+    "SerializationError",
+    "QuotaExceeded",
+    "UpstreamUnavailable",
+    "InvalidCursor",
+    "ChecksumMismatch",
+    "DuplicateKey",
+    "CircuitOpen",
+    "StaleRead",
+    "ConfigMissing",
+];
+
+/// [`request_line`] whose 500s also carry an `error.type` that comes and goes (see
+/// `CHANGING_ERRORS`) and a message of that type's own shape with numbers and ids in it
+/// (`DiskFull: POST /api/items/4711 failed after 523.1 ms on web-07 (attempt 2 of 3)`):
+/// what `new_term` and `new_pattern` rules read. Other lines are [`request_line`]'s.
+pub fn request_line_with_errors(
+    micros: i64,
+    service: &str,
+    status: u64,
+    random: &mut Random,
+) -> serde_json::Value {
+    let mut line = request_line(micros, service, status, random);
+    if status == 500 {
+        let hour = micros.div_euclid(3_600_000_000) as u64;
+        let kind = ((hour + random.below(3)) % CHANGING_ERRORS.len() as u64) as usize;
+        let error = CHANGING_ERRORS[kind];
+        let method = ["GET", "POST", "PUT", "DELETE"][kind % 4];
+        let message = format!(
+            "{error}: {method} /api/items/{} failed after {:.1} ms on web-{:02} (attempt {} of 3)",
+            random.below(100_000),
+            line["latency_ms"].as_f64().unwrap_or_default(),
+            random.below(24),
+            random.below(3) + 1
+        );
+        line["error"] = serde_json::json!({"type": error});
+        line["message"] = message.into();
+    }
+    line
+}
+
 /// Serves `router` on a loopback port in the current runtime; returns `http://ADDR`.
 pub async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
