@@ -5,7 +5,7 @@
 //! | `_id` | document id | raw, indexed, stored (not fast: a column of unique ids is costly, and ES 8 does not sort on `_id` either) |
 //! | `@timestamp` | event time, microseconds | fast only: ranges scan the column, which is what tantivy does for fast fields anyway |
 //! | `_source` | the line as received | stored bytes, returned verbatim |
-//! | `body` | the whole object, dynamic | JSON: keyword + words per string, numbers as numbers, fast columns |
+//! | `body` | the whole object, dynamic | JSON: words per string (plus a keyword term for one-word values, see `tokenizer`), numbers as numbers, fast columns (strings up to 256 bytes as they are) |
 //!
 //! There is no catch-all `_all` field: free text without a field name expands over the
 //! paths an index has seen (as Elasticsearch's `default_field: *` does), which saves

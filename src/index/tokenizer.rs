@@ -1,15 +1,22 @@
 //! Tokenizers of the log schema.
 //!
-//! Every string leaf of a log line is indexed twice in one JSON field: once as an exact
-//! keyword (the whole value, marked with [`KEYWORD_MARK`] so it never collides with a word)
-//! and once as lowercased words — except a value that is one lowercase word (`checkout`,
-//! `info`, a hex trace id): its word would repeat the keyword, so it is left out and word
-//! queries look for the keyword too ([`is_own_keyword`]). Unique ids are the most costly
-//! terms to index; this keeps them to one. `term`, `terms`, `prefix`, `wildcard` and `regexp` use the
-//! keyword; `match` and free text use the words. Keywords longer than
-//! [`KEYWORD_MAX_BYTES`] are not kept as keywords, like Elasticsearch's dynamic mapping
-//! (`ignore_above: 256`), so long messages do not bloat the term dictionary or the
-//! columnar store.
+//! Every string leaf of a log line is indexed in one JSON field, as lowercased words (what
+//! `match` and free text use) and, when it is at most [`KEYWORD_MAX_BYTES`] long, as its
+//! exact value in the field's fast column (what `terms`, aggregations, sorting and string
+//! ranges read). A value that is at most one word (`checkout`, `GET`, `/health`, a hex
+//! trace id) also gets an exact keyword term (the whole value, marked with
+//! [`KEYWORD_MARK`] so it never collides with a word), and when it is one lowercase word
+//! its word would repeat that keyword, so it is left out and word queries look for the
+//! keyword too ([`is_own_keyword`]).
+//!
+//! A value of several words (`GET /api/v1/cart/2989 returned 200`, `checkout-7f3a-01`) has
+//! no keyword term: such values are mostly unique in log lines, and a unique term per
+//! value and line cost as much to index as all the words of the line together (see
+//! docs/performance.md). An exact `term` on such a value is the phrase of its words,
+//! checked against the fast column's exact value; `prefix`, `wildcard` and `regexp` match
+//! the column's values. Keywords longer than [`KEYWORD_MAX_BYTES`] are kept neither as
+//! terms nor in the column, like Elasticsearch's dynamic mapping (`ignore_above: 256`), so
+//! long messages do not bloat the term dictionary or the columnar store.
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
@@ -80,10 +87,17 @@ pub fn lowercase_into(word: &str, out: &mut String) {
     }
 }
 
+/// Whether `value` gets a keyword term: at most [`KEYWORD_MAX_BYTES`] long and at most
+/// one word. Longer values are in neither the dictionary nor the fast column; values of
+/// several words are in the fast column only (see the module documentation).
+pub fn has_keyword_term(value: &str) -> bool {
+    value.len() <= KEYWORD_MAX_BYTES && words(value).nth(1).is_none()
+}
+
 /// The keyword form of a string value as stored in the term dictionary, or `None` when the
-/// value is too long to be a keyword.
+/// value has no keyword term ([`has_keyword_term`]).
 pub fn keyword_token(value: &str) -> Option<String> {
-    (value.len() <= KEYWORD_MAX_BYTES).then(|| {
+    has_keyword_term(value).then(|| {
         let mut token = String::with_capacity(value.len() + 1);
         token.push(KEYWORD_MARK);
         token.push_str(value);
@@ -91,7 +105,7 @@ pub fn keyword_token(value: &str) -> Option<String> {
     })
 }
 
-/// Keyword token (when short enough) followed by lowercased words. Keeps its token and
+/// Keyword token (for a short value of at most one word) followed by lowercased words. Keeps its token and
 /// word list between values, as tantivy's own tokenizers do, so a value costs no
 /// allocation.
 #[derive(Clone, Default)]
@@ -178,15 +192,18 @@ impl Tokenizer for BodyTokenizer {
     type TokenStream<'a> = WordStream<'a>;
     fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
         self.spans.clear();
-        if !is_own_keyword(text) {
+        let own_keyword = is_own_keyword(text);
+        if !own_keyword {
             self.spans.extend(words(text));
         }
         self.token.reset();
+        // the same rule as `has_keyword_term`, from the words already split
+        let keyword = own_keyword || (text.len() <= KEYWORD_MAX_BYTES && self.spans.len() <= 1);
         WordStream {
             text,
             spans: &self.spans,
             next: 0,
-            keyword: text.len() <= KEYWORD_MAX_BYTES,
+            keyword,
             token: &mut self.token,
         }
     }
@@ -219,15 +236,36 @@ mod tests {
     #[test]
     fn body_tokenizer_emits_marked_keyword_then_lowercased_words() {
         assert_eq!(
-            tokens(BodyTokenizer::default(), "GET /api/Cart 500"),
+            tokens(BodyTokenizer::default(), "/Health"),
+            vec![("\u{1}/Health".to_string(), 0), ("health".to_string(), 0),]
+        );
+        assert_eq!(
+            tokens(BodyTokenizer::default(), "GET"),
+            vec![("\u{1}GET".to_string(), 0), ("get".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn values_of_several_words_have_words_only_and_a_fast_keyword() {
+        let value = "GET /api/Cart 500";
+        assert_eq!(
+            tokens(BodyTokenizer::default(), value),
             vec![
-                ("\u{1}GET /api/Cart 500".to_string(), 0),
                 ("get".to_string(), 0),
                 ("api".to_string(), 1),
                 ("cart".to_string(), 2),
                 ("500".to_string(), 3),
             ]
         );
+        assert!(!has_keyword_term(value));
+        assert_eq!(keyword_token(value), None);
+        assert_eq!(
+            tokens(KeywordTokenizer::default(), value),
+            vec![(value.to_string(), 0)]
+        );
+        assert!(has_keyword_term("/health"));
+        assert!(has_keyword_term("--"));
+        assert!(has_keyword_term(""));
     }
 
     #[test]
@@ -244,11 +282,7 @@ mod tests {
     fn unicode_words_are_lowercased() {
         assert_eq!(
             tokens(BodyTokenizer::default(), "Ärger über"),
-            vec![
-                ("\u{1}Ärger über".to_string(), 0),
-                ("ärger".to_string(), 0),
-                ("über".to_string(), 1),
-            ]
+            vec![("ärger".to_string(), 0), ("über".to_string(), 1),]
         );
     }
 
@@ -259,7 +293,7 @@ mod tests {
             vec![("\u{1}checkout".to_string(), 0)]
         );
         assert_eq!(tokens(BodyTokenizer::default(), "Checkout").len(), 2);
-        assert_eq!(tokens(BodyTokenizer::default(), "check-out").len(), 3);
+        assert_eq!(tokens(BodyTokenizer::default(), "check-out").len(), 2);
         assert!(is_own_keyword("4bf92f3577b34da6"));
         assert!(!is_own_keyword("Ärger"));
         assert!(!is_own_keyword("a b"));

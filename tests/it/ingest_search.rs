@@ -613,3 +613,77 @@ async fn filter_path_shrinks_bulk_and_search_answers() {
         "errors stay whole: {answer}"
     );
 }
+
+/// Values of several words have no keyword term (only words and the fast column, see
+/// `index::tokenizer`): `term`, `terms`, patterns and `.keyword` still match whole values
+/// exactly, and a value over 256 bytes is found by its words only.
+#[tokio::test]
+async fn strings_of_several_words_match_exactly_by_term_and_by_patterns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let long = "word ".repeat(60);
+    let docs = vec![
+        json!({"@timestamp": ago(30), "host": "checkout-7f3a-01", "tags": ["a b", "c"],
+               "message": "GET /api/v1/cart/2989 returned 200"}),
+        json!({"@timestamp": ago(30), "host": "checkout-7f3a-02",
+               "message": "GET /api/v1/cart/2989 returned 200 in 5ms"}),
+        json!({"@timestamp": ago(30), "host": "Checkout-7f3a-01",
+               "message": "get api v1 cart 2989 returned 200"}),
+        json!({"@timestamp": ago(30), "host": "web-01", "message": long.clone()}),
+    ];
+    let (status, body) = server
+        .post_ndjson("/_bulk?refresh=wait_for", bulk_body("logs", &docs))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"], false, "{body}");
+    let cases = [
+        (
+            json!({"term": {"message": "GET /api/v1/cart/2989 returned 200"}}),
+            1,
+        ),
+        (
+            json!({"term": {"message.keyword": "GET /api/v1/cart/2989 returned 200"}}),
+            1,
+        ),
+        (json!({"term": {"message.keyword": "GET /api/v1/cart"}}), 0),
+        (
+            json!({"terms": {"host.keyword": ["checkout-7f3a-01", "checkout-7f3a-02"]}}),
+            2,
+        ),
+        (
+            json!({"term": {"host": {"value": "CHECKOUT-7F3A-01", "case_insensitive": true}}}),
+            2,
+        ),
+        (json!({"term": {"tags": "a b"}}), 1),
+        (json!({"wildcard": {"host": "checkout-*-0?"}}), 2),
+        (json!({"wildcard": {"message.keyword": "*returned 200"}}), 2),
+        (json!({"prefix": {"message": "GET /api/v1"}}), 2),
+        (
+            json!({"regexp": {"host.keyword": "[cC]heckout-7f3a-0[12]"}}),
+            3,
+        ),
+        (json!({"term": {"message.keyword": long.clone()}}), 0),
+        (json!({"match": {"message": "word"}}), 1),
+        (json!({"match": {"message": "cart 2989"}}), 3),
+    ];
+    for (query, expected) in cases {
+        let (status, body) = server
+            .post_json("/logs/_count", &json!({"query": query}))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["count"], expected, "{query}: {body}");
+    }
+    let (_, body) = server
+        .post_json(
+            "/logs/_search",
+            &json!({"size": 0, "aggs": {"hosts": {"terms": {"field": "host.keyword"}}}}),
+        )
+        .await;
+    assert_eq!(
+        body["aggregations"]["hosts"]["buckets"]
+            .as_array()
+            .map(Vec::len),
+        Some(4),
+        "{body}"
+    );
+}

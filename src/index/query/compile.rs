@@ -1,12 +1,15 @@
 //! [`Query`] → tantivy query on the log schema.
 //!
-//! The mapping (see `index::schema`): a string value is a keyword term
-//! (`path\0s\x01VALUE`) plus word terms; numbers are normalized numeric terms; the event
-//! time is the `@timestamp` date field. An exact `term` therefore matches the keyword *or*
-//! the number *or* the boolean the value reads as, which is what makes `status:500` find
-//! both `500` and `"500"`. A word also matches the keyword of a value that is that one
-//! lowercase word (such values carry no separate word term, see `tokenizer`). No field
-//! name (`FieldRef::All`) expands over the index's [`DefaultFields`].
+//! The mapping (see `index::schema` and `index::tokenizer`): a string value is word terms,
+//! its exact value in the fast column, and — when it is at most one word — a keyword term
+//! (`path\0s\x01VALUE`); numbers are normalized numeric terms; the event time is the
+//! `@timestamp` date field. An exact `term` therefore matches the keyword (for a value of
+//! several words: the phrase of its words whose column value is exactly it) *or* the
+//! number *or* the boolean the value reads as, which is what makes `status:500` find both
+//! `500` and `"500"`. A word also matches the keyword of a value that is that one
+//! lowercase word (such values carry no separate word term). `prefix`, `wildcard` and
+//! `regexp` match the column's values ([`ColumnPatternQuery`]). No field name
+//! (`FieldRef::All`) expands over the index's [`DefaultFields`].
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -20,11 +23,14 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy_fst::Automaton;
 use tantivy_fst::automaton::AlwaysMatch;
 
+use super::column::ColumnPatternQuery;
 use super::{BoolQuery, FieldRef, Number, Operator, Query, QueryError, Scalar};
 use crate::index::fields::DefaultFields;
 use crate::index::schema::LogSchema;
 use crate::index::time_window::TimeWindowQuery;
-use crate::index::tokenizer::{KEYWORD_MARK, is_own_keyword, keyword_token, lowercase_into, words};
+use crate::index::tokenizer::{
+    KEYWORD_MAX_BYTES, is_own_keyword, keyword_token, lowercase_into, words,
+};
 
 /// Most fields a field-less query expands to (Elasticsearch's `max_clause_count` for
 /// `default_field: *` is 1024 as well).
@@ -252,6 +258,8 @@ impl Compiler<'_> {
                 let mut variants: Vec<Compiled> = Vec::new();
                 if let Some(term) = self.keyword_term(path, &text) {
                     variants.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+                } else if let Some(exact) = self.column_exact(path, &text) {
+                    variants.push(exact);
                 }
                 if !keyword {
                     variants.extend(self.typed_variants(path, value));
@@ -259,6 +267,38 @@ impl Compiler<'_> {
                 Ok(union(variants))
             }
         }
+    }
+
+    /// A string of several words (no keyword term, see `tokenizer`): the phrase of its
+    /// words, checked against the exact value in the fast column. `None` when the value is
+    /// too long to be kept at all.
+    fn column_exact(&self, path: &str, value: &str) -> Option<Compiled> {
+        if value.len() > KEYWORD_MAX_BYTES {
+            return None;
+        }
+        let mut exact = self.json_term(path);
+        exact.append_type_and_str(value);
+        // a string range over a fast JSON path reads the column (`range` below)
+        let column: Compiled = Box::new(RangeQuery::new(
+            Bound::Included(exact.clone()),
+            Bound::Included(exact),
+        ));
+        let mut word = String::new();
+        let phrase: Vec<Term> = words(value)
+            .map(|(start, end)| {
+                lowercase_into(&value[start..end], &mut word);
+                let mut term = self.json_term(path);
+                term.append_type_and_str(&word);
+                term
+            })
+            .collect();
+        if phrase.len() < 2 {
+            return Some(column);
+        }
+        Some(Box::new(BooleanQuery::intersection(vec![
+            Box::new(PhraseQuery::new(phrase)),
+            column,
+        ])))
     }
 
     /// The number or boolean a value reads as, as terms on `path`.
@@ -465,8 +505,9 @@ impl Compiler<'_> {
         }
     }
 
-    /// A regex over keywords of `field` (or words of `_all`); `literal` is a known
-    /// literal prefix of every match, which narrows the dictionary scan.
+    /// A regex over the values of `field` (in its fast column), over `_id`s, or (no field)
+    /// over the default fields; `literal` is a known literal prefix of every match, which
+    /// narrows the dictionary scan.
     fn pattern(
         &self,
         field: &FieldRef,
@@ -476,9 +517,17 @@ impl Compiler<'_> {
     ) -> Result<Compiled, QueryError> {
         let (field_handle, key_prefix) = match field {
             FieldRef::Path { path, .. } => {
-                let mut term = self.json_term(path);
-                term.append_type_and_str(&KEYWORD_MARK.to_string());
-                (self.schema.body, term.serialized_value_bytes().to_vec())
+                let flags = if case_insensitive { "(?i)" } else { "" };
+                let automaton =
+                    tantivy_fst::Regex::new(&format!("{flags}(?:{regex})")).map_err(|error| {
+                        QueryError::shard(format!("invalid regular expression `{regex}`: {error}"))
+                    })?;
+                let literal = if case_insensitive { "" } else { literal };
+                return Ok(Box::new(ColumnPatternQuery::new(
+                    self.json_term(path).get_full_path(&self.schema.schema),
+                    automaton,
+                    literal.as_bytes().to_vec(),
+                )));
             }
             FieldRef::All => {
                 let query = Query::Regexp {

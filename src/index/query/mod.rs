@@ -6,6 +6,7 @@
 //! index; compiling needs only the schema, so a query is compiled once per search and run
 //! on every partition.
 
+mod column;
 pub mod compile;
 pub mod date_math;
 pub mod dsl;
