@@ -26,7 +26,7 @@ use common::{Shape, cpu_seconds, env_or, lookout_command, peak_rss_mib, wait_lis
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `benches/naive`'s loader compiled into this bench, so it runs on the tantivy build
 /// Lookout uses (the `quickwit` feature's SSTable term dictionary): shows how much of
@@ -264,27 +264,7 @@ impl LookoutRun {
                         let Some(batch) = queue.lock().await.next() else {
                             break;
                         };
-                        loop {
-                            let response = client
-                                .post(&url)
-                                .header("content-type", "application/x-ndjson")
-                                .body(batch.clone())
-                                .send()
-                                .await
-                                .expect("bulk");
-                            if response.status() == 429 {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                            assert!(
-                                response.status().is_success(),
-                                "bulk failed: {}",
-                                response.status()
-                            );
-                            let body: serde_json::Value = response.json().await.expect("bulk json");
-                            assert_eq!(body["errors"], false, "bulk item errors");
-                            break;
-                        }
+                        common::post_bulk(&client, &url, &batch).await;
                     }
                 }));
             }

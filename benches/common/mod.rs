@@ -519,6 +519,32 @@ pub fn request_line_with_errors(
     line
 }
 
+/// POSTs one NDJSON `_bulk` body to `url`, again after 50 ms while the server answers
+/// 429; the answer must be a success without item errors.
+pub async fn post_bulk(client: &reqwest::Client, url: &str, body: &[u8]) {
+    loop {
+        let response = client
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("bulk");
+        if response.status() == 429 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        assert!(
+            response.status().is_success(),
+            "bulk failed: {}",
+            response.status()
+        );
+        let answer: serde_json::Value = response.json().await.expect("bulk json");
+        assert_eq!(answer["errors"], false, "bulk item errors");
+        return;
+    }
+}
+
 /// Serves `router` on a loopback port in the current runtime; returns `http://ADDR`.
 pub async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -216,28 +216,8 @@ impl Server {
 
     /// POSTs one `_bulk` body to `index`; every item must be created.
     pub async fn bulk(&self, index: &str, body: Vec<u8>) {
-        loop {
-            let response = self
-                .client
-                .post(format!("{}/{index}/_bulk?filter_path=errors", self.base))
-                .header("content-type", "application/x-ndjson")
-                .body(body.clone())
-                .send()
-                .await
-                .expect("bulk");
-            if response.status() == 429 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            assert!(
-                response.status().is_success(),
-                "bulk: {}",
-                response.status()
-            );
-            let answer: Value = response.json().await.expect("bulk json");
-            assert_eq!(answer["errors"], false, "bulk item errors");
-            return;
-        }
+        let url = format!("{}/{index}/_bulk?filter_path=errors", self.base);
+        crate::common::post_bulk(&self.client, &url, &body).await;
     }
 
     /// Deletes `index`.
