@@ -2,8 +2,11 @@
 //! falls in `[start, start + span)`.
 //!
 //! Every commit carries, as its payload, the write-ahead-log sequence number up to which
-//! this partition holds every operation; replay at start skips what a partition already
-//! has, which makes replay idempotent per partition.
+//! this partition holds every operation, and — when the commit also holds part of later
+//! records (the log thread went on applying while it was prepared) — the highest of those:
+//! `"COMPLETE UPPER"`. Replay at start skips what a partition already has
+//! and upserts by `_id` only the records in `(COMPLETE, UPPER]`, so replay is idempotent
+//! per partition without paying a delete for every replayed document.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -23,6 +26,9 @@ struct WriteState {
     applied_seq: u64,
     /// Highest WAL sequence fully committed here.
     committed_seq: u64,
+    /// Highest WAL sequence of which the last commit may hold a part (≥ `committed_seq`):
+    /// a replay must upsert the records up to it, and may simply add later ones.
+    committed_upper: u64,
     /// Lowest WAL sequence applied since the last commit (`None`: nothing pending).
     first_pending_seq: Option<u64>,
 }
@@ -36,7 +42,7 @@ pub struct Partition {
     /// Keeps the time block indexes of this partition's segments (the reader holds it
     /// weakly).
     _time_blocks: Arc<TimeBlockWarmer>,
-    writer: Mutex<Option<IndexWriter<LogDoc>>>,
+    writer: Mutex<Option<IndexWriter<Box<LogDoc>>>>,
     state: Mutex<WriteState>,
     /// Tick of the last write, for least-recently-used writer eviction.
     pub last_write_tick: AtomicU64,
@@ -108,12 +114,13 @@ impl Partition {
             Index::create_in_dir(dir, schema.schema.clone()).map_err(tantivy_error)?
         };
         LogSchema::register_tokenizers(&index);
-        let committed_seq = index
-            .load_metas()
-            .map_err(tantivy_error)?
-            .payload
-            .and_then(|payload| payload.parse::<u64>().ok())
-            .unwrap_or(0);
+        let (committed_seq, committed_upper) = parse_label(
+            index
+                .load_metas()
+                .map_err(tantivy_error)?
+                .payload
+                .as_deref(),
+        );
         let time_blocks = Arc::new(TimeBlockWarmer::default());
         let warmer: Arc<dyn tantivy::Warmer> = time_blocks.clone();
         let reader = index
@@ -134,6 +141,7 @@ impl Partition {
             state: Mutex::new(WriteState {
                 applied_seq: committed_seq,
                 committed_seq,
+                committed_upper,
                 first_pending_seq: None,
             }),
             last_write_tick: AtomicU64::new(0),
@@ -157,6 +165,12 @@ impl Partition {
         lock(&self.state).committed_seq
     }
 
+    /// Whether the last commit may hold part of WAL record `seq` (one after
+    /// [`Self::committed_seq`]): a replay of it must upsert rather than add.
+    pub fn may_hold_part_of(&self, seq: u64) -> bool {
+        seq <= lock(&self.state).committed_upper
+    }
+
     /// Lowest WAL sequence not yet committed here, if any.
     pub fn first_pending_seq(&self) -> Option<u64> {
         lock(&self.state).first_pending_seq
@@ -169,7 +183,7 @@ impl Partition {
     fn writer_guard(
         &self,
         options: &WriterOptions,
-    ) -> Result<MutexGuard<'_, Option<IndexWriter<LogDoc>>>, PartitionError> {
+    ) -> Result<MutexGuard<'_, Option<IndexWriter<Box<LogDoc>>>>, PartitionError> {
         let mut guard = lock(&self.writer);
         if guard.is_none() {
             let writer = self
@@ -209,7 +223,7 @@ impl Partition {
             writer.delete_term(id_term);
         }
         writer
-            .add_document(doc)
+            .add_document(Box::new(doc))
             .map_err(|error| self.error(error))?;
         self.note_applied(seq);
         Ok(())
@@ -231,22 +245,25 @@ impl Partition {
 
     /// Commits what was applied and makes it searchable. `complete_seq` is the highest WAL
     /// record fully applied before this call (read by the caller *before* committing):
-    /// it is recorded as the payload, so replay re-applies — as upserts — every later
-    /// record, of which the commit may hold a part. Returns whether anything was
-    /// committed. With `close`, the writer is dropped.
+    /// it is recorded as the payload with the highest record applied so far (the writer
+    /// lock is held, so no more can be), and replay re-applies the records between the
+    /// two — of which the commit may hold a part — as upserts. Returns whether anything
+    /// was committed. With `close`, the writer is dropped.
     pub fn commit(&self, complete_seq: u64, close: bool) -> Result<bool, PartitionError> {
         let mut guard = lock(&self.writer);
-        let (seq, pending) = {
+        let (seq, upper, pending) = {
             let state = lock(&self.state);
+            let seq = complete_seq.max(state.committed_seq);
             (
-                complete_seq.max(state.committed_seq),
+                seq,
+                state.applied_seq.max(seq),
                 state.first_pending_seq.is_some(),
             )
         };
         let committed = match guard.as_mut() {
             Some(writer) if pending => {
                 let mut prepared = writer.prepare_commit().map_err(|error| self.error(error))?;
-                prepared.set_payload(&seq.to_string());
+                prepared.set_payload(&label(seq, upper));
                 prepared.commit().map_err(|error| self.error(error))?;
                 true
             }
@@ -262,6 +279,7 @@ impl Partition {
             self.reader.reload().map_err(|error| self.error(error))?;
             let mut state = lock(&self.state);
             state.committed_seq = seq;
+            state.committed_upper = upper;
             // operations applied after `seq` was read are in the commit but not in its
             // label: pending until a later commit labels them. A closed writer has no
             // later commit, and holds nothing uncommitted: the log may drop them (the
@@ -282,6 +300,31 @@ impl Partition {
                     .sum()
             })
             .unwrap_or(0)
+    }
+}
+
+/// A commit's payload: the complete sequence and the upper one.
+fn label(complete: u64, upper: u64) -> String {
+    format!("{complete} {upper}")
+}
+
+/// Reads [`label`]'s payload as `(complete, upper)`. A payload of only the complete
+/// sequence (written before the upper one was recorded) may hold part of any later record:
+/// its upper is unbounded (replay upserts everything, as it did then). `(0, 0)` when the
+/// partition was never committed.
+fn parse_label(payload: Option<&str>) -> (u64, u64) {
+    let Some(payload) = payload else {
+        return (0, 0);
+    };
+    match payload.split_once(' ') {
+        Some((complete, upper)) => {
+            let complete = complete.parse().unwrap_or(0);
+            (complete, upper.parse().unwrap_or(u64::MAX).max(complete))
+        }
+        None => match payload.parse() {
+            Ok(complete) => (complete, u64::MAX),
+            Err(_) => (0, u64::MAX),
+        },
     }
 }
 
@@ -317,5 +360,30 @@ impl Partition {
         let mut state = lock(&self.state);
         state.applied_seq = state.committed_seq;
         state.first_pending_seq = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{label, parse_label};
+
+    #[test]
+    fn commit_labels_round_trip_and_old_ones_upsert_every_later_record() {
+        assert_eq!(parse_label(Some(&label(7, 7))), (7, 7));
+        assert_eq!(parse_label(Some(&label(7, 9))), (7, 9));
+        assert_eq!(label(7, 9), "7 9");
+        assert_eq!(label(7, 7), "7 7");
+        assert_eq!(parse_label(None), (0, 0), "never committed: holds nothing");
+        assert_eq!(
+            parse_label(Some("7")).1,
+            u64::MAX,
+            "before the upper was labelled"
+        );
+        assert_eq!(parse_label(Some("garbage")), (0, u64::MAX));
+        assert_eq!(
+            parse_label(Some("9 3")),
+            (9, 9),
+            "an upper below is the complete"
+        );
     }
 }

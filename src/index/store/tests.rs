@@ -58,6 +58,55 @@ fn a_replay_that_evicts_writers_keeps_every_document_of_the_replayed_records() {
     assert_eq!(ids(&store), ["b0", "b1", "b2", "b3", "b4", "b5"]);
 }
 
+// A commit prepared while the log thread is inside a record holds part of it: its label
+// says so, and a replay after a crash upserts that record (no duplicate) and simply adds
+// the records after it (a delete per replayed document made replaying a large log slow).
+#[test]
+fn a_replay_upserts_only_the_records_a_commit_may_hold_part_of() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = 1_795_341_600_000_000;
+    let docs = |store: &IndexStore| -> u64 {
+        let logs = store.get("logs").expect("index");
+        logs.partitions()
+            .iter()
+            .map(|partition| partition.searcher().num_docs())
+            .sum()
+    };
+    {
+        let store = store_with_writers(dir.path(), 4);
+        store
+            .apply(1, vec![doc(&store, "b0", start)], false)
+            .expect("apply");
+        store
+            .apply(2, vec![doc(&store, "b1", start)], false)
+            .expect("apply");
+        // a commit labelled with record 1 complete, prepared after record 2 was applied
+        let partition = store.get("logs").expect("index").partitions()[0].clone();
+        assert!(partition.commit(1, false).expect("commit"));
+        assert!(partition.may_hold_part_of(2));
+        assert!(!partition.may_hold_part_of(3));
+        // the process dies here: the writer is dropped uncommitted
+    }
+    let store = store_with_writers(dir.path(), 4);
+    let partition = store.get("logs").expect("index").partitions()[0].clone();
+    assert_eq!(partition.committed_seq(), 1);
+    assert!(
+        partition.may_hold_part_of(2),
+        "the label survives a restart"
+    );
+    assert!(!partition.may_hold_part_of(3));
+    store
+        .apply(2, vec![doc(&store, "b1", start)], true)
+        .expect("replay");
+    store
+        .apply(3, vec![doc(&store, "b2", start)], true)
+        .expect("replay");
+    store.replayed_through(3);
+    store.commit_all().expect("commit");
+    assert_eq!(docs(&store), 3, "record 2 upserted, not added twice");
+    assert_eq!(ids(&store), ["b0", "b1", "b2"]);
+}
+
 #[test]
 fn a_failed_record_after_unapplied_ones_does_not_complete_them() {
     let dir = tempfile::tempdir().expect("tempdir");

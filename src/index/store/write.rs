@@ -10,8 +10,9 @@ use crate::index::partition::{Partition, lock};
 
 impl IndexStore {
     /// Applies the operations of WAL record `seq`, in order. During `replay`, partitions
-    /// that committed `seq` already are skipped and documents are upserted by `_id`,
-    /// since a commit may hold part of a record.
+    /// that committed `seq` already are skipped, and documents are upserted by `_id` into
+    /// a partition whose last commit may hold part of the record (see
+    /// [`Partition::may_hold_part_of`]); elsewhere they are added, which costs far less.
     pub fn apply(&self, seq: u64, mut ops: Vec<WriteOp>, replay: bool) -> Result<(), StoreError> {
         group_appends_by_partition(&mut ops, self.settings.partition_span_micros);
         for op in ops {
@@ -53,7 +54,8 @@ impl IndexStore {
                         continue;
                     }
                     self.touch_writer(&partition)?;
-                    let replace = replay.then(|| self.id_term(&doc.id));
+                    let replace =
+                        (replay && partition.may_hold_part_of(seq)).then(|| self.id_term(&doc.id));
                     partition.add(doc, replace, seq, &self.settings.writer)?;
                 }
                 WriteOp::Delete { index, id } => {
