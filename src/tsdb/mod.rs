@@ -64,6 +64,8 @@ pub struct Tsdb {
     wal: Mutex<Wal>,
     dir: PathBuf,
     blocks: RwLock<Vec<Arc<Block>>>,
+    /// The blocks' label sets and strings, each held once.
+    interner: block::Interner,
     pub options: TsdbOptions,
     /// The log must continue in a fresh segment (with every series) before it takes
     /// samples again: a write to it failed, or samples skipped it while degraded.
@@ -82,7 +84,8 @@ impl Tsdb {
     /// Opens `dir` (the data directory's `tsdb/`): its blocks, then its log replayed
     /// into the head (samples a persisted block already holds are skipped).
     pub fn open(dir: &Path, options: TsdbOptions) -> std::io::Result<Tsdb> {
-        let blocks: Vec<Arc<Block>> = block::open_all(&dir.join("blocks"))
+        let interner = block::Interner::default();
+        let blocks: Vec<Arc<Block>> = block::open_all(&dir.join("blocks"), &interner)
             .into_iter()
             .map(Arc::new)
             .collect();
@@ -137,6 +140,7 @@ impl Tsdb {
             wal: Mutex::new(wal),
             dir: dir.to_path_buf(),
             blocks: RwLock::new(blocks),
+            interner,
             options,
             wal_stale: AtomicBool::new(logged.is_err()),
             disk: OnceLock::new(),
@@ -287,7 +291,7 @@ impl Tsdb {
         let mut names: std::collections::BTreeSet<String> =
             self.head.label_names().into_iter().collect();
         for block in self.blocks() {
-            names.extend(block.label_names().cloned());
+            names.extend(block.label_names().map(str::to_string));
         }
         names.into_iter().collect()
     }
@@ -297,7 +301,7 @@ impl Tsdb {
         let mut values: std::collections::BTreeSet<String> =
             self.head.label_values(name).into_iter().collect();
         for block in self.blocks() {
-            values.extend(block.label_values(name).cloned());
+            values.extend(block.label_values(name).map(str::to_string));
         }
         values.into_iter().collect()
     }
@@ -317,7 +321,7 @@ impl Tsdb {
         let series = self.head.select(&[], start, end - 1);
         if !series.is_empty() {
             let path = block::write(&self.dir.join("blocks"), &series, start, end, "head")?;
-            let opened = Arc::new(Block::open(&path)?);
+            let opened = Arc::new(Block::open(&path, &self.interner)?);
             tracing::info!(
                 block = %path.display(),
                 series = opened.meta.series,
@@ -360,7 +364,7 @@ impl Tsdb {
             if name.starts_with('.') || !path.is_dir() || known.contains(&path) {
                 continue;
             }
-            match Block::open(&path) {
+            match Block::open(&path, &self.interner) {
                 Ok(block) => added.push(Arc::new(block)),
                 Err(error) => {
                     tracing::warn!(block = %path.display(), %error, "skipping an unreadable metrics block")
@@ -399,6 +403,12 @@ impl Tsdb {
                 tracing::error!(block = %block.dir.display(), %error, "cannot delete an expired metrics block");
             }
         }
+        let count = expired.len();
+        if count > 0 {
+            // a block may still be in a query's hands: what it holds is swept next time
+            drop(expired);
+            self.interner.sweep();
+        }
         if self
             .head
             .time_range()
@@ -406,7 +416,7 @@ impl Tsdb {
         {
             self.head.truncate(cutoff);
         }
-        expired.len()
+        count
     }
 
     /// Blocks held, with their metadata.
