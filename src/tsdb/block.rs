@@ -48,6 +48,10 @@ pub struct BlockMeta {
     /// `head` (persisted by the server) or `import` (backfilled).
     #[serde(default = "head_source")]
     pub source: String,
+    /// The blocks this one was compacted from, and theirs (directory names): if one is
+    /// still there at start (a crash before it was deleted), it is deleted then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
 }
 
 fn head_source() -> String {
@@ -145,12 +149,6 @@ pub fn write(
     max_time: i64,
     source: &str,
 ) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(blocks_dir)?;
-    let name = format!("{min_time:015}-{max_time:015}-{:08x}", fastrand::u32(..));
-    let temporary = blocks_dir.join(format!(".tmp-{name}"));
-    std::fs::create_dir_all(&temporary)?;
-    let mut chunk_bytes: Vec<u8> = Vec::new();
-    let mut index: Vec<u8> = INDEX_MAGIC.to_vec();
     let mut sorted: Vec<&(Labels, Vec<(i64, f64)>)> = series
         .iter()
         .filter(|(_, samples)| !samples.is_empty())
@@ -164,75 +162,208 @@ pub fn write(
                 .flat_map(|(name, value)| [name.as_str(), value.as_str()])
         })
         .collect();
-    let numbers: BTreeMap<&str, u64> = symbols
+    let mut writer = BlockWriter::begin(blocks_dir, min_time, max_time, &symbols, sorted.len())?;
+    let written = sorted
         .iter()
-        .enumerate()
-        .map(|(number, symbol)| (*symbol, number as u64))
-        .collect();
-    put_varint(&mut index, symbols.len() as u64);
-    for symbol in &symbols {
-        put_varint(&mut index, symbol.len() as u64);
-        index.extend_from_slice(symbol.as_bytes());
+        .try_for_each(|(labels, samples)| writer.add(labels, samples));
+    writer.finish(written, source, Vec::new())
+}
+
+/// Writes one block holding every sample of `sources` (blocks of adjacent time ranges),
+/// series by series — at most one series' samples in memory — and records them as its
+/// parents (with theirs); returns its directory. Samples at the same time in two sources
+/// are kept once.
+pub fn merge(blocks_dir: &Path, sources: &[Arc<Block>]) -> std::io::Result<PathBuf> {
+    let mut sources: Vec<&Arc<Block>> = sources.iter().collect();
+    sources.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+    let min_time = sources
+        .iter()
+        .map(|block| block.meta.min_time)
+        .min()
+        .unwrap_or(0);
+    let max_time = sources
+        .iter()
+        .map(|block| block.meta.max_time)
+        .max()
+        .unwrap_or(0);
+    let mut series: BTreeMap<&Labels, Vec<(usize, usize)>> = BTreeMap::new();
+    for (source, block) in sources.iter().enumerate() {
+        for (id, one) in block.series.iter().enumerate() {
+            series.entry(&one.labels).or_default().push((source, id));
+        }
     }
-    put_varint(&mut index, sorted.len() as u64);
-    let (mut samples_total, mut chunks_total) = (0u64, 0u64);
-    for (labels, samples) in sorted {
-        put_varint(&mut index, labels.len() as u64);
-        for (name, value) in labels.iter() {
-            put_varint(&mut index, numbers[name.as_str()]);
-            put_varint(&mut index, numbers[value.as_str()]);
+    let symbols: BTreeSet<&str> = sources
+        .iter()
+        .flat_map(|block| {
+            block.postings.iter().flat_map(|(name, values)| {
+                std::iter::once(&**name).chain(values.keys().map(|value| &**value))
+            })
+        })
+        .collect();
+    let mut writer = BlockWriter::begin(blocks_dir, min_time, max_time, &symbols, series.len())?;
+    let mut samples = Vec::new();
+    let written = series.iter().try_for_each(|(labels, places)| {
+        samples.clear();
+        for &(source, id) in places {
+            sources[source].read_series(id, i64::MIN, i64::MAX, &mut samples)?;
+        }
+        samples.sort_by_key(|(time, _)| *time);
+        samples.dedup_by_key(|(time, _)| *time);
+        writer.add(labels, &samples)
+    });
+    let source = sources
+        .first()
+        .map_or_else(head_source, |block| block.meta.source.clone());
+    // and what they were merged from: a block whose deletion failed is still recognised
+    let parents = sources
+        .iter()
+        .flat_map(|block| {
+            block
+                .dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .into_iter()
+                .chain(block.meta.parents.iter().cloned())
+        })
+        .collect();
+    writer.finish(written, &source, parents)
+}
+
+/// A block being written under a temporary name: the index is built in memory (labels
+/// as symbol numbers and chunk references), the chunks go straight to their file.
+struct BlockWriter {
+    blocks_dir: PathBuf,
+    name: String,
+    temporary: PathBuf,
+    chunks: std::io::BufWriter<File>,
+    chunk_offset: u64,
+    index: Vec<u8>,
+    numbers: BTreeMap<String, u64>,
+    min_time: i64,
+    max_time: i64,
+    series: u64,
+    samples: u64,
+    chunk_count: u64,
+}
+
+impl BlockWriter {
+    fn begin(
+        blocks_dir: &Path,
+        min_time: i64,
+        max_time: i64,
+        symbols: &BTreeSet<&str>,
+        series: usize,
+    ) -> std::io::Result<BlockWriter> {
+        std::fs::create_dir_all(blocks_dir)?;
+        let name = format!("{min_time:015}-{max_time:015}-{:08x}", fastrand::u32(..));
+        let temporary = blocks_dir.join(format!(".tmp-{name}"));
+        std::fs::create_dir_all(&temporary)?;
+        let chunks = match File::create(temporary.join("chunks")) {
+            Ok(file) => std::io::BufWriter::new(file),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&temporary);
+                return Err(error);
+            }
+        };
+        let mut index: Vec<u8> = INDEX_MAGIC.to_vec();
+        put_varint(&mut index, symbols.len() as u64);
+        for symbol in symbols {
+            put_varint(&mut index, symbol.len() as u64);
+            index.extend_from_slice(symbol.as_bytes());
+        }
+        put_varint(&mut index, series as u64);
+        Ok(BlockWriter {
+            blocks_dir: blocks_dir.to_path_buf(),
+            name,
+            temporary,
+            chunks,
+            chunk_offset: 0,
+            index,
+            numbers: symbols
+                .iter()
+                .enumerate()
+                .map(|(number, symbol)| (symbol.to_string(), number as u64))
+                .collect(),
+            min_time,
+            max_time,
+            series: 0,
+            samples: 0,
+            chunk_count: 0,
+        })
+    }
+
+    /// Adds a series (labels sorted after the previous one's, samples in time order, at
+    /// least one).
+    fn add(&mut self, labels: &[(String, String)], samples: &[(i64, f64)]) -> std::io::Result<()> {
+        put_varint(&mut self.index, labels.len() as u64);
+        for (name, value) in labels {
+            put_varint(&mut self.index, self.numbers[name.as_str()]);
+            put_varint(&mut self.index, self.numbers[value.as_str()]);
         }
         let pieces: Vec<&[(i64, f64)]> = samples.chunks(BLOCK_CHUNK_SAMPLES).collect();
-        put_varint(&mut index, pieces.len() as u64);
+        put_varint(&mut self.index, pieces.len() as u64);
         for piece in pieces {
             let encoded = super::encoding::encode(piece);
             let (first, last) = (piece[0].0, piece[piece.len() - 1].0);
-            put_varint(&mut index, first as u64);
-            put_varint(&mut index, (last - first) as u64);
-            put_varint(&mut index, chunk_bytes.len() as u64);
-            put_varint(&mut index, encoded.len() as u64);
-            chunk_bytes.extend_from_slice(&encoded);
-            samples_total += piece.len() as u64;
-            chunks_total += 1;
+            put_varint(&mut self.index, first as u64);
+            put_varint(&mut self.index, (last - first) as u64);
+            put_varint(&mut self.index, self.chunk_offset);
+            put_varint(&mut self.index, encoded.len() as u64);
+            self.chunks.write_all(&encoded)?;
+            self.chunk_offset += encoded.len() as u64;
+            self.samples += piece.len() as u64;
+            self.chunk_count += 1;
         }
+        self.series += 1;
+        Ok(())
     }
-    let crc = crc32fast::hash(&index);
-    index.extend_from_slice(&crc.to_le_bytes());
-    let meta = BlockMeta {
-        version: VERSION,
-        min_time,
-        max_time,
-        series: series
-            .iter()
-            .filter(|(_, samples)| !samples.is_empty())
-            .count() as u64,
-        samples: samples_total,
-        chunks: chunks_total,
-        bytes: (chunk_bytes.len() + index.len()) as u64,
-        source: source.to_string(),
-    };
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
-    let written = [
-        ("chunks", chunk_bytes),
-        ("index", index),
-        ("meta.json", meta_json),
-    ]
-    .into_iter()
-    .try_for_each(|(file, bytes)| {
-        let mut handle = File::create(temporary.join(file))?;
-        handle.write_all(&bytes)?;
-        handle.sync_all()
-    })
-    .and_then(|()| File::open(&temporary)?.sync_all());
-    if let Err(error) = written {
-        // a full disk: what was written of the block holds space nobody can use
-        let _ = std::fs::remove_dir_all(&temporary);
-        return Err(error);
+
+    /// Ends the block when every series was `written`: its index and metadata, fsynced,
+    /// then renamed into place. On any error nothing is left behind.
+    fn finish(
+        mut self,
+        written: std::io::Result<()>,
+        source: &str,
+        parents: Vec<String>,
+    ) -> std::io::Result<PathBuf> {
+        let crc = crc32fast::hash(&self.index);
+        self.index.extend_from_slice(&crc.to_le_bytes());
+        let meta = BlockMeta {
+            version: VERSION,
+            min_time: self.min_time,
+            max_time: self.max_time,
+            series: self.series,
+            samples: self.samples,
+            chunks: self.chunk_count,
+            bytes: self.chunk_offset + self.index.len() as u64,
+            source: source.to_string(),
+            parents,
+        };
+        let temporary = self.temporary.clone();
+        let done = written.and_then(|()| {
+            let file = self
+                .chunks
+                .into_inner()
+                .map_err(|error| error.into_error())?;
+            file.sync_all()?;
+            let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+            for (file, bytes) in [("index", &self.index), ("meta.json", &meta_json)] {
+                let mut handle = File::create(temporary.join(file))?;
+                handle.write_all(bytes)?;
+                handle.sync_all()?;
+            }
+            File::open(&temporary)?.sync_all()
+        });
+        if let Err(error) = done {
+            // a full disk: what was written of the block holds space nobody can use
+            let _ = std::fs::remove_dir_all(&temporary);
+            return Err(error);
+        }
+        let final_dir = self.blocks_dir.join(&self.name);
+        std::fs::rename(&temporary, &final_dir)?;
+        File::open(&self.blocks_dir)?.sync_all()?;
+        Ok(final_dir)
     }
-    let final_dir = blocks_dir.join(&name);
-    std::fs::rename(&temporary, &final_dir)?;
-    File::open(blocks_dir)?.sync_all()?;
-    Ok(final_dir)
 }
 
 impl Block {
@@ -352,36 +483,49 @@ impl Block {
             None => (0..self.series.len() as u32).collect(),
         };
         let mut found = Vec::new();
-        let mut buffer = Vec::new();
         for id in ids {
             let series = &self.series[id as usize];
             if !matches_all(matchers, &series.labels) {
                 continue;
             }
             let mut samples = Vec::new();
-            for chunk in self.chunk_refs[series.chunks.start as usize..series.chunks.end as usize]
-                .iter()
-                .filter(|chunk| chunk.last >= min_time && chunk.first <= max_time)
-            {
-                buffer.resize(chunk.length as usize, 0);
-                self.chunks.read_exact_at(&mut buffer, chunk.offset)?;
-                let decoded = super::encoding::decode(&buffer).ok_or_else(|| {
-                    invalid(
-                        &self.dir,
-                        &format!("chunks: the chunk at {} does not decode", chunk.offset),
-                    )
-                })?;
-                samples.extend(
-                    decoded
-                        .into_iter()
-                        .filter(|(time, _)| *time >= min_time && *time <= max_time),
-                );
-            }
+            self.read_series(id as usize, min_time, max_time, &mut samples)?;
             if !samples.is_empty() {
                 found.push((Arc::clone(&series.labels), samples));
             }
         }
         Ok(found)
+    }
+
+    /// Appends series `id`'s samples in `[min_time, max_time]` to `samples`.
+    fn read_series(
+        &self,
+        id: usize,
+        min_time: i64,
+        max_time: i64,
+        samples: &mut Vec<(i64, f64)>,
+    ) -> std::io::Result<()> {
+        let range = &self.series[id].chunks;
+        let mut buffer = Vec::new();
+        for chunk in self.chunk_refs[range.start as usize..range.end as usize]
+            .iter()
+            .filter(|chunk| chunk.last >= min_time && chunk.first <= max_time)
+        {
+            buffer.resize(chunk.length as usize, 0);
+            self.chunks.read_exact_at(&mut buffer, chunk.offset)?;
+            let decoded = super::encoding::decode(&buffer).ok_or_else(|| {
+                invalid(
+                    &self.dir,
+                    &format!("chunks: the chunk at {} does not decode", chunk.offset),
+                )
+            })?;
+            samples.extend(
+                decoded
+                    .into_iter()
+                    .filter(|(time, _)| *time >= min_time && *time <= max_time),
+            );
+        }
+        Ok(())
     }
 
     /// Every label name and its values, for the label APIs.
@@ -420,6 +564,23 @@ pub fn open_all(blocks_dir: &Path, interner: &Interner) -> Vec<Block> {
             Err(error) => {
                 tracing::warn!(block = %path.display(), %error, "skipping an unreadable metrics block")
             }
+        }
+    }
+    // a compaction that crashed before deleting what it merged: the merged block holds it
+    let parents: HashSet<String> = blocks
+        .iter()
+        .flat_map(|block| block.meta.parents.iter().cloned())
+        .collect();
+    let (replaced, mut blocks): (Vec<Block>, Vec<Block>) = blocks.into_iter().partition(|block| {
+        block
+            .dir
+            .file_name()
+            .is_some_and(|name| parents.contains(&*name.to_string_lossy()))
+    });
+    for block in replaced {
+        tracing::info!(block = %block.dir.display(), "deleting a metrics block compacted into another");
+        if let Err(error) = std::fs::remove_dir_all(&block.dir) {
+            tracing::warn!(block = %block.dir.display(), %error, "cannot delete a compacted metrics block");
         }
     }
     blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));

@@ -26,6 +26,7 @@ pub mod encoding;
 pub mod head;
 pub mod wal;
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -347,6 +348,75 @@ impl Tsdb {
         Ok(true)
     }
 
+    /// Merges persisted blocks into longer ones, as Prometheus does: the blocks within one
+    /// range of the next level (3, 9, 27 … block durations: 6 h, 18 h, 54 h from 2-hour
+    /// blocks, up to a tenth of the retention and at most 31 days) become one block once
+    /// that range is over (a block past it exists). Every block keeps its index in memory,
+    /// so the number of blocks, not the retention, sets that memory. Returns whether it
+    /// merged. Imported blocks are left as they are (their ranges may overlap the head's).
+    pub fn compact_blocks(&self) -> std::io::Result<bool> {
+        let base = self.options.block_duration.as_millis().max(1) as i64;
+        let limit = (self.options.retention.as_millis() as i64 / 10).min(31 * 24 * 3_600_000);
+        let persisted: Vec<Arc<Block>> = self
+            .blocks()
+            .into_iter()
+            .filter(|block| block.meta.source == "head")
+            .collect();
+        let Some(newest) = persisted.iter().map(|block| block.meta.max_time).max() else {
+            return Ok(false);
+        };
+        let mut range = base.saturating_mul(3);
+        while range <= limit {
+            let mut groups: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for block in &persisted {
+                let start = block.meta.min_time.div_euclid(range) * range;
+                if block.meta.max_time <= start + range {
+                    groups.entry(start).or_default().push(Arc::clone(block));
+                }
+            }
+            if let Some(group) = groups
+                .into_iter()
+                .find(|(start, group)| group.len() > 1 && start + range <= newest)
+                .map(|(_, group)| group)
+            {
+                self.replace_blocks(&group)?;
+                return Ok(true);
+            }
+            range = range.saturating_mul(3);
+        }
+        Ok(false)
+    }
+
+    /// Writes `group` merged into one block, swaps it in and deletes the group.
+    fn replace_blocks(&self, group: &[Arc<Block>]) -> std::io::Result<()> {
+        let path = block::merge(&self.dir.join("blocks"), group)?;
+        let merged = Arc::new(Block::open(&path, &self.interner)?);
+        tracing::info!(
+            block = %path.display(),
+            from = group.len(),
+            series = merged.meta.series,
+            samples = merged.meta.samples,
+            "metrics blocks compacted"
+        );
+        {
+            let mut blocks = self
+                .blocks
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            blocks.retain(|block| !group.iter().any(|old| Arc::ptr_eq(old, block)));
+            blocks.push(merged);
+            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+        }
+        // the merged block names them as its parents: a crash from here on deletes them
+        // at the next start instead
+        for old in group {
+            if let Err(error) = std::fs::remove_dir_all(&old.dir) {
+                tracing::warn!(block = %old.dir.display(), %error, "cannot delete a compacted metrics block");
+            }
+        }
+        Ok(())
+    }
+
     /// Opens blocks that appeared in `blocks/` since (a `lookout tsdb import`).
     pub fn reload_blocks(&self) -> usize {
         let known: std::collections::HashSet<PathBuf> = self
@@ -445,8 +515,11 @@ impl Tsdb {
                 tsdb.reload_blocks();
                 let compacted = (|| {
                     while compact && tsdb.compact()? {}
+                    while compact && tsdb.compact_blocks()? {}
                     Ok(())
                 })();
+                // what the merged blocks held is forgotten once no query holds it
+                tsdb.interner.sweep();
                 tsdb.apply_retention(chrono::Utc::now().timestamp_millis());
                 compacted
             })
@@ -601,6 +674,68 @@ mod tests {
         assert_eq!(persisted, 5, "{ranges:?}");
         let everything = tsdb.select(&[], 0, i64::MAX);
         assert_eq!(everything[0].1.len(), 6 * 240, "no sample lost or doubled");
+    }
+
+    #[test]
+    fn persisted_blocks_are_compacted_by_levels_and_queries_see_the_same_history() {
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = TsdbOptions {
+            block_duration: Duration::from_secs(3600),
+            // a tenth of it: blocks of up to 9 hours
+            retention: Duration::from_secs(100 * 3600),
+            max_series: None,
+        };
+        let up = head::labels(&[("__name__", "up"), ("job", "node")]);
+        let gone = head::labels(&[("__name__", "up"), ("job", "batch")]);
+        let tsdb = Tsdb::open(dir.path(), options.clone()).expect("open");
+        for minute in 0..12 * 60i64 {
+            let mut samples = vec![(up.clone(), minute * 60_000, minute as f64)];
+            if minute < 100 {
+                samples.push((gone.clone(), minute * 60_000, 1.0));
+            }
+            tsdb.append(&samples).expect("append");
+        }
+        while tsdb.compact().expect("compact") {}
+        assert_eq!(tsdb.block_metas().len(), 11, "hours 0 to 10 persisted");
+        let hour_zero = tsdb.blocks()[0].dir.clone();
+        let kept = dir.path().join("hour-zero");
+        std::fs::create_dir(&kept).expect("mkdir");
+        for file in ["chunks", "index", "meta.json"] {
+            std::fs::copy(hour_zero.join(file), kept.join(file)).expect("copy");
+        }
+        let before = tsdb.select(&[], 0, i64::MAX);
+        let mut merges = 0;
+        while tsdb.compact_blocks().expect("compact blocks") {
+            merges += 1;
+        }
+        let ranges = |tsdb: &Tsdb| -> Vec<(i64, i64)> {
+            tsdb.block_metas()
+                .iter()
+                .map(|meta| (meta.min_time / HOUR, meta.max_time / HOUR))
+                .collect()
+        };
+        // hours 0–3, 3–6, 6–9 merge; 9–12 is not over yet; then the three make 0–9
+        assert_eq!(merges, 4);
+        assert_eq!(ranges(&tsdb), [(0, 9), (9, 10), (10, 11)]);
+        assert_eq!(tsdb.select(&[], 0, i64::MAX), before, "the same samples");
+        let on_disk = || {
+            std::fs::read_dir(dir.path().join("blocks"))
+                .expect("blocks")
+                .count()
+        };
+        assert_eq!(on_disk(), 3, "the merged blocks are deleted");
+        assert!(
+            !tsdb.compact_blocks().expect("compact blocks"),
+            "nothing left to merge"
+        );
+        drop(tsdb);
+        // a block whose deletion was cut short by a crash is deleted at the next start
+        std::fs::rename(&kept, &hour_zero).expect("put back");
+        let tsdb = Tsdb::open(dir.path(), options).expect("reopen");
+        assert_eq!(ranges(&tsdb), [(0, 9), (9, 10), (10, 11)]);
+        assert_eq!(tsdb.select(&[], 0, i64::MAX), before, "no sample twice");
+        assert_eq!(on_disk(), 3);
     }
 
     #[test]
