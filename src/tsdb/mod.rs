@@ -330,12 +330,7 @@ impl Tsdb {
                 bytes = opened.meta.bytes,
                 "metrics head persisted"
             );
-            let mut blocks = self
-                .blocks
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            blocks.push(opened);
-            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+            self.swap_blocks(&[], vec![opened]);
         }
         self.head.truncate(end);
         let mut wal = lock(&self.wal);
@@ -387,6 +382,17 @@ impl Tsdb {
         Ok(false)
     }
 
+    /// Replaces `removed` with `added` in the blocks queries read, kept in time order.
+    fn swap_blocks(&self, removed: &[Arc<Block>], added: Vec<Arc<Block>>) {
+        let mut blocks = self
+            .blocks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        blocks.retain(|block| !removed.iter().any(|old| Arc::ptr_eq(old, block)));
+        blocks.extend(added);
+        blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+    }
+
     /// Writes `group` merged into one block, swaps it in and deletes the group.
     fn replace_blocks(&self, group: &[Arc<Block>]) -> std::io::Result<()> {
         let path = block::merge(&self.dir.join("blocks"), group)?;
@@ -398,15 +404,7 @@ impl Tsdb {
             samples = merged.meta.samples,
             "metrics blocks compacted"
         );
-        {
-            let mut blocks = self
-                .blocks
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            blocks.retain(|block| !group.iter().any(|old| Arc::ptr_eq(old, block)));
-            blocks.push(merged);
-            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
-        }
+        self.swap_blocks(group, vec![merged]);
         // the merged block names them as its parents: a crash from here on deletes them
         // at the next start instead
         for old in group {
@@ -444,12 +442,7 @@ impl Tsdb {
         let count = added.len();
         if count > 0 {
             tracing::info!(blocks = count, "metrics blocks picked up");
-            let mut blocks = self
-                .blocks
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            blocks.extend(added);
-            blocks.sort_by_key(|block| (block.meta.min_time, block.meta.max_time));
+            self.swap_blocks(&[], added);
         }
         count
     }
