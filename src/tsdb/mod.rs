@@ -466,12 +466,6 @@ impl Tsdb {
                 tracing::error!(block = %block.dir.display(), %error, "cannot delete an expired metrics block");
             }
         }
-        let count = expired.len();
-        if count > 0 {
-            // a block may still be in a query's hands: what it holds is swept next time
-            drop(expired);
-            self.interner.sweep();
-        }
         if self
             .head
             .time_range()
@@ -479,7 +473,7 @@ impl Tsdb {
         {
             self.head.truncate(cutoff);
         }
-        count
+        expired.len()
     }
 
     /// Blocks held, with their metadata.
@@ -511,9 +505,10 @@ impl Tsdb {
                     while compact && tsdb.compact_blocks()? {}
                     Ok(())
                 })();
-                // what the merged blocks held is forgotten once no query holds it
-                tsdb.interner.sweep();
                 tsdb.apply_retention(chrono::Utc::now().timestamp_millis());
+                // what merged and expired blocks held, once no query holds it (a block in
+                // a query's hands is swept at a later tick)
+                tsdb.interner.sweep();
                 compacted
             })
             .await;
