@@ -20,6 +20,28 @@ use super::document::LogDoc;
 use super::schema::LogSchema;
 use super::time_window::TimeBlockWarmer;
 
+/// How a new partition stores its documents: zstd at level 1 in 64 KiB blocks instead of
+/// lz4 in 16 KiB ones. On high-cardinality request lines the stored lines take 0.60 of
+/// lz4's bytes (4.43× against 2.46×: the store went from 186 to about 107 B a line, the
+/// partition from 539 to 460 B), for no measurable indexing CPU; at 16 KiB zstd cost 7 %
+/// more CPU per MB ingested (tantivy makes a zstd context per block). A fetch decompresses
+/// a 64 KiB block (tens of µs). Existing partitions keep what their `meta.json` names.
+fn index_settings() -> tantivy::IndexSettings {
+    tantivy::IndexSettings {
+        docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor {
+            compression_level: Some(1),
+        }),
+        docstore_blocksize: 65536,
+        ..tantivy::IndexSettings::default()
+    }
+}
+
+/// Decompressed store blocks a segment's searcher keeps (tantivy's default is 100, up to
+/// 6.4 MB a segment at 64 KiB and kept as long as the partition's searcher: on a week of
+/// hourly partitions that is gigabytes once the UI has read a little of each). Hits are
+/// fetched in doc order within a segment, so two blocks serve consecutive lines.
+const DOC_STORE_CACHE_BLOCKS: usize = 2;
+
 /// Write-side bookkeeping of a partition.
 #[derive(Debug, Default)]
 struct WriteState {
@@ -116,12 +138,8 @@ impl Partition {
         let index = if dir.join("meta.json").exists() {
             Index::open(directory.clone()).map_err(tantivy_error)?
         } else {
-            Index::create(
-                directory.clone(),
-                schema.schema.clone(),
-                tantivy::IndexSettings::default(),
-            )
-            .map_err(tantivy_error)?
+            Index::create(directory.clone(), schema.schema.clone(), index_settings())
+                .map_err(tantivy_error)?
         };
         LogSchema::register_tokenizers(&index);
         let (committed_seq, committed_upper) = parse_label(
@@ -137,6 +155,7 @@ impl Partition {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .warmers(vec![Arc::downgrade(&warmer)])
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()
             .map_err(tantivy_error)?;
         check_term_dictionaries(dir, &reader, schema)?;
