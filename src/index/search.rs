@@ -12,25 +12,26 @@ pub mod hit_fields;
 pub mod scroll;
 pub mod search_after;
 pub mod source_filter;
+mod top_hits;
 
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use tantivy::collector::{Collector, Count, SegmentCollector};
-use tantivy::columnar::{Column, ColumnType, StrColumn};
+use tantivy::collector::Count;
 use tantivy::query::Query as TantivyQuery;
 use tantivy::schema::Value as _;
-use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument};
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, TantivyDocument};
 
 use super::aggregation;
 use super::fields::DefaultFields;
 use super::query::dsl::parse_query;
 use super::query::{FieldRef, ParseContext, Query, QueryError, compile::compile};
-use super::schema::{BODY_FIELD, TIMESTAMP_FIELD};
+use super::schema::TIMESTAMP_FIELD;
 use super::store::{IndexStore, LogIndex};
 pub use source_filter::{SourceFilter, filter_source};
+use top_hits::{TopHits, can_place, truncate_sorted, visiting_order};
 
 /// Largest `from + size` (Elasticsearch's `index.max_result_window`).
 pub const MAX_RESULT_WINDOW: usize = 10_000;
@@ -235,209 +236,14 @@ pub struct ScoredHit {
     pub position: HitPosition,
 }
 
-fn compare_hits(sort: &[SortField], left: &ScoredHit, right: &ScoredHit) -> Ordering {
-    for (field, (left_value, right_value)) in sort.iter().zip(left.values.iter().zip(&right.values))
-    {
-        let ordering = left_value.compare(right_value, field.descending);
-        if ordering != Ordering::Equal {
-            return ordering;
-        }
-    }
-    left.position.cmp(&right.position)
-}
-
-/// Keeps the best `limit` hits after `after` (and after `search_after`'s values) in
-/// `sort` order.
-struct TopHits {
-    sort: Arc<Vec<SortField>>,
-    limit: usize,
-    partition: u32,
-    after: Option<Arc<ScoredHit>>,
-    search_after: Option<Arc<Vec<SortValue>>>,
-    /// The partition's segments' doc bases, for `_doc` sort values.
-    doc_bases: Arc<Vec<u64>>,
-}
-
-enum SegmentSortColumn {
-    Score,
-    Doc,
-    Timestamp(Column<tantivy::DateTime>),
-    Numeric(Column<u64>, ColumnType),
-    Text(StrColumn),
-    Absent,
-}
-
-struct TopHitsSegment {
-    sort: Arc<Vec<SortField>>,
-    columns: Vec<SegmentSortColumn>,
-    limit: usize,
-    partition: u32,
-    segment: SegmentOrdinal,
-    after: Option<Arc<ScoredHit>>,
-    search_after: Option<Arc<Vec<SortValue>>>,
-    doc_bases: Arc<Vec<u64>>,
-    hits: Vec<ScoredHit>,
-    buffer: String,
-}
-
-impl Collector for TopHits {
-    type Fruit = Vec<ScoredHit>;
-    type Child = TopHitsSegment;
-
-    fn for_segment(
-        &self,
-        segment: SegmentOrdinal,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<TopHitsSegment> {
-        let fast = reader.fast_fields();
-        let mut columns = Vec::with_capacity(self.sort.len());
-        for field in self.sort.iter() {
-            columns.push(match &field.key {
-                SortKey::Score => SegmentSortColumn::Score,
-                SortKey::Doc => SegmentSortColumn::Doc,
-                SortKey::Timestamp => SegmentSortColumn::Timestamp(fast.date(TIMESTAMP_FIELD)?),
-                SortKey::Field(path) if path == "_id" => SegmentSortColumn::Absent,
-                SortKey::Field(path) => {
-                    let name = format!("{BODY_FIELD}.{path}");
-                    let numeric = fast.u64_lenient_for_type(
-                        Some(&[
-                            ColumnType::I64,
-                            ColumnType::U64,
-                            ColumnType::F64,
-                            ColumnType::DateTime,
-                            ColumnType::Bool,
-                        ]),
-                        &name,
-                    )?;
-                    match numeric {
-                        Some((column, column_type)) => {
-                            SegmentSortColumn::Numeric(column, column_type)
-                        }
-                        None => match fast.str(&name)? {
-                            Some(column) => SegmentSortColumn::Text(column),
-                            None => SegmentSortColumn::Absent,
-                        },
-                    }
-                }
-            });
-        }
-        Ok(TopHitsSegment {
-            sort: self.sort.clone(),
-            columns,
-            limit: self.limit,
-            partition: self.partition,
-            segment,
-            after: self.after.clone(),
-            search_after: self.search_after.clone(),
-            doc_bases: self.doc_bases.clone(),
-            hits: Vec::new(),
-            buffer: String::new(),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        self.sort.iter().any(|field| field.key == SortKey::Score)
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Vec<ScoredHit>>) -> tantivy::Result<Vec<ScoredHit>> {
-        let mut all: Vec<ScoredHit> = fruits.into_iter().flatten().collect();
-        truncate_sorted(&self.sort, &mut all, self.limit);
-        Ok(all)
-    }
-}
-
-fn truncate_sorted(sort: &[SortField], hits: &mut Vec<ScoredHit>, limit: usize) {
-    if hits.len() > limit && limit > 0 {
-        hits.select_nth_unstable_by(limit - 1, |left, right| compare_hits(sort, left, right));
-        hits.truncate(limit);
-    } else if limit == 0 {
-        hits.clear();
-    }
-    hits.sort_by(|left, right| compare_hits(sort, left, right));
-}
-
-impl SegmentCollector for TopHitsSegment {
-    type Fruit = Vec<ScoredHit>;
-
-    fn collect(&mut self, doc: DocId, score: Score) {
-        if self.limit == 0 {
-            return;
-        }
-        let mut values = Vec::with_capacity(self.columns.len());
-        for column in &self.columns {
-            values.push(match column {
-                SegmentSortColumn::Score => SortValue::Number(f64::from(score)),
-                SegmentSortColumn::Doc => SortValue::Number(search_after::doc_ordinal(
-                    self.partition,
-                    &self.doc_bases,
-                    self.segment,
-                    doc,
-                )),
-                // `@timestamp` is a `date`: it sorts (and pages) by the millisecond
-                SegmentSortColumn::Timestamp(column) => {
-                    column.first(doc).map_or(SortValue::Missing, |date| {
-                        SortValue::Number(date.into_timestamp_micros().div_euclid(1000) as f64)
-                    })
-                }
-                SegmentSortColumn::Numeric(column, column_type) => {
-                    column.first(doc).map_or(SortValue::Missing, |raw| {
-                        SortValue::Number(decode_numeric(raw, *column_type))
-                    })
-                }
-                SegmentSortColumn::Text(column) => match column.term_ords(doc).next() {
-                    Some(ord) if column.ord_to_str(ord, &mut self.buffer).unwrap_or(false) => {
-                        SortValue::Text(self.buffer.clone())
-                    }
-                    _ => SortValue::Missing,
-                },
-                SegmentSortColumn::Absent => SortValue::Missing,
-            });
-        }
-        let hit = ScoredHit {
-            values,
-            score,
-            position: HitPosition {
-                partition: self.partition,
-                segment: self.segment,
-                doc,
-            },
-        };
-        if let Some(after) = &self.after
-            && compare_hits(&self.sort, &hit, after) != Ordering::Greater
-        {
-            return;
-        }
-        if let Some(after) = &self.search_after
-            && !search_after::is_after(&self.sort, &hit.values, after)
-        {
-            return;
-        }
-        self.hits.push(hit);
-        if self.hits.len() >= self.limit.saturating_mul(2).max(64) {
-            truncate_sorted(&self.sort, &mut self.hits, self.limit);
-        }
-    }
-
-    fn harvest(mut self) -> Vec<ScoredHit> {
-        truncate_sorted(&self.sort, &mut self.hits, self.limit);
-        self.hits
-    }
-}
-
-fn decode_numeric(raw: u64, column_type: ColumnType) -> f64 {
-    match column_type {
-        ColumnType::I64 => tantivy::u64_to_i64(raw) as f64,
-        ColumnType::F64 => tantivy::u64_to_f64(raw),
-        ColumnType::DateTime => tantivy::u64_to_i64(raw) as f64 / 1000.0,
-        _ => raw as f64,
-    }
-}
-
 /// One partition to search, pinned (a scroll keeps these searchers).
 #[derive(Clone)]
 pub struct Target {
     pub index: String,
     pub searcher: Searcher,
+    /// The partition's event-time span `[start, end)`, in microseconds: every document's
+    /// `@timestamp` is in it.
+    pub span_micros: (i64, i64),
 }
 
 /// What a search runs over: the partitions that can hold matches, and the fields a query
@@ -465,6 +271,7 @@ impl Scope {
                     .map(move |partition| Target {
                         index: index.name.clone(),
                         searcher: partition.searcher(),
+                        span_micros: (partition.start_micros, partition.end_micros),
                     })
             })
             .collect();
@@ -552,7 +359,8 @@ pub fn execute(
         .map(|timeout| std::time::Instant::now() + timeout);
     let mut timed_out = false;
     let search_after = request.search_after.clone().map(Arc::new);
-    for (partition, target) in targets.iter().enumerate() {
+    for partition in visiting_order(targets, &sort) {
+        let target = &targets[partition];
         if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
             timed_out = true;
             break;
@@ -565,14 +373,14 @@ pub fn execute(
         {
             return Err(SearchError::Canceled);
         }
-        let top = TopHits {
+        let top = can_place(target, &sort, &hits, window).then(|| TopHits {
             sort: sort.clone(),
             limit: window,
             partition: partition as u32,
             after: after.clone(),
             search_after: search_after.clone(),
             doc_bases: Arc::new(search_after::doc_bases(&target.searcher)),
-        };
+        });
         let aggregation_collector = aggregations.as_ref().map(|aggregations| {
             aggregation::collector(
                 aggregations.aggregations.clone(),
@@ -580,11 +388,22 @@ pub fn execute(
                 request.max_buckets,
             )
         });
-        let (count, partition_hits, partition_aggregations) = target
-            .searcher
-            .search(compiled.as_ref(), &(Count, top, aggregation_collector))?;
+        let (count, partition_hits, partition_aggregations) =
+            if top.is_none() && aggregation_collector.is_none() {
+                // only the total is wanted: tantivy counts without visiting documents
+                // where it can (all documents, a term without deletes)
+                let count = target.searcher.search(compiled.as_ref(), &Count)?;
+                (count, None, None)
+            } else {
+                target
+                    .searcher
+                    .search(compiled.as_ref(), &(Count, top, aggregation_collector))?
+            };
         total += count as u64;
-        hits.extend(partition_hits);
+        if let Some(partition_hits) = partition_hits {
+            hits.extend(partition_hits);
+            truncate_sorted(&sort, &mut hits, window);
+        }
         if let Some(result) = partition_aggregations {
             match intermediate.as_mut() {
                 Some(merged) => merged.merge_fruits(result)?,
