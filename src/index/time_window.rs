@@ -22,7 +22,8 @@ use super::schema::TIMESTAMP_FIELD;
 /// Documents per block of the sparse time index.
 pub const BLOCK_DOCS: u32 = 1024;
 
-/// Min and max event time (microseconds) of each block of a segment.
+/// Min and max event time (microseconds) of each block of a segment; the max is
+/// `i64::MAX` when a document of the block has none.
 #[derive(Debug)]
 pub struct BlockIndex {
     blocks: Vec<(i64, i64)>,
@@ -49,7 +50,13 @@ fn build(reader: &SegmentReader) -> tantivy::Result<BlockIndex> {
         let end = (start + BLOCK_DOCS).min(max_doc);
         let (mut low, mut high) = (i64::MAX, i64::MIN);
         for doc in start..end {
-            for value in column.values_for_doc(doc) {
+            let mut values = column.values_for_doc(doc).peekable();
+            if values.peek().is_none() {
+                // a document without an event time: the block may overlap any window
+                // from `low` on but never lies wholly inside one (its documents are checked)
+                high = i64::MAX;
+            }
+            for value in values {
                 let micros = value.into_timestamp_micros();
                 low = low.min(micros);
                 high = high.max(micros);
@@ -134,14 +141,18 @@ impl Weight for TimeWindowQuery {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let index = block_index(reader)?;
         let column = reader.fast_fields().date(TIMESTAMP_FIELD)?;
-        let ranges: Vec<(DocId, DocId)> = index
+        let ranges: Vec<Candidates> = index
             .blocks
             .iter()
             .enumerate()
             .filter(|(_, (low, high))| *high >= self.lower && *low < self.upper)
-            .map(|(block, _)| {
+            .map(|(block, (low, high))| {
                 let start = block as u32 * BLOCK_DOCS;
-                (start, (start + BLOCK_DOCS).min(reader.max_doc()))
+                Candidates {
+                    start,
+                    end: (start + BLOCK_DOCS).min(reader.max_doc()),
+                    whole: *low >= self.lower && *high < self.upper,
+                }
             })
             .collect();
         let mut docs = WindowDocSet::new(column, ranges, self.lower, self.upper);
@@ -161,10 +172,18 @@ impl Weight for TimeWindowQuery {
     }
 }
 
+/// The documents `[start, end)` of a block that overlaps the window; `whole`: the block
+/// lies inside it, so none needs its time checked.
+struct Candidates {
+    start: DocId,
+    end: DocId,
+    whole: bool,
+}
+
 /// Candidates from overlapping blocks, filtered by their exact time.
 struct WindowDocSet {
     column: Column<tantivy::DateTime>,
-    ranges: Vec<(DocId, DocId)>,
+    ranges: Vec<Candidates>,
     range: usize,
     doc: DocId,
     lower: i64,
@@ -175,12 +194,12 @@ struct WindowDocSet {
 impl WindowDocSet {
     fn new(
         column: Column<tantivy::DateTime>,
-        ranges: Vec<(DocId, DocId)>,
+        ranges: Vec<Candidates>,
         lower: i64,
         upper: i64,
     ) -> Self {
-        let size_hint = ranges.iter().map(|(start, end)| end - start).sum();
-        let doc = ranges.first().map_or(TERMINATED, |(start, _)| *start);
+        let size_hint = ranges.iter().map(|range| range.end - range.start).sum();
+        let doc = ranges.first().map_or(TERMINATED, |range| range.start);
         WindowDocSet {
             column,
             ranges,
@@ -201,9 +220,12 @@ impl WindowDocSet {
 
     /// Moves from `self.doc` (inclusive) to the first candidate in the window.
     fn settle(&mut self) -> DocId {
-        while let Some(&(start, end)) = self.ranges.get(self.range) {
+        while let Some(&Candidates { start, end, whole }) = self.ranges.get(self.range) {
             if self.doc < start {
                 self.doc = start;
+            }
+            if whole && self.doc < end {
+                return self.doc;
             }
             while self.doc < end {
                 if self.in_window(self.doc) {
@@ -234,7 +256,7 @@ impl DocSet for WindowDocSet {
         while self
             .ranges
             .get(self.range)
-            .is_some_and(|(_, end)| *end <= target)
+            .is_some_and(|range| range.end <= target)
         {
             self.range += 1;
         }
@@ -259,8 +281,9 @@ mod tests {
 
     use super::*;
 
-    /// A segment with `times` (microseconds) in doc order; counts must equal a plain scan.
-    fn count_windows(times: &[i64], windows: &[(i64, i64)]) {
+    /// A segment with `times` (microseconds; none: a document without one) in doc order;
+    /// counts must equal a plain scan.
+    fn count_windows(times: &[Option<i64>], windows: &[(i64, i64)]) {
         let mut builder = Schema::builder();
         let field = builder.add_date_field(
             TIMESTAMP_FIELD,
@@ -274,7 +297,9 @@ mod tests {
             .expect("writer");
         for &micros in times {
             let mut document = TantivyDocument::default();
-            document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+            if let Some(micros) = micros {
+                document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+            }
             writer.add_document(document).expect("add");
         }
         writer.commit().expect("commit");
@@ -282,6 +307,7 @@ mod tests {
         for &(lower, upper) in windows {
             let expected = times
                 .iter()
+                .flatten()
                 .filter(|micros| **micros >= lower && **micros < upper)
                 .count();
             let got = searcher
@@ -293,8 +319,12 @@ mod tests {
 
     #[test]
     fn ordered_and_shuffled_times_count_exactly() {
-        let ordered: Vec<i64> = (0..5000).map(|seq| seq * 1000).collect();
+        let ordered: Vec<Option<i64>> = (0..5000).map(|seq| Some(seq * 1000)).collect();
         let windows = [
+            // whole blocks of 1 024 documents, with and without cut blocks at the edges
+            (1_024_000, 4_096_000),
+            (500_000, 4_600_000),
+            (i64::MIN, i64::MAX),
             (0, 1),
             (999, 1000),
             (1_000_000, 1_060_000),
@@ -305,9 +335,14 @@ mod tests {
         ];
         count_windows(&ordered, &windows);
         // late and out-of-order events: blocks overlap, results stay exact
-        let shuffled: Vec<i64> = (0..5000)
-            .map(|seq: i64| ((seq * 7919) % 5000) * 1000)
+        let shuffled: Vec<Option<i64>> = (0..5000)
+            .map(|seq: i64| Some(((seq * 7919) % 5000) * 1000))
             .collect();
         count_windows(&shuffled, &windows);
+        // documents without an event time are in no window, whole blocks or not
+        let gaps: Vec<Option<i64>> = (0..5000)
+            .map(|seq: i64| (seq % 700 != 3).then_some(seq * 1000))
+            .collect();
+        count_windows(&gaps, &windows);
     }
 }
