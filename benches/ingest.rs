@@ -22,7 +22,9 @@
 
 mod common;
 
-use common::{Shape, cpu_seconds, env_or, lookout_command, peak_rss_mib, wait_listening};
+use common::{
+    Shape, cpu_seconds, directory_bytes, env_or, lookout_command, peak_rss_mib, wait_listening,
+};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -98,13 +100,14 @@ fn main() {
             );
             let rate = mb / run.elapsed;
             println!(
-                "lookout _bulk → durable → searchable ({connections} connections, {:.1} MiB batches, filter_path={filter_path:?}): {:.2} s, {rate:.1} MB/s, {:.0} docs/s wall clock; server CPU {:.1} s = {:.1} MB per CPU-second; peak RSS {:.0} MiB",
+                "lookout _bulk → durable → searchable ({connections} connections, {:.1} MiB batches, filter_path={filter_path:?}): {:.2} s, {rate:.1} MB/s, {:.0} docs/s wall clock; server CPU {:.1} s = {:.1} MB per CPU-second; peak RSS {:.0} MiB; partitions {:.0} B/line",
                 batch_bytes as f64 / 1048576.0,
                 run.elapsed,
                 lines as f64 / run.elapsed,
                 run.cpu,
                 mb / run.cpu.max(0.001),
                 run.rss,
+                run.index_bytes as f64 / lines as f64,
             );
             println!(
                 "ratio to the naive loader with stored documents (wall clock): {:.2}×",
@@ -116,17 +119,18 @@ fn main() {
                 rate,
                 mb / run.cpu.max(0.001),
                 run.rss,
+                run.index_bytes as f64 / lines as f64,
                 naive_rate,
             ));
         }
     }
     println!(
-        "\n| lines | batch | Lookout MB/s | Lookout MB per CPU-s | peak RSS MiB | naive MB/s | ratio |"
+        "\n| lines | batch | Lookout MB/s | Lookout MB per CPU-s | peak RSS MiB | disk B/line | naive MB/s | ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (shape, batch_bytes, rate, per_cpu, rss, naive_rate) in table {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (shape, batch_bytes, rate, per_cpu, rss, disk, naive_rate) in table {
         println!(
-            "| {} | {:.1} MiB | {rate:.1} | {per_cpu:.1} | {rss:.0} | {naive_rate:.1} | {:.2} |",
+            "| {} | {:.1} MiB | {rate:.1} | {per_cpu:.1} | {rss:.0} | {disk:.0} | {naive_rate:.1} | {:.2} |",
             shape.name(),
             batch_bytes as f64 / 1048576.0,
             rate / naive_rate
@@ -161,10 +165,11 @@ fn naive_runs(naive_binary: &Path, data: &Path, work: &Path, lines: usize, mb: f
             naive_rate = rate;
         }
         println!(
-            "naive loader (stock tantivy 0.27: FST term dictionary; JSON field {}, fast date, 2 threads, one commit): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s; CPU {cpu:.1} s = {:.1} MB per CPU-second",
+            "naive loader (stock tantivy 0.27: FST term dictionary; JSON field {}, fast date, 2 threads, one commit): {elapsed:.2} s, {rate:.1} MB/s, {:.0} docs/s; CPU {cpu:.1} s = {:.1} MB per CPU-second; index {:.0} B/line",
             if stored { "stored" } else { "not stored" },
             lines as f64 / elapsed,
-            mb / cpu.max(0.001)
+            mb / cpu.max(0.001),
+            directory_bytes(&naive_dir, &|_| true) as f64 / lines as f64,
         );
         std::fs::remove_dir_all(&naive_dir).ok();
     }
@@ -178,10 +183,11 @@ fn naive_runs(naive_binary: &Path, data: &Path, work: &Path, lines: usize, mb: f
     let naive_cpu = cpu_at_commit - cpu_before;
     let same_build_rate = mb / naive.as_secs_f64();
     println!(
-        "naive loader on Lookout's tantivy build (SSTable term dictionary; JSON field stored, fast date, 2 threads, one commit): {:.2} s, {same_build_rate:.1} MB/s, {:.0} docs/s; CPU {naive_cpu:.1} s = {:.1} MB per CPU-second",
+        "naive loader on Lookout's tantivy build (SSTable term dictionary; JSON field stored, fast date, 2 threads, one commit): {:.2} s, {same_build_rate:.1} MB/s, {:.0} docs/s; CPU {naive_cpu:.1} s = {:.1} MB per CPU-second; index {:.0} B/line",
         naive.as_secs_f64(),
         lines as f64 / naive.as_secs_f64(),
-        mb / naive_cpu.max(0.001)
+        mb / naive_cpu.max(0.001),
+        directory_bytes(&naive_dir, &|_| true) as f64 / lines as f64,
     );
     std::fs::remove_dir_all(&naive_dir).ok();
     naive_rate
@@ -192,6 +198,8 @@ struct LookoutRun {
     elapsed: f64,
     cpu: f64,
     rss: f64,
+    /// The partitions on disk after a clean stop (the write-ahead log is not counted).
+    index_bytes: u64,
 }
 
 impl LookoutRun {
@@ -294,6 +302,12 @@ impl LookoutRun {
             .status();
         let _ = child.wait();
         assert_eq!(count, lines as u64, "every line is searchable");
-        LookoutRun { elapsed, cpu, rss }
+        let index_bytes = directory_bytes(&data_dir.join("logs").join("indices"), &|_| true);
+        LookoutRun {
+            elapsed,
+            cpu,
+            rss,
+            index_bytes,
+        }
     }
 }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Random, cpu_seconds, env_or, lookout_command, wait_listening};
+use common::{Random, cpu_seconds, directory_bytes, env_or, lookout_command, wait_listening};
 use lookout::scrape::exposition::{self, Format, MetricType};
 use lookout::tsdb::head::{Head, Labels};
 
@@ -186,19 +186,6 @@ fn write_openmetrics(
     writeln!(out, "# EOF").expect("write");
     out.flush().expect("flush");
     written
-}
-
-fn directory_bytes(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            total += directory_bytes(&path, keep);
-        } else if keep(&path) {
-            total += entry.metadata().map_or(0, |meta| meta.len());
-        }
-    }
-    total
 }
 
 fn run_checked(command: &mut std::process::Command, what: &str) -> Duration {

@@ -72,17 +72,7 @@ const WAL_INDEX: &str = "scale-wal";
 
 /// Total bytes of the files under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
+    common::directory_bytes(dir, &|_| true)
 }
 
 fn now_ms() -> i64 {

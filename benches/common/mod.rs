@@ -578,3 +578,17 @@ pub fn start_lookout(
     let base = wait_listening(&mut child);
     (child, base)
 }
+
+/// Bytes of the files under `dir` that `keep` keeps (recursively; 0 when absent).
+pub fn directory_bytes(dir: &std::path::Path, keep: &dyn Fn(&std::path::Path) -> bool) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            total += directory_bytes(&path, keep);
+        } else if keep(&path) {
+            total += entry.metadata().map_or(0, |meta| meta.len());
+        }
+    }
+    total
+}
