@@ -197,19 +197,18 @@ fn main() {
     let counts = env_or("COUNTS", 1000).max(1) as usize;
     let wal_target = env_or("WAL_MIB", 224) << 20;
     let naive_cap = env_or("NAIVE_LINES", u64::MAX);
-    let work = match std::env::var("SCALE_DIR") {
-        Ok(dir) => tempfile::tempdir_in(dir),
-        Err(_) => {
-            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-            std::fs::create_dir_all(&target).expect("target dir");
-            tempfile::tempdir_in(target)
-        }
-    }
-    .expect("work dir");
+    let parent = std::env::var("SCALE_DIR").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        std::path::PathBuf::from,
+    );
+    std::fs::create_dir_all(&parent)
+        .unwrap_or_else(|error| panic!("cannot create {}: {error}", parent.display()));
+    let work = tempfile::tempdir_in(&parent).expect("work dir");
     println!(
         "scale: {total_lines} lines over 7 days in {} (about {:.0} GB of indexes at the end; check `df -h`)",
         work.path().display(),
-        total_lines as f64 * 1150.0 / 1e9
+        // about 460 B a line for Lookout's partitions, 490 B for the naive index
+        (total_lines as f64 * 480.0 + total_lines.min(naive_cap) as f64 * 490.0) / 1e9
     );
     let setup = Setup::write(work.path(), RETENTION);
     let start_ms = now_ms();
