@@ -320,9 +320,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::index::document::LogDoc;
     use crate::index::partition::WriterOptions;
-    use crate::index::store::{StoreSettings, WriteOp};
+    use crate::index::store::StoreSettings;
 
     const HOUR: i64 = 3_600_000_000;
     /// 2026-11-22T10:00:00Z
@@ -349,19 +348,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(number, (micros, body))| {
-                let source = bytes::Bytes::from(serde_json::to_vec(body).expect("json"));
-                WriteOp::Index {
-                    index: "logs".into(),
-                    doc: LogDoc {
-                        id: format!("{number}"),
-                        timestamp_micros: *micros,
-                        body: crate::index::body::Body::parse(source).expect("json"),
-                        timestamp_key: None,
-                        fields: store.fields,
-                    },
-                    overwrite: false,
-                    explicit_id: false,
-                }
+                store.test_doc(
+                    "logs",
+                    format!("{number}"),
+                    *micros,
+                    serde_json::to_vec(body).expect("json"),
+                )
             })
             .collect();
         store.apply(1, ops, false).expect("apply");

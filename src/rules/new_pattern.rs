@@ -342,9 +342,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::index::document::LogDoc;
     use crate::index::partition::WriterOptions;
-    use crate::index::store::{StoreSettings, WriteOp};
+    use crate::index::store::StoreSettings;
 
     const MINUTE: i64 = 60_000_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -374,19 +373,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(number, (micros, body))| {
-                let source = bytes::Bytes::from(serde_json::to_vec(body).expect("json"));
-                WriteOp::Index {
-                    index: "logs".into(),
-                    doc: LogDoc {
-                        id: format!("{}", first_id + number),
-                        timestamp_micros: *micros,
-                        body: crate::index::body::Body::parse(source).expect("json"),
-                        timestamp_key: None,
-                        fields: store.fields,
-                    },
-                    overwrite: false,
-                    explicit_id: false,
-                }
+                store.test_doc(
+                    "logs",
+                    format!("{}", first_id + number),
+                    *micros,
+                    serde_json::to_vec(body).expect("json"),
+                )
             })
             .collect();
         store.apply(1, ops, false).expect("apply");

@@ -287,7 +287,6 @@ pub(super) fn can_place(
 
 #[cfg(test)]
 mod tests {
-    use crate::index::document::LogDoc;
     use crate::index::partition::WriterOptions;
     use crate::index::query::Query;
     use crate::index::search::{
@@ -328,19 +327,12 @@ mod tests {
                             random.i64(0..6) * HOUR + random.i64(0..3) * 1000 + random.i64(0..1000)
                         };
                     millis.push(micros.div_euclid(1000));
-                    let source = bytes::Bytes::from(format!(r#"{{"n":{number}}}"#));
-                    WriteOp::Index {
-                        index: "logs".into(),
-                        doc: LogDoc {
-                            id: format!("{record}-{number}"),
-                            timestamp_micros: micros,
-                            body: crate::index::body::Body::parse(source).expect("json"),
-                            timestamp_key: None,
-                            fields: store.fields,
-                        },
-                        overwrite: false,
-                        explicit_id: false,
-                    }
+                    store.test_doc(
+                        "logs",
+                        format!("{record}-{number}"),
+                        micros,
+                        format!(r#"{{"n":{number}}}"#),
+                    )
                 })
                 .collect();
             store.apply(record + 1, ops, false).expect("apply");

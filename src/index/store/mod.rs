@@ -465,4 +465,29 @@ fn fastrand_byte() -> u8 {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(test)]
+impl IndexStore {
+    /// A new document of `index` with the line `source`, as tests write them.
+    pub fn test_doc(
+        &self,
+        index: &str,
+        id: impl Into<String>,
+        timestamp_micros: i64,
+        source: impl Into<bytes::Bytes>,
+    ) -> WriteOp {
+        WriteOp::Index {
+            index: index.into(),
+            doc: LogDoc {
+                id: id.into(),
+                timestamp_micros,
+                body: super::body::Body::parse(source.into()).expect("json"),
+                timestamp_key: None,
+                fields: self.fields,
+            },
+            overwrite: false,
+            explicit_id: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

@@ -7,19 +7,12 @@ use crate::index::partition::WriterOptions;
 const HOUR: i64 = 3_600_000_000;
 
 fn doc(store: &IndexStore, id: &str, timestamp_micros: i64) -> WriteOp {
-    let source = bytes::Bytes::from(format!(r#"{{"name":"{id}"}}"#));
-    WriteOp::Index {
-        index: "logs".into(),
-        doc: LogDoc {
-            id: id.to_string(),
-            timestamp_micros,
-            body: crate::index::body::Body::parse(source).expect("json"),
-            timestamp_key: None,
-            fields: store.fields,
-        },
-        overwrite: false,
-        explicit_id: false,
-    }
+    store.test_doc(
+        "logs",
+        id,
+        timestamp_micros,
+        format!(r#"{{"name":"{id}"}}"#),
+    )
 }
 
 fn ids(store: &IndexStore) -> Vec<String> {

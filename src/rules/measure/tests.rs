@@ -2,9 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::index::document::LogDoc;
 use crate::index::partition::WriterOptions;
-use crate::index::store::{StoreSettings, WriteOp};
+use crate::index::store::StoreSettings;
 use crate::rules::evaluate::Window;
 
 const HOUR: i64 = 3_600_000_000;
@@ -40,19 +39,12 @@ fn store_with(documents: &[(i64, Value)]) -> (tempfile::TempDir, Arc<IndexStore>
         .iter()
         .enumerate()
         .map(|(number, (micros, body))| {
-            let source = bytes::Bytes::from(serde_json::to_vec(body).expect("json"));
-            WriteOp::Index {
-                index: body["index"].as_str().unwrap_or("logs").into(),
-                doc: LogDoc {
-                    id: format!("{number}"),
-                    timestamp_micros: *micros,
-                    body: crate::index::body::Body::parse(source).expect("json"),
-                    timestamp_key: None,
-                    fields: store.fields,
-                },
-                overwrite: false,
-                explicit_id: false,
-            }
+            store.test_doc(
+                body["index"].as_str().unwrap_or("logs"),
+                format!("{number}"),
+                *micros,
+                serde_json::to_vec(body).expect("json"),
+            )
         })
         .collect();
     store.apply(1, ops, false).expect("apply");

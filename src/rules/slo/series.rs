@@ -707,9 +707,8 @@ impl promql::series::SeriesSource for SloSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::document::LogDoc;
     use crate::index::partition::WriterOptions;
-    use crate::index::store::{StoreSettings, WriteOp};
+    use crate::index::store::StoreSettings;
 
     /// 2026-11-22T00:00:00Z, ms.
     const DAY_START: i64 = 1_795_305_600_000;
@@ -754,19 +753,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(number, (millis, body))| {
-                let source = bytes::Bytes::from(serde_json::to_vec(body).expect("json"));
-                WriteOp::Index {
-                    index: "logs".into(),
-                    doc: LogDoc {
-                        id: format!("{number}"),
-                        timestamp_micros: millis * 1000,
-                        body: crate::index::body::Body::parse(source).expect("json"),
-                        timestamp_key: None,
-                        fields: store.fields,
-                    },
-                    overwrite: false,
-                    explicit_id: false,
-                }
+                store.test_doc(
+                    "logs",
+                    format!("{number}"),
+                    millis * 1000,
+                    serde_json::to_vec(body).expect("json"),
+                )
             })
             .collect();
         store.apply(1, ops, false).expect("apply");
