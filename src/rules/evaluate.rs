@@ -320,8 +320,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::index::partition::WriterOptions;
-    use crate::index::store::StoreSettings;
 
     const HOUR: i64 = 3_600_000_000;
     /// 2026-11-22T10:00:00Z
@@ -329,21 +327,7 @@ mod tests {
 
     fn store_with(documents: &[(i64, Value)]) -> (tempfile::TempDir, Arc<IndexStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(
-            IndexStore::open(
-                dir.path(),
-                StoreSettings {
-                    partition_span_micros: HOUR,
-                    retention_micros: 1000 * HOUR * 24 * 365,
-                    writer: WriterOptions {
-                        threads: 1,
-                        memory_bytes: 20 << 20,
-                    },
-                    max_open_writers: 2,
-                },
-            )
-            .expect("store"),
-        );
+        let store = Arc::new(IndexStore::test_open(dir.path(), HOUR, 2));
         let ops = documents
             .iter()
             .enumerate()

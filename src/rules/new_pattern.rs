@@ -342,8 +342,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::index::partition::WriterOptions;
-    use crate::index::store::StoreSettings;
 
     const MINUTE: i64 = 60_000_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -352,19 +350,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Arc<IndexStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = IndexStore::open(
-            dir.path(),
-            StoreSettings {
-                partition_span_micros: HOUR,
-                retention_micros: 1000 * HOUR * 24 * 365,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 20 << 20,
-                },
-                max_open_writers: 2,
-            },
-        )
-        .expect("store");
+        let store = IndexStore::test_open(dir.path(), HOUR, 2);
         (dir, Arc::new(store))
     }
 

@@ -287,12 +287,11 @@ pub(super) fn can_place(
 
 #[cfg(test)]
 mod tests {
-    use crate::index::partition::WriterOptions;
     use crate::index::query::Query;
     use crate::index::search::{
         Scope, ScoredHit, SearchRequest, SortField, SortKey, SortValue, execute,
     };
-    use crate::index::store::{IndexStore, StoreSettings, WriteOp};
+    use crate::index::store::{IndexStore, WriteOp};
 
     const HOUR: i64 = 3_600_000_000;
 
@@ -300,19 +299,7 @@ mod tests {
     /// same millisecond, written in random order in three records (three segments of
     /// about 130 documents a partition).
     fn store(dir: &std::path::Path) -> (IndexStore, Vec<i64>) {
-        let store = IndexStore::open(
-            dir,
-            StoreSettings {
-                partition_span_micros: HOUR,
-                retention_micros: 1000 * HOUR * 24 * 365,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 15 << 20,
-                },
-                max_open_writers: 8,
-            },
-        )
-        .expect("store");
+        let store = IndexStore::test_open(dir, HOUR, 8);
         let start = 1_795_341_600_000_000;
         let mut random = fastrand::Rng::with_seed(7);
         let mut millis = Vec::new();

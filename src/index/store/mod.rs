@@ -466,6 +466,28 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(test)]
 impl IndexStore {
+    /// A store for tests at `dir`: partitions of `partition_span_micros`, nothing expires
+    /// (a century's retention), one indexing thread of 20 MiB per writer.
+    pub fn test_open(
+        dir: &Path,
+        partition_span_micros: i64,
+        max_open_writers: usize,
+    ) -> IndexStore {
+        IndexStore::open(
+            dir,
+            StoreSettings {
+                partition_span_micros,
+                retention_micros: 100 * 366 * 86_400_000_000,
+                writer: WriterOptions {
+                    threads: 1,
+                    memory_bytes: 20 << 20,
+                },
+                max_open_writers,
+            },
+        )
+        .expect("store")
+    }
+
     /// A new document of `index` with the line `source`, as tests write them.
     pub fn test_doc(
         &self,

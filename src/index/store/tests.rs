@@ -2,7 +2,6 @@
 //! budget, and partition directory names.
 
 use super::*;
-use crate::index::partition::WriterOptions;
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -114,19 +113,7 @@ fn a_failed_record_after_unapplied_ones_does_not_complete_them() {
 }
 
 fn store_with_writers(dir: &Path, max_open_writers: usize) -> IndexStore {
-    IndexStore::open(
-        dir,
-        StoreSettings {
-            partition_span_micros: HOUR,
-            retention_micros: 1000 * HOUR * 24 * 365,
-            writer: WriterOptions {
-                threads: 1,
-                memory_bytes: 15 << 20,
-            },
-            max_open_writers,
-        },
-    )
-    .expect("store")
+    IndexStore::test_open(dir, HOUR, max_open_writers)
 }
 
 // Regression: documents of one batch spread over more partitions than there are

@@ -2,8 +2,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::index::partition::WriterOptions;
-use crate::index::store::StoreSettings;
 use crate::rules::evaluate::Window;
 
 const HOUR: i64 = 3_600_000_000;
@@ -19,22 +17,8 @@ const CHECKOUT: [i64; 20] = [
 
 fn store_with(documents: &[(i64, Value)]) -> (tempfile::TempDir, Arc<IndexStore>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(
-        IndexStore::open(
-            dir.path(),
-            StoreSettings {
-                // partitions of an hour: the windows below span two of them
-                partition_span_micros: HOUR,
-                retention_micros: 1000 * HOUR * 24 * 365,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 20 << 20,
-                },
-                max_open_writers: 2,
-            },
-        )
-        .expect("store"),
-    );
+    // partitions of an hour: the windows below span two of them
+    let store = Arc::new(IndexStore::test_open(dir.path(), HOUR, 2));
     let ops = documents
         .iter()
         .enumerate()

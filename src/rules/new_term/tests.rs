@@ -4,8 +4,6 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::index::IndexStore;
-use crate::index::partition::WriterOptions;
-use crate::index::store::StoreSettings;
 
 const SECOND: i64 = 1_000_000;
 const HOUR: i64 = 3600 * SECOND;
@@ -14,21 +12,7 @@ const DAY: i64 = 24 * HOUR;
 const TICK: i64 = 1_795_341_600_000_000;
 
 fn open_store(dir: &std::path::Path) -> Arc<IndexStore> {
-    Arc::new(
-        IndexStore::open(
-            dir,
-            StoreSettings {
-                partition_span_micros: DAY,
-                retention_micros: 1000 * DAY,
-                writer: WriterOptions {
-                    threads: 1,
-                    memory_bytes: 20 << 20,
-                },
-                max_open_writers: 4,
-            },
-        )
-        .expect("store"),
-    )
+    Arc::new(IndexStore::test_open(dir, DAY, 4))
 }
 
 fn add(store: &IndexStore, first_id: usize, documents: &[(i64, Value)]) {

@@ -707,8 +707,6 @@ impl promql::series::SeriesSource for SloSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::partition::WriterOptions;
-    use crate::index::store::StoreSettings;
 
     /// 2026-11-22T00:00:00Z, ms.
     const DAY_START: i64 = 1_795_305_600_000;
@@ -734,21 +732,11 @@ mod tests {
 
     fn series_with(lines: &[(i64, Value)]) -> (tempfile::TempDir, SloSeries) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(
-            IndexStore::open(
-                &dir.path().join("logs"),
-                StoreSettings {
-                    partition_span_micros: 86_400_000_000,
-                    retention_micros: 86_400_000_000 * 3650,
-                    writer: WriterOptions {
-                        threads: 1,
-                        memory_bytes: 20 << 20,
-                    },
-                    max_open_writers: 2,
-                },
-            )
-            .expect("store"),
-        );
+        let store = Arc::new(IndexStore::test_open(
+            &dir.path().join("logs"),
+            86_400_000_000,
+            2,
+        ));
         let ops = lines
             .iter()
             .enumerate()
