@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::IndexWriterOptions;
@@ -18,7 +18,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
 
 use super::document::LogDoc;
 use super::schema::LogSchema;
-use super::time_window::TimeBlockWarmer;
+use super::time_window::TimeBlocks;
 
 /// How a new partition stores its documents: zstd at level 1 in 32 KiB blocks instead of
 /// lz4 in 16 KiB ones. On high-cardinality request lines the stored lines take 0.58 of
@@ -68,7 +68,7 @@ pub struct Partition {
     reader: IndexReader,
     /// Keeps the time block indexes of this partition's segments (the reader holds it
     /// weakly).
-    _time_blocks: Arc<TimeBlockWarmer>,
+    time_blocks: TimeBlocks,
     writer: Mutex<Option<IndexWriter<Box<LogDoc>>>>,
     state: Mutex<WriteState>,
     /// Tick of the last write, for least-recently-used writer eviction.
@@ -150,16 +150,17 @@ impl Partition {
                 .payload
                 .as_deref(),
         );
-        let time_blocks = Arc::new(TimeBlockWarmer::default());
-        let warmer: Arc<dyn tantivy::Warmer> = time_blocks.clone();
+        let time_blocks = TimeBlocks::default();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
-            .warmers(vec![Arc::downgrade(&warmer)])
             .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()
             .map_err(tantivy_error)?;
         check_term_dictionaries(dir, &reader, schema)?;
+        time_blocks
+            .refresh(&reader.searcher())
+            .map_err(tantivy_error)?;
         Ok(Partition {
             start_micros,
             end_micros: start_micros + span_micros,
@@ -167,7 +168,7 @@ impl Partition {
             index,
             directory,
             reader,
-            _time_blocks: time_blocks,
+            time_blocks,
             writer: Mutex::new(None),
             state: Mutex::new(WriteState {
                 applied_seq: committed_seq,
@@ -308,6 +309,9 @@ impl Partition {
         drop(guard);
         if committed {
             self.reader.reload().map_err(|error| self.error(error))?;
+            self.time_blocks
+                .refresh(&self.reader.searcher())
+                .map_err(|error| self.error(error))?;
             // tantivy's `MmapDirectory` keeps every file it ever opened in a map (a weak
             // reference each) and drops the dead ones only when asked for its cache's
             // state: segments come and go with each commit and merge, so unasked the map

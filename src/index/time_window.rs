@@ -13,9 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use tantivy::columnar::Column;
 use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
-use tantivy::{
-    DocId, DocSet, Score, Searcher, SearcherGeneration, SegmentReader, TERMINATED, index::SegmentId,
-};
+use tantivy::{DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED, index::SegmentId};
 
 use super::schema::TIMESTAMP_FIELD;
 
@@ -68,7 +66,7 @@ fn build(reader: &SegmentReader) -> tantivy::Result<BlockIndex> {
     Ok(BlockIndex { blocks })
 }
 
-/// The block index of `reader`'s segment, built now if no warmer did.
+/// The block index of `reader`'s segment, built now if no refresh did.
 pub fn block_index(reader: &SegmentReader) -> tantivy::Result<Arc<BlockIndex>> {
     if let Some(found) = cache().get(&reader.segment_id()) {
         return Ok(found.clone());
@@ -82,44 +80,52 @@ pub fn block_index(reader: &SegmentReader) -> tantivy::Result<Arc<BlockIndex>> {
     Ok(built)
 }
 
-/// Builds block indexes for new segments of one partition's reader and forgets those of
-/// segments no longer live there. One per reader: `garbage_collect` only sees that
-/// reader's generations.
+/// The block indexes of one partition's segments: built when its reader takes a new
+/// searcher ([`TimeBlocks::refresh`]), forgotten when their segments leave it or the
+/// partition closes. Not a tantivy `Warmer`: tantivy starts a garbage-collecting thread for
+/// every reader with warmers, and that thread's loop never ends, not even after the reader
+/// is dropped: one thread for every partition ever opened (a week of hourly partitions of
+/// two indices: 336 threads, and more after every retention sweep).
+///
+/// A searcher kept past a refresh (a scroll) builds the index of a segment that left again
+/// on its next search, outside this bookkeeping: such entries are a few bytes, and
+/// `MAX_CACHED_SEGMENTS` bounds them.
 #[derive(Default)]
-pub struct TimeBlockWarmer {
+pub struct TimeBlocks {
     owned: Mutex<HashSet<SegmentId>>,
 }
 
-impl tantivy::Warmer for TimeBlockWarmer {
-    fn warm(&self, searcher: &Searcher) -> tantivy::Result<()> {
+impl TimeBlocks {
+    /// Builds the block indexes of `searcher`'s segments and forgets those of this
+    /// partition's segments it no longer has.
+    pub fn refresh(&self, searcher: &Searcher) -> tantivy::Result<()> {
+        let mut live = HashSet::new();
         for reader in searcher.segment_readers() {
             block_index(reader)?;
-            self.owned
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(reader.segment_id());
+            live.insert(reader.segment_id());
         }
-        Ok(())
-    }
-
-    fn garbage_collect(&self, live_generations: &[&SearcherGeneration]) {
-        let live: HashSet<SegmentId> = live_generations
-            .iter()
-            .flat_map(|generation| generation.segments().keys().copied())
-            .collect();
         let mut owned = self
             .owned
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dead: Vec<SegmentId> = owned
-            .iter()
-            .filter(|id| !live.contains(id))
-            .copied()
-            .collect();
         let mut cache = cache();
-        for id in dead {
-            owned.remove(&id);
-            cache.remove(&id);
+        for gone in owned.difference(&live) {
+            cache.remove(gone);
+        }
+        *owned = live;
+        Ok(())
+    }
+}
+
+impl Drop for TimeBlocks {
+    fn drop(&mut self) {
+        let owned = self
+            .owned
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = cache();
+        for id in owned.iter() {
+            cache.remove(id);
         }
     }
 }
@@ -344,5 +350,50 @@ mod tests {
             .map(|seq: i64| (seq % 700 != 3).then_some(seq * 1000))
             .collect();
         count_windows(&gaps, &windows);
+    }
+
+    // A partition's block indexes are built when its reader takes a searcher and forgotten
+    // when their segments leave (a merge) or the partition closes.
+    #[test]
+    fn block_indexes_follow_the_segments_of_their_partition() {
+        let mut builder = Schema::builder();
+        let field = builder.add_date_field(TIMESTAMP_FIELD, DateOptions::default().set_fast());
+        let index = Index::create_in_ram(builder.build());
+        let mut writer = index
+            .writer_with_num_threads::<TantivyDocument>(1, 20 << 20)
+            .expect("writer");
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()
+            .expect("reader");
+        let blocks = TimeBlocks::default();
+        for micros in [1_000, 2_000] {
+            let mut document = TantivyDocument::default();
+            document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+            writer.add_document(document).expect("add");
+            writer.commit().expect("commit");
+        }
+        reader.reload().expect("reload");
+        blocks.refresh(&reader.searcher()).expect("refresh");
+        let first: Vec<SegmentId> = reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(SegmentReader::segment_id)
+            .collect();
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|id| cache().contains_key(id)));
+        writer.merge(&first).wait().expect("merge");
+        reader.reload().expect("reload");
+        blocks.refresh(&reader.searcher()).expect("refresh");
+        let merged = reader.searcher().segment_readers()[0].segment_id();
+        assert!(
+            first.iter().all(|id| !cache().contains_key(id)),
+            "merged away"
+        );
+        assert!(cache().contains_key(&merged));
+        drop(blocks);
+        assert!(!cache().contains_key(&merged), "the partition closed");
     }
 }

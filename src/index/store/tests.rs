@@ -193,3 +193,28 @@ fn partition_dir_names_round_trip() {
     assert_eq!(partition_dir_name(start), "p20240501T100000Z");
     assert_eq!(parse_partition_dir(&partition_dir_name(start)), Some(start));
 }
+
+// Regression: partitions' readers had tantivy warmers, and tantivy starts a thread for
+// every reader with warmers that never ends: one more thread for every partition ever
+// opened, so a server's threads grew with the hours it had seen.
+#[test]
+fn partitions_start_no_thread_that_outlives_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_writers(dir.path(), 4);
+    let start = 1_795_341_600_000_000;
+    let ops = (0..6)
+        .map(|hour| doc(&store, &format!("b{hour}"), start + hour * HOUR))
+        .collect();
+    store.apply(1, ops, false).expect("apply");
+    store.commit_all().expect("commit");
+    assert_eq!(ids(&store).len(), 6);
+    let warming_threads = std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("tantivy-warm"))
+        })
+        .count();
+    assert_eq!(warming_threads, 0);
+}
