@@ -26,7 +26,8 @@
 //! `seq` per source), and the server's warnings and errors are listed.
 //!
 //! `cargo bench --bench soak` (env: `MINUTES`, `RATE`, `AGENT_RATE`, `RULES`, `SERIES`,
-//! `ROTATE_MIB`, `WARMUP_MINUTES` (default 10), `SEARCH_MINUTES`, `RANGE_MINUTES`).
+//! `ROTATE_MIB`, `WARMUP_MINUTES` (default 10), `SEARCH_MINUTES`, `RANGE_MINUTES`,
+//! `PARTITION_SPAN`, the log partitions' span, e.g. `5m` to open and close many).
 
 mod common;
 
@@ -119,12 +120,17 @@ targets = ["{target}"]
 
 [metrics]
 block_duration = "10m"
+{index}
 
 [agent]
 [[agent.inputs]]
 paths = ["{}/app.log"]
 "#,
-            logs.display()
+            logs.display(),
+            // PARTITION_SPAN (e.g. `5m`): partitions come and go within a short run
+            index = std::env::var("PARTITION_SPAN")
+                .map(|span| format!("[index]\npartition_span = \"{span}\"\n"))
+                .unwrap_or_default(),
         ),
     )
     .expect("config");
