@@ -411,7 +411,7 @@ pub fn execute(
             }
         }
     }
-    truncate_sorted(&sort, &mut hits, window);
+    // kept sorted and cut to `window` after every partition
     let hits: Vec<ScoredHit> = hits.into_iter().skip(request.from).collect();
     let aggregations = match aggregations {
         Some(aggregations) => {
