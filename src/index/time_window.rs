@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use tantivy::columnar::Column;
-use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
-use tantivy::{DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED, index::SegmentId};
+use tantivy::query::{ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::{
+    DocId, DocSet, Score, Searcher, SeekDangerResult, SegmentReader, TERMINATED, index::SegmentId,
+};
 
 use super::schema::TIMESTAMP_FIELD;
 
@@ -25,6 +27,15 @@ pub const BLOCK_DOCS: u32 = 1024;
 #[derive(Debug)]
 pub struct BlockIndex {
     blocks: Vec<(i64, i64)>,
+    /// The lowest low and the highest high of `blocks`.
+    span: (i64, i64),
+}
+
+impl BlockIndex {
+    /// Whether a document of the segment may have an event time in `[lower, upper)`.
+    fn may_hold(&self, lower: i64, upper: i64) -> bool {
+        self.span.1 >= lower && self.span.0 < upper
+    }
 }
 
 static BLOCK_INDEXES: LazyLock<Mutex<HashMap<SegmentId, Arc<BlockIndex>>>> =
@@ -63,7 +74,12 @@ fn build(reader: &SegmentReader) -> tantivy::Result<BlockIndex> {
         blocks.push((low, high));
         start = end;
     }
-    Ok(BlockIndex { blocks })
+    let span = blocks
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(low, high), block| {
+            (low.min(block.0), high.max(block.1))
+        });
+    Ok(BlockIndex { blocks, span })
 }
 
 /// The block index of `reader`'s segment, built now if no refresh did.
@@ -178,6 +194,129 @@ impl Weight for TimeWindowQuery {
     }
 }
 
+/// `inner` where every match lies in the event-time window `[lower, upper)` (the query
+/// requires it): a segment without a document that may lie in the window is passed over
+/// before `inner` looks anything up in it. A term's lookup decodes a block of the
+/// segment's term dictionary (tens of microseconds); a partition has several segments, and
+/// a rule's one-minute window usually overlaps one or two of them.
+#[derive(Debug)]
+pub struct SegmentGate {
+    pub inner: Box<dyn Query>,
+    pub lower: i64,
+    pub upper: i64,
+}
+
+impl Clone for SegmentGate {
+    fn clone(&self) -> Self {
+        SegmentGate {
+            inner: self.inner.box_clone(),
+            lower: self.lower,
+            upper: self.upper,
+        }
+    }
+}
+
+impl Query for SegmentGate {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(GateWeight {
+            inner: self.inner.weight(scoring)?,
+            lower: self.lower,
+            upper: self.upper,
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
+        self.inner.query_terms(visitor);
+    }
+}
+
+struct GateWeight {
+    inner: Box<dyn Weight>,
+    lower: i64,
+    upper: i64,
+}
+
+impl GateWeight {
+    fn open(&self, reader: &SegmentReader) -> tantivy::Result<bool> {
+        Ok(block_index(reader)?.may_hold(self.lower, self.upper))
+    }
+}
+
+impl Weight for GateWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        if self.open(reader)? {
+            self.inner.scorer(reader, boost)
+        } else {
+            Ok(Box::new(EmptyScorer))
+        }
+    }
+
+    fn scorer_danger(
+        &self,
+        reader: &SegmentReader,
+        target: DocId,
+        boost: Score,
+    ) -> tantivy::Result<(SeekDangerResult, Box<dyn Scorer>)> {
+        if self.open(reader)? {
+            self.inner.scorer_danger(reader, target, boost)
+        } else if target == TERMINATED {
+            // as tantivy's default for a scorer already at its end
+            Ok((SeekDangerResult::Found, Box::new(EmptyScorer)))
+        } else {
+            Ok((
+                SeekDangerResult::SeekLowerBound(TERMINATED),
+                Box::new(EmptyScorer),
+            ))
+        }
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        self.inner.explain(reader, doc)
+    }
+
+    fn count(&self, reader: &SegmentReader) -> tantivy::Result<u32> {
+        if self.open(reader)? {
+            self.inner.count(reader)
+        } else {
+            Ok(0)
+        }
+    }
+
+    fn for_each(
+        &self,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score),
+    ) -> tantivy::Result<()> {
+        if self.open(reader)? {
+            self.inner.for_each(reader, callback)?;
+        }
+        Ok(())
+    }
+
+    fn for_each_no_score(
+        &self,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(&[DocId]),
+    ) -> tantivy::Result<()> {
+        if self.open(reader)? {
+            self.inner.for_each_no_score(reader, callback)?;
+        }
+        Ok(())
+    }
+
+    fn for_each_pruning(
+        &self,
+        threshold: Score,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score) -> Score,
+    ) -> tantivy::Result<()> {
+        if self.open(reader)? {
+            self.inner.for_each_pruning(threshold, reader, callback)?;
+        }
+        Ok(())
+    }
+}
+
 /// The documents `[start, end)` of a block that overlaps the window; `whole`: the block
 /// lies inside it, so none needs its time checked.
 struct Candidates {
@@ -282,6 +421,7 @@ impl DocSet for WindowDocSet {
 #[cfg(test)]
 mod tests {
     use tantivy::collector::Count;
+    use tantivy::query::BooleanQuery;
     use tantivy::schema::{DateOptions, DateTimePrecision, Schema};
     use tantivy::{Index, TantivyDocument};
 
@@ -350,6 +490,122 @@ mod tests {
             .map(|seq: i64| (seq % 700 != 3).then_some(seq * 1000))
             .collect();
         count_windows(&gaps, &windows);
+    }
+
+    /// Records the segments its weight is asked about (what a term query would look its
+    /// terms up in), matching every document.
+    #[derive(Debug, Clone, Default)]
+    struct Recording {
+        asked: Arc<Mutex<Vec<SegmentId>>>,
+    }
+
+    impl Query for Recording {
+        fn weight(&self, _scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+            Ok(Box::new(self.clone()))
+        }
+    }
+
+    impl Weight for Recording {
+        fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+            self.asked.lock().expect("lock").push(reader.segment_id());
+            tantivy::query::AllQuery
+                .weight(EnableScoring::disabled_from_schema(reader.schema()))?
+                .scorer(reader, boost)
+        }
+
+        fn explain(&self, _reader: &SegmentReader, _doc: DocId) -> tantivy::Result<Explanation> {
+            Ok(Explanation::new("Recording", 1.0))
+        }
+    }
+
+    // Only segments that may hold a document of the window are looked into; the count of
+    // the gated window query is the window's.
+    #[test]
+    fn segments_outside_the_window_are_passed_over() {
+        let mut builder = Schema::builder();
+        let field = builder.add_date_field(
+            TIMESTAMP_FIELD,
+            DateOptions::default()
+                .set_fast()
+                .set_precision(DateTimePrecision::Microseconds),
+        );
+        let index = Index::create_in_ram(builder.build());
+        let mut writer = index
+            .writer_with_num_threads::<TantivyDocument>(1, 20 << 20)
+            .expect("writer");
+        // three segments: [0, 3000) µs, [10 000, 13 000) µs, and one whose last document
+        // has no event time (its span reaches every window from 20 000 on)
+        let segments: [&[Option<i64>]; 3] = [
+            &[Some(0), Some(1000), Some(2999)],
+            &[Some(10_000), Some(12_999)],
+            &[Some(20_000), None],
+        ];
+        for times in segments {
+            for &micros in times {
+                let mut document = TantivyDocument::default();
+                if let Some(micros) = micros {
+                    document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+                }
+                writer.add_document(document).expect("add");
+            }
+            writer.commit().expect("commit");
+        }
+        let searcher = index.reader().expect("reader").searcher();
+        assert_eq!(searcher.segment_readers().len(), 3);
+        let first_time = |reader: &SegmentReader| {
+            let column = reader.fast_fields().date(TIMESTAMP_FIELD).expect("column");
+            column.first(0).expect("time").into_timestamp_micros()
+        };
+        for (lower, upper, expected, segments_asked) in [
+            (0, 3000, 3, vec![0]),
+            (2999, 10_001, 2, vec![0, 10_000]),
+            (3000, 10_000, 0, vec![]),
+            (13_000, 14_000, 0, vec![]),
+            (25_000, 26_000, 0, vec![20_000]),
+            (i64::MIN, i64::MAX, 6, vec![0, 10_000, 20_000]),
+        ] {
+            let recording = Recording::default();
+            let inner = BooleanQuery::intersection(vec![
+                Box::new(recording.clone()),
+                Box::new(TimeWindowQuery { lower, upper }),
+            ]);
+            let gated = SegmentGate {
+                inner: Box::new(inner),
+                lower,
+                upper,
+            };
+            let count = searcher.search(&gated, &Count).expect("count");
+            let window = times_in(&segments, lower, upper);
+            assert_eq!(
+                (count, count),
+                (expected, window),
+                "window [{lower}, {upper})"
+            );
+            let mut asked: Vec<i64> = recording
+                .asked
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|id| {
+                    let reader = searcher
+                        .segment_readers()
+                        .iter()
+                        .find(|reader| reader.segment_id() == *id)
+                        .expect("a segment of the searcher");
+                    first_time(reader)
+                })
+                .collect();
+            asked.sort_unstable();
+            assert_eq!(asked, segments_asked, "window [{lower}, {upper})");
+        }
+    }
+
+    fn times_in(segments: &[&[Option<i64>]], lower: i64, upper: i64) -> usize {
+        segments
+            .iter()
+            .flat_map(|times| times.iter().flatten())
+            .filter(|micros| **micros >= lower && **micros < upper)
+            .count()
     }
 
     // A partition's block indexes are built when its reader takes a searcher and forgotten

@@ -27,7 +27,7 @@ use super::column::ColumnPatternQuery;
 use super::{BoolQuery, FieldRef, Number, Operator, Query, QueryError, Scalar};
 use crate::index::fields::DefaultFields;
 use crate::index::schema::LogSchema;
-use crate::index::time_window::TimeWindowQuery;
+use crate::index::time_window::{SegmentGate, TimeWindowQuery};
 use crate::index::tokenizer::{
     KEYWORD_MAX_BYTES, is_own_keyword, keyword_token, lowercase_into, words,
 };
@@ -47,11 +47,37 @@ pub fn compile(
     schema: &LogSchema,
     default_fields: &DefaultFields,
 ) -> Result<Compiled, QueryError> {
-    Compiler {
+    let compiled = Compiler {
         schema,
         default_fields,
     }
-    .compile(query)
+    .compile(query)?;
+    let (lower, upper) = query.time_bounds();
+    Ok(match half_open(lower, upper) {
+        (i64::MIN, i64::MAX) => compiled,
+        // every match lies in this window: segments outside it are passed over first
+        (lower, upper) => Box::new(SegmentGate {
+            inner: compiled,
+            lower,
+            upper,
+        }),
+    })
+}
+
+/// Event-time bounds (microseconds) as the window `[lower, upper)`; unbounded ends are
+/// `i64::MIN` and `i64::MAX`.
+fn half_open(lower: Bound<i64>, upper: Bound<i64>) -> (i64, i64) {
+    let lower = match lower {
+        Bound::Unbounded => i64::MIN,
+        Bound::Included(micros) => micros,
+        Bound::Excluded(micros) => micros.saturating_add(1),
+    };
+    let upper = match upper {
+        Bound::Unbounded => i64::MAX,
+        Bound::Included(micros) => micros.saturating_add(1),
+        Bound::Excluded(micros) => micros,
+    };
+    (lower, upper)
 }
 
 struct Compiler<'a> {
@@ -409,20 +435,10 @@ impl Compiler<'_> {
 
     /// An event-time window, through the sparse block index (see `time_window`).
     fn timestamp_range(&self, lower: Bound<i64>, upper: Bound<i64>) -> Compiled {
-        let lower = match lower {
-            Bound::Unbounded => i64::MIN,
-            Bound::Included(micros) => micros,
-            Bound::Excluded(micros) => micros.saturating_add(1),
-        };
-        let upper = match upper {
-            Bound::Unbounded => i64::MAX,
-            Bound::Included(micros) => micros.saturating_add(1),
-            Bound::Excluded(micros) => micros,
-        };
-        if lower == i64::MIN && upper == i64::MAX {
-            return Box::new(AllQuery);
+        match half_open(lower, upper) {
+            (i64::MIN, i64::MAX) => Box::new(AllQuery),
+            (lower, upper) => Box::new(TimeWindowQuery { lower, upper }),
         }
-        Box::new(TimeWindowQuery { lower, upper })
     }
 
     fn range(
