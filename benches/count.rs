@@ -6,6 +6,12 @@
 //! `cargo bench --bench count` (env: `DOCS`, `QUERIES`, default 2000). Prints p50/p90/p99.
 //! The index is built through `IndexStore::apply`, the path the server's log thread uses
 //! (without HTTP and the write-ahead log, which are measured by the ingest benchmark).
+//!
+//! `STORE_DIR=DATA/logs/indices` instead counts over an existing store (e.g. a copy of the
+//! scale benchmark's week, whose lines have `http.status` and `service`) through a rule's
+//! own evaluation (`rules::evaluate::count_window`): `http.status:500 AND service:checkout`
+//! in 1-minute windows ending 0–59 s before the store's newest line, `QUERIES` times, two
+//! passes, no naive index.
 
 mod common;
 
@@ -99,6 +105,10 @@ fn main() {
     }
     let docs = env_or("DOCS", 10_000_000);
     let queries = env_or("QUERIES", 2000) as usize;
+    if let Ok(dir) = std::env::var("STORE_DIR") {
+        count_existing(Path::new(&dir), queries);
+        return;
+    }
     let work = tempfile::tempdir().expect("tempdir");
     // the data ends an hour ago, so every window is inside retention
     let end_micros = (chrono::Utc::now().timestamp_micros() / HOUR_MICROS - 1) * HOUR_MICROS;
@@ -214,5 +224,49 @@ impl TapCreate for std::path::PathBuf {
     fn tap_create(self) -> Self {
         std::fs::create_dir_all(&self).expect("create dir");
         self
+    }
+}
+
+/// The rule's count of the last minute over an existing store (`STORE_DIR`).
+fn count_existing(dir: &Path, queries: usize) {
+    let opened = Instant::now();
+    let store = common::open_store(dir, i64::MAX / 4);
+    let indices = store.resolve("logs", false).expect("index `logs`");
+    let newest = search::newest(&store, &indices, lookout::index::query::Query::MatchAll, 1)
+        .expect("newest line");
+    let newest_ms = newest
+        .first()
+        .and_then(|hit| hit["sort"][0].as_i64())
+        .expect("a line with a time");
+    println!(
+        "store {} opened in {:.2} s; newest line at {newest_ms} ms",
+        dir.display(),
+        opened.elapsed().as_secs_f64()
+    );
+    let query = serde_json::Value::String("http.status:500 AND service:checkout".into());
+    for pass in ["first pass", "second pass"] {
+        let mut samples = Vec::with_capacity(queries);
+        let mut total = 0;
+        for run in 0..queries {
+            let end_micros = (newest_ms + 1 - (run as i64 % 60) * 1000) * 1000;
+            let began = Instant::now();
+            let counts = lookout::rules::evaluate::count_window(
+                &store,
+                &lookout::rules::evaluate::Window {
+                    index: "logs",
+                    query: &query,
+                    group_by: &[],
+                    end_micros,
+                    length: Duration::from_secs(60),
+                },
+            )
+            .expect("count");
+            samples.push(began.elapsed());
+            total += counts.iter().map(|group| group.count).sum::<u64>();
+        }
+        println!(
+            "rule count (count_window), last minute, {queries} windows, {pass}: {} (total matches {total})",
+            percentiles(samples)
+        );
     }
 }

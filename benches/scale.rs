@@ -43,11 +43,12 @@
 //!
 //! `cargo bench --bench scale` (env: `LINES`, default 100 000 000; `RUNS`; `COUNTS`;
 //! `WAL_MIB`; `NAIVE_LINES`; `SCALE_DIR`, where the data goes, default a temporary
-//! directory under `target/`, removed at the end). Disk: Lookout's index takes about
-//! 640 B per line and the naive one 490 B (the output gives the figures per stage), so
-//! 100 M lines need ≈ 115 GB; check `df -h` first. Prints a table per stage and the curve
-//! (stage × figure) at the end. A small run's figures (`LINES=3000000`, a shared machine)
-//! and what they say are in docs/performance.md, "Scale: a week of logs".
+//! directory under `target/`, removed at the end). Disk: Lookout's partitions take about
+//! 430 B per line and the naive index 450–460 B (the output gives the figures per stage),
+//! so 100 M lines need ≈ 90 GB, or ≈ 50 GB with `NAIVE_LINES=14600000` (one day of the
+//! naive index); check `df -h` first. Prints a table per stage and the curve (stage ×
+//! figure) at the end. The 100 M-line run's figures and what they say are in
+//! docs/performance.md, "Scale: a week of logs".
 
 mod common;
 #[path = "scale/naive.rs"]
@@ -207,8 +208,8 @@ fn main() {
     println!(
         "scale: {total_lines} lines over 7 days in {} (about {:.0} GB of indexes at the end; check `df -h`)",
         work.path().display(),
-        // about 460 B a line for Lookout's partitions, 490 B for the naive index
-        (total_lines as f64 * 480.0 + total_lines.min(naive_cap) as f64 * 490.0) / 1e9
+        // about 430 B a line for Lookout's partitions, 460 B for the naive index
+        (total_lines as f64 * 440.0 + total_lines.min(naive_cap) as f64 * 460.0) / 1e9
     );
     let setup = Setup::write(work.path(), RETENTION);
     let start_ms = now_ms();

@@ -372,6 +372,20 @@ pub fn build_store(
     })
 }
 
+/// Opens (or creates) the store at `dir` with hourly partitions, as the benches write it.
+pub fn open_store(dir: &Path, retention_micros: i64) -> std::sync::Arc<lookout::index::IndexStore> {
+    let settings = lookout::index::store::StoreSettings {
+        partition_span_micros: 3_600_000_000,
+        retention_micros,
+        writer: lookout::index::partition::WriterOptions {
+            threads: 2,
+            memory_bytes: 256 << 20,
+        },
+        max_open_writers: 2,
+    };
+    std::sync::Arc::new(lookout::index::IndexStore::open(dir, settings).expect("store"))
+}
+
 /// Adds `docs` documents to the index `logs` of the store at `dir` (created if new) through
 /// `IndexStore::apply` in batches of 10 000, committing every 500 000 and at the end, then
 /// closes the store; `document(seq)` gives each one's event time (micros) and JSON source,
@@ -386,19 +400,8 @@ pub fn write_store(
     mut document: impl FnMut(u64) -> (i64, bytes::Bytes),
 ) -> std::sync::Arc<lookout::index::IndexStore> {
     use lookout::index::document::LogDoc;
-    use lookout::index::store::{StoreSettings, WriteOp};
-    const HOUR_MICROS: i64 = 3_600_000_000;
-    let settings = StoreSettings {
-        partition_span_micros: HOUR_MICROS,
-        retention_micros,
-        writer: lookout::index::partition::WriterOptions {
-            threads: 2,
-            memory_bytes: 256 << 20,
-        },
-        max_open_writers: 2,
-    };
-    let store =
-        std::sync::Arc::new(lookout::index::IndexStore::open(dir, settings).expect("store"));
+    use lookout::index::store::WriteOp;
+    let store = open_store(dir, retention_micros);
     let mut seq = store.max_committed_seq();
     let mut batch = Vec::new();
     for doc_seq in 0..docs {
