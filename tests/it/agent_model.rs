@@ -344,3 +344,33 @@ fn lines_appended_after_a_copytruncate_are_read_before_the_watermark_passes_them
         }
     }
 }
+
+/// Known bug, open (found 2026-12-05 by `every_complete_line_is_indexed_exactly_once`): after
+/// this sequence a line written after the copytruncate is now and then stored twice (line 4
+/// of the model, in about 1 of 12 rounds on a 2-core machine). Run it with `--ignored`; it
+/// fails until the tailer's copytruncate handling is fixed.
+#[test]
+#[ignore = "known bug: a line written after a copytruncate is sometimes shipped twice"]
+fn a_copytruncate_after_a_partial_line_ships_every_later_line_once() {
+    for round in 0..30 {
+        let ops = [
+            Op::Append {
+                lines: 1,
+                partial: true,
+            },
+            Op::CopyTruncate,
+            Op::Append {
+                lines: 2,
+                partial: false,
+            },
+            Op::Append {
+                lines: 24,
+                partial: true,
+            },
+            Op::StartServer,
+        ];
+        if let Err(error) = run_case(&ops) {
+            panic!("round {round}: {error}");
+        }
+    }
+}
