@@ -427,9 +427,9 @@ mod tests {
 
     use super::*;
 
-    /// A segment with `times` (microseconds; none: a document without one) in doc order;
-    /// counts must equal a plain scan.
-    fn count_windows(times: &[Option<i64>], windows: &[(i64, i64)]) {
+    /// An index of one segment per slice of `segments`, each with its event times
+    /// (microseconds; none: a document without one) in doc order.
+    fn index_of_segments(segments: &[&[Option<i64>]]) -> Index {
         let mut builder = Schema::builder();
         let field = builder.add_date_field(
             TIMESTAMP_FIELD,
@@ -441,14 +441,22 @@ mod tests {
         let mut writer = index
             .writer_with_num_threads::<TantivyDocument>(1, 20 << 20)
             .expect("writer");
-        for &micros in times {
-            let mut document = TantivyDocument::default();
-            if let Some(micros) = micros {
-                document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+        for times in segments {
+            for &micros in *times {
+                let mut document = TantivyDocument::default();
+                if let Some(micros) = micros {
+                    document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
+                }
+                writer.add_document(document).expect("add");
             }
-            writer.add_document(document).expect("add");
+            writer.commit().expect("commit");
         }
-        writer.commit().expect("commit");
+        index
+    }
+
+    /// A segment with `times` in doc order; counts must equal a plain scan.
+    fn count_windows(times: &[Option<i64>], windows: &[(i64, i64)]) {
+        let index = index_of_segments(&[times]);
         let searcher = index.reader().expect("reader").searcher();
         for &(lower, upper) in windows {
             let expected = times
@@ -522,17 +530,6 @@ mod tests {
     // the gated window query is the window's.
     #[test]
     fn segments_outside_the_window_are_passed_over() {
-        let mut builder = Schema::builder();
-        let field = builder.add_date_field(
-            TIMESTAMP_FIELD,
-            DateOptions::default()
-                .set_fast()
-                .set_precision(DateTimePrecision::Microseconds),
-        );
-        let index = Index::create_in_ram(builder.build());
-        let mut writer = index
-            .writer_with_num_threads::<TantivyDocument>(1, 20 << 20)
-            .expect("writer");
         // three segments: [0, 3000) µs, [10 000, 13 000) µs, and one whose last document
         // has no event time (its span reaches every window from 20 000 on)
         let segments: [&[Option<i64>]; 3] = [
@@ -540,16 +537,7 @@ mod tests {
             &[Some(10_000), Some(12_999)],
             &[Some(20_000), None],
         ];
-        for times in segments {
-            for &micros in times {
-                let mut document = TantivyDocument::default();
-                if let Some(micros) = micros {
-                    document.add_date(field, tantivy::DateTime::from_timestamp_micros(micros));
-                }
-                writer.add_document(document).expect("add");
-            }
-            writer.commit().expect("commit");
-        }
+        let index = index_of_segments(&segments);
         let searcher = index.reader().expect("reader").searcher();
         assert_eq!(searcher.segment_readers().len(), 3);
         let first_time = |reader: &SegmentReader| {
