@@ -27,14 +27,19 @@ pub const BLOCK_DOCS: u32 = 1024;
 #[derive(Debug)]
 pub struct BlockIndex {
     blocks: Vec<(i64, i64)>,
-    /// The lowest low and the highest high of `blocks`.
-    span: (i64, i64),
+}
+
+/// Whether a block of min/max event time `(low, high)` overlaps `[lower, upper)`.
+fn overlaps((low, high): (i64, i64), lower: i64, upper: i64) -> bool {
+    high >= lower && low < upper
 }
 
 impl BlockIndex {
     /// Whether a document of the segment may have an event time in `[lower, upper)`.
     fn may_hold(&self, lower: i64, upper: i64) -> bool {
-        self.span.1 >= lower && self.span.0 < upper
+        self.blocks
+            .iter()
+            .any(|block| overlaps(*block, lower, upper))
     }
 }
 
@@ -74,12 +79,7 @@ fn build(reader: &SegmentReader) -> tantivy::Result<BlockIndex> {
         blocks.push((low, high));
         start = end;
     }
-    let span = blocks
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(low, high), block| {
-            (low.min(block.0), high.max(block.1))
-        });
-    Ok(BlockIndex { blocks, span })
+    Ok(BlockIndex { blocks })
 }
 
 /// The block index of `reader`'s segment, built now if no refresh did.
@@ -167,7 +167,7 @@ impl Weight for TimeWindowQuery {
             .blocks
             .iter()
             .enumerate()
-            .filter(|(_, (low, high))| *high >= self.lower && *low < self.upper)
+            .filter(|(_, block)| overlaps(**block, self.lower, self.upper))
             .map(|(block, (low, high))| {
                 let start = block as u32 * BLOCK_DOCS;
                 Candidates {
@@ -198,7 +198,7 @@ impl Weight for TimeWindowQuery {
 /// requires it): a segment without a document that may lie in the window is passed over
 /// before `inner` looks anything up in it. A term's lookup decodes a block of the
 /// segment's term dictionary (tens of microseconds); a partition has several segments, and
-/// a rule's one-minute window usually overlaps one or two of them.
+/// a rule's one-minute window overlaps only those whose time span covers it.
 #[derive(Debug)]
 pub struct SegmentGate {
     pub inner: Box<dyn Query>,
